@@ -1,0 +1,124 @@
+"""Settings pytest-maf runs with, and where its files live.
+
+Precedence, lowest to highest: built-in defaults, ``MAF_*`` environment
+variables, then explicit arguments (command-line flags). Every value is
+validated here, and a bad one names its source.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from pytest_maf.errors import UsageError
+
+DEFAULT_TASK_LEASE_TTL_S = 30
+DEFAULT_TASK_LEASE_MAX_TTL_S = 3600
+DEFAULT_MAX_ATTEMPTS = 3
+DB_RELATIVE_PATH = Path(".maf") / "runtime.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. Build with :func:`load_settings`."""
+
+    db_path: Path
+    task_lease_ttl_s: int = DEFAULT_TASK_LEASE_TTL_S
+    task_lease_max_ttl_s: int = DEFAULT_TASK_LEASE_MAX_TTL_S
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+    def lease_ttl_ms(self, ttl_s: float | None) -> int:
+        """Validate a requested task lease TTL (seconds) and return it in ms.
+
+        ``None`` means the configured default.
+        """
+        if ttl_s is None:
+            ttl_s = self.task_lease_ttl_s
+        if not ttl_s > 0:
+            raise UsageError(f"--ttl must be above 0 seconds, got {ttl_s:g}")
+        if ttl_s > self.task_lease_max_ttl_s:
+            raise UsageError(
+                f"--ttl {ttl_s:g} is above the maximum of {self.task_lease_max_ttl_s} seconds"
+                " (raise MAF_TASK_LEASE_MAX_TTL to allow it)"
+            )
+        return int(ttl_s * 1000)
+
+
+def find_repository_root(start: Path) -> Path | None:
+    """Return the root of the git work tree holding ``start``, or None.
+
+    For a linked worktree (``git worktree add``) the main work tree's root is
+    returned, so every worktree of one repository shares one runtime store.
+    Reads ``.git`` files directly instead of running git: it is called on
+    every command, including the pre-commit guard.
+    """
+    for directory in (start, *start.parents):
+        dot_git = directory / ".git"
+        if dot_git.is_dir():
+            return directory
+        if dot_git.is_file():
+            return _main_worktree_root(directory, dot_git)
+    return None
+
+
+def _main_worktree_root(directory: Path, dot_git_file: Path) -> Path:
+    try:
+        first_line = dot_git_file.read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return directory
+    if not first_line.startswith("gitdir:"):
+        return directory
+    git_dir = (directory / first_line[len("gitdir:") :].strip()).resolve()
+    commondir_file = git_dir / "commondir"
+    if not commondir_file.is_file():
+        return directory  # a submodule: its own repository
+    common_dir = (git_dir / commondir_file.read_text(encoding="utf-8").strip()).resolve()
+    return common_dir.parent if common_dir.name == ".git" else directory
+
+
+def default_db_path(cwd: Path) -> Path:
+    """``.maf/runtime.db`` under the repository root, else under ``cwd``."""
+    root = find_repository_root(cwd)
+    return (root or cwd) / DB_RELATIVE_PATH
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r}: expected a whole number") from None
+    if value <= 0:
+        raise UsageError(f"{name}={raw!r}: expected a number above 0")
+    return value
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    db_path: str | os.PathLike[str] | None = None,
+) -> Settings:
+    """Resolve settings from defaults, the environment and explicit arguments."""
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    if db_path is None and environ.get("MAF_DB_PATH"):
+        db_path = environ["MAF_DB_PATH"]
+    resolved_db = cwd / Path(db_path) if db_path is not None else default_db_path(cwd)
+    settings = Settings(
+        db_path=resolved_db,
+        task_lease_ttl_s=_positive_int(environ, "MAF_TASK_LEASE_TTL", DEFAULT_TASK_LEASE_TTL_S),
+        task_lease_max_ttl_s=_positive_int(
+            environ, "MAF_TASK_LEASE_MAX_TTL", DEFAULT_TASK_LEASE_MAX_TTL_S
+        ),
+        max_attempts=_positive_int(environ, "MAF_TASK_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
+    )
+    if settings.task_lease_ttl_s > settings.task_lease_max_ttl_s:
+        raise UsageError(
+            f"MAF_TASK_LEASE_TTL ({settings.task_lease_ttl_s}) is above"
+            f" MAF_TASK_LEASE_MAX_TTL ({settings.task_lease_max_ttl_s})"
+        )
+    return settings

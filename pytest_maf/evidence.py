@@ -1,0 +1,80 @@
+"""Evidence: one PASS or FAIL row per verifier and task attempt, and the verdict they give.
+
+Example::
+
+    record_evidence(store, "task-1", 1, "unit-tests", "PASS", {"duration_s": 1.2})
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+from pytest_maf.errors import UsageError
+from pytest_maf.leases import fenced_lease, validate_id
+from pytest_maf.records import EVIDENCE_RESULTS, Evidence
+
+if TYPE_CHECKING:
+    from pytest_maf.store import Store, Transaction
+
+
+def evidence_verdict(rows: Iterable[Evidence]) -> tuple[bool, str]:
+    """Whether an attempt's evidence lets its task commit, and why (pure).
+
+    It commits only when there is evidence and every row is PASS.
+    """
+    rows = list(rows)
+    if not rows:
+        return False, "no evidence was recorded for this attempt"
+    failed = sorted(row.verifier for row in rows if row.result != "PASS")
+    if failed:
+        return False, f"{len(failed)} of {len(rows)} verifiers failed: {', '.join(failed)}"
+    return True, f"all {len(rows)} verifiers passed"
+
+
+def parse_result(text: str) -> str:
+    result = text.upper()
+    if result not in EVIDENCE_RESULTS:
+        raise UsageError(f"unknown result {text!r}; use PASS or FAIL")
+    return result
+
+
+def record_evidence(
+    store: Store,
+    task_id: str,
+    attempt: int,
+    verifier: str,
+    result: str,
+    details: dict[str, Any] | None = None,
+    *,
+    agent_id: str | None = None,
+) -> Evidence:
+    """Record one verifier's result for the live attempt of a task.
+
+    The attempt must hold a live lease; with ``agent_id`` the lease must be
+    that agent's (fenced). A verifier reports once per attempt.
+    """
+    validate_id("verifier", verifier)
+    if details is not None and not isinstance(details, dict):
+        raise UsageError("evidence details must be a JSON object, such as {\"log\": \"...\"}")
+    evidence = Evidence(task_id, attempt, verifier, parse_result(result), details or {})
+
+    def record(transaction: Transaction) -> Evidence:
+        fenced_lease(transaction, task_id, agent_id, attempt)
+        transaction.insert_evidence(evidence)
+        transaction.insert_event(
+            task_id,
+            "evidence",
+            {
+                "agent": agent_id,
+                "attempt": attempt,
+                "verifier": verifier,
+                "result": evidence.result,
+            },
+        )
+        return evidence
+
+    return store.write(record)
+
+
+def list_evidence(store: Store, task_id: str | None = None) -> list[Evidence]:
+    return store.read(lambda transaction: transaction.evidence(task_id))

@@ -1,0 +1,71 @@
+"""Lease fencing: an operation made under a lease presents (task, agent, attempt).
+
+A holder is live only while its lease row names the same agent and attempt,
+that attempt is the task's latest, and the lease has not expired. Anything
+else is a stale holder and is refused with :class:`LeaseLostError`, which is
+what makes a slow or paused agent harmless.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pytest_maf.errors import LeaseLostError, NotFoundError, UsageError
+from pytest_maf.records import Lease, Task
+
+if TYPE_CHECKING:
+    from pytest_maf.store import Transaction
+
+MAX_ID_LENGTH = 128
+
+
+def validate_id(kind: str, value: str) -> str:
+    """Check an agent, task or verifier id: 1-128 printable characters, no whitespace ends."""
+    if not value or value != value.strip():
+        raise UsageError(f"{kind} id {value!r} must be non-empty, without leading or trailing spaces")
+    if len(value) > MAX_ID_LENGTH:
+        raise UsageError(f"{kind} id is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
+    if not value.isprintable():
+        raise UsageError(f"{kind} id {value!r} contains control characters")
+    return value
+
+
+def require_task(transaction: Transaction, task_id: str) -> Task:
+    task = transaction.get_task(task_id)
+    if task is None:
+        raise NotFoundError(f"no task with id {task_id!r} (see `maf task list`)")
+    return task
+
+
+def fenced_lease(
+    transaction: Transaction, task_id: str, agent_id: str | None, attempt: int
+) -> tuple[Task, Lease]:
+    """Return the task and its lease if ``agent_id`` holds attempt ``attempt`` live.
+
+    ``agent_id=None`` accepts any live holder of that attempt (for callers
+    that know the attempt but not the agent, such as ``maf evidence add``).
+    """
+    task = require_task(transaction, task_id)
+    lease = transaction.get_lease(task_id)
+    if lease is None:
+        raise LeaseLostError(
+            f"task {task_id!r} has no lease (it is {task.state});"
+            " claim a task again with `maf task claim`"
+        )
+    if agent_id is not None and lease.agent_id != agent_id:
+        raise LeaseLostError(
+            f"task {task_id!r} is leased to agent {lease.agent_id!r}, not {agent_id!r};"
+            " claim a task again with `maf task claim`"
+        )
+    if lease.attempt != attempt or task.attempts != attempt:
+        raise LeaseLostError(
+            f"attempt {attempt} of task {task_id!r} is stale: the current attempt is"
+            f" {task.attempts}; claim a task again with `maf task claim`"
+        )
+    if not lease.is_live(transaction.now):
+        raise LeaseLostError(
+            f"the lease of agent {lease.agent_id!r} on task {task_id!r} (attempt {attempt})"
+            f" expired {transaction.now - lease.lease_expires_at} ms ago;"
+            " claim a task again with `maf task claim`"
+        )
+    return task, lease

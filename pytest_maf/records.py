@@ -1,0 +1,59 @@
+"""Plain records read from and written to the runtime store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TASK_STATES = (
+    "READY",
+    "LEASED",
+    "RUNNING",
+    "VERIFYING",
+    "COMMITTED",
+    "ROLLBACK",
+    "DONE",
+    "DEAD",
+)
+EVIDENCE_RESULTS = ("PASS", "FAIL")
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    state: str
+    priority: int
+    payload: Any
+    created_at: int
+    updated_at: int
+    attempts: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    task_id: str
+    agent_id: str
+    lease_expires_at: int
+    attempt: int
+
+    def is_live(self, now_ms: int) -> bool:
+        return self.lease_expires_at > now_ms
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    task_id: str
+    ts: int
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    task_id: str
+    attempt: int
+    verifier: str
+    result: str
+    details: dict[str, Any] = field(default_factory=dict)

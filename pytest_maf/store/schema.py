@@ -1,0 +1,76 @@
+"""The runtime store's schema and its numbered migrations.
+
+The four canonical tables (``tasks``, ``leases``, ``events``, ``evidence``)
+and ``idx_tasks_state_prio`` are exactly those of the operations guide's
+"Canonical Schema Reference". What pytest-maf needs beyond them lives in
+tables and indexes beside them, never in a changed canonical column.
+
+The schema version is ``PRAGMA user_version``: migration N brings a database
+from version N-1 to N.
+"""
+
+from __future__ import annotations
+
+CANONICAL_TABLES = ("tasks", "leases", "events", "evidence")
+
+CANONICAL_DDL = """
+CREATE TABLE tasks (
+  id TEXT PRIMARY KEY,
+  state TEXT NOT NULL CHECK (state IN ('READY','LEASED','RUNNING','VERIFYING','COMMITTED','ROLLBACK','DONE','DEAD')),
+  priority INTEGER NOT NULL DEFAULT 100,
+  payload_json TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  token_budget INTEGER NOT NULL DEFAULT 0,
+  cost_budget_cents INTEGER NOT NULL DEFAULT 0,
+  policy_label TEXT NOT NULL DEFAULT 'private'
+);
+
+CREATE INDEX idx_tasks_state_prio ON tasks(state, priority, created_at);
+
+CREATE TABLE leases (
+  task_id TEXT PRIMARY KEY REFERENCES tasks(id) ON DELETE CASCADE,
+  agent_id TEXT NOT NULL,
+  lease_expires_at INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  UNIQUE(task_id),
+  UNIQUE(task_id, attempt)
+);
+
+CREATE TABLE events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+  ts INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  data_json TEXT NOT NULL
+);
+
+CREATE TABLE evidence (
+  task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+  attempt INTEGER NOT NULL,
+  verifier TEXT NOT NULL,
+  result TEXT NOT NULL CHECK (result IN ('PASS','FAIL')),
+  details_json TEXT NOT NULL,
+  PRIMARY KEY (task_id, attempt, verifier)
+);
+"""
+
+# Beside the canonical tables: per-task limits the canonical `tasks` has no
+# column for, and an index so a task's history is read without a full scan.
+PYTEST_MAF_DDL_V1 = """
+CREATE TABLE task_options (
+  task_id TEXT PRIMARY KEY REFERENCES tasks(id) ON DELETE CASCADE,
+  max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1)
+);
+
+CREATE INDEX idx_events_task ON events(task_id, id);
+"""
+
+MIGRATIONS: tuple[str, ...] = (CANONICAL_DDL + PYTEST_MAF_DDL_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a DDL script into statements (none of ours has a ';' inside)."""
+    return [statement.strip() for statement in script.split(";") if statement.strip()]

@@ -1,0 +1,361 @@
+"""The embedded SQLite backend of the runtime store.
+
+Every SQLite connection pytest-maf opens comes from :func:`connect`. A write
+runs in ``BEGIN IMMEDIATE`` so the read-check-write inside it is atomic across
+processes; a busy database is waited for with a short busy timeout plus a
+bounded, jittered retry of the whole transaction, so callers never see
+"database is locked" under ordinary contention.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+from pytest_maf.clock import Clock, system_clock
+from pytest_maf.errors import AlreadyExistsError, StoreError
+from pytest_maf.records import Event, Evidence, Lease, Task
+from pytest_maf.store import schema
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 20
+MAX_BUSY_WAIT_S = 30.0
+SQLITE_BUSY = 5
+SQLITE_LOCKED = 6
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open a connection with the settings every pytest-maf connection uses.
+
+    Autocommit mode (``isolation_level=None``): transactions are begun
+    explicitly, so a write is never silently upgraded from a read lock.
+    """
+    connection = sqlite3.connect(
+        str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+    )
+    connection.execute("PRAGMA foreign_keys = ON")
+    # WAL makes commits durable against process crashes without an fsync each.
+    connection.execute("PRAGMA synchronous = NORMAL")
+    return connection
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (SQLITE_BUSY, SQLITE_LOCKED)
+    message = str(error)
+    return "locked" in message or "busy" in message
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+_TASK_COLUMNS = (
+    "t.id, t.state, t.priority, t.payload_json, t.created_at, t.updated_at, t.attempts,"
+    " COALESCE(o.max_attempts, ?)"
+)
+_TASK_FROM = "tasks AS t LEFT JOIN task_options AS o ON o.task_id = t.id"
+
+
+class SQLiteTransaction:
+    """Data access inside one open transaction. ``now`` is read once the lock is held."""
+
+    def __init__(self, connection: sqlite3.Connection, now: int, default_max_attempts: int) -> None:
+        self.connection = connection
+        self.now = now
+        self._default_max_attempts = default_max_attempts
+
+    def _task(self, row: Sequence[Any]) -> Task:
+        return Task(
+            id=row[0],
+            state=row[1],
+            priority=row[2],
+            payload=json.loads(row[3]),
+            created_at=row[4],
+            updated_at=row[5],
+            attempts=row[6],
+            max_attempts=row[7],
+        )
+
+    # tasks
+
+    def insert_task(self, task: Task) -> None:
+        try:
+            self.connection.execute(
+                "INSERT INTO tasks (id, state, priority, payload_json, created_at, updated_at,"
+                " attempts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task.id,
+                    task.state,
+                    task.priority,
+                    _dumps(task.payload),
+                    task.created_at,
+                    task.updated_at,
+                    task.attempts,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise AlreadyExistsError(f"a task with id {task.id!r} already exists") from None
+        self.connection.execute(
+            "INSERT INTO task_options (task_id, max_attempts) VALUES (?, ?)",
+            (task.id, task.max_attempts),
+        )
+
+    def get_task(self, task_id: str) -> Task | None:
+        row = self.connection.execute(
+            f"SELECT {_TASK_COLUMNS} FROM {_TASK_FROM} WHERE t.id = ?",
+            (self._default_max_attempts, task_id),
+        ).fetchone()
+        return None if row is None else self._task(row)
+
+    def next_ready_task(self) -> Task | None:
+        """The READY task with the lowest priority, then the oldest, then first inserted."""
+        row = self.connection.execute(
+            f"SELECT {_TASK_COLUMNS} FROM {_TASK_FROM} WHERE t.state = 'READY'"
+            " ORDER BY t.priority, t.created_at, t.rowid LIMIT 1",
+            (self._default_max_attempts,),
+        ).fetchone()
+        return None if row is None else self._task(row)
+
+    def list_tasks(self, state: str | None = None) -> list[Task]:
+        where, params = ("WHERE t.state = ?", (state,)) if state else ("", ())
+        rows = self.connection.execute(
+            f"SELECT {_TASK_COLUMNS} FROM {_TASK_FROM} {where}"
+            " ORDER BY t.priority, t.created_at, t.rowid",
+            (self._default_max_attempts, *params),
+        ).fetchall()
+        return [self._task(row) for row in rows]
+
+    def count_tasks_by_state(self) -> dict[str, int]:
+        rows = self.connection.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+        return dict(rows.fetchall())
+
+    def write_task_state(self, task_id: str, state: str, attempts: int) -> None:
+        """Only :func:`pytest_maf.tasks.apply_transition` calls this."""
+        self.connection.execute(
+            "UPDATE tasks SET state = ?, attempts = ?, updated_at = ? WHERE id = ?",
+            (state, attempts, self.now, task_id),
+        )
+
+    # leases
+
+    def get_lease(self, task_id: str) -> Lease | None:
+        row = self.connection.execute(
+            "SELECT task_id, agent_id, lease_expires_at, attempt FROM leases WHERE task_id = ?",
+            (task_id,),
+        ).fetchone()
+        return None if row is None else Lease(*row)
+
+    def put_lease(self, lease: Lease) -> None:
+        self.connection.execute(
+            "INSERT OR REPLACE INTO leases (task_id, agent_id, lease_expires_at, attempt)"
+            " VALUES (?, ?, ?, ?)",
+            (lease.task_id, lease.agent_id, lease.lease_expires_at, lease.attempt),
+        )
+
+    def delete_lease(self, task_id: str) -> None:
+        self.connection.execute("DELETE FROM leases WHERE task_id = ?", (task_id,))
+
+    def expired_leases(self) -> list[Lease]:
+        rows = self.connection.execute(
+            "SELECT task_id, agent_id, lease_expires_at, attempt FROM leases"
+            " WHERE lease_expires_at <= ? ORDER BY lease_expires_at, task_id",
+            (self.now,),
+        ).fetchall()
+        return [Lease(*row) for row in rows]
+
+    def list_leases(self) -> list[Lease]:
+        rows = self.connection.execute(
+            "SELECT task_id, agent_id, lease_expires_at, attempt FROM leases ORDER BY task_id"
+        ).fetchall()
+        return [Lease(*row) for row in rows]
+
+    # events
+
+    def insert_event(self, task_id: str, kind: str, data: dict[str, Any]) -> None:
+        self.connection.execute(
+            "INSERT INTO events (task_id, ts, kind, data_json) VALUES (?, ?, ?, ?)",
+            (task_id, self.now, kind, _dumps(data)),
+        )
+
+    def events(self, task_id: str | None = None) -> list[Event]:
+        where, params = ("WHERE task_id = ?", (task_id,)) if task_id else ("", ())
+        rows = self.connection.execute(
+            f"SELECT id, task_id, ts, kind, data_json FROM events {where} ORDER BY id", params
+        ).fetchall()
+        return [Event(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+
+    # evidence
+
+    def insert_evidence(self, evidence: Evidence) -> None:
+        try:
+            self.connection.execute(
+                "INSERT INTO evidence (task_id, attempt, verifier, result, details_json)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    evidence.task_id,
+                    evidence.attempt,
+                    evidence.verifier,
+                    evidence.result,
+                    _dumps(evidence.details),
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise AlreadyExistsError(
+                f"evidence from verifier {evidence.verifier!r} is already recorded for task"
+                f" {evidence.task_id!r} attempt {evidence.attempt}"
+            ) from None
+
+    def evidence(self, task_id: str | None = None, attempt: int | None = None) -> list[Evidence]:
+        clauses, params = [], []
+        if task_id is not None:
+            clauses.append("task_id = ?")
+            params.append(task_id)
+        if attempt is not None:
+            clauses.append("attempt = ?")
+            params.append(attempt)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.connection.execute(
+            "SELECT task_id, attempt, verifier, result, details_json FROM evidence"
+            f" {where} ORDER BY task_id, attempt, verifier",
+            params,
+        ).fetchall()
+        return [Evidence(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+
+
+class SQLiteStore:
+    """The runtime store in one SQLite file. Open it with :func:`pytest_maf.store.open_store`."""
+
+    backend = "sqlite"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Clock = system_clock,
+        default_max_attempts: int = 3,
+    ) -> None:
+        self.path = path
+        self.clock = clock
+        self.default_max_attempts = default_max_attempts
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        if self._connection is None:
+            try:
+                self._connection = connect(self.path)
+            except sqlite3.Error as error:
+                raise self._unreadable(error) from None
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _unreadable(self, error: sqlite3.Error) -> StoreError:
+        return StoreError(
+            f"cannot use the runtime database {self.path}: {error}"
+            " (check the file, restore a backup, or point MAF_DB_PATH elsewhere)"
+        )
+
+    def _run(self, begin: str, operation: Callable[[SQLiteTransaction], T]) -> T:
+        connection = self.connection
+        deadline = time.monotonic() + MAX_BUSY_WAIT_S
+        retries = 0
+        while True:
+            try:
+                connection.execute(begin)
+                try:
+                    transaction = SQLiteTransaction(
+                        connection, self.clock(), self.default_max_attempts
+                    )
+                    result = operation(transaction)
+                    connection.execute("COMMIT")
+                    return result
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error) or time.monotonic() > deadline:
+                    raise self._unreadable(error) from None
+                retries += 1
+                # Jittered, capped backoff: contenders spread out instead of
+                # waking together and colliding again.
+                time.sleep(random.uniform(0, min(0.0005 * (2**retries), 0.02)))
+            except sqlite3.Error as error:
+                raise self._unreadable(error) from None
+
+    def write(self, operation: Callable[[SQLiteTransaction], T]) -> T:
+        """Run ``operation`` in one ``BEGIN IMMEDIATE`` transaction; all of it or none."""
+        return self._run("BEGIN IMMEDIATE", operation)
+
+    def read(self, operation: Callable[[SQLiteTransaction], T]) -> T:
+        """Run ``operation`` against one consistent snapshot."""
+        return self._run("BEGIN", operation)
+
+    # schema
+
+    def schema_version(self) -> int:
+        return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
+
+    def table_names(self) -> list[str]:
+        rows = self.connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " ORDER BY name"
+        )
+        return [row[0] for row in rows]
+
+    def check_schema_version(self) -> int:
+        """Refuse a database written by a newer pytest-maf; return its version."""
+        try:
+            version = self.schema_version()
+        except sqlite3.Error as error:
+            raise self._unreadable(error) from None
+        if version > schema.SCHEMA_VERSION:
+            raise StoreError(
+                f"the runtime database {self.path} has schema version {version}, newer than"
+                f" this pytest-maf knows ({schema.SCHEMA_VERSION}): upgrade pytest-maf"
+            )
+        return version
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations this database lacks; return the versions applied."""
+        try:
+            self.connection.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as error:
+            raise self._unreadable(error) from None
+
+        def apply(transaction: SQLiteTransaction) -> list[int]:
+            current = self.check_schema_version()
+            applied = []
+            for version in range(current + 1, schema.SCHEMA_VERSION + 1):
+                for statement in schema.split_statements(schema.MIGRATIONS[version - 1]):
+                    transaction.connection.execute(statement)
+                applied.append(version)
+            if applied:
+                transaction.connection.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
+            return applied
+
+        return self.write(apply)
+
+    def pragma(self, name: str) -> list[tuple[Any, ...]]:
+        """Read a PRAGMA (``integrity_check``, ``foreign_keys``, ``journal_mode`` ...)."""
+        try:
+            return [tuple(row) for row in self.connection.execute(f"PRAGMA {name}")]
+        except sqlite3.Error as error:
+            raise self._unreadable(error) from None

@@ -1,0 +1,346 @@
+"""Tasks and their leases: the state machine and the operations that drive it.
+
+:data:`TRANSITIONS` is the one transition table; :func:`apply_transition` is
+the only code that writes a task's state, and it writes an event for every
+change. Each public operation runs in one store transaction: it happens
+completely or not at all.
+
+Example::
+
+    store = open_store(".maf/runtime.db", create=True)
+    add_task(store, payload={"goal": "fix the build"})
+    claim = claim_next_task(store, "agent-a", ttl_ms=30_000)
+    start_task(store, claim.task_id, "agent-a", claim.attempt)
+    begin_verification(store, claim.task_id, "agent-a", claim.attempt)
+    record_evidence(store, claim.task_id, claim.attempt, "unit-tests", "PASS")
+    finish_task(store, claim.task_id, "agent-a", claim.attempt).final_state  # "DONE"
+
+Every claim is an attempt. A task whose attempts reach its ``max_attempts``
+goes to DEAD when its lease is released, expires or its verification fails,
+instead of back to READY.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pytest_maf.errors import IllegalTransitionError, NothingToClaimError, UsageError
+from pytest_maf.evidence import evidence_verdict
+from pytest_maf.leases import fenced_lease, require_task, validate_id
+from pytest_maf.records import TASK_STATES, Event, Evidence, Lease, Task
+
+if TYPE_CHECKING:
+    from pytest_maf.store import Store, Transaction
+
+TRANSITIONS: dict[tuple[str, str], str] = {
+    ("READY", "claim"): "LEASED",
+    ("READY", "cancel"): "DEAD",
+    ("READY", "exhaust"): "DEAD",
+    ("LEASED", "start"): "RUNNING",
+    ("LEASED", "release"): "READY",
+    ("LEASED", "expire"): "READY",
+    ("RUNNING", "verify"): "VERIFYING",
+    ("RUNNING", "release"): "READY",
+    ("RUNNING", "expire"): "READY",
+    ("VERIFYING", "commit"): "COMMITTED",
+    ("VERIFYING", "rollback"): "ROLLBACK",
+    ("VERIFYING", "expire"): "ROLLBACK",
+    ("COMMITTED", "done"): "DONE",
+    ("ROLLBACK", "retry"): "READY",
+    ("ROLLBACK", "exhaust"): "DEAD",
+}
+LEASED_STATES = frozenset({"LEASED", "RUNNING", "VERIFYING"})
+FINAL_STATES = frozenset({"DONE", "DEAD"})
+DEFAULT_PRIORITY = 100
+
+
+def next_state(task_id: str, state: str, action: str) -> str:
+    """The state ``action`` moves a task in ``state`` to; raises if the table forbids it."""
+    try:
+        return TRANSITIONS[(state, action)]
+    except KeyError:
+        allowed = " or ".join(
+            f"{source} -> {target}" for (source, name), target in TRANSITIONS.items() if name == action
+        )
+        raise IllegalTransitionError(task_id, state, action, allowed or "nothing") from None
+
+
+def apply_transition(
+    transaction: Transaction, task: Task, action: str, **event_data: Any
+) -> Task:
+    """Move ``task`` by ``action`` and record the event; the one writer of ``tasks.state``."""
+    target = next_state(task.id, task.state, action)
+    attempts = task.attempts + 1 if action == "claim" else task.attempts
+    transaction.write_task_state(task.id, target, attempts)
+    data = {"from": task.state, "to": target, "attempt": attempts, **event_data}
+    transaction.insert_event(task.id, action, data)
+    return dataclasses.replace(task, state=target, attempts=attempts, updated_at=transaction.now)
+
+
+def _retry_or_bury(transaction: Transaction, task: Task, **event_data: Any) -> Task:
+    """From ROLLBACK, or READY after a lost lease: back to READY, or DEAD when attempts are used up."""
+    if task.attempts >= task.max_attempts:
+        return apply_transition(
+            transaction, task, "exhaust", max_attempts=task.max_attempts, **event_data
+        )
+    if task.state == "ROLLBACK":
+        return apply_transition(transaction, task, "retry", **event_data)
+    return task
+
+
+@dataclass(frozen=True)
+class Claim:
+    task_id: str
+    attempt: int
+    agent_id: str
+    lease_expires_at: int
+
+
+@dataclass(frozen=True)
+class FinishResult:
+    task_id: str
+    attempt: int
+    verdict: str  # COMMITTED or ROLLBACK
+    final_state: str  # DONE, READY or DEAD
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    task_id: str
+    agent_id: str
+    attempt: int
+    from_state: str
+    final_state: str
+
+
+@dataclass(frozen=True)
+class TaskDetail:
+    task: Task
+    lease: Lease | None
+    events: list[Event]
+    evidence: list[Evidence]
+
+
+def _validate_ttl(ttl_ms: int) -> int:
+    if ttl_ms <= 0:
+        raise UsageError(f"a lease TTL must be above 0, got {ttl_ms} ms")
+    return ttl_ms
+
+
+def add_task(
+    store: Store,
+    *,
+    task_id: str | None = None,
+    priority: int = DEFAULT_PRIORITY,
+    payload: Any = None,
+    max_attempts: int | None = None,
+) -> Task:
+    """Add a READY task; ``task_id`` is generated when not given."""
+    task_id = validate_id("task", task_id) if task_id is not None else f"task-{uuid.uuid4().hex[:12]}"
+    max_attempts = store.default_max_attempts if max_attempts is None else max_attempts
+    if max_attempts < 1:
+        raise UsageError(f"max attempts must be 1 or more, got {max_attempts}")
+
+    def add(transaction: Transaction) -> Task:
+        task = Task(
+            id=task_id,
+            state="READY",
+            priority=priority,
+            payload={} if payload is None else payload,
+            created_at=transaction.now,
+            updated_at=transaction.now,
+            attempts=0,
+            max_attempts=max_attempts,
+        )
+        transaction.insert_task(task)
+        transaction.insert_event(
+            task_id, "add", {"to": "READY", "priority": priority, "max_attempts": max_attempts}
+        )
+        return task
+
+    return store.write(add)
+
+
+def _reclaim_expired(transaction: Transaction) -> list[Reclaimed]:
+    reclaimed = []
+    for lease in transaction.expired_leases():
+        task = require_task(transaction, lease.task_id)
+        from_state = task.state
+        if task.state in LEASED_STATES:
+            task = apply_transition(
+                transaction,
+                task,
+                "expire",
+                agent=lease.agent_id,
+                lease_expires_at=lease.lease_expires_at,
+            )
+            task = _retry_or_bury(transaction, task, agent=lease.agent_id)
+        transaction.delete_lease(lease.task_id)
+        reclaimed.append(
+            Reclaimed(task.id, lease.agent_id, lease.attempt, from_state, task.state)
+        )
+    return reclaimed
+
+
+def reclaim_expired_leases(store: Store) -> list[Reclaimed]:
+    """Reclaim every expired lease: LEASED and RUNNING go back to READY,
+    VERIFYING rolls back; tasks out of attempts go to DEAD."""
+    return store.write(_reclaim_expired)
+
+
+def claim_next_task(store: Store, agent_id: str, ttl_ms: int) -> Claim:
+    """Lease the READY task with the lowest priority, then the oldest, to ``agent_id``.
+
+    Expired leases are reclaimed first, in the same transaction. Raises
+    :class:`NothingToClaimError` when no task is READY.
+    """
+    validate_id("agent", agent_id)
+    _validate_ttl(ttl_ms)
+
+    def claim(transaction: Transaction) -> Claim | None:
+        _reclaim_expired(transaction)
+        task = transaction.next_ready_task()
+        if task is None:
+            return None
+        expires = transaction.now + ttl_ms
+        task = apply_transition(
+            transaction, task, "claim", agent=agent_id, lease_expires_at=expires
+        )
+        transaction.put_lease(Lease(task.id, agent_id, expires, task.attempts))
+        return Claim(task.id, task.attempts, agent_id, expires)
+
+    claimed = store.write(claim)
+    if claimed is None:
+        raise NothingToClaimError("no READY task to claim (see `maf task list`)")
+    return claimed
+
+
+def renew_lease(store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms: int) -> Lease:
+    """Extend a live lease to ``ttl_ms`` from now; fenced."""
+    _validate_ttl(ttl_ms)
+
+    def renew(transaction: Transaction) -> Lease:
+        _, lease = fenced_lease(transaction, task_id, agent_id, attempt)
+        renewed = dataclasses.replace(lease, lease_expires_at=transaction.now + ttl_ms)
+        transaction.put_lease(renewed)
+        transaction.insert_event(
+            task_id,
+            "renew",
+            {"agent": agent_id, "attempt": attempt, "lease_expires_at": renewed.lease_expires_at},
+        )
+        return renewed
+
+    return store.write(renew)
+
+
+def _fenced_transition(
+    store: Store, task_id: str, agent_id: str, attempt: int, action: str, ttl_ms: int | None
+) -> Task:
+    if ttl_ms is not None:
+        _validate_ttl(ttl_ms)
+
+    def move(transaction: Transaction) -> Task:
+        task, lease = fenced_lease(transaction, task_id, agent_id, attempt)
+        extra: dict[str, Any] = {"agent": agent_id}
+        if ttl_ms is not None:
+            lease = dataclasses.replace(lease, lease_expires_at=transaction.now + ttl_ms)
+            transaction.put_lease(lease)
+            extra["lease_expires_at"] = lease.lease_expires_at
+        task = apply_transition(transaction, task, action, **extra)
+        if action == "release":
+            transaction.delete_lease(task_id)
+            task = _retry_or_bury(transaction, task, agent=agent_id)
+        return task
+
+    return store.write(move)
+
+
+def start_task(
+    store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms: int | None = None
+) -> Task:
+    """LEASED -> RUNNING; fenced. ``ttl_ms`` also renews the lease."""
+    return _fenced_transition(store, task_id, agent_id, attempt, "start", ttl_ms)
+
+
+def begin_verification(
+    store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms: int | None = None
+) -> Task:
+    """RUNNING -> VERIFYING; fenced. ``ttl_ms`` also renews the lease."""
+    return _fenced_transition(store, task_id, agent_id, attempt, "verify", ttl_ms)
+
+
+def release_task(store: Store, task_id: str, agent_id: str, attempt: int) -> Task:
+    """Give a LEASED or RUNNING task back: READY, or DEAD when out of attempts; fenced."""
+    return _fenced_transition(store, task_id, agent_id, attempt, "release", None)
+
+
+def finish_task(store: Store, task_id: str, agent_id: str, attempt: int) -> FinishResult:
+    """Decide a VERIFYING task from its evidence for this attempt; fenced.
+
+    All PASS: COMMITTED -> DONE. Any FAIL, or no evidence at all: ROLLBACK ->
+    READY, or DEAD when its attempts are used up.
+    """
+
+    def finish(transaction: Transaction) -> FinishResult:
+        task, _ = fenced_lease(transaction, task_id, agent_id, attempt)
+        if task.state != "VERIFYING":
+            raise IllegalTransitionError(
+                task_id, task.state, "finish", "VERIFYING -> COMMITTED or ROLLBACK"
+            )
+        passed, reason = evidence_verdict(transaction.evidence(task_id, attempt))
+        if passed:
+            task = apply_transition(transaction, task, "commit", agent=agent_id, reason=reason)
+            task = apply_transition(transaction, task, "done", agent=agent_id)
+        else:
+            task = apply_transition(transaction, task, "rollback", agent=agent_id, reason=reason)
+            task = _retry_or_bury(transaction, task, agent=agent_id)
+        transaction.delete_lease(task_id)
+        verdict = "COMMITTED" if passed else "ROLLBACK"
+        return FinishResult(task_id, attempt, verdict, task.state, reason)
+
+    return store.write(finish)
+
+
+def cancel_task(store: Store, task_id: str) -> Task:
+    """READY -> DEAD."""
+
+    def cancel(transaction: Transaction) -> Task:
+        return apply_transition(transaction, require_task(transaction, task_id), "cancel")
+
+    return store.write(cancel)
+
+
+def get_task(store: Store, task_id: str) -> Task:
+    return store.read(lambda transaction: require_task(transaction, task_id))
+
+
+def describe_task(store: Store, task_id: str) -> TaskDetail:
+    """The task with its lease, events and evidence, from one snapshot."""
+
+    def describe(transaction: Transaction) -> TaskDetail:
+        return TaskDetail(
+            task=require_task(transaction, task_id),
+            lease=transaction.get_lease(task_id),
+            events=transaction.events(task_id),
+            evidence=transaction.evidence(task_id),
+        )
+
+    return store.read(describe)
+
+
+def list_tasks(store: Store, state: str | None = None) -> list[Task]:
+    """Tasks in claim order, optionally only those in ``state``."""
+    if state is not None:
+        state = parse_state(state)
+    return store.read(lambda transaction: transaction.list_tasks(state))
+
+
+def parse_state(text: str) -> str:
+    state = text.upper()
+    if state not in TASK_STATES:
+        raise UsageError(f"unknown state {text!r}; states are {', '.join(TASK_STATES)}")
+    return state
