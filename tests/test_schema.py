@@ -1,0 +1,143 @@
+"""The created database matches the operations guide's canonical schema."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pytest_maf.errors import StoreError
+from pytest_maf.store import SCHEMA_VERSION, open_store, setup_store
+
+# Copied from the operations guide, "Canonical Schema Reference": the contract
+# the store is checked against, kept apart from the package's own DDL.
+GUIDE_DDL = """
+CREATE TABLE tasks (
+  id TEXT PRIMARY KEY,
+  state TEXT NOT NULL CHECK (state IN ('READY','LEASED','RUNNING','VERIFYING','COMMITTED','ROLLBACK','DONE','DEAD')),
+  priority INTEGER NOT NULL DEFAULT 100,
+  payload_json TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  token_budget INTEGER NOT NULL DEFAULT 0,
+  cost_budget_cents INTEGER NOT NULL DEFAULT 0,
+  policy_label TEXT NOT NULL DEFAULT 'private'
+);
+CREATE INDEX idx_tasks_state_prio ON tasks(state, priority, created_at);
+CREATE TABLE leases (
+  task_id TEXT PRIMARY KEY REFERENCES tasks(id) ON DELETE CASCADE,
+  agent_id TEXT NOT NULL,
+  lease_expires_at INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  UNIQUE(task_id),
+  UNIQUE(task_id, attempt)
+);
+CREATE TABLE events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+  ts INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  data_json TEXT NOT NULL
+);
+CREATE TABLE evidence (
+  task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+  attempt INTEGER NOT NULL,
+  verifier TEXT NOT NULL,
+  result TEXT NOT NULL CHECK (result IN ('PASS','FAIL')),
+  details_json TEXT NOT NULL,
+  PRIMARY KEY (task_id, attempt, verifier)
+);
+"""
+CANONICAL = ("tasks", "leases", "events", "evidence")
+# Indexes pytest-maf adds beside the canonical ones (never changing a column).
+EXTRA_INDEXES = {"events": {"idx_events_task"}}
+
+
+def describe(connection: sqlite3.Connection, table: str) -> dict[str, object]:
+    """Columns, keys, foreign keys, indexes and the CREATE text (for CHECKs) of a table."""
+    indexes = {}
+    for row in connection.execute(f"PRAGMA index_list({table})"):
+        name, unique, origin = row[1], row[2], row[3]
+        columns = [info[2] for info in connection.execute(f"PRAGMA index_info('{name}')")]
+        key = name if origin == "c" else f"{origin}:{','.join(columns)}"
+        indexes[key] = (bool(unique), columns)
+    (sql,) = connection.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return {
+        "columns": connection.execute(f"PRAGMA table_info({table})").fetchall(),
+        "foreign_keys": connection.execute(f"PRAGMA foreign_key_list({table})").fetchall(),
+        "indexes": indexes,
+        "sql": " ".join(sql.split()),
+    }
+
+
+def test_setup_creates_the_canonical_schema(db_path: Path) -> None:
+    setup_store(db_path)
+    reference = sqlite3.connect(":memory:")
+    reference.executescript(GUIDE_DDL)
+    created = sqlite3.connect(db_path)
+
+    for table in CANONICAL:
+        ours = describe(created, table)
+        extras = EXTRA_INDEXES.get(table, set())
+        assert extras <= set(ours["indexes"])  # type: ignore[operator]
+        ours["indexes"] = {k: v for k, v in ours["indexes"].items() if k not in extras}  # type: ignore[attr-defined]
+        assert ours == describe(reference, table), table
+
+
+def test_store_connections_use_wal_and_foreign_keys(db_path: Path) -> None:
+    report = setup_store(db_path)
+    assert report.journal_mode == "wal"
+    assert report.schema_version == SCHEMA_VERSION
+    with open_store(db_path) as store:
+        assert store.pragma("foreign_keys") == [(1,)]
+        assert store.pragma("integrity_check") == [("ok",)]
+
+
+def test_setup_is_idempotent(db_path: Path) -> None:
+    first = setup_store(db_path)
+    second = setup_store(db_path)
+
+    assert first.created_file and first.applied_versions == (1,)
+    assert not second.created_file and second.applied_versions == ()
+    assert second.tables == first.tables
+
+
+def test_a_newer_schema_is_refused(db_path: Path) -> None:
+    setup_store(db_path)
+    with sqlite3.connect(db_path) as connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+    with pytest.raises(StoreError, match="newer than this pytest-maf knows"):
+        open_store(db_path)
+    with pytest.raises(StoreError, match="upgrade pytest-maf"):
+        setup_store(db_path)
+
+
+def test_missing_database_says_to_run_setup(db_path: Path) -> None:
+    with pytest.raises(StoreError, match="maf setup"):
+        open_store(db_path)
+    assert not db_path.exists()
+
+
+def test_a_file_that_is_not_a_database_is_refused(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(b"this is not an sqlite database, just some text" * 100)
+
+    with pytest.raises(StoreError, match="cannot use the runtime database"):
+        open_store(db_path)
+
+
+def test_claim_query_uses_the_state_priority_index(db_path: Path) -> None:
+    setup_store(db_path)
+    connection = sqlite3.connect(db_path)
+    plan = connection.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE state = 'READY'"
+        " ORDER BY priority, created_at, rowid LIMIT 1"
+    ).fetchall()
+    details = " ".join(row[-1] for row in plan)
+    assert "idx_tasks_state_prio" in details
+    assert "TEMP B-TREE" not in details

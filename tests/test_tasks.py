@@ -1,0 +1,298 @@
+"""The task state machine and lease rules, driven through the Python API."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_maf import tasks
+from pytest_maf.clock import ManualClock
+from pytest_maf.errors import (
+    AlreadyExistsError,
+    IllegalTransitionError,
+    LeaseLostError,
+    NothingToClaimError,
+    NotFoundError,
+    UsageError,
+)
+from pytest_maf.evidence import record_evidence
+from pytest_maf.store import Store
+
+TTL = 30_000
+
+
+def claim(store: Store, agent: str = "agent-a", ttl: int = TTL) -> tasks.Claim:
+    return tasks.claim_next_task(store, agent, ttl)
+
+
+def to_verifying(store: Store, agent: str = "agent-a") -> tasks.Claim:
+    claimed = claim(store, agent)
+    tasks.start_task(store, claimed.task_id, agent, claimed.attempt)
+    tasks.begin_verification(store, claimed.task_id, agent, claimed.attempt)
+    return claimed
+
+
+def state_of(store: Store, task_id: str) -> str:
+    return tasks.get_task(store, task_id).state
+
+
+def test_claim_takes_lowest_priority_then_oldest(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="late-urgent", priority=10)
+    clock.advance(1)
+    tasks.add_task(store, task_id="old-normal", priority=100)
+    clock.advance(1)
+    tasks.add_task(store, task_id="new-urgent", priority=10)
+    tasks.add_task(store, task_id="same-ms-urgent", priority=10)
+
+    order = [claim(store).task_id for _ in range(4)]
+
+    assert order == ["late-urgent", "new-urgent", "same-ms-urgent", "old-normal"]
+
+
+def test_claim_leases_with_the_next_attempt(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="t1")
+
+    claimed = claim(store, "agent-a", ttl=5_000)
+
+    assert claimed == tasks.Claim("t1", 1, "agent-a", clock() + 5_000)
+    detail = tasks.describe_task(store, "t1")
+    assert detail.task.state == "LEASED"
+    assert detail.task.attempts == 1
+    assert detail.lease is not None and detail.lease.agent_id == "agent-a"
+
+
+def test_claim_with_nothing_ready_raises(store: Store) -> None:
+    with pytest.raises(NothingToClaimError):
+        claim(store)
+
+
+def test_passing_evidence_commits_and_finishes_done(store: Store) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = to_verifying(store)
+    record_evidence(store, "t1", claimed.attempt, "lint", "PASS")
+    record_evidence(store, "t1", claimed.attempt, "unit", "PASS")
+
+    result = tasks.finish_task(store, "t1", "agent-a", claimed.attempt)
+
+    assert (result.verdict, result.final_state) == ("COMMITTED", "DONE")
+    detail = tasks.describe_task(store, "t1")
+    assert detail.lease is None
+    assert [e.kind for e in detail.events][-2:] == ["commit", "done"]
+
+
+@pytest.mark.parametrize("results", [["PASS", "FAIL"], []], ids=["one-fail", "no-evidence"])
+def test_failing_or_missing_evidence_rolls_back_to_ready(store: Store, results: list[str]) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = to_verifying(store)
+    for index, result in enumerate(results):
+        record_evidence(store, "t1", claimed.attempt, f"check-{index}", result)
+
+    result = tasks.finish_task(store, "t1", "agent-a", claimed.attempt)
+
+    assert (result.verdict, result.final_state) == ("ROLLBACK", "READY")
+    assert [e.kind for e in tasks.describe_task(store, "t1").events][-2:] == ["rollback", "retry"]
+    assert claim(store, "agent-b").attempt == 2
+
+
+def test_last_attempt_failing_buries_the_task(store: Store) -> None:
+    tasks.add_task(store, task_id="t1", max_attempts=2)
+    for _ in range(2):
+        claimed = to_verifying(store)
+        record_evidence(store, "t1", claimed.attempt, "unit", "FAIL")
+        result = tasks.finish_task(store, "t1", "agent-a", claimed.attempt)
+
+    assert result.final_state == "DEAD"
+    with pytest.raises(NothingToClaimError):
+        claim(store)
+
+
+def test_operations_from_a_stale_holder_are_refused(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="t1")
+    first = claim(store, "slow-agent", ttl=1_000)
+    clock.advance(1_000)  # the lease has just expired
+    second = claim(store, "fast-agent")  # reclaims and re-leases as attempt 2
+
+    assert (second.task_id, second.attempt) == ("t1", 2)
+    for operation in (tasks.start_task, tasks.release_task, tasks.finish_task):
+        with pytest.raises(LeaseLostError):
+            operation(store, "t1", "slow-agent", first.attempt)
+    with pytest.raises(LeaseLostError):
+        tasks.renew_lease(store, "t1", "slow-agent", first.attempt, TTL)
+    with pytest.raises(LeaseLostError):
+        record_evidence(store, "t1", first.attempt, "unit", "PASS", agent_id="slow-agent")
+    # Same agent name, old attempt: still stale.
+    with pytest.raises(LeaseLostError, match="stale"):
+        tasks.start_task(store, "t1", "fast-agent", first.attempt)
+    assert state_of(store, "t1") == "LEASED"
+
+
+def test_expired_but_unreclaimed_lease_is_refused(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = claim(store, ttl=1_000)
+    clock.advance(1_001)
+
+    with pytest.raises(LeaseLostError, match="expired"):
+        tasks.renew_lease(store, "t1", "agent-a", claimed.attempt, TTL)
+
+
+def test_renew_keeps_a_lease_alive(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = claim(store, ttl=1_000)
+    clock.advance(900)
+    tasks.renew_lease(store, "t1", "agent-a", claimed.attempt, 1_000)
+    clock.advance(900)
+
+    assert tasks.reclaim_expired_leases(store) == []
+    tasks.start_task(store, "t1", "agent-a", claimed.attempt)
+    assert state_of(store, "t1") == "RUNNING"
+
+
+def test_another_agent_cannot_drive_my_task(store: Store) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = claim(store, "agent-a")
+
+    with pytest.raises(LeaseLostError, match="leased to agent 'agent-a'"):
+        tasks.start_task(store, "t1", "agent-b", claimed.attempt)
+
+
+@pytest.mark.parametrize(
+    ("steps", "from_state", "expected"),
+    [
+        ([], "LEASED", "READY"),
+        (["start"], "RUNNING", "READY"),
+        (["start", "verify"], "VERIFYING", "READY"),  # through ROLLBACK
+    ],
+)
+def test_reclaim_moves_expired_leases(
+    store: Store, clock: ManualClock, steps: list[str], from_state: str, expected: str
+) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = claim(store, ttl=1_000)
+    for step in steps:
+        operation = tasks.start_task if step == "start" else tasks.begin_verification
+        operation(store, "t1", "agent-a", claimed.attempt)
+    clock.advance(1_000)
+
+    reclaimed = tasks.reclaim_expired_leases(store)
+
+    assert reclaimed == [tasks.Reclaimed("t1", "agent-a", 1, from_state, expected)]
+    detail = tasks.describe_task(store, "t1")
+    assert detail.lease is None and detail.task.state == expected
+    assert "expire" in [e.kind for e in detail.events]
+
+
+def test_expiry_on_the_last_attempt_buries_the_task(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="t1", max_attempts=1)
+    claim(store, ttl=1_000)
+    clock.advance(5_000)
+
+    (reclaimed,) = tasks.reclaim_expired_leases(store)
+
+    assert reclaimed.final_state == "DEAD"
+    kinds = [e.kind for e in tasks.describe_task(store, "t1").events]
+    assert kinds[-2:] == ["expire", "exhaust"]
+
+
+def test_release_returns_the_task_and_counts_the_attempt(store: Store) -> None:
+    tasks.add_task(store, task_id="t1", max_attempts=2)
+    first = claim(store)
+    assert tasks.release_task(store, "t1", "agent-a", first.attempt).state == "READY"
+    second = claim(store)
+    assert tasks.release_task(store, "t1", "agent-a", second.attempt).state == "DEAD"
+
+
+def test_illegal_transition_names_task_and_states(store: Store) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = claim(store)
+
+    with pytest.raises(IllegalTransitionError) as raised:
+        tasks.begin_verification(store, "t1", "agent-a", claimed.attempt)
+
+    message = str(raised.value)
+    assert "'t1'" in message and "LEASED" in message and "RUNNING -> VERIFYING" in message
+
+
+def test_a_refused_operation_writes_nothing(store: Store) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = claim(store)
+    before = tasks.describe_task(store, "t1")
+
+    with pytest.raises(IllegalTransitionError):
+        tasks.finish_task(store, "t1", "agent-a", claimed.attempt)
+    with pytest.raises(IllegalTransitionError):
+        tasks.cancel_task(store, "t1")
+
+    assert tasks.describe_task(store, "t1") == before
+
+
+def test_cancel_only_from_ready(store: Store) -> None:
+    tasks.add_task(store, task_id="t1")
+    assert tasks.cancel_task(store, "t1").state == "DEAD"
+    with pytest.raises(IllegalTransitionError):
+        tasks.cancel_task(store, "t1")
+
+
+def test_every_state_change_has_its_event(store: Store) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = to_verifying(store)
+    record_evidence(store, "t1", claimed.attempt, "unit", "PASS")
+    tasks.finish_task(store, "t1", "agent-a", claimed.attempt)
+
+    changes = [
+        (e.data["from"], e.data["to"], e.data["agent"], e.data["attempt"])
+        for e in tasks.describe_task(store, "t1").events
+        if "from" in e.data
+    ]
+    assert changes == [
+        ("READY", "LEASED", "agent-a", 1),
+        ("LEASED", "RUNNING", "agent-a", 1),
+        ("RUNNING", "VERIFYING", "agent-a", 1),
+        ("VERIFYING", "COMMITTED", "agent-a", 1),
+        ("COMMITTED", "DONE", "agent-a", 1),
+    ]
+
+
+def test_duplicate_and_unknown_ids(store: Store) -> None:
+    tasks.add_task(store, task_id="t1")
+    with pytest.raises(AlreadyExistsError):
+        tasks.add_task(store, task_id="t1")
+    with pytest.raises(NotFoundError):
+        tasks.describe_task(store, "missing")
+
+
+def test_evidence_is_once_per_verifier_and_attempt(store: Store) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = to_verifying(store)
+    record_evidence(store, "t1", claimed.attempt, "unit", "FAIL", {"log": "1 failed"})
+
+    with pytest.raises(AlreadyExistsError):
+        record_evidence(store, "t1", claimed.attempt, "unit", "PASS")
+    with pytest.raises(UsageError):
+        record_evidence(store, "t1", claimed.attempt, "other", "MAYBE")
+    with pytest.raises(UsageError):
+        record_evidence(store, "t1", claimed.attempt, "other", "PASS", ["not", "an", "object"])  # type: ignore[arg-type]
+
+    (row,) = tasks.describe_task(store, "t1").evidence
+    assert (row.result, row.details) == ("FAIL", {"log": "1 failed"})
+
+
+@pytest.mark.parametrize("ttl", [0, -5])
+def test_non_positive_ttl_is_refused(store: Store, ttl: int) -> None:
+    tasks.add_task(store, task_id="t1")
+    with pytest.raises(UsageError):
+        claim(store, ttl=ttl)
+    assert state_of(store, "t1") == "READY"
+
+
+@pytest.mark.parametrize("agent", ["", " padded", "x" * 129, "tab\there"])
+def test_bad_agent_ids_are_refused(store: Store, agent: str) -> None:
+    tasks.add_task(store, task_id="t1")
+    with pytest.raises(UsageError):
+        claim(store, agent)
+
+
+def test_transition_table_is_closed() -> None:
+    """Every target of the table is a state, and DONE and DEAD have no way out."""
+    from pytest_maf.records import TASK_STATES
+
+    assert set(tasks.TRANSITIONS.values()) <= set(TASK_STATES)
+    assert not [key for key in tasks.TRANSITIONS if key[0] in tasks.FINAL_STATES]
