@@ -1,0 +1,162 @@
+"""Several real processes against one SQLite file: no double grant, no lost task,
+no operation accepted from a stale holder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_maf import tasks
+from pytest_maf.clock import system_clock
+from pytest_maf.records import Event
+from pytest_maf.store import Store, open_store
+
+WORKER = Path(__file__).with_name("task_worker.py")
+WORKERS = 8
+TASKS = 80
+TTL_MS = 200
+FENCED = {"renew", "start", "verify", "evidence", "commit", "rollback", "release"}
+
+
+def spawn(db: Path, agent: str, seed: int, deadline: float, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(db), agent, str(seed), str(TTL_MS), str(deadline), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+
+
+def audit_task(task_id: str, events: list[Event]) -> list[str]:
+    """Replay one task's events; return every violation of the lease rules found."""
+    problems = []
+    holder: dict[str, int | str] | None = None
+    attempts = 0
+    for event in events:
+        data, kind = event.data, event.kind
+        if kind == "claim":
+            if holder is not None:
+                problems.append(f"{task_id}: claimed by {data['agent']} while {holder} held it")
+            attempts += 1
+            if data["attempt"] != attempts:
+                problems.append(f"{task_id}: claim attempt {data['attempt']}, expected {attempts}")
+            holder = {"agent": data["agent"], "attempt": data["attempt"], "expires": data["lease_expires_at"]}
+            continue
+        if kind == "expire":
+            if holder is None or event.ts < int(holder["expires"]):
+                problems.append(f"{task_id}: lease reclaimed at {event.ts} before it expired ({holder})")
+            holder = None
+            continue
+        if kind in FENCED:
+            if (
+                holder is None
+                or data.get("agent") != holder["agent"]
+                or data.get("attempt") != holder["attempt"]
+                or event.ts >= int(holder["expires"])
+            ):
+                problems.append(f"{task_id}: {kind} by {data.get('agent')} accepted without a live lease ({holder})")
+                continue
+            if "lease_expires_at" in data:
+                holder["expires"] = data["lease_expires_at"]
+            if kind in {"commit", "rollback", "release"}:
+                holder = None
+    return problems
+
+
+def audit(store: Store, task_ids: list[str]) -> list[str]:
+    events = store.read(lambda tx: tx.events())
+    by_task: dict[str, list[Event]] = {task_id: [] for task_id in task_ids}
+    for event in events:
+        by_task.setdefault(event.task_id, []).append(event)
+    problems = []
+    for task_id, task_events in by_task.items():
+        problems += audit_task(task_id, task_events)
+        if [e.kind for e in task_events].count("add") != 1:
+            problems.append(f"{task_id}: added {[e.kind for e in task_events].count('add')} times")
+        if [e.kind for e in task_events].count("done") > 1:
+            problems.append(f"{task_id}: finished DONE more than once")
+    return problems
+
+
+def stop_after_claim(worker: subprocess.Popen[str]) -> None:
+    """SIGSTOP a stale-first worker as soon as it says it holds a lease."""
+    assert worker.stdout is not None
+    line = worker.stdout.readline()
+    os.kill(worker.pid, signal.SIGSTOP)
+    assert line.startswith("CLAIMED"), worker.stderr.read() if worker.stderr else line
+
+
+def resume(worker: subprocess.Popen[str]) -> int:
+    resumed_ms = time.time_ns() // 1_000_000
+    os.kill(worker.pid, signal.SIGCONT)
+    return resumed_ms
+
+
+def stale_outcomes(worker: subprocess.Popen[str], resumed_ms: int) -> set[str]:
+    assert worker.stdout is not None
+    line = worker.stdout.readline()
+    assert line.startswith("STALE "), line
+    after_resume = [op for op in json.loads(line[6:]) if op["started_ms"] >= resumed_ms]
+    assert len(after_resume) >= 7, line
+    return {op["outcome"] for op in after_resume}
+
+
+@pytest.mark.slow
+def test_eight_processes_never_share_a_task_and_paused_workers_are_fenced(tmp_path: Path) -> None:
+    db = tmp_path / "runtime.db"
+    with open_store(db, create=True) as store:
+        task_ids = [tasks.add_task(store, task_id=f"t{i:03}", max_attempts=4).id for i in range(TASKS)]
+    deadline = time.time() + 60
+
+    # Paused alone: its lease expires and nobody reclaims it before it wakes.
+    alone = spawn(db, "agent-0", 0, deadline, "--stale-first")
+    stop_after_claim(alone)
+    time.sleep(2 * TTL_MS / 1000)
+    assert stale_outcomes(alone, resume(alone)) == {"LeaseLostError"}
+
+    # Paused among busy workers: its task is reclaimed and leased again meanwhile.
+    crowded = spawn(db, "agent-1", 1, deadline, "--stale-first")
+    stop_after_claim(crowded)
+    others = [spawn(db, f"agent-{n}", n, deadline) for n in range(2, WORKERS)]
+    time.sleep(5 * TTL_MS / 1000)
+    assert stale_outcomes(crowded, resume(crowded)) == {"LeaseLostError"}
+
+    reports = []
+    for process in [alone, crowded, *others]:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+
+    assert all(not report["errors"] for report in reports), [r["errors"] for r in reports]
+    assert sum(report["lost"] for report in reports) > 0  # leases really expired mid-work
+
+    # Reclaim as if well past every TTL, so a lease left by a stall is counted too.
+    with open_store(db, clock=lambda: system_clock() + 10 * TTL_MS) as store:
+        tasks.reclaim_expired_leases(store)
+        assert audit(store, task_ids) == []
+        final = tasks.list_tasks(store)
+        assert sorted(task.id for task in final) == task_ids  # none lost, none duplicated
+        assert {task.state for task in final} <= {"DONE", "DEAD"}
+        assert store.pragma("integrity_check") == [("ok",)]
+    assert sum(report["finished"] for report in reports) >= TASKS // 2
+
+
+def test_audit_catches_a_double_grant() -> None:
+    """The auditor above must be able to fail: feed it a forged history."""
+    forged = [
+        Event(1, "t", 0, "add", {"to": "READY"}),
+        Event(2, "t", 10, "claim", {"agent": "a", "attempt": 1, "lease_expires_at": 100}),
+        Event(3, "t", 20, "claim", {"agent": "b", "attempt": 2, "lease_expires_at": 120}),
+        Event(4, "t", 30, "start", {"agent": "a", "attempt": 1}),
+    ]
+    problems = audit_task("t", forged)
+    assert any("while" in problem for problem in problems)
+    assert any("start by a accepted" in problem for problem in problems)
