@@ -17,7 +17,10 @@ from pytest_maf.errors import UsageError
 DEFAULT_TASK_LEASE_TTL_S = 30
 DEFAULT_TASK_LEASE_MAX_TTL_S = 3600
 DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_RESERVATION_TTL_MIN = 30
+DEFAULT_RESERVATION_MAX_TTL_MIN = 120
 DB_RELATIVE_PATH = Path(".maf") / "runtime.db"
+MAIL_RELATIVE_PATH = Path(".agent-mail")
 
 
 @dataclass(frozen=True)
@@ -25,9 +28,13 @@ class Settings:
     """Resolved settings. Build with :func:`load_settings`."""
 
     db_path: Path
+    mail_root: Path
+    repo_root: Path | None = None
     task_lease_ttl_s: int = DEFAULT_TASK_LEASE_TTL_S
     task_lease_max_ttl_s: int = DEFAULT_TASK_LEASE_MAX_TTL_S
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    reservation_ttl_min: int = DEFAULT_RESERVATION_TTL_MIN
+    reservation_max_ttl_min: int = DEFAULT_RESERVATION_MAX_TTL_MIN
 
     def lease_ttl_ms(self, ttl_s: float | None) -> int:
         """Validate a requested task lease TTL (seconds) and return it in ms.
@@ -44,6 +51,19 @@ class Settings:
                 " (raise MAF_TASK_LEASE_MAX_TTL to allow it)"
             )
         return int(ttl_s * 1000)
+
+    def reservation_ttl_ms(self, ttl_min: float | None) -> int:
+        """Validate a requested reservation TTL (minutes) and return it in ms."""
+        if ttl_min is None:
+            ttl_min = self.reservation_ttl_min
+        if not ttl_min > 0:
+            raise UsageError(f"--ttl must be above 0 minutes, got {ttl_min:g}")
+        if ttl_min > self.reservation_max_ttl_min:
+            raise UsageError(
+                f"--ttl {ttl_min:g} is above the maximum of {self.reservation_max_ttl_min} minutes"
+                " (MAF_RESERVATION_MAX_TIMEOUT)"
+            )
+        return int(ttl_min * 60_000)
 
 
 def find_repository_root(start: Path) -> Path | None:
@@ -78,10 +98,6 @@ def _main_worktree_root(directory: Path, dot_git_file: Path) -> Path:
     return common_dir.parent if common_dir.name == ".git" else directory
 
 
-def default_db_path(cwd: Path) -> Path:
-    """``.maf/runtime.db`` under the repository root, else under ``cwd``."""
-    root = find_repository_root(cwd)
-    return (root or cwd) / DB_RELATIVE_PATH
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -107,15 +123,30 @@ def load_settings(
     cwd = Path.cwd() if cwd is None else cwd
     if db_path is None and environ.get("MAF_DB_PATH"):
         db_path = environ["MAF_DB_PATH"]
-    resolved_db = cwd / Path(db_path) if db_path is not None else default_db_path(cwd)
+    repo_root = find_repository_root(cwd)
+    base = repo_root or cwd
+    mail_root = environ.get("MAF_AGENT_MAIL_ROOT")
     settings = Settings(
-        db_path=resolved_db,
+        db_path=cwd / Path(db_path) if db_path is not None else base / DB_RELATIVE_PATH,
+        mail_root=cwd / Path(mail_root) if mail_root else base / MAIL_RELATIVE_PATH,
+        repo_root=repo_root,
         task_lease_ttl_s=_positive_int(environ, "MAF_TASK_LEASE_TTL", DEFAULT_TASK_LEASE_TTL_S),
         task_lease_max_ttl_s=_positive_int(
             environ, "MAF_TASK_LEASE_MAX_TTL", DEFAULT_TASK_LEASE_MAX_TTL_S
         ),
         max_attempts=_positive_int(environ, "MAF_TASK_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
+        reservation_ttl_min=_positive_int(
+            environ, "MAF_RESERVATION_DEFAULT_TIMEOUT", DEFAULT_RESERVATION_TTL_MIN
+        ),
+        reservation_max_ttl_min=_positive_int(
+            environ, "MAF_RESERVATION_MAX_TIMEOUT", DEFAULT_RESERVATION_MAX_TTL_MIN
+        ),
     )
+    if settings.reservation_ttl_min > settings.reservation_max_ttl_min:
+        raise UsageError(
+            f"MAF_RESERVATION_DEFAULT_TIMEOUT ({settings.reservation_ttl_min}) is above"
+            f" MAF_RESERVATION_MAX_TIMEOUT ({settings.reservation_max_ttl_min})"
+        )
     if settings.task_lease_ttl_s > settings.task_lease_max_ttl_s:
         raise UsageError(
             f"MAF_TASK_LEASE_TTL ({settings.task_lease_ttl_s}) is above"

@@ -57,3 +57,25 @@ class Evidence:
     verifier: str
     result: str
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    agent_id: str
+    pattern: str
+    exclusive: bool
+    reason: str
+    created_at: int
+    expires_at: int
+
+    def is_live(self, now_ms: int) -> bool:
+        return self.expires_at > now_ms
+
+
+@dataclass(frozen=True)
+class ReservationEvent:
+    id: int
+    ts: int
+    kind: str
+    agent_id: str
+    data: dict[str, Any]

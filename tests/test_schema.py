@@ -101,7 +101,7 @@ def test_setup_is_idempotent(db_path: Path) -> None:
     first = setup_store(db_path)
     second = setup_store(db_path)
 
-    assert first.created_file and first.applied_versions == (1,)
+    assert first.created_file and first.applied_versions == tuple(range(1, SCHEMA_VERSION + 1))
     assert not second.created_file and second.applied_versions == ()
     assert second.tables == first.tables
 
@@ -141,3 +141,24 @@ def test_claim_query_uses_the_state_priority_index(db_path: Path) -> None:
     details = " ".join(row[-1] for row in plan)
     assert "idx_tasks_state_prio" in details
     assert "TEMP B-TREE" not in details
+
+
+def test_an_older_database_is_migrated_in_place(db_path: Path) -> None:
+    """A version-1 store (tasks only) gains the reservation tables and keeps its rows."""
+    from pytest_maf.store import schema
+
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as connection:
+        connection.executescript(schema.MIGRATIONS[0])
+        connection.execute(
+            "INSERT INTO tasks (id, state, payload_json, created_at, updated_at)"
+            " VALUES ('old', 'READY', '{}', 1, 1)"
+        )
+        connection.execute("PRAGMA user_version = 1")
+
+    report = setup_store(db_path)
+
+    assert report.applied_versions == tuple(range(2, SCHEMA_VERSION + 1))
+    assert "reservations" in report.tables
+    with sqlite3.connect(db_path) as connection:
+        assert connection.execute("SELECT id FROM tasks").fetchall() == [("old",)]

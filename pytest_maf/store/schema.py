@@ -67,7 +67,32 @@ CREATE TABLE task_options (
 CREATE INDEX idx_events_task ON events(task_id, id);
 """
 
-MIGRATIONS: tuple[str, ...] = (CANONICAL_DDL + PYTEST_MAF_DDL_V1,)
+# File reservations and their history. Released reservations are deleted;
+# every grant, renewal, release and override stays in reservation_events.
+RESERVATIONS_DDL_V2 = """
+CREATE TABLE reservations (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  agent_id TEXT NOT NULL,
+  pattern TEXT NOT NULL,
+  exclusive INTEGER NOT NULL CHECK (exclusive IN (0, 1)),
+  reason TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  UNIQUE (agent_id, pattern)
+);
+
+CREATE INDEX idx_reservations_expiry ON reservations(expires_at);
+
+CREATE TABLE reservation_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  ts INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  agent_id TEXT NOT NULL,
+  data_json TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (CANONICAL_DDL + PYTEST_MAF_DDL_V1, RESERVATIONS_DDL_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

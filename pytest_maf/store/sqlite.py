@@ -25,7 +25,7 @@ except ImportError:  # Windows: SQLite's own locking alone
 
 from pytest_maf.clock import Clock, system_clock
 from pytest_maf.errors import AlreadyExistsError, StoreError
-from pytest_maf.records import Event, Evidence, Lease, Task
+from pytest_maf.records import Event, Evidence, Lease, Reservation, ReservationEvent, Task
 from pytest_maf.store import schema
 
 T = TypeVar("T")
@@ -234,6 +234,80 @@ class SQLiteTransaction:
             params,
         ).fetchall()
         return [Evidence(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+
+
+    # reservations
+
+    _RESERVATION_COLUMNS = "agent_id, pattern, exclusive, reason, created_at, expires_at"
+
+    def _reservation(self, row: Sequence[Any]) -> Reservation:
+        return Reservation(row[0], row[1], bool(row[2]), row[3], row[4], row[5])
+
+    def reservations(
+        self, *, agent_id: str | None = None, live_only: bool = True, pattern: str | None = None
+    ) -> list[Reservation]:
+        clauses, params = [], []
+        if live_only:
+            clauses.append("expires_at > ?")
+            params.append(self.now)
+        if agent_id is not None:
+            clauses.append("agent_id = ?")
+            params.append(agent_id)
+        if pattern is not None:
+            clauses.append("pattern = ?")
+            params.append(pattern)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.connection.execute(
+            f"SELECT {self._RESERVATION_COLUMNS} FROM reservations {where}"
+            " ORDER BY pattern, agent_id",
+            params,
+        ).fetchall()
+        return [self._reservation(row) for row in rows]
+
+    def put_reservation(self, reservation: Reservation) -> None:
+        self.connection.execute(
+            f"INSERT INTO reservations ({self._RESERVATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (agent_id, pattern) DO UPDATE SET exclusive = excluded.exclusive,"
+            " reason = excluded.reason, expires_at = excluded.expires_at",
+            (
+                reservation.agent_id,
+                reservation.pattern,
+                int(reservation.exclusive),
+                reservation.reason,
+                reservation.created_at,
+                reservation.expires_at,
+            ),
+        )
+
+    def delete_reservation(self, agent_id: str, pattern: str) -> None:
+        self.connection.execute(
+            "DELETE FROM reservations WHERE agent_id = ? AND pattern = ?", (agent_id, pattern)
+        )
+
+    def delete_expired_reservations(self) -> list[Reservation]:
+        expired = [
+            self._reservation(row)
+            for row in self.connection.execute(
+                f"SELECT {self._RESERVATION_COLUMNS} FROM reservations WHERE expires_at <= ?",
+                (self.now,),
+            )
+        ]
+        self.connection.execute("DELETE FROM reservations WHERE expires_at <= ?", (self.now,))
+        return expired
+
+    def insert_reservation_event(self, kind: str, agent_id: str, data: dict[str, Any]) -> None:
+        self.connection.execute(
+            "INSERT INTO reservation_events (ts, kind, agent_id, data_json) VALUES (?, ?, ?, ?)",
+            (self.now, kind, agent_id, _dumps(data)),
+        )
+
+    def reservation_events(self, kind: str | None = None) -> list[ReservationEvent]:
+        where, params = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+        rows = self.connection.execute(
+            f"SELECT id, ts, kind, agent_id, data_json FROM reservation_events {where} ORDER BY id",
+            params,
+        ).fetchall()
+        return [ReservationEvent(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
 
 
 class SQLiteStore:

@@ -1,53 +1,26 @@
-"""The `maf` command: parses input, calls the library, formats output.
-
-Exit codes: 0 done, 1 blocked or failed, 2 bad input, 3 nothing to do,
-4 lease lost. Errors are one line on stderr.
-"""
+"""`maf setup`, `maf task ...`, `maf leases ...` and `maf evidence ...`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
-from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Callable
 
 from pytest_maf import evidence as evidence_ops
 from pytest_maf import tasks
-from pytest_maf.config import Settings, load_settings
-from pytest_maf.errors import MafError
+from pytest_maf.cli.common import (
+    add_json,
+    json_argument,
+    number,
+    open_configured_store,
+    positive_int,
+    print_json,
+    when,
+)
+from pytest_maf.config import Settings
 from pytest_maf.records import Task
-from pytest_maf.store import Store, open_store, setup_store
-
-EPILOG = """\
-exit codes: 0 done, 1 a check failed or a conflict blocked, 2 bad input,
-3 nothing to do (no READY task), 4 lease lost (not or no longer the holder).
-
-The runtime database is .maf/runtime.db at the repository root (the current
-directory outside a git repository); MAF_DB_PATH or --db overrides it.
-"""
-
-
-def _json_argument(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"invalid JSON ({error.msg} at position {error.pos})")
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
-
-
-def _when(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _task_json(task: Task) -> dict[str, Any]:
-    return asdict(task)
-
+from pytest_maf.store import setup_store
 
 # Commands. Each takes the parsed arguments and the settings, and returns an exit code.
 
@@ -55,7 +28,7 @@ def _task_json(task: Task) -> dict[str, Any]:
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     report = setup_store(settings.db_path)
     if args.json:
-        _print_json(
+        print_json(
             {
                 "path": str(report.path),
                 "created": report.created_file,
@@ -77,12 +50,8 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _open(settings: Settings) -> Store:
-    return open_store(settings.db_path, default_max_attempts=settings.max_attempts)
-
-
 def cmd_task_add(args: argparse.Namespace, settings: Settings) -> int:
-    with _open(settings) as store:
+    with open_configured_store(settings) as store:
         task = tasks.add_task(
             store,
             task_id=args.id,
@@ -91,7 +60,7 @@ def cmd_task_add(args: argparse.Namespace, settings: Settings) -> int:
             max_attempts=args.max_attempts,
         )
     if args.json:
-        _print_json(_task_json(task))
+        print_json(asdict(task))
     else:
         print(task.id)
     return 0
@@ -99,26 +68,26 @@ def cmd_task_add(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_task_claim(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.lease_ttl_ms(args.ttl)
-    with _open(settings) as store:
+    with open_configured_store(settings) as store:
         claim = tasks.claim_next_task(store, args.agent, ttl_ms)
     if args.json:
-        _print_json(asdict(claim))
+        print_json(asdict(claim))
     else:
         print(
             f"claimed {claim.task_id} attempt {claim.attempt} for {claim.agent_id},"
-            f" lease until {_when(claim.lease_expires_at)}"
+            f" lease until {when(claim.lease_expires_at)}"
         )
     return 0
 
 
 def cmd_task_renew(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.lease_ttl_ms(args.ttl)
-    with _open(settings) as store:
+    with open_configured_store(settings) as store:
         lease = tasks.renew_lease(store, args.task, args.agent, args.attempt, ttl_ms)
     if args.json:
-        _print_json(asdict(lease))
+        print_json(asdict(lease))
     else:
-        print(f"renewed {lease.task_id} attempt {lease.attempt} until {_when(lease.lease_expires_at)}")
+        print(f"renewed {lease.task_id} attempt {lease.attempt} until {when(lease.lease_expires_at)}")
     return 0
 
 
@@ -129,10 +98,10 @@ def _moving_command(
         ttl = getattr(args, "ttl", None)
         ttl_ms = None if ttl is None else settings.lease_ttl_ms(ttl)
         extra = {} if ttl_ms is None else {"ttl_ms": ttl_ms}
-        with _open(settings) as store:
+        with open_configured_store(settings) as store:
             task = operation(store, args.task, args.agent, args.attempt, **extra)
         if args.json:
-            _print_json(_task_json(task))
+            print_json(asdict(task))
         else:
             print(f"{task.id} is {task.state}")
         return 0
@@ -141,27 +110,27 @@ def _moving_command(
 
 
 def cmd_task_finish(args: argparse.Namespace, settings: Settings) -> int:
-    with _open(settings) as store:
+    with open_configured_store(settings) as store:
         result = tasks.finish_task(store, args.task, args.agent, args.attempt)
     if args.json:
-        _print_json(asdict(result))
+        print_json(asdict(result))
     else:
         print(f"{result.verdict}: {result.reason}; {result.task_id} is {result.final_state}")
     return 0
 
 
 def cmd_task_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    with _open(settings) as store:
+    with open_configured_store(settings) as store:
         task = tasks.cancel_task(store, args.task)
     print(f"{task.id} is {task.state}")
     return 0
 
 
 def cmd_task_list(args: argparse.Namespace, settings: Settings) -> int:
-    with _open(settings) as store:
+    with open_configured_store(settings) as store:
         found = tasks.list_tasks(store, args.state)
     if args.json:
-        _print_json([_task_json(task) for task in found])
+        print_json([asdict(task) for task in found])
         return 0
     if not found:
         print("no tasks" + (f" in state {args.state.upper()}" if args.state else ""))
@@ -171,30 +140,30 @@ def cmd_task_list(args: argparse.Namespace, settings: Settings) -> int:
     for task in found:
         print(
             f"{task.id:<{width}}  {task.state:<9}  {task.priority:>4}"
-            f"  {task.attempts:>3}/{task.max_attempts:<4}  {_when(task.created_at)}"
+            f"  {task.attempts:>3}/{task.max_attempts:<4}  {when(task.created_at)}"
         )
     return 0
 
 
 def cmd_task_show(args: argparse.Namespace, settings: Settings) -> int:
-    with _open(settings) as store:
+    with open_configured_store(settings) as store:
         detail = tasks.describe_task(store, args.task)
     if args.json:
-        _print_json(asdict(detail))
+        print_json(asdict(detail))
         return 0
     task = detail.task
     print(f"task {task.id}: {task.state}, priority {task.priority}")
-    print(f"  attempts {task.attempts} of {task.max_attempts}, created {_when(task.created_at)}")
+    print(f"  attempts {task.attempts} of {task.max_attempts}, created {when(task.created_at)}")
     print(f"  payload {json.dumps(task.payload, sort_keys=True)}")
     if detail.lease:
         lease = detail.lease
         print(
             f"  lease: {lease.agent_id}, attempt {lease.attempt},"
-            f" until {_when(lease.lease_expires_at)}"
+            f" until {when(lease.lease_expires_at)}"
         )
     print("  events:")
     for event in detail.events:
-        print(f"    {_when(event.ts)}  {event.kind:<8} {json.dumps(event.data, sort_keys=True)}")
+        print(f"    {when(event.ts)}  {event.kind:<8} {json.dumps(event.data, sort_keys=True)}")
     if detail.evidence:
         print("  evidence:")
         for row in detail.evidence:
@@ -203,13 +172,13 @@ def cmd_task_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_leases_reclaim(args: argparse.Namespace, settings: Settings) -> int:
-    with _open(settings) as store:
+    with open_configured_store(settings) as store:
         reclaimed = tasks.reclaim_expired_leases(store)
     moved: dict[str, int] = {}
     for item in reclaimed:
         moved[item.final_state] = moved.get(item.final_state, 0) + 1
     if args.json:
-        _print_json(
+        print_json(
             {"reclaimed": len(reclaimed), "moved_to": moved, "tasks": [asdict(r) for r in reclaimed]}
         )
         return 0
@@ -221,7 +190,7 @@ def cmd_leases_reclaim(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_evidence_add(args: argparse.Namespace, settings: Settings) -> int:
-    with _open(settings) as store:
+    with open_configured_store(settings) as store:
         row = evidence_ops.record_evidence(
             store,
             args.task,
@@ -232,7 +201,7 @@ def cmd_evidence_add(args: argparse.Namespace, settings: Settings) -> int:
             agent_id=args.agent,
         )
     if args.json:
-        _print_json(asdict(row))
+        print_json(asdict(row))
     else:
         print(f"recorded {row.result} from {row.verifier} for {row.task_id} attempt {row.attempt}")
     return 0
@@ -241,56 +210,26 @@ def cmd_evidence_add(args: argparse.Namespace, settings: Settings) -> int:
 # Parser.
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-
-
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-
-
 def _add_holder(parser: argparse.ArgumentParser, ttl: bool) -> None:
     parser.add_argument("task", metavar="TASK", help="task id")
     parser.add_argument("--agent", required=True, help="the agent holding the lease")
     parser.add_argument(
-        "--attempt", required=True, type=_positive_int, help="the attempt the lease was granted for"
+        "--attempt", required=True, type=positive_int, help="the attempt the lease was granted for"
     )
     if ttl:
         parser.add_argument(
-            "--ttl", type=_seconds, metavar="SECONDS", help="also extend the lease to SECONDS from now"
+            "--ttl", type=number, metavar="SECONDS", help="also extend the lease to SECONDS from now"
         )
-    _add_json(parser)
+    add_json(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="maf",
-        description="Tasks, leases and evidence for repositories worked on by several agents.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--db", metavar="PATH", help="runtime database (default: MAF_DB_PATH or .maf/runtime.db)")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     setup = commands.add_parser(
         "setup", help="create or upgrade the runtime database", description="Create the runtime"
         " database with the canonical schema, or bring an existing one to the current schema."
         " Safe to run again."
     )
-    _add_json(setup)
+    add_json(setup)
     setup.set_defaults(handler=cmd_setup)
 
     task = commands.add_parser("task", help="add, claim and drive tasks").add_subparsers(
@@ -299,9 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     add = task.add_parser("add", help="add a READY task and print its id")
     add.add_argument("--id", help="task id (default: generated)")
     add.add_argument("--priority", type=int, default=tasks.DEFAULT_PRIORITY, help="lower is claimed first (default: %(default)s)")
-    add.add_argument("--payload", type=_json_argument, metavar="JSON", help="task payload, a JSON value (default: {})")
-    add.add_argument("--max-attempts", type=_positive_int, metavar="N", help="claims before the task is DEAD (default: 3, MAF_TASK_MAX_ATTEMPTS)")
-    _add_json(add)
+    add.add_argument("--payload", type=json_argument, metavar="JSON", help="task payload, a JSON value (default: {})")
+    add.add_argument("--max-attempts", type=positive_int, metavar="N", help="claims before the task is DEAD (default: 3, MAF_TASK_MAX_ATTEMPTS)")
+    add_json(add)
     add.set_defaults(handler=cmd_task_add)
 
     claim = task.add_parser(
@@ -309,13 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         " priority, then the oldest. Exits 3 when no task is READY."
     )
     claim.add_argument("--agent", required=True, help="the claiming agent's id")
-    claim.add_argument("--ttl", type=_seconds, metavar="SECONDS", help="lease length (default: 30, MAF_TASK_LEASE_TTL)")
-    _add_json(claim)
+    claim.add_argument("--ttl", type=number, metavar="SECONDS", help="lease length (default: 30, MAF_TASK_LEASE_TTL)")
+    add_json(claim)
     claim.set_defaults(handler=cmd_task_claim)
 
     renew = task.add_parser("renew", help="extend a lease you hold (exit 4 if you do not)")
     _add_holder(renew, ttl=False)
-    renew.add_argument("--ttl", type=_seconds, metavar="SECONDS", help="new lease length from now (default: 30)")
+    renew.add_argument("--ttl", type=number, metavar="SECONDS", help="new lease length from now (default: 30)")
     renew.set_defaults(handler=cmd_task_renew)
 
     for name, operation, summary in (
@@ -346,19 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = task.add_parser("list", help="list tasks in claim order")
     listing.add_argument("--state", help="only tasks in this state")
-    _add_json(listing)
+    add_json(listing)
     listing.set_defaults(handler=cmd_task_list)
 
     show = task.add_parser("show", help="a task with its lease, events and evidence")
     show.add_argument("task", metavar="TASK")
-    _add_json(show)
+    add_json(show)
     show.set_defaults(handler=cmd_task_show)
 
     leases = commands.add_parser("leases", help="lease maintenance").add_subparsers(
         dest="leases_command", metavar="ACTION", required=True
     )
     reclaim = leases.add_parser("reclaim", help="reclaim every expired lease")
-    _add_json(reclaim)
+    add_json(reclaim)
     reclaim.set_defaults(handler=cmd_leases_reclaim)
 
     evidence = commands.add_parser("evidence", help="verification evidence").add_subparsers(
@@ -368,29 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
         "add", help="record a verifier's PASS or FAIL for a task attempt"
     )
     evidence_add.add_argument("task", metavar="TASK")
-    evidence_add.add_argument("--attempt", required=True, type=_positive_int)
+    evidence_add.add_argument("--attempt", required=True, type=positive_int)
     evidence_add.add_argument("--verifier", required=True, help="the verifier's name, once per attempt")
     evidence_add.add_argument("--result", required=True, type=str.upper, choices=("PASS", "FAIL"))
-    evidence_add.add_argument("--details", type=_json_argument, metavar="JSON", help="a JSON object")
+    evidence_add.add_argument("--details", type=json_argument, metavar="JSON", help="a JSON object")
     evidence_add.add_argument("--agent", help="when given, the lease must be this agent's")
-    _add_json(evidence_add)
+    add_json(evidence_add)
     evidence_add.set_defaults(handler=cmd_evidence_add)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(db_path=args.db)
-        return int(args.handler(args, settings))
-    except MafError as error:
-        print(f"maf: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("maf: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

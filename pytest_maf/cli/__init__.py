@@ -1,0 +1,55 @@
+"""The `maf` command: parses input, calls the library, formats output.
+
+Exit codes: 0 done, 1 blocked or failed, 2 bad input, 3 nothing to do,
+4 lease lost or not the holder. An error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from pytest_maf.cli import reservations, tasks
+from pytest_maf.config import load_settings
+from pytest_maf.errors import MafError
+
+EPILOG = """\
+exit codes: 0 done, 1 a check failed or a conflict blocked, 2 bad input,
+3 nothing to do (no READY task), 4 lease lost or not the holder.
+
+The runtime database is .maf/runtime.db at the repository root (the current
+directory outside a git repository); MAF_DB_PATH or --db overrides it.
+Run `maf COMMAND --help` for each command's options.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maf",
+        description="Tasks, leases, file reservations and evidence for repositories"
+        " worked on by several agents.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--db", metavar="PATH", help="runtime database (default: MAF_DB_PATH or .maf/runtime.db)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    tasks.register(commands)
+    reservations.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(db_path=args.db)
+        return int(args.handler(args, settings))
+    except MafError as error:
+        print(f"maf: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("maf: interrupted", file=sys.stderr)
+        return 130

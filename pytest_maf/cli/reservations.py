@@ -1,0 +1,285 @@
+"""`maf reservation ...`, `maf guard` and `maf install-hooks`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from pytest_maf import guard, hooks
+from pytest_maf import reservations as reservation_ops
+from pytest_maf.cli.common import add_json, number, open_configured_store, print_json, when
+from pytest_maf.config import Settings
+from pytest_maf.errors import StoreError, UsageError
+from pytest_maf.records import Reservation
+from pytest_maf.reservations import Block, Conflict, ReservationConflictError
+
+
+def _describe(reservation: Reservation) -> str:
+    mode = "exclusive" if reservation.exclusive else "shared"
+    reason = f", reason: {reservation.reason}" if reservation.reason else ""
+    return (
+        f"{reservation.agent_id} holds {reservation.pattern} ({mode})"
+        f" until {when(reservation.expires_at)}{reason}"
+    )
+
+
+def _conflict_json(conflict: Conflict) -> dict[str, object]:
+    return {
+        "requested": conflict.requested,
+        "holder": conflict.holder.agent_id,
+        "holder_pattern": conflict.holder.pattern,
+        "expires_at": conflict.holder.expires_at,
+        "reason": conflict.holder.reason,
+        "exclusive": conflict.holder.exclusive,
+        "example_path": conflict.witness,
+    }
+
+
+def _block_json(block: Block) -> dict[str, object]:
+    return {
+        "path": block.path,
+        "holder": block.holder.agent_id,
+        "pattern": block.holder.pattern,
+        "expires_at": block.holder.expires_at,
+        "reason": block.holder.reason,
+    }
+
+
+def _repo_relative(text: str, settings: Settings) -> str:
+    """A path as given, or an absolute one inside the repository made relative to its root."""
+    if not os.path.isabs(text):
+        return text
+    base = settings.repo_root or Path.cwd()
+    try:
+        return Path(text).resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        raise UsageError(f"{text} is outside the repository at {base}") from None
+
+
+def cmd_acquire(args: argparse.Namespace, settings: Settings) -> int:
+    ttl_ms = settings.reservation_ttl_ms(args.ttl)
+    with open_configured_store(settings) as store:
+        try:
+            granted = reservation_ops.acquire(
+                store, args.patterns, args.agent, ttl_ms, exclusive=not args.shared, reason=args.reason
+            )
+        except ReservationConflictError as error:
+            if args.json:
+                print_json({"granted": [], "conflicts": [_conflict_json(c) for c in error.conflicts]})
+            print(f"maf: {error}", file=sys.stderr)
+            for conflict in error.conflicts:
+                print(
+                    f"  {conflict.requested}: {_describe(conflict.holder)}"
+                    f" (both match {conflict.witness})",
+                    file=sys.stderr,
+                )
+            return error.exit_code
+    if args.json:
+        print_json({"granted": [asdict(r) for r in granted], "conflicts": []})
+    else:
+        for reservation in granted:
+            mode = "exclusive" if reservation.exclusive else "shared"
+            print(f"reserved {reservation.pattern} ({mode}) for {reservation.agent_id} until {when(reservation.expires_at)}")
+    return 0
+
+
+def cmd_renew(args: argparse.Namespace, settings: Settings) -> int:
+    ttl_ms = settings.reservation_ttl_ms(args.ttl)
+    with open_configured_store(settings) as store:
+        renewed = reservation_ops.renew(store, args.patterns, args.agent, ttl_ms)
+    if args.json:
+        print_json([asdict(r) for r in renewed])
+        return 0
+    for reservation in renewed:
+        print(f"renewed {reservation.pattern} until {when(reservation.expires_at)}")
+    return 0
+
+
+def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
+    with open_configured_store(settings) as store:
+        if args.force:
+            if not args.reason:
+                raise UsageError("--force needs --reason: the holders are told why")
+            released = reservation_ops.force_release(
+                store, args.patterns, args.agent, args.reason, settings.mail_root
+            )
+        else:
+            released = reservation_ops.release(store, args.patterns, args.agent)
+    if args.json:
+        print_json([asdict(r) for r in released])
+        return 0
+    for reservation in released:
+        told = f" ({reservation.agent_id} was told by agent-mail)" if args.force else ""
+        print(f"released {reservation.pattern} held by {reservation.agent_id}{told}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    with open_configured_store(settings) as store:
+        found = reservation_ops.list_reservations(store, args.agent, include_expired=args.all)
+    if args.json:
+        print_json([asdict(r) for r in found])
+        return 0
+    if not found:
+        print("no reservations")
+        return 0
+    width = max(len(r.pattern) for r in found)
+    print(f"{'PATTERN':<{width}}  {'AGENT':<16}  {'MODE':<9}  {'EXPIRES':<20}  REASON")
+    for r in found:
+        mode = "exclusive" if r.exclusive else "shared"
+        print(f"{r.pattern:<{width}}  {r.agent_id:<16}  {mode:<9}  {when(r.expires_at):<20}  {r.reason}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    paths = [_repo_relative(path, settings) for path in args.paths]
+    with open_configured_store(settings) as store:
+        blocks = reservation_ops.check_paths(store, paths, args.agent)
+    if args.json:
+        print_json({"blocked": [_block_json(b) for b in blocks]})
+    else:
+        blocked_paths = {b.path for b in blocks}
+        for block in blocks:
+            print(f"{block.path}: blocked, {_describe(block.holder)}")
+        for path in paths:
+            if path not in blocked_paths:
+                print(f"{path}: free")
+    return 1 if blocks else 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    path = _repo_relative(args.file, settings)
+    with open_configured_store(settings) as store:
+        covering = reservation_ops.reservations_covering(store, path)
+    if args.json:
+        print_json({"path": path, "reservations": [asdict(r) for r in covering]})
+    elif not covering:
+        print(f"{path}: no live reservation")
+    else:
+        for reservation in covering:
+            print(f"{path}: {_describe(reservation)}")
+    return 0
+
+
+WAYS_OUT = """\
+Ways out:
+  - wait for the reservation to expire (maf reservation status --file PATH)
+  - ask the holder to release it (maf reservation release PATTERN --agent HOLDER)
+  - override, which is recorded:
+      MAF_RESERVATION_OVERRIDE=true MAF_OVERRIDE_REASON="why" git commit ..."""
+
+
+def cmd_guard(args: argparse.Namespace, settings: Settings) -> int:
+    agent = args.agent or os.environ.get("MAF_AGENT_ID") or None
+    override = guard.parse_override(os.environ.get("MAF_RESERVATION_OVERRIDE"))
+    if settings.repo_root is None or not settings.db_path.is_file():
+        return 0  # no repository or no store: nothing can be reserved
+    cwd = Path.cwd()
+    paths = guard.pushed_paths(cwd, sys.stdin.read()) if args.pre_push else guard.staged_paths(cwd)
+    if not paths:
+        return 0
+    try:
+        with open_configured_store(settings) as store:
+            verdict = guard.judge(store, paths, agent)
+            if verdict.blocked and override:
+                guard.record_override(store, agent, verdict, os.environ.get("MAF_OVERRIDE_REASON"))
+    except StoreError as error:
+        if override:
+            print(f"maf guard: warning: {error}; MAF_RESERVATION_OVERRIDE lets this through unrecorded", file=sys.stderr)
+            return 0
+        raise StoreError(f"{error}. The guard fails closed; MAF_RESERVATION_OVERRIDE=true is the way out") from None
+    if not verdict.blocked:
+        return 0
+    what = "push" if args.pre_push else "commit"
+    who = f"agent {agent!r}" if agent else "a committer without an agent id (set MAF_AGENT_ID)"
+    if override:
+        print(
+            f"maf guard: warning: {what} touches {len({b.path for b in verdict.blocks})} reserved"
+            f" path(s); MAF_RESERVATION_OVERRIDE=true lets it through, and the override is recorded",
+            file=sys.stderr,
+        )
+        return 0
+    print(f"maf guard: {what} blocked for {who}: paths reserved by other agents")
+    for block in verdict.blocks:
+        print(f"  {block.path}: {_describe(block.holder)}")
+    print(WAYS_OUT)
+    return 1
+
+
+def cmd_install_hooks(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.repo_root is None:
+        raise UsageError("not inside a git repository")
+    cwd = Path.cwd()
+    changes = hooks.uninstall(cwd) if args.uninstall else hooks.install(cwd)
+    for change in changes:
+        print(f"{change.hook}: {change.action} ({change.path})")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reservation = commands.add_parser(
+        "reservation", help="reserve files for an agent", description="Reserve repository-relative"
+        " paths or gitignore-style globs (*, **, ?, [...]). A glob without '/' matches at any depth;"
+        " a trailing '/' means the directory and everything under it.",
+    ).add_subparsers(dest="reservation_command", metavar="ACTION", required=True)
+
+    def with_patterns(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = reservation.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("patterns", nargs="+", metavar="PATTERN")
+        sub.add_argument("--agent", required=True, help="the agent acting")
+        add_json(sub)
+        return sub
+
+    acquire = with_patterns("acquire", "reserve patterns, all or nothing (exit 1 on conflict)")
+    acquire.add_argument("--ttl", type=number, metavar="MINUTES", help="default 30 (MAF_RESERVATION_DEFAULT_TIMEOUT), at most 120 (MAF_RESERVATION_MAX_TIMEOUT)")
+    acquire.add_argument("--shared", action="store_true", help="shared: conflicts only with others' exclusive reservations")
+    acquire.add_argument("--reason", default="", help="why, shown to anyone blocked")
+    acquire.set_defaults(handler=cmd_acquire)
+
+    renew = with_patterns("renew", "extend reservations you hold (exit 4 if another agent holds them)")
+    renew.add_argument("--ttl", type=number, metavar="MINUTES")
+    renew.set_defaults(handler=cmd_renew)
+
+    release = with_patterns("release", "release reservations you hold; --force releases anyone's")
+    release.add_argument("--force", action="store_true", help="release whoever holds it; recorded, and the holder is told by agent-mail")
+    release.add_argument("--reason", help="required with --force")
+    release.set_defaults(handler=cmd_release)
+
+    listing = reservation.add_parser("list", help="live reservations")
+    listing.add_argument("--agent", help="only this agent's")
+    listing.add_argument("--all", action="store_true", help="include expired ones not yet cleaned up")
+    add_json(listing)
+    listing.set_defaults(handler=cmd_list)
+
+    check = reservation.add_parser("check", help="exit 1 if any path is under another agent's exclusive reservation")
+    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.add_argument("--agent", help="the asking agent (its own reservations never block it)")
+    add_json(check)
+    check.set_defaults(handler=cmd_check)
+
+    status = reservation.add_parser("status", help="every reservation covering a file")
+    status.add_argument("--file", required=True, metavar="PATH")
+    add_json(status)
+    status.set_defaults(handler=cmd_status)
+
+    guard_parser = commands.add_parser(
+        "guard", help="block a commit touching files reserved by other agents",
+        description="Check the staged paths (or, with --pre-push, the pushed commits' paths)"
+        " against other agents' exclusive reservations. Exit 1 when blocked. No database, no"
+        " repository or nothing staged: exit 0. MAF_RESERVATION_OVERRIDE=true lets a blocked"
+        " commit through and records it, with MAF_OVERRIDE_REASON.",
+    )
+    guard_parser.add_argument("--agent", help="the committing agent (default: MAF_AGENT_ID)")
+    guard_parser.add_argument("--pre-push", action="store_true", help="read a pre-push hook's stdin")
+    guard_parser.set_defaults(handler=cmd_guard)
+
+    install = commands.add_parser(
+        "install-hooks", help="install git pre-commit and pre-push hooks running the guard",
+        description="For repositories without the pre-commit framework. Honours core.hooksPath"
+        " and worktrees; an existing hook is kept and run first; --uninstall restores it.",
+    )
+    install.add_argument("--uninstall", action="store_true")
+    install.set_defaults(handler=cmd_install_hooks)

@@ -1,0 +1,111 @@
+"""Plain git hooks for repositories that do not use the pre-commit framework.
+
+``install`` writes pre-commit and pre-push hooks running ``maf guard`` into
+the hooks directory git itself uses (``core.hooksPath`` and worktrees
+included). A hook already there is kept, renamed beside ours, and run first;
+``uninstall`` puts it back exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_maf.errors import UsageError
+from pytest_maf.guard import git_output
+
+MARKER = "# installed by pytest-maf (maf install-hooks)"
+PREVIOUS_SUFFIX = ".pre-maf"
+HOOKS = ("pre-commit", "pre-push")
+
+
+def hooks_directory(cwd: Path) -> Path:
+    relative = git_output(cwd, "rev-parse", "--git-path", "hooks").decode().strip()
+    return (cwd / relative).resolve()
+
+
+def _script(hook: str, python: str) -> str:
+    guard = f"{shlex.quote(python)} -m pytest_maf guard"
+    lines = [
+        "#!/bin/sh",
+        MARKER,
+        "# Runs the hook that was here before, then the reservation guard.",
+        f'previous="$(dirname "$0")/{hook}{PREVIOUS_SUFFIX}"',
+    ]
+    if hook == "pre-push":
+        lines += [
+            "input=$(cat)",
+            'if [ -x "$previous" ]; then',
+            '  printf \'%s\\n\' "$input" | "$previous" "$@" || exit $?',
+            "fi",
+            f'printf \'%s\\n\' "$input" | {guard} --pre-push',
+        ]
+    else:
+        lines += [
+            'if [ -x "$previous" ]; then',
+            '  "$previous" "$@" || exit $?',
+            "fi",
+            f"exec {guard}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        return MARKER in path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class HookChange:
+    hook: str
+    path: Path
+    action: str  # installed, updated, chained, removed, restored, absent, foreign
+
+
+def install(cwd: Path, python: str = sys.executable) -> list[HookChange]:
+    directory = hooks_directory(cwd)
+    directory.mkdir(parents=True, exist_ok=True)
+    changes = []
+    for hook in HOOKS:
+        path = directory / hook
+        previous = directory / f"{hook}{PREVIOUS_SUFFIX}"
+        if path.exists() and not _is_ours(path):
+            if previous.exists():
+                raise UsageError(
+                    f"{previous} already exists beside a hook pytest-maf did not write;"
+                    " move one of them away first"
+                )
+            os.replace(path, previous)
+            action = "chained"
+        else:
+            action = "updated" if path.exists() else "installed"
+        path.write_text(_script(hook, python), encoding="utf-8")
+        path.chmod(0o755)
+        changes.append(HookChange(hook, path, action))
+    return changes
+
+
+def uninstall(cwd: Path) -> list[HookChange]:
+    directory = hooks_directory(cwd)
+    changes = []
+    for hook in HOOKS:
+        path = directory / hook
+        previous = directory / f"{hook}{PREVIOUS_SUFFIX}"
+        if not path.exists():
+            changes.append(HookChange(hook, path, "absent"))
+            continue
+        if not _is_ours(path):
+            changes.append(HookChange(hook, path, "foreign"))
+            continue
+        path.unlink()
+        if previous.exists():
+            os.replace(previous, path)
+            changes.append(HookChange(hook, path, "restored"))
+        else:
+            changes.append(HookChange(hook, path, "removed"))
+    return changes

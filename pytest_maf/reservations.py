@@ -1,0 +1,301 @@
+"""File reservations: who may change which paths, and for how long.
+
+An agent reserves patterns (see :mod:`pytest_maf.patterns`) for a TTL,
+exclusive by default or shared. An exclusive request conflicts with anything
+another agent holds that can match a common path; a shared one only with
+another agent's exclusive reservation. A request is all or nothing.
+
+Example::
+
+    acquire(store, ["src/**"], "agent-a", ttl_ms=30 * 60_000, reason="refactor")
+    blocking_reservations(store.read(...), ["src/app.py"], "agent-b")  # -> the block
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from pytest_maf import mail
+from pytest_maf.errors import MafError, NotFoundError, UsageError
+from pytest_maf.leases import validate_id
+from pytest_maf.patterns import compile_pattern, normalize_path, normalize_pattern, overlap_witness
+from pytest_maf.records import Reservation
+
+if TYPE_CHECKING:
+    from pytest_maf.store import Store, Transaction
+
+
+@dataclass(frozen=True)
+class Conflict:
+    requested: str
+    holder: Reservation
+    witness: str
+
+
+class ReservationConflictError(MafError):
+    """A request overlapped another agent's reservation; nothing was granted."""
+
+    exit_code = 1
+
+    def __init__(self, conflicts: list[Conflict]) -> None:
+        self.conflicts = conflicts
+        super().__init__(
+            f"{len(conflicts)} conflict(s); nothing was reserved"
+            " (see `maf reservation list`, or wait for the holder's expiry)"
+        )
+
+
+class NotHolderError(MafError):
+    """The agent does not hold the reservation it tried to change."""
+
+    exit_code = 4
+
+
+@dataclass(frozen=True)
+class Block:
+    """A path that lies under another agent's exclusive reservation."""
+
+    path: str
+    holder: Reservation
+
+
+def _normalized(patterns: Iterable[str]) -> list[str]:
+    result = list(dict.fromkeys(normalize_pattern(pattern) for pattern in patterns))
+    if not result:
+        raise UsageError("give at least one pattern")
+    return result
+
+
+def find_conflicts(
+    requested: Sequence[str], exclusive: bool, agent_id: str, held: Iterable[Reservation]
+) -> list[Conflict]:
+    """The live reservations of other agents that a request would overlap (pure)."""
+    conflicts = []
+    others = [r for r in held if r.agent_id != agent_id and (exclusive or r.exclusive)]
+    for pattern in requested:
+        for holder in others:
+            witness = overlap_witness(pattern, holder.pattern)
+            if witness is not None:
+                conflicts.append(Conflict(pattern, holder, witness))
+    return conflicts
+
+
+def acquire(
+    store: Store,
+    patterns: Iterable[str],
+    agent_id: str,
+    ttl_ms: int,
+    *,
+    exclusive: bool = True,
+    reason: str = "",
+) -> list[Reservation]:
+    """Reserve every pattern, or none: raises :class:`ReservationConflictError`.
+
+    Re-acquiring a pattern the agent holds extends it.
+    """
+    validate_id("agent", agent_id)
+    requested = _normalized(patterns)
+    if ttl_ms <= 0:
+        raise UsageError(f"a reservation TTL must be above 0, got {ttl_ms} ms")
+
+    def reserve(transaction: Transaction) -> tuple[list[Reservation], list[Conflict]]:
+        for expired in transaction.delete_expired_reservations():
+            transaction.insert_reservation_event(
+                "expire", expired.agent_id, {"pattern": expired.pattern, "expires_at": expired.expires_at}
+            )
+        conflicts = find_conflicts(requested, exclusive, agent_id, transaction.reservations())
+        if conflicts:
+            transaction.insert_reservation_event(
+                "conflict",
+                agent_id,
+                {
+                    "requested": requested,
+                    "exclusive": exclusive,
+                    "holders": sorted({(c.holder.agent_id, c.holder.pattern) for c in conflicts}),
+                },
+            )
+            return [], conflicts
+        granted = []
+        for pattern in requested:
+            existing = transaction.reservations(agent_id=agent_id, pattern=pattern)
+            reservation = Reservation(
+                agent_id,
+                pattern,
+                exclusive,
+                reason,
+                existing[0].created_at if existing else transaction.now,
+                transaction.now + ttl_ms,
+            )
+            transaction.put_reservation(reservation)
+            transaction.insert_reservation_event(
+                "renew" if existing else "acquire",
+                agent_id,
+                {"pattern": pattern, "exclusive": exclusive, "expires_at": reservation.expires_at, "reason": reason},
+            )
+            granted.append(reservation)
+        return granted, []
+
+    # The conflict is recorded, so it is returned rather than raised inside
+    # the transaction (which would roll the record back).
+    granted, conflicts = store.write(reserve)
+    if conflicts:
+        raise ReservationConflictError(conflicts)
+    return granted
+
+
+def _held(transaction: Transaction, agent_id: str, pattern: str) -> Reservation:
+    mine = transaction.reservations(agent_id=agent_id, pattern=pattern)
+    if mine:
+        return mine[0]
+    others = transaction.reservations(pattern=pattern)
+    if others:
+        holders = ", ".join(sorted(r.agent_id for r in others))
+        raise NotHolderError(
+            f"{pattern!r} is reserved by {holders}, not {agent_id!r};"
+            " only the holder may change it (or use --force with --reason)"
+        )
+    raise NotFoundError(f"agent {agent_id!r} holds no live reservation on {pattern!r}")
+
+
+def renew(store: Store, patterns: Iterable[str], agent_id: str, ttl_ms: int) -> list[Reservation]:
+    """Extend the agent's live reservations to ``ttl_ms`` from now."""
+    requested = _normalized(patterns)
+
+    def extend(transaction: Transaction) -> list[Reservation]:
+        renewed = []
+        for pattern in requested:
+            reservation = dataclasses.replace(
+                _held(transaction, agent_id, pattern), expires_at=transaction.now + ttl_ms
+            )
+            transaction.put_reservation(reservation)
+            transaction.insert_reservation_event(
+                "renew", agent_id, {"pattern": pattern, "expires_at": reservation.expires_at}
+            )
+            renewed.append(reservation)
+        return renewed
+
+    return store.write(extend)
+
+
+def release(store: Store, patterns: Iterable[str], agent_id: str) -> list[Reservation]:
+    """Release the agent's own reservations."""
+    requested = _normalized(patterns)
+
+    def drop(transaction: Transaction) -> list[Reservation]:
+        released = []
+        for pattern in requested:
+            reservation = _held(transaction, agent_id, pattern)
+            transaction.delete_reservation(agent_id, pattern)
+            transaction.insert_reservation_event("release", agent_id, {"pattern": pattern})
+            released.append(reservation)
+        return released
+
+    return store.write(drop)
+
+
+def force_release(
+    store: Store, patterns: Iterable[str], agent_id: str, reason: str, mail_root: Path
+) -> list[Reservation]:
+    """Release every holder's reservation on the patterns, recorded, each holder told by mail."""
+    validate_id("agent", agent_id)
+    if not reason.strip():
+        raise UsageError("--force needs --reason: the holders are told why")
+    requested = _normalized(patterns)
+
+    def drop(transaction: Transaction) -> list[Reservation]:
+        released = []
+        for pattern in requested:
+            holders = transaction.reservations(pattern=pattern)
+            if not holders:
+                raise NotFoundError(f"nobody holds a live reservation on {pattern!r}")
+            for holder in holders:
+                transaction.delete_reservation(holder.agent_id, pattern)
+                transaction.insert_reservation_event(
+                    "force_release",
+                    agent_id,
+                    {"pattern": pattern, "holder": holder.agent_id, "reason": reason},
+                )
+                mail.deliver(
+                    mail_root,
+                    {
+                        "id": mail.new_message_id(),
+                        "type": "RESERVATION_FORCE_RELEASED",
+                        "from": agent_id,
+                        "to": holder.agent_id,
+                        "pattern": pattern,
+                        "reason": reason,
+                        "created_at": transaction.now,
+                    },
+                )
+                released.append(holder)
+        return released
+
+    return store.write(drop)
+
+
+def list_reservations(
+    store: Store, agent_id: str | None = None, include_expired: bool = False
+) -> list[Reservation]:
+    return store.read(
+        lambda transaction: transaction.reservations(agent_id=agent_id, live_only=not include_expired)
+    )
+
+
+class ReservationIndex:
+    """Live reservations arranged for matching many paths quickly.
+
+    Plain paths are looked up directly; globs are grouped by their leading
+    plain directories, so a path is only tried against globs that can match it.
+    """
+
+    def __init__(self, reservations: Iterable[Reservation]) -> None:
+        self.by_path: dict[str, list[Reservation]] = {}
+        self.by_prefix: dict[tuple[str, ...], list[Reservation]] = {}
+        for reservation in reservations:
+            compiled = compile_pattern(reservation.pattern)
+            if compiled.literal_prefix == compiled.segments:
+                self.by_path.setdefault(reservation.pattern, []).append(reservation)
+            else:
+                self.by_prefix.setdefault(compiled.literal_prefix, []).append(reservation)
+
+    def covering(self, path: str) -> list[Reservation]:
+        """Every reservation whose pattern matches ``path``."""
+        found = list(self.by_path.get(path, ()))
+        segments = path.split("/")
+        for depth in range(len(segments)):
+            for reservation in self.by_prefix.get(tuple(segments[:depth]), ()):
+                if compile_pattern(reservation.pattern).matches(path):
+                    found.append(reservation)
+        return found
+
+
+def blocking_reservations(
+    reservations: Iterable[Reservation], paths: Iterable[str], agent_id: str | None
+) -> list[Block]:
+    """Paths under another agent's exclusive reservation (pure).
+
+    ``agent_id=None`` is a committer without an agent id: every exclusive
+    reservation blocks it.
+    """
+    index = ReservationIndex(r for r in reservations if r.exclusive and r.agent_id != agent_id)
+    blocks = []
+    for path in paths:
+        for holder in index.covering(path):
+            blocks.append(Block(path, holder))
+    return blocks
+
+
+def check_paths(store: Store, paths: Iterable[str], agent_id: str | None) -> list[Block]:
+    normalized = [normalize_path(path) for path in paths]
+    return blocking_reservations(
+        store.read(lambda transaction: transaction.reservations()), normalized, agent_id
+    )
+
+
+def reservations_covering(store: Store, path: str) -> list[Reservation]:
+    """Every live reservation, exclusive or shared, whose pattern matches ``path``."""
+    normalized = normalize_path(path)
+    return ReservationIndex(store.read(lambda t: t.reservations())).covering(normalized)
