@@ -1,0 +1,249 @@
+"""The commit guard and git hooks, in real temporary git repositories."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_maf import reservations
+from pytest_maf.clock import ManualClock, system_clock
+from pytest_maf.store import open_store, setup_store
+
+MINUTE = 60_000
+ENV_NAMES = ("MAF_AGENT_ID", "MAF_RESERVATION_OVERRIDE", "MAF_OVERRIDE_REASON", "MAF_DB_PATH", "MAF_AGENT_MAIL_ROOT")
+
+
+def git(cwd: Path, *args: str, check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check, **kwargs)  # type: ignore[call-overload]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    env.update(extra)
+    return env
+
+
+def maf(cwd: Path, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_maf", *args],
+        cwd=cwd, input=stdin, capture_output=True, text=True, env=clean_env(**env),
+    )
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "dev@example.invalid")
+    git(root, "config", "user.name", "Dev")
+    (root / "src").mkdir()
+    (root / "src" / "app.py").write_text("print('app')\n")
+    (root / "README.md").write_text("readme\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    setup_store(root / ".maf" / "runtime.db")
+    return root
+
+
+def reserve(repo: Path, pattern: str, agent: str, *, shared: bool = False, clock: ManualClock | None = None) -> None:
+    with open_store(repo / ".maf" / "runtime.db", clock=clock or system_clock) as store:
+        reservations.acquire(store, [pattern], agent, 30 * MINUTE, exclusive=not shared, reason="busy")
+
+
+def stage(repo: Path, name: str, text: str = "changed\n") -> None:
+    path = repo / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    git(repo, "add", "--", name)
+
+
+def test_a_reserved_path_blocks_and_says_how_out(repo: Path) -> None:
+    reserve(repo, "src/**", "agent-a")
+    stage(repo, "src/app.py")
+
+    result = maf(repo, "guard", MAF_AGENT_ID="agent-b")
+
+    assert result.returncode == 1
+    assert "src/app.py: agent-a holds src/** (exclusive) until" in result.stdout
+    assert "MAF_RESERVATION_OVERRIDE=true" in result.stdout and "release" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["own", "shared", "expired", "released", "elsewhere"])
+def test_commits_that_do_not_touch_others_exclusive_reservations_pass(repo: Path, case: str) -> None:
+    if case == "own":
+        reserve(repo, "src/**", "agent-b")
+    elif case == "shared":
+        reserve(repo, "src/**", "agent-a", shared=True)
+    elif case == "expired":
+        reserve(repo, "src/**", "agent-a", clock=ManualClock(system_clock() - 31 * MINUTE))
+    elif case == "released":
+        reserve(repo, "src/**", "agent-a")
+        with open_store(repo / ".maf" / "runtime.db") as store:
+            reservations.release(store, ["src/**"], "agent-a")
+    else:
+        reserve(repo, "docs/**", "agent-a")
+    stage(repo, "src/app.py")
+
+    result = maf(repo, "guard", "--agent", "agent-b")
+
+    assert result.returncode == 0, result.stdout
+    assert result.stdout == ""
+
+
+def test_both_sides_of_a_rename_are_checked(repo: Path) -> None:
+    reserve(repo, "lib/**", "agent-a")
+    (repo / "lib").mkdir()
+    git(repo, "mv", "src/app.py", "lib/app.py")  # into a reserved place
+    assert maf(repo, "guard", MAF_AGENT_ID="agent-b").returncode == 1
+    git(repo, "reset", "-q", "--hard")
+
+    reserve(repo, "src/app.py", "agent-c")
+    git(repo, "mv", "src/app.py", "moved.py")  # out of a reserved place
+    result = maf(repo, "guard", MAF_AGENT_ID="agent-b")
+    assert result.returncode == 1 and "src/app.py: agent-c" in result.stdout
+
+
+def test_deleting_a_reserved_file_blocks(repo: Path) -> None:
+    reserve(repo, "src/app.py", "agent-a")
+    git(repo, "rm", "-q", "src/app.py")
+
+    assert maf(repo, "guard", MAF_AGENT_ID="agent-b").returncode == 1
+
+
+def test_names_with_spaces_unicode_and_newlines(repo: Path) -> None:
+    reserve(repo, "docs/**", "agent-a")
+    for name in ("docs/read me.md", "docs/données été.md", "docs/new\nline.md"):
+        stage(repo, name)
+
+    result = maf(repo, "guard", MAF_AGENT_ID="agent-b")
+
+    assert result.returncode == 1
+    for name in ("docs/read me.md", "docs/données été.md", "docs/new\nline.md"):
+        assert f"{name}: agent-a" in result.stdout
+
+
+def test_a_committer_without_an_agent_id_is_blocked_by_every_exclusive_reservation(repo: Path) -> None:
+    reserve(repo, "src/**", "agent-a")
+    stage(repo, "src/app.py")
+
+    result = maf(repo, "guard")
+
+    assert result.returncode == 1 and "without an agent id" in result.stdout
+
+
+def test_override_lets_it_through_and_is_recorded(repo: Path) -> None:
+    reserve(repo, "src/**", "agent-a")
+    stage(repo, "src/app.py")
+
+    result = maf(
+        repo, "guard", MAF_AGENT_ID="agent-b",
+        MAF_RESERVATION_OVERRIDE="true", MAF_OVERRIDE_REASON="prod is down",
+    )
+
+    assert result.returncode == 0 and "warning" in result.stderr
+    with open_store(repo / ".maf" / "runtime.db") as store:
+        (event,) = store.read(lambda t: t.reservation_events("override"))
+    assert event.agent_id == "agent-b"
+    assert event.data == {"paths": ["src/app.py"], "holders": [["agent-a", "src/**"]], "reason": "prod is down"}
+
+
+def test_quiet_passes_nothing_staged_no_database_no_repository(repo: Path, tmp_path: Path) -> None:
+    reserve(repo, "src/**", "agent-a")
+    assert maf(repo, "guard", MAF_AGENT_ID="agent-b").returncode == 0  # nothing staged
+
+    (repo / ".maf" / "runtime.db").unlink()
+    stage(repo, "src/app.py")
+    result = maf(repo, "guard", MAF_AGENT_ID="agent-b")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert not (repo / ".maf" / "runtime.db").exists()
+
+    outside = tmp_path / "not-a-repo"
+    outside.mkdir()
+    assert maf(outside, "guard").returncode == 0
+
+
+def test_a_corrupt_database_fails_closed(repo: Path) -> None:
+    (repo / ".maf" / "runtime.db").write_bytes(b"\0garbage" * 512)
+    for suffix in ("-wal", "-shm"):
+        (repo / ".maf" / f"runtime.db{suffix}").unlink(missing_ok=True)
+    stage(repo, "src/app.py")
+
+    result = maf(repo, "guard", MAF_AGENT_ID="agent-b")
+
+    assert result.returncode == 2
+    assert "fails closed" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_guard_in_a_linked_worktree_uses_the_main_store(repo: Path, tmp_path: Path) -> None:
+    reserve(repo, "src/**", "agent-a")
+    worktree = tmp_path / "agent-b-tree"
+    git(repo, "worktree", "add", "-q", str(worktree))
+    stage(worktree, "src/app.py")
+
+    result = maf(worktree, "guard", MAF_AGENT_ID="agent-b")
+
+    assert result.returncode == 1 and "src/app.py: agent-a" in result.stdout
+
+
+def test_installed_hooks_block_a_real_commit_and_push(repo: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    git(repo, "push", "-q", "origin", "main")
+    assert maf(repo, "install-hooks").returncode == 0
+    hook_env = clean_env(MAF_AGENT_ID="agent-b")
+
+    reserve(repo, "src/**", "agent-a")
+    stage(repo, "src/app.py")
+    blocked = git(repo, "commit", "-q", "-m", "touch app", check=False, env=hook_env)
+    assert blocked.returncode != 0 and "src/app.py: agent-a" in blocked.stdout + blocked.stderr
+    assert git(repo, "rev-list", "--count", "HEAD").stdout.strip() == "1"
+
+    # Committed anyway (hooks skipped): the push is still checked.
+    git(repo, "commit", "-q", "--no-verify", "-m", "touch app", env=hook_env)
+    pushed = git(repo, "push", "-q", "origin", "main", check=False, env=hook_env)
+    assert pushed.returncode != 0 and "push blocked" in pushed.stdout + pushed.stderr
+
+    with open_store(repo / ".maf" / "runtime.db") as store:
+        reservations.release(store, ["src/**"], "agent-a")
+    assert git(repo, "push", "-q", "origin", "main", check=False, env=hook_env).returncode == 0
+
+
+def test_install_hooks_chains_and_uninstall_restores_the_original_bytes(repo: Path) -> None:
+    hooks_dir = repo / "custom-hooks"
+    hooks_dir.mkdir()
+    git(repo, "config", "core.hooksPath", "custom-hooks")
+    original = b"#!/bin/sh\necho previous hook ran >&2\nexit 0\n"
+    (hooks_dir / "pre-commit").write_bytes(original)
+    (hooks_dir / "pre-commit").chmod(0o750)
+
+    installed = maf(repo, "install-hooks")
+    assert installed.returncode == 0 and "pre-commit: chained" in installed.stdout
+    assert not (repo / ".git" / "hooks" / "pre-commit").exists()
+    stage(repo, "src/app.py")
+    committed = git(repo, "commit", "-q", "-m", "change", env=clean_env(MAF_AGENT_ID="agent-b"))
+    assert "previous hook ran" in committed.stderr
+
+    assert maf(repo, "install-hooks", "--uninstall").returncode == 0
+    assert (hooks_dir / "pre-commit").read_bytes() == original
+    assert stat.S_IMODE((hooks_dir / "pre-commit").stat().st_mode) == 0o750
+    assert sorted(p.name for p in hooks_dir.iterdir()) == ["pre-commit"]
+
+
+def test_a_hook_that_fails_first_stops_the_commit(repo: Path) -> None:
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho lint failed >&2\nexit 3\n")
+    hook.chmod(0o755)
+    maf(repo, "install-hooks")
+    stage(repo, "src/app.py")
+
+    result = git(repo, "commit", "-q", "-m", "change", check=False, env=clean_env())
+
+    assert result.returncode != 0 and "lint failed" in result.stderr

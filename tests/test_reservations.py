@@ -1,0 +1,162 @@
+"""File reservations through the library: conflicts, renewal, release, force-release."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_maf import reservations as r
+from pytest_maf.clock import ManualClock
+from pytest_maf.errors import NotFoundError, UsageError
+from pytest_maf.store import Store
+
+MINUTE = 60_000
+
+
+def kinds(store: Store) -> list[str]:
+    return [event.kind for event in store.read(lambda t: t.reservation_events())]
+
+
+def test_exclusive_conflicts_with_any_overlap_and_names_the_holder(store: Store) -> None:
+    r.acquire(store, ["app/**"], "agent-a", 30 * MINUTE, reason="models refactor")
+
+    with pytest.raises(r.ReservationConflictError) as raised:
+        r.acquire(store, ["app/models/user.py"], "agent-b", 30 * MINUTE)
+
+    (conflict,) = raised.value.conflicts
+    assert (conflict.requested, conflict.holder.agent_id, conflict.holder.pattern) == (
+        "app/models/user.py", "agent-a", "app/**",
+    )
+    assert conflict.holder.reason == "models refactor"
+    assert conflict.witness == "app/models/user.py"
+
+
+def test_a_request_is_all_or_nothing(store: Store) -> None:
+    r.acquire(store, ["src/*.py"], "agent-a", 30 * MINUTE)
+
+    with pytest.raises(r.ReservationConflictError):
+        r.acquire(store, ["docs/**", "src/a*", "tests/**"], "agent-b", 30 * MINUTE)
+
+    assert r.list_reservations(store, "agent-b") == []
+    assert kinds(store) == ["acquire", "conflict"]
+
+
+def test_every_conflict_is_listed(store: Store) -> None:
+    r.acquire(store, ["src/**"], "agent-a", 30 * MINUTE)
+    r.acquire(store, ["docs/x.md"], "agent-c", 30 * MINUTE)
+
+    with pytest.raises(r.ReservationConflictError) as raised:
+        r.acquire(store, ["src/app.py", "*.md"], "agent-b", 30 * MINUTE)
+
+    holders = {(c.requested, c.holder.agent_id) for c in raised.value.conflicts}
+    # *.md matches at any depth, so it also overlaps src/** (src/a.md).
+    assert holders == {("src/app.py", "agent-a"), ("*.md", "agent-a"), ("*.md", "agent-c")}
+
+
+def test_shared_does_not_conflict_with_shared(store: Store) -> None:
+    r.acquire(store, ["docs/**"], "agent-a", 30 * MINUTE, exclusive=False)
+    r.acquire(store, ["docs/*.md"], "agent-b", 30 * MINUTE, exclusive=False)
+
+    with pytest.raises(r.ReservationConflictError):
+        r.acquire(store, ["docs/x.md"], "agent-c", 30 * MINUTE)  # exclusive vs shared
+    assert len(r.list_reservations(store)) == 2
+
+
+def test_reacquiring_extends_without_a_duplicate(store: Store, clock: ManualClock) -> None:
+    (first,) = r.acquire(store, ["src/**"], "agent-a", 10 * MINUTE)
+    clock.advance(5 * MINUTE)
+    (again,) = r.acquire(store, ["./src//"], "agent-a", 10 * MINUTE)
+
+    assert again.pattern == "src/**"
+    assert again.expires_at == first.expires_at + 5 * MINUTE
+    assert again.created_at == first.created_at
+    assert len(r.list_reservations(store)) == 1
+
+
+def test_expired_reservations_do_not_conflict(store: Store, clock: ManualClock) -> None:
+    r.acquire(store, ["src/**"], "agent-a", 1 * MINUTE)
+    clock.advance(1 * MINUTE)
+
+    r.acquire(store, ["src/app.py"], "agent-b", 1 * MINUTE)
+
+    assert [res.agent_id for res in r.list_reservations(store)] == ["agent-b"]
+    assert "expire" in kinds(store)
+
+
+def test_renew_and_release_are_for_the_holder(store: Store, clock: ManualClock) -> None:
+    r.acquire(store, ["src/**"], "agent-a", 1 * MINUTE)
+
+    with pytest.raises(r.NotHolderError):
+        r.renew(store, ["src/**"], "agent-b", 10 * MINUTE)
+    with pytest.raises(r.NotHolderError):
+        r.release(store, ["src/**"], "agent-b")
+    with pytest.raises(NotFoundError):
+        r.release(store, ["nothing/**"], "agent-a")
+
+    clock.advance(30_000)
+    (renewed,) = r.renew(store, ["src/**"], "agent-a", 10 * MINUTE)
+    assert renewed.expires_at == clock() + 10 * MINUTE
+    r.release(store, ["src/**"], "agent-a")
+    assert r.list_reservations(store) == []
+
+
+def test_force_release_is_recorded_and_tells_the_holder(store: Store, tmp_path: Path) -> None:
+    r.acquire(store, ["src/**"], "agent-a", 30 * MINUTE)
+    mail_root = tmp_path / ".agent-mail"
+
+    with pytest.raises(UsageError):
+        r.force_release(store, ["src/**"], "lead", "  ", mail_root)
+    r.force_release(store, ["src/**"], "lead", "agent-a is stuck", mail_root)
+
+    assert r.list_reservations(store) == []
+    (event,) = store.read(lambda t: t.reservation_events("force_release"))
+    assert event.agent_id == "lead" and event.data["holder"] == "agent-a"
+    (message_file,) = (mail_root / "messages" / "agent-a").glob("*.json")
+    message = json.loads(message_file.read_text())
+    assert message["type"] == "RESERVATION_FORCE_RELEASED"
+    assert (message["from"], message["pattern"], message["reason"]) == ("lead", "src/**", "agent-a is stuck")
+    assert (mail_root / "outbox" / message_file.name).is_file()
+    assert not list(mail_root.rglob("*.tmp"))
+
+
+def test_force_release_to_an_unsafe_holder_name_writes_nothing(store: Store, tmp_path: Path) -> None:
+    """A holder id that would escape the mail root is refused, and the release rolls back."""
+    r.acquire(store, ["src/**"], "../../etc", 30 * MINUTE)
+
+    with pytest.raises(UsageError):
+        r.force_release(store, ["src/**"], "lead", "stuck", tmp_path / "mail")
+
+    assert [res.agent_id for res in r.list_reservations(store)] == ["../../etc"]
+    assert not (tmp_path / "mail").exists() or not list((tmp_path / "mail").rglob("*.json"))
+
+
+@pytest.mark.parametrize("pattern", ["/etc/passwd", "../outside", "a/../../b"])
+def test_patterns_outside_the_repository_are_refused(store: Store, pattern: str) -> None:
+    with pytest.raises(UsageError):
+        r.acquire(store, [pattern], "agent-a", MINUTE)
+
+
+def test_blocking_ignores_own_and_shared_reservations(store: Store) -> None:
+    r.acquire(store, ["src/**"], "agent-a", MINUTE)
+    r.acquire(store, ["docs/**"], "agent-b", MINUTE, exclusive=False)
+    held = r.list_reservations(store)
+    paths = ["src/app.py", "docs/x.md", "README.md"]
+
+    assert [b.path for b in r.blocking_reservations(held, paths, "agent-a")] == []
+    assert [b.path for b in r.blocking_reservations(held, paths, "agent-c")] == ["src/app.py"]
+    assert [b.path for b in r.blocking_reservations(held, paths, None)] == ["src/app.py"]
+
+
+def test_index_finds_the_same_holders_as_trying_every_pattern(store: Store) -> None:
+    patterns = ["src/app.py", "src/**", "*.md", "docs/*/index.md", "a/**/b", "[ab]*/x"]
+    for number, pattern in enumerate(patterns):
+        r.acquire(store, [pattern], f"agent-{number}", MINUTE, exclusive=False)
+    held = r.list_reservations(store)
+    index = r.ReservationIndex(held)
+    from pytest_maf.patterns import compile_pattern
+
+    for path in ["src/app.py", "README.md", "docs/guide/index.md", "a/b", "a/q/b", "ab/x", "x/y"]:
+        brute = {h.pattern for h in held if compile_pattern(h.pattern).matches(path)}
+        assert {h.pattern for h in index.covering(path)} == brute, path
