@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from pytest_maf import mail
 from pytest_maf.errors import MafError, NotFoundError, UsageError
@@ -73,14 +73,14 @@ def find_conflicts(
     requested: Sequence[str], exclusive: bool, agent_id: str, held: Iterable[Reservation]
 ) -> list[Conflict]:
     """The live reservations of other agents that a request would overlap (pure)."""
-    conflicts = []
-    others = [r for r in held if r.agent_id != agent_id and (exclusive or r.exclusive)]
-    for pattern in requested:
-        for holder in others:
-            witness = overlap_witness(pattern, holder.pattern)
-            if witness is not None:
-                conflicts.append(Conflict(pattern, holder, witness))
-    return conflicts
+    index = ReservationIndex(
+        r for r in held if r.agent_id != agent_id and (exclusive or r.exclusive)
+    )
+    return [
+        Conflict(pattern, holder, witness)
+        for pattern in requested
+        for holder, witness in index.overlapping(pattern)
+    ]
 
 
 def acquire(
@@ -245,30 +245,59 @@ def list_reservations(
 
 
 class ReservationIndex:
-    """Live reservations arranged for matching many paths quickly.
+    """Reservations arranged by the plain directories their patterns start with.
 
-    Plain paths are looked up directly; globs are grouped by their leading
-    plain directories, so a path is only tried against globs that can match it.
+    Two patterns whose leading plain segments differ somewhere can never
+    match a common path, so a path or a pattern is only tried against the
+    reservations along its own leading segments and, for a pattern, those
+    under them.
     """
 
     def __init__(self, reservations: Iterable[Reservation]) -> None:
-        self.by_path: dict[str, list[Reservation]] = {}
-        self.by_prefix: dict[tuple[str, ...], list[Reservation]] = {}
+        self._root: dict[str, object] = {}
         for reservation in reservations:
-            compiled = compile_pattern(reservation.pattern)
-            if compiled.literal_prefix == compiled.segments:
-                self.by_path.setdefault(reservation.pattern, []).append(reservation)
-            else:
-                self.by_prefix.setdefault(compiled.literal_prefix, []).append(reservation)
+            node = self._root
+            for segment in compile_pattern(reservation.pattern).literal_prefix:
+                node = node.setdefault(segment, {})  # type: ignore[assignment]
+            node.setdefault("", []).append(reservation)  # type: ignore[union-attr, attr-defined]
+
+    def _along(self, segments: Sequence[str]) -> Iterator[Reservation]:
+        node: dict[str, object] | None = self._root
+        for segment in ("", *segments):
+            if segment:
+                node = node.get(segment)  # type: ignore[assignment, union-attr]
+            if node is None:
+                return
+            yield from node.get("", ())  # type: ignore[misc]
+
+    def _below(self, segments: Sequence[str]) -> Iterator[Reservation]:
+        node: dict[str, object] | None = self._root
+        for segment in segments:
+            node = node.get(segment)  # type: ignore[assignment, union-attr]
+            if node is None:
+                return
+        stack = [child for key, child in node.items() if key]  # type: ignore[union-attr]
+        while stack:
+            current = stack.pop()
+            yield from current.get("", ())  # type: ignore[union-attr, misc]
+            stack.extend(child for key, child in current.items() if key)  # type: ignore[union-attr]
 
     def covering(self, path: str) -> list[Reservation]:
-        """Every reservation whose pattern matches ``path``."""
-        found = list(self.by_path.get(path, ()))
-        segments = path.split("/")
-        for depth in range(len(segments)):
-            for reservation in self.by_prefix.get(tuple(segments[:depth]), ()):
-                if compile_pattern(reservation.pattern).matches(path):
-                    found.append(reservation)
+        """Every reservation whose pattern matches the concrete ``path``."""
+        return [
+            reservation
+            for reservation in self._along(path.split("/"))
+            if compile_pattern(reservation.pattern).matches(path)
+        ]
+
+    def overlapping(self, pattern: str) -> list[tuple[Reservation, str]]:
+        """Every reservation some path shares with ``pattern``, with that path."""
+        prefix = compile_pattern(pattern).literal_prefix
+        found = []
+        for reservation in (*self._along(prefix), *self._below(prefix)):
+            witness = overlap_witness(pattern, reservation.pattern)
+            if witness is not None:
+                found.append((reservation, witness))
         return found
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from pytest_maf import reservations as r
 from pytest_maf.clock import ManualClock
@@ -160,3 +162,24 @@ def test_index_finds_the_same_holders_as_trying_every_pattern(store: Store) -> N
     for path in ["src/app.py", "README.md", "docs/guide/index.md", "a/b", "a/q/b", "ab/x", "x/y"]:
         brute = {h.pattern for h in held if compile_pattern(h.pattern).matches(path)}
         assert {h.pattern for h in index.covering(path)} == brute, path
+
+
+_SEGMENTS = ["src", "docs", "a", "*", "**", "*.py", "x?", "[ab]*"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    held=st.lists(st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=3), min_size=1, max_size=8),
+    asked=st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=3),
+)
+def test_index_finds_every_overlap_that_brute_force_finds(held: list[list[str]], asked: list[str]) -> None:
+    from pytest_maf.patterns import normalize_pattern, overlap_witness
+    from pytest_maf.records import Reservation
+
+    patterns = sorted({normalize_pattern("/".join(p)) for p in held})
+    reservations_held = [Reservation(f"agent-{n}", p, True, "", 0, 1) for n, p in enumerate(patterns)]
+    pattern = normalize_pattern("/".join(asked))
+
+    brute = {h.pattern for h in reservations_held if overlap_witness(pattern, h.pattern) is not None}
+    indexed = {h.pattern for h, _ in r.ReservationIndex(reservations_held).overlapping(pattern)}
+    assert indexed == brute
