@@ -3,8 +3,9 @@
 Run:  python benchmarks/guard.py [--files 1000] [--reservations 5000] [--runs 15]
 
 Builds a temporary git repository with --files staged files and a runtime store
-with --reservations live reservations of other agents (a mix of plain paths
-and globs, some of which cover staged files), then times the guard as a new
+with --reservations live reservations of other agents (plain paths, globs
+under the same directories as the staged files, unanchored globs; a few cover
+staged files), then times the guard as a new
 process, the way a git hook runs it. Baselines from the same run: the Python
 interpreter starting (`python -c pass`) and `git diff --cached` alone.
 Prints JSON: milliseconds (median, p95) and ratios to the baselines.
@@ -59,15 +60,20 @@ def reserve(db: Path, count: int, staged: list[str]) -> None:
     with open_store(db) as store:
         batch = []
         for n in range(count):
-            kind = n % 4
+            # Under the same top-level directories as the staged files, so the
+            # index cannot skip them by their first segment.
+            top = f"pkg{n % 50:02}"
+            kind = n % 5
             if kind == 0:
-                pattern = f"other{n}/deep/file.py"  # plain paths elsewhere
+                pattern = f"{top}/module{n % 7}/other_{n}.py"  # plain paths beside staged files
             elif kind == 1:
-                pattern = f"lib{n}/**"
+                pattern = f"{top}/generated{n}/*.bin"
             elif kind == 2:
-                pattern = f"vendor/v{n}/*.js"
+                pattern = f"{top}/module{n % 7}/*_{n}.js"
+            elif kind == 3:
+                pattern = rng.choice(staged) if n % 40 == 3 else f"{top}/docs{n}/*.md"
             else:
-                pattern = rng.choice(staged) if n % 40 == 3 else f"docs/d{n}/*.md"
+                pattern = f"*.lock{n}"  # unanchored: matches at any depth
             batch.append(pattern)
         # One agent per reservation so none of them conflict with each other.
         for n, pattern in enumerate(batch):

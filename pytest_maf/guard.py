@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_maf.errors import MafError, UsageError
-from pytest_maf.reservations import Block, blocking_reservations
+from pytest_maf.reservations import Block, blocking_reservations, reservations_for_paths
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
@@ -92,7 +92,7 @@ class GuardVerdict:
 
 def judge(store: Store, paths: list[str], agent_id: str | None) -> GuardVerdict:
     """Which of ``paths`` lie under another agent's live exclusive reservation."""
-    held = store.read(lambda transaction: transaction.reservations())
+    held = reservations_for_paths(store, paths)
     return GuardVerdict(paths, blocking_reservations(held, paths, agent_id))
 
 

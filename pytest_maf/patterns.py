@@ -174,28 +174,6 @@ class Automaton:
         return frozenset(seen)
 
 
-@dataclass(frozen=True)
-class CompiledPattern:
-    text: str
-    segments: tuple[str, ...]
-    automaton: Automaton
-    regex: re.Pattern[str]
-
-    def matches(self, path: str) -> bool:
-        """Whether the concrete repository-relative ``path`` matches."""
-        return self.regex.fullmatch(path) is not None
-
-    @property
-    def literal_prefix(self) -> tuple[str, ...]:
-        """The leading segments that are plain names (empty for unanchored globs)."""
-        prefix = []
-        for segment in self.segments:
-            if not is_literal(segment):
-                break
-            prefix.append(segment)
-        return tuple(prefix)
-
-
 def _charset_regex(charset: Charset) -> str:
     if charset == NON_SLASH:
         return "[^/]"
@@ -205,15 +183,39 @@ def _charset_regex(charset: Charset) -> str:
     return f"[{''.join(parts)}]"
 
 
-@functools.lru_cache(maxsize=65536)
-def compile_pattern(pattern: str) -> CompiledPattern:
-    """Compile a normalised pattern to an automaton and an equivalent regex."""
+def _segments(pattern: str) -> list[str]:
     segments = pattern.split("/")
     if len(segments) == 1 and not is_literal(pattern) and pattern != "**":
-        segments = ["**", *segments]  # gitignore: a glob without '/' matches at any depth
+        return ["**", *segments]  # gitignore: a glob without '/' matches at any depth
+    return segments
+
+
+@functools.lru_cache(maxsize=65536)
+def literal_prefix(pattern: str) -> tuple[str, ...]:
+    """The leading segments of a normalised pattern that are plain names.
+
+    Empty for a glob that matches at any depth. Cheap: nothing is compiled.
+    """
+    prefix = []
+    for segment in _segments(pattern):
+        if not is_literal(segment):
+            break
+        prefix.append(segment)
+    return tuple(prefix)
+
+
+def anchor(pattern: str) -> str:
+    """A normalised pattern's first plain segment, or '' when it starts with a glob.
+
+    Patterns with different non-empty anchors never overlap.
+    """
+    prefix = literal_prefix(pattern)
+    return prefix[0] if prefix else ""
+
+
+def _build_automaton(segments: list[str]) -> Automaton:
     automaton = Automaton()
     current = automaton.state()
-    regex_parts: list[str] = []
     for index, segment in enumerate(segments):
         last = index == len(segments) - 1
         if segment == "**" and last:
@@ -222,7 +224,6 @@ def compile_pattern(pattern: str) -> CompiledPattern:
             automaton.moves[current].append((ANY, rest))
             automaton.moves[rest].append((ANY, rest))
             current = rest
-            regex_parts.append(".+")
             continue
         if segment == "**":
             # Nothing, or any run of segments each followed by '/'.
@@ -232,7 +233,6 @@ def compile_pattern(pattern: str) -> CompiledPattern:
             automaton.moves[inside].append((ANY, inside))
             automaton.moves[inside].append((ONLY_SLASH, after))
             current = after
-            regex_parts.append("(?:.*/)?")
             continue
         for token in _parse_segment(segment):
             if token.repeat:
@@ -240,19 +240,91 @@ def compile_pattern(pattern: str) -> CompiledPattern:
                 automaton.epsilons[current].append(loop)
                 automaton.moves[loop].append((token.charset, loop))
                 current = loop
-                regex_parts.append(f"{_charset_regex(token.charset)}*")
             else:
                 following = automaton.state()
                 automaton.moves[current].append((token.charset, following))
                 current = following
-                regex_parts.append(_charset_regex(token.charset))
         if not last:
             following = automaton.state()
             automaton.moves[current].append((ONLY_SLASH, following))
             current = following
-            regex_parts.append("/")
     automaton.accepting.add(current)
-    return CompiledPattern(pattern, tuple(segments), automaton, re.compile("".join(regex_parts), re.DOTALL))
+    return automaton
+
+
+def _build_regex(segments: list[str]) -> re.Pattern[str]:
+    """The same language as :func:`_build_automaton`, for matching concrete paths fast."""
+    parts: list[str] = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "**":
+            parts.append(".+" if last else "(?:.*/)?")
+            continue
+        for token in _parse_segment(segment):
+            parts.append(_charset_regex(token.charset) + ("*" if token.repeat else ""))
+        if not last:
+            parts.append("/")
+    return re.compile("".join(parts), re.DOTALL)
+
+
+class CompiledPattern:
+    """A normalised pattern; its automaton and regex are built on first use."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.segments = tuple(_segments(text))
+        self.literal = is_literal(text)
+
+    @functools.cached_property
+    def automaton(self) -> Automaton:
+        return _build_automaton(list(self.segments))
+
+    @functools.cached_property
+    def regex(self) -> re.Pattern[str]:
+        return _build_regex(list(self.segments))
+
+    @functools.cached_property
+    def segment_range(self) -> tuple[int, float]:
+        """The fewest and most path segments a match can have."""
+        plain = sum(1 for segment in self.segments if segment != "**")
+        fewest = plain + (1 if self.segments[-1] == "**" else 0)
+        return fewest, float("inf") if "**" in self.segments else plain
+
+    @functools.cached_property
+    def last_affixes(self) -> tuple[str, str] | None:
+        """The plain text a match's last segment must start and end with, if known."""
+        last = self.segments[-1]
+        if last == "**":
+            return None
+        if is_literal(last):
+            return last, last
+        if "[" not in last and "\\" not in last:  # only '*' and '?': no parse needed
+            cut_start = min(i for i in (last.find("*"), last.find("?")) if i >= 0)
+            cut_end = max(last.rfind("*"), last.rfind("?"))
+            return last[:cut_start], last[cut_end + 1 :]
+        tokens = _parse_segment(last)
+
+        def plain_run(ordered: list[Token]) -> str:
+            run = []
+            for token in ordered:
+                if token.repeat or len(token.charset) != 1 or token.charset[0][0] != token.charset[0][1]:
+                    break
+                run.append(chr(token.charset[0][0]))
+            return "".join(run)
+
+        return plain_run(tokens), plain_run(tokens[::-1])[::-1]
+
+    def matches(self, path: str) -> bool:
+        """Whether the concrete repository-relative ``path`` matches."""
+        if self.literal:
+            return path == self.text
+        return self.regex.fullmatch(path) is not None
+
+
+@functools.lru_cache(maxsize=65536)
+def compile_pattern(pattern: str) -> CompiledPattern:
+    """The compiled form of a normalised pattern (cached)."""
+    return CompiledPattern(pattern)
 
 
 def matches(pattern: str, path: str) -> bool:
@@ -320,17 +392,32 @@ def _path_moves(state: int) -> list[tuple[Charset, int]]:
     return [(NON_SLASH, _IN_SEGMENT), (ONLY_SLASH, _AT_SEGMENT_START)]
 
 
-def _literal_prefixes_disjoint(left: CompiledPattern, right: CompiledPattern) -> bool:
-    for mine, theirs in zip(left.literal_prefix, right.literal_prefix):
+def _literal_prefixes_disjoint(left: str, right: str) -> bool:
+    for mine, theirs in zip(literal_prefix(left), literal_prefix(right)):
         if mine != theirs:
             return True
     return False
 
 
+def _plainly_disjoint(left: CompiledPattern, right: CompiledPattern) -> bool:
+    """Cheap, sound tests that no path can match both (False means: search)."""
+    (left_min, left_max), (right_min, right_max) = left.segment_range, right.segment_range
+    if left_max < right_min or right_max < left_min:
+        return True
+    if left.last_affixes is None or right.last_affixes is None:
+        return False
+    (left_start, left_end), (right_start, right_end) = left.last_affixes, right.last_affixes
+    starts_agree = left_start.startswith(right_start) or right_start.startswith(left_start)
+    ends_agree = left_end.endswith(right_end) or right_end.endswith(left_end)
+    return not (starts_agree and ends_agree)
+
+
 @functools.lru_cache(maxsize=65536)
 def _overlap_compiled(left_text: str, right_text: str) -> str | None:
+    if _literal_prefixes_disjoint(left_text, right_text):
+        return None
     left, right = compile_pattern(left_text), compile_pattern(right_text)
-    if _literal_prefixes_disjoint(left, right):
+    if _plainly_disjoint(left, right):
         return None
     if is_literal(left_text):
         return left_text if right.matches(left_text) else None

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 from pytest_maf import mail
 from pytest_maf.errors import MafError, NotFoundError, UsageError
 from pytest_maf.leases import validate_id
-from pytest_maf.patterns import compile_pattern, normalize_path, normalize_pattern, overlap_witness
+from pytest_maf.patterns import (
+    anchor,
+    compile_pattern,
+    literal_prefix,
+    normalize_path,
+    normalize_pattern,
+    overlap_witness,
+)
 from pytest_maf.records import Reservation
 
 if TYPE_CHECKING:
@@ -106,7 +113,11 @@ def acquire(
             transaction.insert_reservation_event(
                 "expire", expired.agent_id, {"pattern": expired.pattern, "expires_at": expired.expires_at}
             )
-        conflicts = find_conflicts(requested, exclusive, agent_id, transaction.reservations())
+        anchors = {anchor(pattern) for pattern in requested}
+        # A request starting with a glob can meet any reservation; else only
+        # those with the same anchor or none.
+        relevant = transaction.reservations(anchors=None if "" in anchors else anchors | {""})
+        conflicts = find_conflicts(requested, exclusive, agent_id, relevant)
         if conflicts:
             transaction.insert_reservation_event(
                 "conflict",
@@ -129,7 +140,7 @@ def acquire(
                 existing[0].created_at if existing else transaction.now,
                 transaction.now + ttl_ms,
             )
-            transaction.put_reservation(reservation)
+            transaction.put_reservation(reservation, anchor(pattern))
             transaction.insert_reservation_event(
                 "renew" if existing else "acquire",
                 agent_id,
@@ -170,7 +181,7 @@ def renew(store: Store, patterns: Iterable[str], agent_id: str, ttl_ms: int) -> 
             reservation = dataclasses.replace(
                 _held(transaction, agent_id, pattern), expires_at=transaction.now + ttl_ms
             )
-            transaction.put_reservation(reservation)
+            transaction.put_reservation(reservation, anchor(pattern))
             transaction.insert_reservation_event(
                 "renew", agent_id, {"pattern": pattern, "expires_at": reservation.expires_at}
             )
@@ -244,60 +255,89 @@ def list_reservations(
     )
 
 
+class _Node:
+    """Reservations whose patterns share the same leading plain segments."""
+
+    __slots__ = ("children", "by_ending", "others")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.by_ending: dict[str, list[Reservation]] = {}  # by the text a last segment must end with
+        self.others: list[Reservation] = []
+
+    def add(self, reservation: Reservation) -> None:
+        affixes = compile_pattern(reservation.pattern).last_affixes
+        if affixes and affixes[1]:
+            self.by_ending.setdefault(affixes[1], []).append(reservation)
+        else:
+            self.others.append(reservation)
+
+    def everything(self) -> Iterator[Reservation]:
+        for bucket in self.by_ending.values():
+            yield from bucket
+        yield from self.others
+
+    def for_name(self, name: str) -> Iterator[Reservation]:
+        """Those that a path whose last segment is ``name`` could match."""
+        yield from self.others
+        for start in range(len(name)):
+            yield from self.by_ending.get(name[start:], ())
+
+
 class ReservationIndex:
-    """Reservations arranged by the plain directories their patterns start with.
+    """Reservations arranged so that a path or pattern is tried only against those that can match.
 
     Two patterns whose leading plain segments differ somewhere can never
-    match a common path, so a path or a pattern is only tried against the
-    reservations along its own leading segments and, for a pattern, those
-    under them.
+    match a common path, so reservations sit in a tree of those segments; and
+    a pattern whose last segment must end with some text (``*.py``) is only
+    tried against paths that end with it.
     """
 
     def __init__(self, reservations: Iterable[Reservation]) -> None:
-        self._root: dict[str, object] = {}
+        self._root = _Node()
         for reservation in reservations:
             node = self._root
-            for segment in compile_pattern(reservation.pattern).literal_prefix:
-                node = node.setdefault(segment, {})  # type: ignore[assignment]
-            node.setdefault("", []).append(reservation)  # type: ignore[union-attr, attr-defined]
+            for segment in literal_prefix(reservation.pattern):
+                node = node.children.setdefault(segment, _Node())
+            node.add(reservation)
 
-    def _along(self, segments: Sequence[str]) -> Iterator[Reservation]:
-        node: dict[str, object] | None = self._root
+    def _nodes_along(self, segments: Sequence[str]) -> Iterator[_Node]:
+        node: _Node | None = self._root
         for segment in ("", *segments):
-            if segment:
-                node = node.get(segment)  # type: ignore[assignment, union-attr]
+            node = node.children.get(segment) if segment else node  # type: ignore[union-attr]
             if node is None:
                 return
-            yield from node.get("", ())  # type: ignore[misc]
+            yield node
 
-    def _below(self, segments: Sequence[str]) -> Iterator[Reservation]:
-        node: dict[str, object] | None = self._root
-        for segment in segments:
-            node = node.get(segment)  # type: ignore[assignment, union-attr]
-            if node is None:
-                return
-        stack = [child for key, child in node.items() if key]  # type: ignore[union-attr]
+    def _nodes_below(self, segments: Sequence[str]) -> Iterator[_Node]:
+        nodes = list(self._nodes_along(segments))
+        if len(nodes) != len(segments) + 1:
+            return
+        stack = list(nodes[-1].children.values())
         while stack:
-            current = stack.pop()
-            yield from current.get("", ())  # type: ignore[union-attr, misc]
-            stack.extend(child for key, child in current.items() if key)  # type: ignore[union-attr]
+            node = stack.pop()
+            yield node
+            stack.extend(node.children.values())
 
     def covering(self, path: str) -> list[Reservation]:
         """Every reservation whose pattern matches the concrete ``path``."""
+        segments = path.split("/")
         return [
             reservation
-            for reservation in self._along(path.split("/"))
+            for node in self._nodes_along(segments)
+            for reservation in node.for_name(segments[-1])
             if compile_pattern(reservation.pattern).matches(path)
         ]
 
     def overlapping(self, pattern: str) -> list[tuple[Reservation, str]]:
         """Every reservation some path shares with ``pattern``, with that path."""
-        prefix = compile_pattern(pattern).literal_prefix
+        prefix = literal_prefix(pattern)
         found = []
-        for reservation in (*self._along(prefix), *self._below(prefix)):
-            witness = overlap_witness(pattern, reservation.pattern)
-            if witness is not None:
-                found.append((reservation, witness))
+        for node in (*self._nodes_along(prefix), *self._nodes_below(prefix)):
+            for reservation in node.everything():
+                witness = overlap_witness(pattern, reservation.pattern)
+                if witness is not None:
+                    found.append((reservation, witness))
         return found
 
 
@@ -317,14 +357,18 @@ def blocking_reservations(
     return blocks
 
 
+def reservations_for_paths(store: Store, paths: Sequence[str]) -> list[Reservation]:
+    """The live reservations that could cover any of ``paths`` (by anchor)."""
+    anchors = {path.split("/", 1)[0] for path in paths} | {""}
+    return store.read(lambda transaction: transaction.reservations(anchors=anchors))
+
+
 def check_paths(store: Store, paths: Iterable[str], agent_id: str | None) -> list[Block]:
     normalized = [normalize_path(path) for path in paths]
-    return blocking_reservations(
-        store.read(lambda transaction: transaction.reservations()), normalized, agent_id
-    )
+    return blocking_reservations(reservations_for_paths(store, normalized), normalized, agent_id)
 
 
 def reservations_covering(store: Store, path: str) -> list[Reservation]:
     """Every live reservation, exclusive or shared, whose pattern matches ``path``."""
     normalized = normalize_path(path)
-    return ReservationIndex(store.read(lambda t: t.reservations())).covering(normalized)
+    return ReservationIndex(reservations_for_paths(store, [normalized])).covering(normalized)

@@ -130,3 +130,23 @@ def test_no_witness_means_no_path_in_a_small_universe_matches_both() -> None:
     for left, right in pairs:
         both = [path for path in universe if matches(left, path) and matches(right, path)]
         assert (overlap_witness(left, right) is None) == (not both), (left, right, both[:3])
+
+
+@settings(max_examples=300, deadline=None)
+@given(left=patterns, right=patterns)
+def test_patterns_with_different_anchors_never_overlap(left: str, right: str) -> None:
+    from pytest_maf.patterns import anchor
+
+    left_anchor, right_anchor = anchor(normalize_pattern(left)), anchor(normalize_pattern(right))
+    if left_anchor and right_anchor and left_anchor != right_anchor:
+        assert overlap_witness(left, right) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=patterns, path=paths)
+def test_a_match_starts_and_ends_its_last_segment_with_the_plain_affixes(pattern: str, path: str) -> None:
+    compiled = compile_pattern(normalize_pattern(pattern))
+    if compiled.last_affixes is not None and compiled.matches(path):
+        start, end = compiled.last_affixes
+        name = path.rsplit("/", 1)[-1]
+        assert name.startswith(start) and name.endswith(end)

@@ -69,11 +69,15 @@ CREATE INDEX idx_events_task ON events(task_id, id);
 
 # File reservations and their history. Released reservations are deleted;
 # every grant, renewal, release and override stays in reservation_events.
+# `anchor` is a pattern's first plain segment ('' when it starts with a glob):
+# patterns with different anchors can never overlap, so a conflict check
+# reads only the rows that can matter.
 RESERVATIONS_DDL_V2 = """
 CREATE TABLE reservations (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   agent_id TEXT NOT NULL,
   pattern TEXT NOT NULL,
+  anchor TEXT NOT NULL,
   exclusive INTEGER NOT NULL CHECK (exclusive IN (0, 1)),
   reason TEXT NOT NULL DEFAULT '',
   created_at INTEGER NOT NULL,
@@ -82,6 +86,7 @@ CREATE TABLE reservations (
 );
 
 CREATE INDEX idx_reservations_expiry ON reservations(expires_at);
+CREATE INDEX idx_reservations_anchor ON reservations(anchor, expires_at);
 
 CREATE TABLE reservation_events (
   id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -16,7 +16,7 @@ import random
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Sequence, TypeVar
+from typing import Any, BinaryIO, Callable, Collection, Iterator, Sequence, TypeVar
 
 try:
     import fcntl
@@ -244,9 +244,19 @@ class SQLiteTransaction:
         return Reservation(row[0], row[1], bool(row[2]), row[3], row[4], row[5])
 
     def reservations(
-        self, *, agent_id: str | None = None, live_only: bool = True, pattern: str | None = None
+        self,
+        *,
+        agent_id: str | None = None,
+        live_only: bool = True,
+        pattern: str | None = None,
+        anchors: Collection[str] | None = None,
     ) -> list[Reservation]:
-        clauses, params = [], []
+        """Reservations, optionally only those whose anchor is one of ``anchors``."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if anchors is not None:
+            clauses.append(f"anchor IN ({', '.join('?' * len(anchors))})")
+            params.extend(anchors)
         if live_only:
             clauses.append("expires_at > ?")
             params.append(self.now)
@@ -264,12 +274,14 @@ class SQLiteTransaction:
         ).fetchall()
         return [self._reservation(row) for row in rows]
 
-    def put_reservation(self, reservation: Reservation) -> None:
+    def put_reservation(self, reservation: Reservation, anchor: str) -> None:
         self.connection.execute(
-            f"INSERT INTO reservations ({self._RESERVATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO reservations (anchor, {self._RESERVATION_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (agent_id, pattern) DO UPDATE SET exclusive = excluded.exclusive,"
             " reason = excluded.reason, expires_at = excluded.expires_at",
             (
+                anchor,
                 reservation.agent_id,
                 reservation.pattern,
                 int(reservation.exclusive),
