@@ -21,6 +21,13 @@ DEFAULT_RESERVATION_TTL_MIN = 30
 DEFAULT_RESERVATION_MAX_TTL_MIN = 120
 DB_RELATIVE_PATH = Path(".maf") / "runtime.db"
 MAIL_RELATIVE_PATH = Path(".agent-mail")
+DEFAULT_MCP_CLIENTS = (
+    ("claude-code", ".mcp.json"),
+    ("codex", ".codex/config.toml"),
+    ("cursor", ".cursor/mcp.json"),
+    ("gemini", ".gemini/settings.json"),
+)
+DEFAULT_ESCALATION_TARGETS = ("minimax-debug-1", "codex-senior")
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,15 @@ class Settings:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     reservation_ttl_min: int = DEFAULT_RESERVATION_TTL_MIN
     reservation_max_ttl_min: int = DEFAULT_RESERVATION_MAX_TTL_MIN
+    min_python: str = "3.8"
+    recommended_python: str = "3.11"
+    min_sqlite: str = "3.35.0"
+    required_env: tuple[str, ...] = ()
+    tool_versions: tuple[tuple[str, str], ...] = ()  # (tool, requirement such as ">= 18.17")
+    mcp_clients: tuple[tuple[str, str], ...] = DEFAULT_MCP_CLIENTS  # (client, repo-relative file)
+    mcp_required: tuple[str, ...] = ()
+    escalation_targets: tuple[str, ...] = DEFAULT_ESCALATION_TARGETS
+    min_free_disk_mb: int = 100
 
     def lease_ttl_ms(self, ttl_s: float | None) -> int:
         """Validate a requested task lease TTL (seconds) and return it in ms.
@@ -113,6 +129,11 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _names(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list from the environment."""
+    return tuple(part.strip() for part in environ.get(name, "").split(",") if part.strip())
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
@@ -141,6 +162,9 @@ def load_settings(
         reservation_max_ttl_min=_positive_int(
             environ, "MAF_RESERVATION_MAX_TIMEOUT", DEFAULT_RESERVATION_MAX_TTL_MIN
         ),
+        required_env=_names(environ, "MAF_REQUIRED_ENV"),
+        mcp_required=_names(environ, "MAF_MCP_REQUIRED"),
+        min_free_disk_mb=_positive_int(environ, "MAF_MIN_FREE_DISK_MB", 100),
     )
     if settings.reservation_ttl_min > settings.reservation_max_ttl_min:
         raise UsageError(

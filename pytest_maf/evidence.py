@@ -17,17 +17,27 @@ if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
 
 
+def is_blocking_failure(row: Evidence) -> bool:
+    """A FAIL row blocks unless it was recorded as non-blocking (a warning check)."""
+    return row.result != "PASS" and row.details.get("blocking", True) is not False
+
+
 def evidence_verdict(rows: Iterable[Evidence]) -> tuple[bool, str]:
     """Whether an attempt's evidence lets its task commit, and why (pure).
 
-    It commits only when there is evidence and every row is PASS.
+    It commits only when there is evidence and no blocking FAIL row; a FAIL
+    recorded as a warning (``"blocking": false`` in its details) is reported
+    but does not block.
     """
     rows = list(rows)
     if not rows:
         return False, "no evidence was recorded for this attempt"
-    failed = sorted(row.verifier for row in rows if row.result != "PASS")
+    failed = sorted(row.verifier for row in rows if is_blocking_failure(row))
+    warned = sorted(row.verifier for row in rows if row.result != "PASS" and not is_blocking_failure(row))
     if failed:
         return False, f"{len(failed)} of {len(rows)} verifiers failed: {', '.join(failed)}"
+    if warned:
+        return True, f"no blocking failure; {len(warned)} warning(s): {', '.join(warned)}"
     return True, f"all {len(rows)} verifiers passed"
 
 

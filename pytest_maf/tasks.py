@@ -219,6 +219,22 @@ def claim_next_task(store: Store, agent_id: str, ttl_ms: int) -> Claim:
     return claimed
 
 
+def claim_task(store: Store, task_id: str, agent_id: str, ttl_ms: int) -> Claim:
+    """Lease one named READY task to ``agent_id`` (for a run that made its own task)."""
+    validate_id("agent", agent_id)
+    _validate_ttl(ttl_ms)
+
+    def claim(transaction: Transaction) -> Claim:
+        _reclaim_expired(transaction)
+        task = require_task(transaction, task_id)
+        expires = transaction.now + ttl_ms
+        task = apply_transition(transaction, task, "claim", agent=agent_id, lease_expires_at=expires)
+        transaction.put_lease(Lease(task.id, agent_id, expires, task.attempts))
+        return Claim(task.id, task.attempts, agent_id, expires)
+
+    return store.write(claim)
+
+
 def renew_lease(store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms: int) -> Lease:
     """Extend a live lease to ``ttl_ms`` from now; fenced."""
     _validate_ttl(ttl_ms)

@@ -8,6 +8,8 @@ import pytest
 from pytest_maf.clock import ManualClock
 from pytest_maf.store import Store, open_store
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def clock() -> ManualClock:

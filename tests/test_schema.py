@@ -162,3 +162,20 @@ def test_an_older_database_is_migrated_in_place(db_path: Path) -> None:
     assert "reservations" in report.tables
     with sqlite3.connect(db_path) as connection:
         assert connection.execute("SELECT id FROM tasks").fetchall() == [("old",)]
+
+
+def test_the_verifier_accepts_a_fresh_store_and_names_each_problem(db_path: Path) -> None:
+    from pytest_maf.store.verify import schema_problems
+
+    setup_store(db_path)
+    assert schema_problems(db_path) == []
+
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("DROP INDEX idx_tasks_state_prio")
+        connection.execute("ALTER TABLE evidence ADD COLUMN extra TEXT")
+        connection.execute("DROP TABLE task_options")
+    problems = schema_problems(db_path)
+
+    assert "table tasks: keys and indexes differ from the canonical schema" in problems
+    assert "table evidence: columns differ from the canonical schema" in problems
+    assert "table task_options is missing" in problems

@@ -296,3 +296,27 @@ def test_transition_table_is_closed() -> None:
 
     assert set(tasks.TRANSITIONS.values()) <= set(TASK_STATES)
     assert not [key for key in tasks.TRANSITIONS if key[0] in tasks.FINAL_STATES]
+
+
+def test_a_non_blocking_failure_is_reported_but_commits(store: Store) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = to_verifying(store)
+    record_evidence(store, "t1", claimed.attempt, "unit", "PASS")
+    record_evidence(store, "t1", claimed.attempt, "sqlite-wal-reset", "FAIL", {"severity": "warning", "blocking": False})
+
+    result = tasks.finish_task(store, "t1", "agent-a", claimed.attempt)
+
+    assert result.final_state == "DONE"
+    assert "1 warning(s): sqlite-wal-reset" in result.reason
+
+
+def test_claim_task_takes_the_named_task(store: Store) -> None:
+    tasks.add_task(store, task_id="urgent", priority=1)
+    tasks.add_task(store, task_id="mine", priority=500)
+
+    claimed = tasks.claim_task(store, "mine", "preflight-dev", TTL)
+
+    assert (claimed.task_id, claimed.attempt) == ("mine", 1)
+    assert state_of(store, "urgent") == "READY"
+    with pytest.raises(IllegalTransitionError):
+        tasks.claim_task(store, "mine", "other", TTL)

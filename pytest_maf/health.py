@@ -1,0 +1,263 @@
+"""Health checks shared by the preflight checks in ``checks/`` and ``maf health-check``.
+
+Each function inspects one thing and returns a :class:`CheckResult` saying
+whether it is sound, what is wrong, and what to do. None of them prints or
+stores the value of an environment variable.
+
+In a check, :func:`require` turns a result into a test outcome::
+
+    @pytest.mark.maf_check(id="env.git", severity="critical", tags=["environment"])
+    def test_git_is_available():
+        require(git_available())
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from pytest_maf import mail
+from pytest_maf.errors import MafError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on older interpreters only
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    message: str
+    hint: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def passed(message: str, **details: Any) -> CheckResult:
+    return CheckResult(True, message, details=details)
+
+
+def failed(message: str, hint: str, **details: Any) -> CheckResult:
+    return CheckResult(False, message, hint, details)
+
+
+def require(result: CheckResult) -> None:
+    """Fail the calling check with the result's message and hint unless it is ok."""
+    __tracebackhide__ = True
+    import pytest
+
+    if not result.ok:
+        pytest.fail(f"{result.message}; {result.hint}" if result.hint else result.message, pytrace=False)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """The leading dotted number of a version string: 'v18.17.1' -> (18, 17, 1)."""
+    found = re.search(r"\d+(?:\.\d+)*", text)
+    if not found:
+        raise ValueError(f"no version number in {text!r}")
+    return tuple(int(part) for part in found.group(0).split("."))
+
+
+def _dotted(version: Sequence[int]) -> str:
+    return ".".join(str(part) for part in version)
+
+
+# Environment.
+
+
+def python_at_least(minimum: str, version: Sequence[int] = sys.version_info[:3]) -> CheckResult:
+    if tuple(version) >= parse_version(minimum):
+        return passed(f"Python {_dotted(version)} >= {minimum}")
+    return failed(f"Python {_dotted(version)} is older than {minimum}", f"install Python {minimum} or newer")
+
+
+def sqlite_at_least(minimum: str, version: str = sqlite3.sqlite_version) -> CheckResult:
+    if parse_version(version) >= parse_version(minimum):
+        return passed(f"SQLite {version} >= {minimum}")
+    return failed(
+        f"SQLite {version} is older than {minimum}",
+        f"use a Python linked against SQLite {minimum} or newer",
+    )
+
+
+def sqlite_wal_reset_safe(version: str = sqlite3.sqlite_version) -> CheckResult:
+    """SQLite 3.7.0 through 3.51.2 can corrupt a WAL database in a rare reset race;
+    3.51.3 fixed it, and 3.44.6 and 3.50.7 carry the fix as backports."""
+    parsed = parse_version(version)[:3]
+    fixed = parsed >= (3, 51, 3) or (3, 44, 6) <= parsed < (3, 45) or (3, 50, 7) <= parsed < (3, 51)
+    if parsed < (3, 7, 0) or fixed:
+        return passed(f"SQLite {version} is not affected by the WAL-reset race")
+    return failed(
+        f"SQLite {version} is in the range affected by the WAL-reset race (3.7.0-3.51.2)",
+        "use a Python linked against SQLite 3.51.3 or newer (or 3.44.6, 3.50.7)",
+    )
+
+
+def git_available() -> CheckResult:
+    executable = shutil.which("git")
+    if executable is None:
+        return failed("git is not on PATH", "install git")
+    completed = subprocess.run([executable, "--version"], capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        return failed(f"{executable} --version failed", "repair the git installation")
+    return passed(completed.stdout.strip())
+
+
+def environment_variables_present(names: Sequence[str], environ: Mapping[str, str] = os.environ) -> CheckResult:
+    missing = [name for name in names if not environ.get(name)]
+    if missing:
+        return failed(
+            f"required environment variable(s) not set: {', '.join(missing)}",
+            "set them in the agent's environment",
+        )
+    return passed(f"{len(names)} required environment variable(s) set")
+
+
+def tool_version(tool: str, requirement: str) -> CheckResult:
+    """``requirement`` like '>= 18.17' (only '>=' is understood)."""
+    minimum = requirement.replace(">=", "").strip()
+    executable = shutil.which(tool)
+    if executable is None:
+        return failed(f"{tool} is not on PATH", f"install {tool} {requirement}")
+    completed = subprocess.run([executable, "--version"], capture_output=True, text=True, check=False)
+    try:
+        version = parse_version(completed.stdout or completed.stderr)
+    except ValueError:
+        return failed(f"{tool} --version printed no version", f"check the {tool} installation")
+    if version < parse_version(minimum):
+        return failed(f"{tool} {_dotted(version)} is older than {minimum}", f"install {tool} {requirement}")
+    return passed(f"{tool} {_dotted(version)} {requirement}")
+
+
+# MCP client configuration.
+
+
+def mcp_client_config(client: str, path: Path, required: bool) -> CheckResult:
+    """A client's MCP file parses and lists servers, each with a command or a url.
+
+    Missing (when required), unparseable, and without servers are three distinct failures.
+    """
+    if not path.is_file():
+        if required:
+            return failed(f"{client}: {path} is missing", f"create it, or drop {client} from the required MCP clients")
+        return passed(f"{client}: {path} not present (not required)", skipped=True)
+    try:
+        text = path.read_text(encoding="utf-8")
+        document = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        return failed(f"{client}: {path} does not parse: {error}", "fix its syntax")
+    servers = document.get("mcp_servers" if path.suffix == ".toml" else "mcpServers") if isinstance(document, dict) else None
+    if not isinstance(servers, dict) or not servers:
+        key = "mcp_servers" if path.suffix == ".toml" else "mcpServers"
+        return failed(f"{client}: {path} defines no MCP servers", f"add a {key} table with at least one server")
+    incomplete = sorted(
+        name for name, server in servers.items()
+        if not (isinstance(server, dict) and (server.get("command") or server.get("url")))
+    )
+    if incomplete:
+        return failed(
+            f"{client}: server(s) without a command or url: {', '.join(incomplete)}",
+            "give each server a command (stdio) or a url (http)",
+        )
+    return passed(f"{client}: {len(servers)} MCP server(s) configured")
+
+
+# Agent-mail.
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def mail_root_writable(root: Path) -> CheckResult:
+    """The mail root is writable, or can be created where it is configured."""
+    target = root if root.exists() else _nearest_existing(root)
+    if not target.is_dir():
+        return failed(f"{target} is not a directory", f"point MAF_AGENT_MAIL_ROOT at a directory (now {root})")
+    if not os.access(target, os.W_OK | os.X_OK):
+        return failed(f"{target} is not writable", f"fix its permissions or set MAF_AGENT_MAIL_ROOT (now {root})")
+    return passed(f"mail root {root} is writable" if root.exists() else f"mail root {root} can be created")
+
+
+def mail_root_initialised(root: Path) -> CheckResult:
+    missing = [name for name in ("messages", "outbox") if not (root / name).is_dir()]
+    if missing:
+        return failed(
+            f"mail root {root} lacks {' and '.join(name + '/' for name in missing)}",
+            "run `maf init` to lay it out",
+        )
+    return passed(f"mail root {root} is laid out")
+
+
+def escalation_inboxes_creatable(root: Path, targets: Sequence[str]) -> CheckResult:
+    problems = []
+    for target in targets:
+        try:
+            mail.validate_name("escalation target", target)
+        except MafError as error:
+            problems.append(str(error))
+            continue
+        inbox = root / "messages" / target
+        existing = _nearest_existing(inbox)
+        if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+            problems.append(f"cannot create {inbox}")
+    if problems:
+        return failed("; ".join(problems), "fix the escalation targets or the mail root's permissions")
+    return passed(f"inboxes of {len(targets)} escalation target(s) can be created")
+
+
+# Store and disk.
+
+
+def database_schema(path: Path) -> CheckResult:
+    from pytest_maf.store.verify import schema_problems
+
+    if not path.is_file():
+        return failed(f"no runtime database at {path}", "run `maf setup`")
+    problems = schema_problems(path)
+    if problems:
+        return failed(f"{path}: {'; '.join(problems)}", "run `maf setup`, or restore a backup")
+    return passed(f"{path} matches the canonical schema")
+
+
+def free_disk_space(path: Path, minimum_mb: int) -> CheckResult:
+    usage = shutil.disk_usage(_nearest_existing(path))
+    free_mb = usage.free // (1024 * 1024)
+    if free_mb < minimum_mb:
+        return failed(
+            f"{free_mb} MB free where {path} lives, under the minimum of {minimum_mb} MB",
+            "free some disk space",
+            free_mb=free_mb,
+        )
+    return passed(f"{free_mb} MB free where {path} lives", free_mb=free_mb)
+
+
+def staged_paths_unreserved(repo_root: Path | None, db_path: Path, agent_id: str | None) -> CheckResult:
+    """No staged path lies under another agent's exclusive reservation (as `maf guard` decides)."""
+    from pytest_maf import guard
+    from pytest_maf.store import open_store
+
+    if repo_root is None:
+        return passed("not inside a git repository", skipped=True)
+    paths = guard.staged_paths(repo_root)
+    if not paths or not db_path.is_file():
+        return passed("nothing staged" if not paths else "no runtime database: nothing is reserved")
+    with open_store(db_path) as store:
+        verdict = guard.judge(store, paths, agent_id)
+    if verdict.blocked:
+        lines = ", ".join(f"{b.path} ({b.holder.agent_id}: {b.holder.pattern})" for b in verdict.blocks[:5])
+        return failed(
+            f"{len(verdict.blocks)} staged path(s) reserved by other agents: {lines}",
+            "wait, ask the holder to release, or unstage them",
+        )
+    return passed(f"{len(paths)} staged path(s), none reserved by another agent")

@@ -1,0 +1,437 @@
+"""The pytest plugin: `pytest --maf-preflight` and `pytest --maf-task T --maf-agent A`.
+
+Module-level hooks only declare options, markers and hooks. The working
+object, :class:`MafRun`, is registered in ``pytest_configure`` only when a
+``--maf-preflight`` or ``--maf-task`` flag is given: without them the plugin
+opens no database and changes nothing.
+
+Each test of the run is a verifier. Its outcome becomes one evidence row
+``(task, attempt, verifier, PASS|FAIL, details)``, written by the one process
+that holds the lease (the xdist controller); workers attach the outcome to
+their reports as plain data.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generator
+
+import pytest
+
+from pytest_maf import tasks
+from pytest_maf.config import Settings, load_settings
+from pytest_maf.errors import LeaseLostError, MafError
+from pytest_maf.evidence import record_evidence
+from pytest_maf.fixtures import (  # noqa: F401  (pytest finds fixtures on the plugin module)
+    maf_evidence,
+    maf_lease,
+    maf_reservation,
+    maf_settings,
+    maf_store,
+    maf_task,
+)
+from pytest_maf.store import Store, open_store
+
+MAF_RUN_KEY = pytest.StashKey["MafRun"]()
+EVIDENCE_DETAILS_KEY = pytest.StashKey[dict]()
+OUTCOME_KEY = pytest.StashKey["ItemOutcome"]()
+SEVERITIES = ("critical", "warning")
+WARNING_PREFIX = "maf warning: "
+
+
+def checks_directory() -> Path:
+    """Where the built-in checks are installed (``checks/`` in the source tree)."""
+    from pytest_maf import checks
+
+    return Path(checks.__file__).parent
+
+
+def default_agent_id() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return os.environ.get("MAF_AGENT_ID") or f"preflight-{user}"
+
+
+def settings_for(config: pytest.Config) -> Settings:
+    """The settings of this pytest run (the active run's, else resolved afresh)."""
+    run = config.stash.get(MAF_RUN_KEY, None)
+    if run is not None and run.settings is not None:
+        return run.settings
+    return load_settings(db_path=config.getoption("maf_db"))
+
+
+def agent_for(config: pytest.Config) -> str:
+    """The agent id of this pytest run: --maf-agent, else MAF_AGENT_ID, else preflight-<user>."""
+    run = config.stash.get(MAF_RUN_KEY, None)
+    return (run.agent_id if run else "") or config.getoption("maf_agent") or default_agent_id()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_maf import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("maf", "pytest-maf: preflight checks and verification evidence")
+    group.addoption(
+        "--maf-preflight",
+        action="store_true",
+        help="run the built-in preflight checks and those in the maf_checks ini paths"
+        " (not the project's tests), recording each outcome as evidence of a preflight task",
+    )
+    group.addoption(
+        "--maf-task",
+        metavar="TASK",
+        help="run the given tests as verifiers of TASK, which --maf-agent must hold RUNNING;"
+        " the task is finished from their evidence",
+    )
+    group.addoption(
+        "--maf-agent",
+        metavar="AGENT",
+        help="the agent id (default: MAF_AGENT_ID, else preflight-<user>)",
+    )
+    group.addoption(
+        "--maf-strict",
+        action="store_true",
+        help="treat failing warning-severity checks as failures",
+    )
+    group.addoption(
+        "--maf-db",
+        metavar="PATH",
+        help="runtime database (default: MAF_DB_PATH, else .maf/runtime.db at the repository root)",
+    )
+    parser.addini(
+        "maf_checks",
+        type="paths",
+        default=[],
+        help="more check paths collected by --maf-preflight, besides the built-in checks",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "maf_check(id, severity='critical', tags=()): a preflight check with a stable id;"
+        " a failing 'warning' check is reported but does not fail the run (unless --maf-strict)",
+    )
+    config.addinivalue_line("markers", "maf_task_payload(payload): the payload of the maf_task fixture's task")
+    preflight, task_id = config.getoption("maf_preflight"), config.getoption("maf_task")
+    if not preflight and not task_id:
+        return
+    if preflight and task_id:
+        raise pytest.UsageError("--maf-preflight and --maf-task are different runs: give one of them")
+    if preflight:
+        config.args = preflight_arguments(config)
+    run = MafRun(config, task_id)
+    config.stash[MAF_RUN_KEY] = run
+    config.pluginmanager.register(run, "maf-run")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistBridge(run), "maf-xdist")
+    run.begin()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(MAF_RUN_KEY, None)
+    if run is not None:
+        run.close()
+        config.pluginmanager.unregister(name="maf-run")
+        if config.pluginmanager.has_plugin("maf-xdist"):
+            config.pluginmanager.unregister(name="maf-xdist")
+        del config.stash[MAF_RUN_KEY]
+
+
+def preflight_arguments(config: pytest.Config) -> list[str]:
+    """The built-in checks, the ``maf_checks`` paths, and paths given on the command line."""
+    arguments = [str(checks_directory())]
+    arguments += [str(path) for path in config.getini("maf_checks")]
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        arguments += config.args
+    return arguments
+
+
+class LeaseKeeper:
+    """Renews a lease from a background thread, on its own connection, until stopped."""
+
+    def __init__(self, db_path: Path, task_id: str, agent_id: str, attempt: int, ttl_ms: int) -> None:
+        self.db_path, self.task_id, self.agent_id, self.attempt, self.ttl_ms = (
+            db_path, task_id, agent_id, attempt, ttl_ms,
+        )
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"maf-lease-{task_id}", daemon=True)
+
+    def start(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with open_store(self.db_path) as store:
+            while not self._stop.wait(self.ttl_ms / 3000):
+                try:
+                    tasks.renew_lease(store, self.task_id, self.agent_id, self.attempt, self.ttl_ms)
+                except LeaseLostError as error:
+                    self.lost = str(error)
+                    return
+                except MafError:
+                    continue  # transient (a busy or briefly unreadable store): try again next tick
+
+
+@dataclass
+class CheckOutcome:
+    verifier: str
+    result: str
+    blocking: bool
+    message: str
+
+
+@dataclass
+class ItemOutcome:
+    """What one test's phases came to, gathered as its reports are made."""
+
+    failures: dict[str, str] = field(default_factory=dict)  # phase -> first line of the failure
+    skipped: str = ""  # "skipped" or "xfailed"
+
+
+@dataclass(eq=False)  # registered as a plugin: must stay hashable
+class MafRun:
+    """One preflight or verification run: its task, lease and evidence."""
+
+    config: pytest.Config
+    task_id: str | None
+    settings: Settings | None = None
+    store: Store | None = None
+    agent_id: str = ""
+    attempt: int = 0
+    keeper: LeaseKeeper | None = None
+    outcomes: list[CheckOutcome] = field(default_factory=list)
+    verdict: tasks.FinishResult | None = None
+    problem: str | None = None
+
+    @property
+    def preflight(self) -> bool:
+        return bool(self.config.getoption("maf_preflight"))
+
+    @property
+    def strict(self) -> bool:
+        return bool(self.config.getoption("maf_strict"))
+
+    @property
+    def is_worker(self) -> bool:
+        return hasattr(self.config, "workerinput")
+
+    @property
+    def writes(self) -> bool:
+        """Only the controller of a real run (not --collect-only) touches the store."""
+        return not self.is_worker and not self.config.getoption("collectonly")
+
+    def begin(self) -> None:
+        if self.is_worker:
+            shared = self.config.workerinput.get("maf", {})  # type: ignore[attr-defined]
+            self.task_id, self.attempt, self.agent_id = shared.get("task_id"), shared.get("attempt", 0), shared.get("agent_id", "")
+            return
+        self.agent_id = self.config.getoption("maf_agent") or default_agent_id()
+        try:
+            self.settings = load_settings(db_path=self.config.getoption("maf_db"))
+        except MafError as error:
+            raise pytest.UsageError(str(error)) from None
+        if not self.writes:
+            return
+        try:
+            self.store = open_store(
+                self.settings.db_path, create=self.preflight, default_max_attempts=self.settings.max_attempts
+            )
+            if self.preflight:
+                self._start_preflight_task()
+            else:
+                self._start_verification()
+        except MafError as error:
+            self.close()
+            raise pytest.UsageError(str(error)) from None
+        self.keeper = LeaseKeeper(
+            self.settings.db_path, self.task_id, self.agent_id, self.attempt,  # type: ignore[arg-type]
+            self.settings.task_lease_ttl_s * 1000,
+        ).start()
+
+    def _start_preflight_task(self) -> None:
+        assert self.store is not None and self.settings is not None
+        task = tasks.add_task(
+            self.store,
+            payload={"kind": "preflight", "agent": self.agent_id, "cwd": str(Path.cwd())},
+            max_attempts=1,
+        )
+        claim = tasks.claim_task(self.store, task.id, self.agent_id, self.settings.task_lease_ttl_s * 1000)
+        tasks.start_task(self.store, task.id, self.agent_id, claim.attempt)
+        self.task_id, self.attempt = task.id, claim.attempt
+
+    def _start_verification(self) -> None:
+        assert self.store is not None and self.task_id is not None
+        detail = tasks.describe_task(self.store, self.task_id)
+        lease = detail.lease
+        if lease is None or lease.agent_id != self.agent_id:
+            holder = f"it is leased to {lease.agent_id!r}" if lease else f"it is {detail.task.state} with no lease"
+            raise LeaseLostError(
+                f"--maf-task {self.task_id}: agent {self.agent_id!r} does not hold it ({holder});"
+                " claim and start it first (maf task claim, maf task start)"
+            )
+        self.attempt = lease.attempt
+        tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
+
+    def close(self) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
+            self.keeper = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    # Outcomes, in every process.
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, Any, None]:
+        outcome = yield
+        report: pytest.TestReport = outcome.get_result()
+        seen = item.stash.setdefault(OUTCOME_KEY, ItemOutcome())
+        marker = item.get_closest_marker("maf_check")
+        severity = _severity(marker)
+        if report.failed:
+            seen.failures[report.when] = _failure_message(call)
+            if report.when == "call" and severity == "warning" and not self.strict:
+                # Reported as xfailed: visible, but it does not fail the run.
+                report.outcome = "skipped"
+                report.wasxfail = WARNING_PREFIX + seen.failures["call"]
+        elif report.skipped:
+            seen.skipped = "xfailed" if hasattr(report, "wasxfail") else "skipped"
+        if report.when == "teardown":
+            self._attach_evidence(item, report, marker, severity, seen)
+
+    def _attach_evidence(
+        self, item: pytest.Item, report: pytest.TestReport, marker: pytest.Mark | None,
+        severity: str, seen: ItemOutcome,
+    ) -> None:
+        """Put the item's evidence on its last report, as plain data that survives xdist."""
+        result = "FAIL" if seen.failures else "PASS"
+        warning_only = severity == "warning" and not self.strict and set(seen.failures) == {"call"}
+        verifier = _verifier_id(item, marker)
+        details: dict[str, Any] = {
+            "nodeid": item.nodeid,
+            "severity": severity,
+            "blocking": not warning_only,
+            "tags": sorted(marker.kwargs.get("tags", ())) if marker else [],
+            "message": next(iter(seen.failures.values()), ""),
+            "outcome": "failed" if seen.failures else seen.skipped or "passed",
+            **item.stash.get(EVIDENCE_DETAILS_KEY, {}),
+        }
+        report.maf_evidence = {"verifier": verifier, "result": result, "details": details}  # type: ignore[attr-defined]
+        report.user_properties += [
+            ("maf.task_id", self.task_id or ""),
+            ("maf.attempt", self.attempt),
+            ("maf.verifier", verifier),
+            ("maf.result", result),
+            ("maf.severity", severity),
+        ]
+
+    # Evidence, written by the controller only.
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        evidence = getattr(report, "maf_evidence", None)
+        if not self.writes or report.when != "teardown" or evidence is None or self.store is None:
+            return
+        details = dict(evidence["details"])
+        self.config.hook.pytest_maf_evidence_details(
+            config=self.config, nodeid=report.nodeid, verifier=evidence["verifier"],
+            result=evidence["result"], details=details,
+        )
+        try:
+            row = record_evidence(
+                self.store, self.task_id, self.attempt, evidence["verifier"],  # type: ignore[arg-type]
+                evidence["result"], details, agent_id=self.agent_id,
+            )
+        except MafError as error:
+            self.problem = f"evidence for {evidence['verifier']} was not recorded: {error}"
+            return
+        self.outcomes.append(
+            CheckOutcome(row.verifier, row.result, details["blocking"], details["message"])
+        )
+        self.config.hook.pytest_maf_evidence_recorded(config=self.config, evidence=row)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.writes or self.store is None or self.task_id is None:
+            return
+        if self.keeper is not None:
+            self.keeper.stop()
+            if self.keeper.lost:
+                self.problem = self.keeper.lost
+            self.keeper = None
+        try:
+            if self.preflight:
+                tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
+            self.verdict = tasks.finish_task(self.store, self.task_id, self.agent_id, self.attempt)
+        except MafError as error:
+            self.problem = f"task {self.task_id} could not be finished: {error}"
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.writes or self.task_id is None:
+            return
+        write = terminalreporter.write_line
+        terminalreporter.write_sep("=", "maf preflight" if self.preflight else "maf verification")
+        passed = sum(1 for o in self.outcomes if o.result == "PASS")
+        failed = [o for o in self.outcomes if o.result == "FAIL" and o.blocking]
+        warned = [o for o in self.outcomes if o.result == "FAIL" and not o.blocking]
+        write(f"{passed} passed, {len(failed)} failed, {len(warned)} warning(s); task {self.task_id} attempt {self.attempt}")
+        for outcome in failed:
+            write(f"FAIL {outcome.verifier}: {outcome.message}", red=True)
+        for outcome in warned:
+            write(f"WARN {outcome.verifier}: {outcome.message}", yellow=True)
+        if self.verdict is not None:
+            write(f"task {self.task_id}: {self.verdict.verdict} -> {self.verdict.final_state} ({self.verdict.reason})")
+        if self.problem:
+            write(f"maf: {self.problem}", red=True)
+
+
+class XdistBridge:
+    """Hands the run's task to xdist workers, so their reports carry it."""
+
+    def __init__(self, run: MafRun) -> None:
+        self.run = run
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["maf"] = {
+            "task_id": self.run.task_id,
+            "attempt": self.run.attempt,
+            "agent_id": self.run.agent_id,
+        }
+
+
+def _severity(marker: pytest.Mark | None) -> str:
+    severity = marker.kwargs.get("severity", "critical") if marker else "critical"
+    if severity not in SEVERITIES:
+        raise pytest.UsageError(f"maf_check severity {severity!r}: use 'critical' or 'warning'")
+    return str(severity)
+
+
+def _verifier_id(item: pytest.Item, marker: pytest.Mark | None) -> str:
+    if marker is None or not marker.kwargs.get("id"):
+        return item.nodeid
+    callspec = getattr(item, "callspec", None)
+    return f"{marker.kwargs['id']}[{callspec.id}]" if callspec else str(marker.kwargs["id"])
+
+
+def _failure_message(call: pytest.CallInfo[None]) -> str:
+    if call.excinfo is None:
+        return "failed"
+    text = str(call.excinfo.value).strip() or call.excinfo.typename
+    return text.splitlines()[0]

@@ -1,0 +1,272 @@
+"""The pytest plugin end to end, through pytester."""
+
+from __future__ import annotations
+
+import sqlite3
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from pytest_maf import tasks
+from pytest_maf.store import open_store
+
+FAILING_CHECKS = """
+import pytest
+
+@pytest.mark.maf_check(id="custom.critical", severity="critical", tags=["custom"])
+def test_critical():
+    assert False, "the widget is broken; run `make widget`"
+
+@pytest.mark.maf_check(id="custom.fine", severity="critical")
+def test_fine():
+    pass
+"""
+
+WARNING_CHECK = """
+import pytest
+
+@pytest.mark.maf_check(id="custom.warning", severity="warning", tags=["custom"])
+def test_warning():
+    pytest.fail("cache is cold; warm it with `make cache`", pytrace=False)
+"""
+
+
+@pytest.fixture(autouse=True)
+def isolated(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MAF_DB_PATH", "MAF_AGENT_ID", "MAF_AGENT_MAIL_ROOT", "MAF_REQUIRED_ENV", "MAF_MCP_REQUIRED"):
+        monkeypatch.delenv(name, raising=False)
+    pytester.makeini("[pytest]\n")
+
+
+def db(pytester: pytest.Pytester) -> Path:
+    return pytester.path / ".maf" / "runtime.db"
+
+
+def evidence_rows(pytester: pytest.Pytester) -> list[tuple[str, str, str, str]]:
+    with sqlite3.connect(db(pytester)) as connection:
+        return connection.execute(
+            "SELECT task_id, verifier, result, details_json FROM evidence ORDER BY verifier"
+        ).fetchall()
+
+
+def only_task(pytester: pytest.Pytester) -> tasks.Task:
+    with open_store(db(pytester)) as store:
+        (task,) = tasks.list_tasks(store)
+    return task
+
+
+def with_custom_checks(pytester: pytest.Pytester, **files: str) -> None:
+    checks = pytester.mkdir("project_checks")
+    for name, text in files.items():
+        (checks / f"test_{name}.py").write_text(text)
+    pytester.makeini("[pytest]\nmaf_checks = project_checks\n")
+
+
+def test_preflight_records_a_row_per_check_and_finishes_its_task(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--maf-preflight")
+
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*= maf preflight =*", "* passed, 0 failed, * warning(s); task task-*", "*COMMITTED -> DONE*"])
+    task = only_task(pytester)
+    assert task.state == "DONE" and task.payload["kind"] == "preflight"
+    verifiers = {row[1] for row in evidence_rows(pytester)}
+    assert {"env.python", "env.sqlite", "env.git", "store.schema", "store.disk", "mail.root-writable"} <= verifiers
+    outcomes = result.parseoutcomes()
+    assert len(evidence_rows(pytester)) == sum(outcomes.get(key, 0) for key in ("passed", "skipped", "xfailed"))
+
+
+def test_preflight_leaves_the_projects_own_tests_alone(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_project="def test_project_code():\n    assert False\n")
+    with_custom_checks(pytester, check_extra=FAILING_CHECKS.replace("assert False,", "assert True,"))
+
+    result = pytester.runpytest("--maf-preflight")
+
+    assert result.ret == 0
+    verifiers = {row[1] for row in evidence_rows(pytester)}
+    assert "custom.critical" in verifiers
+    assert not [v for v in verifiers if "test_project" in v]
+
+
+def test_a_failing_critical_check_fails_the_run_and_rolls_back(pytester: pytest.Pytester) -> None:
+    with_custom_checks(pytester, check_custom=FAILING_CHECKS)
+
+    result = pytester.runpytest("--maf-preflight")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*FAIL custom.critical: the widget is broken; run `make widget`*", "*ROLLBACK -> DEAD*"])
+    rows = {row[1]: row for row in evidence_rows(pytester)}
+    assert rows["custom.critical"][2] == "FAIL" and rows["custom.fine"][2] == "PASS"
+    assert only_task(pytester).state == "DEAD"  # a preflight task has one attempt
+
+
+def test_a_failing_warning_check_is_recorded_but_passes(pytester: pytest.Pytester) -> None:
+    with_custom_checks(pytester, check_warning=WARNING_CHECK)
+
+    result = pytester.runpytest("--maf-preflight")
+
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*WARN custom.warning: cache is cold; warm it with `make cache`*"])
+    (row,) = [row for row in evidence_rows(pytester) if row[1] == "custom.warning"]
+    assert row[2] == "FAIL"
+    assert '"severity":"warning"' in row[3] and '"blocking":false' in row[3]
+    assert only_task(pytester).state == "DONE"
+
+
+def test_strict_makes_a_warning_fail_the_run(pytester: pytest.Pytester) -> None:
+    with_custom_checks(pytester, check_warning=WARNING_CHECK)
+
+    result = pytester.runpytest("--maf-preflight", "--maf-strict")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*FAIL custom.warning*"])
+    assert only_task(pytester).state == "DEAD"
+
+
+def test_without_maf_options_the_plugin_does_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_project="def test_a():\n    pass\n\ndef test_b():\n    pass\n")
+
+    with_plugin = pytester.runpytest("--collect-only", "-q")
+    without_plugin = pytester.runpytest("--collect-only", "-q", "-p", "no:maf")
+    ran = pytester.runpytest()
+
+    assert with_plugin.outlines[:2] == without_plugin.outlines[:2] == ["test_project.py::test_a", "test_project.py::test_b"]
+    assert ran.ret == 0
+    assert not (pytester.path / ".maf").exists()
+    assert "maf preflight" not in ran.stdout.str()
+
+
+def test_collect_only_opens_no_database(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--maf-preflight", "--collect-only", "-q")
+
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*test_environment.py::test_git_is_available*"])
+    assert not (pytester.path / ".maf").exists()
+
+
+def test_maf_task_runs_verifiers_and_finishes_the_task(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_feature="def test_one():\n    pass\n\ndef test_two():\n    pass\n")
+    with open_store(db(pytester), create=True) as store:
+        tasks.add_task(store, task_id="fix-42")
+        claim = tasks.claim_next_task(store, "claude-1", 60_000)
+        tasks.start_task(store, "fix-42", "claude-1", claim.attempt)
+
+    result = pytester.runpytest("--maf-task", "fix-42", "--maf-agent", "claude-1", "test_feature.py")
+
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*= maf verification =*", "*fix-42: COMMITTED -> DONE*"])
+    assert [(row[0], row[1], row[2]) for row in evidence_rows(pytester)] == [
+        ("fix-42", "test_feature.py::test_one", "PASS"),
+        ("fix-42", "test_feature.py::test_two", "PASS"),
+    ]
+
+
+@pytest.mark.parametrize("holder", ["someone-else", None], ids=["other-agent", "not-claimed"])
+def test_maf_task_without_a_live_lease_is_a_usage_error(pytester: pytest.Pytester, holder: str | None) -> None:
+    pytester.makepyfile(test_feature="def test_one():\n    pass\n")
+    with open_store(db(pytester), create=True) as store:
+        tasks.add_task(store, task_id="fix-42")
+        if holder:
+            claim = tasks.claim_next_task(store, holder, 60_000)
+            tasks.start_task(store, "fix-42", holder, claim.attempt)
+
+    result = pytester.runpytest("--maf-task", "fix-42", "--maf-agent", "claude-1", "test_feature.py")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--maf-task fix-42: agent 'claude-1' does not hold it*"])
+    assert evidence_rows(pytester) == []
+
+
+def test_junit_properties_carry_the_evidence(pytester: pytest.Pytester) -> None:
+    with_custom_checks(pytester, check_custom=FAILING_CHECKS)
+    report = pytester.path / "junit.xml"
+
+    pytester.runpytest("--maf-preflight", f"--junitxml={report}", "-o", "junit_family=xunit1")
+
+    cases = {case.get("name"): case for case in ET.parse(report).getroot().iter("testcase")}
+    properties = {p.get("name"): p.get("value") for p in cases["test_critical"].iter("property")}
+    assert properties == {
+        "maf.task_id": only_task(pytester).id,
+        "maf.attempt": "1",
+        "maf.verifier": "custom.critical",
+        "maf.result": "FAIL",
+        "maf.severity": "critical",
+    }
+
+
+def test_conftest_hooks_add_details_and_see_written_rows(pytester: pytest.Pytester) -> None:
+    with_custom_checks(pytester, check_custom=FAILING_CHECKS)
+    pytester.makeconftest(
+        """
+        written = []
+
+        def pytest_maf_evidence_details(config, nodeid, verifier, result, details):
+            details["build"] = "ci-123"
+
+        def pytest_maf_evidence_recorded(config, evidence):
+            written.append(evidence.verifier)
+
+        def pytest_terminal_summary(terminalreporter):
+            terminalreporter.write_line(f"recorded {len(written)} rows")
+        """
+    )
+
+    result = pytester.runpytest("--maf-preflight")
+
+    rows = evidence_rows(pytester)
+    assert all('"build":"ci-123"' in row[3] for row in rows)
+    result.stdout.fnmatch_lines([f"recorded {len(rows)} rows"])
+
+
+def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--fixtures")
+
+    lines = result.outlines
+    for name in ("maf_store", "maf_task", "maf_lease", "maf_reservation", "maf_evidence", "maf_settings"):
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"{name} "))
+        block = lines[start + 1 : lines.index("", start)]
+        assert any("Example: ``" in line for line in block), (name, block)
+
+
+def test_lease_reservation_and_evidence_fixtures(pytester: pytest.Pytester) -> None:
+    with_custom_checks(
+        pytester,
+        check_fixtures="""
+import pytest
+from pytest_maf import reservations
+
+@pytest.mark.maf_check(id="custom.fixtures")
+def test_workflow(maf_lease, maf_reservation, maf_store, maf_evidence):
+    maf_lease.start()
+    maf_lease.verify()
+    maf_lease.record("unit", "PASS")
+    assert maf_lease.finish().final_state == "DONE"
+    (held,) = maf_reservation("src/**", reason="fixture test")
+    assert [r.pattern for r in reservations.list_reservations(maf_store)] == ["src/**"]
+    maf_evidence["checked"] = 3
+""",
+    )
+
+    result = pytester.runpytest("--maf-preflight", "-k", "workflow")
+
+    assert result.ret == 0, result.stdout.str()
+    (row,) = [row for row in evidence_rows(pytester) if row[1] == "custom.fixtures"]
+    assert '"checked":3' in row[3]
+    with open_store(db(pytester)) as store:
+        from pytest_maf import reservations
+
+        assert reservations.list_reservations(store) == []  # released at teardown
+
+
+def test_xdist_writes_one_row_per_check_from_the_controller(pytester: pytest.Pytester) -> None:
+    with_custom_checks(pytester, check_custom=FAILING_CHECKS)
+
+    result = pytester.runpytest_subprocess("--maf-preflight", "-n", "2", "-p", "no:cacheprovider")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    rows = evidence_rows(pytester)
+    verifiers = [row[1] for row in rows]
+    assert len(verifiers) == len(set(verifiers))
+    assert {"custom.critical", "custom.fine", "env.git"} <= set(verifiers)
+    collected = pytester.runpytest("--maf-preflight", "--collect-only", "-q").outlines
+    assert len(rows) == len([line for line in collected if "::" in line])
