@@ -7,15 +7,12 @@ then renamed into place, so a reader never sees half a message.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 from pytest_maf.errors import UsageError
+from pytest_maf.files import write_json_atomic
 
 MAX_NAME_LENGTH = 128
 
@@ -29,28 +26,6 @@ def validate_name(kind: str, name: str) -> str:
     if "/" in name or "\\" in name or "\0" in name or not name.isprintable():
         raise UsageError(f"{kind} {name!r} may not contain '/', '\\\\' or control characters")
     return name
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write ``payload`` as JSON to ``path``: temporary file, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def new_message_id() -> str:

@@ -245,3 +245,30 @@ def test_corrupt_database_exits_2_without_traceback(in_tmp: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "cannot use the runtime database" in result.stderr
+
+
+def test_evidence_list_and_junit_export(capsys: pytest.CaptureFixture[str], in_tmp: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    run(capsys, "setup")
+    run(capsys, "task", "add", "--id", "t1")
+    run(capsys, "task", "claim", "--agent", "a")
+    for verifier, result, details in (
+        ("unit", "PASS", "{}"),
+        ("lint", "FAIL", '{"message": "3 lint errors"}'),
+        ("cache", "FAIL", '{"message": "cold", "severity": "warning", "blocking": false}'),
+    ):
+        run(capsys, "evidence", "add", "t1", "--attempt", "1", "--verifier", verifier, "--result", result, "--details", details)
+
+    listed = run_json(capsys, "evidence", "list", "--task", "t1")
+    code, out, _ = run(capsys, "evidence", "export", "--junit", "reports/evidence.xml", "--task", "t1")
+
+    assert [row["verifier"] for row in listed] == ["cache", "lint", "unit"]  # type: ignore[index]
+    assert code == 0 and "wrote 3 evidence row(s)" in out
+    suite = ET.parse(in_tmp / "reports" / "evidence.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "t1 attempt 1"
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert cases["lint"].find("failure").get("message") == "3 lint errors"  # type: ignore[union-attr]
+    assert cases["cache"].find("skipped").get("message") == "warning: cold"  # type: ignore[union-attr]
+    assert list(cases["unit"]) == []
+    assert run(capsys, "evidence", "export", "--junit", "x.xml", "--task", "nope")[0] == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,28 +12,13 @@ import yaml
 
 from pytest_maf import reservations
 from pytest_maf.store import open_store, setup_store
-from wheelhouse import build_wheelhouse, project_requirements
+from wheelhouse import build_wheelhouse, project_requirements, snapshot_of_project
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 
 def run(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=check)
-
-
-def snapshot_of_this_repository(destination: Path) -> str:
-    """Commit the working tree as it is (tracked and new files) into a new repository."""
-    listed = run(PROJECT, "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
-    for name in filter(None, listed.split("\0")):
-        source = PROJECT / name
-        if source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    run(destination, "git", "init", "-q")
-    run(destination, "git", "add", "-A")
-    run(destination, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "snapshot")
-    return run(destination, "git", "rev-parse", "HEAD").stdout.strip()
 
 
 def test_every_hook_id_is_documented_in_the_readme() -> None:
@@ -54,7 +38,7 @@ def test_the_manifest_is_valid_for_pre_commit() -> None:
 def test_pre_commit_runs_the_guard_blocking_then_passing(tmp_path: Path) -> None:
     hook_repo = tmp_path / "pytest-maf"
     hook_repo.mkdir()
-    rev = snapshot_of_this_repository(hook_repo)
+    rev = snapshot_of_project(PROJECT, hook_repo)
     wheels = build_wheelhouse(tmp_path / "wheels", [*project_requirements(), "setuptools"])
 
     work = tmp_path / "work"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import re
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -69,3 +71,22 @@ def build_wheelhouse(destination: Path, names: list[str]) -> Path:
     for name in _closure(names):
         repack(name, destination)
     return destination
+
+
+def snapshot_of_project(project: Path, destination: Path) -> str:
+    """Commit the working tree as it is (tracked and new files) into a new repository."""
+
+    def git(cwd: Path, *args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+    listed = git(project, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for name in filter(None, listed.split("\0")):
+        source = project / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    git(destination, "init", "-q")
+    git(destination, "add", "-A")
+    git(destination, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "snapshot")
+    return git(destination, "rev-parse", "HEAD").strip()

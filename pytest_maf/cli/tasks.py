@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Callable
 
 from pytest_maf import evidence as evidence_ops
@@ -19,6 +20,7 @@ from pytest_maf.cli.common import (
     when,
 )
 from pytest_maf.config import Settings
+from pytest_maf.files import write_text_atomic
 from pytest_maf.records import Task
 from pytest_maf.store import setup_store
 
@@ -207,6 +209,35 @@ def cmd_evidence_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_evidence_list(args: argparse.Namespace, settings: Settings) -> int:
+    with open_configured_store(settings) as store:
+        rows = evidence_ops.list_evidence(store, args.task)
+    if args.json:
+        print_json([asdict(row) for row in rows])
+        return 0
+    if not rows:
+        print("no evidence" + (f" for task {args.task}" if args.task else ""))
+        return 0
+    width = max(len(row.verifier) for row in rows)
+    print(f"{'TASK':<20}  ATTEMPT  {'VERIFIER':<{width}}  RESULT  SEVERITY")
+    for row in rows:
+        severity = row.details.get("severity", "")
+        print(f"{row.task_id:<20}  {row.attempt:>7}  {row.verifier:<{width}}  {row.result:<6}  {severity}")
+    return 0
+
+
+def cmd_evidence_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pytest_maf.junit import evidence_report
+
+    with open_configured_store(settings) as store:
+        if args.task:
+            tasks.get_task(store, args.task)  # an unknown id is an error, not an empty report
+        rows = evidence_ops.list_evidence(store, args.task)
+    write_text_atomic(Path(args.junit), evidence_report(rows))
+    print(f"wrote {len(rows)} evidence row(s) to {args.junit}")
+    return 0
+
+
 # Parser.
 
 
@@ -314,3 +345,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     evidence_add.add_argument("--agent", help="when given, the lease must be this agent's")
     add_json(evidence_add)
     evidence_add.set_defaults(handler=cmd_evidence_add)
+
+    evidence_list = evidence.add_parser("list", help="list recorded evidence")
+    evidence_list.add_argument("--task", help="only this task's")
+    add_json(evidence_list)
+    evidence_list.set_defaults(handler=cmd_evidence_list)
+
+    export = evidence.add_parser(
+        "export", help="write stored evidence as a JUnit XML report",
+        description="One test suite per task attempt, one test case per verifier; for CI jobs"
+        " that publish evidence gathered by several runs.",
+    )
+    export.add_argument("--junit", required=True, metavar="FILE", help="the report to write")
+    export.add_argument("--task", help="only this task's evidence")
+    export.set_defaults(handler=cmd_evidence_export)

@@ -1,0 +1,39 @@
+"""JUnit XML from stored evidence, for CI jobs that publish what several runs gathered."""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Iterable
+
+from junit_xml import TestCase, TestSuite, to_xml_report_string
+
+from pytest_maf.evidence import is_blocking_failure
+from pytest_maf.records import Evidence
+
+
+def evidence_report(rows: Iterable[Evidence]) -> str:
+    """One test suite per task attempt, one test case per verifier.
+
+    A blocking FAIL is a failure; a non-blocking one (a warning check) is
+    reported as skipped with its message, so CI shows it without failing.
+    """
+    suites = []
+    ordered = sorted(rows, key=lambda row: (row.task_id, row.attempt, row.verifier))
+    for (task_id, attempt), group in groupby(ordered, key=lambda row: (row.task_id, row.attempt)):
+        cases = []
+        for row in group:
+            case = TestCase(row.verifier, classname=task_id, elapsed_sec=row.details.get("duration_s"))
+            message = str(row.details.get("message", "")) or f"{row.verifier} failed"
+            if is_blocking_failure(row):
+                case.add_failure_info(message=message)
+            elif row.result == "FAIL":
+                case.add_skipped_info(message=f"warning: {message}")
+            cases.append(case)
+        suites.append(
+            TestSuite(
+                f"{task_id} attempt {attempt}",
+                cases,
+                properties={"maf.task_id": task_id, "maf.attempt": str(attempt)},
+            )
+        )
+    return to_xml_report_string(suites, prettyprint=True)
