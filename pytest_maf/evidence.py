@@ -7,7 +7,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from pytest_maf.errors import UsageError
 from pytest_maf.leases import fenced_lease, validate_id
@@ -63,25 +63,36 @@ def record_evidence(
     The attempt must hold a live lease; with ``agent_id`` the lease must be
     that agent's (fenced). A verifier reports once per attempt.
     """
-    validate_id("verifier", verifier)
-    if details is not None and not isinstance(details, dict):
-        raise UsageError("evidence details must be a JSON object, such as {\"log\": \"...\"}")
-    evidence = Evidence(task_id, attempt, verifier, parse_result(result), details or {})
+    (row,) = record_evidence_batch(store, task_id, attempt, [(verifier, result, details)], agent_id=agent_id)
+    return row
 
-    def record(transaction: Transaction) -> Evidence:
+
+def record_evidence_batch(
+    store: Store,
+    task_id: str,
+    attempt: int,
+    entries: Sequence[tuple[str, str, dict[str, Any] | None]],
+    *,
+    agent_id: str | None = None,
+) -> list[Evidence]:
+    """Record several ``(verifier, result, details)`` in one fenced transaction: all or none."""
+    rows = []
+    for verifier, result, details in entries:
+        validate_id("verifier", verifier)
+        if details is not None and not isinstance(details, dict):
+            raise UsageError("evidence details must be a JSON object, such as {\"log\": \"...\"}")
+        rows.append(Evidence(task_id, attempt, verifier, parse_result(result), details or {}))
+
+    def record(transaction: Transaction) -> list[Evidence]:
         fenced_lease(transaction, task_id, agent_id, attempt)
-        transaction.insert_evidence(evidence)
-        transaction.insert_event(
-            task_id,
-            "evidence",
-            {
-                "agent": agent_id,
-                "attempt": attempt,
-                "verifier": verifier,
-                "result": evidence.result,
-            },
-        )
-        return evidence
+        for evidence in rows:
+            transaction.insert_evidence(evidence)
+            transaction.insert_event(
+                task_id,
+                "evidence",
+                {"agent": agent_id, "attempt": attempt, "verifier": evidence.verifier, "result": evidence.result},
+            )
+        return rows
 
     return store.write(record)
 

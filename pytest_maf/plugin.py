@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generator
@@ -25,7 +26,7 @@ import pytest
 from pytest_maf import tasks
 from pytest_maf.config import Settings, load_settings
 from pytest_maf.errors import LeaseLostError, MafError
-from pytest_maf.evidence import record_evidence
+from pytest_maf.evidence import record_evidence_batch
 from pytest_maf.fixtures import (  # noqa: F401  (pytest finds fixtures on the plugin module)
     maf_evidence,
     maf_lease,
@@ -41,6 +42,9 @@ EVIDENCE_DETAILS_KEY = pytest.StashKey[dict]()
 OUTCOME_KEY = pytest.StashKey["ItemOutcome"]()
 SEVERITIES = ("critical", "warning")
 WARNING_PREFIX = "maf warning: "
+# Evidence is written in batches: one transaction per FLUSH_ROWS rows or FLUSH_SECONDS.
+FLUSH_ROWS = 200
+FLUSH_SECONDS = 1.0
 
 
 def checks_directory() -> Path:
@@ -199,6 +203,8 @@ class CheckOutcome:
 class ItemOutcome:
     """What one test's phases came to, gathered as its reports are made."""
 
+    marker: pytest.Mark | None
+    severity: str
     failures: dict[str, str] = field(default_factory=dict)  # phase -> first line of the failure
     skipped: str = ""  # "skipped" or "xfailed"
 
@@ -216,24 +222,23 @@ class MafRun:
     keeper: LeaseKeeper | None = None
     outcomes: list[CheckOutcome] = field(default_factory=list)
     verdict: tasks.FinishResult | None = None
-    problem: str | None = None
+    problems: list[str] = field(default_factory=list)
+    _pending: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    _flushed_at: float = field(default_factory=time.monotonic)
 
     @property
     def preflight(self) -> bool:
         return bool(self.config.getoption("maf_preflight"))
 
     @property
-    def strict(self) -> bool:
-        return bool(self.config.getoption("maf_strict"))
-
-    @property
     def is_worker(self) -> bool:
         return hasattr(self.config, "workerinput")
 
-    @property
-    def writes(self) -> bool:
-        """Only the controller of a real run (not --collect-only) touches the store."""
-        return not self.is_worker and not self.config.getoption("collectonly")
+    def __post_init__(self) -> None:
+        # Only the controller of a real run (not --collect-only) touches the store.
+        self.writes = not self.is_worker and not self.config.getoption("collectonly")
+        self.strict = bool(self.config.getoption("maf_strict"))
+        self._details_hook = self.config.hook.pytest_maf_evidence_details
 
     def begin(self) -> None:
         if self.is_worker:
@@ -297,15 +302,16 @@ class MafRun:
 
     # Outcomes, in every process.
 
-    @pytest.hookimpl(hookwrapper=True)
+    @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, Any, None]:
-        outcome = yield
-        report: pytest.TestReport = outcome.get_result()
-        seen = item.stash.setdefault(OUTCOME_KEY, ItemOutcome())
-        marker = item.get_closest_marker("maf_check")
-        severity = _severity(marker)
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report: pytest.TestReport = yield
+        seen = item.stash.get(OUTCOME_KEY, None)
+        if seen is None:
+            marker = item.get_closest_marker("maf_check")
+            seen = item.stash[OUTCOME_KEY] = ItemOutcome(marker, _severity(marker))
+        marker, severity = seen.marker, seen.severity
         if report.failed:
             seen.failures[report.when] = _failure_message(call)
             if report.when == "call" and severity == "warning" and not self.strict:
@@ -316,6 +322,7 @@ class MafRun:
             seen.skipped = "xfailed" if hasattr(report, "wasxfail") else "skipped"
         if report.when == "teardown":
             self._attach_evidence(item, report, marker, severity, seen)
+        return report
 
     def _attach_evidence(
         self, item: pytest.Item, report: pytest.TestReport, marker: pytest.Mark | None,
@@ -350,37 +357,54 @@ class MafRun:
         if not self.writes or report.when != "teardown" or evidence is None or self.store is None:
             return
         details = dict(evidence["details"])
-        self.config.hook.pytest_maf_evidence_details(
-            config=self.config, nodeid=report.nodeid, verifier=evidence["verifier"],
-            result=evidence["result"], details=details,
-        )
-        try:
-            row = record_evidence(
-                self.store, self.task_id, self.attempt, evidence["verifier"],  # type: ignore[arg-type]
-                evidence["result"], details, agent_id=self.agent_id,
+        if self._details_hook.get_hookimpls():
+            self._details_hook(
+                config=self.config, nodeid=report.nodeid, verifier=evidence["verifier"],
+                result=evidence["result"], details=details,
             )
-        except MafError as error:
-            self.problem = f"evidence for {evidence['verifier']} was not recorded: {error}"
+        self._pending.append((evidence["verifier"], evidence["result"], details))
+        if len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._flushed_at > FLUSH_SECONDS:
+            self.flush_evidence()
+
+    def flush_evidence(self) -> None:
+        """Write the buffered rows in one transaction (one by one if that is refused)."""
+        pending, self._pending, self._flushed_at = self._pending, [], time.monotonic()
+        if not pending or self.store is None:
             return
-        self.outcomes.append(
-            CheckOutcome(row.verifier, row.result, details["blocking"], details["message"])
-        )
-        self.config.hook.pytest_maf_evidence_recorded(config=self.config, evidence=row)
+        try:
+            rows = record_evidence_batch(
+                self.store, self.task_id, self.attempt, pending, agent_id=self.agent_id  # type: ignore[arg-type]
+            )
+        except MafError:
+            rows = []
+            for entry in pending:  # keep every row that can be kept, say which cannot
+                try:
+                    rows += record_evidence_batch(
+                        self.store, self.task_id, self.attempt, [entry], agent_id=self.agent_id  # type: ignore[arg-type]
+                    )
+                except MafError as error:
+                    self.problems.append(f"evidence for {entry[0]} was not recorded: {error}")
+        for row in rows:
+            self.outcomes.append(
+                CheckOutcome(row.verifier, row.result, row.details["blocking"], row.details["message"])
+            )
+            self.config.hook.pytest_maf_evidence_recorded(config=self.config, evidence=row)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.writes or self.store is None or self.task_id is None:
             return
+        self.flush_evidence()
         if self.keeper is not None:
             self.keeper.stop()
             if self.keeper.lost:
-                self.problem = self.keeper.lost
+                self.problems.append(self.keeper.lost)
             self.keeper = None
         try:
             if self.preflight:
                 tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
             self.verdict = tasks.finish_task(self.store, self.task_id, self.agent_id, self.attempt)
         except MafError as error:
-            self.problem = f"task {self.task_id} could not be finished: {error}"
+            self.problems.append(f"task {self.task_id} could not be finished: {error}")
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -398,8 +422,8 @@ class MafRun:
             write(f"WARN {outcome.verifier}: {outcome.message}", yellow=True)
         if self.verdict is not None:
             write(f"task {self.task_id}: {self.verdict.verdict} -> {self.verdict.final_state} ({self.verdict.reason})")
-        if self.problem:
-            write(f"maf: {self.problem}", red=True)
+        for problem in self.problems:
+            write(f"maf: {problem}", red=True)
 
 
 class XdistBridge:
