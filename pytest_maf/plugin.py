@@ -48,9 +48,12 @@ FLUSH_SECONDS = 1.0
 
 
 def checks_directory() -> Path:
-    """Where the built-in checks are installed (``checks/`` in the source tree)."""
-    from pytest_maf import checks
-
+    """Where the built-in checks are: ``pytest_maf/checks`` when installed,
+    ``checks/`` beside the package in a source checkout."""
+    try:
+        from pytest_maf import checks
+    except ImportError:  # the source tree, imported ahead of an installed copy
+        return Path(__file__).resolve().parent.parent / "checks"
     return Path(checks.__file__).parent
 
 
