@@ -1,33 +1,133 @@
-"""Settings pytest-maf runs with, and where its files live.
+"""Layered configuration: where pytest-maf's settings come from, and their validation.
 
-Precedence, lowest to highest: built-in defaults, ``MAF_*`` environment
-variables, then explicit arguments (command-line flags). Every value is
-validated here, and a bad one names its source.
+Lowest to highest precedence:
+
+1. built-in defaults (:data:`DEFAULTS`)
+2. ``maf-config/default.{json,yaml,yml}``
+3. ``maf-config/<env>.{json,yaml,yml}``, where ``<env>`` is ``MAF_ENV``, else ``NODE_ENV``
+4. ``maf-config/environments/<env>.{json,yaml,yml}``, for the same named environment
+5. ``maf-config/local.{json,yaml,yml}`` (meant to be gitignored)
+6. an explicit ``--config FILE``
+7. ``MAF_*`` environment variables (:data:`ENVIRONMENT_VARIABLES`)
+8. command-line flags
+
+``maf-config/`` sits at the repository root (the current directory outside
+git). Every problem is reported as ``source: key.path: message``; unknown keys
+are errors. The store, the plugin and every command read settings from here.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 from pytest_maf.errors import UsageError
 
-DEFAULT_TASK_LEASE_TTL_S = 30
-DEFAULT_TASK_LEASE_MAX_TTL_S = 3600
-DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_RESERVATION_TTL_MIN = 30
-DEFAULT_RESERVATION_MAX_TTL_MIN = 120
 DB_RELATIVE_PATH = Path(".maf") / "runtime.db"
-MAIL_RELATIVE_PATH = Path(".agent-mail")
-DEFAULT_MCP_CLIENTS = (
-    ("claude-code", ".mcp.json"),
-    ("codex", ".codex/config.toml"),
-    ("cursor", ".cursor/mcp.json"),
-    ("gemini", ".gemini/settings.json"),
-)
-DEFAULT_ESCALATION_TARGETS = ("minimax-debug-1", "codex-senior")
+CONFIG_DIRECTORY = "maf-config"
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+SUPPORTED_RUNTIME_MODES = ("sqlite",)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DEFAULT_MAX_ATTEMPTS = 3
+
+DEFAULTS: dict[str, Any] = {
+    "runtime": {
+        "mode": "sqlite",
+        "db_path": ".maf/runtime.db",
+    },
+    "tasks": {
+        "lease_ttl_seconds": 30,
+        "lease_max_ttl_seconds": 3600,
+        "max_attempts": DEFAULT_MAX_ATTEMPTS,
+    },
+    "reservations": {
+        "default_ttl_minutes": 30,
+        "max_ttl_minutes": 120,
+    },
+    "agent_mail": {
+        "root": ".agent-mail",
+    },
+    "escalation": {
+        "targets": ["minimax-debug-1", "codex-senior"],
+        "levels_per_target": 2,
+    },
+    "preflight": {
+        "timeout_seconds": 60,
+        "min_python": "3.8",
+        "recommended_python": "3.11",
+        "min_sqlite": "3.35.0",
+        "required_env": [],
+        "tool_versions": {},
+        "mcp_clients": {
+            "claude-code": ".mcp.json",
+            "codex": ".codex/config.toml",
+            "cursor": ".cursor/mcp.json",
+            "gemini": ".gemini/settings.json",
+        },
+        "mcp_required": [],
+        "min_free_disk_mb": 100,
+    },
+    "logging": {
+        "level": "info",
+        "format": "text",
+    },
+}
+
+# What each key means, for `maf init`'s commented starter file and for `--help`.
+DESCRIPTIONS: dict[str, str] = {
+    "runtime.mode": "storage backend; a list such as 'sqlite,json' uses the first one supported",
+    "runtime.db_path": "runtime database, relative to the repository root",
+    "tasks.lease_ttl_seconds": "default task lease length",
+    "tasks.lease_max_ttl_seconds": "longest task lease a caller may ask for",
+    "tasks.max_attempts": "claims before a task is DEAD",
+    "reservations.default_ttl_minutes": "default file reservation length",
+    "reservations.max_ttl_minutes": "longest file reservation a caller may ask for",
+    "agent_mail.root": "agent-mail root, relative to the repository root",
+    "escalation.targets": "escalation targets, in order: the chain an escalation climbs",
+    "escalation.levels_per_target": "levels an escalation stays with a target before the next one",
+    "preflight.timeout_seconds": "longest a preflight run should take",
+    "preflight.min_python": "oldest Python accepted",
+    "preflight.recommended_python": "Python below this gives a warning",
+    "preflight.min_sqlite": "oldest SQLite library accepted",
+    "preflight.required_env": "environment variables that must be set (values are never shown)",
+    "preflight.tool_versions": "tools and their minimum versions, such as {node: '>= 18.17'}",
+    "preflight.mcp_clients": "MCP client configuration files to check, by client",
+    "preflight.mcp_required": "clients whose MCP file must exist",
+    "preflight.min_free_disk_mb": "free disk space required where the database lives",
+    "logging.level": "debug, info, warning, error or critical",
+    "logging.format": "text or json",
+}
+
+# Environment variable -> (key path, parser).
+ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "MAF_DB_PATH": ("runtime.db_path", str),
+    "MAF_RUNTIME_MODE": ("runtime.mode", str),
+    "MAF_AGENT_MAIL_ROOT": ("agent_mail.root", str),
+    "LOG_LEVEL": ("logging.level", str.lower),
+    "MAF_LOG_FORMAT": ("logging.format", str.lower),
+    "MAF_RESERVATION_DEFAULT_TIMEOUT": ("reservations.default_ttl_minutes", int),
+    "MAF_RESERVATION_MAX_TIMEOUT": ("reservations.max_ttl_minutes", int),
+    "MAF_PREFLIGHT_TIMEOUT": ("preflight.timeout_seconds", int),
+    "MAF_TASK_LEASE_TTL": ("tasks.lease_ttl_seconds", int),
+    "MAF_TASK_LEASE_MAX_TTL": ("tasks.lease_max_ttl_seconds", int),
+    "MAF_TASK_MAX_ATTEMPTS": ("tasks.max_attempts", int),
+    "MAF_REQUIRED_ENV": ("preflight.required_env", lambda text: [p.strip() for p in text.split(",") if p.strip()]),
+    "MAF_MCP_REQUIRED": ("preflight.mcp_required", lambda text: [p.strip() for p in text.split(",") if p.strip()]),
+    "MAF_MIN_FREE_DISK_MB": ("preflight.min_free_disk_mb", int),
+}
+
+
+class ConfigError(UsageError):
+    """Configuration that does not validate; carries every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        more = f" (and {len(problems) - 1} more; see `maf config validate`)" if len(problems) > 1 else ""
+        super().__init__(f"invalid configuration: {problems[0]}{more}")
 
 
 @dataclass(frozen=True)
@@ -37,49 +137,49 @@ class Settings:
     db_path: Path
     mail_root: Path
     repo_root: Path | None = None
-    task_lease_ttl_s: int = DEFAULT_TASK_LEASE_TTL_S
-    task_lease_max_ttl_s: int = DEFAULT_TASK_LEASE_MAX_TTL_S
+    runtime_mode: str = "sqlite"
+    task_lease_ttl_s: int = 30
+    task_lease_max_ttl_s: int = 3600
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    reservation_ttl_min: int = DEFAULT_RESERVATION_TTL_MIN
-    reservation_max_ttl_min: int = DEFAULT_RESERVATION_MAX_TTL_MIN
+    reservation_ttl_min: int = 30
+    reservation_max_ttl_min: int = 120
+    escalation_targets: tuple[str, ...] = ("minimax-debug-1", "codex-senior")
+    escalation_levels_per_target: int = 2
+    preflight_timeout_s: int = 60
     min_python: str = "3.8"
     recommended_python: str = "3.11"
     min_sqlite: str = "3.35.0"
     required_env: tuple[str, ...] = ()
-    tool_versions: tuple[tuple[str, str], ...] = ()  # (tool, requirement such as ">= 18.17")
-    mcp_clients: tuple[tuple[str, str], ...] = DEFAULT_MCP_CLIENTS  # (client, repo-relative file)
+    tool_versions: tuple[tuple[str, str], ...] = ()
+    mcp_clients: tuple[tuple[str, str], ...] = tuple(sorted(DEFAULTS["preflight"]["mcp_clients"].items()))
     mcp_required: tuple[str, ...] = ()
-    escalation_targets: tuple[str, ...] = DEFAULT_ESCALATION_TARGETS
     min_free_disk_mb: int = 100
+    log_level: str = "info"
+    log_format: str = "text"
+    sources: Mapping[str, str] = field(default_factory=dict)  # key path -> where its value came from
 
     def lease_ttl_ms(self, ttl_s: float | None) -> int:
-        """Validate a requested task lease TTL (seconds) and return it in ms.
-
-        ``None`` means the configured default.
-        """
-        if ttl_s is None:
-            ttl_s = self.task_lease_ttl_s
-        if not ttl_s > 0:
-            raise UsageError(f"--ttl must be above 0 seconds, got {ttl_s:g}")
-        if ttl_s > self.task_lease_max_ttl_s:
-            raise UsageError(
-                f"--ttl {ttl_s:g} is above the maximum of {self.task_lease_max_ttl_s} seconds"
-                " (raise MAF_TASK_LEASE_MAX_TTL to allow it)"
-            )
-        return int(ttl_s * 1000)
+        """Validate a requested task lease TTL (seconds; None: the default) and return it in ms."""
+        return _bounded_ttl(ttl_s, self.task_lease_ttl_s, self.task_lease_max_ttl_s, "seconds", "MAF_TASK_LEASE_MAX_TTL")
 
     def reservation_ttl_ms(self, ttl_min: float | None) -> int:
-        """Validate a requested reservation TTL (minutes) and return it in ms."""
-        if ttl_min is None:
-            ttl_min = self.reservation_ttl_min
-        if not ttl_min > 0:
-            raise UsageError(f"--ttl must be above 0 minutes, got {ttl_min:g}")
-        if ttl_min > self.reservation_max_ttl_min:
-            raise UsageError(
-                f"--ttl {ttl_min:g} is above the maximum of {self.reservation_max_ttl_min} minutes"
-                " (MAF_RESERVATION_MAX_TIMEOUT)"
-            )
-        return int(ttl_min * 60_000)
+        """Validate a requested reservation TTL (minutes; None: the default) and return it in ms."""
+        return 60 * _bounded_ttl(
+            ttl_min, self.reservation_ttl_min, self.reservation_max_ttl_min, "minutes", "MAF_RESERVATION_MAX_TIMEOUT"
+        )
+
+
+def _bounded_ttl(value: float | None, default: int, maximum: int, unit: str, variable: str) -> int:
+    """A TTL checked against 0 and the maximum, in thousandths of ``unit`` (ms for seconds)."""
+    value = default if value is None else value
+    if not value > 0:
+        raise UsageError(f"--ttl must be above 0 {unit}, got {value:g}")
+    if value > maximum:
+        raise UsageError(f"--ttl {value:g} is above the maximum of {maximum} {unit} (raise {variable} to allow it)")
+    return int(value * 1000)
+
+
+# Where things are.
 
 
 def find_repository_root(start: Path) -> Path | None:
@@ -114,66 +214,240 @@ def _main_worktree_root(directory: Path, dot_git_file: Path) -> Path:
     return common_dir.parent if common_dir.name == ".git" else directory
 
 
+# Layers.
 
 
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+@dataclass(frozen=True)
+class Layer:
+    source: str  # a file path, "defaults", "environment" or "command line"
+    values: dict[str, Any]
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse one JSON or YAML configuration file; a problem names the file."""
     try:
-        value = int(raw)
-    except ValueError:
-        raise UsageError(f"{name}={raw!r}: expected a whole number") from None
-    if value <= 0:
-        raise UsageError(f"{name}={raw!r}: expected a number above 0")
-    return value
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([f"{path}: cannot read: {error}"]) from None
+    try:
+        if path.suffix == ".json":
+            document = json.loads(text) if text.strip() else {}
+        else:
+            import yaml
+
+            document = yaml.safe_load(text) or {}
+    except Exception as error:  # json.JSONDecodeError, yaml.YAMLError
+        raise ConfigError([f"{path}: does not parse: {' '.join(str(error).split())}"]) from None
+    if not isinstance(document, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections"])
+    return document
 
 
-def _names(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """A comma-separated list from the environment."""
-    return tuple(part.strip() for part in environ.get(name, "").split(",") if part.strip())
+def _find_file(directory: Path, stem: str) -> list[Path]:
+    return [directory / f"{stem}{suffix}" for suffix in CONFIG_SUFFIXES if (directory / f"{stem}{suffix}").is_file()]
+
+
+def environment_name(environ: Mapping[str, str], explicit: str | None = None) -> str | None:
+    return explicit or environ.get("MAF_ENV") or environ.get("NODE_ENV") or None
+
+
+def config_layers(
+    base: Path,
+    environ: Mapping[str, str],
+    env: str | None = None,
+    config_file: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> list[Layer]:
+    """Every layer that applies, lowest precedence first."""
+    directory = base / CONFIG_DIRECTORY
+    layers = [Layer("defaults", copy.deepcopy(DEFAULTS))]
+    files = _find_file(directory, "default")
+    name = environment_name(environ, env)
+    if name:
+        if "/" in name or name in (".", ".."):
+            raise ConfigError([f"environment: {name!r} is not an environment name"])
+        files += _find_file(directory, name) + _find_file(directory / "environments", name)
+    files += _find_file(directory, "local")
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError([f"{config_file}: no such file"])
+        files.append(config_file)
+    layers += [Layer(str(path), read_config_file(path)) for path in files]
+    from_environment: dict[str, Any] = {}
+    problems = []
+    for variable, (key_path, parse) in ENVIRONMENT_VARIABLES.items():
+        raw = environ.get(variable)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            _set_path(from_environment, key_path, parse(raw.strip()))
+        except ValueError:
+            problems.append(f"environment: {variable}={raw!r}: expected a whole number")
+    if problems:
+        raise ConfigError(problems)
+    layers.append(Layer("environment", from_environment))
+    if flags:
+        command_line: dict[str, Any] = {}
+        for key_path, value in flags.items():
+            if value is not None:
+                _set_path(command_line, key_path, value)
+        layers.append(Layer("command line", command_line))
+    return layers
+
+
+def _set_path(tree: dict[str, Any], key_path: str, value: Any) -> None:
+    *parents, last = key_path.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[last] = value
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and path.count(".") == 0:
+            found.update(_leaves(value, f"{path}."))
+        else:
+            found[path] = value
+    return found
+
+
+# Validation (pure): each key path's expected type and further rules.
+
+_KINDS: dict[str, tuple[type, ...]] = {path: (type(value),) for path, value in _leaves(DEFAULTS).items()}
+_POSITIVE = {
+    "tasks.lease_ttl_seconds", "tasks.lease_max_ttl_seconds", "tasks.max_attempts",
+    "reservations.default_ttl_minutes", "reservations.max_ttl_minutes",
+    "escalation.levels_per_target", "preflight.timeout_seconds", "preflight.min_free_disk_mb",
+}
+
+
+def _type_name(kinds: tuple[type, ...]) -> str:
+    return {int: "a whole number", str: "a string", list: "a list", dict: "a mapping"}.get(kinds[0], kinds[0].__name__)
+
+
+def validate_layer(layer: Layer) -> list[str]:
+    """Problems in one layer: unknown sections or keys, wrong types, bad values."""
+    problems = []
+    for section, keys in layer.values.items():
+        if section not in DEFAULTS:
+            problems.append(f"{layer.source}: {section}: unknown section (known: {', '.join(DEFAULTS)})")
+            continue
+        if not isinstance(keys, dict):
+            problems.append(f"{layer.source}: {section}: expected a mapping of keys")
+            continue
+        for key, value in keys.items():
+            path = f"{section}.{key}"
+            if path not in _KINDS:
+                known = ", ".join(DEFAULTS[section])
+                problems.append(f"{layer.source}: {path}: unknown key (known in {section}: {known})")
+                continue
+            kinds = _KINDS[path]
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                problems.append(f"{layer.source}: {path}: expected {_type_name(kinds)}, got {type(value).__name__} {value!r}")
+                continue
+            problem = _value_problem(path, value)
+            if problem:
+                problems.append(f"{layer.source}: {path}: {problem}")
+    return problems
+
+
+def _value_problem(path: str, value: Any) -> str | None:
+    if path in _POSITIVE and value <= 0:
+        return f"must be above 0, got {value}"
+    if path == "runtime.mode":
+        modes = [mode.strip() for mode in value.split(",") if mode.strip()]
+        if not any(mode in SUPPORTED_RUNTIME_MODES for mode in modes):
+            return f"no supported runtime mode in {value!r}; supported: {', '.join(SUPPORTED_RUNTIME_MODES)}"
+    if path == "logging.level" and value not in LOG_LEVELS:
+        return f"unknown level {value!r}; use one of {', '.join(LOG_LEVELS)}"
+    if path == "logging.format" and value not in ("text", "json"):
+        return f"unknown format {value!r}; use text or json"
+    if path in ("preflight.required_env", "preflight.mcp_required", "escalation.targets"):
+        if not all(isinstance(item, str) and item for item in value):
+            return "expected a list of non-empty strings"
+        if path == "escalation.targets" and not value:
+            return "give at least one escalation target"
+    if path in ("preflight.tool_versions", "preflight.mcp_clients"):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            return "expected a mapping of names to strings"
+    return None
+
+
+def merge(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The merged values by key path, and the source of each."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for layer in layers:
+        for section, keys in layer.values.items():
+            if not isinstance(keys, dict):
+                continue
+            for key, value in keys.items():
+                values[f"{section}.{key}"] = value
+                sources[f"{section}.{key}"] = layer.source
+    return values, sources
+
+
+def resolve(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """Merge and validate: (values, sources, problems)."""
+    problems = [problem for layer in layers for problem in validate_layer(layer)]
+    values, sources = merge(layers)
+    for low, high, unit in (
+        ("reservations.default_ttl_minutes", "reservations.max_ttl_minutes", "minutes"),
+        ("tasks.lease_ttl_seconds", "tasks.lease_max_ttl_seconds", "seconds"),
+    ):
+        if isinstance(values.get(low), int) and isinstance(values.get(high), int) and values[low] > values[high]:
+            problems.append(f"{sources[low]}: {low}: {values[low]} {unit} is above {high} ({values[high]}, from {sources[high]})")
+    return values, sources, problems
 
 
 def load_settings(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     db_path: str | os.PathLike[str] | None = None,
+    env: str | None = None,
+    config_file: Path | None = None,
 ) -> Settings:
-    """Resolve settings from defaults, the environment and explicit arguments."""
+    """Resolve settings from every layer; raises :class:`ConfigError` listing every problem."""
     environ = os.environ if environ is None else environ
     cwd = Path.cwd() if cwd is None else cwd
-    if db_path is None and environ.get("MAF_DB_PATH"):
-        db_path = environ["MAF_DB_PATH"]
     repo_root = find_repository_root(cwd)
     base = repo_root or cwd
-    mail_root = environ.get("MAF_AGENT_MAIL_ROOT")
-    settings = Settings(
-        db_path=cwd / Path(db_path) if db_path is not None else base / DB_RELATIVE_PATH,
-        mail_root=cwd / Path(mail_root) if mail_root else base / MAIL_RELATIVE_PATH,
+    flags = {"runtime.db_path": str(db_path) if db_path is not None else None}
+    values, sources, problems = resolve(config_layers(base, environ, env, config_file, flags))
+    if problems:
+        raise ConfigError(problems)
+
+    def located(key_path: str) -> Path:
+        # Paths from the environment or the command line are relative to the
+        # current directory, as a shell user expects; from files, to the root.
+        origin = cwd if sources[key_path] in ("environment", "command line") else base
+        return origin / Path(values[key_path])
+
+    mode = next(m.strip() for m in values["runtime.mode"].split(",") if m.strip() in SUPPORTED_RUNTIME_MODES)
+    return Settings(
+        db_path=located("runtime.db_path"),
+        mail_root=located("agent_mail.root"),
         repo_root=repo_root,
-        task_lease_ttl_s=_positive_int(environ, "MAF_TASK_LEASE_TTL", DEFAULT_TASK_LEASE_TTL_S),
-        task_lease_max_ttl_s=_positive_int(
-            environ, "MAF_TASK_LEASE_MAX_TTL", DEFAULT_TASK_LEASE_MAX_TTL_S
-        ),
-        max_attempts=_positive_int(environ, "MAF_TASK_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
-        reservation_ttl_min=_positive_int(
-            environ, "MAF_RESERVATION_DEFAULT_TIMEOUT", DEFAULT_RESERVATION_TTL_MIN
-        ),
-        reservation_max_ttl_min=_positive_int(
-            environ, "MAF_RESERVATION_MAX_TIMEOUT", DEFAULT_RESERVATION_MAX_TTL_MIN
-        ),
-        required_env=_names(environ, "MAF_REQUIRED_ENV"),
-        mcp_required=_names(environ, "MAF_MCP_REQUIRED"),
-        min_free_disk_mb=_positive_int(environ, "MAF_MIN_FREE_DISK_MB", 100),
+        runtime_mode=mode,
+        task_lease_ttl_s=values["tasks.lease_ttl_seconds"],
+        task_lease_max_ttl_s=values["tasks.lease_max_ttl_seconds"],
+        max_attempts=values["tasks.max_attempts"],
+        reservation_ttl_min=values["reservations.default_ttl_minutes"],
+        reservation_max_ttl_min=values["reservations.max_ttl_minutes"],
+        escalation_targets=tuple(values["escalation.targets"]),
+        escalation_levels_per_target=values["escalation.levels_per_target"],
+        preflight_timeout_s=values["preflight.timeout_seconds"],
+        min_python=values["preflight.min_python"],
+        recommended_python=values["preflight.recommended_python"],
+        min_sqlite=values["preflight.min_sqlite"],
+        required_env=tuple(values["preflight.required_env"]),
+        tool_versions=tuple(sorted(values["preflight.tool_versions"].items())),
+        mcp_clients=tuple(sorted(values["preflight.mcp_clients"].items())),
+        mcp_required=tuple(values["preflight.mcp_required"]),
+        min_free_disk_mb=values["preflight.min_free_disk_mb"],
+        log_level=values["logging.level"],
+        log_format=values["logging.format"],
+        sources=sources,
     )
-    if settings.reservation_ttl_min > settings.reservation_max_ttl_min:
-        raise UsageError(
-            f"MAF_RESERVATION_DEFAULT_TIMEOUT ({settings.reservation_ttl_min}) is above"
-            f" MAF_RESERVATION_MAX_TIMEOUT ({settings.reservation_max_ttl_min})"
-        )
-    if settings.task_lease_ttl_s > settings.task_lease_max_ttl_s:
-        raise UsageError(
-            f"MAF_TASK_LEASE_TTL ({settings.task_lease_ttl_s}) is above"
-            f" MAF_TASK_LEASE_MAX_TTL ({settings.task_lease_max_ttl_s})"
-        )
-    return settings

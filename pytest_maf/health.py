@@ -261,3 +261,60 @@ def staged_paths_unreserved(repo_root: Path | None, db_path: Path, agent_id: str
             "wait, ask the holder to release, or unstage them",
         )
     return passed(f"{len(paths)} staged path(s), none reserved by another agent")
+
+
+# The health report of `maf health-check`.
+
+CRITICAL, WARNING = "critical", "warning"
+
+
+@dataclass(frozen=True)
+class HealthItem:
+    name: str
+    severity: str
+    result: CheckResult
+
+
+def database_health(settings: Any) -> list[HealthItem]:
+    """Reachable, sound schema and integrity, no expired lease left unreclaimed, a timed probe."""
+    import time
+
+    from pytest_maf.store import open_store
+
+    items = []
+    try:
+        with open_store(settings.db_path) as store:
+            started = time.perf_counter()
+            counts = store.read(lambda transaction: transaction.count_tasks_by_state())
+            probe_ms = round((time.perf_counter() - started) * 1000, 3)
+            expired = store.read(lambda transaction: len(transaction.expired_leases()))
+    except MafError as error:
+        return [HealthItem("database.reachable", CRITICAL, failed(str(error), "run `maf setup` or fix MAF_DB_PATH"))]
+    items.append(HealthItem("database.reachable", CRITICAL, passed(f"{settings.db_path} opened", tasks=counts)))
+    items.append(HealthItem("database.schema", CRITICAL, database_schema(settings.db_path)))
+    items.append(HealthItem(
+        "database.expired-leases", WARNING,
+        failed(f"{expired} expired lease(s) not yet reclaimed", "run `maf leases reclaim`", expired=expired)
+        if expired else passed("no expired lease waiting", expired=0),
+    ))
+    items.append(HealthItem(
+        "database.probe", WARNING,
+        passed(f"probe query took {probe_ms} ms", probe_ms=probe_ms) if probe_ms < 100
+        else failed(f"probe query took {probe_ms} ms", "check disk load; run `maf db optimize`", probe_ms=probe_ms),
+    ))
+    return items
+
+
+def environment_health(settings: Any) -> list[HealthItem]:
+    return [
+        HealthItem("agent-mail.root", CRITICAL, mail_root_writable(settings.mail_root)),
+        HealthItem("agent-mail.escalation-targets", CRITICAL, escalation_inboxes_creatable(settings.mail_root, settings.escalation_targets)),
+        HealthItem("disk.free", CRITICAL, free_disk_space(settings.db_path, settings.min_free_disk_mb)),
+    ]
+
+
+def health_exit_code(items: Sequence[HealthItem]) -> int:
+    """0 healthy, 1 a critical check failed, 2 warnings only."""
+    if any(not item.result.ok and item.severity == CRITICAL for item in items):
+        return 1
+    return 2 if any(not item.result.ok for item in items) else 0

@@ -7,11 +7,12 @@ then renamed into place, so a reader never sees half a message.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from pytest_maf.errors import UsageError
+from pytest_maf.errors import NotFoundError, UsageError
 from pytest_maf.files import write_json_atomic
 
 MAX_NAME_LENGTH = 128
@@ -24,7 +25,7 @@ def validate_name(kind: str, name: str) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise UsageError(f"{kind} is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
     if "/" in name or "\\" in name or "\0" in name or not name.isprintable():
-        raise UsageError(f"{kind} {name!r} may not contain '/', '\\\\' or control characters")
+        raise UsageError(f"{kind} {name!r} may not contain '/', '\\' or control characters")
     return name
 
 
@@ -45,3 +46,65 @@ def deliver(mail_root: Path, message: dict[str, Any]) -> Path:
     write_json_atomic(inbox_path, message)
     write_json_atomic(mail_root / "outbox" / f"{message_id}.json", message)
     return inbox_path
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def list_messages(mail_root: Path, agent: str, unread_only: bool = False) -> list[dict[str, Any]]:
+    """An agent's inbox, oldest first. Files being written (temporary names) are never read."""
+    inbox = mail_root / "messages" / validate_name("agent", agent)
+    if not inbox.is_dir():
+        return []
+    messages = [_read(path) for path in inbox.glob("*.json") if not path.name.startswith(".")]
+    if unread_only:
+        messages = [message for message in messages if not message.get("read_at")]
+    return sorted(messages, key=lambda message: (message.get("created_at", 0), message.get("id", "")))
+
+
+def find_message(mail_root: Path, message_id: str) -> tuple[Path, dict[str, Any]]:
+    """A message by id: from an inbox, else from the outbox."""
+    name = f"{validate_name('message id', message_id)}.json"
+    for path in [*sorted((mail_root / "messages").glob(f"*/{name}")), mail_root / "outbox" / name]:
+        if path.is_file():
+            return path, _read(path)
+    raise NotFoundError(f"no message {message_id!r} under {mail_root}")
+
+
+def acknowledge(mail_root: Path, message_id: str, agent: str, now_ms: int) -> dict[str, Any]:
+    """Mark a message in ``agent``'s inbox read; the message itself stays where it is."""
+    path = mail_root / "messages" / validate_name("agent", agent) / f"{validate_name('message id', message_id)}.json"
+    if not path.is_file():
+        raise NotFoundError(f"no message {message_id!r} in {agent}'s inbox")
+    message = _read(path)
+    if not message.get("read_at"):
+        message["read_at"] = now_ms
+        write_json_atomic(path, message)
+    return message
+
+
+def send(mail_root: Path, sender: str, recipient: str, subject: str, body: str, now_ms: int) -> dict[str, Any]:
+    message = {
+        "id": new_message_id(),
+        "type": "MESSAGE",
+        "from": sender,
+        "to": recipient,
+        "subject": subject,
+        "body": body,
+        "created_at": now_ms,
+    }
+    deliver(mail_root, message)
+    return message
+
+
+def initialise(mail_root: Path, inboxes: Iterable[str] = ()) -> list[Path]:
+    """Lay out the mail root (and the given inboxes); return what was created."""
+    created = []
+    for directory in (mail_root, mail_root / "messages", mail_root / "outbox", *(
+        mail_root / "messages" / validate_name("agent", name) for name in inboxes
+    )):
+        if not directory.is_dir():
+            directory.mkdir(parents=True)
+            created.append(directory)
+    return created

@@ -79,3 +79,19 @@ class ReservationEvent:
     kind: str
     agent_id: str
     data: dict[str, Any]
+
+
+ESCALATION_STATUSES = ("active", "resolved", "cancelled")
+
+
+@dataclass(frozen=True)
+class Escalation:
+    id: str
+    agent_id: str
+    bead_id: str
+    target: str
+    level: int
+    status: str
+    context: str
+    created_at: int
+    updated_at: int

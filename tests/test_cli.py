@@ -46,7 +46,7 @@ def test_setup_reports_creation_then_finds_it(capsys: pytest.CaptureFixture[str]
     code, out, _ = run(capsys, "setup")
     assert code == 0
     assert f"created {in_tmp / '.maf' / 'runtime.db'}" in out
-    assert "tables: events, evidence, leases, reservation_events, reservations, task_options, tasks" in out
+    assert "tables: escalation_events, escalations, events, evidence, leases, reservation_events, reservations, task_options, tasks" in out
 
     code, out, _ = run(capsys, "setup")
     assert code == 0 and "nothing to do" in out

@@ -7,10 +7,11 @@ Exit codes: 0 done, 1 blocked or failed, 2 bad input, 3 nothing to do,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
-from pytest_maf.cli import reservations, tasks
+from pytest_maf.cli import admin, coordination, reservations, tasks
 from pytest_maf.config import load_settings
 from pytest_maf.errors import MafError
 
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     tasks.register(commands)
     reservations.register(commands)
+    coordination.register(commands)
+    admin.register(commands)
     return parser
 
 
@@ -45,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = load_settings(db_path=args.db)
+        settings = load_settings(db_path=args.db) if getattr(args, "needs_settings", True) else None
         return int(args.handler(args, settings))
     except MafError as error:
         print(f"maf: error: {error}", file=sys.stderr)
@@ -53,3 +56,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("maf: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

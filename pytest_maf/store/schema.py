@@ -97,7 +97,38 @@ CREATE TABLE reservation_events (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (CANONICAL_DDL + PYTEST_MAF_DDL_V1, RESERVATIONS_DDL_V2)
+# Escalations through agent-mail: at most one active escalation per agent and
+# bead (a repeat raises its level), with its history beside it.
+ESCALATIONS_DDL_V3 = """
+CREATE TABLE escalations (
+  id TEXT PRIMARY KEY,
+  agent_id TEXT NOT NULL,
+  bead_id TEXT NOT NULL,
+  target TEXT NOT NULL,
+  level INTEGER NOT NULL CHECK (level >= 1),
+  status TEXT NOT NULL CHECK (status IN ('active','resolved','cancelled')),
+  context TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+
+CREATE UNIQUE INDEX idx_escalations_active ON escalations(agent_id, bead_id) WHERE status = 'active';
+CREATE INDEX idx_escalations_status ON escalations(status, updated_at);
+
+CREATE TABLE escalation_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  escalation_id TEXT NOT NULL REFERENCES escalations(id) ON DELETE CASCADE,
+  ts INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  data_json TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    CANONICAL_DDL + PYTEST_MAF_DDL_V1,
+    RESERVATIONS_DDL_V2,
+    ESCALATIONS_DDL_V3,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

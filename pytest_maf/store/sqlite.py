@@ -25,7 +25,7 @@ except ImportError:  # Windows: SQLite's own locking alone
 
 from pytest_maf.clock import Clock, system_clock
 from pytest_maf.errors import AlreadyExistsError, StoreError
-from pytest_maf.records import Event, Evidence, Lease, Reservation, ReservationEvent, Task
+from pytest_maf.records import Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
 from pytest_maf.store import schema
 
 T = TypeVar("T")
@@ -320,6 +320,50 @@ class SQLiteTransaction:
             params,
         ).fetchall()
         return [ReservationEvent(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+
+
+    # escalations
+
+    _ESCALATION_COLUMNS = "id, agent_id, bead_id, target, level, status, context, created_at, updated_at"
+
+    def escalations(
+        self, *, status: str | None = None, agent_id: str | None = None, bead_id: str | None = None,
+        escalation_id: str | None = None,
+    ) -> list[Escalation]:
+        clauses, params = [], []
+        for column, value in (("status", status), ("agent_id", agent_id), ("bead_id", bead_id), ("id", escalation_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.connection.execute(
+            f"SELECT {self._ESCALATION_COLUMNS} FROM escalations {where} ORDER BY created_at, id", params
+        ).fetchall()
+        return [Escalation(*row) for row in rows]
+
+    def put_escalation(self, escalation: Escalation) -> None:
+        self.connection.execute(
+            f"INSERT INTO escalations ({self._ESCALATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET target = excluded.target, level = excluded.level,"
+            " status = excluded.status, context = excluded.context, updated_at = excluded.updated_at",
+            (
+                escalation.id, escalation.agent_id, escalation.bead_id, escalation.target, escalation.level,
+                escalation.status, escalation.context, escalation.created_at, escalation.updated_at,
+            ),
+        )
+
+    def insert_escalation_event(self, escalation_id: str, kind: str, data: dict[str, Any]) -> None:
+        self.connection.execute(
+            "INSERT INTO escalation_events (escalation_id, ts, kind, data_json) VALUES (?, ?, ?, ?)",
+            (escalation_id, self.now, kind, _dumps(data)),
+        )
+
+    def escalation_events(self, escalation_id: str) -> list[dict[str, Any]]:
+        rows = self.connection.execute(
+            "SELECT ts, kind, data_json FROM escalation_events WHERE escalation_id = ? ORDER BY id",
+            (escalation_id,),
+        ).fetchall()
+        return [{"ts": row[0], "kind": row[1], "data": json.loads(row[2])} for row in rows]
 
 
 class SQLiteStore:

@@ -1,0 +1,187 @@
+"""`maf init`, `maf config ...` and `maf health-check`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pytest_maf import config as config_module
+from pytest_maf import health, mail
+from pytest_maf.cli.common import add_json, print_json
+from pytest_maf.config import ConfigError, Settings
+from pytest_maf.files import write_text_atomic
+
+
+def _base() -> Path:
+    cwd = Path.cwd()
+    return config_module.find_repository_root(cwd) or cwd
+
+
+def starter_config() -> str:
+    """Every key with its default, each under a comment saying what it does."""
+    lines = [
+        "# pytest-maf configuration. Layers, lowest first: these defaults, default.yaml,",
+        "# <env>.yaml and environments/<env>.yaml (MAF_ENV, else NODE_ENV), local.yaml,",
+        "# --config FILE, MAF_* environment variables, command-line flags.",
+    ]
+    for section, keys in config_module.DEFAULTS.items():
+        lines.append("")
+        lines.append(f"{section}:")
+        for key, value in keys.items():
+            lines.append(f"  # {config_module.DESCRIPTIONS[f'{section}.{key}']}")
+            lines.append(f"  {key}: {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    created = mail.initialise(settings.mail_root, settings.escalation_targets)
+    starter = _base() / config_module.CONFIG_DIRECTORY / "default.yaml"
+    existing = [starter.with_suffix(suffix) for suffix in config_module.CONFIG_SUFFIXES if starter.with_suffix(suffix).exists()]
+    if not existing:
+        write_text_atomic(starter, starter_config())
+        created.append(starter)
+    for path in created:
+        print(f"created {path}")
+    for path in existing:
+        print(f"kept {path} (never overwritten)")
+    if not created:
+        print(f"found {settings.mail_root} laid out; nothing to do")
+    return 0
+
+
+def _layers(args: argparse.Namespace) -> list[config_module.Layer]:
+    config_file = Path(args.config) if getattr(args, "config", None) else None
+    flags = {"runtime.db_path": args.db}
+    return config_module.config_layers(_base(), os.environ, args.env, config_file, flags)
+
+
+def cmd_config_validate(args: argparse.Namespace, settings: None) -> int:
+    try:
+        layers = _layers(args)
+        _, _, problems = config_module.resolve(layers)
+    except ConfigError as error:
+        problems, layers = error.problems, []
+    if problems:
+        for problem in problems:
+            print(problem)
+        print(f"maf: {len(problems)} configuration problem(s)", file=sys.stderr)
+        return 2
+    files = [layer.source for layer in layers if layer.source not in ("defaults", "environment", "command line")]
+    print(f"configuration is valid ({', '.join(files) if files else 'built-in defaults only'})")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> dict[str, Any]:
+    layers = _layers(args)
+    values, sources, problems = config_module.resolve(layers)
+    return {
+        "environment": config_module.environment_name(os.environ, args.env),
+        "layers": [layer.source for layer in layers],
+        "values": {key: {"value": values[key], "source": sources[key]} for key in sorted(values)},
+        "problems": problems,
+    }
+
+
+def cmd_config_show(args: argparse.Namespace, settings: None) -> int:
+    report = _report(args)
+    if args.json:
+        print_json(report)
+    else:
+        width = max(len(key) for key in report["values"])
+        for key, entry in report["values"].items():
+            print(f"{key:<{width}}  {json.dumps(entry['value'])}  ({entry['source']})")
+        for problem in report["problems"]:
+            print(f"problem: {problem}")
+    return 2 if report["problems"] else 0
+
+
+def cmd_config_report(args: argparse.Namespace, settings: None) -> int:
+    report = _report(args)
+    write_text_atomic(Path(args.output), json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.output} ({len(report['values'])} keys, {len(report['problems'])} problem(s))")
+    return 2 if report["problems"] else 0
+
+
+def cmd_health_check(args: argparse.Namespace, settings: None) -> int:
+    items: list[health.HealthItem] = []
+    try:
+        resolved = config_module.load_settings(db_path=args.db)
+        items.append(health.HealthItem("config.valid", health.CRITICAL, health.passed("configuration is valid")))
+    except ConfigError as error:
+        resolved = None
+        items.append(health.HealthItem(
+            "config.valid", health.CRITICAL,
+            health.failed("; ".join(error.problems), "run `maf config validate` and fix each problem"),
+        ))
+    if resolved is not None and not args.config_only:
+        items += health.database_health(resolved)
+        if not args.database_only:
+            items += health.environment_health(resolved)
+    code = health.health_exit_code(items)
+    report = {
+        "status": {0: "healthy", 1: "critical", 2: "warning"}[code],
+        "checks": [
+            {"name": i.name, "severity": i.severity, "ok": i.result.ok, "message": i.result.message,
+             "hint": i.result.hint, "details": i.result.details}
+            for i in items
+        ],
+    }
+    if args.output:
+        write_text_atomic(Path(args.output), json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if args.json:
+        print_json(report)
+    else:
+        for item in items:
+            mark = "ok  " if item.result.ok else ("FAIL" if item.severity == health.CRITICAL else "WARN")
+            hint = f" -> {item.result.hint}" if not item.result.ok and item.result.hint else ""
+            print(f"{mark}  {item.name}: {item.result.message}{hint}")
+        print(f"status: {report['status']}")
+    return code
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    init = commands.add_parser(
+        "init", help="lay out the agent-mail root and write a starter maf-config/default.yaml",
+        description="Creates messages/ and outbox/ under the mail root, an inbox per escalation"
+        " target, and maf-config/default.yaml with every key present and commented. Safe to run"
+        " again; never overwrites a file.",
+    )
+    init.set_defaults(handler=cmd_init)
+
+    config = commands.add_parser("config", help="validate and show the layered configuration").add_subparsers(
+        dest="config_command", metavar="ACTION", required=True
+    )
+
+    def layered(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = config.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--env", help="environment name (default: MAF_ENV, else NODE_ENV)")
+        sub.add_argument("--config", metavar="FILE", help="one more file, above local.yaml")
+        sub.set_defaults(needs_settings=False)
+        return sub
+
+    validate = layered("validate", "check every layer; print each problem as file: key.path: message (exit 2)")
+    validate.set_defaults(handler=cmd_config_validate)
+    show = layered("show", "the resolved values and where each came from")
+    add_json(show)
+    show.set_defaults(handler=cmd_config_show)
+    report = layered("report", "write the resolved values, their sources and any problems as JSON")
+    report.add_argument("--output", required=True, metavar="FILE")
+    report.set_defaults(handler=cmd_config_report)
+
+    check = commands.add_parser(
+        "health-check", help="is the system healthy? exit 0 healthy, 1 critical, 2 warnings",
+        description="Database reachable, schema and integrity, expired leases not yet reclaimed,"
+        " a timed probe query; configuration valid; mail root writable; escalation targets"
+        " reachable; disk space.",
+    )
+    scope = check.add_mutually_exclusive_group()
+    scope.add_argument("--comprehensive", action="store_true", help="every check (the default)")
+    scope.add_argument("--database-only", action="store_true")
+    scope.add_argument("--config-only", action="store_true")
+    check.add_argument("--output", metavar="FILE", help="also write the report as JSON")
+    add_json(check)
+    check.set_defaults(handler=cmd_health_check, needs_settings=False)

@@ -1,0 +1,131 @@
+"""`maf escalate ...` and `maf mail ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+from pytest_maf import escalation, mail
+from pytest_maf.cli.common import add_json, open_configured_store, print_json, when
+from pytest_maf.clock import system_clock
+from pytest_maf.config import Settings
+from pytest_maf.errors import UsageError
+
+
+def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.escalate_command == "resolve":
+        with open_configured_store(settings) as store:
+            closed = escalation.close_escalation(store, args.id, "cancelled" if args.cancel else "resolved")
+        print(f"{closed.id} is {closed.status}")
+        return 0
+    if args.escalate_command == "list":
+        with open_configured_store(settings) as store:
+            found = escalation.list_escalations(store, args.status)
+        if args.json:
+            print_json([asdict(e) for e in found])
+        elif not found:
+            print("no escalations")
+        for e in found if not args.json else ():
+            print(f"{e.id}  {e.status:<9}  level {e.level}  {e.agent_id} -> {e.target}  bead {e.bead_id}  {when(e.updated_at)}")
+        return 0
+    missing = [flag for flag, value in (("--agent-id", args.agent_id), ("--error-context", args.error_context),
+               ("--bead-id", args.bead_id), ("--target", args.target)) if not value]
+    if missing:
+        raise UsageError(f"escalate needs {', '.join(missing)}")
+    with open_configured_store(settings) as store:
+        outcome = escalation.escalate(
+            store, settings, agent_id=args.agent_id, bead_id=args.bead_id,
+            error_context=args.error_context, target=args.target, dry_run=args.dry_run,
+        )
+    if args.json:
+        print_json({"escalation_id": outcome.escalation.id, "level": outcome.escalation.level,
+                    "target": outcome.escalation.target, "raised": outcome.raised,
+                    "dry_run": outcome.dry_run, "message": outcome.message})
+    elif outcome.dry_run:
+        print("dry run: nothing written; this message would go to "
+              f"{settings.mail_root / 'messages' / outcome.escalation.target}/")
+        print(json.dumps(outcome.message, indent=2, sort_keys=True))
+    else:
+        verb = "raised" if outcome.raised else "opened"
+        print(f"{verb} {outcome.escalation.id} at level {outcome.escalation.level} to {outcome.escalation.target}"
+              f" (message {outcome.message['id']})")
+    return 0
+
+
+def cmd_mail_list(args: argparse.Namespace, settings: Settings) -> int:
+    messages = mail.list_messages(settings.mail_root, args.agent, unread_only=args.unread)
+    if args.json:
+        print_json(messages)
+        return 0
+    if not messages:
+        print(f"no {'unread ' if args.unread else ''}messages for {args.agent}")
+    for message in messages:
+        flag = " " if message.get("read_at") else "*"
+        subject = message.get("subject") or message.get("error_context", "")
+        print(f"{flag} {message['id']}  {when(message.get('created_at', 0))}  {message.get('type', '')}"
+              f"  from {message.get('from', '?')}: {subject}")
+    return 0
+
+
+def cmd_mail_show(args: argparse.Namespace, settings: Settings) -> int:
+    _, message = mail.find_message(settings.mail_root, args.id)
+    print(json.dumps(message, indent=2, sort_keys=True, ensure_ascii=False))
+    return 0
+
+
+def cmd_mail_ack(args: argparse.Namespace, settings: Settings) -> int:
+    message = mail.acknowledge(settings.mail_root, args.id, args.agent, system_clock())
+    print(f"{message['id']} read by {args.agent}")
+    return 0
+
+
+def cmd_mail_send(args: argparse.Namespace, settings: Settings) -> int:
+    message = mail.send(settings.mail_root, args.sender, args.to, args.subject, args.body, system_clock())
+    print(message["id"])
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    escalate = commands.add_parser(
+        "escalate", help="ask a senior agent for help (agent-mail), or list and resolve escalations",
+        description="Writes an ESCALATION_REQUEST into the target's inbox and the outbox, tracked in"
+        " the store. Escalating the same agent and bead again raises the active escalation's level"
+        " (moving along the configured targets) instead of opening another.",
+    )
+    escalate.add_argument("--agent-id", help="the agent that is stuck")
+    escalate.add_argument("--error-context", help="what went wrong")
+    escalate.add_argument("--bead-id", help="the work item (bead) concerned")
+    escalate.add_argument("--target", help="a configured escalation target")
+    escalate.add_argument("--dry-run", action="store_true", help="check everything, print the message, write nothing")
+    add_json(escalate)
+    actions = escalate.add_subparsers(dest="escalate_command", metavar="ACTION")
+    resolve = actions.add_parser("resolve", help="close an active escalation")
+    resolve.add_argument("id", metavar="ID")
+    resolve.add_argument("--cancel", action="store_true", help="close it as cancelled instead of resolved")
+    listing = actions.add_parser("list", help="list escalations")
+    listing.add_argument("--status", choices=("active", "resolved", "cancelled"))
+    add_json(listing)
+    escalate.set_defaults(handler=cmd_escalate)
+
+    mail_parser = commands.add_parser("mail", help="read and send agent-mail").add_subparsers(
+        dest="mail_command", metavar="ACTION", required=True
+    )
+    listing = mail_parser.add_parser("list", help="an agent's inbox (* marks unread)")
+    listing.add_argument("--agent", required=True)
+    listing.add_argument("--unread", action="store_true")
+    add_json(listing)
+    listing.set_defaults(handler=cmd_mail_list)
+    show = mail_parser.add_parser("show", help="one message, as JSON")
+    show.add_argument("id", metavar="ID")
+    show.set_defaults(handler=cmd_mail_show)
+    ack = mail_parser.add_parser("ack", help="mark a message read (it stays in the archive)")
+    ack.add_argument("id", metavar="ID")
+    ack.add_argument("--agent", required=True)
+    ack.set_defaults(handler=cmd_mail_ack)
+    send = mail_parser.add_parser("send", help="send a message")
+    send.add_argument("--from", dest="sender", required=True)
+    send.add_argument("--to", required=True)
+    send.add_argument("--subject", required=True)
+    send.add_argument("--body", required=True)
+    send.set_defaults(handler=cmd_mail_send)

@@ -1,0 +1,136 @@
+"""Escalation: an agent that is stuck asks a senior agent for help, through agent-mail.
+
+A request is one ESCALATION_REQUEST message in the target's inbox (and a copy
+in the outbox), tracked in the store. Escalating the same agent and bead again
+while it is active raises its level instead of opening another; every
+``levels_per_target`` levels it moves on to the next target of the configured
+chain.
+
+Example::
+
+    message = escalate(store, settings, agent_id="claude-1", bead_id="bd-42",
+                       error_context="tests hang", target="codex-senior")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pytest_maf import health, mail
+from pytest_maf.config import Settings
+from pytest_maf.errors import NotFoundError, UsageError
+from pytest_maf.leases import validate_id
+from pytest_maf.records import ESCALATION_STATUSES, Escalation
+
+if TYPE_CHECKING:
+    from pytest_maf.store import Store, Transaction
+
+
+@dataclass(frozen=True)
+class EscalationOutcome:
+    escalation: Escalation
+    message: dict[str, Any]
+    raised: bool  # an active escalation was raised rather than a new one opened
+    dry_run: bool
+
+
+def next_target(chain: tuple[str, ...], current: str, level: int, levels_per_target: int) -> str:
+    """The target for ``level``: the chain moves on every ``levels_per_target`` levels (pure)."""
+    if current not in chain or level <= 1 or (level - 1) % levels_per_target:
+        return current
+    return chain[min(chain.index(current) + 1, len(chain) - 1)]
+
+
+def escalate(
+    store: Store,
+    settings: Settings,
+    *,
+    agent_id: str,
+    bead_id: str,
+    error_context: str,
+    target: str,
+    dry_run: bool = False,
+) -> EscalationOutcome:
+    """Open an escalation, or raise the active one for this agent and bead."""
+    mail.validate_name("agent id", agent_id)
+    validate_id("bead", bead_id)
+    if target not in settings.escalation_targets:
+        raise UsageError(
+            f"unknown escalation target {target!r}; configured targets: {', '.join(settings.escalation_targets)}"
+        )
+    if not error_context.strip():
+        raise UsageError("--error-context must say what went wrong")
+
+    def plan(transaction: Transaction) -> tuple[Escalation, bool]:
+        (active,) = transaction.escalations(status="active", agent_id=agent_id, bead_id=bead_id) or (None,)
+        if active is None:
+            return Escalation(
+                f"esc-{uuid.uuid4().hex[:12]}", agent_id, bead_id, target, 1, "active",
+                error_context, transaction.now, transaction.now,
+            ), False
+        level = active.level + 1
+        moved_to = next_target(settings.escalation_targets, active.target, level, settings.escalation_levels_per_target)
+        return dataclasses.replace(
+            active, level=level, target=moved_to, context=error_context, updated_at=transaction.now
+        ), True
+
+    def message_for(escalation: Escalation) -> dict[str, Any]:
+        return {
+            "id": mail.new_message_id(),
+            "type": "ESCALATION_REQUEST",
+            "from": agent_id,
+            "to": escalation.target,
+            "bead_id": bead_id,
+            "error_context": error_context,
+            "level": escalation.level,
+            "created_at": escalation.updated_at,
+            "escalation_id": escalation.id,
+        }
+
+    if dry_run:
+        escalation, raised = store.read(plan)
+        inbox = health.escalation_inboxes_creatable(settings.mail_root, [escalation.target])
+        if not inbox.ok:
+            raise UsageError(f"{inbox.message}; {inbox.hint}")
+        return EscalationOutcome(escalation, message_for(escalation), raised, True)
+
+    def record(transaction: Transaction) -> EscalationOutcome:
+        escalation, raised = plan(transaction)
+        message = message_for(escalation)
+        transaction.put_escalation(escalation)
+        transaction.insert_escalation_event(
+            escalation.id, "raise" if raised else "open",
+            {"level": escalation.level, "target": escalation.target, "message_id": message["id"]},
+        )
+        mail.deliver(settings.mail_root, message)  # inside the transaction: no row without its message
+        return EscalationOutcome(escalation, message, raised, False)
+
+    return store.write(record)
+
+
+def close_escalation(store: Store, escalation_id: str, status: str = "resolved") -> Escalation:
+    """Mark an active escalation resolved (or cancelled)."""
+    if status not in ESCALATION_STATUSES or status == "active":
+        raise UsageError(f"an escalation is closed as resolved or cancelled, not {status!r}")
+
+    def close(transaction: Transaction) -> Escalation:
+        (found,) = transaction.escalations(escalation_id=escalation_id) or (None,)
+        if found is None:
+            raise NotFoundError(f"no escalation {escalation_id!r} (see `maf escalate list`)")
+        if found.status != "active":
+            raise UsageError(f"escalation {escalation_id} is already {found.status}")
+        closed = dataclasses.replace(found, status=status, updated_at=transaction.now)
+        transaction.put_escalation(closed)
+        transaction.insert_escalation_event(escalation_id, status, {"level": found.level})
+        return closed
+
+    return store.write(close)
+
+
+def list_escalations(store: Store, status: str | None = None) -> list[Escalation]:
+    if status is not None and status not in ESCALATION_STATUSES:
+        raise UsageError(f"unknown status {status!r}; use {', '.join(ESCALATION_STATUSES)}")
+    return store.read(lambda transaction: transaction.escalations(status=status))
