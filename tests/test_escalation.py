@@ -1,0 +1,181 @@
+"""Agent-mail and escalation: atomic messages, raised levels, dry runs, safe names."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pytest_maf import escalation, mail
+from pytest_maf.cli import main
+from pytest_maf.config import Settings, load_settings
+from pytest_maf.errors import UsageError
+from pytest_maf.store import Store
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_path: Path) -> Settings:
+    (tmp_path / ".git").mkdir()
+    return load_settings(environ={"MAF_DB_PATH": str(db_path)}, cwd=tmp_path)
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with a digest of its bytes."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*")) if path.is_file() and "-wal" not in path.name and "-shm" not in path.name
+    }
+
+
+def dump(db_path: Path) -> list[str]:
+    with sqlite3.connect(db_path) as connection:
+        return list(connection.iterdump())
+
+
+def escalate(store: Store, settings: Settings, **overrides: object) -> escalation.EscalationOutcome:
+    arguments: dict[str, object] = {
+        "agent_id": "claude-1", "bead_id": "bd-42", "error_context": "tests hang", "target": "minimax-debug-1",
+    }
+    arguments.update(overrides)
+    return escalation.escalate(store, settings, **arguments)  # type: ignore[arg-type]
+
+
+def test_an_escalation_is_one_message_in_inbox_and_outbox_and_a_row(store: Store, settings: Settings) -> None:
+    outcome = escalate(store, settings)
+
+    inbox = settings.mail_root / "messages" / "minimax-debug-1" / f"{outcome.message['id']}.json"
+    message = json.loads(inbox.read_text())
+    assert message == json.loads((settings.mail_root / "outbox" / inbox.name).read_text())
+    assert set(message) == {"id", "type", "from", "to", "bead_id", "error_context", "level", "created_at", "escalation_id"}
+    assert (message["type"], message["from"], message["level"]) == ("ESCALATION_REQUEST", "claude-1", 1)
+    (row,) = escalation.list_escalations(store, "active")
+    assert (row.id, row.level, row.target, row.context) == (message["escalation_id"], 1, "minimax-debug-1", "tests hang")
+    events = store.read(lambda t: t.escalation_events(row.id))
+    assert [event["kind"] for event in events] == ["open"]
+
+
+def test_a_repeat_raises_the_level_and_moves_along_the_chain(store: Store, settings: Settings) -> None:
+    levels = [escalate(store, settings, error_context=f"try {n}") for n in range(1, 5)]
+
+    assert [o.escalation.level for o in levels] == [1, 2, 3, 4]
+    assert [o.escalation.target for o in levels] == ["minimax-debug-1", "minimax-debug-1", "codex-senior", "codex-senior"]
+    assert [o.raised for o in levels] == [False, True, True, True]
+    assert len(escalation.list_escalations(store)) == 1  # no duplicate escalation
+    assert len({o.escalation.id for o in levels}) == 1
+    assert len(mail.list_messages(settings.mail_root, "codex-senior")) == 2
+
+
+def test_a_resolved_escalation_lets_a_new_one_open(store: Store, settings: Settings) -> None:
+    first = escalate(store, settings)
+    escalation.close_escalation(store, first.escalation.id)
+    second = escalate(store, settings)
+
+    assert second.escalation.id != first.escalation.id and second.escalation.level == 1
+    with pytest.raises(UsageError, match="already resolved"):
+        escalation.close_escalation(store, first.escalation.id)
+
+
+def test_a_dry_run_writes_nothing(store: Store, settings: Settings, tmp_path: Path, db_path: Path) -> None:
+    escalate(store, settings)  # an active one, so the dry run plans a raise
+    files_before, rows_before = tree(tmp_path), dump(db_path)
+
+    outcome = escalate(store, settings, dry_run=True, error_context="again")
+
+    assert outcome.dry_run and outcome.raised and outcome.message["level"] == 2
+    assert tree(tmp_path) == files_before
+    assert dump(db_path) == rows_before
+
+
+def test_unknown_target_lists_the_configured_ones(store: Store, settings: Settings) -> None:
+    with pytest.raises(UsageError, match="configured targets: minimax-debug-1, codex-senior"):
+        escalate(store, settings, target="nobody")
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", "nul\0byte", "x" * 129, "..", "back\\slash"])
+def test_names_that_would_escape_the_mail_root_are_refused(store: Store, settings: Settings, tmp_path: Path, name: str) -> None:
+    before = tree(tmp_path)
+    for call in (
+        lambda: escalate(store, settings, agent_id=name),
+        lambda: mail.send(settings.mail_root, "lead", name, "s", "b", 0),
+        lambda: mail.send(settings.mail_root, name, "lead", "s", "b", 0),
+        lambda: mail.find_message(settings.mail_root, name),
+        lambda: mail.list_messages(settings.mail_root, name),
+    ):
+        with pytest.raises(UsageError):
+            call()
+    assert tree(tmp_path) == before
+
+
+def test_a_crash_before_the_rename_leaves_no_message_visible(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    mail.initialise(settings.mail_root)
+
+    def crash(source: str, target: str) -> None:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        mail.send(settings.mail_root, "lead", "claude-1", "hello", "body", 0)
+    monkeypatch.undo()
+    # A temporary file left by a process killed mid-write is never read as a message.
+    inbox = settings.mail_root / "messages" / "claude-1"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / ".msg-half.json.x1.tmp").write_text('{"id": "msg-half", "bo')
+
+    assert mail.list_messages(settings.mail_root, "claude-1") == []
+    assert not list(inbox.glob("*.json"))
+
+
+def test_a_failed_delivery_records_no_escalation(store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def crash(source: str, target: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        escalate(store, settings)
+    monkeypatch.undo()
+
+    assert escalation.list_escalations(store) == []
+
+
+def test_mail_from_the_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAF_AGENT_MAIL_ROOT", raising=False)
+    assert main(["mail", "send", "--from", "lead", "--to", "claude-1", "--subject", "rebase", "--body", "please"]) == 0
+    message_id = capsys.readouterr().out.strip()
+
+    assert main(["mail", "list", "--agent", "claude-1", "--unread", "--json"]) == 0
+    (unread,) = json.loads(capsys.readouterr().out)
+    assert main(["mail", "ack", message_id, "--agent", "claude-1"]) == 0
+    assert main(["mail", "list", "--agent", "claude-1", "--unread", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1]) == []
+    assert main(["mail", "show", message_id]) == 0
+    shown = json.loads(capsys.readouterr().out)
+
+    assert unread["subject"] == "rebase" and shown["read_at"] > 0
+    assert (tmp_path / ".agent-mail" / "messages" / "claude-1" / f"{message_id}.json").is_file()
+    assert main(["mail", "show", "msg-missing"]) == 2
+    assert main(["mail", "ack", message_id, "--agent", "../etc"]) == 2
+
+
+def test_escalate_from_the_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("MAF_DB_PATH", "MAF_AGENT_MAIL_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    main(["setup"])
+    base = ["escalate", "--agent-id", "claude-1", "--error-context", "hang", "--bead-id", "bd-1"]
+    capsys.readouterr()
+
+    assert main([*base, "--target", "codex-senior", "--json"]) == 0
+    opened = json.loads(capsys.readouterr().out)
+    assert main([*base, "--target", "unknown"]) == 2
+    assert "configured targets" in capsys.readouterr().err
+    assert main(["escalate", "--agent-id", "x"]) == 2
+    assert main(["escalate", "list", "--status", "active", "--json"]) == 0
+    (active,) = json.loads(capsys.readouterr().out)
+    assert main(["escalate", "resolve", opened["escalation_id"]]) == 0
+
+    assert active["id"] == opened["escalation_id"] and opened["message"]["to"] == "codex-senior"

@@ -1,0 +1,86 @@
+"""`maf health-check` against a real database: healthy, warning and critical."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_maf import tasks
+from pytest_maf.cli import main
+from pytest_maf.clock import ManualClock, system_clock
+from pytest_maf.store import open_store
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for name in ("MAF_DB_PATH", "MAF_AGENT_MAIL_ROOT", "MAF_ENV", "NODE_ENV", "MAF_MIN_FREE_DISK_MB"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["setup"]) == 0
+    assert main(["init"]) == 0
+    return tmp_path
+
+
+def health(capsys: pytest.CaptureFixture[str], *flags: str) -> tuple[int, dict]:
+    capsys.readouterr()
+    code = main(["health-check", "--json", *flags])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def failing(report: dict) -> list[str]:
+    return [check["name"] for check in report["checks"] if not check["ok"]]
+
+
+def test_healthy(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = health(capsys)
+
+    assert (code, report["status"], failing(report)) == (0, "healthy", [])
+    names = {check["name"] for check in report["checks"]}
+    assert {"config.valid", "database.schema", "database.expired-leases", "database.probe", "disk.free"} <= names
+    probe = next(check for check in report["checks"] if check["name"] == "database.probe")
+    assert probe["details"]["probe_ms"] >= 0
+
+
+def test_an_unreclaimed_expired_lease_is_a_warning(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with open_store(repo / ".maf" / "runtime.db", clock=ManualClock(system_clock() - 600_000)) as store:
+        tasks.add_task(store, task_id="t1")
+        tasks.claim_next_task(store, "agent-a", 30_000)
+
+    code, report = health(capsys)
+
+    assert (code, report["status"], failing(report)) == (2, "warning", ["database.expired-leases"])
+    main(["leases", "reclaim"])
+    assert health(capsys)[0] == 0
+
+
+def test_a_corrupt_database_is_critical(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = repo / ".maf" / "runtime.db"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db.write_bytes(b"not a database" * 300)
+
+    code, report = health(capsys, "--database-only")
+
+    assert (code, report["status"]) == (1, "critical")
+    assert failing(report) == ["database.reachable"]
+
+
+def test_invalid_configuration_is_critical_and_config_only_checks_just_that(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (repo / "maf-config" / "local.yaml").write_text("tasks:\n  max_attempts: -1\n")
+
+    code, report = health(capsys, "--config-only")
+
+    assert code == 1
+    assert [check["name"] for check in report["checks"]] == ["config.valid"]
+    assert "local.yaml: tasks.max_attempts: must be above 0" in report["checks"][0]["message"]
+
+
+def test_too_little_disk_is_critical_and_the_report_is_written(repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAF_MIN_FREE_DISK_MB", str(10**12))
+
+    code, report = health(capsys, "--comprehensive", "--output", "health.json")
+
+    assert code == 1 and failing(report) == ["disk.free"]
+    assert json.loads((repo / "health.json").read_text()) == report
