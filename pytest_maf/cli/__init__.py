@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Sequence
 
-from pytest_maf.cli import admin, coordination, reservations, tasks
+from pytest_maf.cli import admin, coordination, operations, reservations, tasks
 from pytest_maf.config import load_settings
 from pytest_maf.errors import MafError
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     reservations.register(commands)
     coordination.register(commands)
     admin.register(commands)
+    operations.register(commands)
     return parser
 
 

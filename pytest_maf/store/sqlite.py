@@ -36,14 +36,14 @@ SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
     """Open a connection with the settings every pytest-maf connection uses.
 
     Autocommit mode (``isolation_level=None``): transactions are begun
     explicitly, so a write is never silently upgraded from a read lock.
     """
     connection = sqlite3.connect(
-        str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+        str(path), isolation_level=None, timeout=busy_timeout_ms / 1000, check_same_thread=False
     )
     connection.execute("PRAGMA foreign_keys = ON")
     # WAL makes commits durable against process crashes without an fsync each.
@@ -364,6 +364,32 @@ class SQLiteTransaction:
             (escalation_id,),
         ).fetchall()
         return [{"ts": row[0], "kind": row[1], "data": json.loads(row[2])} for row in rows]
+
+
+    # metrics
+
+    def metrics_snapshot(self) -> dict[str, dict[str, int]]:
+        """Counts for the Prometheus families, all read from the store in one snapshot."""
+        def grouped(sql: str, *params: Any) -> dict[str, int]:
+            return {str(key): count for key, count in self.connection.execute(sql, params).fetchall()}
+
+        return {
+            "tasks": grouped("SELECT state, COUNT(*) FROM tasks GROUP BY state"),
+            "leases": grouped(
+                "SELECT CASE WHEN lease_expires_at > ? THEN 'active' ELSE 'expired' END, COUNT(*)"
+                " FROM leases GROUP BY 1", self.now,
+            ),
+            "reservations": grouped(
+                "SELECT CASE WHEN expires_at > ? THEN 'active' ELSE 'expired' END, COUNT(*)"
+                " FROM reservations GROUP BY 1", self.now,
+            ),
+            "reservation_events": grouped("SELECT kind, COUNT(*) FROM reservation_events GROUP BY kind"),
+            "escalations": grouped("SELECT status, COUNT(*) FROM escalations GROUP BY status"),
+            "evidence": grouped("SELECT result, COUNT(*) FROM evidence GROUP BY result"),
+            "task_events": grouped(
+                "SELECT kind, COUNT(*) FROM events WHERE kind IN ('rollback', 'expire', 'exhaust') GROUP BY kind"
+            ),
+        }
 
 
 class SQLiteStore:

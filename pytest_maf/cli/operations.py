@@ -1,0 +1,144 @@
+"""`maf db ...`, `maf metrics` and the performance commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from pytest_maf.cli.common import add_json, positive_int, print_json
+from pytest_maf.clock import system_clock
+from pytest_maf.config import Settings
+from pytest_maf.store import maintenance
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    report = maintenance.backup(settings.db_path, Path(args.output), compress=args.gzip)
+    total = sum(report.rows.values())
+    print(f"backed up {settings.db_path} to {report.path}: {report.bytes} bytes, {total} rows,"
+          f" verified, in {report.seconds:.2f} s")
+    return 0
+
+
+def cmd_verify_backup(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        rows = maintenance.verify_database(Path(args.file))
+    except maintenance.VerificationError as error:
+        print(f"{args.file}: BAD", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok (integrity, schema version, canonical schema); "
+          + ", ".join(f"{table} {count}" for table, count in rows.items()))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    report = maintenance.restore(settings.db_path, Path(args.file), force=args.force)
+    print(f"restored {settings.db_path} from {args.file}; the previous database is kept as {report.kept_as}")
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
+    output = Path(args.output) if args.output else settings.db_path.with_name(f"{settings.db_path.stem}-recovered.db")
+    report = maintenance.recover(settings.db_path, output, use_shell=not args.no_shell)
+    if args.json:
+        print_json({**asdict(report), "output": str(report.output), "lost": report.lost()})
+        return 0 if not report.problems else 1
+    print(f"recovered into {report.output} ({report.method})")
+    for table, count in report.recovered.items():
+        lost = report.lost()[table]
+        print(f"  {table}: {count} rows recovered, " + ("lost unknown (unreadable before)" if lost is None else f"{lost} lost"))
+    if report.lost_and_found:
+        print(f"  lost_and_found: {report.lost_and_found} rows whose table could not be told")
+    for note in report.notes:
+        print(f"  note: {note}")
+    for problem in report.problems:
+        print(f"  problem: {problem}")
+    print("check it, then `maf db restore` it" if not report.problems else "the result still has problems")
+    return 0 if not report.problems else 1
+
+
+def cmd_optimize(args: argparse.Namespace, settings: Settings) -> int:
+    done = maintenance.optimize(settings.db_path, vacuum=args.vacuum)
+    print(f"{settings.db_path}: {', '.join(done)}")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    counts = maintenance.cleanup(settings.db_path, system_clock() - args.days * DAY_MS, apply=args.apply)
+    if args.json:
+        print_json({**counts, "applied": args.apply})
+        return 0
+    verb = "deleted" if args.apply else "would delete"
+    print(f"{verb} {counts['events']} events and {counts['evidence']} evidence rows of {counts['tasks']}"
+          f" DONE/DEAD task(s) older than {args.days} day(s)" + ("" if args.apply else "; add --apply to act"))
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
+    from pytest_maf import metrics
+
+    if args.metrics_command == "serve":
+        def ready(port: int) -> None:
+            print(f"serving http://{args.host}:{port}/metrics", flush=True)
+
+        try:
+            metrics.serve(settings, args.host, args.port, on_ready=ready)
+        except OSError as error:
+            raise maintenance.StoreError(f"cannot listen on {args.host}:{args.port}: {error}") from None
+        return 0
+    sys.stdout.write(metrics.exposition(settings))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = commands.add_parser("db", help="back up, verify, restore, recover and tidy the runtime database").add_subparsers(
+        dest="db_command", metavar="ACTION", required=True
+    )
+    backup = db.add_parser("backup", help="a consistent copy while agents keep writing (SQLite online backup)")
+    backup.add_argument("--output", required=True, metavar="FILE")
+    backup.add_argument("--gzip", action="store_true", help="compress the copy")
+    backup.set_defaults(handler=cmd_backup)
+    verify = db.add_parser("verify-backup", help="integrity and schema checks of a backup (exit 1 when bad)")
+    verify.add_argument("file", metavar="FILE")
+    verify.set_defaults(handler=cmd_verify_backup)
+    restore = db.add_parser(
+        "restore", help="verify a backup, keep the current database aside, and restore",
+        description="Refuses a backup that fails verification, and refuses while live leases exist"
+        " unless --force. The current database is kept as <db>.before-restore-<timestamp>.",
+    )
+    restore.add_argument("file", metavar="FILE")
+    restore.add_argument("--force", action="store_true", help="restore even while agents hold leases")
+    restore.set_defaults(handler=cmd_restore)
+    recover = db.add_parser(
+        "recover", help="rebuild a malformed database into a new file and report what was lost",
+        description="Uses the sqlite3 shell's .recover when it is installed, else a row-by-row salvage.",
+    )
+    recover.add_argument("--output", metavar="FILE", help="default: <db>-recovered.db beside it")
+    recover.add_argument("--no-shell", action="store_true", help="salvage row by row even if sqlite3 is installed")
+    add_json(recover)
+    recover.set_defaults(handler=cmd_recover)
+    optimize = db.add_parser("optimize", help="ANALYZE, PRAGMA optimize, and optionally VACUUM")
+    optimize.add_argument("--vacuum", action="store_true")
+    optimize.set_defaults(handler=cmd_optimize)
+    cleanup = db.add_parser(
+        "cleanup", help="delete events and evidence of DONE/DEAD tasks older than N days (dry run unless --apply)"
+    )
+    cleanup.add_argument("--days", required=True, type=positive_int)
+    cleanup.add_argument("--apply", action="store_true", help="delete; without it, only count")
+    add_json(cleanup)
+    cleanup.set_defaults(handler=cmd_cleanup)
+
+    metrics = commands.add_parser(
+        "metrics", help="Prometheus metrics from the store (text exposition, or serve /metrics)"
+    )
+    actions = metrics.add_subparsers(dest="metrics_command", metavar="ACTION")
+    serve = actions.add_parser("serve", help="serve /metrics over HTTP until interrupted")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=9464)
+    metrics.set_defaults(handler=cmd_metrics)
