@@ -72,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
         "min_free_disk_mb": 100,
     },
     "logging": {
-        "level": "info",
+        "level": "warning",
         "format": "text",
     },
 }
@@ -154,7 +154,7 @@ class Settings:
     mcp_clients: tuple[tuple[str, str], ...] = tuple(sorted(DEFAULTS["preflight"]["mcp_clients"].items()))
     mcp_required: tuple[str, ...] = ()
     min_free_disk_mb: int = 100
-    log_level: str = "info"
+    log_level: str = "warning"
     log_format: str = "text"
     sources: Mapping[str, str] = field(default_factory=dict)  # key path -> where its value came from
 

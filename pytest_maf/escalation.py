@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from pytest_maf import health, mail
 from pytest_maf.config import Settings
 from pytest_maf.errors import NotFoundError, UsageError
 from pytest_maf.leases import validate_id
+from pytest_maf.logs import log_event
 from pytest_maf.records import ESCALATION_STATUSES, Escalation
 
 if TYPE_CHECKING:
@@ -108,7 +110,11 @@ def escalate(
         mail.deliver(settings.mail_root, message)  # inside the transaction: no row without its message
         return EscalationOutcome(escalation, message, raised, False)
 
-    return store.write(record)
+    outcome = store.write(record)
+    log_event("escalation_raise" if outcome.raised else "escalation_open", logging.WARNING,
+              agent_id=agent_id, escalation_id=outcome.escalation.id, bead_id=bead_id,
+              target=outcome.escalation.target, level=outcome.escalation.level, error_context=error_context)
+    return outcome
 
 
 def close_escalation(store: Store, escalation_id: str, status: str = "resolved") -> Escalation:

@@ -7,12 +7,14 @@ and moving a file out of, or into, a reserved place is caught.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_maf.errors import MafError, UsageError
+from pytest_maf.logs import log_event
 from pytest_maf.reservations import Block, blocking_reservations, reservations_for_paths
 
 if TYPE_CHECKING:
@@ -113,6 +115,8 @@ def record_override(store: Store, agent_id: str | None, verdict: GuardVerdict, r
         )
 
     store.write(record)
+    log_event("guard_override", logging.WARNING, agent_id=agent_id, reason=reason or "",
+              paths=sorted({block.path for block in verdict.blocks}))
 
 
 def parse_override(value: str | None) -> bool:

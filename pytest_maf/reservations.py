@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 from pytest_maf import mail
 from pytest_maf.errors import MafError, NotFoundError, UsageError
 from pytest_maf.leases import validate_id
+from pytest_maf.logs import log_event
 from pytest_maf.patterns import (
     anchor,
     compile_pattern,
@@ -153,7 +155,10 @@ def acquire(
     # the transaction (which would roll the record back).
     granted, conflicts = store.write(reserve)
     if conflicts:
+        log_event("reservation_conflict", logging.WARNING, agent_id=agent_id, requested=requested,
+                  holders=sorted({c.holder.agent_id for c in conflicts}))
         raise ReservationConflictError(conflicts)
+    log_event("reservation_acquire", agent_id=agent_id, patterns=requested, exclusive=exclusive)
     return granted
 
 
@@ -244,7 +249,10 @@ def force_release(
                 released.append(holder)
         return released
 
-    return store.write(drop)
+    released = store.write(drop)
+    log_event("reservation_force_release", logging.WARNING, agent_id=agent_id, reason=reason,
+              holders=sorted({r.agent_id for r in released}), patterns=requested)
+    return released
 
 
 def list_reservations(

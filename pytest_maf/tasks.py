@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_maf.errors import IllegalTransitionError, NothingToClaimError, UsageError
 from pytest_maf.evidence import evidence_verdict
 from pytest_maf.leases import fenced_lease, require_task, validate_id
+from pytest_maf.logs import log_event
 from pytest_maf.records import TASK_STATES, Event, Evidence, Lease, Task
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ def apply_transition(
     transaction.write_task_state(task.id, target, attempts)
     data = {"from": task.state, "to": target, "attempt": attempts, **event_data}
     transaction.insert_event(task.id, action, data)
+    log_event(action, task_id=task.id, agent_id=event_data.get("agent"), attempt=attempts, to=target)
     return dataclasses.replace(task, state=target, attempts=attempts, updated_at=transaction.now)
 
 

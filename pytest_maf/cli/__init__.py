@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Sequence
 
+from pytest_maf import logs
 from pytest_maf.cli import admin, coordination, operations, reservations, tasks
 from pytest_maf.config import load_settings
 from pytest_maf.errors import MafError
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--db", metavar="PATH", help="runtime database (default: MAF_DB_PATH or .maf/runtime.db)"
     )
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), help="event lines on stderr (level: LOG_LEVEL, default warning)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     tasks.register(commands)
     reservations.register(commands)
@@ -50,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(db_path=args.db) if getattr(args, "needs_settings", True) else None
+        if settings is not None:
+            logs.configure(
+                settings.log_level, args.log_format or settings.log_format, logs.secret_values(settings.required_env)
+            )
         return int(args.handler(args, settings))
     except MafError as error:
         print(f"maf: error: {error}", file=sys.stderr)
