@@ -15,6 +15,7 @@ import pytest
 
 from pytest_maf import tasks
 from pytest_maf.clock import system_clock
+from pytest_maf.audit import lease_violations, task_violations
 from pytest_maf.records import Event
 from pytest_maf.store import Store, open_store
 
@@ -22,7 +23,6 @@ WORKER = Path(__file__).with_name("task_worker.py")
 WORKERS = 8
 TASKS = 80
 TTL_MS = 200
-FENCED = {"renew", "start", "verify", "evidence", "commit", "rollback", "release"}
 
 
 def spawn(db: Path, agent: str, seed: int, deadline: float, *extra: str) -> subprocess.Popen[str]:
@@ -35,55 +35,8 @@ def spawn(db: Path, agent: str, seed: int, deadline: float, *extra: str) -> subp
     )
 
 
-def audit_task(task_id: str, events: list[Event]) -> list[str]:
-    """Replay one task's events; return every violation of the lease rules found."""
-    problems = []
-    holder: dict[str, int | str] | None = None
-    attempts = 0
-    for event in events:
-        data, kind = event.data, event.kind
-        if kind == "claim":
-            if holder is not None:
-                problems.append(f"{task_id}: claimed by {data['agent']} while {holder} held it")
-            attempts += 1
-            if data["attempt"] != attempts:
-                problems.append(f"{task_id}: claim attempt {data['attempt']}, expected {attempts}")
-            holder = {"agent": data["agent"], "attempt": data["attempt"], "expires": data["lease_expires_at"]}
-            continue
-        if kind == "expire":
-            if holder is None or event.ts < int(holder["expires"]):
-                problems.append(f"{task_id}: lease reclaimed at {event.ts} before it expired ({holder})")
-            holder = None
-            continue
-        if kind in FENCED:
-            if (
-                holder is None
-                or data.get("agent") != holder["agent"]
-                or data.get("attempt") != holder["attempt"]
-                or event.ts >= int(holder["expires"])
-            ):
-                problems.append(f"{task_id}: {kind} by {data.get('agent')} accepted without a live lease ({holder})")
-                continue
-            if "lease_expires_at" in data:
-                holder["expires"] = data["lease_expires_at"]
-            if kind in {"commit", "rollback", "release"}:
-                holder = None
-    return problems
-
-
 def audit(store: Store, task_ids: list[str]) -> list[str]:
-    events = store.read(lambda tx: tx.events())
-    by_task: dict[str, list[Event]] = {task_id: [] for task_id in task_ids}
-    for event in events:
-        by_task.setdefault(event.task_id, []).append(event)
-    problems = []
-    for task_id, task_events in by_task.items():
-        problems += audit_task(task_id, task_events)
-        if [e.kind for e in task_events].count("add") != 1:
-            problems.append(f"{task_id}: added {[e.kind for e in task_events].count('add')} times")
-        if [e.kind for e in task_events].count("done") > 1:
-            problems.append(f"{task_id}: finished DONE more than once")
-    return problems
+    return task_violations(store.read(lambda tx: tx.events()))
 
 
 def stop_after_claim(worker: subprocess.Popen[str]) -> None:
@@ -157,6 +110,6 @@ def test_audit_catches_a_double_grant() -> None:
         Event(3, "t", 20, "claim", {"agent": "b", "attempt": 2, "lease_expires_at": 120}),
         Event(4, "t", 30, "start", {"agent": "a", "attempt": 1}),
     ]
-    problems = audit_task("t", forged)
+    problems = lease_violations("t", forged)
     assert any("while" in problem for problem in problems)
     assert any("start by a accepted" in problem for problem in problems)
