@@ -111,7 +111,7 @@ def escalate(
         return EscalationOutcome(escalation, message, raised, False)
 
     outcome = store.write(record)
-    log_event("escalation_raise" if outcome.raised else "escalation_open", logging.WARNING,
+    log_event("escalation_raise" if outcome.raised else "escalation_open", logging.INFO,
               agent_id=agent_id, escalation_id=outcome.escalation.id, bead_id=bead_id,
               target=outcome.escalation.target, level=outcome.escalation.level, error_context=error_context)
     return outcome

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 LOGGER = logging.getLogger("pytest_maf")
+LOGGER.addHandler(logging.NullHandler())  # a library is silent until its application configures logging
 REDACTED = "***"
 
 

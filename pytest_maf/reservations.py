@@ -155,7 +155,7 @@ def acquire(
     # the transaction (which would roll the record back).
     granted, conflicts = store.write(reserve)
     if conflicts:
-        log_event("reservation_conflict", logging.WARNING, agent_id=agent_id, requested=requested,
+        log_event("reservation_conflict", logging.INFO, agent_id=agent_id, requested=requested,
                   holders=sorted({c.holder.agent_id for c in conflicts}))
         raise ReservationConflictError(conflicts)
     log_event("reservation_acquire", agent_id=agent_id, patterns=requested, exclusive=exclusive)

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     coordination.register(commands)
     admin.register(commands)
     operations.register(commands)
+    operations.register_performance(commands)
     return parser
 
 

@@ -142,3 +142,78 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=9464)
     metrics.set_defaults(handler=cmd_metrics)
+
+
+def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+
+    from pytest_maf.loadtest import run_load_test
+
+    with tempfile.TemporaryDirectory(prefix="maf-load-") as scratch:
+        db = Path(args.database) if args.database else Path(scratch) / "load.db"
+        report = run_load_test(db, args.concurrent, args.duration)
+    if args.json:
+        print_json(report)
+    else:
+        print(f"{args.concurrent} process(es) for {args.duration:g} s: {report['cycles_per_s']} claim-to-finish cycles/s")
+        print(f"{'OPERATION':<10} {'COUNT':>8} {'PER S':>9} {'P50 MS':>8} {'P95 MS':>8} {'P99 MS':>8} {'MAX MS':>8}")
+        for name, stats in report["operations"].items():
+            print(f"{name:<10} {stats['count']:>8} {stats['per_s']:>9} {stats.get('p50', 0):>8} {stats.get('p95', 0):>8}"
+                  f" {stats.get('p99', 0):>8} {stats.get('max', 0):>8}")
+        print(f"reservation conflicts: {report['reservation_conflicts']}; errors: {report['errors'] or 'none'}")
+        for name, check in report["invariants"].items():
+            if name != "ok":
+                print(f"{'ok  ' if check['ok'] else 'FAIL'}  {name}" + (f": {check['problems']}" if check["problems"] else ""))
+    return 0 if report["invariants"]["ok"] else 1
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from pytest_maf.bench import compare, run_benchmarks
+
+    if not args.output and not args.compare:
+        raise maintenance.StoreError("give --output FILE to record a baseline, or --compare FILE")
+    current = run_benchmarks()
+    if args.output:
+        Path(args.output).write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {args.output}")
+    if not args.compare:
+        for name, value in current["metrics"].items():
+            print(f"{name:<40} {value:>10.4f} ms")
+        return 0
+    baseline = json.loads(Path(args.compare).read_text())
+    rows = compare(baseline, current, args.threshold)
+    if args.json:
+        print_json(rows)
+    else:
+        print(f"{'METRIC':<40} {'BASELINE':>10} {'NOW':>10} {'RATIO':>7}")
+        for row in rows:
+            flag = "  REGRESSION" if row["regression"] else ""
+            print(f"{row['metric']:<40} {row['baseline_ms']:>10.4f} {row['current_ms']:>10.4f} {row['ratio']:>7.2f}{flag}")
+    return 1 if any(row["regression"] for row in rows) else 0
+
+
+def register_performance(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    load = commands.add_parser(
+        "load-test", help="N processes drive one database for S seconds; then the history is audited",
+        description="Reports throughput and p50/p95/p99/max latency per operation, errors, and"
+        " checks the invariants (no double grant, no stale operation accepted, no overlapping"
+        " exclusive reservations, no lost task, integrity). Exit 1 if any invariant fails. Uses a"
+        " new temporary database unless --database is given.",
+    )
+    load.add_argument("--concurrent", type=positive_int, default=4, metavar="N")
+    load.add_argument("--duration", type=float, default=10.0, metavar="S")
+    load.add_argument("--database", metavar="PATH", help="run against this database file instead of a temporary one")
+    add_json(load)
+    load.set_defaults(handler=cmd_load_test)
+
+    bench = commands.add_parser(
+        "bench", help="time the core operations; record a baseline or compare against one",
+        description="Times a claim-to-finish cycle, a reservation, the guard's matching, an"
+        " escalation and a metrics scrape, in this process. --compare prints each ratio to the"
+        " baseline and flags those above --threshold (exit 1).",
+    )
+    bench.add_argument("--output", metavar="FILE", help="write the figures as a baseline")
+    bench.add_argument("--compare", metavar="FILE", help="a baseline to compare against")
+    bench.add_argument("--threshold", type=float, default=1.25, help="ratio counted as a regression (default 1.25)")
+    add_json(bench)
+    bench.set_defaults(handler=cmd_bench)

@@ -1,0 +1,92 @@
+"""`maf bench`: the core operations timed in this process, and a comparison with a baseline.
+
+Every figure is milliseconds per operation (lower is better), the median of
+several rounds, so a baseline recorded on one machine is compared with a run
+on the same machine.
+"""
+
+from __future__ import annotations
+
+import platform
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pytest_maf import escalation, reservations, tasks
+from pytest_maf.config import load_settings
+from pytest_maf.evidence import record_evidence
+from pytest_maf.records import Reservation
+from pytest_maf.store import open_store
+
+ROUNDS = 5
+
+
+def _per_operation_ms(operation: Callable[[int], None], repeat: int) -> float:
+    rounds = []
+    for round_number in range(ROUNDS):
+        started = time.perf_counter()
+        for n in range(repeat):
+            operation(round_number * repeat + n)
+        rounds.append((time.perf_counter() - started) * 1000 / repeat)
+    return round(statistics.median(rounds), 4)
+
+
+def run_benchmarks() -> dict[str, Any]:
+    from pytest_maf.metrics import exposition
+
+    with tempfile.TemporaryDirectory(prefix="maf-bench-") as directory:
+        root = Path(directory)
+        (root / ".git").mkdir()
+        settings = load_settings(environ={}, cwd=root)
+        with open_store(settings.db_path, create=True) as store:
+
+            def cycle(n: int) -> None:
+                task = tasks.add_task(store)
+                claim = tasks.claim_task(store, task.id, "bench", 30_000)
+                tasks.start_task(store, task.id, "bench", claim.attempt)
+                tasks.begin_verification(store, task.id, "bench", claim.attempt)
+                record_evidence(store, task.id, claim.attempt, "unit", "PASS", agent_id="bench")
+                tasks.finish_task(store, task.id, "bench", claim.attempt)
+
+            def reserve(n: int) -> None:
+                reservations.acquire(store, [f"src/m{n % 50}/**"], "bench", 60_000)
+                reservations.release(store, [f"src/m{n % 50}/**"], "bench")
+
+            def escalate(n: int) -> None:
+                escalation.escalate(store, settings, agent_id=f"a{n}", bead_id="bd", error_context="x",
+                                    target=settings.escalation_targets[0])
+
+            held = [
+                Reservation(f"agent-{n}", pattern, True, "", 0, 2**62)
+                for n, pattern in enumerate(
+                    f"pkg{n % 50}/gen{n}/*.bin" if n % 3 else f"pkg{n % 50}/m{n % 7}/f{n}.py" for n in range(5000)
+                )
+            ]
+            paths = [f"pkg{n % 50}/m{n % 7}/f{n}.py" for n in range(1000)]
+            metrics = {
+                "claim_to_finish_cycle": _per_operation_ms(cycle, 100),
+                "reservation_acquire_release": _per_operation_ms(reserve, 100),
+                "guard_1000_paths_5000_reservations": _per_operation_ms(
+                    lambda n: reservations.blocking_reservations(held, paths, "committer"), 1
+                ),
+                "escalation_open": _per_operation_ms(escalate, 40),
+                "metrics_scrape": _per_operation_ms(lambda n: exposition(settings), 5),
+            }
+    return {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "metrics": metrics}
+
+
+def compare(baseline: dict[str, Any], current: dict[str, Any], threshold: float) -> list[dict[str, Any]]:
+    rows = []
+    for name, now in current["metrics"].items():
+        before = baseline.get("metrics", {}).get(name)
+        if before is None:
+            continue
+        ratio = now / before if before else float("inf")
+        rows.append({
+            "metric": name, "baseline_ms": before, "current_ms": now,
+            "ratio": round(ratio, 3), "regression": ratio > threshold,
+        })
+    return rows
