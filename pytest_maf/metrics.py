@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Iterator
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -104,13 +104,6 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # one line per scrape would drown the operator's terminal
 
 
-def serve(settings: Settings, host: str, port: int, on_ready: object = None) -> None:
-    """Serve ``/metrics`` until interrupted."""
-    app = make_wsgi_app(registry_for(settings))
-    server = make_server(host, port, app, handler_class=_QuietHandler)
-    if callable(on_ready):
-        on_ready(server.server_port)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+def metrics_server(settings: Settings, host: str, port: int) -> WSGIServer:
+    """An HTTP server answering ``/metrics``; call ``serve_forever()`` on it (port 0: any free one)."""
+    return make_server(host, port, make_wsgi_app(registry_for(settings)), handler_class=_QuietHandler)

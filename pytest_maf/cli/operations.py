@@ -84,13 +84,17 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf import metrics
 
     if args.metrics_command == "serve":
-        def ready(port: int) -> None:
-            print(f"serving http://{args.host}:{port}/metrics", flush=True)
-
         try:
-            metrics.serve(settings, args.host, args.port, on_ready=ready)
+            server = metrics.metrics_server(settings, args.host, args.port)
         except OSError as error:
             raise maintenance.StoreError(f"cannot listen on {args.host}:{args.port}: {error}") from None
+        print(f"serving http://{args.host}:{server.server_port}/metrics", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
         return 0
     sys.stdout.write(metrics.exposition(settings))
     return 0

@@ -197,10 +197,14 @@ def _countable(path: Path) -> dict[str, int | None]:
     except sqlite3.Error:
         return {table: None for table in tables}
     for table in tables:
-        try:
-            counts[table] = damaged.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
-        except sqlite3.Error:
-            counts[table] = None
+        # A full count fails on a damaged page; the highest rowid (found along the
+        # b-tree's right edge) is then the best estimate of how many rows there were.
+        for query in (f'SELECT COUNT(*) FROM "{table}"', f'SELECT max(rowid) FROM "{table}"'):
+            try:
+                counts[table] = damaged.execute(query).fetchone()[0] or 0
+                break
+            except sqlite3.Error:
+                counts[table] = None
     damaged.close()
     return counts
 
