@@ -148,6 +148,7 @@ def test_recover_rebuilds_a_damaged_database_and_reports_losses(tmp_path: Path, 
     assert report.problems == []  # integrity_check ok, schema as created
     assert 0 < report.recovered["tasks"] < 1500
     assert report.lost()["tasks"] == report.readable_before["tasks"] - report.recovered["tasks"] > 0
+    assert report.recovered["task_options"] <= report.recovered["tasks"]  # no option left without its task
     with open_store(tmp_path / "recovered.db") as store:
         assert store.pragma("integrity_check") == [("ok",)]
 

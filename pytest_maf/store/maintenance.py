@@ -230,6 +230,12 @@ def recover(db_path: Path, output: Path, use_shell: bool = True) -> RecoverRepor
         if connection.execute("PRAGMA user_version").fetchone()[0] == 0:
             connection.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
         connection.execute("PRAGMA journal_mode = WAL")
+        # Rows whose task (or escalation) was lost cannot be used: drop them, count them as lost.
+        orphans = connection.execute("PRAGMA foreign_key_check").fetchall()
+        for table, rowid, *_ in orphans:
+            connection.execute(f'DELETE FROM "{table}" WHERE rowid = ?', (rowid,))
+        if orphans:
+            notes.append(f"removed {len(orphans)} row(s) whose task or escalation was lost")
         counts = _count_rows(connection)
     finally:
         connection.close()

@@ -56,6 +56,10 @@ def schema_problems(path: Path) -> list[str]:
         integrity = [row[0] for row in connection.execute("PRAGMA integrity_check")]
         if integrity != ["ok"]:
             problems.append(f"integrity_check: {'; '.join(integrity[:5])}")
+        orphans = connection.execute("PRAGMA foreign_key_check").fetchall()
+        if orphans:
+            tables = sorted({row[0] for row in orphans})
+            problems.append(f"foreign_key_check: {len(orphans)} row(s) in {', '.join(tables)} refer to missing rows")
         reference = _reference()
         tables = [row[0] for row in reference.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
