@@ -1,0 +1,52 @@
+"""`maf load-test` and `maf bench` from the shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_maf.bench import compare
+from pytest_maf.cli import main
+
+
+@pytest.mark.slow
+def test_load_test_reports_every_operation_and_holds_the_invariants(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    database = tmp_path / "load.db"
+
+    code = main(["load-test", "--concurrent", "2", "--duration", "1", "--json", "--database", str(database)])
+    report = json.loads(capsys.readouterr().out)
+
+    assert code == 0
+    assert report["invariants"]["ok"] is True
+    for name in ("claim", "renew", "start", "verify", "evidence", "finish", "reserve", "release"):
+        stats = report["operations"][name]
+        assert stats["count"] > 0 and stats["p50"] <= stats["p95"] <= stats["p99"] <= stats["max"]
+    assert report["errors"] == {}
+    assert database.is_file()
+
+
+def test_bench_comparison_flags_ratios_above_the_threshold() -> None:
+    baseline = {"metrics": {"claim": 1.0, "guard": 10.0, "gone": 3.0}}
+    current = {"metrics": {"claim": 1.2, "guard": 13.0, "new": 1.0}}
+
+    rows = {row["metric"]: row for row in compare(baseline, current, threshold=1.25)}
+
+    assert rows["claim"]["ratio"] == 1.2 and not rows["claim"]["regression"]
+    assert rows["guard"]["ratio"] == 1.3 and rows["guard"]["regression"]
+    assert set(rows) == {"claim", "guard"}
+
+
+@pytest.mark.slow
+def test_bench_records_a_baseline_and_compares_against_it(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.json"
+    assert main(["bench", "--output", str(baseline)]) == 0
+    recorded = json.loads(baseline.read_text())
+    assert set(recorded["metrics"]) >= {"claim_to_finish_cycle", "guard_1000_paths_5000_reservations", "escalation_open"}
+
+    slow = {**recorded, "metrics": {name: value / 100 for name, value in recorded["metrics"].items()}}
+    baseline.write_text(json.dumps(slow))
+    capsys.readouterr()
+    assert main(["bench", "--compare", str(baseline)]) == 1
+    assert "REGRESSION" in capsys.readouterr().out
