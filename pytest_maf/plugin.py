@@ -228,6 +228,8 @@ class MafRun:
     problems: list[str] = field(default_factory=list)
     _pending: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     _flushed_at: float = field(default_factory=time.monotonic)
+    _started_at: float = field(default_factory=time.monotonic)
+    session: pytest.Session | None = None
 
     @property
     def preflight(self) -> bool:
@@ -368,6 +370,26 @@ class MafRun:
         self._pending.append((evidence["verifier"], evidence["result"], details))
         if len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._flushed_at > FLUSH_SECONDS:
             self.flush_evidence()
+        self._stop_at_timeout()
+
+    def _stop_at_timeout(self) -> None:
+        """A preflight run stops once it has taken preflight.timeout_seconds (MAF_PREFLIGHT_TIMEOUT)."""
+        if not self.preflight or self.settings is None or self.session is None:
+            return
+        elapsed = time.monotonic() - self._started_at
+        if elapsed > self.settings.preflight_timeout_s and not self.session.shouldstop:
+            reason = f"maf preflight took over {self.settings.preflight_timeout_s} s (MAF_PREFLIGHT_TIMEOUT)"
+            self.problems.append(f"{reason}: the remaining checks were not run")
+            self.session.shouldstop = reason
+            # An unfinished preflight must not commit: its missing checks count as a failure.
+            self._pending.append((
+                "preflight.timeout", "FAIL",
+                {"severity": "critical", "blocking": True, "message": reason, "outcome": "failed", "tags": []},
+            ))
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
+        self._started_at = time.monotonic()
 
     def flush_evidence(self) -> None:
         """Write the buffered rows in one transaction (one by one if that is refused)."""

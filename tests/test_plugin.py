@@ -270,3 +270,31 @@ def test_xdist_writes_one_row_per_check_from_the_controller(pytester: pytest.Pyt
     assert {"custom.critical", "custom.fine", "env.git"} <= set(verifiers)
     collected = pytester.runpytest("--maf-preflight", "--collect-only", "-q").outlines
     assert len(rows) == len([line for line in collected if "::" in line])
+
+
+def test_a_preflight_stops_at_its_timeout(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAF_PREFLIGHT_TIMEOUT", "1")
+    with_custom_checks(
+        pytester,
+        check_slow="""
+import time
+import pytest
+
+@pytest.mark.maf_check(id="custom.slow-1")
+def test_slow_one():
+    time.sleep(1.1)
+
+@pytest.mark.maf_check(id="custom.slow-2")
+def test_slow_two():
+    pass
+""",
+    )
+
+    result = pytester.runpytest("--maf-preflight", "-p", "no:randomly")
+
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*maf preflight took over 1 s (MAF_PREFLIGHT_TIMEOUT)*"])
+    verifiers = {row[1] for row in evidence_rows(pytester)}
+    assert "custom.slow-1" in verifiers and "custom.slow-2" not in verifiers
+    assert "preflight.timeout" in verifiers
+    assert only_task(pytester).state == "DEAD"  # an unfinished preflight does not commit
