@@ -24,7 +24,7 @@ from pytest_maf.store import open_store
 ROUNDS = 5
 
 
-def _per_operation_ms(operation: Callable[[int], None], repeat: int) -> float:
+def _per_operation_ms(operation: Callable[[int], object], repeat: int) -> float:
     rounds = []
     for round_number in range(ROUNDS):
         started = time.perf_counter()

@@ -141,4 +141,5 @@ def maf_evidence(request: pytest.FixtureRequest) -> dict[str, Any]:
     """
     from pytest_maf.plugin import EVIDENCE_DETAILS_KEY
 
-    return request.node.stash.setdefault(EVIDENCE_DETAILS_KEY, {})
+    details: dict[str, Any] = request.node.stash.setdefault(EVIDENCE_DETAILS_KEY, {})
+    return details

@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import groupby
 from typing import Iterable
 
-from junit_xml import TestCase, TestSuite, to_xml_report_string
+from junit_xml import TestCase, TestSuite, to_xml_report_string  # type: ignore[import-untyped]
 
 from pytest_maf.evidence import is_blocking_failure
 from pytest_maf.records import Evidence
@@ -36,4 +36,4 @@ def evidence_report(rows: Iterable[Evidence]) -> str:
                 properties={"maf.task_id": task_id, "maf.attempt": str(attempt)},
             )
         )
-    return to_xml_report_string(suites, prettyprint=True)
+    return str(to_xml_report_string(suites, prettyprint=True))

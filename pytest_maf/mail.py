@@ -49,7 +49,8 @@ def deliver(mail_root: Path, message: dict[str, Any]) -> Path:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+    message: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return message
 
 
 def list_messages(mail_root: Path, agent: str, unread_only: bool = False) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from pytest_maf.records import ESCALATION_STATUSES, EVIDENCE_RESULTS, TASK_STATE
 if TYPE_CHECKING:
     from pytest_maf.config import Settings
 
-disable_created_metrics()  # *_created series say nothing about values derived from the store
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series say nothing about values derived from the store
 
 RESERVATION_OPERATIONS = ("acquire", "renew", "release", "force_release", "expire", "override")
 QUERY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -90,7 +90,7 @@ def registry_for(settings: Settings) -> CollectorRegistry:
         "maf_db_query_duration_seconds", "Duration of the store probe query run at each scrape.",
         buckets=QUERY_BUCKETS, registry=None,  # collected by StoreCollector, after each probe
     )
-    registry.register(StoreCollector(settings, query_duration))  # type: ignore[arg-type]
+    registry.register(StoreCollector(settings, query_duration))
     return registry
 
 

@@ -14,6 +14,7 @@ their reports as plain data.
 from __future__ import annotations
 
 import getpass
+import importlib
 import os
 import threading
 import time
@@ -38,7 +39,7 @@ from pytest_maf.fixtures import (  # noqa: F401  (pytest finds fixtures on the p
 from pytest_maf.store import Store, open_store
 
 MAF_RUN_KEY = pytest.StashKey["MafRun"]()
-EVIDENCE_DETAILS_KEY = pytest.StashKey[dict]()
+EVIDENCE_DETAILS_KEY = pytest.StashKey[dict[str, Any]]()
 OUTCOME_KEY = pytest.StashKey["ItemOutcome"]()
 SEVERITIES = ("critical", "warning")
 WARNING_PREFIX = "maf warning: "
@@ -51,10 +52,10 @@ def checks_directory() -> Path:
     """Where the built-in checks are: ``pytest_maf/checks`` when installed,
     ``checks/`` beside the package in a source checkout."""
     try:
-        from pytest_maf import checks
+        checks = importlib.import_module("pytest_maf.checks")
     except ImportError:  # the source tree, imported ahead of an installed copy
         return Path(__file__).resolve().parent.parent / "checks"
-    return Path(checks.__file__).parent
+    return Path(str(checks.__file__)).parent
 
 
 def default_agent_id() -> str:
@@ -344,8 +345,9 @@ class MafRun:
             "tags": sorted(marker.kwargs.get("tags", ())) if marker else [],
             "message": next(iter(seen.failures.values()), ""),
             "outcome": "failed" if seen.failures else seen.skipped or "passed",
-            **item.stash.get(EVIDENCE_DETAILS_KEY, {}),
         }
+        added: dict[str, Any] = item.stash.get(EVIDENCE_DETAILS_KEY, {})  # through maf_evidence
+        details.update(added)
         report.maf_evidence = {"verifier": verifier, "result": result, "details": details}  # type: ignore[attr-defined]
         report.user_properties += [
             ("maf.task_id", self.task_id or ""),

@@ -11,6 +11,7 @@ from pathlib import Path
 from pytest_maf.cli.common import add_json, positive_int, print_json
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
+from pytest_maf.errors import StoreError, UsageError
 from pytest_maf.store import maintenance
 
 DAY_MS = 24 * 60 * 60 * 1000
@@ -87,7 +88,7 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
         try:
             server = metrics.metrics_server(settings, args.host, args.port)
         except OSError as error:
-            raise maintenance.StoreError(f"cannot listen on {args.host}:{args.port}: {error}") from None
+            raise StoreError(f"cannot listen on {args.host}:{args.port}: {error}") from None
         print(f"serving http://{args.host}:{server.server_port}/metrics", flush=True)
         try:
             server.serve_forever()
@@ -175,7 +176,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.bench import compare, run_benchmarks
 
     if not args.output and not args.compare:
-        raise maintenance.StoreError("give --output FILE to record a baseline, or --compare FILE")
+        raise UsageError("give --output FILE to record a baseline, or --compare FILE")
     current = run_benchmarks()
     if args.output:
         Path(args.output).write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")

@@ -121,9 +121,9 @@ def backup(db_path: Path, output: Path, compress: bool = False) -> BackupReport:
 def live_lease_count(db_path: Path) -> int:
     connection = connect(db_path)
     try:
-        return connection.execute(
+        return int(connection.execute(
             "SELECT COUNT(*) FROM leases WHERE lease_expires_at > ?", (system_clock(),)
-        ).fetchone()[0]
+        ).fetchone()[0])
     finally:
         connection.close()
 

@@ -220,7 +220,8 @@ class SQLiteTransaction:
             ) from None
 
     def evidence(self, task_id: str | None = None, attempt: int | None = None) -> list[Evidence]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if task_id is not None:
             clauses.append("task_id = ?")
             params.append(task_id)

@@ -1,0 +1,17 @@
+"""The package type-checks under mypy --strict, as its annotations promise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_mypy_strict_passes(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path), "pytest_maf"],
+        cwd=PROJECT, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
