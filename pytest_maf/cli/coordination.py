@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 
 from pytest_maf import escalation, mail
-from pytest_maf.cli.common import add_json, open_configured_store, print_json, when
+from pytest_maf.cli.common import add_json, open_configured_store, print_json, print_table, when
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
@@ -26,8 +26,11 @@ def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
             print_json([asdict(e) for e in found])
         elif not found:
             print("no escalations")
-        for e in found if not args.json else ():
-            print(f"{e.id}  {e.status:<9}  level {e.level}  {e.agent_id} -> {e.target}  bead {e.bead_id}  {when(e.updated_at)}")
+        else:
+            print_table(
+                ["ID", "STATUS", "LEVEL", "AGENT", "TARGET", "BEAD", "UPDATED"],
+                [[e.id, e.status, e.level, e.agent_id, e.target, e.bead_id, when(e.updated_at)] for e in found],
+            )
         return 0
     missing = [flag for flag, value in (("--agent-id", args.agent_id), ("--error-context", args.error_context),
                ("--bead-id", args.bead_id), ("--target", args.target)) if not value]

@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from pytest_maf.cli.common import add_json, positive_int, print_json
+from pytest_maf.cli.common import add_json, positive_int, print_json, print_table
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
 from pytest_maf.errors import StoreError, UsageError
@@ -161,10 +161,11 @@ def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
         print_json(report)
     else:
         print(f"{args.concurrent} process(es) for {args.duration:g} s: {report['cycles_per_s']} claim-to-finish cycles/s")
-        print(f"{'OPERATION':<10} {'COUNT':>8} {'PER S':>9} {'P50 MS':>8} {'P95 MS':>8} {'P99 MS':>8} {'MAX MS':>8}")
-        for name, stats in report["operations"].items():
-            print(f"{name:<10} {stats['count']:>8} {stats['per_s']:>9} {stats.get('p50', 0):>8} {stats.get('p95', 0):>8}"
-                  f" {stats.get('p99', 0):>8} {stats.get('max', 0):>8}")
+        print_table(
+            ["OPERATION", "COUNT", "PER S", "P50 MS", "P95 MS", "P99 MS", "MAX MS"],
+            [[name, stats["count"], stats["per_s"], *(stats.get(key, 0.0) for key in ("p50", "p95", "p99", "max"))]
+             for name, stats in report["operations"].items()],
+        )
         print(f"reservation conflicts: {report['reservation_conflicts']}; errors: {report['errors'] or 'none'}")
         for name, check in report["invariants"].items():
             if name != "ok":
@@ -190,10 +191,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(rows)
     else:
-        print(f"{'METRIC':<40} {'BASELINE':>10} {'NOW':>10} {'RATIO':>7}")
-        for row in rows:
-            flag = "  REGRESSION" if row["regression"] else ""
-            print(f"{row['metric']:<40} {row['baseline_ms']:>10.4f} {row['current_ms']:>10.4f} {row['ratio']:>7.2f}{flag}")
+        print_table(
+            ["METRIC", "BASELINE MS", "NOW MS", "RATIO", ""],
+            [[row["metric"], row["baseline_ms"], row["current_ms"], row["ratio"], "REGRESSION" if row["regression"] else ""]
+             for row in rows],
+        )
     return 1 if any(row["regression"] for row in rows) else 0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pytest_maf import guard, hooks
 from pytest_maf import reservations as reservation_ops
-from pytest_maf.cli.common import add_json, number, open_configured_store, print_json, when
+from pytest_maf.cli.common import add_json, number, open_configured_store, print_json, print_table, when
 from pytest_maf.config import Settings
 from pytest_maf.errors import StoreError, UsageError
 from pytest_maf.records import Reservation
@@ -126,11 +126,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     if not found:
         print("no reservations")
         return 0
-    width = max(len(r.pattern) for r in found)
-    print(f"{'PATTERN':<{width}}  {'AGENT':<16}  {'MODE':<9}  {'EXPIRES':<20}  REASON")
-    for r in found:
-        mode = "exclusive" if r.exclusive else "shared"
-        print(f"{r.pattern:<{width}}  {r.agent_id:<16}  {mode:<9}  {when(r.expires_at):<20}  {r.reason}")
+    print_table(
+        ["PATTERN", "AGENT", "MODE", "EXPIRES", "REASON"],
+        [[r.pattern, r.agent_id, "exclusive" if r.exclusive else "shared", when(r.expires_at), r.reason] for r in found],
+    )
     return 0
 
 

@@ -17,6 +17,7 @@ from pytest_maf.cli.common import (
     open_configured_store,
     positive_int,
     print_json,
+    print_table,
     when,
 )
 from pytest_maf.config import Settings
@@ -137,13 +138,10 @@ def cmd_task_list(args: argparse.Namespace, settings: Settings) -> int:
     if not found:
         print("no tasks" + (f" in state {args.state.upper()}" if args.state else ""))
         return 0
-    width = max(len(task.id) for task in found)
-    print(f"{'ID':<{width}}  {'STATE':<9}  PRIO  ATTEMPTS  CREATED")
-    for task in found:
-        print(
-            f"{task.id:<{width}}  {task.state:<9}  {task.priority:>4}"
-            f"  {task.attempts:>3}/{task.max_attempts:<4}  {when(task.created_at)}"
-        )
+    print_table(
+        ["ID", "STATE", "PRIORITY", "ATTEMPTS", "CREATED"],
+        [[t.id, t.state, t.priority, f"{t.attempts}/{t.max_attempts}", when(t.created_at)] for t in found],
+    )
     return 0
 
 
@@ -218,11 +216,10 @@ def cmd_evidence_list(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print("no evidence" + (f" for task {args.task}" if args.task else ""))
         return 0
-    width = max(len(row.verifier) for row in rows)
-    print(f"{'TASK':<20}  ATTEMPT  {'VERIFIER':<{width}}  RESULT  SEVERITY")
-    for row in rows:
-        severity = row.details.get("severity", "")
-        print(f"{row.task_id:<20}  {row.attempt:>7}  {row.verifier:<{width}}  {row.result:<6}  {severity}")
+    print_table(
+        ["TASK", "ATTEMPT", "VERIFIER", "RESULT", "SEVERITY"],
+        [[r.task_id, r.attempt, r.verifier, r.result, r.details.get("severity", "")] for r in rows],
+    )
     return 0
 
 
