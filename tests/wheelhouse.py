@@ -29,8 +29,16 @@ def _requirements(name: str) -> list[str]:
 
 
 def project_requirements() -> list[str]:
-    """What pytest-maf itself requires, as installed here."""
-    return _requirements("pytest-maf")
+    """What pytest-maf requires, as its pyproject.toml says (installed metadata may be older)."""
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    names = []
+    for text in pyproject["project"]["dependencies"]:
+        requirement = Requirement(text)
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            names.append(requirement.name)
+    return names
 
 
 def _closure(names: list[str]) -> list[str]:
