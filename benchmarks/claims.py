@@ -26,20 +26,10 @@ from pathlib import Path
 from pytest_maf import tasks
 from pytest_maf.errors import MafError
 from pytest_maf.evidence import record_evidence
+from pytest_maf.loadtest import percentiles
 from pytest_maf.store import open_store
 
 TTL_MS = 30_000
-
-
-def percentiles(samples_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_ms)
-    if not ordered:
-        return {}
-
-    def at(fraction: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 3)
-
-    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1], 3)}
 
 
 def seed_ready(db: Path, count: int) -> None:

@@ -20,13 +20,8 @@ from pathlib import Path
 
 from pytest_maf import escalation, tasks
 from pytest_maf.config import load_settings
+from pytest_maf.loadtest import percentiles
 from pytest_maf.store import open_store
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    at = lambda fraction: round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 3)  # noqa: E731
-    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1], 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
