@@ -59,6 +59,14 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in message or "busy" in message
 
 
+def _where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """A WHERE clause of the conditions whose value is not None, and its parameters."""
+    given = [(clause, value) for clause, value in conditions if value is not None]
+    if not given:
+        return "", []
+    return "WHERE " + " AND ".join(clause for clause, _ in given), [value for _, value in given]
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
@@ -220,22 +228,13 @@ class SQLiteTransaction:
             ) from None
 
     def evidence(self, task_id: str | None = None, attempt: int | None = None) -> list[Evidence]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if task_id is not None:
-            clauses.append("task_id = ?")
-            params.append(task_id)
-        if attempt is not None:
-            clauses.append("attempt = ?")
-            params.append(attempt)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where([("task_id = ?", task_id), ("attempt = ?", attempt)])
         rows = self.connection.execute(
             "SELECT task_id, attempt, verifier, result, details_json FROM evidence"
             f" {where} ORDER BY task_id, attempt, verifier",
             params,
         ).fetchall()
         return [Evidence(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
-
 
     # reservations
 
@@ -253,21 +252,14 @@ class SQLiteTransaction:
         anchors: Collection[str] | None = None,
     ) -> list[Reservation]:
         """Reservations, optionally only those whose anchor is one of ``anchors``."""
-        clauses: list[str] = []
-        params: list[Any] = []
+        where, params = _where([
+            ("expires_at > ?", self.now if live_only else None),
+            ("agent_id = ?", agent_id),
+            ("pattern = ?", pattern),
+        ])
         if anchors is not None:
-            clauses.append(f"anchor IN ({', '.join('?' * len(anchors))})")
+            where += f"{' AND' if where else 'WHERE'} anchor IN ({', '.join('?' * len(anchors))})"
             params.extend(anchors)
-        if live_only:
-            clauses.append("expires_at > ?")
-            params.append(self.now)
-        if agent_id is not None:
-            clauses.append("agent_id = ?")
-            params.append(agent_id)
-        if pattern is not None:
-            clauses.append("pattern = ?")
-            params.append(pattern)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.connection.execute(
             f"SELECT {self._RESERVATION_COLUMNS} FROM reservations {where}"
             " ORDER BY pattern, agent_id",
@@ -331,12 +323,9 @@ class SQLiteTransaction:
         self, *, status: str | None = None, agent_id: str | None = None, bead_id: str | None = None,
         escalation_id: str | None = None,
     ) -> list[Escalation]:
-        clauses, params = [], []
-        for column, value in (("status", status), ("agent_id", agent_id), ("bead_id", bead_id), ("id", escalation_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where([
+            ("status = ?", status), ("agent_id = ?", agent_id), ("bead_id = ?", bead_id), ("id = ?", escalation_id),
+        ])
         rows = self.connection.execute(
             f"SELECT {self._ESCALATION_COLUMNS} FROM escalations {where} ORDER BY created_at, id", params
         ).fetchall()
