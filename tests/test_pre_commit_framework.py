@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_maf import reservations
+from pytest_maf import reservations, tasks
 from pytest_maf.store import open_store, setup_store
 from wheelhouse import build_wheelhouse, project_requirements, snapshot_of_project
 
@@ -45,7 +45,9 @@ def test_pre_commit_runs_the_guard_blocking_then_passing(tmp_path: Path) -> None
     work.mkdir()
     run(work, "git", "init", "-q")
     (work / ".pre-commit-config.yaml").write_text(
-        yaml.safe_dump({"repos": [{"repo": str(hook_repo), "rev": rev, "hooks": [{"id": "maf-reservations"}]}]})
+        yaml.safe_dump({"repos": [{
+            "repo": str(hook_repo), "rev": rev, "hooks": [{"id": "maf-reservations"}, {"id": "maf-preflight"}],
+        }]})
     )
     (work / "src").mkdir()
     (work / "src" / "app.py").write_text("print('hi')\n")
@@ -72,3 +74,9 @@ def test_pre_commit_runs_the_guard_blocking_then_passing(tmp_path: Path) -> None
     passed = run(work, *pre_commit, env=env, check=False)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "Passed" in passed.stdout
+
+    preflight = run(work, sys.executable, "-m", "pre_commit", "run", "maf-preflight", env=env, check=False)
+    assert preflight.returncode == 0, preflight.stdout + preflight.stderr
+    with open_store(work / ".maf" / "runtime.db") as store:
+        (task,) = [t for t in tasks.list_tasks(store) if t.payload.get("kind") == "preflight"]
+    assert task.state == "DONE"
