@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from pytest_maf.cli import main
 from pytest_maf.config import ConfigError, load_settings
@@ -146,3 +148,36 @@ def test_init_writes_a_starter_file_with_every_key_and_never_overwrites(repo: Pa
     assert main(["init"]) == 0
     assert starter.read_text() == "tasks:\n  max_attempts: 9\n"
     assert "kept" in capsys.readouterr().out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    layers=st.lists(
+        st.dictionaries(
+            st.sampled_from(["tasks.max_attempts", "tasks.lease_ttl_seconds", "escalation.levels_per_target"]),
+            st.integers(1, 50),
+        ),
+        max_size=6,
+    )
+)
+def test_merge_takes_each_key_from_the_highest_layer_that_sets_it(layers: list[dict[str, int]]) -> None:
+    from pytest_maf.config import DEFAULTS, Layer, merge
+
+    def nested(values: dict[str, int]) -> dict[str, dict[str, int]]:
+        tree: dict[str, dict[str, int]] = {}
+        for key, value in values.items():
+            section, name = key.split(".")
+            tree.setdefault(section, {})[name] = value
+        return tree
+
+    stack = [Layer("defaults", DEFAULTS)] + [Layer(f"layer-{n}", nested(values)) for n, values in enumerate(layers)]
+    merged, sources = merge(stack)
+
+    for key in ("tasks.max_attempts", "tasks.lease_ttl_seconds", "escalation.levels_per_target"):
+        setters = [n for n, values in enumerate(layers) if key in values]
+        if setters:
+            assert merged[key] == layers[setters[-1]][key]
+            assert sources[key] == f"layer-{setters[-1]}"
+        else:
+            section, name = key.split(".")
+            assert merged[key] == DEFAULTS[section][name] and sources[key] == "defaults"
