@@ -247,3 +247,15 @@ def test_a_hook_that_fails_first_stops_the_commit(repo: Path) -> None:
     result = git(repo, "commit", "-q", "-m", "change", check=False, env=clean_env())
 
     assert result.returncode != 0 and "lint failed" in result.stderr
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_not_a_traceback(repo: Path) -> None:
+    reserve(repo, "docs/**", "agent-a")
+    (repo / "docs").mkdir()
+    (repo / os.fsdecode(b"docs/bad\xff.md")).write_text("x")
+    git(repo, "add", "-A")
+
+    result = maf(repo, "guard", MAF_AGENT_ID="agent-b")
+
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "docs/bad" in result.stdout
