@@ -21,12 +21,6 @@ def _run(config: pytest.Config) -> Any:
     return config.stash.get(MAF_RUN_KEY, None)
 
 
-def _agent(config: pytest.Config) -> str:
-    from pytest_maf.plugin import agent_for
-
-    return agent_for(config)
-
-
 @pytest.fixture(scope="session")
 def maf_settings(pytestconfig: pytest.Config) -> Settings:
     """The resolved pytest-maf settings (database path, TTLs, preflight options).
@@ -95,10 +89,10 @@ def maf_lease(pytestconfig: pytest.Config, maf_task: Task, maf_store: Store, maf
     its methods start, verify, record and finish are fenced on the lease.
     Example: ``maf_lease.start(); maf_lease.verify(); maf_lease.record("unit", "PASS"); maf_lease.finish()``
     """
-    from pytest_maf.plugin import LeaseKeeper
+    from pytest_maf.plugin import LeaseKeeper, agent_for
 
     ttl_ms = maf_settings.task_lease_ttl_s * 1000
-    claim = tasks.claim_task(maf_store, maf_task.id, _agent(pytestconfig), ttl_ms)
+    claim = tasks.claim_task(maf_store, maf_task.id, agent_for(pytestconfig), ttl_ms)
     handle = LeaseHandle(maf_store, claim.task_id, claim.agent_id, claim.attempt)
     keeper = LeaseKeeper(maf_store.path, claim.task_id, claim.agent_id, claim.attempt, ttl_ms).start()
     try:
@@ -117,7 +111,9 @@ def maf_reservation(
     """Reserve paths (exclusive unless ``shared=True``) for this test's duration; released afterwards.
     Example: ``def test_migration(maf_reservation): maf_reservation("db/migrations/**", reason="schema")``
     """
-    agent = _agent(pytestconfig)
+    from pytest_maf.plugin import agent_for
+
+    agent = agent_for(pytestconfig)
     held: list[str] = []
 
     def reserve(*patterns: str, shared: bool = False, reason: str = "", ttl_minutes: float | None = None) -> list[Reservation]:

@@ -28,6 +28,7 @@ from pytest_maf import tasks
 from pytest_maf.config import Settings, load_settings
 from pytest_maf.errors import LeaseLostError, MafError
 from pytest_maf.evidence import record_evidence_batch
+from pytest_maf.leases import require_task
 from pytest_maf.fixtures import (  # noqa: F401  (pytest finds fixtures on the plugin module)
     maf_evidence,
     maf_lease,
@@ -287,10 +288,10 @@ class MafRun:
 
     def _start_verification(self) -> None:
         assert self.store is not None and self.task_id is not None
-        detail = tasks.describe_task(self.store, self.task_id)
-        lease = detail.lease
+        task_id = self.task_id
+        task, lease = self.store.read(lambda t: (require_task(t, task_id), t.get_lease(task_id)))
         if lease is None or lease.agent_id != self.agent_id:
-            holder = f"it is leased to {lease.agent_id!r}" if lease else f"it is {detail.task.state} with no lease"
+            holder = f"it is leased to {lease.agent_id!r}" if lease else f"it is {task.state} with no lease"
             raise LeaseLostError(
                 f"--maf-task {self.task_id}: agent {self.agent_id!r} does not hold it ({holder});"
                 " claim and start it first (maf task claim, maf task start)"

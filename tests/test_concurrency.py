@@ -17,7 +17,7 @@ from pytest_maf import tasks
 from pytest_maf.clock import system_clock
 from pytest_maf.audit import lease_violations, task_violations
 from pytest_maf.records import Event
-from pytest_maf.store import Store, open_store
+from pytest_maf.store import open_store
 
 WORKER = Path(__file__).with_name("task_worker.py")
 WORKERS = 8
@@ -33,10 +33,6 @@ def spawn(db: Path, agent: str, seed: int, deadline: float, *extra: str) -> subp
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
-
-
-def audit(store: Store, task_ids: list[str]) -> list[str]:
-    return task_violations(store.read(lambda tx: tx.events()))
 
 
 def stop_after_claim(worker: subprocess.Popen[str]) -> None:
@@ -94,7 +90,7 @@ def test_eight_processes_never_share_a_task_and_paused_workers_are_fenced(tmp_pa
     # Reclaim as if well past every TTL, so a lease left by a stall is counted too.
     with open_store(db, clock=lambda: system_clock() + 10 * TTL_MS) as store:
         tasks.reclaim_expired_leases(store)
-        assert audit(store, task_ids) == []
+        assert task_violations(store.read(lambda tx: tx.events())) == []
         final = tasks.list_tasks(store)
         assert sorted(task.id for task in final) == task_ids  # none lost, none duplicated
         assert {task.state for task in final} <= {"DONE", "DEAD"}

@@ -23,7 +23,7 @@ from pytest_maf.clock import system_clock
 from pytest_maf.errors import MafError, StoreError
 from pytest_maf.store import schema
 from pytest_maf.store.sqlite import connect
-from pytest_maf.store.verify import schema_problems
+from pytest_maf.store.verify import apply_current_schema, current_tables, schema_problems, user_tables
 
 GZIP_MAGIC = b"\x1f\x8b"
 # Maintenance waits for agents' short transactions instead of failing fast.
@@ -41,12 +41,10 @@ class VerificationError(MafError):
 
 
 def _count_rows(connection: sqlite3.Connection) -> dict[str, int]:
-    counts = {}
-    for (table,) in connection.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-    ).fetchall():
-        counts[table] = connection.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
-    return counts
+    return {
+        table: connection.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
+        for table in user_tables(connection)
+    }
 
 
 @contextmanager
@@ -186,12 +184,7 @@ class RecoverReport:
 
 def _countable(path: Path) -> dict[str, int | None]:
     counts: dict[str, int | None] = {}
-    reference = sqlite3.connect(":memory:")
-    for migration in schema.MIGRATIONS:
-        reference.executescript(migration)
-    tables = [row[0] for row in reference.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-    )]
+    tables = current_tables()
     try:
         damaged = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error:
@@ -258,19 +251,14 @@ def _recover_with_shell(shell: str, db_path: Path, output: Path) -> str | None:
 
 def _salvage_rows(db_path: Path, output: Path) -> None:
     """Copy every row that reads back, table by table, stepping over damaged ranges."""
-    target = sqlite3.connect(output)
-    for migration in schema.MIGRATIONS:
-        target.executescript(migration)
+    target = apply_current_schema(sqlite3.connect(output))
     target.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
     try:
         source = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     except sqlite3.Error:
         target.close()
         return
-    tables = [row[0] for row in target.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-    )]
-    for table in tables:
+    for table in user_tables(target):
         last, step, failures = -(2**63), 1, 0
         while failures < 64:
             try:

@@ -503,11 +503,9 @@ class SQLiteStore:
         return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
 
     def table_names(self) -> list[str]:
-        rows = self.connection.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            " ORDER BY name"
-        )
-        return [row[0] for row in rows]
+        from pytest_maf.store.verify import user_tables
+
+        return user_tables(self.connection)
 
     def check_schema_version(self) -> int:
         """Refuse a database written by a newer pytest-maf; return its version."""

@@ -30,11 +30,24 @@ def _describe(connection: sqlite3.Connection, table: str) -> dict[str, object]:
     }
 
 
-def _reference() -> sqlite3.Connection:
-    reference = sqlite3.connect(":memory:")
+def user_tables(connection: sqlite3.Connection) -> list[str]:
+    """The database's own tables (not SQLite's internal ones), by name."""
+    rows = connection.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+    )
+    return [row[0] for row in rows]
+
+
+def apply_current_schema(connection: sqlite3.Connection) -> sqlite3.Connection:
+    """Create every table of the current schema on an empty database; return the connection."""
     for migration in schema.MIGRATIONS:
-        reference.executescript(migration)
-    return reference
+        connection.executescript(migration)
+    return connection
+
+
+def current_tables() -> list[str]:
+    """The tables a current pytest-maf database has."""
+    return user_tables(apply_current_schema(sqlite3.connect(":memory:")))
 
 
 def schema_problems(path: Path) -> list[str]:
@@ -60,11 +73,8 @@ def schema_problems(path: Path) -> list[str]:
         if orphans:
             tables = sorted({row[0] for row in orphans})
             problems.append(f"foreign_key_check: {len(orphans)} row(s) in {', '.join(tables)} refer to missing rows")
-        reference = _reference()
-        tables = [row[0] for row in reference.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        )]
-        for table in tables:
+        reference = apply_current_schema(sqlite3.connect(":memory:"))
+        for table in user_tables(reference):
             expected, actual = _describe(reference, table), _describe(connection, table)
             if actual["CHECK constraints and definition"] is None:
                 problems.append(f"table {table} is missing")
