@@ -40,8 +40,8 @@ DEFAULTS: dict[str, Any] = {
         "db_path": ".maf/runtime.db",
     },
     "tasks": {
-        "lease_ttl_seconds": 30,
-        "lease_max_ttl_seconds": 3600,
+        "lease_ttl_seconds": 1800,
+        "lease_max_ttl_seconds": 14400,
         "max_attempts": DEFAULT_MAX_ATTEMPTS,
     },
     "reservations": {
@@ -81,7 +81,7 @@ DEFAULTS: dict[str, Any] = {
 DESCRIPTIONS: dict[str, str] = {
     "runtime.mode": "storage backend; a list such as 'sqlite,json' uses the first one supported",
     "runtime.db_path": "runtime database, relative to the repository root",
-    "tasks.lease_ttl_seconds": "default task lease length",
+    "tasks.lease_ttl_seconds": "task lease length; every operation by the holder extends the lease to this from now",
     "tasks.lease_max_ttl_seconds": "longest task lease a caller may ask for",
     "tasks.max_attempts": "claims before a task is DEAD",
     "reservations.default_ttl_minutes": "default file reservation length",
@@ -138,8 +138,8 @@ class Settings:
     mail_root: Path
     repo_root: Path | None = None
     runtime_mode: str = "sqlite"
-    task_lease_ttl_s: int = 30
-    task_lease_max_ttl_s: int = 3600
+    task_lease_ttl_s: int = 1800
+    task_lease_max_ttl_s: int = 14400
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     reservation_ttl_min: int = 30
     reservation_max_ttl_min: int = 120

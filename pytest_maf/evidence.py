@@ -84,13 +84,16 @@ def record_evidence_batch(
         rows.append(Evidence(task_id, attempt, verifier, parse_result(result), details or {}))
 
     def record(transaction: Transaction) -> list[Evidence]:
-        fenced_lease(transaction, task_id, agent_id, attempt)
+        _, lease = fenced_lease(transaction, task_id, agent_id, attempt)
         for evidence in rows:
             transaction.insert_evidence(evidence)
             transaction.insert_event(
                 task_id,
                 "evidence",
-                {"agent": agent_id, "attempt": attempt, "verifier": evidence.verifier, "result": evidence.result},
+                {
+                    "agent": agent_id, "attempt": attempt, "verifier": evidence.verifier,
+                    "result": evidence.result, "lease_expires_at": lease.lease_expires_at,
+                },
             )
         return rows
 

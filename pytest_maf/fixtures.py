@@ -40,7 +40,10 @@ def maf_store(pytestconfig: pytest.Config, maf_settings: Settings) -> Iterator[S
     if run is not None and run.store is not None:
         yield run.store
         return
-    with open_store(maf_settings.db_path, create=True, default_max_attempts=maf_settings.max_attempts) as store:
+    with open_store(
+        maf_settings.db_path, create=True, default_max_attempts=maf_settings.max_attempts,
+        lease_ttl_ms=maf_settings.task_lease_ttl_s * 1000,
+    ) as store:
         yield store
 
 
@@ -52,7 +55,7 @@ def maf_task(request: pytest.FixtureRequest, maf_store: Store) -> Iterator[Task]
     """
     marker = request.node.get_closest_marker("maf_task_payload")
     payload = marker.args[0] if marker and marker.args else {"test": request.node.nodeid}
-    task = tasks.add_task(maf_store, payload=payload, priority=0)
+    task = tasks.add_task(maf_store, payload=payload, priority=0, kind="fixture")
     yield task
     with contextlib.suppress(MafError):
         if tasks.get_task(maf_store, task.id).state == "READY":

@@ -38,9 +38,14 @@ def require_task(transaction: Transaction, task_id: str) -> Task:
 
 
 def fenced_lease(
-    transaction: Transaction, task_id: str, agent_id: str | None, attempt: int
+    transaction: Transaction, task_id: str, agent_id: str | None, attempt: int, *, extend: bool = True
 ) -> tuple[Task, Lease]:
     """Return the task and its lease if ``agent_id`` holds attempt ``attempt`` live.
+
+    With ``extend`` (the default) the live holder's lease is extended to the
+    store's lease length from now (never shortened), so an agent that keeps
+    working keeps its lease; the lease returned is the extended one, and
+    callers put its ``lease_expires_at`` in their event.
 
     ``agent_id=None`` accepts any live holder of that attempt (for callers
     that know the attempt but not the agent, such as ``maf evidence add``).
@@ -68,4 +73,7 @@ def fenced_lease(
             f" expired {transaction.now - lease.lease_expires_at} ms ago;"
             " claim a task again with `maf task claim`"
         )
+    if extend and lease.lease_expires_at < transaction.now + transaction.lease_ttl_ms:
+        lease = Lease(lease.task_id, lease.agent_id, transaction.now + transaction.lease_ttl_ms, lease.attempt)
+        transaction.put_lease(lease)
     return task, lease

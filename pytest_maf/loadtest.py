@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from pytest_maf import audit, reservations, tasks
-from pytest_maf.errors import LeaseLostError, MafError, NothingToClaimError, StoreError
+from pytest_maf.errors import LeaseLostError, MafError, NothingToClaimError, StoreError, UsageError
 from pytest_maf.evidence import record_evidence
 from pytest_maf.store import open_store
 
 OPERATIONS = ("add", "claim", "renew", "start", "verify", "evidence", "finish", "reserve", "release")
 TASK_TTL_MS = 30_000
+# Load-test tasks are never handed to an agent's `maf task claim`.
+KIND = "load-test"
 RESERVATION_TTL_MS = 60_000
 
 
@@ -46,8 +48,8 @@ def _worker(db: str, agent: str, seed: int, duration_s: float, start_at: float, 
         deadline = time.monotonic() + duration_s
         while time.monotonic() < deadline:
             try:
-                timed("add", lambda: tasks.add_task(store))
-                claim = timed("claim", lambda: tasks.claim_next_task(store, agent, TASK_TTL_MS))
+                timed("add", lambda: tasks.add_task(store, kind=KIND))
+                claim = timed("claim", lambda: tasks.claim_next_task(store, agent, TASK_TTL_MS, kind=KIND))
                 task_id, attempt = claim.task_id, claim.attempt
                 timed("renew", lambda: tasks.renew_lease(store, task_id, agent, attempt, TASK_TTL_MS))
                 timed("start", lambda: tasks.start_task(store, task_id, agent, attempt))
@@ -84,7 +86,22 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1], 3)}
 
 
+def refuse_real_work(db_path: Path) -> None:
+    """Refuse a database that holds agents' work: a load test's rows must not mix with it."""
+    if not db_path.exists():
+        return
+    with open_store(db_path) as store:
+        work = tasks.list_tasks(store)
+        held = reservations.list_reservations(store)
+    if work or held:
+        raise UsageError(
+            f"{db_path} holds {len(work)} task(s) and {len(held)} live reservation(s) of real work;"
+            " a load test would leave its own rows beside them: give --database a new or scratch file"
+        )
+
+
 def run_load_test(db_path: Path, concurrent: int, duration_s: float) -> dict[str, Any]:
+    refuse_real_work(db_path)
     open_store(db_path, create=True).close()
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
@@ -121,7 +138,7 @@ def check_invariants(db_path: Path) -> dict[str, Any]:
     with open_store(db_path) as store:
         events = store.read(lambda transaction: transaction.events())
         reservation_events = store.read(lambda transaction: transaction.reservation_events())
-        task_ids = {task.id for task in tasks.list_tasks(store)}
+        task_ids = {task.id for task in tasks.list_tasks(store, include_internal=True)}
         integrity = [row[0] for row in store.pragma("integrity_check")]
     added = {event.task_id for event in events if event.kind == "add"}
     violations = audit.task_violations(events)

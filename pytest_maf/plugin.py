@@ -261,7 +261,8 @@ class MafRun:
             return
         try:
             self.store = open_store(
-                self.settings.db_path, create=self.preflight, default_max_attempts=self.settings.max_attempts
+                self.settings.db_path, create=self.preflight, default_max_attempts=self.settings.max_attempts,
+                lease_ttl_ms=self.settings.task_lease_ttl_s * 1000,
             )
             if self.preflight:
                 self._start_preflight_task()
@@ -277,14 +278,12 @@ class MafRun:
 
     def _start_preflight_task(self) -> None:
         assert self.store is not None and self.settings is not None
-        task = tasks.add_task(
-            self.store,
-            payload={"kind": "preflight", "agent": self.agent_id, "cwd": str(Path.cwd())},
-            max_attempts=1,
+        # Added, claimed and started in one transaction: no agent's claim can take it.
+        claim = tasks.add_and_claim_task(
+            self.store, self.agent_id, self.settings.task_lease_ttl_s * 1000, kind="preflight",
+            payload={"kind": "preflight", "agent": self.agent_id, "cwd": str(Path.cwd())}, start=True,
         )
-        claim = tasks.claim_task(self.store, task.id, self.agent_id, self.settings.task_lease_ttl_s * 1000)
-        tasks.start_task(self.store, task.id, self.agent_id, claim.attempt)
-        self.task_id, self.attempt = task.id, claim.attempt
+        self.task_id, self.attempt = claim.task_id, claim.attempt
 
     def _start_verification(self) -> None:
         assert self.store is not None and self.task_id is not None

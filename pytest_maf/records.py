@@ -16,6 +16,10 @@ TASK_STATES = (
     "DEAD",
 )
 EVIDENCE_RESULTS = ("PASS", "FAIL")
+# What a task is for. Only "work" is handed out by a claim without an id; the
+# others are tasks pytest-maf makes for itself (a preflight run, the maf_task
+# fixture, a load test) and claims by id.
+TASK_KINDS = ("work", "preflight", "fixture", "load-test")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class Task:
     updated_at: int
     attempts: int
     max_attempts: int
+    kind: str = "work"
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class Reservation:
     reason: str
     created_at: int
     expires_at: int
+    task_id: str | None = None  # released with this task's lease when set
 
     def is_live(self, now_ms: int) -> bool:
         return self.expires_at > now_ms

@@ -18,6 +18,16 @@ Example::
 Every claim is an attempt. A task whose attempts reach its ``max_attempts``
 goes to DEAD when its lease is released, expires or its verification fails,
 instead of back to READY.
+
+Every fenced operation by the live holder (start, verify, evidence, renew)
+extends the lease to the store's lease length from now, so an agent that keeps
+working keeps its task. A task's ``kind`` says who it is for: only ``work`` is
+handed out by :func:`claim_next_task`; the tasks pytest-maf makes for itself
+(preflight runs, fixture and load-test tasks) are claimed by id, and a
+preflight's task is added, claimed and started in one transaction
+(:func:`add_and_claim_task`), so no other agent can take it in between.
+When a lease ends (finish, release, expiry) the reservations tied to the task
+are released in the same transaction.
 """
 
 from __future__ import annotations
@@ -27,11 +37,11 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_maf.errors import IllegalTransitionError, NothingToClaimError, UsageError
+from pytest_maf.errors import IllegalTransitionError, LeaseLostError, NothingToClaimError, UsageError
 from pytest_maf.evidence import evidence_verdict
 from pytest_maf.leases import fenced_lease, require_task, validate_id
 from pytest_maf.logs import log_event
-from pytest_maf.records import TASK_STATES, Event, Evidence, Lease, Task
+from pytest_maf.records import TASK_KINDS, TASK_STATES, Event, Evidence, Lease, Task
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
@@ -133,6 +143,22 @@ def _validate_ttl(ttl_ms: int) -> int:
     return ttl_ms
 
 
+def _validate_kind(kind: str) -> str:
+    if kind not in TASK_KINDS:
+        raise UsageError(f"unknown task kind {kind!r}; kinds are {', '.join(TASK_KINDS)}")
+    return kind
+
+
+def _end_lease(transaction: Transaction, task_id: str) -> None:
+    """Drop the task's lease and release the reservations tied to it, recorded."""
+    transaction.delete_lease(task_id)
+    for reservation in transaction.delete_task_reservations(task_id):
+        transaction.insert_reservation_event(
+            "release", reservation.agent_id,
+            {"pattern": reservation.pattern, "task": task_id, "reason": "the task's lease ended"},
+        )
+
+
 def add_task(
     store: Store,
     *,
@@ -140,31 +166,39 @@ def add_task(
     priority: int = DEFAULT_PRIORITY,
     payload: Any = None,
     max_attempts: int | None = None,
+    kind: str = "work",
 ) -> Task:
-    """Add a READY task; ``task_id`` is generated when not given."""
+    """Add a READY task; ``task_id`` is generated when not given.
+
+    ``kind`` other than ``"work"`` marks a task pytest-maf made for itself:
+    it is claimed only by id, never by :func:`claim_next_task`.
+    """
     task_id = validate_id("task", task_id) if task_id is not None else f"task-{uuid.uuid4().hex[:12]}"
     max_attempts = store.default_max_attempts if max_attempts is None else max_attempts
     if max_attempts < 1:
         raise UsageError(f"max attempts must be 1 or more, got {max_attempts}")
+    _validate_kind(kind)
+    return store.write(lambda transaction: _insert_task(transaction, task_id, priority, payload, max_attempts, kind))
 
-    def add(transaction: Transaction) -> Task:
-        task = Task(
-            id=task_id,
-            state="READY",
-            priority=priority,
-            payload={} if payload is None else payload,
-            created_at=transaction.now,
-            updated_at=transaction.now,
-            attempts=0,
-            max_attempts=max_attempts,
-        )
-        transaction.insert_task(task)
-        transaction.insert_event(
-            task_id, "add", {"to": "READY", "priority": priority, "max_attempts": max_attempts}
-        )
-        return task
 
-    return store.write(add)
+def _insert_task(
+    transaction: Transaction, task_id: str, priority: int, payload: Any, max_attempts: int, kind: str
+) -> Task:
+    task = Task(
+        id=task_id,
+        state="READY",
+        priority=priority,
+        payload={} if payload is None else payload,
+        created_at=transaction.now,
+        updated_at=transaction.now,
+        attempts=0,
+        max_attempts=max_attempts,
+        kind=kind,
+    )
+    transaction.insert_task(task)
+    data = {"to": "READY", "priority": priority, "max_attempts": max_attempts}
+    transaction.insert_event(task_id, "add", data if kind == "work" else {**data, "kind": kind})
+    return task
 
 
 def _reclaim_expired(transaction: Transaction) -> list[Reclaimed]:
@@ -181,7 +215,7 @@ def _reclaim_expired(transaction: Transaction) -> list[Reclaimed]:
                 lease_expires_at=lease.lease_expires_at,
             )
             task = _retry_or_bury(transaction, task, agent=lease.agent_id)
-        transaction.delete_lease(lease.task_id)
+        _end_lease(transaction, lease.task_id)
         reclaimed.append(
             Reclaimed(task.id, lease.agent_id, lease.attempt, from_state, task.state)
         )
@@ -194,26 +228,28 @@ def reclaim_expired_leases(store: Store) -> list[Reclaimed]:
     return store.write(_reclaim_expired)
 
 
-def claim_next_task(store: Store, agent_id: str, ttl_ms: int) -> Claim:
-    """Lease the READY task with the lowest priority, then the oldest, to ``agent_id``.
+def _lease_to(transaction: Transaction, task: Task, agent_id: str, ttl_ms: int) -> Claim:
+    expires = transaction.now + ttl_ms
+    task = apply_transition(transaction, task, "claim", agent=agent_id, lease_expires_at=expires)
+    transaction.put_lease(Lease(task.id, agent_id, expires, task.attempts))
+    return Claim(task.id, task.attempts, agent_id, expires)
+
+
+def claim_next_task(store: Store, agent_id: str, ttl_ms: int, *, kind: str = "work") -> Claim:
+    """Lease the READY task of ``kind`` with the lowest priority, then the oldest, to ``agent_id``.
 
     Expired leases are reclaimed first, in the same transaction. Raises
-    :class:`NothingToClaimError` when no task is READY.
+    :class:`NothingToClaimError` when no task is READY. Tasks pytest-maf made
+    for itself are never handed out here unless their ``kind`` is asked for.
     """
     validate_id("agent", agent_id)
     _validate_ttl(ttl_ms)
+    _validate_kind(kind)
 
     def claim(transaction: Transaction) -> Claim | None:
         _reclaim_expired(transaction)
-        task = transaction.next_ready_task()
-        if task is None:
-            return None
-        expires = transaction.now + ttl_ms
-        task = apply_transition(
-            transaction, task, "claim", agent=agent_id, lease_expires_at=expires
-        )
-        transaction.put_lease(Lease(task.id, agent_id, expires, task.attempts))
-        return Claim(task.id, task.attempts, agent_id, expires)
+        task = transaction.next_ready_task(kind)
+        return None if task is None else _lease_to(transaction, task, agent_id, ttl_ms)
 
     claimed = store.write(claim)
     if claimed is None:
@@ -222,19 +258,51 @@ def claim_next_task(store: Store, agent_id: str, ttl_ms: int) -> Claim:
 
 
 def claim_task(store: Store, task_id: str, agent_id: str, ttl_ms: int) -> Claim:
-    """Lease one named READY task to ``agent_id`` (for a run that made its own task)."""
+    """Lease one named READY task to ``agent_id``, whatever its kind."""
     validate_id("agent", agent_id)
     _validate_ttl(ttl_ms)
 
     def claim(transaction: Transaction) -> Claim:
         _reclaim_expired(transaction)
-        task = require_task(transaction, task_id)
-        expires = transaction.now + ttl_ms
-        task = apply_transition(transaction, task, "claim", agent=agent_id, lease_expires_at=expires)
-        transaction.put_lease(Lease(task.id, agent_id, expires, task.attempts))
-        return Claim(task.id, task.attempts, agent_id, expires)
+        return _lease_to(transaction, require_task(transaction, task_id), agent_id, ttl_ms)
 
     return store.write(claim)
+
+
+def add_and_claim_task(
+    store: Store,
+    agent_id: str,
+    ttl_ms: int,
+    *,
+    kind: str,
+    payload: Any = None,
+    max_attempts: int = 1,
+    start: bool = False,
+) -> Claim:
+    """Add a task of ``kind`` and lease it to ``agent_id`` (and start it) in one transaction.
+
+    No other agent can see it READY in between: this is how a preflight run
+    takes its own task.
+    """
+    validate_id("agent", agent_id)
+    _validate_ttl(ttl_ms)
+    _validate_kind(kind)
+    if max_attempts < 1:
+        raise UsageError(f"max attempts must be 1 or more, got {max_attempts}")
+    task_id = f"task-{uuid.uuid4().hex[:12]}"
+
+    def add_and_claim(transaction: Transaction) -> Claim:
+        _reclaim_expired(transaction)
+        task = _insert_task(transaction, task_id, DEFAULT_PRIORITY, payload, max_attempts, kind)
+        claim = _lease_to(transaction, task, agent_id, ttl_ms)
+        if start:
+            apply_transition(
+                transaction, dataclasses.replace(task, state="LEASED", attempts=claim.attempt), "start",
+                agent=agent_id, lease_expires_at=claim.lease_expires_at,
+            )
+        return claim
+
+    return store.write(add_and_claim)
 
 
 def renew_lease(store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms: int) -> Lease:
@@ -242,7 +310,7 @@ def renew_lease(store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms:
     _validate_ttl(ttl_ms)
 
     def renew(transaction: Transaction) -> Lease:
-        _, lease = fenced_lease(transaction, task_id, agent_id, attempt)
+        _, lease = fenced_lease(transaction, task_id, agent_id, attempt, extend=False)
         renewed = dataclasses.replace(lease, lease_expires_at=transaction.now + ttl_ms)
         transaction.put_lease(renewed)
         transaction.insert_event(
@@ -255,6 +323,65 @@ def renew_lease(store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms:
     return store.write(renew)
 
 
+def renew_held_leases(
+    store: Store, agent_id: str, ttl_ms: int | None = None, *, task_id: str | None = None
+) -> list[Lease]:
+    """Heartbeat: extend every live lease ``agent_id`` holds (or only ``task_id``'s).
+
+    ``ttl_ms`` defaults to the store's lease length. A lease that expired is
+    not revived: it was reclaimable, and another agent may have it now.
+    """
+    validate_id("agent", agent_id)
+    ttl = _validate_ttl(store.lease_ttl_ms if ttl_ms is None else ttl_ms)
+
+    def renew(transaction: Transaction) -> list[Lease]:
+        held = [
+            lease for lease in transaction.list_leases(agent_id)
+            if lease.is_live(transaction.now) and task_id in (None, lease.task_id)
+        ]
+        if task_id is not None and not held:
+            task = require_task(transaction, task_id)
+            lease = transaction.get_lease(task_id)
+            holder = f"its lease is {lease.agent_id}'s" if lease and lease.agent_id != agent_id else (
+                "its lease expired" if lease else f"it is {task.state} with no lease"
+            )
+            raise LeaseLostError(
+                f"agent {agent_id!r} holds no live lease on task {task_id!r} ({holder});"
+                " claim a task again with `maf task claim`"
+            )
+        renewed = []
+        for lease in held:
+            lease = dataclasses.replace(lease, lease_expires_at=transaction.now + ttl)
+            transaction.put_lease(lease)
+            transaction.insert_event(
+                lease.task_id, "renew",
+                {"agent": agent_id, "attempt": lease.attempt, "lease_expires_at": lease.lease_expires_at},
+            )
+            renewed.append(lease)
+        return renewed
+
+    return store.write(renew)
+
+
+def held_attempt(store: Store, task_id: str, agent_id: str) -> int:
+    """The attempt of ``task_id`` that ``agent_id`` holds live; raises :class:`LeaseLostError`."""
+
+    def attempt_of(transaction: Transaction) -> int:
+        task = require_task(transaction, task_id)
+        lease = transaction.get_lease(task_id)
+        if lease is None or lease.agent_id != agent_id or not lease.is_live(transaction.now):
+            holder = f"it is leased to {lease.agent_id!r}" if lease and lease.agent_id != agent_id else (
+                "its lease expired" if lease else f"it is {task.state} with no lease"
+            )
+            raise LeaseLostError(
+                f"agent {agent_id!r} does not hold task {task_id!r} ({holder});"
+                " claim it first with `maf task claim`"
+            )
+        return lease.attempt
+
+    return store.read(attempt_of)
+
+
 def _fenced_transition(
     store: Store, task_id: str, agent_id: str, attempt: int, action: str, ttl_ms: int | None
 ) -> Task:
@@ -262,15 +389,17 @@ def _fenced_transition(
         _validate_ttl(ttl_ms)
 
     def move(transaction: Transaction) -> Task:
-        task, lease = fenced_lease(transaction, task_id, agent_id, attempt)
+        ending = action == "release"
+        task, lease = fenced_lease(transaction, task_id, agent_id, attempt, extend=not ending)
         extra: dict[str, Any] = {"agent": agent_id}
         if ttl_ms is not None:
             lease = dataclasses.replace(lease, lease_expires_at=transaction.now + ttl_ms)
             transaction.put_lease(lease)
+        if not ending:
             extra["lease_expires_at"] = lease.lease_expires_at
         task = apply_transition(transaction, task, action, **extra)
-        if action == "release":
-            transaction.delete_lease(task_id)
+        if ending:
+            _end_lease(transaction, task_id)
             task = _retry_or_bury(transaction, task, agent=agent_id)
         return task
 
@@ -304,7 +433,7 @@ def finish_task(store: Store, task_id: str, agent_id: str, attempt: int) -> Fini
     """
 
     def finish(transaction: Transaction) -> FinishResult:
-        task, _ = fenced_lease(transaction, task_id, agent_id, attempt)
+        task, _ = fenced_lease(transaction, task_id, agent_id, attempt, extend=False)
         if task.state != "VERIFYING":
             raise IllegalTransitionError(
                 task_id, task.state, "finish", "VERIFYING -> COMMITTED or ROLLBACK"
@@ -316,7 +445,7 @@ def finish_task(store: Store, task_id: str, agent_id: str, attempt: int) -> Fini
         else:
             task = apply_transition(transaction, task, "rollback", agent=agent_id, reason=reason)
             task = _retry_or_bury(transaction, task, agent=agent_id)
-        transaction.delete_lease(task_id)
+        _end_lease(transaction, task_id)
         verdict = "COMMITTED" if passed else "ROLLBACK"
         return FinishResult(task_id, attempt, verdict, task.state, reason)
 
@@ -350,11 +479,16 @@ def describe_task(store: Store, task_id: str) -> TaskDetail:
     return store.read(describe)
 
 
-def list_tasks(store: Store, state: str | None = None) -> list[Task]:
-    """Tasks in claim order, optionally only those in ``state``."""
+def list_tasks(store: Store, state: str | None = None, *, include_internal: bool = False) -> list[Task]:
+    """Tasks in claim order, optionally only those in ``state``.
+
+    Only ``work`` tasks, unless ``include_internal`` also asks for the tasks
+    pytest-maf made for itself (preflight runs, fixture and load-test tasks).
+    """
     if state is not None:
         state = parse_state(state)
-    return store.read(lambda transaction: transaction.list_tasks(state))
+    kind = None if include_internal else "work"
+    return store.read(lambda transaction: transaction.list_tasks(state, kind))
 
 
 def parse_state(text: str) -> str:

@@ -1,9 +1,12 @@
 """Property-based test of tasks and leases: the store against a simple model.
 
-Hypothesis drives add, claim, renew, start, verify, evidence, finish,
-release, reclaim, cancel and clock advances, with honest holders and
-impostors (wrong agent, stale attempt). After every step the store must
-agree with the model, and the invariants must hold.
+Hypothesis drives add (work and pytest-maf's own kinds), add-and-claim,
+claim, renew, heartbeat, start, verify, evidence, finish, release, reclaim,
+cancel and clock advances, with honest holders and impostors (wrong agent,
+stale attempt). After every step the store must agree with the model, and the
+invariants must hold: among them, every fenced operation by the live holder
+extends its lease, and a claim without an id never hands out a task
+pytest-maf made for itself.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pytest_maf.store import open_store
 AGENTS = ("agent-a", "agent-b", "agent-c")
 VERIFIERS = ("lint", "unit")
 LEASED = {"LEASED", "RUNNING", "VERIFYING"}
+LEASE_TTL = 1_000  # the store's lease length: how far a holder's operation extends its lease
 
 
 @dataclass
@@ -48,6 +52,7 @@ class ModelTask:
     created_at: int
     seq: int
     max_attempts: int
+    kind: str = "work"
     state: str = "READY"
     attempts: int = 0
     lease: ModelLease | None = None
@@ -87,7 +92,7 @@ class TaskModel:
 
     def claim(self, agent: str, ttl: int, now: int) -> ModelTask:
         self.reclaim(now)
-        ready = [task for task in self.tasks.values() if task.state == "READY"]
+        ready = [task for task in self.tasks.values() if task.state == "READY" and task.kind == "work"]
         if not ready:
             raise Refused(NothingToClaimError)
         task = min(ready, key=lambda t: (t.priority, t.created_at, t.seq))
@@ -96,7 +101,9 @@ class TaskModel:
         self._move(task, "LEASED")
         return task
 
-    def fence(self, task: ModelTask, agent: str | None, attempt: int, now: int) -> ModelLease:
+    def fence(
+        self, task: ModelTask, agent: str | None, attempt: int, now: int, extend: bool = True
+    ) -> ModelLease:
         lease = task.lease
         if (
             lease is None
@@ -106,10 +113,20 @@ class TaskModel:
             or lease.expires <= now
         ):
             raise Refused(LeaseLostError)
+        if extend:
+            lease.expires = max(lease.expires, now + LEASE_TTL)
         return lease
 
+    def heartbeat(self, agent: str, now: int) -> list[str]:
+        renewed = []
+        for task in self.tasks.values():
+            if task.lease is not None and task.lease.agent == agent and task.lease.expires > now:
+                task.lease.expires = now + LEASE_TTL
+                renewed.append(task.id)
+        return renewed
+
     def advance(self, task: ModelTask, action: str, agent: str, attempt: int, now: int) -> None:
-        self.fence(task, agent, attempt, now)
+        lease = self.fence(task, agent, attempt, now, extend=False)
         allowed = {"start": {"LEASED"}, "verify": {"RUNNING"}, "release": {"LEASED", "RUNNING"}}
         if task.state not in allowed[action]:
             raise Refused(IllegalTransitionError)
@@ -118,10 +135,11 @@ class TaskModel:
             self._move(task, "READY")
             self._back_to_ready_or_dead(task)
         else:
+            lease.expires = max(lease.expires, now + LEASE_TTL)
             self._move(task, "RUNNING" if action == "start" else "VERIFYING")
 
     def finish(self, task: ModelTask, agent: str, attempt: int, now: int) -> str:
-        self.fence(task, agent, attempt, now)
+        self.fence(task, agent, attempt, now, extend=False)
         if task.state != "VERIFYING":
             raise Refused(IllegalTransitionError)
         results = [r for (a, _), r in task.evidence.items() if a == attempt]
@@ -142,7 +160,9 @@ class TaskLeaseMachine(RuleBasedStateMachine):
         super().__init__()
         self.directory = Path(tempfile.mkdtemp(prefix="maf-sm-"))
         self.clock = ManualClock(1_000_000)
-        self.store = open_store(self.directory / "runtime.db", clock=self.clock, create=True)
+        self.store = open_store(
+            self.directory / "runtime.db", clock=self.clock, create=True, lease_ttl_ms=LEASE_TTL
+        )
         self.model = TaskModel()
         self.final: dict[str, str] = {}
 
@@ -183,6 +203,35 @@ class TaskLeaseMachine(RuleBasedStateMachine):
         )
         return task_id
 
+    @rule(target=task_ids, kind=st.sampled_from(["preflight", "fixture", "load-test"]))
+    def add_own(self, kind: str) -> str:
+        """A task pytest-maf makes for itself: READY, but never claimed without its id."""
+        task_id = f"t{len(self.model.tasks)}"
+        tasks.add_task(self.store, task_id=task_id, priority=0, max_attempts=1, kind=kind)
+        self.model.tasks[task_id] = ModelTask(task_id, 0, self.clock(), len(self.model.tasks), 1, kind)
+        return task_id
+
+    @rule(target=task_ids, agent=st.sampled_from(AGENTS), ttl=st.sampled_from([1, 500, 5_000]))
+    def add_and_claim(self, agent: str, ttl: int) -> str:
+        """A preflight run's task: added, claimed and started in one transaction."""
+        claim = tasks.add_and_claim_task(self.store, agent, ttl, kind="preflight", start=True)
+        now = self.clock()
+        self.model.reclaim(now)
+        task = ModelTask(claim.task_id, tasks.DEFAULT_PRIORITY, now, len(self.model.tasks), 1, "preflight")
+        task.attempts = 1
+        task.lease = ModelLease(agent, 1, now + ttl)
+        self.model._move(task, "LEASED")
+        self.model._move(task, "RUNNING")
+        self.model.tasks[claim.task_id] = task
+        assert (claim.attempt, claim.lease_expires_at) == (1, now + ttl)
+        return claim.task_id
+
+    @rule(agent=st.sampled_from(AGENTS))
+    def heartbeat(self, agent: str) -> None:
+        expected = self.model.heartbeat(agent, self.clock())
+        renewed = tasks.renew_held_leases(self.store, agent)
+        assert sorted(lease.task_id for lease in renewed) == sorted(expected)
+
     @rule(agent=st.sampled_from(AGENTS), ttl=st.sampled_from([1, 500, 5_000]))
     def claim(self, agent: str, ttl: int) -> None:
         expected, actual = self._both(
@@ -204,7 +253,7 @@ class TaskLeaseMachine(RuleBasedStateMachine):
         agent, attempt = self._holder(task, impostor, agent, attempt)
 
         def model_renew() -> None:
-            self.model.fence(task, agent, attempt, self.clock()).expires = self.clock() + ttl
+            self.model.fence(task, agent, attempt, self.clock(), extend=False).expires = self.clock() + ttl
 
         self._both(model_renew, lambda: tasks.renew_lease(self.store, task_id, agent, attempt, ttl))
 
@@ -287,7 +336,7 @@ class TaskLeaseMachine(RuleBasedStateMachine):
     @invariant()
     def store_agrees_with_model(self) -> None:
         leases = {lease.task_id: lease for lease in self.store.read(lambda tx: tx.list_leases())}
-        for task in tasks.list_tasks(self.store):
+        for task in tasks.list_tasks(self.store, include_internal=True):
             model = self.model.tasks[task.id]
             assert (task.state, task.attempts) == (model.state, model.attempts), task.id
             lease = leases.get(task.id)
@@ -301,7 +350,7 @@ class TaskLeaseMachine(RuleBasedStateMachine):
     def lease_rules_hold(self) -> None:
         now = self.clock()
         leases = self.store.read(lambda tx: tx.list_leases())
-        by_task = {task.id: task for task in tasks.list_tasks(self.store)}
+        by_task = {task.id: task for task in tasks.list_tasks(self.store, include_internal=True)}
         assert len({lease.task_id for lease in leases}) == len(leases)  # at most one per task
         for lease in leases:
             task = by_task[lease.task_id]
@@ -314,7 +363,7 @@ class TaskLeaseMachine(RuleBasedStateMachine):
 
     @invariant()
     def final_states_never_change(self) -> None:
-        for task in tasks.list_tasks(self.store):
+        for task in tasks.list_tasks(self.store, include_internal=True):
             if task.id in self.final:
                 assert task.state == self.final[task.id]
             elif task.state in tasks.FINAL_STATES:

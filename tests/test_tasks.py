@@ -170,7 +170,7 @@ def test_reclaim_moves_expired_leases(
     for step in steps:
         operation = tasks.start_task if step == "start" else tasks.begin_verification
         operation(store, "t1", "agent-a", claimed.attempt)
-    clock.advance(1_000)
+    clock.advance(store.lease_ttl_ms)  # each step extended the lease to the store's lease length
 
     reclaimed = tasks.reclaim_expired_leases(store)
 
@@ -320,3 +320,88 @@ def test_claim_task_takes_the_named_task(store: Store) -> None:
     assert state_of(store, "urgent") == "READY"
     with pytest.raises(IllegalTransitionError):
         tasks.claim_task(store, "mine", "other", TTL)
+
+
+def test_every_operation_by_the_holder_extends_the_lease(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = claim(store, ttl=10_000)
+    for operation in (tasks.start_task, tasks.begin_verification):
+        clock.advance(9_000)  # each pause is longer than what was left of the claim's lease
+        operation(store, "t1", "agent-a", claimed.attempt)
+        lease = tasks.describe_task(store, "t1").lease
+        assert lease is not None and lease.lease_expires_at == clock() + store.lease_ttl_ms
+    clock.advance(store.lease_ttl_ms - 1)
+    record_evidence(store, "t1", claimed.attempt, "unit", "PASS", agent_id="agent-a")
+    clock.advance(store.lease_ttl_ms - 1)
+
+    assert tasks.finish_task(store, "t1", "agent-a", claimed.attempt).final_state == "DONE"
+
+
+def test_an_operation_never_shortens_a_longer_lease(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="t1")
+    long_ttl = store.lease_ttl_ms * 3
+    claimed = claim(store, ttl=long_ttl)
+    tasks.start_task(store, "t1", "agent-a", claimed.attempt)
+    lease = tasks.describe_task(store, "t1").lease
+    assert lease is not None and lease.lease_expires_at == claimed.lease_expires_at
+
+
+def test_a_stale_holder_does_not_extend_anything(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = claim(store, ttl=1_000)
+    clock.advance(1_000)
+    with pytest.raises(LeaseLostError, match="expired"):
+        tasks.start_task(store, "t1", "agent-a", claimed.attempt)
+    lease = tasks.describe_task(store, "t1").lease
+    assert lease is not None and lease.lease_expires_at == claimed.lease_expires_at
+
+
+def test_heartbeat_renews_every_live_lease_of_the_agent_and_no_other(store: Store, clock: ManualClock) -> None:
+    for task_id in ("t1", "t2", "t3"):
+        tasks.add_task(store, task_id=task_id)
+    mine = [claim(store, "agent-a", ttl=1_000), claim(store, "agent-a", ttl=5_000)]
+    theirs = claim(store, "agent-b", ttl=1_000)
+    clock.advance(500)
+
+    renewed = tasks.renew_held_leases(store, "agent-a")
+
+    assert sorted(lease.task_id for lease in renewed) == sorted(c.task_id for c in mine)
+    assert all(lease.lease_expires_at == clock() + store.lease_ttl_ms for lease in renewed)
+    other = tasks.describe_task(store, theirs.task_id).lease
+    assert other is not None and other.lease_expires_at == theirs.lease_expires_at
+
+
+def test_heartbeat_of_a_named_task_the_agent_lost_is_refused(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="t1")
+    claim(store, "agent-a", ttl=1_000)
+    clock.advance(1_000)
+    with pytest.raises(LeaseLostError, match="holds no live lease on task 't1'.*expired"):
+        tasks.renew_held_leases(store, "agent-a", task_id="t1")
+
+
+@pytest.mark.parametrize("kind", ["preflight", "fixture", "load-test"])
+def test_a_claim_without_an_id_never_hands_out_pytest_mafs_own_tasks(store: Store, kind: str) -> None:
+    tasks.add_task(store, task_id="own", priority=0, kind=kind)
+    tasks.add_task(store, task_id="work", priority=100)
+
+    assert claim(store).task_id == "work"
+    with pytest.raises(NothingToClaimError):
+        claim(store)
+    assert [t.id for t in tasks.list_tasks(store, "READY")] == []
+    assert [t.id for t in tasks.list_tasks(store, "READY", include_internal=True)] == ["own"]
+    assert tasks.claim_next_task(store, "agent-a", TTL, kind=kind).task_id == "own"
+
+
+def test_a_preflight_task_is_added_claimed_and_started_at_once(store: Store) -> None:
+    claimed = tasks.add_and_claim_task(store, "agent-a", TTL, kind="preflight", payload={"kind": "preflight"}, start=True)
+
+    detail = tasks.describe_task(store, claimed.task_id)
+    assert (detail.task.state, detail.task.kind, detail.task.attempts) == ("RUNNING", "preflight", 1)
+    assert [event.kind for event in detail.events] == ["add", "claim", "start"]
+    with pytest.raises(NothingToClaimError):
+        claim(store, "agent-b")
+
+
+def test_an_unknown_kind_is_refused(store: Store) -> None:
+    with pytest.raises(UsageError, match="unknown task kind 'chore'"):
+        tasks.add_task(store, kind="chore")

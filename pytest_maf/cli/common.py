@@ -66,4 +66,8 @@ def when(epoch_ms: int) -> str:
 
 
 def open_configured_store(settings: Settings) -> Store:
-    return open_store(settings.db_path, default_max_attempts=settings.max_attempts)
+    return open_store(
+        settings.db_path,
+        default_max_attempts=settings.max_attempts,
+        lease_ttl_ms=settings.task_lease_ttl_s * 1000,
+    )

@@ -205,11 +205,12 @@ def register_performance(commands: argparse._SubParsersAction[argparse.ArgumentP
         description="Reports throughput and p50/p95/p99/max latency per operation, errors, and"
         " checks the invariants (no double grant, no stale operation accepted, no overlapping"
         " exclusive reservations, no lost task, integrity). Exit 1 if any invariant fails. Uses a"
-        " new temporary database unless --database is given.",
+        " new temporary database unless --database is given; a database that holds agents' tasks"
+        " or reservations is refused (exit 2), and load-test tasks are never handed to `maf task claim`.",
     )
     load.add_argument("--concurrent", type=positive_int, default=4, metavar="N")
     load.add_argument("--duration", type=float, default=10.0, metavar="S")
-    load.add_argument("--database", metavar="PATH", help="run against this database file instead of a temporary one")
+    load.add_argument("--database", metavar="PATH", help="run against this database file instead of a temporary one (a new or scratch file)")
     add_json(load)
     load.set_defaults(handler=cmd_load_test)
 

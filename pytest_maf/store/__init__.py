@@ -20,7 +20,7 @@ from pytest_maf.clock import Clock, system_clock
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.errors import StoreError
 from pytest_maf.store.schema import SCHEMA_VERSION
-from pytest_maf.store.sqlite import SQLiteStore, SQLiteTransaction
+from pytest_maf.store.sqlite import DEFAULT_LEASE_TTL_MS, SQLiteStore, SQLiteTransaction
 
 Store = SQLiteStore
 Transaction = SQLiteTransaction
@@ -34,18 +34,23 @@ def open_store(
     clock: Clock = system_clock,
     create: bool = False,
     default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
 ) -> Store:
     """Open the runtime store at ``path``, migrating an older schema.
 
     Without ``create``, a missing database is an error that says to run
     ``maf setup``. A database written by a newer pytest-maf is refused.
+    ``lease_ttl_ms`` is how far every fenced operation by a lease's holder
+    extends the lease (``tasks.lease_ttl_seconds``).
     """
     db_path = Path(path)
     if not create and not db_path.is_file():
         raise StoreError(f"no runtime database at {db_path}: run `maf setup` first")
     if create:
         db_path.parent.mkdir(parents=True, exist_ok=True)
-    store = SQLiteStore(db_path, clock=clock, default_max_attempts=default_max_attempts)
+    store = SQLiteStore(
+        db_path, clock=clock, default_max_attempts=default_max_attempts, lease_ttl_ms=lease_ttl_ms
+    )
     try:
         if store.check_schema_version() < SCHEMA_VERSION:
             store.migrate()

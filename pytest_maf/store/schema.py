@@ -124,10 +124,24 @@ CREATE TABLE escalation_events (
 );
 """
 
+# A task's kind: only 'work' is handed out by a claim without an id; the
+# tasks pytest-maf makes for itself (preflight runs, fixture and load-test
+# tasks) are claimed by id. A reservation may be tied to a task, and is then
+# released with that task's lease.
+TASK_KINDS_AND_TIED_RESERVATIONS_DDL_V4 = """
+ALTER TABLE task_options ADD COLUMN kind TEXT NOT NULL DEFAULT 'work'
+  CHECK (kind IN ('work','preflight','fixture','load-test'));
+
+ALTER TABLE reservations ADD COLUMN task_id TEXT REFERENCES tasks(id) ON DELETE SET NULL;
+
+CREATE INDEX idx_reservations_task ON reservations(task_id) WHERE task_id IS NOT NULL;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     CANONICAL_DDL + PYTEST_MAF_DDL_V1,
     RESERVATIONS_DDL_V2,
     ESCALATIONS_DDL_V3,
+    TASK_KINDS_AND_TIED_RESERVATIONS_DDL_V4,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

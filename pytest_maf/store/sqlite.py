@@ -31,6 +31,7 @@ from pytest_maf.store import schema
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5
+DEFAULT_LEASE_TTL_MS = 30 * 60_000
 MAX_BUSY_WAIT_S = 30.0
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
@@ -73,7 +74,7 @@ def _dumps(value: Any) -> str:
 
 _TASK_COLUMNS = (
     "t.id, t.state, t.priority, t.payload_json, t.created_at, t.updated_at, t.attempts,"
-    " COALESCE(o.max_attempts, ?)"
+    " COALESCE(o.max_attempts, ?), COALESCE(o.kind, 'work')"
 )
 _TASK_FROM = "tasks AS t LEFT JOIN task_options AS o ON o.task_id = t.id"
 
@@ -81,9 +82,12 @@ _TASK_FROM = "tasks AS t LEFT JOIN task_options AS o ON o.task_id = t.id"
 class SQLiteTransaction:
     """Data access inside one open transaction. ``now`` is read once the lock is held."""
 
-    def __init__(self, connection: sqlite3.Connection, now: int, default_max_attempts: int) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, now: int, default_max_attempts: int, lease_ttl_ms: int
+    ) -> None:
         self.connection = connection
         self.now = now
+        self.lease_ttl_ms = lease_ttl_ms
         self._default_max_attempts = default_max_attempts
 
     def _task(self, row: Sequence[Any]) -> Task:
@@ -96,6 +100,7 @@ class SQLiteTransaction:
             updated_at=row[5],
             attempts=row[6],
             max_attempts=row[7],
+            kind=row[8],
         )
 
     # tasks
@@ -118,8 +123,8 @@ class SQLiteTransaction:
         except sqlite3.IntegrityError:
             raise AlreadyExistsError(f"a task with id {task.id!r} already exists") from None
         self.connection.execute(
-            "INSERT INTO task_options (task_id, max_attempts) VALUES (?, ?)",
-            (task.id, task.max_attempts),
+            "INSERT INTO task_options (task_id, max_attempts, kind) VALUES (?, ?, ?)",
+            (task.id, task.max_attempts, task.kind),
         )
 
     def get_task(self, task_id: str) -> Task | None:
@@ -129,17 +134,17 @@ class SQLiteTransaction:
         ).fetchone()
         return None if row is None else self._task(row)
 
-    def next_ready_task(self) -> Task | None:
-        """The READY task with the lowest priority, then the oldest, then first inserted."""
+    def next_ready_task(self, kind: str = "work") -> Task | None:
+        """The READY task of ``kind`` with the lowest priority, then the oldest, then first inserted."""
         row = self.connection.execute(
             f"SELECT {_TASK_COLUMNS} FROM {_TASK_FROM} WHERE t.state = 'READY'"
-            " ORDER BY t.priority, t.created_at, t.rowid LIMIT 1",
-            (self._default_max_attempts,),
+            " AND COALESCE(o.kind, 'work') = ? ORDER BY t.priority, t.created_at, t.rowid LIMIT 1",
+            (self._default_max_attempts, kind),
         ).fetchone()
         return None if row is None else self._task(row)
 
-    def list_tasks(self, state: str | None = None) -> list[Task]:
-        where, params = ("WHERE t.state = ?", (state,)) if state else ("", ())
+    def list_tasks(self, state: str | None = None, kind: str | None = None) -> list[Task]:
+        where, params = _where([("t.state = ?", state), ("COALESCE(o.kind, 'work') = ?", kind)])
         rows = self.connection.execute(
             f"SELECT {_TASK_COLUMNS} FROM {_TASK_FROM} {where}"
             " ORDER BY t.priority, t.created_at, t.rowid",
@@ -185,9 +190,11 @@ class SQLiteTransaction:
         ).fetchall()
         return [Lease(*row) for row in rows]
 
-    def list_leases(self) -> list[Lease]:
+    def list_leases(self, agent_id: str | None = None) -> list[Lease]:
+        where, params = _where([("agent_id = ?", agent_id)])
         rows = self.connection.execute(
-            "SELECT task_id, agent_id, lease_expires_at, attempt FROM leases ORDER BY task_id"
+            f"SELECT task_id, agent_id, lease_expires_at, attempt FROM leases {where} ORDER BY task_id",
+            params,
         ).fetchall()
         return [Lease(*row) for row in rows]
 
@@ -238,10 +245,10 @@ class SQLiteTransaction:
 
     # reservations
 
-    _RESERVATION_COLUMNS = "agent_id, pattern, exclusive, reason, created_at, expires_at"
+    _RESERVATION_COLUMNS = "agent_id, pattern, exclusive, reason, created_at, expires_at, task_id"
 
     def _reservation(self, row: Sequence[Any]) -> Reservation:
-        return Reservation(row[0], row[1], bool(row[2]), row[3], row[4], row[5])
+        return Reservation(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6])
 
     def reservations(
         self,
@@ -250,12 +257,14 @@ class SQLiteTransaction:
         live_only: bool = True,
         pattern: str | None = None,
         anchors: Collection[str] | None = None,
+        task_id: str | None = None,
     ) -> list[Reservation]:
         """Reservations, optionally only those whose anchor is one of ``anchors``."""
         where, params = _where([
             ("expires_at > ?", self.now if live_only else None),
             ("agent_id = ?", agent_id),
             ("pattern = ?", pattern),
+            ("task_id = ?", task_id),
         ])
         if anchors is not None:
             where += f"{' AND' if where else 'WHERE'} anchor IN ({', '.join('?' * len(anchors))})"
@@ -270,9 +279,9 @@ class SQLiteTransaction:
     def put_reservation(self, reservation: Reservation, anchor: str) -> None:
         self.connection.execute(
             f"INSERT INTO reservations (anchor, {self._RESERVATION_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (agent_id, pattern) DO UPDATE SET exclusive = excluded.exclusive,"
-            " reason = excluded.reason, expires_at = excluded.expires_at",
+            " reason = excluded.reason, expires_at = excluded.expires_at, task_id = excluded.task_id",
             (
                 anchor,
                 reservation.agent_id,
@@ -281,6 +290,7 @@ class SQLiteTransaction:
                 reservation.reason,
                 reservation.created_at,
                 reservation.expires_at,
+                reservation.task_id,
             ),
         )
 
@@ -299,6 +309,12 @@ class SQLiteTransaction:
         ]
         self.connection.execute("DELETE FROM reservations WHERE expires_at <= ?", (self.now,))
         return expired
+
+    def delete_task_reservations(self, task_id: str) -> list[Reservation]:
+        """Delete and return the reservations tied to ``task_id`` (live or not)."""
+        tied = self.reservations(task_id=task_id, live_only=False)
+        self.connection.execute("DELETE FROM reservations WHERE task_id = ?", (task_id,))
+        return tied
 
     def insert_reservation_event(self, kind: str, agent_id: str, data: dict[str, Any]) -> None:
         self.connection.execute(
@@ -393,10 +409,12 @@ class SQLiteStore:
         *,
         clock: Clock = system_clock,
         default_max_attempts: int = 3,
+        lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
     ) -> None:
         self.path = path
         self.clock = clock
         self.default_max_attempts = default_max_attempts
+        self.lease_ttl_ms = lease_ttl_ms
         self._connection: sqlite3.Connection | None = None
         self._lock_file: BinaryIO | bool | None = None
 
@@ -438,7 +456,7 @@ class SQLiteStore:
                 connection.execute(begin)
                 try:
                     transaction = SQLiteTransaction(
-                        connection, self.clock(), self.default_max_attempts
+                        connection, self.clock(), self.default_max_attempts, self.lease_ttl_ms
                     )
                     result = operation(transaction)
                     connection.execute("COMMIT")

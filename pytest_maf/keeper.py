@@ -1,0 +1,137 @@
+"""Keeping a lease alive while work runs: a background renewer, and `maf task run`.
+
+:class:`LeaseKeeper` renews one lease from a thread of its own, on its own
+store connection, every third of the lease length, until stopped or until the
+lease is lost (another agent holds it, or it expired while the process was
+paused). :func:`run_under_lease` runs a command under a kept lease and stops
+the command when the lease is lost.
+
+Example::
+
+    with LeaseKeeper(".maf/runtime.db", "fix-42", "claude-1", 1, ttl_ms=1_800_000) as keeper:
+        run_the_work()
+    assert keeper.lost is None
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from pytest_maf import tasks
+from pytest_maf.errors import LeaseLostError, MafError, UsageError
+from pytest_maf.store import open_store
+
+# How long a command that lost its lease gets to stop after SIGTERM.
+TERMINATE_GRACE_S = 5.0
+
+
+class LeaseKeeper:
+    """Renews a lease in the background, on its own connection, until stopped."""
+
+    def __init__(
+        self, db_path: str | os.PathLike[str], task_id: str, agent_id: str, attempt: int, ttl_ms: int
+    ) -> None:
+        self.db_path, self.task_id, self.agent_id, self.attempt, self.ttl_ms = (
+            Path(db_path), task_id, agent_id, attempt, ttl_ms,
+        )
+        self.lost: str | None = None
+        self.lost_event = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"maf-lease-{task_id}", daemon=True)
+
+    def start(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __enter__(self) -> LeaseKeeper:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        with open_store(self.db_path) as store:
+            while not self._stop.wait(self.ttl_ms / 3000):
+                try:
+                    tasks.renew_lease(store, self.task_id, self.agent_id, self.attempt, self.ttl_ms)
+                except LeaseLostError as error:
+                    self.lost = str(error)
+                    self.lost_event.set()
+                    return
+                except MafError:
+                    continue  # transient (a busy or briefly unreadable store): try again next tick
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    exit_code: int
+    lease_lost: str | None
+
+
+def run_under_lease(
+    command: Sequence[str],
+    db_path: str | os.PathLike[str],
+    task_id: str,
+    agent_id: str,
+    attempt: int,
+    ttl_ms: int,
+) -> RunOutcome:
+    """Run ``command`` while a :class:`LeaseKeeper` keeps the lease alive.
+
+    The command gets ``MAF_AGENT_ID``, ``MAF_TASK_ID`` and ``MAF_TASK_ATTEMPT``
+    in its environment. Its exit code is returned (128 + N when signal N ended
+    it); when the lease is lost the command is stopped (SIGTERM, then SIGKILL
+    after a grace period) and ``lease_lost`` says why.
+    """
+    if not command:
+        raise UsageError("give the command to run after `--`, such as: maf task run T -- make test")
+    with open_store(db_path) as store:  # fail before starting anything when the lease is not ours
+        tasks.renew_lease(store, task_id, agent_id, attempt, ttl_ms)
+    environment = {
+        **os.environ, "MAF_AGENT_ID": agent_id, "MAF_TASK_ID": task_id, "MAF_TASK_ATTEMPT": str(attempt),
+    }
+    try:
+        process = subprocess.Popen(list(command), env=environment)
+    except OSError as error:
+        raise CommandNotStartedError(f"cannot run {command[0]!r}: {error.strerror or error}") from None
+    keeper = LeaseKeeper(db_path, task_id, agent_id, attempt, ttl_ms).start()
+    try:
+        while process.poll() is None:
+            if keeper.lost_event.wait(0.1):
+                _stop(process)
+                break
+    except KeyboardInterrupt:
+        _stop(process)  # the command had the same Ctrl-C; give it its grace period
+        raise
+    finally:
+        keeper.stop()
+    code = process.wait()
+    return RunOutcome(128 - code if code < 0 else code, keeper.lost)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(TERMINATE_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class CommandNotStartedError(MafError):
+    """The command given to `maf task run` could not be started (as a shell says: 127)."""
+
+    exit_code = 127
