@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -21,11 +22,27 @@ from pytest_maf.cli.common import (
     when,
 )
 from pytest_maf.config import Settings
+from pytest_maf.errors import LeaseLostError
 from pytest_maf.files import write_text_atomic
 from pytest_maf.records import Task
 from pytest_maf.store import setup_store
 
 # Commands. Each takes the parsed arguments and the settings, and returns an exit code.
+
+
+def add_agent(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--agent", help=f"{help_text} (default: MAF_AGENT_ID)")
+
+
+def agent_of(args: argparse.Namespace) -> str:
+    import os
+
+    from pytest_maf.errors import UsageError
+
+    agent = args.agent or os.environ.get("MAF_AGENT_ID")
+    if not agent:
+        raise UsageError("give --agent or set MAF_AGENT_ID")
+    return str(agent)
 
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
@@ -72,7 +89,7 @@ def cmd_task_add(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_task_claim(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.lease_ttl_ms(args.ttl)
     with open_configured_store(settings) as store:
-        claim = tasks.claim_next_task(store, args.agent, ttl_ms)
+        claim = tasks.claim_next_task(store, agent_of(args), ttl_ms)
     if args.json:
         print_json(asdict(claim))
     else:
@@ -86,12 +103,43 @@ def cmd_task_claim(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_task_renew(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.lease_ttl_ms(args.ttl)
     with open_configured_store(settings) as store:
-        lease = tasks.renew_lease(store, args.task, args.agent, args.attempt, ttl_ms)
+        lease = tasks.renew_lease(store, args.task, agent_of(args), args.attempt, ttl_ms)
     if args.json:
         print_json(asdict(lease))
     else:
         print(f"renewed {lease.task_id} attempt {lease.attempt} until {when(lease.lease_expires_at)}")
     return 0
+
+
+def cmd_task_heartbeat(args: argparse.Namespace, settings: Settings) -> int:
+    ttl_ms = settings.lease_ttl_ms(args.ttl)
+    with open_configured_store(settings) as store:
+        renewed = tasks.renew_held_leases(store, agent_of(args), ttl_ms, task_id=args.task)
+    if args.json:
+        print_json([asdict(lease) for lease in renewed])
+        return 0
+    if not renewed:
+        print(f"{agent_of(args)} holds no live lease (see `maf task list --state LEASED`)")
+    for lease in renewed:
+        print(f"renewed {lease.task_id} attempt {lease.attempt} until {when(lease.lease_expires_at)}")
+    return 0
+
+
+def cmd_task_run(args: argparse.Namespace, settings: Settings) -> int:
+    from pytest_maf.keeper import run_under_lease
+
+    agent = agent_of(args)
+    ttl_ms = settings.lease_ttl_ms(args.ttl)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    attempt = args.attempt
+    if attempt is None:
+        with open_configured_store(settings) as store:
+            attempt = tasks.held_attempt(store, args.task, agent)
+    outcome = run_under_lease(command, settings.db_path, args.task, agent, attempt, ttl_ms)
+    if outcome.lease_lost is not None:
+        print(f"maf: error: the command was stopped: {outcome.lease_lost}", file=sys.stderr)
+        return LeaseLostError.exit_code
+    return outcome.exit_code
 
 
 def _moving_command(
@@ -102,7 +150,7 @@ def _moving_command(
         ttl_ms = None if ttl is None else settings.lease_ttl_ms(ttl)
         extra = {} if ttl_ms is None else {"ttl_ms": ttl_ms}
         with open_configured_store(settings) as store:
-            task = operation(store, args.task, args.agent, args.attempt, **extra)
+            task = operation(store, args.task, agent_of(args), args.attempt, **extra)
         if args.json:
             print_json(asdict(task))
         else:
@@ -114,7 +162,7 @@ def _moving_command(
 
 def cmd_task_finish(args: argparse.Namespace, settings: Settings) -> int:
     with open_configured_store(settings) as store:
-        result = tasks.finish_task(store, args.task, args.agent, args.attempt)
+        result = tasks.finish_task(store, args.task, agent_of(args), args.attempt)
     if args.json:
         print_json(asdict(result))
     else:
@@ -131,16 +179,20 @@ def cmd_task_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_task_list(args: argparse.Namespace, settings: Settings) -> int:
     with open_configured_store(settings) as store:
-        found = tasks.list_tasks(store, args.state)
+        found = tasks.list_tasks(store, args.state, include_internal=args.all)
     if args.json:
         print_json([asdict(task) for task in found])
         return 0
     if not found:
         print("no tasks" + (f" in state {args.state.upper()}" if args.state else ""))
         return 0
+    header = ["ID", "STATE", "PRIORITY", "ATTEMPTS", "CREATED"] + (["KIND"] if args.all else [])
     print_table(
-        ["ID", "STATE", "PRIORITY", "ATTEMPTS", "CREATED"],
-        [[t.id, t.state, t.priority, f"{t.attempts}/{t.max_attempts}", when(t.created_at)] for t in found],
+        header,
+        [
+            [t.id, t.state, t.priority, f"{t.attempts}/{t.max_attempts}", when(t.created_at)] + ([t.kind] if args.all else [])
+            for t in found
+        ],
     )
     return 0
 
@@ -198,7 +250,7 @@ def cmd_evidence_add(args: argparse.Namespace, settings: Settings) -> int:
             args.verifier,
             args.result,
             args.details,
-            agent_id=args.agent,
+            agent_id=agent_of(args),
         )
     if args.json:
         print_json(asdict(row))
@@ -240,7 +292,7 @@ def cmd_evidence_export(args: argparse.Namespace, settings: Settings) -> int:
 
 def _add_holder(parser: argparse.ArgumentParser, ttl: bool) -> None:
     parser.add_argument("task", metavar="TASK", help="task id")
-    parser.add_argument("--agent", required=True, help="the agent holding the lease")
+    add_agent(parser, "the agent holding the lease")
     parser.add_argument(
         "--attempt", required=True, type=positive_int, help="the attempt the lease was granted for"
     )
@@ -273,17 +325,44 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     claim = task.add_parser(
         "claim", help="lease the next READY task", description="Lease the READY task with the lowest"
-        " priority, then the oldest. Exits 3 when no task is READY."
+        " priority, then the oldest. Exits 3 when no task is READY. Every later operation of the"
+        " holder (start, verify, evidence add, renew, heartbeat) extends the lease."
     )
-    claim.add_argument("--agent", required=True, help="the claiming agent's id")
-    claim.add_argument("--ttl", type=number, metavar="SECONDS", help="lease length (default: 30, MAF_TASK_LEASE_TTL)")
+    add_agent(claim, "the claiming agent")
+    claim.add_argument("--ttl", type=number, metavar="SECONDS", help="lease length (default: 1800, MAF_TASK_LEASE_TTL; at most MAF_TASK_LEASE_MAX_TTL, 14400)")
     add_json(claim)
     claim.set_defaults(handler=cmd_task_claim)
 
     renew = task.add_parser("renew", help="extend a lease you hold (exit 4 if you do not)")
     _add_holder(renew, ttl=False)
-    renew.add_argument("--ttl", type=number, metavar="SECONDS", help="new lease length from now (default: 30)")
+    renew.add_argument("--ttl", type=number, metavar="SECONDS", help="new lease length from now (default: 1800, MAF_TASK_LEASE_TTL)")
     renew.set_defaults(handler=cmd_task_renew)
+
+    heartbeat = task.add_parser(
+        "heartbeat", help="renew every live lease you hold (or TASK's)",
+        description="Extend every live lease the agent holds, or only TASK's, to the lease length"
+        " from now. An expired lease is not revived (exit 4 when TASK's is lost).",
+    )
+    heartbeat.add_argument("task", metavar="TASK", nargs="?", help="only this task's lease")
+    add_agent(heartbeat, "the agent holding the leases")
+    heartbeat.add_argument("--ttl", type=number, metavar="SECONDS", help="new lease length from now (default: 1800, MAF_TASK_LEASE_TTL)")
+    add_json(heartbeat)
+    heartbeat.set_defaults(handler=cmd_task_heartbeat)
+
+    run = task.add_parser(
+        "run", help="run a command while keeping your lease on TASK alive",
+        description="Run COMMAND, renewing the lease on TASK in the background, and exit with"
+        " COMMAND's exit code. If the lease is lost while COMMAND runs (another agent took the"
+        " task), COMMAND is stopped (SIGTERM, then SIGKILL after 5 s) and maf exits 4. COMMAND"
+        " gets MAF_AGENT_ID, MAF_TASK_ID and MAF_TASK_ATTEMPT in its environment.",
+        epilog="example: maf task run fix-42 --agent claude-1 -- pytest --maf-task fix-42 tests/",
+    )
+    run.add_argument("task", metavar="TASK", help="a task you hold")
+    add_agent(run, "the agent holding the lease")
+    run.add_argument("--attempt", type=positive_int, help="the attempt you hold (default: the one your lease is for)")
+    run.add_argument("--ttl", type=number, metavar="SECONDS", help="lease length kept (default: 1800, MAF_TASK_LEASE_TTL)")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...", help="the command and its arguments")
+    run.set_defaults(handler=cmd_task_run)
 
     for name, operation, summary in (
         ("start", tasks.start_task, "LEASED -> RUNNING"),
@@ -313,6 +392,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     listing = task.add_parser("list", help="list tasks in claim order")
     listing.add_argument("--state", help="only tasks in this state")
+    listing.add_argument(
+        "--all", action="store_true",
+        help="also the tasks pytest-maf makes for itself (preflight runs, fixture and load-test tasks)",
+    )
     add_json(listing)
     listing.set_defaults(handler=cmd_task_list)
 
@@ -339,7 +422,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     evidence_add.add_argument("--verifier", required=True, help="the verifier's name, once per attempt")
     evidence_add.add_argument("--result", required=True, type=str.upper, choices=("PASS", "FAIL"))
     evidence_add.add_argument("--details", type=json_argument, metavar="JSON", help="a JSON object")
-    evidence_add.add_argument("--agent", help="when given, the lease must be this agent's")
+    add_agent(evidence_add, "the agent holding the task's lease")
     add_json(evidence_add)
     evidence_add.set_defaults(handler=cmd_evidence_add)
 

@@ -1,0 +1,194 @@
+"""The everyday workflow of agents, through the installed `maf` command and `pytest`,
+in a scratch repository with two worktrees: leases that last the work, and
+pytest-maf's own tasks never handed to an agent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from workspace import DEADLINE_S, Workspace, maf_command
+
+VERIFIER = """\
+def test_the_fix():
+    assert 1 + 1 == 2
+"""
+
+
+def ok(completed: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert completed.returncode == 0, (completed.stdout, completed.stderr)
+    return completed
+
+
+def task_state(workspace: Workspace, task_id: str) -> str:
+    shown = ok(workspace.maf(workspace.main, "task", "show", task_id, "--json"))
+    return str(json.loads(shown.stdout)["task"]["state"])
+
+
+def test_the_readme_workflow_outlives_the_lease_length_between_steps(workspace: Workspace) -> None:
+    # A 3 s lease with 2 s pauses: the whole workflow takes longer than one lease,
+    # and passes only because every step of the holder extends it.
+    short = {"MAF_TASK_LEASE_TTL": "3"}
+    tree = workspace.second
+    workspace.write(tree, "tests/test_fix.py", VERIFIER)
+    ok(workspace.maf(tree, "task", "add", "--id", "fix-42", "--priority", "10"))
+    claimed = json.loads(ok(workspace.maf(tree, "task", "claim", "--json", agent="claude-1", **short)).stdout)
+    assert (claimed["task_id"], claimed["attempt"]) == ("fix-42", 1)
+    started = time.monotonic()
+    time.sleep(2)
+    ok(workspace.maf(tree, "task", "start", "fix-42", "--attempt", "1", agent="claude-1", **short))
+    time.sleep(2)
+    run = workspace.pytest(tree, "--maf-task", "fix-42", "tests/test_fix.py", agent="claude-1", **short)
+
+    assert time.monotonic() - started > 3  # longer than one lease
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "COMMITTED -> DONE" in run.stdout
+    assert task_state(workspace, "fix-42") == "DONE"
+
+
+def test_a_holder_that_stays_silent_past_its_lease_loses_it(workspace: Workspace) -> None:
+    short = {"MAF_TASK_LEASE_TTL": "1"}
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
+    ok(workspace.maf(workspace.main, "task", "claim", agent="claude-1", **short))
+    time.sleep(1.5)
+
+    late = workspace.maf(workspace.main, "task", "start", "fix-42", "--attempt", "1", agent="claude-1")
+
+    assert late.returncode == 4
+    assert "expired" in late.stderr and "Traceback" not in late.stderr
+
+
+def test_heartbeat_is_one_short_command(workspace: Workspace) -> None:
+    for task_id in ("a", "b"):
+        ok(workspace.maf(workspace.main, "task", "add", "--id", task_id))
+        ok(workspace.maf(workspace.main, "task", "claim", "--ttl", "60", agent="claude-1"))
+    before = {row["task_id"]: row["lease_expires_at"] for row in (
+        json.loads(ok(workspace.maf(workspace.main, "task", "show", t, "--json")).stdout)["lease"] for t in ("a", "b")
+    )}
+
+    beat = ok(workspace.maf(workspace.second, "task", "heartbeat", "--json", agent="claude-1"))
+
+    renewed = {row["task_id"]: row["lease_expires_at"] for row in json.loads(beat.stdout)}
+    assert set(renewed) == {"a", "b"}
+    assert all(renewed[t] > before[t] + 1_000_000 for t in renewed)  # 60 s -> the 30 min default
+    other = workspace.maf(workspace.main, "task", "heartbeat", "a", agent="codex-2")
+    assert other.returncode == 4 and "codex-2" in other.stderr
+
+
+def test_task_run_keeps_the_lease_alive_and_exits_with_the_commands_code(workspace: Workspace) -> None:
+    short = {"MAF_TASK_LEASE_TTL": "2"}
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
+    ok(workspace.maf(workspace.main, "task", "claim", agent="claude-1", **short))
+    script = "import os, sys, time; time.sleep(3.5); print(os.environ['MAF_TASK_ID'], os.environ['MAF_TASK_ATTEMPT']); sys.exit(7)"
+
+    run = workspace.maf(workspace.second, "task", "run", "fix-42", "--", sys.executable, "-c", script, agent="claude-1", **short)
+
+    assert run.returncode == 7, run.stderr
+    assert run.stdout.split() == ["fix-42", "1"]
+    # 3.5 seconds under a 2 s lease, and the lease is still ours.
+    ok(workspace.maf(workspace.main, "task", "start", "fix-42", "--attempt", "1", agent="claude-1"))
+
+
+def test_task_run_stops_the_command_when_the_lease_is_lost(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
+    ok(workspace.maf(workspace.main, "task", "claim", agent="claude-1", MAF_TASK_LEASE_TTL="2"))
+    marker = workspace.home / "finished"
+    # The command gives the task back (as a lead's force would), then works on as if nothing happened.
+    script = textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        subprocess.run({maf_command()!r} + ["task", "release", "fix-42", "--attempt", "1"], check=True)
+        time.sleep(20)
+        open({str(marker)!r}, "w").close()
+    """)
+
+    run = workspace.maf(
+        workspace.main, "task", "run", "fix-42", "--", sys.executable, "-c", script,
+        agent="claude-1", MAF_TASK_LEASE_TTL="2", timeout=DEADLINE_S,
+    )
+
+    assert run.returncode == 4, run.stderr
+    assert "stopped" in run.stderr and "Traceback" not in run.stderr
+    assert not marker.exists()
+
+
+def test_task_run_refuses_a_task_the_agent_does_not_hold(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
+    ok(workspace.maf(workspace.main, "task", "claim", agent="claude-1"))
+    marker = workspace.home / "ran"
+
+    run = workspace.maf(
+        workspace.second, "task", "run", "fix-42", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')",
+        agent="codex-2",
+    )
+
+    assert run.returncode == 4 and "codex-2" in run.stderr
+    assert not marker.exists()
+
+
+def test_the_preflight_task_is_hidden_from_lists_and_claims(workspace: Workspace) -> None:
+    ok(workspace.pytest(workspace.main, "--maf-preflight", agent="alice"))
+
+    assert "no tasks" in ok(workspace.maf(workspace.main, "task", "list")).stdout
+    every = json.loads(ok(workspace.maf(workspace.main, "task", "list", "--all", "--json")).stdout)
+    assert [(t["kind"], t["state"]) for t in every] == [("preflight", "DONE")]
+    assert workspace.maf(workspace.second, "task", "claim", agent="bob").returncode == 3
+
+
+def test_load_test_refuses_a_store_that_holds_real_work(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
+    database = workspace.main / ".maf" / "runtime.db"
+    before = database.read_bytes()
+
+    refused = workspace.maf(workspace.main, "load-test", "--database", str(database), "--duration", "1")
+
+    assert refused.returncode == 2
+    assert "1 task(s)" in refused.stderr and "scratch" in refused.stderr
+    assert database.read_bytes() == before
+
+
+CLAIMER = """
+import json, sys, time
+from pathlib import Path
+from pytest_maf import tasks
+from pytest_maf.errors import NothingToClaimError
+from pytest_maf.store import open_store
+
+database, stop, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+claimed, attempts, deadline = [], 0, time.monotonic() + float(sys.argv[4])
+with open_store(database) as store:
+    while not stop.exists() and time.monotonic() < deadline:
+        attempts += 1
+        try:
+            claimed.append(tasks.claim_next_task(store, "poller", 60_000).task_id)
+        except NothingToClaimError:
+            pass
+out.write_text(json.dumps({"claimed": claimed, "attempts": attempts}))
+"""
+
+
+@pytest.mark.slow
+def test_a_polling_agent_never_takes_a_preflight_run(workspace: Workspace) -> None:
+    stop, out = workspace.home / "stop", workspace.home / "claims.json"
+    poller = subprocess.Popen(
+        [sys.executable, "-c", CLAIMER, str(workspace.main / ".maf" / "runtime.db"), str(stop), str(out), "100"],
+        env=workspace.env(),
+    )
+    try:
+        runs = [workspace.pytest(workspace.main, "--maf-preflight", agent="alice") for _ in range(20)]
+    finally:
+        stop.touch()
+        poller.wait(timeout=DEADLINE_S)
+
+    failed = [run.stdout[-800:] for run in runs if run.returncode != 0]
+    assert not failed, failed
+    report = json.loads(out.read_text())
+    assert report["attempts"] > 20  # it really polled while the runs went on
+    assert report["claimed"] == []
+    every = json.loads(ok(workspace.maf(workspace.main, "task", "list", "--all", "--json")).stdout)
+    assert sorted(t["state"] for t in every) == ["DONE"] * 20
