@@ -92,7 +92,8 @@ def maf_lease(pytestconfig: pytest.Config, maf_task: Task, maf_store: Store, maf
     its methods start, verify, record and finish are fenced on the lease.
     Example: ``maf_lease.start(); maf_lease.verify(); maf_lease.record("unit", "PASS"); maf_lease.finish()``
     """
-    from pytest_maf.plugin import LeaseKeeper, agent_for
+    from pytest_maf.keeper import LeaseKeeper
+    from pytest_maf.plugin import agent_for
 
     ttl_ms = maf_settings.task_lease_ttl_s * 1000
     claim = tasks.claim_task(maf_store, maf_task.id, agent_for(pytestconfig), ttl_ms)
