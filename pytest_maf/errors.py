@@ -1,11 +1,37 @@
-"""Errors a user can act on, each carrying the exit code the `maf` command uses.
+"""Errors a user can act on, and the one table of the `maf` command's exit codes.
 
-Exit codes follow DESIGN.md: 1 blocked or failed, 2 bad input, 3 nothing to
-do, 4 lease lost. Library callers catch :class:`MafError`; the command line
-prints ``str(error)`` as one line and exits with ``error.exit_code``.
+:data:`EXIT_CODES` is the table the README and ``maf --help`` cite. Each
+error class carries its code; library callers catch :class:`MafError`, and
+the command line prints ``str(error)`` as one line and exits with
+``error.exit_code``. Anything else that escapes a command is an internal
+error (:data:`INTERNAL_ERROR`): one line, and the traceback only with
+``--debug`` (or ``MAF_DEBUG=1``).
 """
 
 from __future__ import annotations
+
+DONE = 0
+FAILED = 1
+BAD_INPUT = 2
+NOTHING_TO_DO = 3
+LEASE_LOST = 4
+STORE_BUSY = 5
+INTERNAL_ERROR = 70  # EX_SOFTWARE in sysexits.h
+COMMAND_NOT_FOUND = 127
+INTERRUPTED = 130
+
+EXIT_CODES: dict[int, str] = {
+    DONE: "done, or a check passed",
+    FAILED: "a check failed, a conflict blocked, a commit is refused",
+    BAD_INPUT: "bad input: usage, invalid value or configuration, unknown id, illegal transition,"
+    " unreadable or foreign database",
+    NOTHING_TO_DO: "nothing to do: no READY task to claim",
+    LEASE_LOST: "lease lost: the caller is not, or no longer, the holder",
+    STORE_BUSY: "the store stayed busy (locked by another writer) past the busy timeout",
+    INTERNAL_ERROR: "internal error: a bug in pytest-maf; rerun with --debug for the traceback",
+    COMMAND_NOT_FOUND: "`maf task run`: the command could not be started",
+    INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
 
 class MafError(Exception):
@@ -49,16 +75,22 @@ class IllegalTransitionError(MafError):
 class StoreError(MafError):
     """The runtime database is missing, unreadable, corrupt or too new."""
 
-    exit_code = 2
+    exit_code = BAD_INPUT
+
+
+class StoreBusyError(StoreError):
+    """Another writer held the store past the busy timeout."""
+
+    exit_code = STORE_BUSY
 
 
 class NothingToClaimError(MafError):
     """No READY task is waiting."""
 
-    exit_code = 3
+    exit_code = NOTHING_TO_DO
 
 
 class LeaseLostError(MafError):
     """The caller is not (or no longer) the holder of the lease it presented."""
 
-    exit_code = 4
+    exit_code = LEASE_LOST

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pytest_maf import tasks
-from pytest_maf.errors import LeaseLostError, MafError, UsageError
+from pytest_maf.errors import COMMAND_NOT_FOUND, LeaseLostError, MafError, UsageError
 from pytest_maf.store import open_store
 
 # How long a command that lost its lease gets to stop after SIGTERM.
@@ -134,4 +134,4 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 class CommandNotStartedError(MafError):
     """The command given to `maf task run` could not be started (as a shell says: 127)."""
 
-    exit_code = 127
+    exit_code = COMMAND_NOT_FOUND

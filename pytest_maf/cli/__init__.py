@@ -1,7 +1,9 @@
 """The `maf` command: parses input, calls the library, formats output.
 
-Exit codes: 0 done, 1 blocked or failed, 2 bad input, 3 nothing to do,
-4 lease lost or not the holder. An error is one line on stderr.
+Exit codes are the table :data:`pytest_maf.errors.EXIT_CODES`. An error is one
+line on stderr; whatever escapes a command unexpectedly becomes one line with
+the internal-error code, and ``--debug`` (or ``MAF_DEBUG=1``) shows its
+traceback.
 """
 
 from __future__ import annotations
@@ -10,19 +12,22 @@ import argparse
 import io
 import os
 import sys
+import textwrap
+import traceback
 from typing import Sequence
 
 from pytest_maf import logs
 from pytest_maf.cli import admin, coordination, operations, reservations, tasks
 from pytest_maf.config import load_settings
-from pytest_maf.errors import MafError
+from pytest_maf.errors import EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, MafError
 
-EPILOG = """\
-exit codes: 0 done, 1 a check failed or a conflict blocked, 2 bad input,
-3 nothing to do (no READY task), 4 lease lost or not the holder.
-
+EPILOG = "exit codes:\n" + "".join(
+    textwrap.fill(meaning, 79, initial_indent=f"  {code:>3}  ", subsequent_indent=" " * 7) + "\n"
+    for code, meaning in EXIT_CODES.items()
+) + """
 The runtime database is .maf/runtime.db at the repository root (the current
-directory outside a git repository); MAF_DB_PATH or --db overrides it.
+directory outside a git repository); MAF_DB_PATH or --db overrides it. Agents
+name themselves with MAF_AGENT_ID (or --agent).
 Run `maf COMMAND --help` for each command's options.
 """
 
@@ -40,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-format", choices=("text", "json"), help="event lines on stderr (level: LOG_LEVEL, default warning)"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an internal error (also MAF_DEBUG=1)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     tasks.register(commands)
@@ -69,7 +77,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         print("maf: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as error:  # the outer edge: no traceback reaches a user unasked
+        if args.debug or os.environ.get("MAF_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
+        summary = str(error).splitlines()[0] if str(error).strip() else ""
+        print(
+            f"maf: internal error: {type(error).__name__}{': ' + summary if summary else ''}"
+            " (a bug in pytest-maf; rerun with --debug for the traceback, and report it)",
+            file=sys.stderr,
+        )
+        return INTERNAL_ERROR
