@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "runtime": {
         "mode": "sqlite",
         "db_path": ".maf/runtime.db",
+        "busy_timeout_seconds": 30,
     },
     "tasks": {
         "lease_ttl_seconds": 1800,
@@ -81,6 +82,7 @@ DEFAULTS: dict[str, Any] = {
 DESCRIPTIONS: dict[str, str] = {
     "runtime.mode": "storage backend; a list such as 'sqlite,json' uses the first one supported",
     "runtime.db_path": "runtime database, relative to the repository root",
+    "runtime.busy_timeout_seconds": "longest a command waits for another writer before it exits 5 (store busy)",
     "tasks.lease_ttl_seconds": "task lease length; every operation by the holder extends the lease to this from now",
     "tasks.lease_max_ttl_seconds": "longest task lease a caller may ask for",
     "tasks.max_attempts": "claims before a task is DEAD",
@@ -106,6 +108,7 @@ DESCRIPTIONS: dict[str, str] = {
 ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MAF_DB_PATH": ("runtime.db_path", str),
     "MAF_RUNTIME_MODE": ("runtime.mode", str),
+    "MAF_BUSY_TIMEOUT": ("runtime.busy_timeout_seconds", int),
     "MAF_AGENT_MAIL_ROOT": ("agent_mail.root", str),
     "LOG_LEVEL": ("logging.level", str.lower),
     "MAF_LOG_FORMAT": ("logging.format", str.lower),
@@ -138,6 +141,7 @@ class Settings:
     mail_root: Path
     repo_root: Path | None = None
     runtime_mode: str = "sqlite"
+    busy_timeout_s: int = 30
     task_lease_ttl_s: int = 1800
     task_lease_max_ttl_s: int = 14400
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -317,6 +321,7 @@ def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 _KINDS: dict[str, tuple[type, ...]] = {path: (type(value),) for path, value in _leaves(DEFAULTS).items()}
 _POSITIVE = {
+    "runtime.busy_timeout_seconds",
     "tasks.lease_ttl_seconds", "tasks.lease_max_ttl_seconds", "tasks.max_attempts",
     "reservations.default_ttl_minutes", "reservations.max_ttl_minutes",
     "escalation.levels_per_target", "preflight.timeout_seconds", "preflight.min_free_disk_mb",
@@ -431,6 +436,7 @@ def load_settings(
         mail_root=located("agent_mail.root"),
         repo_root=repo_root,
         runtime_mode=mode,
+        busy_timeout_s=values["runtime.busy_timeout_seconds"],
         task_lease_ttl_s=values["tasks.lease_ttl_seconds"],
         task_lease_max_ttl_s=values["tasks.lease_max_ttl_seconds"],
         max_attempts=values["tasks.max_attempts"],

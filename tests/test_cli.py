@@ -104,7 +104,7 @@ def test_whole_lifecycle_from_the_shell(capsys: pytest.CaptureFixture[str]) -> N
     assert run(capsys, "task", "start", *holder)[1] == "t1 is RUNNING\n"
     assert run(capsys, "task", "verify", *holder)[1] == "t1 is VERIFYING\n"
     code, out, _ = run(
-        capsys, "evidence", "add", "t1", "--attempt", "1", "--verifier", "unit",
+        capsys, "evidence", "add", "t1", "--agent", "a", "--attempt", "1", "--verifier", "unit",
         "--result", "PASS", "--details", '{"passed": 12}',
     )
     assert code == 0 and "recorded PASS" in out
@@ -125,7 +125,7 @@ def test_failed_verification_prints_rollback(capsys: pytest.CaptureFixture[str])
     holder = ["t1", "--agent", "a", "--attempt", "1"]
     run(capsys, "task", "start", *holder)
     run(capsys, "task", "verify", *holder)
-    run(capsys, "evidence", "add", "t1", "--attempt", "1", "--verifier", "unit", "--result", "fail")
+    run(capsys, "evidence", "add", "t1", "--agent", "a", "--attempt", "1", "--verifier", "unit", "--result", "fail")
 
     code, out, _ = run(capsys, "task", "finish", *holder)
 
@@ -144,7 +144,7 @@ def test_failed_verification_prints_rollback(capsys: pytest.CaptureFixture[str])
         (["task", "claim", "--agent", "a", "--ttl", "0"], 2, "above 0"),
         (["task", "claim", "--agent", "a", "--ttl", "99999"], 2, "above the maximum"),
         (["task", "list", "--state", "SLEEPING"], 2, "unknown state"),
-        (["evidence", "add", "t0", "--attempt", "1", "--verifier", "v", "--result", "PASS", "--details", "[1]"], 2, "JSON object"),
+        (["evidence", "add", "t0", "--agent", "a", "--attempt", "1", "--verifier", "v", "--result", "PASS", "--details", "[1]"], 2, "JSON object"),
     ],
 )
 def test_user_mistakes_are_one_line_with_the_design_exit_code(
@@ -258,7 +258,7 @@ def test_evidence_list_and_junit_export(capsys: pytest.CaptureFixture[str], in_t
         ("lint", "FAIL", '{"message": "3 lint errors"}'),
         ("cache", "FAIL", '{"message": "cold", "severity": "warning", "blocking": false}'),
     ):
-        run(capsys, "evidence", "add", "t1", "--attempt", "1", "--verifier", verifier, "--result", result, "--details", details)
+        run(capsys, "evidence", "add", "t1", "--agent", "a", "--attempt", "1", "--verifier", verifier, "--result", result, "--details", details)
 
     listed = run_json(capsys, "evidence", "list", "--task", "t1")
     code, out, _ = run(capsys, "evidence", "export", "--junit", "reports/evidence.xml", "--task", "t1")

@@ -78,5 +78,5 @@ def test_pre_commit_runs_the_guard_blocking_then_passing(tmp_path: Path) -> None
     preflight = run(work, sys.executable, "-m", "pre_commit", "run", "maf-preflight", env=env, check=False)
     assert preflight.returncode == 0, preflight.stdout + preflight.stderr
     with open_store(work / ".maf" / "runtime.db") as store:
-        (task,) = [t for t in tasks.list_tasks(store) if t.payload.get("kind") == "preflight"]
+        (task,) = [t for t in tasks.list_tasks(store, include_internal=True) if t.payload.get("kind") == "preflight"]
     assert task.state == "DONE"

@@ -47,7 +47,7 @@ def test_wheel_runs_preflight_in_a_new_repository(tmp_path: Path) -> None:
     assert "maf preflight" in preflight.stdout and "COMMITTED -> DONE" in preflight.stdout
     assert str(venv) in run(venv / "bin" / "python", "-c", "import pytest_maf.checks as c; print(c.__file__)", cwd=repo).stdout
     with open_store(repo / ".maf" / "runtime.db") as store:
-        (task,) = tasks.list_tasks(store)
+        (task,) = tasks.list_tasks(store, include_internal=True)
         rows = store.read(lambda t: t.evidence(task.id))
     assert task.state == "DONE"
     assert {"env.git", "store.schema", "reservations.staged"} <= {row.verifier for row in rows}

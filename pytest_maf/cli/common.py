@@ -70,4 +70,5 @@ def open_configured_store(settings: Settings) -> Store:
         settings.db_path,
         default_max_attempts=settings.max_attempts,
         lease_ttl_ms=settings.task_lease_ttl_s * 1000,
+        busy_timeout_s=settings.busy_timeout_s,
     )

@@ -13,6 +13,7 @@ library's operations (``pytest_maf.tasks``, ``pytest_maf.evidence``)::
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from pytest_maf.clock import Clock, system_clock
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.errors import StoreError
 from pytest_maf.store.schema import SCHEMA_VERSION
-from pytest_maf.store.sqlite import DEFAULT_LEASE_TTL_MS, SQLiteStore, SQLiteTransaction
+from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S, DEFAULT_LEASE_TTL_MS, SQLiteStore, SQLiteTransaction
 
 Store = SQLiteStore
 Transaction = SQLiteTransaction
@@ -35,21 +36,28 @@ def open_store(
     create: bool = False,
     default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
 ) -> Store:
     """Open the runtime store at ``path``, migrating an older schema.
 
     Without ``create``, a missing database is an error that says to run
-    ``maf setup``. A database written by a newer pytest-maf is refused.
+    ``maf setup``; with it, a missing one is created whole (no other process
+    ever sees it half made). A database that is empty, damaged, another
+    application's, or written by a newer pytest-maf is refused untouched.
     ``lease_ttl_ms`` is how far every fenced operation by a lease's holder
-    extends the lease (``tasks.lease_ttl_seconds``).
+    extends the lease (``tasks.lease_ttl_seconds``); ``busy_timeout_s`` bounds
+    every wait for another writer (``runtime.busy_timeout_seconds``).
     """
     db_path = Path(path)
-    if not create and not db_path.is_file():
-        raise StoreError(f"no runtime database at {db_path}: run `maf setup` first")
-    if create:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
+    if not db_path.exists():
+        if not create:
+            raise StoreError(f"no runtime database at {db_path}: run `maf setup` first")
+        _create_whole(db_path)
+    elif not db_path.is_file():
+        raise StoreError(f"the runtime database {db_path} is not a file")
     store = SQLiteStore(
-        db_path, clock=clock, default_max_attempts=default_max_attempts, lease_ttl_ms=lease_ttl_ms
+        db_path, clock=clock, default_max_attempts=default_max_attempts, lease_ttl_ms=lease_ttl_ms,
+        busy_timeout_s=busy_timeout_s,
     )
     try:
         if store.check_schema_version() < SCHEMA_VERSION:
@@ -58,6 +66,34 @@ def open_store(
         store.close()
         raise
     return store
+
+
+def _create_whole(db_path: Path) -> bool:
+    """Create a store at ``db_path`` unless another process does first; True if this call did.
+
+    The schema is laid in a scratch file that is then linked into place, so a
+    store at ``db_path`` is never seen empty: an empty one was damaged.
+    """
+    try:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StoreError(f"cannot create the runtime database's folder {db_path.parent}: {error.strerror}") from None
+    scratch = db_path.with_name(f".{db_path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.new")
+    try:
+        with SQLiteStore(scratch) as fresh:
+            fresh.migrate(fresh=True)
+        try:
+            os.link(scratch, db_path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links
+            if db_path.exists():
+                return False
+            os.replace(scratch, db_path)
+        return True
+    finally:
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            Path(f"{scratch}{suffix}").unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -70,17 +106,22 @@ class SetupReport:
     journal_mode: str
 
 
-def setup_store(path: str | os.PathLike[str]) -> SetupReport:
-    """Create the runtime store at ``path`` or bring it to the current schema. Idempotent."""
+def setup_store(path: str | os.PathLike[str], *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> SetupReport:
+    """Create the runtime store at ``path`` or bring it to the current schema. Idempotent.
+
+    A present but empty, damaged or foreign database is refused, never re-created.
+    """
     db_path = Path(path)
-    existed = db_path.is_file()
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    with SQLiteStore(db_path) as store:
+    created = not db_path.exists() and _create_whole(db_path)
+    if db_path.exists() and not db_path.is_file():
+        raise StoreError(f"the runtime database {db_path} is not a file")
+    with SQLiteStore(db_path, busy_timeout_s=busy_timeout_s) as store:
+        store.check_schema_version()
         applied = store.migrate()
         return SetupReport(
             path=db_path,
-            created_file=not existed,
-            applied_versions=tuple(applied),
+            created_file=created,
+            applied_versions=tuple(range(1, SCHEMA_VERSION + 1)) if created else tuple(applied),
             schema_version=store.schema_version(),
             tables=tuple(store.table_names()),
             journal_mode=str(store.pragma("journal_mode")[0][0]),

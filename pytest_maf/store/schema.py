@@ -146,6 +146,32 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+# SQLite's application_id of a pytest-maf database: "maf1". A non-empty
+# database with another id is some other application's, and is never changed.
+APPLICATION_ID = 0x6D616631
+# Stores made before databases were marked carry id 0 and these tables.
+UNMARKED_STORE_TABLES = frozenset(CANONICAL_TABLES) | {"task_options"}
+
+
+def not_ours(application_id: int, version: int, tables: list[str]) -> str | None:
+    """Why a database may not be used as the runtime store, or None (pure)."""
+    if application_id == APPLICATION_ID:
+        return None
+    if application_id == 0 and not tables:
+        return (
+            "is empty: it was truncated or damaged (a store is never empty); restore a backup"
+            " with `maf db restore BACKUP`, try `maf db recover`, or remove the file and run"
+            " `maf setup` to start afresh"
+        )
+    if application_id == 0 and version >= 1 and UNMARKED_STORE_TABLES <= set(tables):
+        return None
+    listed = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+    return (
+        f"is not a pytest-maf database (application_id {application_id:#x}; tables: {listed or 'none'});"
+        " it is left untouched: point --db or MAF_DB_PATH at a pytest-maf store"
+    )
+
+
 def split_statements(script: str) -> list[str]:
     """Split a DDL script into statements (none of ours has a ';' inside)."""
     return [statement.strip() for statement in script.split(";") if statement.strip()]

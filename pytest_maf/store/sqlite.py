@@ -24,7 +24,7 @@ except ImportError:  # Windows: SQLite's own locking alone
     fcntl = None  # type: ignore[assignment]
 
 from pytest_maf.clock import Clock, system_clock
-from pytest_maf.errors import AlreadyExistsError, StoreError
+from pytest_maf.errors import AlreadyExistsError, StoreBusyError, StoreError
 from pytest_maf.records import Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
 from pytest_maf.store import schema
 
@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5
 DEFAULT_LEASE_TTL_MS = 30 * 60_000
-MAX_BUSY_WAIT_S = 30.0
+DEFAULT_BUSY_TIMEOUT_S = 30.0
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
 
@@ -401,8 +401,6 @@ class SQLiteTransaction:
 class SQLiteStore:
     """The runtime store in one SQLite file. Open it with :func:`pytest_maf.store.open_store`."""
 
-    backend = "sqlite"
-
     def __init__(
         self,
         path: Path,
@@ -410,22 +408,27 @@ class SQLiteStore:
         clock: Clock = system_clock,
         default_max_attempts: int = 3,
         lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     ) -> None:
         self.path = path
         self.clock = clock
         self.default_max_attempts = default_max_attempts
         self.lease_ttl_ms = lease_ttl_ms
+        self.busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None
         self._lock_file: BinaryIO | bool | None = None
 
     @property
     def connection(self) -> sqlite3.Connection:
+        """The open connection; opened (and waited for, while busy) on first use."""
         if self._connection is None:
-            try:
-                self._connection = connect(self.path)
-            except sqlite3.Error as error:
-                raise self._unreadable(error) from None
+            self._retrying_busy(self._open, time.monotonic() + self.busy_timeout_s)
+        assert self._connection is not None
         return self._connection
+
+    def _open(self) -> None:
+        connection = connect(self.path)
+        self._connection = connection
 
     def close(self) -> None:
         if self._lock_file:
@@ -447,41 +450,61 @@ class SQLiteStore:
             " (check the file, restore a backup, or point MAF_DB_PATH elsewhere)"
         )
 
-    def _run(self, begin: str, operation: Callable[[SQLiteTransaction], T]) -> T:
-        connection = self.connection
-        deadline = time.monotonic() + MAX_BUSY_WAIT_S
+    def _busy(self, waited_s: float) -> StoreBusyError:
+        holder = self._lock_holder()
+        held = f" (pid {holder} holds the writer lock)" if holder else ""
+        return StoreBusyError(
+            f"the runtime database {self.path} stayed busy for {waited_s:.1f} s{held}; try again,"
+            " or raise runtime.busy_timeout_seconds (MAF_BUSY_TIMEOUT)"
+        )
+
+    def _retrying_busy(self, attempt: Callable[[], T], deadline: float) -> T:
+        """Run ``attempt`` until it is not refused as busy, or ``deadline`` passes."""
+        started = time.monotonic()
         retries = 0
         while True:
             try:
-                connection.execute(begin)
-                try:
-                    transaction = SQLiteTransaction(
-                        connection, self.clock(), self.default_max_attempts, self.lease_ttl_ms
-                    )
-                    result = operation(transaction)
-                    connection.execute("COMMIT")
-                    return result
-                except BaseException:
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
-                    raise
+                return attempt()
             except sqlite3.OperationalError as error:
-                if not _is_busy(error) or time.monotonic() > deadline:
+                if not _is_busy(error):
                     raise self._unreadable(error) from None
+                if time.monotonic() >= deadline:
+                    raise self._busy(time.monotonic() - started) from None
                 retries += 1
                 # Jittered, capped backoff: contenders spread out instead of
                 # waking together and colliding again.
-                time.sleep(random.uniform(0, min(0.0001 * (2**retries), 0.004)))
+                time.sleep(random.uniform(0, min(0.0001 * (2 ** min(retries, 6)), 0.004)))
             except sqlite3.Error as error:
                 raise self._unreadable(error) from None
 
+    def _run(self, begin: str, operation: Callable[[SQLiteTransaction], T], deadline: float | None = None) -> T:
+        deadline = time.monotonic() + self.busy_timeout_s if deadline is None else deadline
+
+        def attempt() -> T:
+            connection = self.connection
+            connection.execute(begin)
+            try:
+                transaction = SQLiteTransaction(
+                    connection, self.clock(), self.default_max_attempts, self.lease_ttl_ms
+                )
+                result = operation(transaction)
+                connection.execute("COMMIT")
+                return result
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+
+        return self._retrying_busy(attempt, deadline)
+
     def write(self, operation: Callable[[SQLiteTransaction], T]) -> T:
         """Run ``operation`` in one ``BEGIN IMMEDIATE`` transaction; all of it or none."""
-        with self._writer_turn():
-            return self._run("BEGIN IMMEDIATE", operation)
+        deadline = time.monotonic() + self.busy_timeout_s  # one bound for the lock and the transaction
+        with self._writer_turn(deadline):
+            return self._run("BEGIN IMMEDIATE", operation, deadline)
 
     @contextlib.contextmanager
-    def _writer_turn(self) -> Iterator[None]:
+    def _writer_turn(self, deadline: float) -> Iterator[None]:
         # Writers queue on an advisory file lock first: the kernel wakes a
         # waiter the moment the lock is free, where SQLite's busy handler
         # would sleep in steps of up to 100 ms. BEGIN IMMEDIATE still decides.
@@ -490,26 +513,48 @@ class SQLiteStore:
             return
         if self._lock_file is None:
             try:
-                self._lock_file = open(f"{self.path}.lock", "a+b")  # noqa: SIM115
+                # Not O_APPEND: the holder's pid is written at offset 0.
+                descriptor = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                self._lock_file = os.fdopen(descriptor, "r+b", buffering=0)
             except OSError:
                 self._lock_file = False
         if not self._lock_file:
             yield
             return
+        lock_file: BinaryIO = self._lock_file  # type: ignore[assignment]
+        contended = False
+        started = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                contended = True
+                if time.monotonic() >= deadline:
+                    raise self._busy(time.monotonic() - started) from None
+                # A stopped or slow writer must not hang the others forever:
+                # wait in short polls, each bounded by the busy timeout.
+                time.sleep(0.0005 if time.monotonic() - started < 0.05 else 0.005)
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            contended = False
-        except BlockingIOError:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
-            contended = True
-        try:
+            os.pwrite(lock_file.fileno(), f"{os.getpid():<10}".encode(), 0)
             yield
         finally:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
             if contended:
                 # Others are queued: let one of them run before this process
                 # takes the lock again, so no waiter starves.
                 os.sched_yield()
+
+    def _lock_holder(self) -> int | None:
+        """The pid that last held the writer lock, if it is still running."""
+        try:
+            pid = int(Path(f"{self.path}.lock").read_bytes()[:10].strip() or b"0")
+            if pid <= 0 or pid == os.getpid():
+                return None
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
 
     def read(self, operation: Callable[[SQLiteTransaction], T]) -> T:
         """Run ``operation`` against one consistent snapshot."""
@@ -526,11 +571,17 @@ class SQLiteStore:
         return user_tables(self.connection)
 
     def check_schema_version(self) -> int:
-        """Refuse a database written by a newer pytest-maf; return its version."""
+        """Refuse a database that is not a pytest-maf store (foreign, emptied or
+        damaged) or that a newer pytest-maf wrote; return its schema version."""
         try:
+            application_id = int(self.connection.execute("PRAGMA application_id").fetchone()[0])
             version = self.schema_version()
+            tables = [] if application_id == schema.APPLICATION_ID else self.table_names()
         except sqlite3.Error as error:
             raise self._unreadable(error) from None
+        problem = schema.not_ours(application_id, version, tables)
+        if problem:
+            raise StoreError(f"the runtime database {self.path} {problem}")
         if version > schema.SCHEMA_VERSION:
             raise StoreError(
                 f"the runtime database {self.path} has schema version {version}, newer than"
@@ -538,15 +589,19 @@ class SQLiteStore:
             )
         return version
 
-    def migrate(self) -> list[int]:
-        """Apply the migrations this database lacks; return the versions applied."""
+    def migrate(self, *, fresh: bool = False) -> list[int]:
+        """Apply the migrations this database lacks; return the versions applied.
+
+        ``fresh`` is for a database file just created for a new store, which
+        is empty and unmarked until its first migration.
+        """
         try:
             self.connection.execute("PRAGMA journal_mode = WAL")
         except sqlite3.Error as error:
             raise self._unreadable(error) from None
 
         def apply(transaction: SQLiteTransaction) -> list[int]:
-            current = self.check_schema_version()
+            current = self.schema_version() if fresh else self.check_schema_version()
             applied = []
             for version in range(current + 1, schema.SCHEMA_VERSION + 1):
                 for statement in schema.split_statements(schema.MIGRATIONS[version - 1]):
@@ -554,6 +609,7 @@ class SQLiteStore:
                 applied.append(version)
             if applied:
                 transaction.connection.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
+            transaction.connection.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
             return applied
 
         return self.write(apply)
