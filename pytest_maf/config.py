@@ -31,6 +31,7 @@ DB_RELATIVE_PATH = Path(".maf") / "runtime.db"
 CONFIG_DIRECTORY = "maf-config"
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 SUPPORTED_RUNTIME_MODES = ("sqlite",)
+MAX_CONFIG_BYTES = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -230,21 +231,39 @@ class Layer:
 def read_config_file(path: Path) -> dict[str, Any]:
     """Parse one JSON or YAML configuration file; a problem names the file."""
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError([f"{path}: is {size} bytes; a configuration file may be at most {MAX_CONFIG_BYTES}"])
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+    except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ConfigError([f"{path}: cannot read: {error}"]) from None
     try:
         if path.suffix == ".json":
             document = json.loads(text) if text.strip() else {}
         else:
-            import yaml
-
-            document = yaml.safe_load(text) or {}
-    except Exception as error:  # json.JSONDecodeError, yaml.YAMLError
+            document = _load_yaml(text) or {}
+    except Exception as error:  # json.JSONDecodeError, yaml.YAMLError, RecursionError, refused aliases
         raise ConfigError([f"{path}: does not parse: {' '.join(str(error).split())}"]) from None
     if not isinstance(document, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of sections"])
     return document
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without anchors and aliases: an alias bomb cannot expand."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise ValueError(
+                    f"line {event.start_mark.line + 1}: anchors and aliases (&name, *name) are not"
+                    " supported in configuration; write the values out"
+                )
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader)
 
 
 def _find_file(directory: Path, stem: str) -> list[Path]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from pytest_maf.errors import UsageError
 from pytest_maf.leases import fenced_lease, validate_id
 from pytest_maf.records import EVIDENCE_RESULTS, Evidence
+from pytest_maf.values import check_json
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
@@ -81,6 +82,7 @@ def record_evidence_batch(
         validate_id("verifier", verifier)
         if details is not None and not isinstance(details, dict):
             raise UsageError("evidence details must be a JSON object, such as {\"log\": \"...\"}")
+        check_json("evidence details", details)
         rows.append(Evidence(task_id, attempt, verifier, parse_result(result), details or {}))
 
     def record(transaction: Transaction) -> list[Evidence]:

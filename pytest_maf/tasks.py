@@ -42,6 +42,7 @@ from pytest_maf.evidence import evidence_verdict
 from pytest_maf.leases import fenced_lease, require_task, validate_id
 from pytest_maf.logs import log_event
 from pytest_maf.records import TASK_KINDS, TASK_STATES, Event, Evidence, Lease, Task
+from pytest_maf.values import INT64_MAX, INT64_MIN, check_integer, check_json
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
@@ -66,6 +67,7 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 LEASED_STATES = frozenset({"LEASED", "RUNNING", "VERIFYING"})
 FINAL_STATES = frozenset({"DONE", "DEAD"})
 DEFAULT_PRIORITY = 100
+MAX_ATTEMPTS_LIMIT = 1000
 
 
 def next_state(task_id: str, state: str, action: str) -> str:
@@ -175,8 +177,9 @@ def add_task(
     """
     task_id = validate_id("task", task_id) if task_id is not None else f"task-{uuid.uuid4().hex[:12]}"
     max_attempts = store.default_max_attempts if max_attempts is None else max_attempts
-    if max_attempts < 1:
-        raise UsageError(f"max attempts must be 1 or more, got {max_attempts}")
+    check_integer("max attempts", max_attempts, 1, MAX_ATTEMPTS_LIMIT)
+    check_integer("priority", priority, INT64_MIN, INT64_MAX)
+    check_json("the payload", payload)
     _validate_kind(kind)
     return store.write(lambda transaction: _insert_task(transaction, task_id, priority, payload, max_attempts, kind))
 
@@ -287,8 +290,8 @@ def add_and_claim_task(
     validate_id("agent", agent_id)
     _validate_ttl(ttl_ms)
     _validate_kind(kind)
-    if max_attempts < 1:
-        raise UsageError(f"max attempts must be 1 or more, got {max_attempts}")
+    check_integer("max attempts", max_attempts, 1, MAX_ATTEMPTS_LIMIT)
+    check_json("the payload", payload)
     task_id = f"task-{uuid.uuid4().hex[:12]}"
 
     def add_and_claim(transaction: Transaction) -> Claim:

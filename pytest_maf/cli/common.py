@@ -8,14 +8,16 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from pytest_maf.config import Settings
+from pytest_maf.errors import UsageError
 from pytest_maf.store import Store, open_store
+from pytest_maf.values import parse_json
 
 
 def json_argument(text: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"invalid JSON ({error.msg} at position {error.pos})")
+        return parse_json("the value", text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("the value ", "", 1)) from None
 
 
 def positive_int(text: str) -> int:

@@ -1,0 +1,73 @@
+"""Values checked at the door: integers the store can hold, JSON it can give back.
+
+Whatever a caller passes (a payload, evidence details, a priority) is checked
+here before it is stored, so nothing stored is unreadable later: a NaN is not
+JSON, a 100,000-deep list cannot be printed back, and an integer past
+SQLite's 64 bits cannot be stored at all.
+
+Example::
+
+    check_integer("priority", 10, INT64_MIN, INT64_MAX)  # -> 10
+    check_json("payload", {"issue": 42})                   # -> {"issue": 42}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from pytest_maf.errors import UsageError
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_JSON_DEPTH = 64
+MAX_JSON_BYTES = 1024 * 1024
+
+
+def check_integer(name: str, value: int, low: int, high: int) -> int:
+    """``value`` if ``low <= value <= high``, else a :class:`UsageError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UsageError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def check_json(name: str, value: Any) -> Any:
+    """``value`` if it is plain JSON (no NaN or infinity), at most :data:`MAX_JSON_DEPTH`
+    deep and :data:`MAX_JSON_BYTES` long; else a :class:`UsageError` naming ``name``."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:  # iterative: a deep value must not exhaust the stack while it is checked
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise UsageError(f"{name} is nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise UsageError(f"{name} has a key that is not a string: {key!r}")
+                pending.append((inner, depth + 1))
+        elif isinstance(item, (list, tuple)):
+            pending.extend((inner, depth + 1) for inner in item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise UsageError(f"{name} holds {item!r}, which is not JSON; use a number or a string")
+        elif isinstance(item, int) and not isinstance(item, bool) and not INT64_MIN <= item <= INT64_MAX:
+            raise UsageError(f"{name} holds an integer past 64 bits; write it as a string")
+        elif item is not None and not isinstance(item, (str, int, float, bool)):
+            raise UsageError(f"{name} holds a {type(item).__name__}, which is not JSON")
+    size = len(json.dumps(value, ensure_ascii=False))
+    if size > MAX_JSON_BYTES:
+        raise UsageError(f"{name} is {size} characters of JSON; the limit is {MAX_JSON_BYTES}")
+    return value
+
+
+def parse_json(name: str, text: str) -> Any:
+    """Parse JSON given by a user and :func:`check_json` it; every problem is a :class:`UsageError`."""
+
+    def refuse_constant(constant: str) -> Any:
+        raise UsageError(f"{name} holds {constant}, which is not JSON; use a number or a string")
+
+    try:
+        value = json.loads(text, parse_constant=refuse_constant)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{name} is not valid JSON ({error.msg} at position {error.pos})") from None
+    except RecursionError:
+        raise UsageError(f"{name} is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    return check_json(name, value)
