@@ -80,3 +80,24 @@ def test_hostile_input_is_one_line_and_changes_nothing(
     one_line_refusal(completed, code)
     assert words in completed.stdout + completed.stderr
     assert snapshot(workspace.main) == before
+
+
+def test_a_corrupt_stored_row_is_reported_and_does_not_break_its_neighbours(workspace: Workspace) -> None:
+    import json
+    import sqlite3
+
+    for task_id in ("good", "bad"):
+        assert workspace.maf(workspace.main, "task", "add", "--id", task_id).returncode == 0
+    with sqlite3.connect(workspace.main / ".maf" / "runtime.db") as connection:
+        connection.execute("UPDATE tasks SET payload_json = '{not json' WHERE id = 'bad'")
+        connection.execute("UPDATE events SET data_json = 'NaN]' WHERE task_id = 'bad'")
+
+    listed = workspace.maf(workspace.main, "task", "list", "--json")
+    shown = workspace.maf(workspace.main, "task", "show", "bad", "--json")
+
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(task["id"] for task in json.loads(listed.stdout)) == ["bad", "good"]
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert "tasks.payload_json of task 'bad' is not valid JSON" in detail["task"]["payload"]["unreadable"]
+    assert "events.data_json" in detail["events"][0]["data"]["unreadable"]

@@ -68,6 +68,19 @@ def _where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
     return "WHERE " + " AND ".join(clause for clause, _ in given), [value for _, value in given]
 
 
+def _loads(text: Any, where: str) -> Any:
+    """A stored JSON column; a value that does not parse is shown, not fatal for its neighbours."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        shown = text[:120] if isinstance(text, str) else repr(text)[:120]
+        return {
+            "unreadable": f"{where} is not valid JSON; correct or delete that row"
+            " (sqlite3 on the database), or restore a backup",
+            "stored": shown,
+        }
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
@@ -95,7 +108,7 @@ class SQLiteTransaction:
             id=row[0],
             state=row[1],
             priority=row[2],
-            payload=json.loads(row[3]),
+            payload=_loads(row[3], f"tasks.payload_json of task {row[0]!r}"),
             created_at=row[4],
             updated_at=row[5],
             attempts=row[6],
@@ -211,7 +224,7 @@ class SQLiteTransaction:
         rows = self.connection.execute(
             f"SELECT id, task_id, ts, kind, data_json FROM events {where} ORDER BY id", params
         ).fetchall()
-        return [Event(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+        return [Event(row[0], row[1], row[2], row[3], _loads(row[4], f"events.data_json of event {row[0]}")) for row in rows]
 
     # evidence
 
@@ -241,7 +254,10 @@ class SQLiteTransaction:
             f" {where} ORDER BY task_id, attempt, verifier",
             params,
         ).fetchall()
-        return [Evidence(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+        return [
+            Evidence(row[0], row[1], row[2], row[3], _loads(row[4], f"evidence.details_json of {row[0]!r}/{row[1]}/{row[2]!r}"))
+            for row in rows
+        ]
 
     # reservations
 
@@ -328,7 +344,10 @@ class SQLiteTransaction:
             f"SELECT id, ts, kind, agent_id, data_json FROM reservation_events {where} ORDER BY id",
             params,
         ).fetchall()
-        return [ReservationEvent(row[0], row[1], row[2], row[3], json.loads(row[4])) for row in rows]
+        return [
+            ReservationEvent(row[0], row[1], row[2], row[3], _loads(row[4], f"reservation_events.data_json of event {row[0]}"))
+            for row in rows
+        ]
 
 
     # escalations
@@ -369,7 +388,10 @@ class SQLiteTransaction:
             "SELECT ts, kind, data_json FROM escalation_events WHERE escalation_id = ? ORDER BY id",
             (escalation_id,),
         ).fetchall()
-        return [{"ts": row[0], "kind": row[1], "data": json.loads(row[2])} for row in rows]
+        return [
+            {"ts": row[0], "kind": row[1], "data": _loads(row[2], f"escalation_events.data_json of {escalation_id!r}")}
+            for row in rows
+        ]
 
 
     # metrics
