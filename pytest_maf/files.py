@@ -7,7 +7,43 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+from pytest_maf.errors import UsageError
+
+# The files SQLite keeps beside a database, and the writers' lock.
+STORE_SUFFIXES = ("", "-wal", "-shm", "-journal", ".lock")
+
+
+def store_files(db_path: Path) -> list[Path]:
+    """The runtime database and the files beside it that are part of it."""
+    return [Path(f"{db_path}{suffix}") for suffix in STORE_SUFFIXES]
+
+
+def _same_file(left: Path, right: Path) -> bool:
+    if os.path.realpath(left) == os.path.realpath(right):
+        return True
+    try:
+        return os.path.samefile(left, right)
+    except OSError:
+        return False
+
+
+def checked_output(text: str, protected: Iterable[Path], what: str = "the output") -> Path:
+    """An output file a user named: not empty, not a directory, and none of ``protected``.
+
+    ``protected`` is the runtime database's files (:func:`store_files`) and any
+    file the command reads; writing over one of them would destroy it.
+    """
+    if not text.strip() or "\0" in text:
+        raise UsageError(f"give a file name for {what}")
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise UsageError(f"{text} is a directory; give a file name for {what}, such as {Path(text) / 'report'}")
+    for guarded in protected:
+        if _same_file(path, guarded):
+            raise UsageError(f"{text} is {guarded}, which this command must not overwrite; choose another file for {what}")
+    return path
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

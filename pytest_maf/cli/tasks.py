@@ -23,7 +23,7 @@ from pytest_maf.cli.common import (
 )
 from pytest_maf.config import Settings
 from pytest_maf.errors import LeaseLostError
-from pytest_maf.files import write_text_atomic
+from pytest_maf.files import checked_output, store_files, write_text_atomic
 from pytest_maf.records import Task
 from pytest_maf.store import setup_store
 
@@ -278,11 +278,12 @@ def cmd_evidence_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_evidence_export(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.junit import evidence_report
 
+    output = checked_output(args.junit, store_files(settings.db_path), "the JUnit report")
     with open_configured_store(settings) as store:
         if args.task:
             tasks.get_task(store, args.task)  # an unknown id is an error, not an empty report
         rows = evidence_ops.list_evidence(store, args.task)
-    write_text_atomic(Path(args.junit), evidence_report(rows))
+    write_text_atomic(output, evidence_report(rows))
     print(f"wrote {len(rows)} evidence row(s) to {args.junit}")
     return 0
 
