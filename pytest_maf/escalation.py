@@ -57,7 +57,7 @@ def escalate(
     dry_run: bool = False,
 ) -> EscalationOutcome:
     """Open an escalation, or raise the active one for this agent and bead."""
-    mail.validate_name("agent id", agent_id)
+    validate_id("agent", agent_id)
     validate_id("bead", bead_id)
     if target not in settings.escalation_targets:
         raise UsageError(

@@ -10,24 +10,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pytest_maf.errors import LeaseLostError, NotFoundError, UsageError
+from pytest_maf import ids
+from pytest_maf.errors import LeaseLostError, NotFoundError
 from pytest_maf.records import Lease, Task
 
 if TYPE_CHECKING:
     from pytest_maf.store import Transaction
 
-MAX_ID_LENGTH = 128
+MAX_ID_LENGTH = ids.MAX_ID_LENGTH
 
 
 def validate_id(kind: str, value: str) -> str:
-    """Check an agent, task or verifier id: 1-128 printable characters, no whitespace ends."""
-    if not value or value != value.strip():
-        raise UsageError(f"{kind} id {value!r} must be non-empty, without leading or trailing spaces")
-    if len(value) > MAX_ID_LENGTH:
-        raise UsageError(f"{kind} id is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
-    if not value.isprintable():
-        raise UsageError(f"{kind} id {value!r} contains control characters")
-    return value
+    """Check an agent, task, bead or verifier id by the one id rule of :mod:`pytest_maf.ids`."""
+    return ids.validate_id(kind, value)
 
 
 def require_task(transaction: Transaction, task_id: str) -> Task:

@@ -12,21 +12,20 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
-from pytest_maf.errors import NotFoundError, UsageError
+from pytest_maf import ids
+from pytest_maf.errors import NotFoundError
 from pytest_maf.files import write_json_atomic
 
-MAX_NAME_LENGTH = 128
+MAX_NAME_LENGTH = ids.MAX_ID_LENGTH
 
 
 def validate_name(kind: str, name: str) -> str:
-    """Check a name that becomes a path segment (an agent, a target, a message id)."""
-    if not name or name in (".", ".."):
-        raise UsageError(f"{kind} {name!r} is not a usable name")
-    if len(name) > MAX_NAME_LENGTH:
-        raise UsageError(f"{kind} is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
-    if "/" in name or "\\" in name or "\0" in name or not name.isprintable():
-        raise UsageError(f"{kind} {name!r} may not contain '/', '\\' or control characters")
-    return name
+    """Check a name that becomes a path segment (an agent, a target, a message id).
+
+    The same rule as every id the store accepts (:mod:`pytest_maf.ids`), so
+    any agent that can hold a reservation or a lease can receive mail.
+    """
+    return ids.validate_id(kind, name)
 
 
 def new_message_id() -> str:
