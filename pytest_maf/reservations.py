@@ -17,7 +17,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from pytest_maf import mail
 from pytest_maf.errors import MafError, NotFoundError, UsageError
@@ -212,16 +212,34 @@ def release(store: Store, patterns: Iterable[str], agent_id: str) -> list[Reserv
     return store.write(drop)
 
 
+class ForceReleased(list[Reservation]):
+    """The reservations a force-release took away; ``undelivered`` says, one line each, which
+    notices could not be delivered (the release stands either way)."""
+
+    def __init__(self, released: Iterable[Reservation], untold: Iterable[tuple[Reservation, str]] = ()) -> None:
+        super().__init__(released)
+        self._untold = {(reservation.agent_id, reservation.pattern) for reservation, _ in untold}
+        self.undelivered = [line for _, line in untold]
+
+    def was_told(self, reservation: Reservation) -> bool:
+        return (reservation.agent_id, reservation.pattern) not in self._untold
+
+
 def force_release(
     store: Store, patterns: Iterable[str], agent_id: str, reason: str, mail_root: Path
-) -> list[Reservation]:
-    """Release every holder's reservation on the patterns, recorded, each holder told by mail."""
+) -> ForceReleased:
+    """Release every holder's reservation on the patterns, recorded, each holder told by mail.
+
+    The notices are delivered after the release commits, so a mail root that
+    cannot be written never undoes or hides a release: each notice that could
+    not be delivered is listed in the result's ``undelivered``.
+    """
     validate_id("agent", agent_id)
     if not reason.strip():
         raise UsageError("--force needs --reason: the holders are told why")
     requested = _normalized(patterns)
 
-    def drop(transaction: Transaction) -> list[Reservation]:
+    def drop(transaction: Transaction) -> list[tuple[Reservation, dict[str, Any]]]:
         released = []
         for pattern in requested:
             holders = transaction.reservations(pattern=pattern)
@@ -234,25 +252,29 @@ def force_release(
                     agent_id,
                     {"pattern": pattern, "holder": holder.agent_id, "reason": reason},
                 )
-                mail.deliver(
-                    mail_root,
-                    {
-                        "id": mail.new_message_id(),
-                        "type": "RESERVATION_FORCE_RELEASED",
-                        "from": agent_id,
-                        "to": holder.agent_id,
-                        "pattern": pattern,
-                        "reason": reason,
-                        "created_at": transaction.now,
-                    },
-                )
-                released.append(holder)
+                notice = {
+                    "id": mail.new_message_id(),
+                    "type": "RESERVATION_FORCE_RELEASED",
+                    "from": agent_id,
+                    "to": holder.agent_id,
+                    "pattern": pattern,
+                    "reason": reason,
+                    "created_at": transaction.now,
+                }
+                released.append((holder, notice))
         return released
 
     released = store.write(drop)
     log_event("reservation_force_release", logging.WARNING, agent_id=agent_id, reason=reason,
-              holders=sorted({r.agent_id for r in released}), patterns=requested)
-    return released
+              holders=sorted({r.agent_id for r, _ in released}), patterns=requested)
+    untold = []
+    for holder, notice in released:
+        try:
+            mail.deliver(mail_root, notice)
+        except (MafError, OSError) as error:
+            untold.append((holder, f"{holder.pattern} was released, but {holder.agent_id} was not told"
+                                   f" by agent-mail (notice {notice['id']}): {error}"))
+    return ForceReleased([holder for holder, _ in released], untold)
 
 
 def list_reservations(

@@ -98,7 +98,17 @@ def cmd_renew(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _untold(released: list[Reservation]) -> list[Reservation]:
+    """Force-released reservations whose holder was not told; a warning on stderr for each."""
+    if not isinstance(released, reservation_ops.ForceReleased):
+        return []
+    for warning in released.undelivered:
+        print(f"maf: warning: {warning}", file=sys.stderr)
+    return [reservation for reservation in released if not released.was_told(reservation)]
+
+
 def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
+    released: list[Reservation]
     with open_configured_store(settings) as store:
         if args.force:
             if not args.reason:
@@ -108,11 +118,12 @@ def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
             )
         else:
             released = reservation_ops.release(store, args.patterns, args.agent)
+    untold = _untold(released)
     if args.json:
         print_json([asdict(r) for r in released])
         return 0
     for reservation in released:
-        told = f" ({reservation.agent_id} was told by agent-mail)" if args.force else ""
+        told = f" ({reservation.agent_id} was told by agent-mail)" if args.force and reservation not in untold else ""
         print(f"released {reservation.pattern} held by {reservation.agent_id}{told}")
     return 0
 
