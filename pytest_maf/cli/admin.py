@@ -11,7 +11,7 @@ from typing import Any
 
 from pytest_maf import config as config_module
 from pytest_maf import health, mail
-from pytest_maf.cli.common import add_json, print_json
+from pytest_maf.cli.common import add_json, keep_runtime_files_out_of_git, print_json
 from pytest_maf.config import ConfigError, Settings
 from pytest_maf.files import write_text_atomic
 
@@ -44,12 +44,19 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     if not existing:
         write_text_atomic(starter, starter_config())
         created.append(starter)
+    excluded, excluded_json = keep_runtime_files_out_of_git(settings)
+    if args.json:
+        print_json({"created": [str(path) for path in created], "kept": [str(path) for path in existing],
+                    "excluded": excluded_json})
+        return 0
     for path in created:
         print(f"created {path}")
     for path in existing:
         print(f"kept {path} (never overwritten)")
     if not created:
         print(f"found {settings.mail_root} laid out; nothing to do")
+    if excluded is not None:
+        print(excluded.describe())
     return 0
 
 
@@ -148,8 +155,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "init", help="lay out the agent-mail root and write a starter maf-config/default.yaml",
         description="Creates messages/ and outbox/ under the mail root, an inbox per escalation"
         " target, and maf-config/default.yaml with every key present and commented. Safe to run"
-        " again; never overwrites a file.",
+        " again; never overwrites a file. Keeps the mail root and the database's directory out of"
+        " git through the repository's info/exclude (never a tracked file).",
     )
+    add_json(init)
     init.set_defaults(handler=cmd_init)
 
     config = commands.add_parser("config", help="validate and show the layered configuration").add_subparsers(

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pytest_maf.config import Settings
-from pytest_maf.errors import UsageError
+from pytest_maf.errors import MafError, UsageError
 from pytest_maf.store import Store, open_store
 from pytest_maf.values import parse_json
+
+if TYPE_CHECKING:
+    from pytest_maf.git_exclude import ExcludeReport
 
 
 def json_argument(text: str) -> Any:
@@ -74,3 +78,17 @@ def open_configured_store(settings: Settings) -> Store:
         lease_ttl_ms=settings.task_lease_ttl_s * 1000,
         busy_timeout_s=settings.busy_timeout_s,
     )
+
+
+def keep_runtime_files_out_of_git(settings: Settings) -> tuple[ExcludeReport | None, dict[str, Any] | None]:
+    """For `maf setup` and `maf init`: the exclude report and its JSON; a failure only warns."""
+    from pytest_maf.git_exclude import exclude_runtime_files
+
+    try:
+        report = exclude_runtime_files(settings)
+    except (MafError, OSError) as error:
+        print(f"maf: warning: could not keep the runtime files out of git: {error}", file=sys.stderr)
+        return None, None
+    if report is None:
+        return None, None
+    return report, {"file": str(report.exclude_file), "entries": report.entries, "added": report.added}

@@ -46,7 +46,10 @@ def agent_of(args: argparse.Namespace) -> str:
 
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
+    from pytest_maf.cli.common import keep_runtime_files_out_of_git
+
     report = setup_store(settings.db_path)
+    excluded, excluded_json = keep_runtime_files_out_of_git(settings)
     if args.json:
         print_json(
             {
@@ -56,6 +59,7 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
                 "schema_version": report.schema_version,
                 "tables": list(report.tables),
                 "journal_mode": report.journal_mode,
+                "excluded": excluded_json,
             }
         )
         return 0
@@ -67,6 +71,8 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
         print(f"found {report.path}; nothing to do")
     print(f"schema version {report.schema_version}, journal mode {report.journal_mode}")
     print(f"tables: {', '.join(report.tables)}")
+    if excluded is not None:
+        print(excluded.describe())
     return 0
 
 

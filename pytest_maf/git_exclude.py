@@ -1,0 +1,91 @@
+"""Keeping pytest-maf's runtime files out of git, without editing a tracked file.
+
+The directory holding the runtime database (``.maf/``) and the agent-mail root
+(``.agent-mail/``), when they lie inside the repository, are added to the
+repository's own exclude file, ``<git common dir>/info/exclude``: git reads it
+in every worktree, and it is never committed. A line already there is never
+added again. ``maf setup`` and ``maf init`` call this::
+
+    report = exclude_runtime_files(settings)
+    print(report.describe())  # kept .maf/ and .agent-mail/ out of git (.git/info/exclude)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_maf.guard import git_output
+
+if TYPE_CHECKING:
+    from pytest_maf.config import Settings
+
+HEADER = "# pytest-maf runtime files (added by maf setup / maf init)"
+GLOB_CHARACTERS = "\\*?["
+
+
+@dataclass(frozen=True)
+class ExcludeReport:
+    exclude_file: Path
+    shown_file: str  # the exclude file as the user knows it: .git/info/exclude
+    entries: list[str]  # what is kept out, repository-relative: .maf/, .agent-mail/
+    added: list[str]  # the lines this call appended (none when all were there)
+
+    def describe(self) -> str:
+        return f"kept {' and '.join(self.entries)} out of git ({self.shown_file})"
+
+
+def _escaped(relative: str) -> str:
+    """A repository-relative name as a literal gitignore pattern."""
+    return "".join(f"\\{character}" if character in GLOB_CHARACTERS else character for character in relative)
+
+
+def runtime_entries(settings: Settings) -> list[tuple[str, str]]:
+    """(shown name, exclude line) for the database's directory and the mail root inside the repository."""
+    if settings.repo_root is None:
+        return []
+    root = settings.repo_root.resolve()
+    found: dict[str, str] = {}
+    for path, is_database in ((settings.db_path, True), (settings.mail_root, False)):
+        directory = path.parent if is_database else path
+        try:
+            relative = directory.resolve().relative_to(root)
+        except ValueError:
+            continue  # outside the repository: nothing for git to see
+        if relative.parts:
+            found[f"{relative.as_posix()}/"] = f"/{_escaped(relative.as_posix())}/"
+        elif is_database:  # the database directly at the root: the file and its companions
+            found[f"{path.name}*"] = f"/{_escaped(path.name)}*"
+    return list(found.items())
+
+
+def exclude_file(repo_root: Path) -> Path:
+    """``info/exclude`` of the repository's common git directory (shared by its worktrees)."""
+    common = os.fsdecode(git_output(repo_root, "rev-parse", "--git-common-dir").rstrip(b"\n"))
+    return (repo_root / common).resolve() / "info" / "exclude"
+
+
+def exclude_runtime_files(settings: Settings) -> ExcludeReport | None:
+    """Append the missing runtime entries to ``info/exclude``; None outside a repository."""
+    entries = runtime_entries(settings)
+    if settings.repo_root is None or not entries:
+        return None
+    path = exclude_file(settings.repo_root)
+    existing = path.read_bytes() if path.is_file() else b""
+    present = {line.rstrip(b"\r").decode("utf-8", "surrogateescape") for line in existing.split(b"\n")}
+    missing = [line for _, line in entries if line not in present]
+    if missing:
+        lines = ([] if HEADER in present else [HEADER]) + missing
+        text = ("\n" if existing and not existing.endswith(b"\n") else "") + "\n".join(lines) + "\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as handle:  # appended: the user's own lines stay byte for byte
+            handle.write(text.encode("utf-8", "surrogateescape"))
+            handle.flush()
+            os.fsync(handle.fileno())
+    try:
+        shown = path.relative_to(settings.repo_root.resolve()).as_posix()
+    except ValueError:
+        shown = str(path)
+    return ExcludeReport(path, shown, [name for name, _ in entries], missing)
