@@ -166,14 +166,14 @@ def test_escalate_from_the_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for name in ("MAF_DB_PATH", "MAF_AGENT_MAIL_ROOT"):
         monkeypatch.delenv(name, raising=False)
     main(["setup"])
-    base = ["escalate", "--agent-id", "claude-1", "--error-context", "hang", "--bead-id", "bd-1"]
+    base = ["escalate", "--agent", "claude-1", "--error-context", "hang", "--bead-id", "bd-1"]
     capsys.readouterr()
 
     assert main([*base, "--target", "codex-senior", "--json"]) == 0
     opened = json.loads(capsys.readouterr().out)
     assert main([*base, "--target", "unknown"]) == 2
     assert "configured targets" in capsys.readouterr().err
-    assert main(["escalate", "--agent-id", "x"]) == 2
+    assert main(["escalate", "--agent", "x"]) == 2
     assert main(["escalate", "list", "--status", "active", "--json"]) == 0
     (active,) = json.loads(capsys.readouterr().out)
     assert main(["escalate", "resolve", opened["escalation_id"]]) == 0

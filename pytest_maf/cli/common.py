@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
+from pytest_maf.ids import validate_id
 from pytest_maf.store import Store, open_store
 from pytest_maf.values import parse_json
 
@@ -43,6 +45,45 @@ def number(text: str) -> float:
 
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+AGENT_VARIABLE = "MAF_AGENT_ID"
+
+
+def add_agent(parser: argparse.ArgumentParser, help_text: str, *, hidden_aliases: Sequence[str] = ()) -> None:
+    """``--agent ID`` (read by :func:`agent_of`, default MAF_AGENT_ID); aliases are accepted but not shown."""
+    parser.add_argument("--agent", dest="agent", metavar="ID", help=f"{help_text} (default: {AGENT_VARIABLE})")
+    for alias in hidden_aliases:
+        parser.add_argument(alias, dest="agent", help=argparse.SUPPRESS)
+
+
+def optional_agent_of(args: argparse.Namespace) -> str | None:
+    """``--agent``, else MAF_AGENT_ID (read now, not when the parser was built), else None; validated."""
+    agent = getattr(args, "agent", None)
+    if agent is None:
+        agent = os.environ.get(AGENT_VARIABLE) or None
+    return validate_id("agent", agent) if agent is not None else None
+
+
+def agent_of(args: argparse.Namespace) -> str:
+    """The acting agent: ``--agent``, else MAF_AGENT_ID; neither is a usage error (exit 2)."""
+    agent = optional_agent_of(args)
+    if agent is None:
+        raise UsageError(f"give --agent or set {AGENT_VARIABLE}")
+    return agent
+
+
+Handler = Callable[[argparse.Namespace, Any], int]
+
+
+def resolving_agent(handler: Handler, *, required: bool = True) -> Handler:
+    """``handler`` with ``args.agent`` replaced by :func:`agent_of` (or :func:`optional_agent_of`) first."""
+
+    def run(args: argparse.Namespace, settings: Any) -> int:
+        args.agent = agent_of(args) if required else optional_agent_of(args)
+        return handler(args, settings)
+
+    return run
 
 
 def print_json(value: Any) -> None:

@@ -7,10 +7,11 @@ import json
 from dataclasses import asdict
 
 from pytest_maf import escalation, mail
-from pytest_maf.cli.common import add_json, open_configured_store, print_json, print_table, when
+from pytest_maf.cli.common import add_agent, add_json, agent_of, open_configured_store, print_json, print_table, when
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
+from pytest_maf.ids import validate_id
 
 
 def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
@@ -32,13 +33,14 @@ def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
                 [[e.id, e.status, e.level, e.agent_id, e.target, e.bead_id, when(e.updated_at)] for e in found],
             )
         return 0
-    missing = [flag for flag, value in (("--agent-id", args.agent_id), ("--error-context", args.error_context),
+    agent = agent_of(args)
+    missing = [flag for flag, value in (("--error-context", args.error_context),
                ("--bead-id", args.bead_id), ("--target", args.target)) if not value]
     if missing:
         raise UsageError(f"escalate needs {', '.join(missing)}")
     with open_configured_store(settings) as store:
         outcome = escalation.escalate(
-            store, settings, agent_id=args.agent_id, bead_id=args.bead_id,
+            store, settings, agent_id=agent, bead_id=args.bead_id,
             error_context=args.error_context, target=args.target, dry_run=args.dry_run,
         )
     if args.json:
@@ -57,12 +59,13 @@ def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_mail_list(args: argparse.Namespace, settings: Settings) -> int:
-    messages = mail.list_messages(settings.mail_root, args.agent, unread_only=args.unread)
+    agent = agent_of(args)
+    messages = mail.list_messages(settings.mail_root, agent, unread_only=args.unread)
     if args.json:
         print_json(messages)
         return 0
     if not messages:
-        print(f"no {'unread ' if args.unread else ''}messages for {args.agent}")
+        print(f"no {'unread ' if args.unread else ''}messages for {agent}")
     for message in messages:
         flag = " " if message.get("read_at") else "*"
         subject = message.get("subject") or message.get("error_context", "")
@@ -78,13 +81,15 @@ def cmd_mail_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_mail_ack(args: argparse.Namespace, settings: Settings) -> int:
-    message = mail.acknowledge(settings.mail_root, args.id, args.agent, system_clock())
-    print(f"{message['id']} read by {args.agent}")
+    agent = agent_of(args)
+    message = mail.acknowledge(settings.mail_root, args.id, agent, system_clock())
+    print(f"{message['id']} read by {agent}")
     return 0
 
 
 def cmd_mail_send(args: argparse.Namespace, settings: Settings) -> int:
-    message = mail.send(settings.mail_root, args.sender, args.to, args.subject, args.body, system_clock())
+    sender = validate_id("agent", args.sender) if args.sender is not None else agent_of(args)
+    message = mail.send(settings.mail_root, sender, args.to, args.subject, args.body, system_clock())
     print(message["id"])
     return 0
 
@@ -96,7 +101,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " the store. Escalating the same agent and bead again raises the active escalation's level"
         " (moving along the configured targets) instead of opening another.",
     )
-    escalate.add_argument("--agent-id", help="the agent that is stuck")
+    add_agent(escalate, "the agent that is stuck", hidden_aliases=("--agent-id",))
     escalate.add_argument("--error-context", help="what went wrong")
     escalate.add_argument("--bead-id", help="the work item (bead) concerned")
     escalate.add_argument("--target", help="a configured escalation target")
@@ -115,7 +120,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         dest="mail_command", metavar="ACTION", required=True
     )
     listing = mail_parser.add_parser("list", help="an agent's inbox (* marks unread)")
-    listing.add_argument("--agent", required=True)
+    add_agent(listing, "whose inbox")
     listing.add_argument("--unread", action="store_true")
     add_json(listing)
     listing.set_defaults(handler=cmd_mail_list)
@@ -124,10 +129,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show.set_defaults(handler=cmd_mail_show)
     ack = mail_parser.add_parser("ack", help="mark a message read (it stays in the archive)")
     ack.add_argument("id", metavar="ID")
-    ack.add_argument("--agent", required=True)
+    add_agent(ack, "whose inbox holds the message")
     ack.set_defaults(handler=cmd_mail_ack)
     send = mail_parser.add_parser("send", help="send a message")
-    send.add_argument("--from", dest="sender", required=True)
+    send.add_argument("--from", dest="sender", metavar="ID", help="the sender (default: --agent, else MAF_AGENT_ID)")
+    add_agent(send, "the agent sending, when --from is not given")
     send.add_argument("--to", required=True)
     send.add_argument("--subject", required=True)
     send.add_argument("--body", required=True)

@@ -10,7 +10,17 @@ from pathlib import Path
 
 from pytest_maf import guard, hooks
 from pytest_maf import reservations as reservation_ops
-from pytest_maf.cli.common import add_json, number, open_configured_store, print_json, print_table, when
+from pytest_maf.cli.common import (
+    add_agent,
+    add_json,
+    number,
+    open_configured_store,
+    optional_agent_of,
+    print_json,
+    print_table,
+    resolving_agent,
+    when,
+)
 from pytest_maf.config import Settings
 from pytest_maf.errors import StoreError, UsageError
 from pytest_maf.records import Reservation
@@ -183,7 +193,7 @@ Ways out:
 
 
 def cmd_guard(args: argparse.Namespace, settings: Settings) -> int:
-    agent = args.agent or os.environ.get("MAF_AGENT_ID") or None
+    agent = optional_agent_of(args)
     override = guard.parse_override(os.environ.get("MAF_RESERVATION_OVERRIDE"))
     if settings.repo_root is None or not settings.db_path.is_file():
         return 0  # no repository or no store: nothing can be reserved
@@ -239,7 +249,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     def with_patterns(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = reservation.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("patterns", nargs="+", metavar="PATTERN")
-        sub.add_argument("--agent", required=True, help="the agent acting")
+        add_agent(sub, "the agent acting")
         add_json(sub)
         return sub
 
@@ -247,16 +257,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     acquire.add_argument("--ttl", type=number, metavar="MINUTES", help="default 30 (MAF_RESERVATION_DEFAULT_TIMEOUT), at most 120 (MAF_RESERVATION_MAX_TIMEOUT)")
     acquire.add_argument("--shared", action="store_true", help="shared: conflicts only with others' exclusive reservations")
     acquire.add_argument("--reason", default="", help="why, shown to anyone blocked")
-    acquire.set_defaults(handler=cmd_acquire)
+    acquire.set_defaults(handler=resolving_agent(cmd_acquire))
 
     renew = with_patterns("renew", "extend reservations you hold (exit 4 if another agent holds them)")
     renew.add_argument("--ttl", type=number, metavar="MINUTES")
-    renew.set_defaults(handler=cmd_renew)
+    renew.set_defaults(handler=resolving_agent(cmd_renew))
 
     release = with_patterns("release", "release reservations you hold; --force releases anyone's")
     release.add_argument("--force", action="store_true", help="release whoever holds it; recorded, and the holder is told by agent-mail")
     release.add_argument("--reason", help="required with --force")
-    release.set_defaults(handler=cmd_release)
+    release.set_defaults(handler=resolving_agent(cmd_release))
 
     listing = reservation.add_parser("list", help="live reservations")
     listing.add_argument("--agent", help="only this agent's")
@@ -266,9 +276,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     check = reservation.add_parser("check", help="exit 1 if any path is under another agent's exclusive reservation")
     check.add_argument("paths", nargs="+", metavar="PATH")
-    check.add_argument("--agent", help="the asking agent (its own reservations never block it)")
+    add_agent(check, "the asking agent (its own reservations never block it)")
     add_json(check)
-    check.set_defaults(handler=cmd_check)
+    check.set_defaults(handler=resolving_agent(cmd_check, required=False))
 
     status = reservation.add_parser("status", help="every reservation covering a file")
     status.add_argument("--file", required=True, metavar="PATH")
@@ -282,7 +292,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " repository or nothing staged: exit 0. MAF_RESERVATION_OVERRIDE=true lets a blocked"
         " commit through and records it, with MAF_OVERRIDE_REASON.",
     )
-    guard_parser.add_argument("--agent", help="the committing agent (default: MAF_AGENT_ID)")
+    add_agent(guard_parser, "the committing agent")
     guard_parser.add_argument("--pre-push", action="store_true", help="read a pre-push hook's stdin")
     guard_parser.set_defaults(handler=cmd_guard)
 
