@@ -19,6 +19,7 @@ are errors. The store, the plugin and every command read settings from here.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import os
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
         },
         "mcp_required": [],
         "min_free_disk_mb": 100,
+        "acknowledged_warnings": {},
     },
     "logging": {
         "level": "warning",
@@ -101,6 +103,8 @@ DESCRIPTIONS: dict[str, str] = {
     "preflight.mcp_clients": "MCP client configuration files to check, by client",
     "preflight.mcp_required": "clients whose MCP file must exist",
     "preflight.min_free_disk_mb": "free disk space required where the database lives",
+    "preflight.acknowledged_warnings": "warning checks a person has accepted, by check id:"
+    " {by: who, on: YYYY-MM-DD, reason: why}; they stay recorded but no longer warn",
     "logging.level": "debug, info, warning, error or critical",
     "logging.format": "text or json",
 }
@@ -159,6 +163,8 @@ class Settings:
     mcp_clients: tuple[tuple[str, str], ...] = tuple(sorted(DEFAULTS["preflight"]["mcp_clients"].items()))
     mcp_required: tuple[str, ...] = ()
     min_free_disk_mb: int = 100
+    # check id -> {"by": ..., "on": "YYYY-MM-DD", "reason": ...}
+    acknowledged_warnings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     log_level: str = "warning"
     log_format: str = "text"
     sources: Mapping[str, str] = field(default_factory=dict)  # key path -> where its value came from
@@ -246,6 +252,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: does not parse: {' '.join(str(error).split())}"]) from None
     if not isinstance(document, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of sections"])
+    _plain_acknowledgements(document)
     return document
 
 
@@ -264,6 +271,17 @@ def _load_yaml(text: str) -> Any:
             return super().compose_node(parent, index)
 
     return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader)
+
+
+def _plain_acknowledgements(document: dict[str, Any]) -> None:
+    """YAML reads an acknowledgement's ``on:`` key as true and its date as a date: make both plain."""
+    preflight = document.get("preflight")
+    entries = preflight.get("acknowledged_warnings") if isinstance(preflight, dict) else None
+    for entry in entries.values() if isinstance(entries, dict) else ():
+        if isinstance(entry, dict) and True in entry and "on" not in entry:
+            entry["on"] = entry.pop(True)
+        if isinstance(entry, dict) and type(entry.get("on")) is datetime.date:
+            entry["on"] = entry["on"].isoformat()
 
 
 def _find_file(directory: Path, stem: str) -> list[Path]:
@@ -396,7 +414,34 @@ def _value_problem(path: str, value: Any) -> str | None:
     if path in ("preflight.tool_versions", "preflight.mcp_clients"):
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             return "expected a mapping of names to strings"
+    if path == "preflight.acknowledged_warnings":
+        problems = [problem for check, entry in value.items() for problem in _acknowledgement_problems(check, entry)]
+        return "; ".join(problems) or None
     return None
+
+
+ACKNOWLEDGEMENT_KEYS = ("by", "on", "reason")
+
+
+def _acknowledgement_problems(check: Any, entry: Any) -> list[str]:
+    """What is wrong with one ``check: {by, on, reason}`` entry of preflight.acknowledged_warnings."""
+    if not isinstance(check, str) or not check:
+        return [f"{check!r}: expected a check id such as env.sqlite-wal-reset"]
+    example = f"{check}: {{by: <who>, on: <YYYY-MM-DD>, reason: <why>}}"
+    if not isinstance(entry, dict):
+        return [f"{check}: expected a mapping, as in {example}"]
+    problems = [f"{check}.{key}: unknown key (known: by, on, reason)" for key in entry if key not in ACKNOWLEDGEMENT_KEYS]
+    for key, what in (("by", "who acknowledged it"), ("reason", "why it is accepted")):
+        if not (isinstance(entry.get(key), str) and entry[key].strip()):
+            problems.append(f"{check}.{key}: required, a non-empty string saying {what}")
+    on = entry.get("on")
+    try:
+        valid_date = isinstance(on, str) and len(on) == 10 and bool(datetime.date.fromisoformat(on))
+    except ValueError:
+        valid_date = False
+    if not valid_date:
+        problems.append(f"{check}.on: required, the date of the acknowledgement as YYYY-MM-DD, got {on!r}")
+    return problems
 
 
 def merge(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -472,6 +517,10 @@ def load_settings(
         mcp_clients=tuple(sorted(values["preflight.mcp_clients"].items())),
         mcp_required=tuple(values["preflight.mcp_required"]),
         min_free_disk_mb=values["preflight.min_free_disk_mb"],
+        acknowledged_warnings={
+            check: {key: entry[key] for key in ACKNOWLEDGEMENT_KEYS}
+            for check, entry in sorted(values["preflight.acknowledged_warnings"].items())
+        },
         log_level=values["logging.level"],
         log_format=values["logging.format"],
         sources=sources,

@@ -181,3 +181,63 @@ def test_merge_takes_each_key_from_the_highest_layer_that_sets_it(layers: list[d
         else:
             section, name = key.split(".")
             assert merged[key] == DEFAULTS[section][name] and sources[key] == "defaults"
+
+
+ACKNOWLEDGEMENT = """preflight:
+  acknowledged_warnings:
+    env.sqlite-wal-reset:
+      by: dana
+      on: 2026-05-01
+      reason: single-writer CI machine; Python upgrade tracked in OPS-12
+"""
+
+
+def test_an_acknowledged_warning_loads_with_its_who_when_and_why(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(repo)
+    for name in ("MAF_ENV", "NODE_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    write(repo / "maf-config/default.yaml", ACKNOWLEDGEMENT)  # YAML reads `on:` as true and the date as a date
+
+    settings = load_settings(environ={}, cwd=repo)
+
+    assert settings.acknowledged_warnings == {
+        "env.sqlite-wal-reset": {
+            "by": "dana", "on": "2026-05-01", "reason": "single-writer CI machine; Python upgrade tracked in OPS-12",
+        }
+    }
+    assert main(["config", "validate"]) == 0
+    assert capsys.readouterr().out == f"configuration is valid ({repo}/maf-config/default.yaml)\n"
+    assert main(["config", "show", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["values"]["preflight.acknowledged_warnings"]
+    assert shown["value"]["env.sqlite-wal-reset"]["on"] == "2026-05-01"
+
+
+def test_no_warning_is_acknowledged_by_default(repo: Path) -> None:
+    assert load_settings(environ={}, cwd=repo).acknowledged_warnings == {}
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ('{"on": "2026-05-01", "reason": "known"}', "env.sqlite-wal-reset.by: required, a non-empty string"),
+        ('{"by": "  ", "on": "2026-05-01", "reason": "known"}', "env.sqlite-wal-reset.by: required, a non-empty string"),
+        ('{"by": "dana", "on": "2026-05-01", "reason": ""}', "env.sqlite-wal-reset.reason: required, a non-empty string"),
+        ('{"by": "dana", "reason": "known"}', "env.sqlite-wal-reset.on: required, the date of the acknowledgement as YYYY-MM-DD, got None"),
+        ('{"by": "dana", "on": "May 1st", "reason": "known"}', "env.sqlite-wal-reset.on: required, the date of the acknowledgement as YYYY-MM-DD, got 'May 1st'"),
+        ('{"by": "dana", "on": "2026-02-30", "reason": "known"}', "env.sqlite-wal-reset.on: required, the date"),
+        ('{"by": "dana", "on": "2026-05-01", "reason": "known", "until": "2026-06-01"}', "env.sqlite-wal-reset.until: unknown key (known: by, on, reason)"),
+        ('"dana said so"', "env.sqlite-wal-reset: expected a mapping, as in env.sqlite-wal-reset: {by: <who>, on: <YYYY-MM-DD>, reason: <why>}"),
+    ],
+    ids=["by-missing", "by-blank", "reason-empty", "on-missing", "on-not-a-date", "on-impossible", "unknown-key", "not-a-mapping"],
+)
+def test_an_acknowledgement_needs_who_when_and_why(repo: Path, entry: str, expected: str) -> None:
+    write(repo / "maf-config/default.json", f'{{"preflight": {{"acknowledged_warnings": {{"env.sqlite-wal-reset": {entry}}}}}}}')
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings(environ={}, cwd=repo)
+
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"{repo}/maf-config/default.json: preflight.acknowledged_warnings: "), problem
+    assert expected in problem, problem
