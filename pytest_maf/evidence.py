@@ -23,23 +23,42 @@ def is_blocking_failure(row: Evidence) -> bool:
     return row.result != "PASS" and row.details.get("blocking", True) is not False
 
 
+def is_acknowledged(row: Evidence) -> bool:
+    """A non-blocking FAIL of a warning check someone accepted in preflight.acknowledged_warnings."""
+    return not is_blocking_failure(row) and row.result != "PASS" and bool(row.details.get("acknowledged"))
+
+
 def evidence_verdict(rows: Iterable[Evidence]) -> tuple[bool, str]:
     """Whether an attempt's evidence lets its task commit, and why (pure).
 
     It commits only when there is evidence and no blocking FAIL row; a FAIL
     recorded as a warning (``"blocking": false`` in its details) is reported
-    but does not block.
+    but does not block. A verifier that was skipped, xfailed or deselected
+    records no row, so an attempt whose verifiers all did that decides nothing
+    and does not commit.
     """
     rows = list(rows)
     if not rows:
-        return False, "no evidence was recorded for this attempt"
+        return False, NO_EVIDENCE_REASON
     failed = sorted(row.verifier for row in rows if is_blocking_failure(row))
-    warned = sorted(row.verifier for row in rows if row.result != "PASS" and not is_blocking_failure(row))
+    acknowledged = sorted(row.verifier for row in rows if is_acknowledged(row))
+    warned = sorted(
+        row.verifier for row in rows
+        if row.result != "PASS" and not is_blocking_failure(row) and not is_acknowledged(row)
+    )
     if failed:
         return False, f"{len(failed)} of {len(rows)} verifiers failed: {', '.join(failed)}"
-    if warned:
-        return True, f"no blocking failure; {len(warned)} warning(s): {', '.join(warned)}"
+    notes = [f"{len(warned)} warning(s): {', '.join(warned)}"] if warned else []
+    notes += [f"{len(acknowledged)} acknowledged: {', '.join(acknowledged)}"] if acknowledged else []
+    if notes:
+        return True, f"no blocking failure; {'; '.join(notes)}"
     return True, f"all {len(rows)} verifiers passed"
+
+
+NO_EVIDENCE_REASON = (
+    "no verifier passed or failed in this attempt"
+    " (skipped, xfailed and deselected verifiers record no evidence)"
+)
 
 
 def parse_result(text: str) -> str:

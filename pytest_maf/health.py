@@ -97,7 +97,9 @@ def sqlite_wal_reset_safe(version: str = sqlite3.sqlite_version) -> CheckResult:
         return passed(f"SQLite {version} is not affected by the WAL-reset race")
     return failed(
         f"SQLite {version} is in the range affected by the WAL-reset race (3.7.0-3.51.2)",
-        "use a Python linked against SQLite 3.51.3 or newer (or 3.44.6, 3.50.7)",
+        "use a Python linked against SQLite 3.51.3 or newer (or the backports 3.44.6 / 3.50.7),"
+        " or accept the risk under preflight.acknowledged_warnings"
+        " (env.sqlite-wal-reset: {by: <who>, on: <YYYY-MM-DD>, reason: <why>})",
     )
 
 
