@@ -292,9 +292,10 @@ class TaskLeaseMachine(RuleBasedStateMachine):
         agent, attempt = self._holder(task, impostor, agent, attempt)
 
         def model_record() -> None:
-            self.model.fence(task, agent, attempt, self.clock())
+            lease = self.model.fence(task, agent, attempt, self.clock(), extend=False)
             if (attempt, verifier) in task.evidence:
-                raise Refused(AlreadyExistsError)
+                raise Refused(AlreadyExistsError)  # refused whole: the lease is not extended either
+            lease.expires = max(lease.expires, self.clock() + LEASE_TTL)
             task.evidence[(attempt, verifier)] = result
 
         self._both(
