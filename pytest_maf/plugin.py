@@ -36,6 +36,7 @@ from pytest_maf import tasks
 from pytest_maf.config import Settings, load_settings
 from pytest_maf.errors import LeaseLostError, MafError
 from pytest_maf.evidence import NO_EVIDENCE_REASON, record_evidence_batch
+from pytest_maf.keeper import LeaseKeeper
 from pytest_maf.leases import require_task
 from pytest_maf.fixtures import (  # noqa: F401  (pytest finds fixtures on the plugin module)
     maf_evidence,
@@ -185,37 +186,6 @@ def preflight_arguments(config: pytest.Config) -> list[str]:
     if config.args_source == pytest.Config.ArgsSource.ARGS:
         arguments += config.args
     return arguments
-
-
-class LeaseKeeper:
-    """Renews a lease from a background thread, on its own connection, until stopped."""
-
-    def __init__(self, db_path: Path, task_id: str, agent_id: str, attempt: int, ttl_ms: int) -> None:
-        self.db_path, self.task_id, self.agent_id, self.attempt, self.ttl_ms = (
-            db_path, task_id, agent_id, attempt, ttl_ms,
-        )
-        self.lost: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"maf-lease-{task_id}", daemon=True)
-
-    def start(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        with open_store(self.db_path) as store:
-            while not self._stop.wait(self.ttl_ms / 3000):
-                try:
-                    tasks.renew_lease(store, self.task_id, self.agent_id, self.attempt, self.ttl_ms)
-                except LeaseLostError as error:
-                    self.lost = str(error)
-                    return
-                except MafError:
-                    continue  # transient (a busy or briefly unreadable store): try again next tick
 
 
 @dataclass
