@@ -23,7 +23,6 @@ import getpass
 import importlib
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -154,7 +153,6 @@ def test_load_test_refuses_a_store_that_holds_real_work(workspace: Workspace) ->
 
 CLAIMER = """
 import json, sys, time
-from pathlib import Path
 from pytest_maf import tasks
 from pytest_maf.errors import NothingToClaimError
 from pytest_maf.store import open_store

@@ -8,7 +8,6 @@ byte for byte as they were. Every command runs with a deadline.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 from pathlib import Path
 from typing import Callable
