@@ -11,7 +11,9 @@ from typing import Callable
 from pytest_maf import evidence as evidence_ops
 from pytest_maf import tasks
 from pytest_maf.cli.common import (
+    add_agent,
     add_json,
+    agent_of,
     json_argument,
     number,
     open_configured_store,
@@ -29,25 +31,10 @@ from pytest_maf.store import setup_store
 # Commands. Each takes the parsed arguments and the settings, and returns an exit code.
 
 
-def add_agent(parser: argparse.ArgumentParser, help_text: str) -> None:
-    parser.add_argument("--agent", help=f"{help_text} (default: MAF_AGENT_ID)")
-
-
-def agent_of(args: argparse.Namespace) -> str:
-    import os
-
-    from pytest_maf.errors import UsageError
-
-    agent = args.agent or os.environ.get("MAF_AGENT_ID")
-    if not agent:
-        raise UsageError("give --agent or set MAF_AGENT_ID")
-    return str(agent)
-
-
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.cli.common import keep_runtime_files_out_of_git
 
-    report = setup_store(settings.db_path)
+    report = setup_store(settings.db_path, busy_timeout_s=settings.busy_timeout_s)
     excluded, excluded_json = keep_runtime_files_out_of_git(settings)
     if args.json:
         print_json(
