@@ -189,7 +189,7 @@ def test_invalid_json_payload_is_a_usage_error(capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit) as exited:
         main(["task", "add", "--payload", "{nope"])
     assert exited.value.code == 2
-    assert "invalid JSON" in capsys.readouterr().err
+    assert "--payload: is not valid JSON" in capsys.readouterr().err
     assert run_json(capsys, "task", "list") == []
 
 
