@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from pytest_maf import health
@@ -11,6 +13,7 @@ from pytest_maf.health import require
 
 @pytest.mark.maf_check(id="reservations.staged", severity="critical", tags=["reservations", "git"])
 def test_no_staged_path_is_reserved_by_another_agent(maf_settings: Settings, pytestconfig: pytest.Config) -> None:
-    from pytest_maf.plugin import agent_for
-
-    require(health.staged_paths_unreserved(maf_settings.repo_root, maf_settings.db_path, agent_for(pytestconfig)))
+    # The committer as `maf guard` sees it: --maf-agent, else MAF_AGENT_ID, else none
+    # (not the preflight's own default id), in the worktree pytest was started in.
+    committer = pytestconfig.getoption("maf_agent") or os.environ.get("MAF_AGENT_ID") or None
+    require(health.staged_paths_unreserved(maf_settings, pytestconfig.invocation_params.dir, committer))

@@ -3,21 +3,34 @@
 Paths come from NUL-separated git plumbing, with renames split into their two
 sides (``--no-renames``), so names with spaces, unicode or newlines are exact
 and moving a file out of, or into, a reserved place is caught.
+
+:func:`guard_verdict` is the guard's whole policy, called by `maf guard` (and
+so by the git hooks) and by the preflight's ``reservations.staged`` check::
+
+    verdict = guard_verdict(settings, Path.cwd(), "claude-1", os.environ)
+    if verdict.status == BLOCKED:
+        print(verdict.summary)
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
-from pytest_maf.errors import MafError, UsageError
+from pytest_maf import mail
+from pytest_maf.config import DB_RELATIVE_PATH
+from pytest_maf.errors import MafError, StoreError, UsageError
+from pytest_maf.ids import validate_id
 from pytest_maf.logs import log_event
-from pytest_maf.reservations import Block, blocking_reservations, reservations_for_paths
+from pytest_maf.reservations import Block, check_paths
 
 if TYPE_CHECKING:
+    from pytest_maf.config import Settings
+    from pytest_maf.records import Reservation
     from pytest_maf.store import Store, Transaction
 
 ZERO_SHA = "0" * 40
@@ -82,41 +95,115 @@ def _object_exists(cwd: Path, sha: str) -> bool:
     return completed.returncode == 0
 
 
+
+# The policy.
+
+PASSED, BLOCKED, OVERRIDDEN = "passed", "blocked", "overridden"
+OVERRIDE_VARIABLE = "MAF_RESERVATION_OVERRIDE"
+REASON_VARIABLE = "MAF_OVERRIDE_REASON"
+NOTICE_TYPE = "RESERVATION_OVERRIDDEN"
+WAYS_OUT = """\
+Ways out:
+  - wait for the reservation to expire (maf reservation status --file PATH)
+  - ask the holder to release it (maf reservation release PATTERN --agent HOLDER)
+  - override, which is recorded and tells the holder:
+      MAF_RESERVATION_OVERRIDE=true MAF_OVERRIDE_REASON="why" git commit ..."""
+
+
 @dataclass(frozen=True)
 class GuardVerdict:
-    paths: list[str]
-    blocks: list[Block]
+    """What the guard decided about a commit (or push).
+
+    ``status`` is passed, blocked or overridden; ``summary`` says it in one
+    line, ``details`` names each blocked path and its holder, and ``warnings``
+    lists override notices that could not be delivered.
+    """
+
+    status: str
+    summary: str
+    paths: list[str] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    recorded: bool = False  # this call wrote the override event (and sent the notices)
 
     @property
     def blocked(self) -> bool:
-        return bool(self.blocks)
+        return self.status == BLOCKED
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.status == BLOCKED else 0
 
 
-def judge(store: Store, paths: list[str], agent_id: str | None) -> GuardVerdict:
-    """Which of ``paths`` lie under another agent's live exclusive reservation."""
-    held = reservations_for_paths(store, paths)
-    return GuardVerdict(paths, blocking_reservations(held, paths, agent_id))
+def guard_verdict(
+    settings: Settings,
+    cwd: Path,
+    agent_id: str | None,
+    environ: Mapping[str, str],
+    *,
+    pushed: str | None = None,
+) -> GuardVerdict:
+    """Decide whether the staged commit (or, given a pre-push hook's stdin, the push) may go ahead.
+
+    * No repository, or no store where the default puts it: passed, quietly.
+    * No path under another agent's exclusive reservation: passed.
+    * Otherwise blocked, unless ``MAF_RESERVATION_OVERRIDE`` is true: then the
+      override needs ``MAF_OVERRIDE_REASON`` (else :class:`UsageError`, nothing
+      recorded), is recorded once per agent, staged content and holders (so
+      `maf guard` and the preflight's check in one commit record it once),
+      and, after the record commits, each holder is told by agent-mail.
+    * A store that is named but missing, or unreadable: :class:`StoreError`
+      (fails closed).
+
+    ``agent_id`` None is a committer without an agent id, blocked by every
+    exclusive reservation.
+    """
+    if agent_id is not None:
+        validate_id("agent", agent_id)
+    what = "push" if pushed is not None else "commit"
+    if settings.repo_root is None:
+        return GuardVerdict(PASSED, "not inside a git repository")
+    if not settings.db_path.exists() and _is_default_location(settings):
+        return GuardVerdict(PASSED, "no runtime database: nothing is reserved")
+    override = parse_override(environ.get(OVERRIDE_VARIABLE))
+    paths = pushed_paths(cwd, pushed) if pushed is not None else staged_paths(cwd)
+    if not paths:
+        return GuardVerdict(PASSED, f"nothing to {what}" if pushed is not None else "nothing staged")
+    from pytest_maf.store import open_store
+
+    try:
+        with open_store(settings.db_path, default_max_attempts=settings.max_attempts) as store:
+            blocks = check_paths(store, paths, agent_id)
+            if not blocks:
+                return GuardVerdict(PASSED, f"{len(paths)} path(s), none reserved by another agent", paths)
+            details = [f"{block.path}: {describe_holder(block.holder)}" for block in blocks]
+            count = len({block.path for block in blocks})
+            if not override:
+                who = f"agent {agent_id!r}" if agent_id else "a committer without an agent id (set MAF_AGENT_ID)"
+                return GuardVerdict(
+                    BLOCKED, f"{what} blocked for {who}: {count} path(s) reserved by other agents",
+                    paths, blocks, details,
+                )
+            reason = override_reason(environ)
+            recorded, now = record_override(store, agent_id, blocks, reason, _content_key(cwd, pushed))
+    except StoreError as error:
+        raise StoreError(
+            f"{error}. The guard fails closed: repair the store (maf setup, maf db recover)"
+            " or point MAF_DB_PATH at the right one"
+        ) from None
+    warnings = tell_holders(settings.mail_root, agent_id, blocks, reason, now) if recorded else []
+    return GuardVerdict(
+        OVERRIDDEN,
+        f"{what} touches {count} path(s) reserved by other agents; {OVERRIDE_VARIABLE}=true lets it"
+        f" through, and the override is recorded (reason: {reason})",
+        paths, blocks, details, warnings, recorded,
+    )
 
 
-def record_override(store: Store, agent_id: str | None, verdict: GuardVerdict, reason: str | None) -> None:
-    """Record that a blocked commit went through under MAF_RESERVATION_OVERRIDE."""
-
-    def record(transaction: Transaction) -> None:
-        transaction.insert_reservation_event(
-            "override",
-            agent_id or "",
-            {
-                "paths": sorted({block.path for block in verdict.blocks}),
-                "holders": sorted(
-                    {(block.holder.agent_id, block.holder.pattern) for block in verdict.blocks}
-                ),
-                "reason": reason or "",
-            },
-        )
-
-    store.write(record)
-    log_event("guard_override", logging.WARNING, agent_id=agent_id, reason=reason or "",
-              paths=sorted({block.path for block in verdict.blocks}))
+def _is_default_location(settings: Settings) -> bool:
+    assert settings.repo_root is not None
+    return settings.db_path.absolute() == (settings.repo_root / DB_RELATIVE_PATH).absolute()
 
 
 def parse_override(value: str | None) -> bool:
@@ -127,4 +214,93 @@ def parse_override(value: str | None) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise UsageError(f"MAF_RESERVATION_OVERRIDE={value!r}: use true or false")
+    raise UsageError(f"{OVERRIDE_VARIABLE}={value!r}: use true or false")
+
+
+def override_reason(environ: Mapping[str, str]) -> str:
+    reason = (environ.get(REASON_VARIABLE) or "").strip()
+    if not reason:
+        raise UsageError(
+            f"{OVERRIDE_VARIABLE}=true needs a reason, which is recorded and sent to the holders:"
+            f' {OVERRIDE_VARIABLE}=true {REASON_VARIABLE}="why" git commit ...'
+        )
+    return reason
+
+
+def _content_key(cwd: Path, pushed: str | None) -> str | None:
+    """What is being let through: the staged tree, or the pushed commits (None if git cannot say)."""
+    if pushed is not None:
+        shas = sorted({line.split()[1] for line in pushed.splitlines() if len(line.split()) == 4})
+        return "push:" + ",".join(shas)
+    try:
+        return "tree:" + git_output(cwd, "write-tree").decode().strip()
+    except GitError:
+        return None
+
+
+def record_override(
+    store: Store, agent_id: str | None, blocks: list[Block], reason: str, content: str | None
+) -> tuple[bool, int]:
+    """Record that a blocked commit went through under the override: (newly recorded, store time).
+
+    The same agent letting the same content past the same holders again (the
+    guard hook, then the preflight's check, of one commit) is one override.
+    """
+    paths = sorted({block.path for block in blocks})
+    holders = sorted([holder, pattern] for holder, pattern in {(b.holder.agent_id, b.holder.pattern) for b in blocks})
+    data: dict[str, Any] = {"paths": paths, "holders": holders, "reason": reason, "content": content}
+
+    def record(transaction: Transaction) -> tuple[bool, int]:
+        if content is not None and any(
+            event.agent_id == (agent_id or "") and event.data.get("content") == content
+            and event.data.get("holders") == holders
+            for event in transaction.reservation_events("override")
+        ):
+            return False, transaction.now
+        transaction.insert_reservation_event("override", agent_id or "", data)
+        return True, transaction.now
+
+    recorded, now = store.write(record)
+    if recorded:
+        log_event("guard_override", logging.WARNING, agent_id=agent_id, reason=reason, paths=paths)
+    return recorded, now
+
+
+def tell_holders(
+    mail_root: Path, agent_id: str | None, blocks: list[Block], reason: str, now_ms: int
+) -> list[str]:
+    """Send each overridden holder a RESERVATION_OVERRIDDEN notice; return what could not be delivered."""
+    by_holder: dict[str, list[Block]] = {}
+    for block in blocks:
+        by_holder.setdefault(block.holder.agent_id, []).append(block)
+    sender = agent_id or "unknown"
+    undelivered = []
+    for holder, held in sorted(by_holder.items()):
+        paths = sorted({block.path for block in held})
+        message = {
+            "id": mail.new_message_id(),
+            "type": NOTICE_TYPE,
+            "from": sender,
+            "to": holder,
+            "subject": f"{sender} committed {len(paths)} path(s) you reserved, under the override",
+            "paths": paths,
+            "patterns": sorted({block.holder.pattern for block in held}),
+            "reason": reason,
+            "created_at": now_ms,
+        }
+        try:
+            mail.deliver(mail_root, message)
+        except (MafError, OSError) as error:
+            undelivered.append(f"the override is recorded, but {holder} was not told by agent-mail: {error}")
+    return undelivered
+
+
+def describe_holder(reservation: Reservation) -> str:
+    """``alice holds docs/** (exclusive) until 2026-01-01T10:00:00Z, reason: docs``."""
+    mode = "exclusive" if reservation.exclusive else "shared"
+    until = datetime.fromtimestamp(reservation.expires_at / 1000, tz=timezone.utc)
+    reason = f", reason: {reservation.reason}" if reservation.reason else ""
+    return (
+        f"{reservation.agent_id} holds {reservation.pattern} ({mode})"
+        f" until {until.isoformat(timespec='seconds').replace('+00:00', 'Z')}{reason}"
+    )

@@ -244,25 +244,31 @@ def free_disk_space(path: Path, minimum_mb: int) -> CheckResult:
     return passed(f"{free_mb} MB free where {path} lives", free_mb=free_mb)
 
 
-def staged_paths_unreserved(repo_root: Path | None, db_path: Path, agent_id: str | None) -> CheckResult:
-    """No staged path lies under another agent's exclusive reservation (as `maf guard` decides)."""
-    from pytest_maf import guard
-    from pytest_maf.store import open_store
+def staged_paths_unreserved(
+    settings: Any, cwd: Path, agent_id: str | None, environ: Mapping[str, str] = os.environ
+) -> CheckResult:
+    """No staged path lies under another agent's exclusive reservation, decided by the guard's
+    own policy (:func:`pytest_maf.guard.guard_verdict`), override included.
 
-    if repo_root is None:
-        return passed("not inside a git repository", skipped=True)
-    paths = guard.staged_paths(repo_root)
-    if not paths or not db_path.is_file():
-        return passed("nothing staged" if not paths else "no runtime database: nothing is reserved")
-    with open_store(db_path) as store:
-        verdict = guard.judge(store, paths, agent_id)
-    if verdict.blocked:
-        lines = ", ".join(f"{b.path} ({b.holder.agent_id}: {b.holder.pattern})" for b in verdict.blocks[:5])
+    A commit let through by ``MAF_RESERVATION_OVERRIDE`` passes; the override
+    is recorded once, whether `maf guard` or this check sees it first.
+    """
+    from pytest_maf import guard
+
+    try:
+        verdict = guard.guard_verdict(settings, cwd, agent_id, environ)
+    except MafError as error:
+        return failed(str(error), "`maf guard` gives the same answer", error=type(error).__name__)
+    if verdict.status == guard.BLOCKED:
+        shown = ", ".join(verdict.details[:5]) + (", ..." if len(verdict.details) > 5 else "")
         return failed(
-            f"{len(verdict.blocks)} staged path(s) reserved by other agents: {lines}",
-            "wait, ask the holder to release, or unstage them",
+            f"{verdict.summary}: {shown}",
+            "wait, ask the holder to release, unstage them, or override:"
+            f' {guard.OVERRIDE_VARIABLE}=true {guard.REASON_VARIABLE}="why" git commit ...',
         )
-    return passed(f"{len(paths)} staged path(s), none reserved by another agent")
+    if verdict.status == guard.OVERRIDDEN:
+        return passed(f"overridden: {verdict.summary}", overridden=True, warnings=verdict.warnings)
+    return passed(verdict.summary)
 
 
 # The health report of `maf health-check`.

@@ -151,7 +151,9 @@ def test_override_lets_it_through_and_is_recorded(repo: Path) -> None:
     with open_store(repo / ".maf" / "runtime.db") as store:
         (event,) = store.read(lambda t: t.reservation_events("override"))
     assert event.agent_id == "agent-b"
+    content = event.data.pop("content")
     assert event.data == {"paths": ["src/app.py"], "holders": [["agent-a", "src/**"]], "reason": "prod is down"}
+    assert content == "tree:" + git(repo, "write-tree").stdout.strip()  # what was let through
 
 
 def test_quiet_passes_nothing_staged_no_database_no_repository(repo: Path, tmp_path: Path) -> None:

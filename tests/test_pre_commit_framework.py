@@ -69,6 +69,16 @@ def test_pre_commit_runs_the_guard_blocking_then_passing(tmp_path: Path) -> None
     assert blocked.returncode == 1, blocked.stdout + blocked.stderr
     assert "src/app.py: agent-a holds src/** (exclusive)" in blocked.stdout
 
+    # With the override and its reason, both hooks pass; the override is recorded once and told.
+    override = {**env, "MAF_RESERVATION_OVERRIDE": "true", "MAF_OVERRIDE_REASON": "hotfix"}
+    overridden = run(work, sys.executable, "-m", "pre_commit", "run", env=override, check=False)
+    assert overridden.returncode == 0, overridden.stdout + overridden.stderr
+    with open_store(work / ".maf" / "runtime.db") as store:
+        (event,) = store.read(lambda t: t.reservation_events("override"))
+    assert (event.agent_id, event.data["paths"], event.data["reason"]) == ("agent-b", ["src/app.py"], "hotfix")
+    (notice,) = (work / ".agent-mail" / "messages" / "agent-a").glob("*.json")
+    assert '"RESERVATION_OVERRIDDEN"' in notice.read_text()
+
     with open_store(work / ".maf" / "runtime.db") as store:
         reservations.release(store, ["src/**"], "agent-a")
     passed = run(work, *pre_commit, env=env, check=False)
@@ -78,5 +88,5 @@ def test_pre_commit_runs_the_guard_blocking_then_passing(tmp_path: Path) -> None
     preflight = run(work, sys.executable, "-m", "pre_commit", "run", "maf-preflight", env=env, check=False)
     assert preflight.returncode == 0, preflight.stdout + preflight.stderr
     with open_store(work / ".maf" / "runtime.db") as store:
-        (task,) = [t for t in tasks.list_tasks(store, include_internal=True) if t.payload.get("kind") == "preflight"]
-    assert task.state == "DONE"
+        runs = [t for t in tasks.list_tasks(store, include_internal=True) if t.payload.get("kind") == "preflight"]
+    assert [task.state for task in runs] == ["DONE", "DONE"]  # the overridden run, then this one

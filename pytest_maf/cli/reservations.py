@@ -22,18 +22,13 @@ from pytest_maf.cli.common import (
     when,
 )
 from pytest_maf.config import Settings
-from pytest_maf.errors import StoreError, UsageError
+from pytest_maf.errors import UsageError
 from pytest_maf.records import Reservation
 from pytest_maf.reservations import Block, Conflict, ReservationConflictError
 
 
 def _describe(reservation: Reservation) -> str:
-    mode = "exclusive" if reservation.exclusive else "shared"
-    reason = f", reason: {reservation.reason}" if reservation.reason else ""
-    return (
-        f"{reservation.agent_id} holds {reservation.pattern} ({mode})"
-        f" until {when(reservation.expires_at)}{reason}"
-    )
+    return guard.describe_holder(reservation)
 
 
 def _conflict_json(conflict: Conflict) -> dict[str, object]:
@@ -184,49 +179,21 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-WAYS_OUT = """\
-Ways out:
-  - wait for the reservation to expire (maf reservation status --file PATH)
-  - ask the holder to release it (maf reservation release PATTERN --agent HOLDER)
-  - override, which is recorded:
-      MAF_RESERVATION_OVERRIDE=true MAF_OVERRIDE_REASON="why" git commit ..."""
-
-
 def cmd_guard(args: argparse.Namespace, settings: Settings) -> int:
-    agent = optional_agent_of(args)
-    override = guard.parse_override(os.environ.get("MAF_RESERVATION_OVERRIDE"))
-    if settings.repo_root is None or not settings.db_path.is_file():
-        return 0  # no repository or no store: nothing can be reserved
-    cwd = Path.cwd()
-    paths = guard.pushed_paths(cwd, sys.stdin.read()) if args.pre_push else guard.staged_paths(cwd)
-    if not paths:
-        return 0
-    try:
-        with open_configured_store(settings) as store:
-            verdict = guard.judge(store, paths, agent)
-            if verdict.blocked and override:
-                guard.record_override(store, agent, verdict, os.environ.get("MAF_OVERRIDE_REASON"))
-    except StoreError as error:
-        if override:
-            print(f"maf guard: warning: {error}; MAF_RESERVATION_OVERRIDE lets this through unrecorded", file=sys.stderr)
-            return 0
-        raise StoreError(f"{error}. The guard fails closed; MAF_RESERVATION_OVERRIDE=true is the way out") from None
-    if not verdict.blocked:
-        return 0
-    what = "push" if args.pre_push else "commit"
-    who = f"agent {agent!r}" if agent else "a committer without an agent id (set MAF_AGENT_ID)"
-    if override:
-        print(
-            f"maf guard: warning: {what} touches {len({b.path for b in verdict.blocks})} reserved"
-            f" path(s); MAF_RESERVATION_OVERRIDE=true lets it through, and the override is recorded",
-            file=sys.stderr,
-        )
-        return 0
-    print(f"maf guard: {what} blocked for {who}: paths reserved by other agents")
-    for block in verdict.blocks:
-        print(f"  {block.path}: {_describe(block.holder)}")
-    print(WAYS_OUT)
-    return 1
+    pushed = sys.stdin.read() if args.pre_push else None
+    verdict = guard.guard_verdict(settings, Path.cwd(), optional_agent_of(args), os.environ, pushed=pushed)
+    if verdict.status == guard.BLOCKED:
+        print(f"maf guard: {verdict.summary}")
+        for line in verdict.details:
+            print(f"  {line}")
+        print(guard.WAYS_OUT)
+    elif verdict.status == guard.OVERRIDDEN:
+        print(f"maf guard: warning: {verdict.summary}", file=sys.stderr)
+        for line in verdict.details:
+            print(f"  {line}", file=sys.stderr)
+        for warning in verdict.warnings:
+            print(f"maf guard: warning: {warning}", file=sys.stderr)
+    return verdict.exit_code
 
 
 def cmd_install_hooks(args: argparse.Namespace, settings: Settings) -> int:
@@ -288,9 +255,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     guard_parser = commands.add_parser(
         "guard", help="block a commit touching files reserved by other agents",
         description="Check the staged paths (or, with --pre-push, the pushed commits' paths)"
-        " against other agents' exclusive reservations. Exit 1 when blocked. No database, no"
-        " repository or nothing staged: exit 0. MAF_RESERVATION_OVERRIDE=true lets a blocked"
-        " commit through and records it, with MAF_OVERRIDE_REASON.",
+        " against other agents' exclusive reservations. Exit 1 when blocked. No repository, no"
+        " database at the default place, or nothing staged: exit 0. A named database that is"
+        " missing or unreadable fails closed (exit 2). MAF_RESERVATION_OVERRIDE=true with"
+        " MAF_OVERRIDE_REASON=\"why\" lets a blocked commit through: recorded, and each holder"
+        " is told by agent-mail (no reason: exit 2).",
     )
     add_agent(guard_parser, "the committing agent")
     guard_parser.add_argument("--pre-push", action="store_true", help="read a pre-push hook's stdin")
