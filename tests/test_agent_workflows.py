@@ -140,8 +140,9 @@ def test_the_preflight_task_is_hidden_from_lists_and_claims(workspace: Workspace
 
 
 def test_load_test_refuses_a_store_that_holds_real_work(workspace: Workspace) -> None:
-    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
-    database = workspace.main / ".maf" / "runtime.db"
+    database = workspace.home / "team.db"  # a store with work in it, not this repository's
+    ok(workspace.maf(workspace.main, "--db", str(database), "setup"))
+    ok(workspace.maf(workspace.main, "--db", str(database), "task", "add", "--id", "fix-42"))
     before = database.read_bytes()
 
     refused = workspace.maf(workspace.main, "load-test", "--database", str(database), "--duration", "1")
@@ -153,6 +154,8 @@ def test_load_test_refuses_a_store_that_holds_real_work(workspace: Workspace) ->
 
 CLAIMER = """
 import json, sys, time
+from pathlib import Path
+
 from pytest_maf import tasks
 from pytest_maf.errors import NothingToClaimError
 from pytest_maf.store import open_store
