@@ -72,3 +72,19 @@ def fenced_lease(
         lease = Lease(lease.task_id, lease.agent_id, transaction.now + transaction.lease_ttl_ms, lease.attempt)
         transaction.put_lease(lease)
     return task, lease
+
+
+def held_lease(transaction: Transaction, task_id: str, agent_id: str) -> Lease:
+    """The live lease ``agent_id`` holds on ``task_id``, whatever its attempt; else
+    :class:`LeaseLostError` saying who has it instead."""
+    task = require_task(transaction, task_id)
+    lease = transaction.get_lease(task_id)
+    if lease is not None and lease.agent_id == agent_id and lease.is_live(transaction.now):
+        return lease
+    if lease is not None and lease.agent_id != agent_id:
+        holder = f"it is leased to {lease.agent_id!r}"
+    else:
+        holder = "its lease expired" if lease else f"it is {task.state} with no lease"
+    raise LeaseLostError(
+        f"agent {agent_id!r} does not hold task {task_id!r} ({holder}); claim it first with `maf task claim`"
+    )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from pytest_maf import mail
 from pytest_maf.errors import MafError, NotFoundError, UsageError
-from pytest_maf.leases import validate_id
+from pytest_maf.leases import held_lease, validate_id
 from pytest_maf.logs import log_event
 from pytest_maf.patterns import (
     anchor,
@@ -100,10 +100,14 @@ def acquire(
     *,
     exclusive: bool = True,
     reason: str = "",
+    task_id: str | None = None,
 ) -> list[Reservation]:
     """Reserve every pattern, or none: raises :class:`ReservationConflictError`.
 
-    Re-acquiring a pattern the agent holds extends it.
+    Re-acquiring a pattern the agent holds extends it. With ``task_id`` the
+    reservations are tied to that task, whose live lease the agent must hold
+    (else :class:`~pytest_maf.errors.LeaseLostError`): they are released in
+    the same transaction as the lease ends (finish, release or expiry).
     """
     validate_id("agent", agent_id)
     requested = _normalized(patterns)
@@ -111,6 +115,8 @@ def acquire(
         raise UsageError(f"a reservation TTL must be above 0, got {ttl_ms} ms")
 
     def reserve(transaction: Transaction) -> tuple[list[Reservation], list[Conflict]]:
+        if task_id is not None:
+            held_lease(transaction, task_id, agent_id)
         for expired in transaction.delete_expired_reservations():
             transaction.insert_reservation_event(
                 "expire", expired.agent_id, {"pattern": expired.pattern, "expires_at": expired.expires_at}
@@ -141,13 +147,13 @@ def acquire(
                 reason,
                 existing[0].created_at if existing else transaction.now,
                 transaction.now + ttl_ms,
+                task_id if task_id is not None or not existing else existing[0].task_id,
             )
             transaction.put_reservation(reservation, anchor(pattern))
-            transaction.insert_reservation_event(
-                "renew" if existing else "acquire",
-                agent_id,
-                {"pattern": pattern, "exclusive": exclusive, "expires_at": reservation.expires_at, "reason": reason},
-            )
+            data = {"pattern": pattern, "exclusive": exclusive, "expires_at": reservation.expires_at, "reason": reason}
+            if reservation.task_id is not None:
+                data["task"] = reservation.task_id
+            transaction.insert_reservation_event("renew" if existing else "acquire", agent_id, data)
             granted.append(reservation)
         return granted, []
 

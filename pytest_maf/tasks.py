@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_maf.errors import IllegalTransitionError, LeaseLostError, NothingToClaimError, UsageError
 from pytest_maf.evidence import evidence_verdict
-from pytest_maf.leases import fenced_lease, require_task, validate_id
+from pytest_maf.leases import fenced_lease, held_lease, require_task, validate_id
 from pytest_maf.logs import log_event
 from pytest_maf.records import TASK_KINDS, TASK_STATES, Event, Evidence, Lease, Task
 from pytest_maf.values import INT64_MAX, INT64_MIN, check_integer, check_json
@@ -368,21 +368,7 @@ def renew_held_leases(
 
 def held_attempt(store: Store, task_id: str, agent_id: str) -> int:
     """The attempt of ``task_id`` that ``agent_id`` holds live; raises :class:`LeaseLostError`."""
-
-    def attempt_of(transaction: Transaction) -> int:
-        task = require_task(transaction, task_id)
-        lease = transaction.get_lease(task_id)
-        if lease is None or lease.agent_id != agent_id or not lease.is_live(transaction.now):
-            holder = f"it is leased to {lease.agent_id!r}" if lease and lease.agent_id != agent_id else (
-                "its lease expired" if lease else f"it is {task.state} with no lease"
-            )
-            raise LeaseLostError(
-                f"agent {agent_id!r} does not hold task {task_id!r} ({holder});"
-                " claim it first with `maf task claim`"
-            )
-        return lease.attempt
-
-    return store.read(attempt_of)
+    return store.read(lambda transaction: held_lease(transaction, task_id, agent_id).attempt)
 
 
 def _fenced_transition(

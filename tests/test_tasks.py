@@ -405,3 +405,47 @@ def test_a_preflight_task_is_added_claimed_and_started_at_once(store: Store) -> 
 def test_an_unknown_kind_is_refused(store: Store) -> None:
     with pytest.raises(UsageError, match="unknown task kind 'chore'"):
         tasks.add_task(store, kind="chore")
+
+
+def test_reservations_tied_to_a_task_end_with_its_lease(store: Store, clock: ManualClock) -> None:
+    from pytest_maf import reservations
+
+    def reserved() -> list[str]:
+        return [r.pattern for r in reservations.list_reservations(store)]
+
+    for ending in ("finish", "release", "expiry"):
+        tasks.add_task(store, task_id=ending)
+        claimed = tasks.claim_task(store, ending, "agent-a", TTL)
+        reservations.acquire(store, [f"{ending}/**"], "agent-a", 60 * TTL, task_id=ending)
+        reservations.acquire(store, [f"{ending}-untied/**"], "agent-a", 60 * TTL)
+        assert f"{ending}/**" in reserved()
+        if ending == "finish":
+            tasks.start_task(store, ending, "agent-a", claimed.attempt)
+            tasks.begin_verification(store, ending, "agent-a", claimed.attempt)
+            record_evidence(store, ending, claimed.attempt, "unit", "PASS", agent_id="agent-a")
+            tasks.finish_task(store, ending, "agent-a", claimed.attempt)
+        elif ending == "release":
+            tasks.release_task(store, ending, "agent-a", claimed.attempt)
+        else:
+            clock.advance(TTL)
+            tasks.reclaim_expired_leases(store)
+
+        assert f"{ending}/**" not in reserved()  # released in the same transaction as the lease ended
+        assert f"{ending}-untied/**" in reserved()  # a reservation not tied to the task stays
+    released = [
+        e for e in store.read(lambda t: t.reservation_events("release")) if e.data.get("task")
+    ]
+    assert [e.data["task"] for e in released] == ["finish", "release", "expiry"]
+
+
+def test_a_reservation_can_be_tied_only_to_a_task_whose_lease_you_hold(store: Store) -> None:
+    from pytest_maf import reservations
+
+    tasks.add_task(store, task_id="t1")
+    tasks.claim_task(store, "t1", "agent-a", TTL)
+
+    with pytest.raises(LeaseLostError, match="agent 'agent-b' does not hold task 't1'.*leased to 'agent-a'"):
+        reservations.acquire(store, ["src/**"], "agent-b", TTL, task_id="t1")
+    with pytest.raises(NotFoundError):
+        reservations.acquire(store, ["src/**"], "agent-a", TTL, task_id="nope")
+    assert reservations.list_reservations(store) == []

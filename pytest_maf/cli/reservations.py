@@ -69,7 +69,8 @@ def cmd_acquire(args: argparse.Namespace, settings: Settings) -> int:
     with open_configured_store(settings) as store:
         try:
             granted = reservation_ops.acquire(
-                store, args.patterns, args.agent, ttl_ms, exclusive=not args.shared, reason=args.reason
+                store, args.patterns, args.agent, ttl_ms, exclusive=not args.shared, reason=args.reason,
+                task_id=args.task,
             )
         except ReservationConflictError as error:
             if args.json:
@@ -143,8 +144,11 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         print("no reservations")
         return 0
     print_table(
-        ["PATTERN", "AGENT", "MODE", "EXPIRES", "REASON"],
-        [[r.pattern, r.agent_id, "exclusive" if r.exclusive else "shared", when(r.expires_at), r.reason] for r in found],
+        ["PATTERN", "AGENT", "MODE", "EXPIRES", "TASK", "REASON"],
+        [
+            [r.pattern, r.agent_id, "exclusive" if r.exclusive else "shared", when(r.expires_at), r.task_id or "", r.reason]
+            for r in found
+        ],
     )
     return 0
 
@@ -224,6 +228,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     acquire.add_argument("--ttl", type=number, metavar="MINUTES", help="default 30 (MAF_RESERVATION_DEFAULT_TIMEOUT), at most 120 (MAF_RESERVATION_MAX_TIMEOUT)")
     acquire.add_argument("--shared", action="store_true", help="shared: conflicts only with others' exclusive reservations")
     acquire.add_argument("--reason", default="", help="why, shown to anyone blocked")
+    acquire.add_argument(
+        "--task", metavar="TASK",
+        help="tie the reservations to TASK, whose lease you hold: they are released when its lease ends"
+        " (finish, release or expiry)",
+    )
     acquire.set_defaults(handler=resolving_agent(cmd_acquire))
 
     renew = with_patterns("renew", "extend reservations you hold (exit 4 if another agent holds them)")
