@@ -68,6 +68,101 @@ CASES: list[tuple[str, Setup, list[str], int, str]] = [
 ]
 
 
+
+# The operations commands (`maf db ...`, `maf metrics serve`, `maf bench`, `maf load-test`).
+
+
+def no_store(workspace: Workspace) -> None:
+    for path in (workspace.main / ".maf").glob("runtime.db*"):
+        path.unlink()
+
+
+def backup_then_no_maf_folder(workspace: Workspace) -> None:
+    assert workspace.maf(workspace.main, "db", "backup", "--output", "backup.db").returncode == 0
+    import shutil
+
+    shutil.rmtree(workspace.main / ".maf")
+
+
+def empty_backup(workspace: Workspace) -> None:
+    workspace.write(workspace.main, "empty.db", "")
+
+
+def garbage_store(workspace: Workspace) -> None:
+    import random
+
+    no_store(workspace)
+    (workspace.main / ".maf" / "runtime.db").write_bytes(random.Random(5).randbytes(20_000))
+
+
+def malformed_store(workspace: Workspace) -> None:
+    """A store whose header is sound and some of whose pages are overwritten."""
+    from pytest_maf import tasks
+    from pytest_maf.store import open_store
+
+    db = workspace.main / ".maf" / "runtime.db"
+    with open_store(db) as store:
+        for n in range(600):
+            tasks.add_task(store, task_id=f"t{n:04}", payload={"note": "x" * 200})
+        store.pragma("wal_checkpoint(TRUNCATE)")
+    for suffix in ("-wal", "-shm"):
+        (db.parent / f"runtime.db{suffix}").unlink(missing_ok=True)
+    data = bytearray(db.read_bytes())
+    for number in range(10, len(data) // 4096 - 2, 7):
+        data[number * 4096 : (number + 1) * 4096] = b"\xde\xad\xbe\xef" * 1024
+    db.write_bytes(bytes(data))
+
+
+def not_json_baseline(workspace: Workspace) -> None:
+    workspace.write(workspace.main, "baseline.json", "claim: 1 ms\n")
+
+
+def not_a_baseline(workspace: Workspace) -> None:
+    workspace.write(workspace.main, "baseline.json", '{"metrics": {"claim": "fast"}}')
+
+
+CASES += [
+    ("backup-over-the-store", nothing, ["db", "backup", "--output", ".maf/runtime.db"], 2, "must not overwrite"),
+    ("backup-over-the-wal", nothing, ["db", "backup", "--output", ".maf/runtime.db-wal"], 2, "must not overwrite"),
+    ("backup-over-the-shm", nothing, ["db", "backup", "--output", ".maf/runtime.db-shm"], 2, "must not overwrite"),
+    ("backup-into-a-directory", nothing, ["db", "backup", "--output", "src"], 2, "is a directory"),
+    ("backup-empty-name", nothing, ["db", "backup", "--output", ""], 2, "give a file name"),
+    ("backup-without-a-store", no_store, ["db", "backup", "--output", "b.db"], 2, "maf setup"),
+    ("backup-of-a-malformed-store", malformed_store, ["db", "backup", "--output", "b.db"], 2, "malformed"),
+    ("recover-over-the-store", nothing, ["db", "recover", "--output", ".maf/runtime.db"], 2, "must not overwrite"),
+    ("recover-over-the-wal", nothing, ["db", "recover", "--output", ".maf/runtime.db-wal"], 2, "must not overwrite"),
+    ("recover-into-a-directory", nothing, ["db", "recover", "--output", "src"], 2, "is a directory"),
+    ("recover-without-a-store", no_store, ["db", "recover"], 2, "no runtime database"),
+    ("recover-salvaging-nothing", garbage_store, ["db", "recover"], 1, "recovered no row"),
+    ("restore-the-live-store", nothing, ["db", "restore", ".maf/runtime.db"], 2, "not a backup"),
+    ("restore-without-the-maf-folder", backup_then_no_maf_folder, ["db", "restore", "backup.db"], 2, "maf setup"),
+    ("restore-a-missing-backup", nothing, ["db", "restore", "missing.db"], 2, "no such file"),
+    ("restore-an-empty-backup", empty_backup, ["db", "restore", "empty.db"], 2, "is empty"),
+    ("restore-a-directory", nothing, ["db", "restore", "src"], 2, "is a directory"),
+    ("verify-a-directory", nothing, ["db", "verify-backup", "src"], 2, "is a directory"),
+    ("verify-a-missing-file", nothing, ["db", "verify-backup", "missing.db"], 2, "no such file"),
+    ("verify-an-empty-file", empty_backup, ["db", "verify-backup", "empty.db"], 2, "is empty"),
+    ("cleanup-days-past-int64", nothing, ["db", "cleanup", "--days", "100000000000000000000"], 2, "--days"),
+    ("cleanup-days-negative", nothing, ["db", "cleanup", "--days", "-1"], 2, "--days"),
+    ("cleanup-without-a-store", no_store, ["db", "cleanup", "--days", "1", "--apply"], 2, "maf setup"),
+    ("optimize-without-a-store", no_store, ["db", "optimize"], 2, "maf setup"),
+    ("metrics-port-past-65535", nothing, ["metrics", "serve", "--port", "99999"], 2, "--port"),
+    ("metrics-port-negative", nothing, ["metrics", "serve", "--port", "-1"], 2, "--port"),
+    ("bench-compare-missing", nothing, ["bench", "--compare", "missing.json"], 2, "no baseline"),
+    ("bench-compare-a-directory", nothing, ["bench", "--compare", "src"], 2, "not a file"),
+    ("bench-compare-not-json", not_json_baseline, ["bench", "--compare", "baseline.json"], 2, "not valid JSON"),
+    ("bench-compare-not-a-baseline", not_a_baseline, ["bench", "--compare", "baseline.json"], 2, "not a baseline"),
+    ("bench-output-over-the-store", nothing, ["bench", "--output", ".maf/runtime.db"], 2, "must not overwrite"),
+    ("bench-output-over-its-baseline", not_a_baseline, ["bench", "--compare", "baseline.json", "--output", "baseline.json"], 2, "not a baseline"),
+    ("bench-threshold-nan", nothing, ["bench", "--output", "b.json", "--threshold", "nan"], 2, "--threshold"),
+    ("load-test-duration-negative", nothing, ["load-test", "--duration", "-1"], 2, "--duration"),
+    ("load-test-duration-nan", nothing, ["load-test", "--duration", "nan"], 2, "--duration"),
+    ("load-test-duration-infinite", nothing, ["load-test", "--duration", "inf"], 2, "--duration"),
+    ("load-test-concurrent-100000", nothing, ["load-test", "--concurrent", "100000", "--duration", "1"], 2, "--concurrent"),
+    ("load-test-concurrent-0", nothing, ["load-test", "--concurrent", "0", "--duration", "1"], 2, "--concurrent"),
+    ("load-test-into-the-store", nothing, ["load-test", "--database", ".maf/runtime.db", "--duration", "1"], 2, "must not overwrite"),
+]
+
 @pytest.mark.parametrize(
     ("setup", "argv", "code", "words"),
     [pytest.param(setup, argv, code, words, id=case_id) for case_id, setup, argv, code, words in CASES],
@@ -104,3 +199,20 @@ def test_a_corrupt_stored_row_is_reported_and_does_not_break_its_neighbours(work
     detail = json.loads(shown.stdout)
     assert "tasks.payload_json of task 'bad' is not valid JSON" in detail["task"]["payload"]["unreadable"]
     assert "events.data_json" in detail["events"][0]["data"]["unreadable"]
+
+
+def test_a_required_secret_never_reaches_test_output_junit_or_evidence(workspace: Workspace) -> None:
+    secret = "hunter2-not-for-your-eyes"
+    report = workspace.home / "preflight.xml"
+
+    run = workspace.pytest(
+        workspace.main, "--maf-preflight", "-l", "--tb=long", "-vv", f"--junitxml={report}",
+        agent="alice", A_SECRET=secret, MAF_REQUIRED_ENV="A_SECRET,MISSING_ONE",
+    )
+    evidence = workspace.maf(workspace.main, "evidence", "list", "--json")
+
+    assert run.returncode == 1 and "MISSING_ONE" in run.stdout  # the check did fail, and says which
+    assert evidence.returncode == 0 and "MISSING_ONE" in evidence.stdout
+    for shown in (run.stdout, run.stderr, report.read_text(encoding="utf-8"), evidence.stdout):
+        assert secret not in shown
+    assert secret.encode() not in (workspace.main / ".maf" / "runtime.db").read_bytes()
