@@ -2,7 +2,7 @@
 
 Example::
 
-    record_evidence(store, "task-1", 1, "unit-tests", "PASS", {"duration_s": 1.2})
+    record_evidence(store, "task-1", 1, "unit-tests", "PASS", {"duration_s": 1.2}, agent_id="claude-1")
 """
 
 from __future__ import annotations
@@ -76,12 +76,13 @@ def record_evidence(
     result: str,
     details: dict[str, Any] | None = None,
     *,
-    agent_id: str | None = None,
+    agent_id: str,
 ) -> Evidence:
     """Record one verifier's result for the live attempt of a task.
 
-    The attempt must hold a live lease; with ``agent_id`` the lease must be
-    that agent's (fenced). A verifier reports once per attempt.
+    Fenced like every leased operation: ``agent_id`` must hold ``attempt`` of
+    the task live, and the lease is extended. A verifier reports once per
+    attempt.
     """
     (row,) = record_evidence_batch(store, task_id, attempt, [(verifier, result, details)], agent_id=agent_id)
     return row
@@ -93,7 +94,7 @@ def record_evidence_batch(
     attempt: int,
     entries: Sequence[tuple[str, str, dict[str, Any] | None]],
     *,
-    agent_id: str | None = None,
+    agent_id: str,
 ) -> list[Evidence]:
     """Record several ``(verifier, result, details)`` in one fenced transaction: all or none."""
     rows = []

@@ -33,7 +33,7 @@ def require_task(transaction: Transaction, task_id: str) -> Task:
 
 
 def fenced_lease(
-    transaction: Transaction, task_id: str, agent_id: str | None, attempt: int, *, extend: bool = True
+    transaction: Transaction, task_id: str, agent_id: str, attempt: int, *, extend: bool = True
 ) -> tuple[Task, Lease]:
     """Return the task and its lease if ``agent_id`` holds attempt ``attempt`` live.
 
@@ -41,9 +41,6 @@ def fenced_lease(
     store's lease length from now (never shortened), so an agent that keeps
     working keeps its lease; the lease returned is the extended one, and
     callers put its ``lease_expires_at`` in their event.
-
-    ``agent_id=None`` accepts any live holder of that attempt (for callers
-    that know the attempt but not the agent, such as ``maf evidence add``).
     """
     task = require_task(transaction, task_id)
     lease = transaction.get_lease(task_id)
@@ -52,7 +49,7 @@ def fenced_lease(
             f"task {task_id!r} has no lease (it is {task.state});"
             " claim a task again with `maf task claim`"
         )
-    if agent_id is not None and lease.agent_id != agent_id:
+    if lease.agent_id != agent_id:
         raise LeaseLostError(
             f"task {task_id!r} is leased to agent {lease.agent_id!r}, not {agent_id!r};"
             " claim a task again with `maf task claim`"

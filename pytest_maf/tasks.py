@@ -12,7 +12,7 @@ Example::
     claim = claim_next_task(store, "agent-a", ttl_ms=30_000)
     start_task(store, claim.task_id, "agent-a", claim.attempt)
     begin_verification(store, claim.task_id, "agent-a", claim.attempt)
-    record_evidence(store, claim.task_id, claim.attempt, "unit-tests", "PASS")
+    record_evidence(store, claim.task_id, claim.attempt, "unit-tests", "PASS", agent_id="agent-a")
     finish_task(store, claim.task_id, "agent-a", claim.attempt).final_state  # "DONE"
 
 Every claim is an attempt. A task whose attempts reach its ``max_attempts``

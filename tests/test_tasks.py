@@ -68,8 +68,8 @@ def test_claim_with_nothing_ready_raises(store: Store) -> None:
 def test_passing_evidence_commits_and_finishes_done(store: Store) -> None:
     tasks.add_task(store, task_id="t1")
     claimed = to_verifying(store)
-    record_evidence(store, "t1", claimed.attempt, "lint", "PASS")
-    record_evidence(store, "t1", claimed.attempt, "unit", "PASS")
+    record_evidence(store, "t1", claimed.attempt, "lint", "PASS", agent_id="agent-a")
+    record_evidence(store, "t1", claimed.attempt, "unit", "PASS", agent_id="agent-a")
 
     result = tasks.finish_task(store, "t1", "agent-a", claimed.attempt)
 
@@ -84,7 +84,7 @@ def test_failing_or_missing_evidence_rolls_back_to_ready(store: Store, results: 
     tasks.add_task(store, task_id="t1")
     claimed = to_verifying(store)
     for index, result in enumerate(results):
-        record_evidence(store, "t1", claimed.attempt, f"check-{index}", result)
+        record_evidence(store, "t1", claimed.attempt, f"check-{index}", result, agent_id="agent-a")
 
     result = tasks.finish_task(store, "t1", "agent-a", claimed.attempt)
 
@@ -97,7 +97,7 @@ def test_last_attempt_failing_buries_the_task(store: Store) -> None:
     tasks.add_task(store, task_id="t1", max_attempts=2)
     for _ in range(2):
         claimed = to_verifying(store)
-        record_evidence(store, "t1", claimed.attempt, "unit", "FAIL")
+        record_evidence(store, "t1", claimed.attempt, "unit", "FAIL", agent_id="agent-a")
         result = tasks.finish_task(store, "t1", "agent-a", claimed.attempt)
 
     assert result.final_state == "DEAD"
@@ -234,7 +234,7 @@ def test_cancel_only_from_ready(store: Store) -> None:
 def test_every_state_change_has_its_event(store: Store) -> None:
     tasks.add_task(store, task_id="t1")
     claimed = to_verifying(store)
-    record_evidence(store, "t1", claimed.attempt, "unit", "PASS")
+    record_evidence(store, "t1", claimed.attempt, "unit", "PASS", agent_id="agent-a")
     tasks.finish_task(store, "t1", "agent-a", claimed.attempt)
 
     changes = [
@@ -262,14 +262,14 @@ def test_duplicate_and_unknown_ids(store: Store) -> None:
 def test_evidence_is_once_per_verifier_and_attempt(store: Store) -> None:
     tasks.add_task(store, task_id="t1")
     claimed = to_verifying(store)
-    record_evidence(store, "t1", claimed.attempt, "unit", "FAIL", {"log": "1 failed"})
+    record_evidence(store, "t1", claimed.attempt, "unit", "FAIL", {"log": "1 failed"}, agent_id="agent-a")
 
     with pytest.raises(AlreadyExistsError):
-        record_evidence(store, "t1", claimed.attempt, "unit", "PASS")
+        record_evidence(store, "t1", claimed.attempt, "unit", "PASS", agent_id="agent-a")
     with pytest.raises(UsageError):
-        record_evidence(store, "t1", claimed.attempt, "other", "MAYBE")
+        record_evidence(store, "t1", claimed.attempt, "other", "MAYBE", agent_id="agent-a")
     with pytest.raises(UsageError):
-        record_evidence(store, "t1", claimed.attempt, "other", "PASS", ["not", "an", "object"])  # type: ignore[arg-type]
+        record_evidence(store, "t1", claimed.attempt, "other", "PASS", ["not", "an", "object"], agent_id="agent-a")  # type: ignore[arg-type]
 
     (row,) = tasks.describe_task(store, "t1").evidence
     assert (row.result, row.details) == ("FAIL", {"log": "1 failed"})
@@ -301,8 +301,8 @@ def test_transition_table_is_closed() -> None:
 def test_a_non_blocking_failure_is_reported_but_commits(store: Store) -> None:
     tasks.add_task(store, task_id="t1")
     claimed = to_verifying(store)
-    record_evidence(store, "t1", claimed.attempt, "unit", "PASS")
-    record_evidence(store, "t1", claimed.attempt, "sqlite-wal-reset", "FAIL", {"severity": "warning", "blocking": False})
+    record_evidence(store, "t1", claimed.attempt, "unit", "PASS", agent_id="agent-a")
+    record_evidence(store, "t1", claimed.attempt, "sqlite-wal-reset", "FAIL", {"severity": "warning", "blocking": False}, agent_id="agent-a")
 
     result = tasks.finish_task(store, "t1", "agent-a", claimed.attempt)
 
