@@ -186,7 +186,7 @@ def test_metrics_parse_and_equal_the_store(tmp_path: Path) -> None:
         claim = tasks.claim_next_task(store, "a", 60_000)
         tasks.start_task(store, claim.task_id, "a", 1)
         tasks.begin_verification(store, claim.task_id, "a", 1)
-        record_evidence(store, claim.task_id, 1, "unit", "FAIL")
+        record_evidence(store, claim.task_id, 1, "unit", "FAIL", agent_id="a")
         tasks.finish_task(store, claim.task_id, "a", 1)
         tasks.claim_next_task(store, "b", 60_000)
         tasks.cancel_task(store, "t4")
