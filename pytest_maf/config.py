@@ -396,6 +396,8 @@ def validate_layer(layer: Layer) -> list[str]:
 
 
 def _value_problem(path: str, value: Any) -> str | None:
+    if path in ("runtime.db_path", "agent_mail.root") and (not value.strip() or not value.isprintable()):
+        return f"expected a file path without control characters, got {value!r}"
     if path in _POSITIVE and value <= 0:
         return f"must be above 0, got {value}"
     if path == "runtime.mode":

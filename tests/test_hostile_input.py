@@ -65,6 +65,11 @@ CASES: list[tuple[str, Setup, list[str], int, str]] = [
     ("junit-over-the-wal", nothing, ["evidence", "export", "--junit", ".maf/runtime.db-wal"], 2, "must not overwrite"),
     ("junit-into-a-directory", nothing, ["evidence", "export", "--junit", "src"], 2, "is a directory"),
     ("junit-empty-name", nothing, ["evidence", "export", "--junit", ""], 2, "give a file name"),
+    ("health-report-over-the-store", nothing, ["health-check", "--output", ".maf/runtime.db"], 2, "must not overwrite"),
+    ("health-report-into-a-directory", nothing, ["health-check", "--output", "src"], 2, "is a directory"),
+    ("config-report-over-the-store", nothing, ["config", "report", "--output", ".maf/runtime.db-shm"], 2, "must not overwrite"),
+    ("config-report-empty-name", nothing, ["config", "report", "--output", ""], 2, "give a file name"),
+    ("db-path-with-a-control-character", nothing, ["--db", "a\x01b.db", "task", "list"], 2, "control characters"),
 ]
 
 

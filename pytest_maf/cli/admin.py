@@ -13,7 +13,7 @@ from pytest_maf import config as config_module
 from pytest_maf import health, mail
 from pytest_maf.cli.common import add_json, keep_runtime_files_out_of_git, print_json
 from pytest_maf.config import ConfigError, Settings
-from pytest_maf.files import write_text_atomic
+from pytest_maf.files import checked_output, store_files, write_text_atomic
 
 
 def _base() -> Path:
@@ -106,14 +106,25 @@ def cmd_config_show(args: argparse.Namespace, settings: None) -> int:
     return 2 if report["problems"] else 0
 
 
+def _checked_output(text: str, db: str | None, what: str) -> Path:
+    """``--output`` checked before anything runs: never the store, whatever the configuration says."""
+    try:
+        db_path = config_module.load_settings(db_path=db).db_path
+    except ConfigError:  # the report is about that; protect the default store
+        db_path = _base() / config_module.DB_RELATIVE_PATH
+    return checked_output(text, store_files(db_path), what)
+
+
 def cmd_config_report(args: argparse.Namespace, settings: None) -> int:
+    output = _checked_output(args.output, args.db, "the report")
     report = _report(args)
-    write_text_atomic(Path(args.output), json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(output, json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.output} ({len(report['values'])} keys, {len(report['problems'])} problem(s))")
     return 2 if report["problems"] else 0
 
 
 def cmd_health_check(args: argparse.Namespace, settings: None) -> int:
+    output = None if args.output is None else _checked_output(args.output, args.db, "the report")
     items: list[health.HealthItem] = []
     try:
         resolved = config_module.load_settings(db_path=args.db)
@@ -137,8 +148,8 @@ def cmd_health_check(args: argparse.Namespace, settings: None) -> int:
             for i in items
         ],
     }
-    if args.output:
-        write_text_atomic(Path(args.output), json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if output is not None:
+        write_text_atomic(output, json.dumps(report, indent=2, sort_keys=True) + "\n")
     if args.json:
         print_json(report)
     else:
