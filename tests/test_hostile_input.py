@@ -44,6 +44,14 @@ def nothing(workspace: Workspace) -> None:
     pass
 
 
+def mail_root_is_a_file(workspace: Workspace) -> None:
+    workspace.write(workspace.main, ".agent-mail", "not a folder\n")
+
+
+def config_folder_is_a_file(workspace: Workspace) -> None:
+    workspace.write(workspace.main, "maf-config", "not a folder\n")
+
+
 def alias_bomb(workspace: Workspace) -> None:
     workspace.write(workspace.main, "maf-config/default.yaml", BILLION_LAUGHS)
 
@@ -69,6 +77,8 @@ CASES: list[tuple[str, Setup, list[str], int, str]] = [
     ("health-report-into-a-directory", nothing, ["health-check", "--output", "src"], 2, "is a directory"),
     ("config-report-over-the-store", nothing, ["config", "report", "--output", ".maf/runtime.db-shm"], 2, "must not overwrite"),
     ("config-report-empty-name", nothing, ["config", "report", "--output", ""], 2, "give a file name"),
+    ("init-where-the-mail-root-is-a-file", mail_root_is_a_file, ["init"], 2, "is a file"),
+    ("init-where-maf-config-is-a-file", config_folder_is_a_file, ["init"], 2, "is a file"),
     ("db-path-with-a-control-character", nothing, ["--db", "a\x01b.db", "task", "list"], 2, "control characters"),
 ]
 

@@ -13,6 +13,7 @@ from pytest_maf import config as config_module
 from pytest_maf import health, mail
 from pytest_maf.cli.common import add_json, keep_runtime_files_out_of_git, print_json
 from pytest_maf.config import ConfigError, Settings
+from pytest_maf.errors import UsageError
 from pytest_maf.files import checked_output, store_files, write_text_atomic
 
 
@@ -38,8 +39,11 @@ def starter_config() -> str:
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
-    created = mail.initialise(settings.mail_root, settings.escalation_targets)
     starter = _base() / config_module.CONFIG_DIRECTORY / "default.yaml"
+    for folder in (settings.mail_root, settings.mail_root / "messages", settings.mail_root / "outbox", starter.parent):
+        if folder.exists() and not folder.is_dir():  # checked first: nothing is written on refusal
+            raise UsageError(f"{folder} is a file where maf init lays out a folder; move it away and run maf init again")
+    created = mail.initialise(settings.mail_root, settings.escalation_targets)
     existing = [starter.with_suffix(suffix) for suffix in config_module.CONFIG_SUFFIXES if starter.with_suffix(suffix).exists()]
     if not existing:
         write_text_atomic(starter, starter_config())
