@@ -10,18 +10,26 @@ Families:
   reservation conflicts and overrides)
 * ``maf_db_query_duration_seconds``: a histogram of this process's probe queries, one per scrape
 * ``maf_system_health_score``: the share of health checks passing, 0 to 1
+
+The ``*_total`` counters count the store's history rows plus the totals
+`maf db cleanup` folded away before deleting rows, so they never go down.
+`maf metrics serve` answers each connection on its own thread and drops one
+that idles past :data:`CONNECTION_TIMEOUT_S`.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from typing import TYPE_CHECKING, Iterator
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from pytest_maf import health
+from pytest_maf.errors import MafError
 from pytest_maf.records import ESCALATION_STATUSES, EVIDENCE_RESULTS, TASK_STATES
 
 if TYPE_CHECKING:
@@ -99,11 +107,48 @@ def exposition(settings: Settings) -> str:
     return generate_latest(registry_for(settings)).decode()
 
 
-class _QuietHandler(WSGIRequestHandler):
+# A connection that sends no request (or reads no answer) for this long is dropped.
+CONNECTION_TIMEOUT_S = 10.0
+
+
+class MetricsRequestHandler(WSGIRequestHandler):
+    """One connection: quiet, and dropped when it idles past :data:`CONNECTION_TIMEOUT_S`."""
+
+    timeout = CONNECTION_TIMEOUT_S  # applied to the connection's socket before the request is read
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass  # one line per scrape would drown the operator's terminal
 
 
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """Each connection is served on its own thread, so one slow or idle client delays no other scrape."""
+
+    daemon_threads = True  # an idle connection does not keep the process from stopping
+    block_on_close = False
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            return  # a client that timed out or went away: nothing for the operator to do
+        print(f"maf: metrics: {type(error).__name__} serving {client_address}: {error}", file=sys.stderr)
+
+
+def _answering_errors(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """``app``, answering a scrape that fails (an unreadable store, say) with 503 and one line, not a traceback."""
+
+    def answer(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            return app(environ, start_response)
+        except Exception as error:  # reported to the scraper and the operator, and the server goes on
+            line = str(error) if isinstance(error, MafError) else f"{type(error).__name__}: {error}"
+            print(f"maf: metrics: {line}", file=sys.stderr)
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"{line}\n".encode()]
+
+    return answer
+
+
 def metrics_server(settings: Settings, host: str, port: int) -> WSGIServer:
     """An HTTP server answering ``/metrics``; call ``serve_forever()`` on it (port 0: any free one)."""
-    return make_server(host, port, make_wsgi_app(registry_for(settings)), handler_class=_QuietHandler)
+    app = _answering_errors(make_wsgi_app(registry_for(settings)))
+    return make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=MetricsRequestHandler)
