@@ -17,9 +17,11 @@ from typing import Any, Callable
 
 from pytest_maf import escalation, reservations, tasks
 from pytest_maf.config import load_settings
+from pytest_maf.errors import UsageError
 from pytest_maf.evidence import record_evidence
 from pytest_maf.records import Reservation
 from pytest_maf.store import open_store
+from pytest_maf.values import MAX_JSON_BYTES, parse_json
 
 ROUNDS = 5
 
@@ -76,6 +78,30 @@ def run_benchmarks() -> dict[str, Any]:
                 "metrics_scrape": _per_operation_ms(lambda n: exposition(settings), 5),
             }
     return {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "metrics": metrics}
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
+    """A baseline written by ``maf bench --output``; anything else is a :class:`UsageError` naming the file."""
+    if not path.exists():
+        raise UsageError(f"no baseline {path}: record one with `maf bench --output {path}`")
+    if not path.is_file():
+        raise UsageError(f"{path} is not a file; give a baseline file written by `maf bench --output`")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise UsageError(f"{path} is larger than {MAX_JSON_BYTES} bytes: not a baseline written by `maf bench --output`")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read the baseline {path}: {error}") from None
+    baseline = parse_json(f"the baseline {path}", text)
+    figures = baseline.get("metrics") if isinstance(baseline, dict) else None
+    if not isinstance(figures, dict) or not figures or not all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 for value in figures.values()
+    ):
+        raise UsageError(
+            f"{path} is not a baseline: expected {{\"metrics\": {{NAME: MILLISECONDS, ...}}}} as written by"
+            " `maf bench --output`"
+        )
+    return {"metrics": figures, **{key: value for key, value in baseline.items() if key != "metrics"}}
 
 
 def compare(baseline: dict[str, Any], current: dict[str, Any], threshold: float) -> list[dict[str, Any]]:

@@ -1,42 +1,87 @@
 """`maf load-test`: several processes drive one database, then the history is audited.
 
-Each process loops for the given time: add a task, claim it, renew, start,
-verify, record evidence, finish, then reserve and release a file pattern
-(some patterns shared between processes, so conflicts happen). Afterwards the
-recorded events are replayed to check that no task was held by two agents at
-once, no fenced operation was accepted from a stale holder, no two agents held
-overlapping exclusive reservations, no task was lost, and the database passes
-its integrity check.
+Each process loops until a deadline shared by all: add a task, claim it,
+renew, start, verify, record evidence, finish, then reserve and release a file
+pattern (some patterns shared between processes, so conflicts happen). No
+operation starts after the deadline, and every wait for the database is
+bounded, so the processes stop on time; the parent waits for their figures a
+bounded grace period and then stops any that are left. Afterwards the recorded
+events are replayed, one task at a time, to check that no task was held by two
+agents at once, no fenced operation was accepted from a stale holder, no two
+agents held overlapping exclusive reservations, no task was lost, and the
+database passes its integrity check.
+
+Ctrl-C stops the run: the processes ignore SIGINT (so none prints a
+traceback) and the parent terminates them.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
+import queue
 import random
+import signal
+import threading
 import time
+from array import array
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from pytest_maf import audit, reservations, tasks
 from pytest_maf.errors import LeaseLostError, MafError, NothingToClaimError, StoreError, UsageError
 from pytest_maf.evidence import record_evidence
 from pytest_maf.store import open_store
+from pytest_maf.store.maintenance import read_history
+
+T = TypeVar("T")
 
 OPERATIONS = ("add", "claim", "renew", "start", "verify", "evidence", "finish", "reserve", "release")
 TASK_TTL_MS = 30_000
 # Load-test tasks are never handed to an agent's `maf task claim`.
 KIND = "load-test"
 RESERVATION_TTL_MS = 60_000
+MAX_CONCURRENT = 64
+MAX_DURATION_S = 24 * 60 * 60.0
+# Before the shared clock starts, every process is imported and connected.
+STARTUP_S = 1.0
+STARTUP_PER_PROCESS_S = 0.02
+# How long after the deadline the parent waits for the processes' figures:
+# 5 % of the run, at least 2 s.
+GRACE_SHARE, MIN_GRACE_S = 0.05, 2.0
+STOP_TIMEOUT_S = 5.0
 
 
-def _worker(db: str, agent: str, seed: int, duration_s: float, start_at: float, results: Any) -> None:
+def check_run(concurrent: int, duration_s: float) -> None:
+    """Refuse a process count or a duration the run could not honour (:class:`UsageError`)."""
+    if isinstance(concurrent, bool) or not isinstance(concurrent, int) or not 1 <= concurrent <= MAX_CONCURRENT:
+        raise UsageError(f"--concurrent must be a whole number from 1 to {MAX_CONCURRENT}, got {concurrent!r}")
+    if not math.isfinite(duration_s) or not 0 < duration_s <= MAX_DURATION_S:
+        raise UsageError(f"--duration must be a number of seconds above 0 and at most {MAX_DURATION_S:g}, got {duration_s!r}")
+
+
+def grace_s(duration_s: float) -> float:
+    return max(MIN_GRACE_S, GRACE_SHARE * duration_s)
+
+
+class _DeadlinePassed(Exception):
+    """The shared deadline came: no further operation starts."""
+
+
+def _worker(db: str, agent: str, seed: int, start_at: float, stop_at: float, busy_timeout_s: float, results: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers
+    if hasattr(signal, "pthread_sigmask"):  # started with SIGINT blocked (see _sigint_held); a pending one is dropped
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     rng = random.Random(seed)
-    samples: dict[str, list[float]] = {name: [] for name in OPERATIONS}
+    samples = {name: array("d") for name in OPERATIONS}
     errors: Counter[str] = Counter()
     conflicts = 0
 
-    def timed(name: str, operation: Any) -> Any:
+    def timed(name: str, operation: Callable[[], T]) -> T:
+        if time.time() >= stop_at:
+            raise _DeadlinePassed
         started = time.perf_counter()
         try:
             return operation()
@@ -44,38 +89,46 @@ def _worker(db: str, agent: str, seed: int, duration_s: float, start_at: float, 
             samples[name].append((time.perf_counter() - started) * 1000)
 
     time.sleep(max(0.0, start_at - time.time()))
-    with open_store(db) as store:
-        deadline = time.monotonic() + duration_s
-        while time.monotonic() < deadline:
-            try:
-                timed("add", lambda: tasks.add_task(store, kind=KIND))
-                claim = timed("claim", lambda: tasks.claim_next_task(store, agent, TASK_TTL_MS, kind=KIND))
-                task_id, attempt = claim.task_id, claim.attempt
-                timed("renew", lambda: tasks.renew_lease(store, task_id, agent, attempt, TASK_TTL_MS))
-                timed("start", lambda: tasks.start_task(store, task_id, agent, attempt))
-                timed("verify", lambda: tasks.begin_verification(store, task_id, agent, attempt))
-                result = "PASS" if rng.random() < 0.9 else "FAIL"
-                timed("evidence", lambda: record_evidence(store, task_id, attempt, "load", result, agent_id=agent))
-                timed("finish", lambda: tasks.finish_task(store, task_id, agent, attempt))
-                pattern = f"shared/module{rng.randrange(8)}/**" if rng.random() < 0.5 else f"own/{agent}/**"
+    started_at = time.time()
+    try:
+        with open_store(db, busy_timeout_s=busy_timeout_s) as store:
+            while True:
                 try:
-                    timed("reserve", lambda: reservations.acquire(store, [pattern], agent, RESERVATION_TTL_MS))
-                except reservations.ReservationConflictError:
-                    conflicts += 1
-                    continue
-                timed("release", lambda: reservations.release(store, [pattern], agent))
-            except NothingToClaimError:
-                continue  # another process took the task this one added
-            except LeaseLostError:
-                errors["lease lost"] += 1
-            except StoreError as error:
-                errors["store: " + str(error).split(":")[0]] += 1
-            except MafError as error:
-                errors[type(error).__name__] += 1
-    results.put({"samples": samples, "errors": dict(errors), "conflicts": conflicts})
+                    timed("add", lambda: tasks.add_task(store, kind=KIND))
+                    claim = timed("claim", lambda: tasks.claim_next_task(store, agent, TASK_TTL_MS, kind=KIND))
+                    task_id, attempt = claim.task_id, claim.attempt
+                    timed("renew", lambda: tasks.renew_lease(store, task_id, agent, attempt, TASK_TTL_MS))
+                    timed("start", lambda: tasks.start_task(store, task_id, agent, attempt))
+                    timed("verify", lambda: tasks.begin_verification(store, task_id, agent, attempt))
+                    result = "PASS" if rng.random() < 0.9 else "FAIL"
+                    timed("evidence", lambda: record_evidence(store, task_id, attempt, "load", result, agent_id=agent))
+                    timed("finish", lambda: tasks.finish_task(store, task_id, agent, attempt))
+                    pattern = f"shared/module{rng.randrange(8)}/**" if rng.random() < 0.5 else f"own/{agent}/**"
+                    try:
+                        timed("reserve", lambda: reservations.acquire(store, [pattern], agent, RESERVATION_TTL_MS))
+                    except reservations.ReservationConflictError:
+                        conflicts += 1
+                        continue
+                    timed("release", lambda: reservations.release(store, [pattern], agent))
+                except NothingToClaimError:
+                    continue  # another process took the task this one added
+                except LeaseLostError:
+                    errors["lease lost"] += 1
+                except StoreError as error:
+                    errors["store: " + str(error).split(":")[0]] += 1
+                except MafError as error:
+                    errors[type(error).__name__] += 1
+    except _DeadlinePassed:
+        pass
+    except Exception as error:  # reported to the parent as one line, never as a traceback here
+        errors[f"stopped by {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"] += 1
+    results.put({
+        "samples": samples, "errors": dict(errors), "conflicts": conflicts,
+        "started": started_at, "stopped": time.time(),
+    })
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
     if not samples:
         return {}
     ordered = sorted(samples)
@@ -100,55 +153,164 @@ def refuse_real_work(db_path: Path) -> None:
         )
 
 
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold back Ctrl-C while processes start: they start with SIGINT blocked (inherited through exec),
+    so none is interrupted before it ignores it, and the parent receives a held Ctrl-C right after."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI job's time limit, say) stops the run as Ctrl-C does, with its processes and scratch files."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C for a moment (in the main thread): while the processes are being stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _collect(results: Any, processes: list[Any], deadline: float) -> list[dict[str, Any]]:
+    """The processes' reports, until each has reported, all have ended, or ``deadline`` (time.time()) passes."""
+    reports: list[dict[str, Any]] = []
+    while len(reports) < len(processes):
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            break
+        try:
+            reports.append(results.get(timeout=min(remaining, 0.5)))
+        except queue.Empty:
+            if not any(process.is_alive() for process in processes):
+                break  # the rest died without reporting
+    return reports
+
+
+def _stop(processes: list[Any], deadline: float) -> int:
+    """Let the processes end until ``deadline`` (time.time()), then terminate those still running and
+    reap every one, each wait bounded; how many had to be stopped."""
+    stopped = 0
+    processes = [process for process in processes if process.pid is not None]  # those started
+    with _sigint_ignored():  # a second Ctrl-C must not leave processes behind
+        for process in processes:
+            process.join(max(0.0, deadline - time.time()))
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                stopped += 1
+        for process in processes:
+            process.join(STOP_TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+                process.join(STOP_TIMEOUT_S)
+    return stopped
+
+
 def run_load_test(db_path: Path, concurrent: int, duration_s: float) -> dict[str, Any]:
+    check_run(concurrent, duration_s)
     refuse_real_work(db_path)
     open_store(db_path, create=True).close()
+    began = time.monotonic()
+    grace = grace_s(duration_s)
+    start_at = time.time() + STARTUP_S + STARTUP_PER_PROCESS_S * concurrent
+    stop_at = start_at + duration_s
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    start_at = time.time() + 1.0  # every process imported and connected before the clock starts
     processes = [
-        context.Process(target=_worker, args=(str(db_path), f"load-{n}", n, duration_s, start_at, results))
+        context.Process(
+            target=_worker, args=(str(db_path), f"load-{n}", n, start_at, stop_at, min(30.0, grace / 2), results),
+            daemon=True,
+        )
         for n in range(concurrent)
     ]
-    for process in processes:
-        process.start()
-    reports = [results.get(timeout=duration_s + 120) for _ in processes]
-    for process in processes:
-        process.join()
+    ended = 0.0  # without the reports (Ctrl-C), stop the processes at once
+    try:
+        with _sigint_held():
+            for process in processes:
+                process.start()
+        reports = _collect(results, processes, stop_at + grace)
+        ended = stop_at + grace
+    finally:
+        stopped = _stop(processes, ended)
+        results.close()
+    run_s = time.monotonic() - began
 
+    measured_s = (
+        max(report["stopped"] for report in reports) - min(report["started"] for report in reports)
+        if reports else 0.0
+    )
+    per_second = measured_s if measured_s > 0 else duration_s
     operations: dict[str, Any] = {}
     for name in OPERATIONS:
-        samples = [sample for report in reports for sample in report["samples"][name]]
-        operations[name] = {"count": len(samples), "per_s": round(len(samples) / duration_s, 1), **percentiles(samples)}
+        samples = array("d")
+        for report in reports:
+            samples.extend(report["samples"][name])
+        operations[name] = {"count": len(samples), "per_s": round(len(samples) / per_second, 1), **percentiles(samples)}
     errors: Counter[str] = Counter()
     for report in reports:
         errors.update(report["errors"])
+    if len(reports) < concurrent:
+        errors[f"no figures: stopped by the parent {grace:g} s after the deadline, or died"] += concurrent - len(reports)
+    audit_began = time.monotonic()
+    invariants = check_invariants(db_path)
+    audit_s = time.monotonic() - audit_began
     return {
         "concurrent": concurrent,
         "duration_s": duration_s,
+        "timing": {
+            "measured_s": round(measured_s, 3),
+            "last_stop_after_deadline_s": round(max((r["stopped"] for r in reports), default=stop_at) - stop_at, 3),
+            "processes_stopped_by_parent": stopped,
+            "run_s": round(run_s, 3),
+            "audit_s": round(audit_s, 3),
+        },
         "cycles_per_s": operations["finish"]["per_s"],
         "operations": operations,
         "reservation_conflicts": sum(report["conflicts"] for report in reports),
         "errors": dict(errors),
-        "invariants": check_invariants(db_path),
+        "invariants": invariants,
     }
 
 
 def check_invariants(db_path: Path) -> dict[str, Any]:
-    with open_store(db_path) as store:
-        events = store.read(lambda transaction: transaction.events())
-        reservation_events = store.read(lambda transaction: transaction.reservation_events())
-        task_ids = {task.id for task in tasks.list_tasks(store, include_internal=True)}
-        integrity = [row[0] for row in store.pragma("integrity_check")]
-    added = {event.task_id for event in events if event.kind == "add"}
-    violations = audit.task_violations(events)
-    clashes = audit.reservation_clashes(reservation_events)
+    """Replay the history at ``db_path`` (one task at a time) and check every invariant."""
+    with read_history(db_path) as history:
+        violations = audit.task_violations_by_task(history.task_histories())
+        clashes = audit.reservation_clashes(history.reservation_events())
+        lost = history.tasks_without_their_add()
+        integrity = history.integrity()
     checks = {
         "no_double_grant_or_stale_operation": {"ok": not violations, "problems": violations[:10]},
         "no_overlapping_exclusive_reservations": {"ok": not clashes, "problems": [
             f"{a.agent}:{a.pattern} and {b.agent}:{b.pattern}" for a, b in clashes[:10]
         ]},
-        "no_lost_task": {"ok": added == task_ids, "problems": sorted(added ^ task_ids)[:10]},
+        "no_lost_task": {"ok": not lost, "problems": lost[:10]},
         "integrity": {"ok": integrity == ["ok"], "problems": integrity[:5] if integrity != ["ok"] else []},
     }
     return {"ok": all(check["ok"] for check in checks.values()), **checks}

@@ -6,19 +6,23 @@ import hashlib
 import json
 import os
 import random
+import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pytest_maf import escalation, reservations, tasks
 from pytest_maf.cli import main
+from pytest_maf.clock import ManualClock, system_clock
 from pytest_maf.config import load_settings
 from pytest_maf.evidence import record_evidence
 from pytest_maf.metrics import exposition, metrics_server
@@ -42,11 +46,38 @@ with open_store(db) as store:
 """
 
 
-def spawn_writer(db: Path, agent: str) -> subprocess.Popen[str]:
+DEADLINE_S = 60
+
+
+def spawn_writer(db: Path, agent: str, *, report: bool = False) -> subprocess.Popen[bytes]:
+    """A process adding and finishing tasks; with ``report``, it prints each task's id once committed."""
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(db), agent], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        [sys.executable, "-c", WRITER, str(db), agent], stdout=subprocess.PIPE if report else subprocess.DEVNULL,
+        stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
+
+
+def read_reports(writer: subprocess.Popen[bytes], lines: int, deadline_s: float = DEADLINE_S) -> bytes:
+    """What the writer printed, read until at least ``lines`` whole lines came (the test fails at the deadline)."""
+    assert writer.stdout is not None
+    received = b""
+    deadline = time.monotonic() + deadline_s
+    while received.count(b"\n") < lines:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"the writer reported fewer than {lines} commit(s) in {deadline_s} s"
+        ready, _, _ = select.select([writer.stdout], [], [], remaining)
+        if ready:
+            chunk = os.read(writer.stdout.fileno(), 65536)
+            assert chunk, f"the writer ended: {writer.stderr.read() if writer.stderr else ''!r}"
+            received += chunk
+    return received
+
+
+def wait_until(condition: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {deadline_s} s"
+        time.sleep(0.05)
 
 
 def digest(path: Path) -> str:
@@ -64,15 +95,14 @@ def test_a_backup_taken_while_four_processes_write_is_complete_and_restorable(tm
     setup_store(db)
     writers = [spawn_writer(db, f"writer-{n}") for n in range(4)]
     try:
-        while len(task_ids(db)) < 200:
-            time.sleep(0.05)
+        wait_until(lambda: len(task_ids(db)) >= 200, "200 committed tasks")
         committed_before = task_ids(db)
         report = maintenance.backup(db, tmp_path / "backup.db.gz", compress=True)
         time.sleep(0.2)  # the writers go on after the backup too
     finally:
         for writer in writers:
             writer.kill()
-            writer.wait()
+            writer.wait(timeout=DEADLINE_S)
 
     rows = maintenance.verify_database(report.path)
     restored = tmp_path / "restored.db"
@@ -237,14 +267,142 @@ def test_a_writer_killed_mid_transaction_loses_no_committed_row(tmp_path: Path) 
     committed: set[str] = set()
     rng = random.Random(7)
     for _ in range(25):
-        writer = spawn_writer(db, "victim")
-        time.sleep(rng.uniform(0.05, 0.25))
-        writer.send_signal(signal.SIGKILL)
-        out, _ = writer.communicate()
-        committed |= set(out.split())
+        writer = spawn_writer(db, "victim", report=True)
+        try:
+            received = read_reports(writer, lines=rng.randint(1, 20))  # it has committed: now kill it mid-work
+            time.sleep(rng.uniform(0, 0.01))
+        finally:
+            writer.send_signal(signal.SIGKILL)
+            out, _ = writer.communicate(timeout=DEADLINE_S)
+        whole_lines = (received + out).split(b"\n")[:-1]  # a line cut by the kill is not a report
+        committed |= {line.decode() for line in whole_lines}
         assert committed <= task_ids(db)  # every row reported committed survived the kill
 
-    assert len(committed) > 100
+    assert len(committed) >= 25
     with open_store(db) as store:
         assert store.pragma("integrity_check") == [("ok",)]
-        json.dumps(tasks.reclaim_expired_leases(store), default=str)
+        held = {lease.task_id for lease in store.read(lambda t: t.list_leases())}
+    # A task left mid-cycle keeps its lease until it expires, and is then reclaimed like any other.
+    with open_store(db, clock=lambda: system_clock() + 24 * 60 * 60_000) as store:
+        reclaimed = tasks.reclaim_expired_leases(store)
+        states = {task.state for task in tasks.list_tasks(store)}
+    assert held  # the kills landed mid-cycle, with a lease held
+    assert {item.task_id for item in reclaimed} == held
+    assert states <= {"READY", "DONE", "DEAD"}
+
+
+def counter_totals(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {key: value for key, value in metric_values(text).items() if key[0].endswith("_total")}
+
+
+def test_cleanup_keeps_every_counter_total(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".git").mkdir()
+    settings = load_settings(environ={}, cwd=tmp_path)
+    clock = ManualClock(1_700_000_000_000)  # long ago: every finished task is old enough for --days 0
+    with open_store(settings.db_path, create=True, clock=clock) as store:
+        for task_id, result in (("failed", "FAIL"), ("passed", "PASS")):
+            tasks.add_task(store, task_id=task_id, max_attempts=1)
+            claim = tasks.claim_task(store, task_id, "a", 60_000)
+            tasks.start_task(store, task_id, "a", claim.attempt)
+            tasks.begin_verification(store, task_id, "a", claim.attempt)
+            record_evidence(store, task_id, claim.attempt, "unit", result, agent_id="a")
+            tasks.finish_task(store, task_id, "a", claim.attempt)  # failed: rollback, exhausted, DEAD
+        tasks.add_task(store, task_id="expired")
+        tasks.claim_task(store, "expired", "b", 60_000)
+        clock.advance(24 * 60 * 60_000)
+        tasks.reclaim_expired_leases(store)
+        tasks.cancel_task(store, "expired")
+        reservations.acquire(store, ["src/**"], "a", 60_000)
+        with pytest.raises(reservations.ReservationConflictError):
+            reservations.acquire(store, ["src/x.py"], "b", 60_000)
+        reservations.release(store, ["src/**"], "a")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAF_DB_PATH", raising=False)
+    before = counter_totals(exposition(settings))
+
+    assert main(["db", "cleanup", "--days", "0", "--apply", "--json"]) == 0
+    deleted = json.loads(capsys.readouterr().out)
+    after = counter_totals(exposition(settings))
+    assert main(["db", "cleanup", "--days", "0", "--apply"]) == 0  # nothing left to fold twice
+    again = counter_totals(exposition(settings))
+
+    assert deleted["tasks"] == 3 and deleted["events"] > 0 and deleted["evidence"] == 2
+    for kind in ("task_rollback", "task_expire", "task_exhaust", "reservation_conflict"):
+        assert before[("maf_errors_total", (("kind", kind),))] >= 1
+    assert before[("maf_evidence_total", (("result", "PASS"),))] == 1
+    assert after == again == before  # a counter never goes down: Prometheus would read a reset
+    with open_store(settings.db_path) as store:
+        assert store.read(lambda t: t.events()) == []  # the rows really are gone
+
+
+def test_checking_and_restoring_a_backup_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    db = tmp_path / "live" / "runtime.db"
+    with open_store(db, create=True) as store:
+        tasks.add_task(store, task_id="kept")
+    backups = tmp_path / "backups"
+    maintenance.backup(db, backups / "runtime.db")
+    before = digest(backups / "runtime.db")
+
+    maintenance.verify_database(backups / "runtime.db")
+    maintenance.restore(db, backups / "runtime.db", force=True)
+
+    assert sorted(path.name for path in backups.iterdir()) == ["runtime.db"]  # no -wal, no -shm
+    assert digest(backups / "runtime.db") == before
+
+
+def test_restore_replaces_a_live_database_too_damaged_to_open(tmp_path: Path) -> None:
+    db = tmp_path / "runtime.db"
+    with open_store(db, create=True) as store:
+        tasks.add_task(store, task_id="kept")
+    maintenance.backup(db, tmp_path / "backup.db")
+    garbage = random.Random(3).randbytes(40_960)
+    db.write_bytes(garbage)
+
+    report = maintenance.restore(db, tmp_path / "backup.db")
+
+    assert report.kept_as is not None and report.kept_as.read_bytes() == garbage
+    with open_store(db) as store:
+        assert [task.id for task in tasks.list_tasks(store)] == ["kept"]
+        assert store.pragma("integrity_check") == [("ok",)]
+
+
+def test_a_backup_of_an_older_store_verifies_and_restores_at_the_current_schema(tmp_path: Path) -> None:
+    from pytest_maf.store import SCHEMA_VERSION, schema
+
+    old = tmp_path / "old.db"
+    connection = sqlite3.connect(old)
+    for migration in schema.MIGRATIONS[:4]:
+        connection.executescript(migration)
+    connection.execute("INSERT INTO tasks (id, state, payload_json, created_at, updated_at) VALUES ('kept', 'READY', '{}', 1, 1)")
+    connection.execute("PRAGMA user_version = 4")
+    connection.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
+    connection.commit()
+    connection.close()
+    before = digest(old)
+
+    rows = maintenance.verify_database(old)
+    maintenance.restore(tmp_path / "runtime.db", old)
+
+    assert rows["tasks"] == 1
+    assert digest(old) == before  # checked in a private copy
+    with open_store(tmp_path / "runtime.db") as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert [task.id for task in tasks.list_tasks(store)] == ["kept"]
+
+
+def test_a_backup_of_a_damaged_store_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    db = tmp_path / "runtime.db"
+    with open_store(db, create=True) as store:
+        for n in range(1500):
+            tasks.add_task(store, task_id=f"t{n:05}", payload={"note": "x" * 200})
+        store.pragma("wal_checkpoint(TRUNCATE)")
+    data = bytearray(db.read_bytes())
+    data[-20 * 4096 : -10 * 4096] = b"\xde\xad\xbe\xef" * (10 * 1024)  # pages of rows, not of the schema
+    db.write_bytes(bytes(data))
+
+    with pytest.raises(maintenance.StoreError, match="is damaged.*maf db recover"):
+        maintenance.backup(db, tmp_path / "backups" / "b.db")
+
+    assert list((tmp_path / "backups").iterdir()) == []

@@ -9,6 +9,7 @@ import pytest
 
 from pytest_maf.bench import compare
 from pytest_maf.cli import main
+from pytest_maf.loadtest import grace_s
 
 
 @pytest.mark.slow
@@ -25,6 +26,11 @@ def test_load_test_reports_every_operation_and_holds_the_invariants(capsys: pyte
         assert stats["count"] > 0 and stats["p50"] <= stats["p95"] <= stats["p99"] <= stats["max"]
     assert report["errors"] == {}
     assert database.is_file()
+    timing = report["timing"]
+    assert timing["processes_stopped_by_parent"] == 0  # each stopped at the deadline by itself
+    assert 0 <= timing["last_stop_after_deadline_s"] <= grace_s(1.0)
+    finished = report["operations"]["finish"]
+    assert finished["per_s"] == pytest.approx(finished["count"] / timing["measured_s"], rel=0.01)  # per measured second
 
 
 def test_bench_comparison_flags_ratios_above_the_threshold() -> None:

@@ -3,22 +3,53 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Callable
 
-from pytest_maf.cli.common import add_json, positive_int, print_json, print_table
+from pytest_maf.cli.common import add_json, number, print_json, print_table
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
-from pytest_maf.errors import StoreError, UsageError
+from pytest_maf.errors import FAILED, UsageError
+from pytest_maf.files import checked_output, store_files
 from pytest_maf.store import maintenance
 
 DAY_MS = 24 * 60 * 60 * 1000
+MAX_CLEANUP_DAYS = 36_500  # a hundred years: any older cut-off keeps nothing more
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {text}")
+        return value
+
+    return parse
+
+
+def positive_number(high: float) -> Callable[[str], float]:
+    """An argument type: a finite number above 0 and at most ``high``."""
+
+    def parse(text: str) -> float:
+        value = number(text)
+        if not math.isfinite(value) or not 0 < value <= high:
+            raise argparse.ArgumentTypeError(f"expected a number above 0 and at most {high:g}, got {text}")
+        return value
+
+    return parse
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
-    report = maintenance.backup(settings.db_path, Path(args.output), compress=args.gzip)
+    output = checked_output(args.output, store_files(settings.db_path), "--output")
+    report = maintenance.backup(settings.db_path, output, compress=args.gzip)
     total = sum(report.rows.values())
     print(f"backed up {settings.db_path} to {report.path}: {report.bytes} bytes, {total} rows,"
           f" verified, in {report.seconds:.2f} s")
@@ -40,16 +71,29 @@ def cmd_verify_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     report = maintenance.restore(settings.db_path, Path(args.file), force=args.force)
-    print(f"restored {settings.db_path} from {args.file}; the previous database is kept as {report.kept_as}")
+    kept = f"the previous database is kept as {report.kept_as}" if report.kept_as else "there was no database to keep"
+    print(f"restored {settings.db_path} from {args.file}; {kept}")
     return 0
 
 
 def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
-    output = Path(args.output) if args.output else settings.db_path.with_name(f"{settings.db_path.stem}-recovered.db")
+    default = settings.db_path.with_name(f"{settings.db_path.stem}-recovered.db")
+    output = checked_output(str(default) if args.output is None else args.output, store_files(settings.db_path), "--output")
     report = maintenance.recover(settings.db_path, output, use_shell=not args.no_shell)
+    code = FAILED if report.problems or not report.written else 0
+    if not report.written:
+        readable = sum(count for count in report.readable_before.values() if count)
+        print(
+            f"maf: error: recovered no row from {settings.db_path}"
+            + (f" ({readable} row(s) were counted in it)" if readable else " (nothing in it could be read)")
+            + "; nothing was written. Restore a backup instead: `maf db restore BACKUP`",
+            file=sys.stderr,
+        )
     if args.json:
-        print_json({**asdict(report), "output": str(report.output), "lost": report.lost()})
-        return 0 if not report.problems else 1
+        print_json({**asdict(report), "output": str(report.output) if report.written else None, "lost": report.lost()})
+        return code
+    if not report.written:
+        return code
     print(f"recovered into {report.output} ({report.method})")
     for table, count in report.recovered.items():
         lost = report.lost()[table]
@@ -60,8 +104,8 @@ def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  note: {note}")
     for problem in report.problems:
         print(f"  problem: {problem}")
-    print("check it, then `maf db restore` it" if not report.problems else "the result still has problems")
-    return 0 if not report.problems else 1
+    print(f"check it, then `maf db restore {report.output}`" if not report.problems else "the result still has problems")
+    return code
 
 
 def cmd_optimize(args: argparse.Namespace, settings: Settings) -> int:
@@ -87,8 +131,8 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     if args.metrics_command == "serve":
         try:
             server = metrics.metrics_server(settings, args.host, args.port)
-        except OSError as error:
-            raise StoreError(f"cannot listen on {args.host}:{args.port}: {error}") from None
+        except (OSError, OverflowError, UnicodeError) as error:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {error}") from None
         print(f"serving http://{args.host}:{server.server_port}/metrics", flush=True)
         try:
             server.serve_forever()
@@ -134,7 +178,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cleanup = db.add_parser(
         "cleanup", help="delete events and evidence of DONE/DEAD tasks older than N days (dry run unless --apply)"
     )
-    cleanup.add_argument("--days", required=True, type=positive_int)
+    cleanup.add_argument(
+        "--days", required=True, type=whole_number(0, MAX_CLEANUP_DAYS), metavar="N",
+        help=f"finished more than N days ago (0 to {MAX_CLEANUP_DAYS}; 0: every finished task)",
+    )
     cleanup.add_argument("--apply", action="store_true", help="delete; without it, only count")
     add_json(cleanup)
     cleanup.set_defaults(handler=cmd_cleanup)
@@ -145,22 +192,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     actions = metrics.add_subparsers(dest="metrics_command", metavar="ACTION")
     serve = actions.add_parser("serve", help="serve /metrics over HTTP until interrupted")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    serve.add_argument("--port", type=int, default=9464)
+    serve.add_argument("--port", type=whole_number(0, 65535), default=9464, help="0 to 65535 (0: any free port)")
     metrics.set_defaults(handler=cmd_metrics)
 
 
 def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
 
-    from pytest_maf.loadtest import run_load_test
+    from pytest_maf.loadtest import run_load_test, terminate_as_interrupt
 
-    with tempfile.TemporaryDirectory(prefix="maf-load-") as scratch:
-        db = Path(args.database) if args.database else Path(scratch) / "load.db"
-        report = run_load_test(db, args.concurrent, args.duration)
+    given = None if args.database is None else checked_output(args.database, store_files(settings.db_path), "--database")
+    with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="maf-load-") as scratch:
+        # removed however the run ends: done, failed, Ctrl-C or SIGTERM
+        report = run_load_test(given or Path(scratch) / "load.db", args.concurrent, args.duration)
     if args.json:
         print_json(report)
     else:
+        timing = report["timing"]
         print(f"{args.concurrent} process(es) for {args.duration:g} s: {report['cycles_per_s']} claim-to-finish cycles/s")
+        print(f"measured {timing['measured_s']} s; the last process stopped {timing['last_stop_after_deadline_s']} s"
+              f" after the deadline; {timing['processes_stopped_by_parent']} stopped by the parent;"
+              f" audit {timing['audit_s']} s; whole run {timing['run_s']} s")
         print_table(
             ["OPERATION", "COUNT", "PER S", "P50 MS", "P95 MS", "P99 MS", "MAX MS"],
             [[name, stats["count"], stats["per_s"], *(stats.get(key, 0.0) for key in ("p50", "p95", "p99", "max"))]
@@ -174,19 +226,26 @@ def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from pytest_maf.bench import compare, run_benchmarks
+    from pytest_maf.bench import compare, read_baseline, run_benchmarks
+    from pytest_maf.files import write_json_atomic
 
-    if not args.output and not args.compare:
+    if args.output is None and args.compare is None:
         raise UsageError("give --output FILE to record a baseline, or --compare FILE")
+    baseline: dict[str, Any] | None = None
+    if args.compare is not None:  # read first: a bad baseline is refused before minutes of timing
+        baseline = read_baseline(Path(args.compare))
+    output = None
+    if args.output is not None:
+        protected = store_files(settings.db_path) + ([Path(args.compare)] if args.compare else [])
+        output = checked_output(args.output, protected, "--output")
     current = run_benchmarks()
-    if args.output:
-        Path(args.output).write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {args.output}")
-    if not args.compare:
+    if output is not None:
+        write_json_atomic(output, current)
+        print(f"wrote {output}")
+    if baseline is None:
         for name, value in current["metrics"].items():
             print(f"{name:<40} {value:>10.4f} ms")
         return 0
-    baseline = json.loads(Path(args.compare).read_text())
     rows = compare(baseline, current, args.threshold)
     if args.json:
         print_json(rows)
@@ -208,8 +267,13 @@ def register_performance(commands: argparse._SubParsersAction[argparse.ArgumentP
         " new temporary database unless --database is given; a database that holds agents' tasks"
         " or reservations is refused (exit 2), and load-test tasks are never handed to `maf task claim`.",
     )
-    load.add_argument("--concurrent", type=positive_int, default=4, metavar="N")
-    load.add_argument("--duration", type=float, default=10.0, metavar="S")
+    # The bounds are loadtest.check_run's, checked before any process starts.
+    load.add_argument("--concurrent", type=int, default=4, metavar="N", help="processes at once")
+    load.add_argument(
+        "--duration", type=number, default=10.0, metavar="S",
+        help="seconds of load (at most a day); the processes stop at the deadline and the parent waits at most"
+        " 5%% more (at least 2 s)",
+    )
     load.add_argument("--database", metavar="PATH", help="run against this database file instead of a temporary one (a new or scratch file)")
     add_json(load)
     load.set_defaults(handler=cmd_load_test)
@@ -222,6 +286,8 @@ def register_performance(commands: argparse._SubParsersAction[argparse.ArgumentP
     )
     bench.add_argument("--output", metavar="FILE", help="write the figures as a baseline")
     bench.add_argument("--compare", metavar="FILE", help="a baseline to compare against")
-    bench.add_argument("--threshold", type=float, default=1.25, help="ratio counted as a regression (default 1.25)")
+    bench.add_argument(
+        "--threshold", type=positive_number(1e6), default=1.25, help="ratio counted as a regression (default 1.25)"
+    )
     add_json(bench)
     bench.set_defaults(handler=cmd_bench)

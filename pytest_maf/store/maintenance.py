@@ -4,30 +4,42 @@ Backups use SQLite's online backup API, so agents keep writing while one is
 taken and the copy is one consistent snapshot. A restore copies a verified
 backup into the live database through the same API (under a write lock), so
 processes holding it open see the restored content, never a half-written file.
+
+No output is ever the store itself (its database, ``-wal``, ``-shm``,
+``-journal`` or lock file), and a backup is only ever read through a private
+copy, so checking one leaves nothing beside it. The history the load test's
+audit replays is read here too, one task at a time (:func:`read_history`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import itertools
+import os
 import shutil
 import sqlite3
 import subprocess
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from pytest_maf.clock import system_clock
-from pytest_maf.errors import MafError, StoreError
+from pytest_maf.errors import MafError, StoreError, UsageError
+from pytest_maf.files import checked_output, store_files
+from pytest_maf.records import Event, ReservationEvent
 from pytest_maf.store import schema
-from pytest_maf.store.sqlite import connect
+from pytest_maf.store.sqlite import _loads, connect
 from pytest_maf.store.verify import apply_current_schema, current_tables, schema_problems, user_tables
 
 GZIP_MAGIC = b"\x1f\x8b"
 # Maintenance waits for agents' short transactions instead of failing fast.
 MAINTENANCE_BUSY_TIMEOUT_MS = 10_000
+RECOVER_HINT = "run `maf db recover` to rebuild it into a new file, or `maf db restore BACKUP`"
 
 
 class VerificationError(MafError):
@@ -40,6 +52,20 @@ class VerificationError(MafError):
         super().__init__(f"{path} is not a sound pytest-maf database: {'; '.join(problems)}")
 
 
+def _require_store(db_path: Path) -> None:
+    """Refuse a missing, foreign, emptied, damaged or newer store; bring an older one to the current schema."""
+    from pytest_maf.store import open_store
+
+    open_store(db_path).close()
+
+
+def _is_store_file(path: Path, db_path: Path) -> bool:
+    """Whether ``path`` is the database at ``db_path`` or one of the files beside it."""
+    return path.is_file() and any(
+        guarded.exists() and os.path.samefile(path, guarded) for guarded in store_files(db_path)
+    )
+
+
 def _count_rows(connection: sqlite3.Connection) -> dict[str, int]:
     return {
         table: connection.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
@@ -48,36 +74,71 @@ def _count_rows(connection: sqlite3.Connection) -> dict[str, int]:
 
 
 @contextmanager
-def _plain_copy(path: Path) -> Iterator[Path]:
-    """The database at ``path``, decompressed to a temporary file when gzipped."""
-    with open(path, "rb") as handle:
-        gzipped = handle.read(2) == GZIP_MAGIC
-    if not gzipped:
-        yield path
-        return
+def _private_copy(path: Path) -> Iterator[Path]:
+    """A copy of the database or (gzipped) backup at ``path`` in a temporary folder.
+
+    Opening a WAL database, even read-only, makes ``-wal`` and ``-shm`` files
+    beside it; opening the copy leaves the original and its folder as they were.
+    """
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory; give a backup file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+    except FileNotFoundError:
+        raise StoreError(f"no such file: {path}") from None
+    except OSError as error:
+        raise StoreError(f"cannot read {path}: {error.strerror}") from None
+    if not head:
+        raise StoreError(f"{path} is empty (0 bytes): it is not a backup")
     with tempfile.TemporaryDirectory(prefix="maf-backup-") as directory:
         plain = Path(directory) / "backup.db"
         try:
-            with gzip.open(path, "rb") as source, open(plain, "wb") as target:
-                shutil.copyfileobj(source, target)
+            if head == GZIP_MAGIC:
+                with gzip.open(path, "rb") as source, open(plain, "wb") as target:
+                    shutil.copyfileobj(source, target)
+            else:
+                shutil.copyfile(path, plain)
         except (OSError, EOFError) as error:
-            raise VerificationError(path, [f"cannot decompress: {error}"]) from None
+            raise VerificationError(path, [f"cannot decompress or copy it: {error}"]) from None
         yield plain
 
 
-def verify_database(path: Path) -> dict[str, int]:
-    """Integrity and schema checks of a database or (gzipped) backup; its row counts."""
-    if not path.is_file():
-        raise StoreError(f"no such file: {path}")
-    with _plain_copy(path) as plain:
-        problems = schema_problems(plain)
-        if problems:
-            raise VerificationError(path, problems)
+def _verify_in_place(plain: Path, shown: Path) -> dict[str, int]:
+    """Bring a private copy of a pytest-maf database to the current schema, check it; its row counts."""
+    from pytest_maf.store import open_store
+
+    try:
         connection = sqlite3.connect(f"file:{plain}?mode=ro", uri=True)
         try:
-            return _count_rows(connection)
+            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
         finally:
             connection.close()
+    except sqlite3.Error as error:
+        raise VerificationError(shown, [f"cannot read it: {error}"]) from None
+    if 0 < version < schema.SCHEMA_VERSION:  # an older store's backup is brought up, as opening it would
+        try:
+            open_store(plain).close()
+        except MafError as error:
+            raise VerificationError(shown, [str(error).replace(str(plain), str(shown))]) from None
+    problems = schema_problems(plain)
+    if problems:
+        raise VerificationError(shown, [problem.replace(str(plain), str(shown)) for problem in problems])
+    connection = sqlite3.connect(f"file:{plain}?mode=ro", uri=True)
+    try:
+        return _count_rows(connection)
+    finally:
+        connection.close()
+
+
+def verify_database(path: Path) -> dict[str, int]:
+    """Integrity and schema checks of a database or (gzipped) backup; its row counts.
+
+    A backup of an older pytest-maf's store is checked as it would be restored:
+    brought to the current schema (in a private copy; the file is never changed).
+    """
+    with _private_copy(path) as plain:
+        return _verify_in_place(plain, path)
 
 
 @dataclass(frozen=True)
@@ -91,9 +152,12 @@ class BackupReport:
 def backup(db_path: Path, output: Path, compress: bool = False) -> BackupReport:
     """Take a consistent copy of the live database while others keep writing."""
     started = time.perf_counter()
-    if not db_path.is_file():
-        raise StoreError(f"no runtime database at {db_path} to back up")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = checked_output(str(output), store_files(db_path), "the backup")
+    _require_store(db_path)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the folder {output.parent} for the backup: {error.strerror}") from None
     with tempfile.TemporaryDirectory(prefix=".maf-backup-", dir=output.parent) as directory:
         snapshot = Path(directory) / "snapshot.db"
         source = connect(db_path, MAINTENANCE_BUSY_TIMEOUT_MS)
@@ -101,11 +165,17 @@ def backup(db_path: Path, output: Path, compress: bool = False) -> BackupReport:
         try:
             source.backup(target)  # all pages in one step: one read transaction, one snapshot
         except sqlite3.Error as error:
-            raise StoreError(f"backup of {db_path} failed: {error}") from None
+            raise StoreError(f"backup of {db_path} failed: {error}; if it is damaged, {RECOVER_HINT}") from None
         finally:
             target.close()
             source.close()
-        rows = verify_database(snapshot)
+        try:
+            rows = _verify_in_place(snapshot, db_path)
+        except VerificationError as error:
+            raise StoreError(
+                f"the runtime database {db_path} is damaged ({'; '.join(error.problems)}); no backup was"
+                f" written: {RECOVER_HINT}"
+            ) from None
         staged = Path(directory) / "staged"
         if compress:
             with open(snapshot, "rb") as plain, gzip.open(staged, "wb") as packed:
@@ -128,41 +198,86 @@ def live_lease_count(db_path: Path) -> int:
 
 @dataclass(frozen=True)
 class RestoreReport:
-    kept_as: Path
+    kept_as: Path | None  # None: there was no database to keep
     rows: dict[str, int]
 
 
 def restore(db_path: Path, backup_path: Path, force: bool = False) -> RestoreReport:
-    """Replace the live database's content with a verified backup; keep the current one aside."""
-    rows = verify_database(backup_path)  # refuses a bad backup before touching anything
-    if db_path.is_file() and not force:
-        try:
-            live = live_lease_count(db_path)
-        except sqlite3.Error:
-            live = 0  # an unreadable live database holds no lease worth protecting
-        if live:
-            raise StoreError(
-                f"{live} live lease(s) in {db_path}: agents are working. Wait, or use --force"
-            )
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    kept = db_path.with_name(f"{db_path.name}.before-restore-{stamp}")
-    with _plain_copy(backup_path) as plain:
+    """Replace the live database's content with a verified backup; keep the current one aside.
+
+    A live database too damaged for SQLite to copy is kept aside byte for byte
+    and replaced as a file.
+    """
+    if _is_store_file(backup_path, db_path):
+        raise UsageError(
+            f"{backup_path} is the live runtime database {db_path} (or a file beside it), not a backup;"
+            " give a file made by `maf db backup`"
+        )
+    if not db_path.parent.is_dir():
+        raise StoreError(f"no runtime database folder {db_path.parent}: run `maf setup` first, then restore")
+    with _private_copy(backup_path) as plain:
+        rows = _verify_in_place(plain, backup_path)  # refuses a bad backup before touching anything
+        readable = False
         if db_path.is_file():
-            _copy_database(db_path, kept)
-        _copy_database(plain, db_path)
+            try:
+                live = live_lease_count(db_path)
+                readable = True
+            except sqlite3.Error:
+                live = 0  # an unreadable live database holds no lease worth protecting
+            if live and not force:
+                raise StoreError(f"{live} live lease(s) in {db_path}: agents are working. Wait, or use --force")
+        kept = None
+        if db_path.is_file():
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            kept = db_path.with_name(f"{db_path.name}.before-restore-{stamp}")
+            for number in itertools.count(2):  # never over an earlier restore's kept copy
+                if not kept.exists():
+                    break
+                kept = db_path.with_name(f"{db_path.name}.before-restore-{stamp}-{number}")
+            _keep_aside(db_path, kept, readable)
+        try:
+            _copy_database(plain, db_path)
+        except StoreError:
+            if readable or not kept:
+                raise  # a busy database is waited for, never replaced under its users
+            _replace_file(plain, db_path)  # too damaged to be written through SQLite
     return RestoreReport(kept, rows)
 
 
-def _copy_database(source_path: Path, target_path: Path) -> None:
-    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
-    target = connect(target_path, MAINTENANCE_BUSY_TIMEOUT_MS)
+def _keep_aside(db_path: Path, kept: Path, readable: bool) -> None:
+    if readable:
+        try:
+            _copy_database(db_path, kept)
+            return
+        except StoreError:
+            kept.unlink(missing_ok=True)
+    for suffix in ("", "-wal"):  # byte for byte, with its write-ahead log, as SQLite would open it
+        if Path(f"{db_path}{suffix}").is_file():
+            shutil.copyfile(f"{db_path}{suffix}", f"{kept}{suffix}")
+
+
+def _replace_file(source: Path, db_path: Path) -> None:
+    staged = db_path.with_name(f".{db_path.name}.{uuid.uuid4().hex[:8]}.restore")
     try:
+        shutil.copyfile(source, staged)
+        for suffix in ("-wal", "-shm"):  # they belong to the damaged file
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        os.replace(staged, db_path)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _copy_database(source_path: Path, target_path: Path) -> None:
+    opened: list[sqlite3.Connection] = []
+    try:
+        opened.append(source := sqlite3.connect(f"file:{source_path}?mode=ro", uri=True))
+        opened.append(target := connect(target_path, MAINTENANCE_BUSY_TIMEOUT_MS))
         source.backup(target)
     except sqlite3.Error as error:
         raise StoreError(f"copying {source_path} to {target_path} failed: {error}") from None
     finally:
-        source.close()
-        target.close()
+        for connection in opened:
+            connection.close()
 
 
 @dataclass(frozen=True)
@@ -174,12 +289,17 @@ class RecoverReport:
     lost_and_found: int = 0
     problems: list[str] = field(default_factory=list)  # defects left in the rebuilt database
     notes: list[str] = field(default_factory=list)
+    written: bool = True  # False: nothing was salvaged, and no output file was left
 
     def lost(self) -> dict[str, int | None]:
         return {
             table: (None if before is None else max(0, before - self.recovered.get(table, 0)))
             for table, before in self.readable_before.items()
         }
+
+    def salvaged_nothing(self) -> bool:
+        """No row came back although the damaged file held some, or could not be counted."""
+        return not any(self.recovered.values()) and any(before != 0 for before in self.readable_before.values())
 
 
 def _countable(path: Path) -> dict[str, int | None]:
@@ -203,10 +323,42 @@ def _countable(path: Path) -> dict[str, int | None]:
 
 
 def recover(db_path: Path, output: Path, use_shell: bool = True) -> RecoverReport:
-    """Rebuild a damaged database into ``output`` from whatever can still be read."""
+    """Rebuild a damaged database into ``output`` from whatever can still be read.
+
+    The output appears whole or not at all; when nothing could be salvaged it
+    is not left behind (restoring an empty store would wipe every task).
+    """
+    if db_path.is_dir() or not db_path.exists():
+        raise StoreError(f"no runtime database at {db_path} to recover")
+    output = checked_output(str(output), store_files(db_path), "the recovered database")
     if output.exists():
         raise StoreError(f"{output} exists; choose another --output")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the folder {output.parent}: {error.strerror}") from None
     before = _countable(db_path)
+    with tempfile.TemporaryDirectory(prefix=".maf-recover-", dir=output.parent) as directory:
+        building = Path(directory) / "recovered.db"
+        method, notes, lost_and_found, counts = _rebuild(db_path, building, use_shell)
+        problems = schema_problems(building)  # in the scratch folder: its -wal and -shm go with it
+        recovered = {table: counts.get(table, 0) for table in before}
+        report = RecoverReport(output, method, recovered, before, lost_and_found, problems, notes)
+        if report.salvaged_nothing():
+            return dataclasses.replace(report, written=False)
+        try:
+            os.link(building, output)  # never over a file that appeared meanwhile
+        except FileExistsError:
+            raise StoreError(f"{output} exists; choose another --output") from None
+        except OSError:
+            shutil.copyfile(building, output)
+    return report
+
+
+def _rebuild(db_path: Path, output: Path, use_shell: bool) -> tuple[str, list[str], int, dict[str, int]]:
+    """Salvage ``db_path`` into ``output``: the method, notes, rows of unknown table, and row counts."""
+    from pytest_maf.store import open_store
+
     shell = shutil.which("sqlite3") if use_shell else None
     method, notes = "row-by-row", []
     if shell:
@@ -222,6 +374,9 @@ def recover(db_path: Path, output: Path, use_shell: bool = True) -> RecoverRepor
     try:
         if connection.execute("PRAGMA user_version").fetchone()[0] == 0:
             connection.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
+        unmarked = connection.execute("PRAGMA application_id").fetchone()[0] == 0
+        if unmarked and schema.UNMARKED_STORE_TABLES <= set(user_tables(connection)):
+            connection.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")  # a store, rebuilt
         connection.execute("PRAGMA journal_mode = WAL")
         # Rows whose task (or escalation) was lost cannot be used: drop them, count them as lost.
         orphans = connection.execute("PRAGMA foreign_key_check").fetchall()
@@ -229,12 +384,18 @@ def recover(db_path: Path, output: Path, use_shell: bool = True) -> RecoverRepor
             connection.execute(f'DELETE FROM "{table}" WHERE rowid = ?', (rowid,))
         if orphans:
             notes.append(f"removed {len(orphans)} row(s) whose task or escalation was lost")
+    finally:
+        connection.close()
+    try:
+        open_store(output).close()  # an older store's rows are brought to the current schema
+    except MafError as error:
+        notes.append(f"could not bring it to the current schema: {str(error).replace(str(output), 'the result')}")
+    connection = connect(output)
+    try:
         counts = _count_rows(connection)
     finally:
         connection.close()
-    lost_and_found = counts.pop("lost_and_found", 0)
-    recovered = {table: counts.get(table, 0) for table in before}
-    return RecoverReport(output, method, recovered, before, lost_and_found, schema_problems(output), notes)
+    return method, notes, counts.pop("lost_and_found", 0), counts
 
 
 def _recover_with_shell(shell: str, db_path: Path, output: Path) -> str | None:
@@ -277,6 +438,7 @@ def _salvage_rows(db_path: Path, output: Path) -> None:
 
 
 def optimize(db_path: Path, vacuum: bool = False) -> list[str]:
+    _require_store(db_path)
     connection = connect(db_path, MAINTENANCE_BUSY_TIMEOUT_MS)
     done = []
     try:
@@ -296,8 +458,17 @@ def optimize(db_path: Path, vacuum: bool = False) -> list[str]:
     return done
 
 
+# What cleanup deletes, and the column its rows are counted by in the metrics.
+_COUNTED_HISTORY = (("events", "kind"), ("evidence", "result"))
+
+
 def cleanup(db_path: Path, older_than_ms: int, apply: bool) -> dict[str, int]:
-    """Count (and with ``apply`` delete) events and evidence of DONE/DEAD tasks older than the cut-off."""
+    """Count (and with ``apply`` delete) events and evidence of DONE/DEAD tasks older than the cut-off.
+
+    Before rows are deleted their counts are added to ``counters`` in the same
+    transaction, so the metrics' ``*_total`` counters keep their values.
+    """
+    _require_store(db_path)
     finished = "SELECT id FROM tasks WHERE state IN ('DONE', 'DEAD') AND updated_at < ?"
     connection = connect(db_path, MAINTENANCE_BUSY_TIMEOUT_MS)
     try:
@@ -312,11 +483,71 @@ def cleanup(db_path: Path, older_than_ms: int, apply: bool) -> dict[str, int]:
             ).fetchone()[0],
         }
         if apply:
-            connection.execute(f"DELETE FROM events WHERE task_id IN ({finished})", (older_than_ms,))
-            connection.execute(f"DELETE FROM evidence WHERE task_id IN ({finished})", (older_than_ms,))
+            for table, column in _COUNTED_HISTORY:
+                connection.execute(
+                    f"INSERT INTO counters (name, label, value) SELECT '{table}', {column}, COUNT(*)"
+                    f" FROM {table} WHERE task_id IN ({finished}) GROUP BY {column}"
+                    " ON CONFLICT (name, label) DO UPDATE SET value = value + excluded.value",
+                    (older_than_ms,),
+                )
+                connection.execute(f"DELETE FROM {table} WHERE task_id IN ({finished})", (older_than_ms,))
         connection.execute("COMMIT")
     except sqlite3.Error as error:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
         raise StoreError(f"cleanup of {db_path} failed: {error}") from None
     finally:
         connection.close()
     return counts
+
+
+class History:
+    """The recorded history of a store, read from one snapshot, streamed rather than loaded whole."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def task_histories(self) -> Iterator[tuple[str, Iterator[Event]]]:
+        """Each task's id and its events in order, one task at a time (consume each before the next)."""
+        rows = self.connection.execute("SELECT id, task_id, ts, kind, data_json FROM events ORDER BY task_id, id")
+        events = (
+            Event(row[0], row[1], row[2], row[3], _loads(row[4], f"events.data_json of event {row[0]}"))
+            for row in rows
+        )
+        return ((task_id, group) for task_id, group in itertools.groupby(events, key=lambda event: event.task_id))
+
+    def reservation_events(self) -> Iterator[ReservationEvent]:
+        rows = self.connection.execute("SELECT id, ts, kind, agent_id, data_json FROM reservation_events ORDER BY id")
+        for row in rows:
+            yield ReservationEvent(
+                row[0], row[1], row[2], row[3], _loads(row[4], f"reservation_events.data_json of event {row[0]}")
+            )
+
+    def tasks_without_their_add(self) -> list[str]:
+        """Tasks with no ``add`` event, and ``add`` events whose task is gone: lost or invented tasks."""
+        rows = self.connection.execute(
+            "SELECT id FROM tasks AS t WHERE NOT EXISTS"
+            " (SELECT 1 FROM events AS e WHERE e.task_id = t.id AND e.kind = 'add')"
+            " UNION SELECT task_id FROM events WHERE kind = 'add' AND task_id NOT IN (SELECT id FROM tasks)"
+            " ORDER BY 1"
+        )
+        return [row[0] for row in rows]
+
+    def integrity(self) -> list[str]:
+        return [row[0] for row in self.connection.execute("PRAGMA integrity_check")]
+
+
+@contextmanager
+def read_history(db_path: Path) -> Iterator[History]:
+    """The history of the store at ``db_path`` in one read transaction (for the load test's audit)."""
+    _require_store(db_path)
+    connection = connect(db_path, MAINTENANCE_BUSY_TIMEOUT_MS)
+    try:
+        connection.execute("BEGIN")
+        yield History(connection)
+    except sqlite3.Error as error:
+        raise StoreError(f"reading the history of {db_path} failed: {error}") from None
+    finally:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        connection.close()

@@ -137,11 +137,25 @@ ALTER TABLE reservations ADD COLUMN task_id TEXT REFERENCES tasks(id) ON DELETE 
 CREATE INDEX idx_reservations_task ON reservations(task_id) WHERE task_id IS NOT NULL;
 """
 
+# Totals of counted history that `maf db cleanup` deleted: `name` is the table
+# the rows were deleted from, `label` the value they were counted by (an
+# event's kind, an evidence row's result). The metrics add them to the live
+# rows' counts, so a *_total counter never goes down.
+COUNTERS_DDL_V5 = """
+CREATE TABLE counters (
+  name TEXT NOT NULL,
+  label TEXT NOT NULL,
+  value INTEGER NOT NULL CHECK (value >= 0),
+  PRIMARY KEY (name, label)
+);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     CANONICAL_DDL + PYTEST_MAF_DDL_V1,
     RESERVATIONS_DDL_V2,
     ESCALATIONS_DDL_V3,
     TASK_KINDS_AND_TIED_RESERVATIONS_DDL_V4,
+    COUNTERS_DDL_V5,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -397,11 +397,26 @@ class SQLiteTransaction:
     # metrics
 
     def metrics_snapshot(self) -> dict[str, dict[str, int]]:
-        """Counts for the Prometheus families, all read from the store in one snapshot."""
+        """Counts for the Prometheus families, all read from the store in one snapshot.
+
+        The counts of history rows (``task_events``, ``evidence``,
+        ``reservation_events``) include the totals `maf db cleanup` folded into
+        ``counters`` before deleting rows, so they never go down.
+        """
         def grouped(sql: str, *params: Any) -> dict[str, int]:
             return {str(key): count for key, count in self.connection.execute(sql, params).fetchall()}
 
-        return {
+        folded: dict[str, dict[str, int]] = {}
+        for name, label, value in self.connection.execute("SELECT name, label, value FROM counters"):
+            folded.setdefault(str(name), {})[str(label)] = int(value)
+
+        def with_folded(table: str, live: dict[str, int]) -> dict[str, int]:
+            totals = dict(live)
+            for label, value in folded.get(table, {}).items():
+                totals[label] = totals.get(label, 0) + value
+            return totals
+
+        snapshot = {
             "tasks": grouped("SELECT state, COUNT(*) FROM tasks GROUP BY state"),
             "leases": grouped(
                 "SELECT CASE WHEN lease_expires_at > ? THEN 'active' ELSE 'expired' END, COUNT(*)"
@@ -418,6 +433,10 @@ class SQLiteTransaction:
                 "SELECT kind, COUNT(*) FROM events WHERE kind IN ('rollback', 'expire', 'exhaust') GROUP BY kind"
             ),
         }
+        snapshot["task_events"] = with_folded("events", snapshot["task_events"])
+        snapshot["evidence"] = with_folded("evidence", snapshot["evidence"])
+        snapshot["reservation_events"] = with_folded("reservation_events", snapshot["reservation_events"])
+        return snapshot
 
 
 class SQLiteStore:
