@@ -192,3 +192,22 @@ def test_retry_backoff_stays_bounded_over_many_retries(monkeypatch: pytest.Monke
     with pytest.raises(StoreBusyError, match="stayed busy"):
         store._retrying_busy(always_busy, time.monotonic() + 0.5)
     assert attempts > 2_000  # 2**n past n = 1024 no longer fits a float
+
+
+def test_setup_on_a_damaged_store_says_so_and_how_out(tmp_path: Path) -> None:
+    path = tmp_path / "runtime.db"
+    with open_store(path, create=True) as store:
+        for n in range(1500):
+            tasks.add_task(store, task_id=f"t{n:05}", payload={"note": "x" * 200})
+        store.pragma("wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    data[-20 * 4096 : -10 * 4096] = b"\xde\xad\xbe\xef" * (10 * 1024)  # pages of rows, not of the schema
+    path.write_bytes(bytes(data))
+    before = digest(path)
+
+    with pytest.raises(StoreError, match="is damaged.*maf db recover.*maf db restore"):
+        setup_store(path)
+    assert digest(path) == before
+    path.write_bytes(b"this is not a database, just text that is long enough to have a header" * 20)
+    with pytest.raises(StoreError, match="it is damaged: run `maf db recover`"):
+        setup_store(path)

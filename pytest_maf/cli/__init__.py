@@ -19,7 +19,7 @@ from typing import Sequence
 from pytest_maf import logs
 from pytest_maf.cli import admin, coordination, operations, reservations, tasks
 from pytest_maf.config import load_settings
-from pytest_maf.errors import EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, MafError
+from pytest_maf.errors import BAD_INPUT, EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, MafError
 
 EPILOG = "exit codes:\n" + "".join(
     textwrap.fill(meaning, 79, initial_indent=f"  {code:>3}  ", subsequent_indent=" " * 7) + "\n"
@@ -81,6 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as error:  # a path the system refused: too long, no permission, no space
+        if args.debug or os.environ.get("MAF_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
+        name = f": {_shortened(str(error.filename))}" if error.filename else ""
+        print(f"maf: error: {error.strerror or type(error).__name__}{name}", file=sys.stderr)
+        return BAD_INPUT
     except Exception as error:  # the outer edge: no traceback reaches a user unasked
         if args.debug or os.environ.get("MAF_DEBUG", "") not in ("", "0"):
             traceback.print_exc()
@@ -91,3 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return INTERNAL_ERROR
+
+
+def _shortened(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"

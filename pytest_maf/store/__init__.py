@@ -117,6 +117,12 @@ def setup_store(path: str | os.PathLike[str], *, busy_timeout_s: float = DEFAULT
         raise StoreError(f"the runtime database {db_path} is not a file")
     with SQLiteStore(db_path, busy_timeout_s=busy_timeout_s) as store:
         store.check_schema_version()
+        problems = [str(row[0]) for row in store.pragma("quick_check")]
+        if problems != ["ok"]:
+            raise StoreError(
+                f"the runtime database {db_path} is damaged ({'; '.join(problems[:3])}): run `maf db recover`"
+                " to rebuild it into a new file, or `maf db restore BACKUP`"
+            )
         applied = store.migrate()
         return SetupReport(
             path=db_path,

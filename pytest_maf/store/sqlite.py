@@ -486,10 +486,12 @@ class SQLiteStore:
         self.close()
 
     def _unreadable(self, error: sqlite3.Error) -> StoreError:
-        return StoreError(
-            f"cannot use the runtime database {self.path}: {error}"
-            " (check the file, restore a backup, or point MAF_DB_PATH elsewhere)"
+        damaged = any(word in str(error) for word in ("not a database", "malformed", "corrupt"))
+        way_out = (
+            "it is damaged: run `maf db recover` to rebuild it into a new file, or `maf db restore BACKUP`"
+            if damaged else "check the file, restore a backup, or point MAF_DB_PATH elsewhere"
         )
+        return StoreError(f"cannot use the runtime database {self.path}: {error}; {way_out}")
 
     def _busy(self, waited_s: float) -> StoreBusyError:
         holder = self._lock_holder()
