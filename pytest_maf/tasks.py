@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_maf.errors import IllegalTransitionError, LeaseLostError, NothingToClaimError, UsageError
 from pytest_maf.evidence import evidence_verdict
@@ -47,61 +47,85 @@ from pytest_maf.values import INT64_MAX, INT64_MIN, check_integer, check_json
 if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
 
-TRANSITIONS: dict[tuple[str, str], str] = {
-    ("READY", "claim"): "LEASED",
-    ("READY", "cancel"): "DEAD",
-    ("READY", "exhaust"): "DEAD",
-    ("LEASED", "start"): "RUNNING",
-    ("LEASED", "release"): "READY",
-    ("LEASED", "expire"): "READY",
-    ("RUNNING", "verify"): "VERIFYING",
-    ("RUNNING", "release"): "READY",
-    ("RUNNING", "expire"): "READY",
-    ("VERIFYING", "commit"): "COMMITTED",
-    ("VERIFYING", "rollback"): "ROLLBACK",
-    ("VERIFYING", "expire"): "ROLLBACK",
-    ("COMMITTED", "done"): "DONE",
-    ("ROLLBACK", "retry"): "READY",
-    ("ROLLBACK", "exhaust"): "DEAD",
+TaskState = Literal["READY", "LEASED", "RUNNING", "VERIFYING", "COMMITTED", "ROLLBACK", "DONE", "DEAD"]
+Action = Literal[
+    "claim", "cancel", "exhaust", "start", "release", "expire", "verify", "commit", "rollback", "done", "retry"
+]
+
+
+@dataclass(frozen=True)
+class Move:
+    """One row of the transition table: where an action leads and what else it does.
+
+    ``new_attempt``: the move is a new attempt (a claim). ``ends_lease``: the
+    lease and the reservations tied to the task go in the same transaction.
+    ``then``: the move that follows at once: ``"done"`` after a commit;
+    ``"settle"`` after a lost lease or a rollback: back to READY while attempts
+    are left (``retry`` from ROLLBACK), else DEAD (``exhaust``).
+    """
+
+    target: TaskState
+    new_attempt: bool = False
+    ends_lease: bool = False
+    then: Literal["done", "settle"] | None = None
+
+
+TRANSITIONS: dict[tuple[TaskState, Action], Move] = {
+    ("READY", "claim"): Move("LEASED", new_attempt=True),
+    ("READY", "cancel"): Move("DEAD"),
+    ("READY", "exhaust"): Move("DEAD"),
+    ("LEASED", "start"): Move("RUNNING"),
+    ("LEASED", "release"): Move("READY", ends_lease=True, then="settle"),
+    ("LEASED", "expire"): Move("READY", ends_lease=True, then="settle"),
+    ("RUNNING", "verify"): Move("VERIFYING"),
+    ("RUNNING", "release"): Move("READY", ends_lease=True, then="settle"),
+    ("RUNNING", "expire"): Move("READY", ends_lease=True, then="settle"),
+    ("VERIFYING", "commit"): Move("COMMITTED", ends_lease=True, then="done"),
+    ("VERIFYING", "rollback"): Move("ROLLBACK", ends_lease=True, then="settle"),
+    ("VERIFYING", "expire"): Move("ROLLBACK", ends_lease=True, then="settle"),
+    ("COMMITTED", "done"): Move("DONE"),
+    ("ROLLBACK", "retry"): Move("READY"),
+    ("ROLLBACK", "exhaust"): Move("DEAD"),
 }
-LEASED_STATES = frozenset({"LEASED", "RUNNING", "VERIFYING"})
-FINAL_STATES = frozenset({"DONE", "DEAD"})
+LEASED_STATES: frozenset[TaskState] = frozenset({"LEASED", "RUNNING", "VERIFYING"})
+FINAL_STATES: frozenset[TaskState] = frozenset({"DONE", "DEAD"})
 DEFAULT_PRIORITY = 100
 MAX_ATTEMPTS_LIMIT = 1000
 
 
-def next_state(task_id: str, state: str, action: str) -> str:
-    """The state ``action`` moves a task in ``state`` to; raises if the table forbids it."""
-    try:
-        return TRANSITIONS[(state, action)]
-    except KeyError:
+def next_move(task_id: str, state: str, action: Action) -> Move:
+    """The table's row for ``action`` from ``state``; raises if the table forbids it."""
+    move = TRANSITIONS.get((state, action))  # type: ignore[arg-type]
+    if move is None:
         allowed = " or ".join(
-            f"{source} -> {target}" for (source, name), target in TRANSITIONS.items() if name == action
+            f"{source} -> {row.target}" for (source, name), row in TRANSITIONS.items() if name == action
         )
-        raise IllegalTransitionError(task_id, state, action, allowed or "nothing") from None
+        raise IllegalTransitionError(task_id, state, action, allowed or "nothing")
+    return move
 
 
-def apply_transition(
-    transaction: Transaction, task: Task, action: str, **event_data: Any
-) -> Task:
-    """Move ``task`` by ``action`` and record the event; the one writer of ``tasks.state``."""
-    target = next_state(task.id, task.state, action)
-    attempts = task.attempts + 1 if action == "claim" else task.attempts
-    transaction.write_task_state(task.id, target, attempts)
-    data = {"from": task.state, "to": target, "attempt": attempts, **event_data}
+def apply_transition(transaction: Transaction, task: Task, action: Action, **event_data: Any) -> Task:
+    """Move ``task`` by ``action``, record the event and carry out the row's effects.
+
+    The one writer of ``tasks.state``: every move, and every move that follows
+    from it (``Move.then``), passes through here and writes its event.
+    """
+    move = next_move(task.id, task.state, action)
+    attempts = task.attempts + 1 if move.new_attempt else task.attempts
+    transaction.write_task_state(task.id, move.target, attempts)
+    data = {"from": task.state, "to": move.target, "attempt": attempts, **event_data}
     transaction.insert_event(task.id, action, data)
-    log_event(action, task_id=task.id, agent_id=event_data.get("agent"), attempt=attempts, to=target)
-    return dataclasses.replace(task, state=target, attempts=attempts, updated_at=transaction.now)
-
-
-def _retry_or_bury(transaction: Transaction, task: Task, **event_data: Any) -> Task:
-    """From ROLLBACK, or READY after a lost lease: back to READY, or DEAD when attempts are used up."""
-    if task.attempts >= task.max_attempts:
-        return apply_transition(
-            transaction, task, "exhaust", max_attempts=task.max_attempts, **event_data
-        )
-    if task.state == "ROLLBACK":
-        return apply_transition(transaction, task, "retry", **event_data)
+    log_event(action, task_id=task.id, agent_id=event_data.get("agent"), attempt=attempts, to=move.target)
+    task = dataclasses.replace(task, state=move.target, attempts=attempts, updated_at=transaction.now)
+    if move.ends_lease:
+        _end_lease(transaction, task.id)
+    follow = {"agent": event_data["agent"]} if "agent" in event_data else {}
+    if move.then == "done":
+        return apply_transition(transaction, task, "done", **follow)
+    if move.then == "settle" and task.attempts >= task.max_attempts:
+        return apply_transition(transaction, task, "exhaust", max_attempts=task.max_attempts, **follow)
+    if move.then == "settle" and task.state == "ROLLBACK":
+        return apply_transition(transaction, task, "retry", **follow)
     return task
 
 
@@ -209,16 +233,12 @@ def _reclaim_expired(transaction: Transaction) -> list[Reclaimed]:
     for lease in transaction.expired_leases():
         task = require_task(transaction, lease.task_id)
         from_state = task.state
-        if task.state in LEASED_STATES:
+        if task.state in LEASED_STATES:  # the move ends the lease and settles the task
             task = apply_transition(
-                transaction,
-                task,
-                "expire",
-                agent=lease.agent_id,
-                lease_expires_at=lease.lease_expires_at,
+                transaction, task, "expire", agent=lease.agent_id, lease_expires_at=lease.lease_expires_at
             )
-            task = _retry_or_bury(transaction, task, agent=lease.agent_id)
-        _end_lease(transaction, lease.task_id)
+        else:
+            _end_lease(transaction, lease.task_id)
         reclaimed.append(
             Reclaimed(task.id, lease.agent_id, lease.attempt, from_state, task.state)
         )
@@ -372,13 +392,14 @@ def held_attempt(store: Store, task_id: str, agent_id: str) -> int:
 
 
 def _fenced_transition(
-    store: Store, task_id: str, agent_id: str, attempt: int, action: str, ttl_ms: int | None
+    store: Store, task_id: str, agent_id: str, attempt: int, action: Action, ttl_ms: int | None
 ) -> Task:
     if ttl_ms is not None:
         _validate_ttl(ttl_ms)
 
     def move(transaction: Transaction) -> Task:
-        ending = action == "release"
+        row = TRANSITIONS.get((require_task(transaction, task_id).state, action))  # type: ignore[arg-type]
+        ending = row is not None and row.ends_lease  # a lease that ends now is not extended first
         task, lease = fenced_lease(transaction, task_id, agent_id, attempt, extend=not ending)
         extra: dict[str, Any] = {"agent": agent_id}
         if ttl_ms is not None:
@@ -386,11 +407,7 @@ def _fenced_transition(
             transaction.put_lease(lease)
         if not ending:
             extra["lease_expires_at"] = lease.lease_expires_at
-        task = apply_transition(transaction, task, action, **extra)
-        if ending:
-            _end_lease(transaction, task_id)
-            task = _retry_or_bury(transaction, task, agent=agent_id)
-        return task
+        return apply_transition(transaction, task, action, **extra)
 
     return store.write(move)
 
@@ -428,13 +445,7 @@ def finish_task(store: Store, task_id: str, agent_id: str, attempt: int) -> Fini
                 task_id, task.state, "finish", "VERIFYING -> COMMITTED or ROLLBACK"
             )
         passed, reason = evidence_verdict(transaction.evidence(task_id, attempt))
-        if passed:
-            task = apply_transition(transaction, task, "commit", agent=agent_id, reason=reason)
-            task = apply_transition(transaction, task, "done", agent=agent_id)
-        else:
-            task = apply_transition(transaction, task, "rollback", agent=agent_id, reason=reason)
-            task = _retry_or_bury(transaction, task, agent=agent_id)
-        _end_lease(transaction, task_id)
+        task = apply_transition(transaction, task, "commit" if passed else "rollback", agent=agent_id, reason=reason)
         verdict = "COMMITTED" if passed else "ROLLBACK"
         return FinishResult(task_id, attempt, verdict, task.state, reason)
 

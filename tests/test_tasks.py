@@ -291,11 +291,23 @@ def test_bad_agent_ids_are_refused(store: Store, agent: str) -> None:
 
 
 def test_transition_table_is_closed() -> None:
-    """Every target of the table is a state, and DONE and DEAD have no way out."""
+    """Every target of the table is a state, DONE and DEAD have no way out, every
+    move that ends a lease starts from a leased state, and every follow-up move
+    exists from where its move leads."""
+    from typing import get_args
+
     from pytest_maf.records import TASK_STATES
 
-    assert set(tasks.TRANSITIONS.values()) <= set(TASK_STATES)
+    assert set(get_args(tasks.TaskState)) == set(TASK_STATES)
+    assert {move.target for move in tasks.TRANSITIONS.values()} <= set(TASK_STATES)
     assert not [key for key in tasks.TRANSITIONS if key[0] in tasks.FINAL_STATES]
+    for (source, action), move in tasks.TRANSITIONS.items():
+        assert not move.ends_lease or source in tasks.LEASED_STATES, (source, action)
+        assert move.new_attempt == (action == "claim")
+        if move.then == "done":
+            assert (move.target, "done") in tasks.TRANSITIONS
+        if move.then == "settle":
+            assert (move.target, "exhaust") in tasks.TRANSITIONS
 
 
 def test_a_non_blocking_failure_is_reported_but_commits(store: Store) -> None:
