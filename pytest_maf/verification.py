@@ -1,0 +1,497 @@
+"""One preflight or verification run inside pytest: its task, lease, evidence and summary.
+
+:class:`MafRun` is registered by the plugin's ``pytest_configure`` only when
+``--maf-preflight`` or ``--maf-task`` is given; importing this module is the
+cost a run pays and a plain pytest session does not.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generator
+
+import pytest
+
+from pytest_maf import tasks
+from pytest_maf.config import Settings, load_settings
+from pytest_maf.errors import LeaseLostError, MafError
+from pytest_maf.evidence import NO_EVIDENCE_REASON, record_evidence_batch
+from pytest_maf.keeper import LeaseKeeper
+from pytest_maf.leases import require_task
+from pytest_maf.plugin import EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
+from pytest_maf.store import Store, open_store
+
+OUTCOME_KEY = pytest.StashKey["ItemOutcome"]()
+BUDGET_TIMEOUT_KEY = pytest.StashKey[float]()  # the pytest-timeout limit a preflight check ran under
+SEVERITIES = ("critical", "warning")
+WARNING_PREFIX = "maf warning: "
+ACKNOWLEDGED_PREFIX = "maf acknowledged warning: "
+# What a verifier came to, in the order the summary counts them; only "passed" is PASS evidence.
+KINDS = ("passed", "failed", "skipped", "xfailed", "xpassed", "deselected", "warning", "acknowledged")
+NOT_EVIDENCE = ("skipped", "xfailed", "xpassed", "deselected")
+# Evidence is written in batches: one transaction per FLUSH_ROWS rows or FLUSH_SECONDS.
+FLUSH_ROWS = 200
+FLUSH_SECONDS = 1.0
+
+
+
+def load_pytest_timeout(config: pytest.Config) -> None:
+    """The preflight interrupts a hung check through pytest-timeout, loaded here even when
+    plugin autoloading is off (PYTEST_DISABLE_PLUGIN_AUTOLOAD); ``-p no:timeout`` still wins."""
+    manager = config.pluginmanager
+    if not (manager.has_plugin("timeout") or manager.has_plugin("pytest_timeout")):
+        manager.import_plugin("pytest_timeout")  # by name: imported first, it could not be assertion-rewritten
+
+
+def preflight_arguments(config: pytest.Config) -> list[str]:
+    """The built-in checks, the ``maf_checks`` paths, and paths given on the command line."""
+    arguments = [str(checks_directory())]
+    arguments += [str(path) for path in config.getini("maf_checks")]
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        arguments += config.args
+    return arguments
+
+
+@dataclass
+class CheckOutcome:
+    verifier: str
+    kind: str  # one of KINDS
+    message: str
+    acknowledged: dict[str, str] | None = None
+
+
+@dataclass
+class ItemOutcome:
+    """What one test's phases came to, gathered as its reports are made."""
+
+    marker: pytest.Mark | None
+    severity: str
+    verifier: str
+    failures: dict[str, str] = field(default_factory=dict)  # phase -> first line of the failure
+    skipped: str = ""  # "skipped", "xfailed" or "xpassed": it ran to no verdict
+    timed_out: bool = False  # interrupted at the preflight's time limit
+    acknowledged: dict[str, str] | None = None  # {by, on, reason} of a failing warning someone accepted
+
+
+@dataclass
+class PreflightBudget:
+    """The preflight's time limit, ``seconds`` long and over at ``deadline`` (``time.time()``).
+
+    Each check runs under a pytest-timeout limit of the time left (the signal
+    method where there is SIGALRM: the check is interrupted and recorded), and
+    no check starts once the limit is reached.
+    """
+
+    seconds: int
+    deadline: float
+
+    @property
+    def reason(self) -> str:
+        return f"maf preflight took over {self.seconds} s (MAF_PREFLIGHT_TIMEOUT)"
+
+    @property
+    def check_message(self) -> str:
+        return (
+            f"timed out at the preflight's limit of {self.seconds} s (MAF_PREFLIGHT_TIMEOUT);"
+            " make the check finish sooner, or raise preflight.timeout_seconds"
+        )
+
+    def spent(self) -> bool:
+        return time.time() >= self.deadline
+
+    def limit(self, item: pytest.Item) -> None:
+        """Let the check run for the time left, unless the user's own pytest-timeout limit is shorter."""
+        if not hasattr(item.config.hook, "pytest_timeout_set_timer"):
+            return  # pytest-timeout is blocked (-p no:timeout): the preflight stops between checks only
+        left = max(self.deadline - time.time(), 0.01)  # 0 would mean "no limit" to pytest-timeout
+        own = _own_timeout(item)
+        if own is not None and 0 < own <= left:
+            return  # the user's limit fires first, and is an ordinary failure of the check
+        method = {"method": "signal"} if hasattr(signal, "SIGALRM") else {}
+        item.add_marker(pytest.mark.timeout(left, func_only=False, **method), append=False)
+        item.stash[BUDGET_TIMEOUT_KEY] = left
+
+    def interrupted(self, item: pytest.Item, call: pytest.CallInfo[None]) -> bool:
+        """Whether this failure is pytest-timeout interrupting the check at the preflight's limit."""
+        import pytest_timeout  # type: ignore[import-untyped]
+
+        limit = item.stash.get(BUDGET_TIMEOUT_KEY, None)
+        return (
+            limit is not None and call.excinfo is not None and call.excinfo.errisinstance(pytest.fail.Exception)
+            and str(call.excinfo.value) == pytest_timeout.PYTEST_FAILURE_MESSAGE % limit
+        )
+
+    def cancel(self, item: pytest.Item) -> None:
+        """Stop the check's timer once its teardown is over, before its evidence is handled."""
+        if BUDGET_TIMEOUT_KEY in item.stash:
+            item.config.hook.pytest_timeout_cancel_timer(item=item)
+
+
+@dataclass(eq=False)  # registered as a plugin: must stay hashable
+class MafRun:
+    """One preflight or verification run: its task, lease and evidence."""
+
+    config: pytest.Config
+    task_id: str | None
+    settings: Settings | None = None
+    store: Store | None = None
+    agent_id: str = ""
+    attempt: int = 0
+    keeper: LeaseKeeper | None = None
+    budget: PreflightBudget | None = None
+    acknowledged: dict[str, dict[str, str]] = field(default_factory=dict)  # preflight.acknowledged_warnings
+    outcomes: list[CheckOutcome] = field(default_factory=list)
+    tally: Counter[str] = field(default_factory=Counter)  # KINDS -> how many verifiers came to it
+    verdict: tasks.FinishResult | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _pending: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    _flushed_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def preflight(self) -> bool:
+        return bool(self.config.getoption("maf_preflight"))
+
+    @property
+    def is_worker(self) -> bool:
+        return hasattr(self.config, "workerinput")
+
+    def __post_init__(self) -> None:
+        # Only the controller of a real run (not --collect-only) touches the store.
+        self.writes = not self.is_worker and not self.config.getoption("collectonly")
+        self.strict = bool(self.config.getoption("maf_strict"))
+        self._details_hook = self.config.hook.pytest_maf_evidence_details
+
+    def begin(self) -> None:
+        if self.is_worker:
+            shared = self.config.workerinput.get("maf", {})  # type: ignore[attr-defined]
+            self.task_id, self.attempt, self.agent_id = shared.get("task_id"), shared.get("attempt", 0), shared.get("agent_id", "")
+            self.acknowledged = shared.get("acknowledged", {})
+            if shared.get("budget"):
+                self.budget = PreflightBudget(*shared["budget"])
+            return
+        self.agent_id = self.config.getoption("maf_agent") or default_agent_id()
+        try:
+            self.settings = load_settings(db_path=self.config.getoption("maf_db"))
+        except MafError as error:
+            raise pytest.UsageError(str(error)) from None
+        self.acknowledged = {check: dict(entry) for check, entry in self.settings.acknowledged_warnings.items()}
+        if self.preflight:
+            seconds = self.settings.preflight_timeout_s
+            self.budget = PreflightBudget(seconds, time.time() + seconds)
+        if not self.writes:
+            return
+        try:
+            self.store = open_store(
+                self.settings.db_path, create=self.preflight, default_max_attempts=self.settings.max_attempts,
+                lease_ttl_ms=self.settings.task_lease_ttl_s * 1000,
+            )
+            if self.preflight:
+                self._start_preflight_task()
+            else:
+                self._start_verification()
+        except MafError as error:
+            self.close()
+            raise pytest.UsageError(str(error)) from None
+        self.keeper = LeaseKeeper(
+            self.settings.db_path, self.task_id, self.agent_id, self.attempt,  # type: ignore[arg-type]
+            self.settings.task_lease_ttl_s * 1000,
+        ).start()
+
+    def _start_preflight_task(self) -> None:
+        assert self.store is not None and self.settings is not None
+        # Added, claimed and started in one transaction: no agent's claim can take it.
+        claim = tasks.add_and_claim_task(
+            self.store, self.agent_id, self.settings.task_lease_ttl_s * 1000, kind="preflight",
+            payload={"kind": "preflight", "agent": self.agent_id, "cwd": str(Path.cwd())}, start=True,
+        )
+        self.task_id, self.attempt = claim.task_id, claim.attempt
+
+    def _start_verification(self) -> None:
+        assert self.store is not None and self.task_id is not None
+        task_id = self.task_id
+        task, lease = self.store.read(lambda t: (require_task(t, task_id), t.get_lease(task_id)))
+        if lease is None or lease.agent_id != self.agent_id:
+            holder = f"it is leased to {lease.agent_id!r}" if lease else f"it is {task.state} with no lease"
+            raise LeaseLostError(
+                f"--maf-task {self.task_id}: agent {self.agent_id!r} does not hold it ({holder});"
+                " claim and start it first (maf task claim, maf task start)"
+            )
+        self.attempt = lease.attempt
+        tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
+
+    def close(self) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
+            self.keeper = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    # Outcomes, in every process.
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)  # outside pytest-timeout's wrapper, which reads the marker
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+        if self.budget is not None:
+            self.budget.limit(item)
+        result = yield
+        if self.budget is not None and nextitem is not None and self.budget.spent() and not item.session.shouldstop:
+            item.session.shouldstop = self.budget.reason  # no further check starts
+        return result
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report: pytest.TestReport = yield
+        seen = item.stash.get(OUTCOME_KEY, None)
+        if seen is None:
+            marker = item.get_closest_marker("maf_check")
+            seen = item.stash[OUTCOME_KEY] = ItemOutcome(marker, _severity(marker), _verifier_id(item, marker))
+        if report.failed:
+            if self.budget is not None and self.budget.interrupted(item, call):
+                seen.timed_out = True
+                seen.failures.setdefault(report.when, self.budget.check_message)
+            else:
+                seen.failures.setdefault(report.when, _failure_message(call, report))
+            if report.when == "call" and seen.severity == "warning" and not seen.timed_out:
+                seen.acknowledged = self._acknowledgement(seen)
+                if seen.acknowledged or not self.strict:
+                    # Reported as xfailed: visible, but it does not fail the run.
+                    report.outcome = "skipped"
+                    prefix = ACKNOWLEDGED_PREFIX if seen.acknowledged else WARNING_PREFIX
+                    report.wasxfail = prefix + seen.failures["call"]
+        elif report.skipped:
+            seen.skipped = "xfailed" if hasattr(report, "wasxfail") else "skipped"
+        elif report.when == "call" and hasattr(report, "wasxfail"):
+            seen.skipped = "xpassed"  # non-strict: pytest counts it apart from passed, and so does maf
+        if report.when == "teardown":
+            if self.budget is not None:
+                self.budget.cancel(item)
+            self._attach_evidence(item, report, seen)
+        return report
+
+    def _acknowledgement(self, seen: ItemOutcome) -> dict[str, str] | None:
+        """The acknowledgement of a warning check, by its verifier id (``mcp.client[codex]``) or check id."""
+        check = str(seen.marker.kwargs.get("id", "")) if seen.marker else ""
+        found = self.acknowledged.get(seen.verifier) or self.acknowledged.get(check)
+        return dict(found) if found else None
+
+    def _attach_evidence(self, item: pytest.Item, report: pytest.TestReport, seen: ItemOutcome) -> None:
+        """Put the item's evidence on its last report, as plain data that survives xdist.
+
+        ``result`` is None for a verifier that ran to no verdict (skipped,
+        xfailed, xpassed): it records no evidence row.
+        """
+        severity = seen.severity
+        warning_only = (
+            severity == "warning" and set(seen.failures) == {"call"} and not seen.timed_out
+            and (not self.strict or seen.acknowledged is not None)
+        )
+        if seen.failures:
+            result: str | None = "FAIL"
+            kind = ("acknowledged" if seen.acknowledged else "warning") if warning_only else "failed"
+        else:
+            result, kind = (None, seen.skipped) if seen.skipped else ("PASS", "passed")
+        details: dict[str, Any] = {
+            "nodeid": item.nodeid,
+            "severity": severity,
+            "blocking": not warning_only,
+            "tags": sorted(seen.marker.kwargs.get("tags", ())) if seen.marker else [],
+            "message": next(iter(seen.failures.values()), ""),
+            "outcome": "failed" if seen.failures else seen.skipped or "passed",
+        }
+        if seen.acknowledged and warning_only:
+            details["acknowledged"] = seen.acknowledged
+        if seen.timed_out:
+            details["timed_out"] = True
+        added: dict[str, Any] = item.stash.get(EVIDENCE_DETAILS_KEY, {})  # through maf_evidence
+        details.update(added)
+        report.maf_evidence = {  # type: ignore[attr-defined]
+            "verifier": seen.verifier, "result": result, "kind": kind, "details": details,
+            "acknowledgement_named": self._acknowledgement(seen) is not None,
+        }
+        report.user_properties += [
+            ("maf.task_id", self.task_id or ""),
+            ("maf.attempt", self.attempt),
+            ("maf.verifier", seen.verifier),
+            ("maf.result", result or kind.upper()),
+            ("maf.severity", severity),
+        ]
+
+    # Evidence, written by the controller only.
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.tally["deselected"] += len(items)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        evidence = getattr(report, "maf_evidence", None)
+        if not self.writes or report.when != "teardown" or evidence is None or self.store is None:
+            return
+        verifier, result, kind, details = evidence["verifier"], evidence["result"], evidence["kind"], dict(evidence["details"])
+        self.tally[kind] += 1
+        self.outcomes.append(CheckOutcome(verifier, kind, details["message"], details.get("acknowledged")))
+        self._note_acknowledgement(verifier, kind, details["severity"], evidence["acknowledgement_named"])
+        if result is None:
+            return  # skipped, xfailed or xpassed: no evidence either way
+        if self._details_hook.get_hookimpls():
+            self._details_hook(
+                config=self.config, nodeid=report.nodeid, verifier=verifier, result=result, details=details,
+            )
+        self._pending.append((verifier, result, details))
+        if len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._flushed_at > FLUSH_SECONDS:
+            self.flush_evidence()
+
+    def _note_acknowledgement(self, verifier: str, kind: str, severity: str, named: bool) -> None:
+        if named and severity != "warning":
+            self.notes.append(
+                f"preflight.acknowledged_warnings names {verifier}, a {severity} check: only a warning"
+                " can be acknowledged, so it still fails the run when it fails; fix it instead"
+            )
+        elif named and kind == "passed":
+            self.notes.append(f"{verifier} passes now: its entry in preflight.acknowledged_warnings can go")
+
+    def _record_unfinished_preflight(self, session: pytest.Session) -> None:
+        """A preflight stopped at its time limit must not commit: the checks it did not run count as a failure."""
+        not_run = session.testscollected - sum(self.tally[kind] for kind in KINDS if kind != "deselected")
+        if self.budget is None or not self.budget.spent() or not_run <= 0:
+            return
+        message = f"{self.budget.reason}: {not_run} check(s) were not run"
+        self._pending.append((
+            "preflight.timeout", "FAIL",
+            {"severity": "critical", "blocking": True, "message": message, "outcome": "failed", "tags": []},
+        ))
+        # Shown with the failures, but not counted: it is no test, and the counts are pytest's.
+        self.outcomes.append(CheckOutcome("preflight.timeout", "failed", message))
+
+    def flush_evidence(self) -> None:
+        """Write the buffered rows in one transaction (one by one if that is refused)."""
+        pending, self._pending, self._flushed_at = self._pending, [], time.monotonic()
+        if not pending or self.store is None:
+            return
+        try:
+            rows = record_evidence_batch(
+                self.store, self.task_id, self.attempt, pending, agent_id=self.agent_id  # type: ignore[arg-type]
+            )
+        except MafError:
+            rows = []
+            for entry in pending:  # keep every row that can be kept, say which cannot
+                try:
+                    rows += record_evidence_batch(
+                        self.store, self.task_id, self.attempt, [entry], agent_id=self.agent_id  # type: ignore[arg-type]
+                    )
+                except MafError as error:
+                    self.problems.append(f"evidence for {entry[0]} was not recorded: {error}")
+        for row in rows:
+            self.config.hook.pytest_maf_evidence_recorded(config=self.config, evidence=row)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.writes or self.store is None or self.task_id is None:
+            return
+        self._record_unfinished_preflight(session)
+        self.flush_evidence()
+        if self.keeper is not None:
+            self.keeper.stop()
+            if self.keeper.lost:
+                self.problems.append(self.keeper.lost)
+            self.keeper = None
+        try:
+            if self.preflight:
+                tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
+            self.verdict = tasks.finish_task(self.store, self.task_id, self.agent_id, self.attempt)
+        except MafError as error:
+            self.problems.append(f"task {self.task_id} could not be finished: {error}")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            return
+        if self.verdict.verdict != "COMMITTED" and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # nothing failed, but the task did not commit
+
+    def counts(self) -> str:
+        """``13 passed, 0 failed, 1 skipped, 2 xfailed, 1 warning(s)``: each kind apart, as pytest counts them."""
+        tally = self.tally
+        parts = [f"{tally['passed']} passed", f"{tally['failed']} failed"]
+        parts += [f"{tally[kind]} {kind}" for kind in NOT_EVIDENCE if tally[kind]]
+        parts.append(f"{tally['warning']} warning(s)")
+        if tally["acknowledged"]:
+            parts.append(f"{tally['acknowledged']} acknowledged")
+        return ", ".join(parts)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.writes or self.task_id is None:
+            return
+        write = terminalreporter.write_line
+        terminalreporter.write_sep("=", "maf preflight" if self.preflight else "maf verification")
+        write(f"{self.counts()}; task {self.task_id} attempt {self.attempt}")
+        for prefix, kind, colour in (("FAIL", "failed", "red"), ("WARN", "warning", "yellow"), ("ACK", "acknowledged", "")):
+            for outcome in (o for o in self.outcomes if o.kind == kind):
+                by = outcome.acknowledged
+                note = f" (acknowledged by {by['by']} on {by['on']}: {by['reason']})" if by else ""
+                write(f"{prefix} {outcome.verifier}: {outcome.message}{note}", **({colour: True} if colour else {}))
+        if self.verdict is not None:
+            reason = self.verdict.reason
+            if reason == NO_EVIDENCE_REASON:
+                not_run = ", ".join(f"{self.tally[kind]} {kind}" for kind in NOT_EVIDENCE if self.tally[kind])
+                reason = (
+                    f"no verifier passed or failed ({not_run or 'none ran'}):"
+                    " skipped, xfailed and deselected verifiers are not evidence, so the task is not done"
+                )
+            write(f"task {self.task_id}: {self.verdict.verdict} -> {self.verdict.final_state} ({reason})")
+        for note in self.notes:
+            write(f"maf: {note}", yellow=True)
+        for problem in self.problems:
+            write(f"maf: {problem}", red=True)
+
+
+class XdistBridge:
+    """Hands the run's task to xdist workers, so their reports carry it."""
+
+    def __init__(self, run: MafRun) -> None:
+        self.run = run
+
+    def pytest_configure_node(self, node: Any) -> None:
+        budget = self.run.budget
+        node.workerinput["maf"] = {
+            "task_id": self.run.task_id,
+            "attempt": self.run.attempt,
+            "agent_id": self.run.agent_id,
+            "acknowledged": self.run.acknowledged,
+            "budget": [budget.seconds, budget.deadline] if budget else None,
+        }
+
+
+def _severity(marker: pytest.Mark | None) -> str:
+    severity = marker.kwargs.get("severity", "critical") if marker else "critical"
+    if severity not in SEVERITIES:
+        raise pytest.UsageError(f"maf_check severity {severity!r}: use 'critical' or 'warning'")
+    return str(severity)
+
+
+def _verifier_id(item: pytest.Item, marker: pytest.Mark | None) -> str:
+    if marker is None or not marker.kwargs.get("id"):
+        return item.nodeid
+    callspec = getattr(item, "callspec", None)
+    return f"{marker.kwargs['id']}[{callspec.id}]" if callspec else str(marker.kwargs["id"])
+
+
+def _own_timeout(item: pytest.Item) -> float | None:
+    """The pytest-timeout limit the user gave this check (its marker, else --timeout, PYTEST_TIMEOUT, ini)."""
+    import pytest_timeout
+
+    marker = item.get_closest_marker("timeout")
+    if marker is not None:
+        value = marker.kwargs.get("timeout", marker.args[0] if marker.args else None)
+        return float(value) if value is not None else None
+    timeout = pytest_timeout.get_env_settings(item.config).timeout
+    return float(timeout) if timeout is not None else None
+
+
+def _failure_message(call: pytest.CallInfo[None], report: pytest.TestReport) -> str:
+    if call.excinfo is None:  # a strict xpass: pytest says why in the report
+        text = report.longrepr if isinstance(report.longrepr, str) else ""
+        return text.strip().splitlines()[0] if text.strip() else "failed"
+    text = str(call.excinfo.value).strip() or call.excinfo.typename
+    return text.splitlines()[0]
