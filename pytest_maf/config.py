@@ -60,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "preflight": {
         "timeout_seconds": 60,
-        "min_python": "3.8",
+        "min_python": "3.10",
         "recommended_python": "3.11",
         "min_sqlite": "3.35.0",
         "required_env": [],
@@ -95,7 +95,7 @@ DESCRIPTIONS: dict[str, str] = {
     "escalation.targets": "escalation targets, in order: the chain an escalation climbs",
     "escalation.levels_per_target": "levels an escalation stays with a target before the next one",
     "preflight.timeout_seconds": "longest a preflight run should take",
-    "preflight.min_python": "oldest Python accepted",
+    "preflight.min_python": "oldest Python accepted (pytest-maf itself needs 3.10; raise it to require more)",
     "preflight.recommended_python": "Python below this gives a warning",
     "preflight.min_sqlite": "oldest SQLite library accepted",
     "preflight.required_env": "environment variables that must be set (values are never shown)",
@@ -155,7 +155,7 @@ class Settings:
     escalation_targets: tuple[str, ...] = ("minimax-debug-1", "codex-senior")
     escalation_levels_per_target: int = 2
     preflight_timeout_s: int = 60
-    min_python: str = "3.8"
+    min_python: str = "3.10"
     recommended_python: str = "3.11"
     min_sqlite: str = "3.35.0"
     required_env: tuple[str, ...] = ()

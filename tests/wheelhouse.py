@@ -30,7 +30,10 @@ def _requirements(name: str) -> list[str]:
 
 def project_requirements() -> list[str]:
     """What pytest-maf requires, as its pyproject.toml says (installed metadata may be older)."""
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     names = []

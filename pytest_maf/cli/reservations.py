@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from pytest_maf import guard, hooks
+from pytest_maf import git_hooks, guard
 from pytest_maf import reservations as reservation_ops
 from pytest_maf.cli.common import (
     add_agent,
@@ -204,7 +204,7 @@ def cmd_install_hooks(args: argparse.Namespace, settings: Settings) -> int:
     if settings.repo_root is None:
         raise UsageError("not inside a git repository")
     cwd = Path.cwd()
-    changes = hooks.uninstall(cwd) if args.uninstall else hooks.install(cwd)
+    changes = git_hooks.uninstall(cwd) if args.uninstall else git_hooks.install(cwd)
     for change in changes:
         print(f"{change.hook}: {change.action} ({change.path})")
     return 0
