@@ -37,7 +37,9 @@ def _per_operation_ms(operation: Callable[[int], object], repeat: int) -> float:
 
 
 def run_benchmarks() -> dict[str, Any]:
-    from pytest_maf.metrics import exposition
+    from pytest_maf.extras import import_extra
+
+    exposition = import_extra("pytest_maf.metrics", "metrics", "maf bench").exposition
 
     with tempfile.TemporaryDirectory(prefix="maf-bench-") as directory:
         root = Path(directory)

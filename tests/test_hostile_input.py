@@ -231,3 +231,20 @@ def test_a_required_secret_never_reaches_test_output_junit_or_evidence(workspace
     for shown in (run.stdout, run.stderr, report.read_text(encoding="utf-8"), evidence.stdout):
         assert secret not in shown
     assert secret.encode() not in (workspace.main / ".maf" / "runtime.db").read_bytes()
+
+
+@pytest.mark.parametrize("argv", [["metrics"], ["bench", "--output", "baseline.json"]])
+def test_a_missing_extra_is_one_line_saying_what_to_install(workspace: Workspace, argv: list[str]) -> None:
+    import sys
+
+    hide = (
+        "import sys; sys.modules['prometheus_client'] = None\n"  # as if the extra were not installed
+        "from pytest_maf.cli import main; sys.exit(main(sys.argv[1:]))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", hide, *argv], cwd=workspace.main, capture_output=True, text=True,
+        env=workspace.env("alice"), timeout=60,
+    )
+
+    one_line_refusal(completed, 2)
+    assert "pip install 'pytest-maf[metrics]'" in completed.stderr

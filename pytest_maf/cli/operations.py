@@ -126,7 +126,9 @@ def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
-    from pytest_maf import metrics
+    from pytest_maf.extras import import_extra
+
+    metrics = import_extra("pytest_maf.metrics", "metrics", "maf metrics")
 
     if args.metrics_command == "serve":
         try:
