@@ -3,9 +3,9 @@
 Run:  python benchmarks/guard.py [--files 1000] [--reservations 5000] [--runs 15]
 
 Builds a temporary git repository with --files staged files and a runtime store
-with --reservations live reservations of other agents (plain paths, globs
-under the same directories as the staged files, unanchored globs; a few cover
-staged files), then times the guard as a new
+with --reservations live exclusive reservations of another agent (plain paths,
+globs under the same directories as the staged files, unanchored globs; a few
+cover staged files), then times the guard as a new
 process, the way a git hook runs it. Baselines from the same run: the Python
 interpreter starting (`python -c pass`) and `git diff --cached` alone.
 Prints JSON: milliseconds (median, p95) and ratios to the baselines.
@@ -55,7 +55,7 @@ def build_repository(root: Path, files: int) -> list[str]:
     return names
 
 
-def reserve(db: Path, count: int, staged: list[str]) -> None:
+def reserve(db: Path, count: int, staged: list[str]) -> int:
     rng = random.Random(7)
     with open_store(db) as store:
         batch = []
@@ -75,12 +75,12 @@ def reserve(db: Path, count: int, staged: list[str]) -> None:
             else:
                 pattern = f"*.lock{n}"  # unanchored: matches at any depth
             batch.append(pattern)
-        # One agent per reservation so none of them conflict with each other.
-        for n, pattern in enumerate(batch):
-            try:
-                reservations.acquire(store, [pattern], f"agent-{n}", 60 * 60_000)
-            except reservations.ReservationConflictError:
-                pass
+        # One holder: by gitignore's directory rule an unanchored glob (*.lock1)
+        # overlaps every other pattern (a/b.py/x.lock1), so the reservations of
+        # different agents could not all be granted.
+        for pattern in batch:
+            reservations.acquire(store, [pattern], "bench-holder", 60 * 60_000)
+        return len(reservations.list_reservations(store))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         staged = build_repository(root, args.files)
         db = root / ".maf" / "runtime.db"
         setup_store(db)
-        reserve(db, args.reservations, staged)
+        held = reserve(db, args.reservations, staged)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAF_")}
         env["MAF_AGENT_ID"] = "bench-committer"
         console_script = Path(sys.executable).with_name("maf")
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "staged_files": args.files,
         "reservations": args.reservations,
+        "live_reservations": held,
         "guard_exit_code": code,
         "guard": guard,
         "baseline_python_start": python,

@@ -1,6 +1,7 @@
 """Reservation patterns: normalising, matching a path, and deciding overlap exactly.
 
-A pattern is a repository-relative path or a gitignore-style glob:
+A pattern is a repository-relative gitignore pattern, read as if written in a
+``.gitignore`` at the repository root:
 
 * ``*`` matches any run of characters within one path segment, ``?`` one
   character, ``[...]`` one character of a class (``[!...]`` or ``[^...]``
@@ -9,13 +10,21 @@ A pattern is a repository-relative path or a gitignore-style glob:
 * ``**`` as a whole segment matches any number of segments: ``src/**`` is
   everything under ``src``, ``**/test_*.py`` a test file at any depth, and
   ``a/**/b`` matches ``a/b`` and ``a/x/y/b``.
-* As in gitignore, a glob with no ``/`` matches at any depth: ``*.md`` is
-  ``**/*.md``, so it covers ``docs/x.md`` too. A plain path with no glob
-  characters always means that one path from the repository root.
-* A trailing ``/`` means the directory and everything under it:
-  ``docs/`` is ``docs/**``.
+* A pattern with no ``/`` (but a trailing one) matches at any depth, glob or
+  plain name: ``*.md`` and ``README.md`` cover ``docs/README.md`` too. A
+  ``/`` anywhere else anchors it at the root: ``src/app.py`` is that one
+  path, and a leading ``/`` anchors a single name: ``/README.md`` is the
+  root README only.
+* The directory rule: a pattern covers every path it matches and everything
+  beneath a matched path. ``docs``, ``docs/`` and ``app/*`` cover
+  ``docs/api.md`` and ``app/models/user.py``. A trailing ``/`` matches
+  directories only: ``docs/`` does not cover a file named ``docs``.
 
-Two patterns overlap if and only if some path matches both;
+Canonical forms round-trip through :func:`normalize_pattern`: ``README.md``
+(any depth), ``/README.md`` (root only), ``docs/`` (a directory ``docs`` at
+any depth), ``docs/**`` (the root ``docs``), ``src/app.py``.
+
+Two patterns overlap if and only if some path is covered by both;
 :func:`overlap_witness` decides it exactly, by searching the product of the
 two patterns' automata, and returns the shortest such path.
 """
@@ -26,6 +35,7 @@ import functools
 import re
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Hashable, NamedTuple, TypeVar
 
 from pytest_maf.errors import UsageError
 
@@ -41,33 +51,71 @@ GLOB_CHARACTERS = frozenset("*?[\\")
 PREFERRED = "abcdefghijklmnopqrstuvwxyz0123456789_-."
 
 
-def normalize_pattern(text: str) -> str:
-    """Return the canonical form of a pattern, or raise :class:`UsageError`.
-
-    >>> normalize_pattern("./src//app/")
-    'src/app/**'
-    """
+def check_pattern_text(text: str) -> None:
+    """Raise :class:`UsageError` for text that cannot be a pattern (empty, control characters)."""
     if not text or not text.strip():
         raise UsageError("an empty pattern reserves nothing; give a path or a glob")
     if "\0" in text or not text.isprintable():
         raise UsageError(f"pattern {text!r} contains control characters")
-    if text.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", text):
-        raise UsageError(
-            f"pattern {text!r} is absolute; give it relative to the repository root"
-        )
-    directory = text.endswith("/")
-    segments = [segment for segment in text.split("/") if segment not in ("", ".")]
+    if re.match(r"^[A-Za-z]:[\\/]", text):
+        raise UsageError(f"pattern {text!r} is a Windows path; give it relative to the repository root")
+
+
+def _explicit_segments(text: str) -> list[str]:
+    """A pattern's segments with gitignore's anchoring made explicit.
+
+    A pattern with no ``/`` but a trailing one floats (it gets a leading
+    ``**``); a trailing ``/`` becomes a last ``**``. Empty and ``.`` segments
+    are dropped and runs of ``**`` collapsed. ``..`` is left for the caller.
+    """
+    body = text.strip("/")
+    floating = not text.startswith("/") and "/" not in body
+    segments = body.split("/")
+    if "" in segments or "." in segments or "**" in segments:
+        segments = []
+        for segment in body.split("/"):
+            if segment not in ("", ".") and not (segment == "**" and segments and segments[-1] == "**"):
+                segments.append(segment)
+    if not segments:
+        return []
+    if text.endswith("/") and segments == ["**"]:
+        segments = ["*", "**"]  # "**/": everything beneath any directory
+    elif text.endswith("/") and segments[-1] != "**":
+        segments.append("**")
+    if floating and segments[0] != "**":
+        segments.insert(0, "**")
+    return segments
+
+
+def _render(segments: list[str]) -> str:
+    """The canonical text of explicit segments: the shortest that reads back the same."""
+    if len(segments) == 2 and segments[0] == "**" and segments[1] != "**":
+        return segments[1]  # any depth: "README.md"
+    if len(segments) == 3 and segments[0] == segments[2] == "**" and segments[1] != "**":
+        return f"{segments[1]}/"  # a directory at any depth: "docs/"
+    if len(segments) == 1 and segments[0] != "**":
+        return f"/{segments[0]}"  # anchored at the root: "/README.md"
+    return "/".join(segments)
+
+
+def normalize_pattern(text: str) -> str:
+    """Return the canonical form of a repository-relative pattern, or raise :class:`UsageError`.
+
+    A leading ``/`` anchors at the repository root; a pattern without a ``/``
+    (but a trailing one) matches at any depth and keeps that form.
+
+    >>> normalize_pattern("./src//app/")
+    'src/app/**'
+    >>> normalize_pattern("/README.md"), normalize_pattern("**/README.md"), normalize_pattern("docs/")
+    ('/README.md', 'README.md', 'docs/')
+    """
+    check_pattern_text(text)
+    segments = _explicit_segments(text)
     if ".." in segments:
         raise UsageError(f"pattern {text!r} climbs out of the repository with '..'")
     if not segments:
         raise UsageError(f"pattern {text!r} names the repository root itself; use '**'")
-    if directory and segments[-1] != "**":
-        segments.append("**")
-    collapsed: list[str] = []
-    for segment in segments:
-        if not (segment == "**" and collapsed and collapsed[-1] == "**"):
-            collapsed.append(segment)
-    return "/".join(collapsed)
+    return _render(segments)
 
 
 def normalize_path(text: str) -> str:
@@ -82,9 +130,17 @@ def normalize_path(text: str) -> str:
     return "/".join(segments)
 
 
-def is_literal(pattern: str) -> bool:
-    """True for a plain path: no glob characters and no ``**``."""
-    return not (GLOB_CHARACTERS & set(pattern))
+_GLOB = re.compile("[" + re.escape("".join(sorted(GLOB_CHARACTERS))) + "]")
+
+
+def _plain(segment: str) -> bool:
+    """A segment with no glob characters (so not ``**`` either)."""
+    return _GLOB.search(segment) is None
+
+
+@functools.lru_cache(maxsize=65536)
+def _segments_of(pattern: str) -> tuple[str, ...]:
+    return tuple(_explicit_segments(pattern))
 
 
 # Parsing: a segment is "**" or a list of tokens, each a charset with a
@@ -183,29 +239,24 @@ def _charset_regex(charset: Charset) -> str:
     return f"[{''.join(parts)}]"
 
 
-def _segments(pattern: str) -> list[str]:
-    segments = pattern.split("/")
-    if len(segments) == 1 and not is_literal(pattern) and pattern != "**":
-        return ["**", *segments]  # gitignore: a glob without '/' matches at any depth
-    return segments
-
-
 @functools.lru_cache(maxsize=65536)
 def literal_prefix(pattern: str) -> tuple[str, ...]:
     """The leading segments of a normalised pattern that are plain names.
 
-    Empty for a glob that matches at any depth. Cheap: nothing is compiled.
+    Empty for a pattern that matches at any depth (``*.md``, ``README.md``).
+    Every path the pattern covers starts with these segments.
+    Cheap: nothing is compiled.
     """
     prefix = []
-    for segment in _segments(pattern):
-        if not is_literal(segment):
+    for segment in _segments_of(pattern):
+        if not _plain(segment):
             break
         prefix.append(segment)
     return tuple(prefix)
 
 
 def anchor(pattern: str) -> str:
-    """A normalised pattern's first plain segment, or '' when it starts with a glob.
+    """A normalised pattern's first plain segment, or '' when it can match at any depth.
 
     Patterns with different non-empty anchors never overlap.
     """
@@ -249,6 +300,13 @@ def _build_automaton(segments: list[str]) -> Automaton:
             automaton.moves[current].append((ONLY_SLASH, following))
             current = following
     automaton.accepting.add(current)
+    if segments[-1] != "**":
+        # The directory rule: a matched path covers everything beneath it.
+        slash, beneath = automaton.state(), automaton.state()
+        automaton.moves[current].append((ONLY_SLASH, slash))
+        automaton.moves[slash].append((ANY, beneath))
+        automaton.moves[beneath].append((ANY, beneath))
+        automaton.accepting.add(beneath)
     return automaton
 
 
@@ -264,20 +322,51 @@ def _build_regex(segments: list[str]) -> re.Pattern[str]:
             parts.append(_charset_regex(token.charset) + ("*" if token.repeat else ""))
         if not last:
             parts.append("/")
+    if segments[-1] != "**":
+        parts.append("(?:/.+)?")  # the directory rule
     return re.compile("".join(parts), re.DOTALL)
 
 
+class Step(NamedTuple):
+    """A move of an automaton: on which characters other than '/', whether on '/', to where."""
+
+    characters: Charset
+    slash: bool
+    target: int
+
+
 class CompiledPattern:
-    """A normalised pattern; its automaton and regex are built on first use."""
+    """A normalised pattern; its automaton and regex are built on first use.
+
+    Both accept what the pattern matches and everything beneath it.
+    """
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.segments = tuple(_segments(text))
-        self.literal = is_literal(text)
+        self.segments = _segments_of(text)
+        self.literal = all(_plain(segment) for segment in self.segments)
+        self.plain_path = "/".join(self.segments) if self.literal else ""
 
     @functools.cached_property
     def automaton(self) -> Automaton:
         return _build_automaton(list(self.segments))
+
+    @functools.cached_property
+    def steps(self) -> tuple[list[list[Step]], frozenset[int]]:
+        """The automaton without epsilon moves, and its accepting states, for the searches."""
+        automaton = self.automaton
+        moves: list[list[Step]] = []
+        accepting = set()
+        for state in range(len(automaton.moves)):
+            closure = automaton.closure(state)
+            if closure & automaton.accepting:
+                accepting.add(state)
+            moves.append([
+                Step(_intersect(charset, NON_SLASH), bool(_intersect(charset, ONLY_SLASH)), target)
+                for source in sorted(closure)
+                for charset, target in automaton.moves[source]
+            ])
+        return moves, frozenset(accepting)
 
     @functools.cached_property
     def regex(self) -> re.Pattern[str]:
@@ -285,18 +374,21 @@ class CompiledPattern:
 
     @functools.cached_property
     def segment_range(self) -> tuple[int, float]:
-        """The fewest and most path segments a match can have."""
+        """The fewest and most path segments the pattern itself matches (before the directory rule)."""
         plain = sum(1 for segment in self.segments if segment != "**")
         fewest = plain + (1 if self.segments[-1] == "**" else 0)
         return fewest, float("inf") if "**" in self.segments else plain
 
     @functools.cached_property
     def last_affixes(self) -> tuple[str, str] | None:
-        """The plain text a match's last segment must start and end with, if known."""
+        """The plain text the last segment of a path the pattern itself matches must start and end with.
+
+        None when unknown. Beneath such a path, the directory rule covers anything.
+        """
         last = self.segments[-1]
         if last == "**":
             return None
-        if is_literal(last):
+        if _plain(last):
             return last, last
         if "[" not in last and "\\" not in last:  # only '*' and '?': no parse needed
             cut_start = min(i for i in (last.find("*"), last.find("?")) if i >= 0)
@@ -315,9 +407,9 @@ class CompiledPattern:
         return plain_run(tokens), plain_run(tokens[::-1])[::-1]
 
     def matches(self, path: str) -> bool:
-        """Whether the concrete repository-relative ``path`` matches."""
+        """Whether the pattern covers the concrete repository-relative ``path`` (or a directory above it)."""
         if self.literal:
-            return path == self.text
+            return path == self.plain_path or path.startswith(self.plain_path + "/")
         return self.regex.fullmatch(path) is not None
 
 
@@ -328,7 +420,11 @@ def compile_pattern(pattern: str) -> CompiledPattern:
 
 
 def matches(pattern: str, path: str) -> bool:
-    """Whether the concrete ``path`` matches ``pattern`` (both repository-relative)."""
+    """Whether ``pattern`` covers the concrete ``path`` (both repository-relative).
+
+    >>> matches("docs", "docs/api.md"), matches("/README.md", "docs/README.md")
+    (True, False)
+    """
     return compile_pattern(normalize_pattern(pattern)).matches(normalize_path(path))
 
 
@@ -375,6 +471,12 @@ def _subtract(left: Charset, right: Charset) -> Charset:
     return tuple(result)
 
 
+@functools.lru_cache(maxsize=4096)
+def _common(left: Charset, right: Charset) -> Charset:
+    return _intersect(left, right)
+
+
+@functools.lru_cache(maxsize=4096)
 def _pick(charset: Charset) -> str:
     for char in PREFERRED:
         if any(low <= ord(char) <= high for low, high in charset):
@@ -386,10 +488,18 @@ def _pick(charset: Charset) -> str:
 _AT_SEGMENT_START, _IN_SEGMENT = 0, 1
 
 
-def _path_moves(state: int) -> list[tuple[Charset, int]]:
-    if state == _AT_SEGMENT_START:
-        return [(NON_SLASH, _IN_SEGMENT)]
-    return [(NON_SLASH, _IN_SEGMENT), (ONLY_SLASH, _AT_SEGMENT_START)]
+Node = TypeVar("Node", bound=Hashable)
+
+
+def _spelled(parents: dict[Node, tuple[Node, str] | None], node: Node) -> str:
+    """The characters on the way to ``node`` in a breadth-first search's parents."""
+    characters = []
+    step = parents[node]
+    while step is not None:
+        node, char = step
+        characters.append(char)
+        step = parents[node]
+    return "".join(reversed(characters))
 
 
 def _literal_prefixes_disjoint(left: str, right: str) -> bool:
@@ -400,10 +510,15 @@ def _literal_prefixes_disjoint(left: str, right: str) -> bool:
 
 
 def _plainly_disjoint(left: CompiledPattern, right: CompiledPattern) -> bool:
-    """Cheap, sound tests that no path can match both (False means: search)."""
+    """Cheap, sound tests that no path can match both (False means: search).
+
+    Only for two patterns that match paths of one same number of segments:
+    then a common path's first that many segments match both, so the last
+    of them must agree with both patterns' plain affixes.
+    """
     (left_min, left_max), (right_min, right_max) = left.segment_range, right.segment_range
-    if left_max < right_min or right_max < left_min:
-        return True
+    if not left_min == left_max == right_min == right_max:
+        return False
     if left.last_affixes is None or right.last_affixes is None:
         return False
     (left_start, left_end), (right_start, right_end) = left.last_affixes, right.last_affixes
@@ -419,51 +534,98 @@ def _overlap_compiled(left_text: str, right_text: str) -> str | None:
     left, right = compile_pattern(left_text), compile_pattern(right_text)
     if _plainly_disjoint(left, right):
         return None
-    if is_literal(left_text):
-        return left_text if right.matches(left_text) else None
-    if is_literal(right_text):
-        return right_text if left.matches(right_text) else None
-    a, b = left.automaton, right.automaton
-    closures_a = [a.closure(s) for s in range(len(a.moves))]
-    closures_b = [b.closure(s) for s in range(len(b.moves))]
+    # Every path a plain pattern covers lies at or beneath its plain_path: that is the
+    # shortest common path when the other pattern covers it; else the other one must
+    # match something deeper.
+    if left.literal and right.literal:
+        for plain, other in ((left, right), (right, left)):
+            if other.matches(plain.plain_path):
+                return plain.plain_path
+        return None
+    for plain, other in ((left, right), (right, left)):
+        if plain.literal:
+            if other.matches(plain.plain_path):
+                return plain.plain_path
+            if other.segment_range[1] <= len(plain.segments):
+                return None
+            return _shortest_beneath(plain.plain_path, other)
+    return _shortest_common(left, right)
+
+
+def _shortest_beneath(plain_path: str, pattern: CompiledPattern) -> str | None:
+    """The shortest path beneath ``plain_path`` that ``pattern`` covers, or None.
+
+    A breadth-first search of the pattern's automaton alone, from where
+    reading ``plain_path/`` leaves it. Paths are well formed: no empty segment.
+    """
+    moves, accepting = pattern.steps
+    current = {0}
+    for char in plain_path + "/":
+        code = ord(char)
+        current = {
+            step.target
+            for state in current
+            for step in moves[state]
+            if (step.slash if char == "/" else any(low <= code <= high for low, high in step.characters))
+        }
+        if not current:
+            return None
+    parents: dict[tuple[int, int], tuple[tuple[int, int], str] | None] = {
+        (state, _AT_SEGMENT_START): None for state in sorted(current)
+    }
+    queue = deque(parents)
+    while queue:
+        node = queue.popleft()
+        state, shape = node
+        if shape == _IN_SEGMENT and state in accepting:
+            return f"{plain_path}/{_spelled(parents, node)}"
+        for step in moves[state]:
+            if step.slash and shape == _IN_SEGMENT and (step.target, _AT_SEGMENT_START) not in parents:
+                parents[(step.target, _AT_SEGMENT_START)] = (node, "/")
+                queue.append((step.target, _AT_SEGMENT_START))
+            if step.characters and (step.target, _IN_SEGMENT) not in parents:
+                parents[(step.target, _IN_SEGMENT)] = (node, _pick(step.characters))
+                queue.append((step.target, _IN_SEGMENT))
+    return None
+
+
+def _shortest_common(left: CompiledPattern, right: CompiledPattern) -> str | None:
+    """The shortest well-formed path both cover: a breadth-first search of the automata's product."""
+    moves_a, accepting_a = left.steps
+    moves_b, accepting_b = right.steps
     start = (0, 0, _AT_SEGMENT_START)
     parents: dict[tuple[int, int, int], tuple[tuple[int, int, int], str] | None] = {start: None}
     queue = deque([start])
     while queue:
         node = queue.popleft()
         state_a, state_b, shape = node
-        if (
-            shape == _IN_SEGMENT
-            and closures_a[state_a] & a.accepting
-            and closures_b[state_b] & b.accepting
-        ):
-            characters = []
-            while parents[node] is not None:
-                node, char = parents[node]  # type: ignore[misc]
-                characters.append(char)
-            return "".join(reversed(characters))
-        for from_a in closures_a[state_a]:
-            for charset_a, to_a in a.moves[from_a]:
-                for from_b in closures_b[state_b]:
-                    for charset_b, to_b in b.moves[from_b]:
-                        both = _intersect(charset_a, charset_b)
-                        if not both:
-                            continue
-                        for charset_path, to_shape in _path_moves(shape):
-                            common = _intersect(both, charset_path)
-                            following = (to_a, to_b, to_shape)
-                            if common and following not in parents:
-                                parents[following] = (node, _pick(common))
-                                queue.append(following)
+        if shape == _IN_SEGMENT and state_a in accepting_a and state_b in accepting_b:
+            return _spelled(parents, node)
+        for step_a in moves_a[state_a]:
+            for step_b in moves_b[state_b]:
+                if step_a.slash and step_b.slash and shape == _IN_SEGMENT:
+                    following = (step_a.target, step_b.target, _AT_SEGMENT_START)
+                    if following not in parents:
+                        parents[following] = (node, "/")
+                        queue.append(following)
+                if step_a.characters and step_b.characters:
+                    following = (step_a.target, step_b.target, _IN_SEGMENT)
+                    if following not in parents:
+                        common = _common(step_a.characters, step_b.characters)
+                        if common:
+                            parents[following] = (node, _pick(common))
+                            queue.append(following)
     return None
 
 
 def overlap_witness(left: str, right: str) -> str | None:
-    """A path matched by both patterns, or None when no path is.
+    """The shortest path both patterns cover, or None when no path is.
 
     >>> overlap_witness("src/*.py", "src/a*")
     'src/a.py'
-    >>> overlap_witness("app/*", "app/models/user.py") is None
+    >>> overlap_witness("app/*", "app/models/user.py")
+    'app/models/user.py'
+    >>> overlap_witness("/README.md", "docs/README.md") is None
     True
     """
     return _overlap_compiled(normalize_pattern(left), normalize_pattern(right))

@@ -122,8 +122,8 @@ def acquire(
                 "expire", expired.agent_id, {"pattern": expired.pattern, "expires_at": expired.expires_at}
             )
         anchors = {anchor(pattern) for pattern in requested}
-        # A request starting with a glob can meet any reservation; else only
-        # those with the same anchor or none.
+        # A request that can match at any depth (anchor '': *.md, README.md)
+        # can meet any reservation; else only those with its anchor or none.
         relevant = transaction.reservations(anchors=None if "" in anchors else anchors | {""})
         conflicts = find_conflicts(requested, exclusive, agent_id, relevant)
         if conflicts:
@@ -294,39 +294,48 @@ def list_reservations(
 class _Node:
     """Reservations whose patterns share the same leading plain segments."""
 
-    __slots__ = ("children", "by_ending", "others")
+    __slots__ = ("children", "plain", "by_ending", "others")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
-        self.by_ending: dict[str, list[Reservation]] = {}  # by the text a last segment must end with
+        self.plain: list[Reservation] = []  # plain paths: they cover every path through this node
+        self.by_ending: dict[str, list[Reservation]] = {}  # by the text a matched segment must end with
         self.others: list[Reservation] = []
 
     def add(self, reservation: Reservation) -> None:
-        affixes = compile_pattern(reservation.pattern).last_affixes
-        if affixes and affixes[1]:
+        compiled = compile_pattern(reservation.pattern)
+        affixes = compiled.last_affixes
+        if compiled.literal:
+            self.plain.append(reservation)
+        elif affixes and affixes[1]:
             self.by_ending.setdefault(affixes[1], []).append(reservation)
         else:
             self.others.append(reservation)
 
     def everything(self) -> Iterator[Reservation]:
+        yield from self.plain
         for bucket in self.by_ending.values():
             yield from bucket
         yield from self.others
 
-    def for_name(self, name: str) -> Iterator[Reservation]:
-        """Those that a path whose last segment is ``name`` could match."""
+    def for_names(self, names: Sequence[str]) -> Iterator[Reservation]:
+        """Those that could match a path ending in one of ``names`` (the directory rule covers the rest)."""
         yield from self.others
-        for start in range(len(name)):
-            yield from self.by_ending.get(name[start:], ())
+        if self.by_ending:
+            for name in names:
+                for start in range(len(name)):
+                    yield from self.by_ending.get(name[start:], ())
 
 
 class ReservationIndex:
     """Reservations arranged so that a path or pattern is tried only against those that can match.
 
     Two patterns whose leading plain segments differ somewhere can never
-    match a common path, so reservations sit in a tree of those segments; and
-    a pattern whose last segment must end with some text (``*.py``) is only
-    tried against paths that end with it.
+    cover a common path, so reservations sit in a tree of those segments; a
+    plain path covers every path through its node; and a pattern whose last
+    segment must end with some text (``*.py``) is only tried against paths
+    with a segment, below its node, that ends with it (the directory rule:
+    ``*.py`` covers ``a.py/x``).
     """
 
     def __init__(self, reservations: Iterable[Reservation]) -> None:
@@ -356,14 +365,17 @@ class ReservationIndex:
             stack.extend(node.children.values())
 
     def covering(self, path: str) -> list[Reservation]:
-        """Every reservation whose pattern matches the concrete ``path``."""
+        """Every reservation whose pattern covers the concrete ``path``."""
         segments = path.split("/")
-        return [
-            reservation
-            for node in self._nodes_along(segments)
-            for reservation in node.for_name(segments[-1])
-            if compile_pattern(reservation.pattern).matches(path)
-        ]
+        found: dict[int, Reservation] = {}
+        for depth, node in enumerate(self._nodes_along(segments)):
+            for reservation in node.plain:
+                found[id(reservation)] = reservation
+            # A glob at this depth matches a path of more segments than `depth`.
+            for reservation in node.for_names(segments[depth:]):
+                if id(reservation) not in found and compile_pattern(reservation.pattern).matches(path):
+                    found[id(reservation)] = reservation
+        return list(found.values())
 
     def overlapping(self, pattern: str) -> list[tuple[Reservation, str]]:
         """Every reservation some path shares with ``pattern``, with that path."""

@@ -56,10 +56,21 @@ def test_ttl_limits_come_from_the_environment(capsys: pytest.CaptureFixture[str]
     assert granted["expires_at"] - granted["created_at"] == 45 * 60_000
 
 
-@pytest.mark.parametrize("pattern", ["/etc/hosts", "../elsewhere/x", "a/../../b"])
+@pytest.mark.parametrize("pattern", ["/etc/hosts", "../elsewhere/x", "a/../../b", "/"])
 def test_patterns_outside_the_repository_exit_2(capsys: pytest.CaptureFixture[str], pattern: str) -> None:
     code, _, err = run(capsys, "reservation", "acquire", pattern, "--agent", "a")
-    assert code == 2 and err.startswith("maf: error: ")
+    assert code == 2 and err.startswith("maf: error: ") and len(err.splitlines()) == 1
+
+
+def test_a_leading_slash_names_the_root_and_spellings_of_one_pattern_are_one(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "reservation", "acquire", "/README.md", "docs/", "src/../lib/**", "--agent", "a", "--json")
+    assert code == 0
+    assert [g["pattern"] for g in json.loads(out)["granted"]] == ["/README.md", "docs/", "lib/**"]
+
+    code, out, _ = run(capsys, "reservation", "release", "./README.md", "**/docs/**", "/lib/", "--agent", "a")
+    assert code == 0 and out.splitlines() == [
+        "released /README.md held by a", "released docs/ held by a", "released lib/** held by a",
+    ]
 
 
 def test_release_by_another_agent_exits_4_and_force_needs_a_reason(capsys: pytest.CaptureFixture[str], store_in_tmp: Path) -> None:
@@ -67,7 +78,7 @@ def test_release_by_another_agent_exits_4_and_force_needs_a_reason(capsys: pytes
 
     assert run(capsys, "reservation", "release", "src/**", "--agent", "b")[0] == 4
     assert run(capsys, "reservation", "release", "src/**", "--agent", "b", "--force")[0] == 2
-    code, out, _ = run(capsys, "reservation", "release", "src/", "--agent", "b", "--force", "--reason", "stuck")
+    code, out, _ = run(capsys, "reservation", "release", "./src/", "--agent", "b", "--force", "--reason", "stuck")
 
     assert code == 0 and "a was told by agent-mail" in out
     assert len(list((store_in_tmp / ".agent-mail" / "messages" / "a").glob("*.json"))) == 1

@@ -19,9 +19,14 @@ from pytest_maf.patterns import compile_pattern
 from pytest_maf.store import open_store
 
 AGENTS = ("agent-a", "agent-b", "agent-c")
-PATTERNS = ("src/**", "src/*.py", "src/a*", "src/app.py", "docs/**", "*.md", "docs/x.md", "src/b/**", "tests/**", "src/*/x.py")
+PATTERNS = (
+    "src/**", "src/*.py", "src/a*", "src/app.py", "docs/**", "*.md", "docs/x.md", "src/b/**", "tests/**", "src/*/x.py",
+    # gitignore's anchoring and directory rule: any depth, root only, everything beneath.
+    "docs", "x.md", "/x.md", "b/", "/src",
+)
 SEGMENTS = ("src", "docs", "tests", "b", "a.py", "app.py", "x.py", "x.md", "a.md", "ab")
-UNIVERSE = ["/".join(parts) for size in (1, 2, 3) for parts in itertools.product(SEGMENTS, repeat=size)]
+# Four deep: a common path beneath a plain path can need it (b/ and docs/x.md share docs/x.md/b/a).
+UNIVERSE = ["/".join(parts) for size in (1, 2, 3, 4) for parts in itertools.product(SEGMENTS, repeat=size)]
 MATCHES = {pattern: {path for path in UNIVERSE if compile_pattern(pattern).matches(path)} for pattern in PATTERNS}
 
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from pytest_maf import reservations as r
 from pytest_maf.clock import ManualClock
 from pytest_maf.errors import NotFoundError, UsageError
+from pytest_maf.records import Reservation
 from pytest_maf.store import Store
 
 MINUTE = 60_000
@@ -131,10 +132,38 @@ def test_a_holder_id_that_would_escape_the_mail_root_cannot_reserve(store: Store
     assert r.list_reservations(store) == []
 
 
-@pytest.mark.parametrize("pattern", ["/etc/passwd", "../outside", "a/../../b"])
+@pytest.mark.parametrize("pattern", ["/", "../outside", "/../outside", "a/../../b"])
 def test_patterns_outside_the_repository_are_refused(store: Store, pattern: str) -> None:
     with pytest.raises(UsageError):
         r.acquire(store, [pattern], "agent-a", MINUTE)
+    assert r.list_reservations(store) == []
+
+
+def test_a_leading_slash_anchors_at_the_root_and_a_plain_name_floats(store: Store) -> None:
+    (root_only,) = r.acquire(store, ["/README.md"], "agent-a", MINUTE)
+    r.acquire(store, ["docs/README.md"], "agent-b", MINUTE)
+
+    with pytest.raises(r.ReservationConflictError) as raised:
+        r.acquire(store, ["README.md"], "agent-c", MINUTE)
+
+    assert root_only.pattern == "/README.md"
+    assert {(c.holder.agent_id, c.witness) for c in raised.value.conflicts} == {
+        ("agent-a", "README.md"), ("agent-b", "docs/README.md"),
+    }
+    assert [b.holder.agent_id for b in r.check_paths(store, ["README.md", "src/README.md"], "agent-c")] == ["agent-a"]
+
+
+def test_a_directory_reservation_covers_what_lies_beneath(store: Store) -> None:
+    r.acquire(store, ["docs"], "agent-a", MINUTE)
+    r.acquire(store, ["app/*"], "agent-a", MINUTE)
+
+    blocked = r.check_paths(store, ["docs/api.md", "src/docs/x", "app/models/user.py", "app", "docsx"], "agent-b")
+
+    assert [(b.path, b.holder.pattern) for b in blocked] == [
+        ("docs/api.md", "docs"), ("src/docs/x", "docs"), ("app/models/user.py", "app/*"),
+    ]
+    with pytest.raises(r.ReservationConflictError):
+        r.acquire(store, ["/docs/guide/**"], "agent-b", MINUTE)
 
 
 def test_blocking_ignores_own_and_shared_reservations(store: Store) -> None:
@@ -149,34 +178,60 @@ def test_blocking_ignores_own_and_shared_reservations(store: Store) -> None:
 
 
 def test_index_finds_the_same_holders_as_trying_every_pattern(store: Store) -> None:
-    patterns = ["src/app.py", "src/**", "*.md", "docs/*/index.md", "a/**/b", "[ab]*/x"]
+    patterns = [
+        "src/app.py", "src/**", "*.md", "docs/*/index.md", "a/**/b", "[ab]*/x",
+        "docs", "/README.md", "x.py", "src/", "src/*.py",
+    ]
     for number, pattern in enumerate(patterns):
         r.acquire(store, [pattern], f"agent-{number}", MINUTE, exclusive=False)
     held = r.list_reservations(store)
     index = r.ReservationIndex(held)
     from pytest_maf.patterns import compile_pattern
 
-    for path in ["src/app.py", "README.md", "docs/guide/index.md", "a/b", "a/q/b", "ab/x", "x/y"]:
+    for path in [
+        "src/app.py", "README.md", "docs/guide/index.md", "a/b", "a/q/b", "ab/x", "x/y",
+        "src/app.py/x", "README.md/x", "a/b/c", "ab/x/y.md", "q/x.py/z", "q/src/z", "src/a.py/b.js",
+    ]:
         brute = {h.pattern for h in held if compile_pattern(h.pattern).matches(path)}
         assert {h.pattern for h in index.covering(path)} == brute, path
 
 
-_SEGMENTS = ["src", "docs", "a", "*", "**", "*.py", "x?", "[ab]*"]
+_SEGMENTS = ["src", "docs", "a", "*", "**", "*.py", "x?", "[ab]*", "a.py"]
+# Anchored or not, directory or not: as a user writes them.
+_patterns = st.builds(
+    lambda lead, segments, trail: lead + "/".join(segments) + trail,
+    st.sampled_from(["", "/"]), st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=3), st.sampled_from(["", "/"]),
+)
+_paths = st.lists(st.sampled_from(["src", "docs", "a", "b.py", "a.py", "xy", "bz"]), min_size=1, max_size=4).map("/".join)
+
+
+def _held(patterns: list[str]) -> list[Reservation]:
+    from pytest_maf.patterns import normalize_pattern
+
+    normal = sorted({normalize_pattern(p) for p in patterns})
+    return [Reservation(f"agent-{n}", p, True, "", 0, 1) for n, p in enumerate(normal)]
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    held=st.lists(st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=3), min_size=1, max_size=8),
-    asked=st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=3),
-)
-def test_index_finds_every_overlap_that_brute_force_finds(held: list[list[str]], asked: list[str]) -> None:
+@given(held=st.lists(_patterns, min_size=1, max_size=8), asked=_patterns)
+def test_index_finds_every_overlap_that_brute_force_finds(held: list[str], asked: str) -> None:
     from pytest_maf.patterns import normalize_pattern, overlap_witness
-    from pytest_maf.records import Reservation
 
-    patterns = sorted({normalize_pattern("/".join(p)) for p in held})
-    reservations_held = [Reservation(f"agent-{n}", p, True, "", 0, 1) for n, p in enumerate(patterns)]
-    pattern = normalize_pattern("/".join(asked))
+    reservations_held = _held(held)
+    pattern = normalize_pattern(asked)
 
     brute = {h.pattern for h in reservations_held if overlap_witness(pattern, h.pattern) is not None}
     indexed = {h.pattern for h, _ in r.ReservationIndex(reservations_held).overlapping(pattern)}
     assert indexed == brute
+
+
+@settings(max_examples=300, deadline=None)
+@given(held=st.lists(_patterns, min_size=1, max_size=8), path=_paths)
+def test_index_finds_every_reservation_covering_a_path(held: list[str], path: str) -> None:
+    from pytest_maf.patterns import compile_pattern
+
+    reservations_held = _held(held)
+
+    brute = {h.pattern for h in reservations_held if compile_pattern(h.pattern).matches(path)}
+    covering = r.ReservationIndex(reservations_held).covering(path)
+    assert {h.pattern for h in covering} == brute and len(covering) == len(brute)

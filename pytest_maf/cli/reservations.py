@@ -23,6 +23,7 @@ from pytest_maf.cli.common import (
 )
 from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
+from pytest_maf.paths import WorkingDirectory
 from pytest_maf.records import Reservation
 from pytest_maf.reservations import Block, Conflict, ReservationConflictError
 
@@ -53,23 +54,19 @@ def _block_json(block: Block) -> dict[str, object]:
     }
 
 
-def _repo_relative(text: str, settings: Settings) -> str:
-    """A path as given, or an absolute one inside the repository made relative to its root."""
-    if not os.path.isabs(text):
-        return text
-    base = settings.repo_root or Path.cwd()
-    try:
-        return Path(text).resolve().relative_to(base.resolve()).as_posix()
-    except ValueError:
-        raise UsageError(f"{text} is outside the repository at {base}") from None
+def _repo_relative() -> WorkingDirectory:
+    """The current directory, to read paths and patterns relative to it as git does."""
+    return WorkingDirectory.of(Path.cwd())
 
 
 def cmd_acquire(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.reservation_ttl_ms(args.ttl)
+    here = _repo_relative()
+    patterns = [here.pattern(pattern) for pattern in args.patterns]
     with open_configured_store(settings) as store:
         try:
             granted = reservation_ops.acquire(
-                store, args.patterns, args.agent, ttl_ms, exclusive=not args.shared, reason=args.reason,
+                store, patterns, args.agent, ttl_ms, exclusive=not args.shared, reason=args.reason,
                 task_id=args.task,
             )
         except ReservationConflictError as error:
@@ -94,8 +91,10 @@ def cmd_acquire(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_renew(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.reservation_ttl_ms(args.ttl)
+    here = _repo_relative()
+    patterns = [here.pattern(pattern) for pattern in args.patterns]
     with open_configured_store(settings) as store:
-        renewed = reservation_ops.renew(store, args.patterns, args.agent, ttl_ms)
+        renewed = reservation_ops.renew(store, patterns, args.agent, ttl_ms)
     if args.json:
         print_json([asdict(r) for r in renewed])
         return 0
@@ -115,15 +114,17 @@ def _untold(released: list[Reservation]) -> list[Reservation]:
 
 def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
     released: list[Reservation]
+    here = _repo_relative()
+    patterns = [here.pattern(pattern) for pattern in args.patterns]
     with open_configured_store(settings) as store:
         if args.force:
             if not args.reason:
                 raise UsageError("--force needs --reason: the holders are told why")
             released = reservation_ops.force_release(
-                store, args.patterns, args.agent, args.reason, settings.mail_root
+                store, patterns, args.agent, args.reason, settings.mail_root
             )
         else:
-            released = reservation_ops.release(store, args.patterns, args.agent)
+            released = reservation_ops.release(store, patterns, args.agent)
     untold = _untold(released)
     if args.json:
         print_json([asdict(r) for r in released])
@@ -154,7 +155,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    paths = [_repo_relative(path, settings) for path in args.paths]
+    here = _repo_relative()
+    paths = [here.path(path) for path in args.paths]
     with open_configured_store(settings) as store:
         blocks = reservation_ops.check_paths(store, paths, args.agent)
     if args.json:
@@ -170,7 +172,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    path = _repo_relative(args.file, settings)
+    path = _repo_relative().path(args.file)
     with open_configured_store(settings) as store:
         covering = reservation_ops.reservations_covering(store, path)
     if args.json:
@@ -212,9 +214,12 @@ def cmd_install_hooks(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reservation = commands.add_parser(
-        "reservation", help="reserve files for an agent", description="Reserve repository-relative"
-        " paths or gitignore-style globs (*, **, ?, [...]). A glob without '/' matches at any depth;"
-        " a trailing '/' means the directory and everything under it.",
+        "reservation", help="reserve files for an agent", description="Reserve paths or"
+        " gitignore-style globs (*, **, ?, [...]), given relative to the current directory as in"
+        " git: a pattern reads as if written in a .gitignore there. Without a '/' (but a trailing"
+        " one) it matches at any depth below; with one it is anchored there; a leading '/' anchors"
+        " at the repository root (an absolute path inside the repository is that path). A pattern"
+        " covers what it matches and everything beneath: 'docs' covers docs/api.md.",
     ).add_subparsers(dest="reservation_command", metavar="ACTION", required=True)
 
     def with_patterns(name: str, help_text: str) -> argparse.ArgumentParser:

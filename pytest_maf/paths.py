@@ -1,0 +1,159 @@
+"""Paths and patterns from the command line, read the way git reads them.
+
+A pattern given in a subdirectory ``sub`` of the repository is read as if it
+were written in a ``.gitignore`` file in ``sub``:
+
+* with a ``/`` in it (a trailing one aside) it is anchored there: ``app/*.py``
+  from ``src`` is ``src/app/*.py``, and ``./models.py`` is ``src/models.py``;
+* without one it matches at any depth below ``sub``: ``*.py`` from ``src`` is
+  ``src/**/*.py``.
+
+From the repository root a pattern stays as given. ``..`` may climb while the
+result stays inside the repository. A leading ``/`` never depends on the
+current directory: an absolute path inside the current work tree is that
+exact path; otherwise the ``/`` anchors at the repository root
+(``/README.md`` is the root README), except for a path of two or more names
+whose first exists at the filesystem root but not at the work tree's top
+(``/etc/hosts``, ``/tmp/other/x``): that is a path outside, an error.
+Paths for ``check`` and ``status`` are concrete: ``sub/PATH``.
+
+Example::
+
+    repository_pattern("models.py", "src/app")   # -> 'src/app/**/models.py'
+    repository_pattern("../x", "src")            # -> '/x'
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from pytest_maf.errors import UsageError
+from pytest_maf.patterns import check_pattern_text, normalize_path, normalize_pattern
+
+
+def _climb(text: str, directory: str) -> list[str]:
+    """``text``'s segments joined to ``directory``'s, with ``.`` and ``..`` resolved."""
+    segments: list[str] = [segment for segment in directory.split("/") if segment]
+    for segment in text.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment != "..":
+            segments.append(segment)
+        elif not segments:
+            raise UsageError(f"{text!r} climbs out of the repository with '..'")
+        elif segments.pop() == "**":
+            raise UsageError(f"{text!r} has '..' after '**', which names no one directory")
+    return segments
+
+
+def repository_pattern(text: str, directory: str = "") -> str:
+    """The repository-relative pattern for ``text`` given in ``directory``.
+
+    ``directory`` is repository-relative, '' at the root. A leading ``/``
+    anchors at the repository root wherever ``text`` is given.
+
+    >>> repository_pattern("models.py", "src/app"), repository_pattern("./models.py", "src/app")
+    ('src/app/**/models.py', 'src/app/models.py')
+    >>> repository_pattern("docs/", ""), repository_pattern("../x", "src")
+    ('docs/', '/x')
+    """
+    check_pattern_text(text)
+    if set(text.rstrip("/").split("/")) == {"**"}:
+        text = "**/" if text.endswith("/") else "**"  # "**/**/" is "**/": any directory below
+    body = text.rstrip("/")
+    if text.startswith("/") or "/" in body or body in (".", ".."):
+        trailing = "/" if text.endswith("/") and body else ""
+        base = "" if text.startswith("/") else directory
+        return normalize_pattern("/" + "/".join(_climb(body, base)) + trailing)
+    floating = normalize_pattern(text)  # read at the root first: "**/" is "*/" there
+    return normalize_pattern(f"{directory}/**/{floating}") if directory else floating
+
+
+def repository_path(text: str, directory: str = "") -> str:
+    """The concrete repository-relative path for ``text`` given in ``directory``.
+
+    >>> repository_path("models.py", "src/app"), repository_path("../README.md", "src")
+    ('src/app/models.py', 'README.md')
+    """
+    if not text or "\0" in text:
+        raise UsageError(f"path {text!r} is empty or contains NUL")
+    segments = _climb(text, "" if text.startswith("/") else directory)
+    if not segments:
+        raise UsageError(f"path {text!r} names the repository root itself, not a file")
+    return normalize_path("/".join(segments))
+
+
+def _relative(path: PurePosixPath | Path, base: PurePosixPath | Path) -> str:
+    relative = path.relative_to(base).as_posix()
+    return "" if relative == "." else relative
+
+
+def worktree_top(start: Path) -> Path | None:
+    """The top of the git work tree holding ``start`` (a linked worktree's own top), or None."""
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():
+            return directory
+    return None
+
+
+@dataclass(frozen=True)
+class WorkingDirectory:
+    """Where a command runs: the top of its work tree, and the directory inside it.
+
+    As in git, an absolute path must lie in the current work tree: one in
+    another worktree of the same repository is outside.
+    """
+
+    top: Path
+    inside: str  # the current directory relative to top, '' at the top
+
+    @classmethod
+    def of(cls, cwd: Path) -> WorkingDirectory:
+        """The current directory ``cwd``; outside git, ``cwd`` is the top."""
+        top = worktree_top(cwd) or cwd
+        return cls(top, _relative(cwd, top))
+
+    def _within(self, text: str) -> str | None:
+        """An absolute ``text`` relative to the top ('' for the top itself), or None when outside.
+
+        Compared resolved, so a path through a symlinked directory (a temporary
+        directory often is one) is found inside; symlinks inside are not followed.
+        """
+        location = PurePosixPath(os.path.normpath(text))
+        real_top = self.top.resolve()
+        for ancestor in (location, *location.parents):
+            if Path(ancestor).resolve() == real_top:
+                return _relative(location, ancestor)
+        return None
+
+    def _absolute(self, text: str) -> str | None:
+        """For a ``text`` starting with '/': the root-anchored form of a path inside, or None
+        when ``text`` is itself a root anchor; raises for a path outside."""
+        inside = self._within(text)
+        if inside is not None:
+            if not inside:
+                raise UsageError(f"{text} is the work tree's top directory; use '**' for everything")
+            return "/" + inside + ("/" if text.endswith("/") else "")
+        segments = [segment for segment in text.split("/") if segment]
+        # A single name ("/README.md", "/lib/") is gitignore's root anchor, always.
+        if len(segments) > 1 and os.path.lexists("/" + segments[0]) and not os.path.lexists(self.top / segments[0]):
+            raise UsageError(
+                f"{text} is outside the work tree at {self.top}"
+                f" (for the repository's own {segments[0]}/, give it relative to the current directory)"
+            )
+        return None
+
+    def pattern(self, text: str) -> str:
+        """A command-line pattern as a canonical repository-relative pattern."""
+        check_pattern_text(text)
+        if text.startswith("/"):
+            text = self._absolute(text) or text
+        return repository_pattern(text, self.inside)
+
+    def path(self, text: str) -> str:
+        """A command-line path as a concrete repository-relative path."""
+        if text.startswith("/"):
+            text = self._absolute(text) or text
+        return repository_path(text, self.inside)
