@@ -11,8 +11,6 @@ from pytest_maf.store import Store, open_store
 if TYPE_CHECKING:
     from workspace import Workspace
 
-pytest_plugins = ["pytester"]
-
 
 @pytest.fixture
 def clock() -> ManualClock:
