@@ -8,7 +8,7 @@ the command when the lease is lost.
 
 Example::
 
-    with LeaseKeeper(".maf/runtime.db", "fix-42", "claude-1", 1, ttl_ms=1_800_000) as keeper:
+    with LeaseKeeper(store, "fix-42", "claude-1", 1, ttl_ms=1_800_000) as keeper:
         run_the_work()
     assert keeper.lost is None
 """
@@ -20,25 +20,24 @@ import signal
 import subprocess
 import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from pytest_maf import tasks
 from pytest_maf.errors import COMMAND_NOT_FOUND, LeaseLostError, MafError, UsageError
-from pytest_maf.store import open_store
+
+if TYPE_CHECKING:
+    from pytest_maf.store import Store
 
 # How long a command that lost its lease gets to stop after SIGTERM.
 TERMINATE_GRACE_S = 5.0
 
 
 class LeaseKeeper:
-    """Renews a lease in the background, on its own connection, until stopped."""
+    """Renews a lease in the background, on a connection of its own to ``store``'s database, until stopped."""
 
-    def __init__(
-        self, db_path: str | os.PathLike[str], task_id: str, agent_id: str, attempt: int, ttl_ms: int
-    ) -> None:
-        self.db_path, self.task_id, self.agent_id, self.attempt, self.ttl_ms = (
-            Path(db_path), task_id, agent_id, attempt, ttl_ms,
+    def __init__(self, store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms: int) -> None:
+        self.store, self.task_id, self.agent_id, self.attempt, self.ttl_ms = (
+            store.reopen(), task_id, agent_id, attempt, ttl_ms,
         )
         self.lost: str | None = None
         self.lost_event = threading.Event()
@@ -61,7 +60,7 @@ class LeaseKeeper:
         self.stop()
 
     def _run(self) -> None:
-        with open_store(self.db_path) as store:
+        with self.store as store:
             while not self._stop.wait(self.ttl_ms / 3000):
                 try:
                     tasks.renew_lease(store, self.task_id, self.agent_id, self.attempt, self.ttl_ms)
@@ -81,7 +80,7 @@ class RunOutcome:
 
 def run_under_lease(
     command: Sequence[str],
-    db_path: str | os.PathLike[str],
+    store: Store,
     task_id: str,
     agent_id: str,
     attempt: int,
@@ -96,8 +95,7 @@ def run_under_lease(
     """
     if not command:
         raise UsageError("give the command to run after `--`, such as: maf task run T -- make test")
-    with open_store(db_path) as store:  # fail before starting anything when the lease is not ours
-        tasks.renew_lease(store, task_id, agent_id, attempt, ttl_ms)
+    tasks.renew_lease(store, task_id, agent_id, attempt, ttl_ms)  # fails before anything starts when the lease is not ours
     environment = {
         **os.environ, "MAF_AGENT_ID": agent_id, "MAF_TASK_ID": task_id, "MAF_TASK_ATTEMPT": str(attempt),
     }
@@ -105,7 +103,7 @@ def run_under_lease(
         process = subprocess.Popen(list(command), env=environment)
     except OSError as error:
         raise CommandNotStartedError(f"cannot run {command[0]!r}: {error.strerror or error}") from None
-    keeper = LeaseKeeper(db_path, task_id, agent_id, attempt, ttl_ms).start()
+    keeper = LeaseKeeper(store, task_id, agent_id, attempt, ttl_ms).start()
     try:
         while process.poll() is None:
             if keeper.lost_event.wait(0.1):

@@ -250,7 +250,7 @@ def maf_lease(pytestconfig: pytest.Config, maf_task: Task, maf_store: Store, maf
     ttl_ms = maf_settings.task_lease_ttl_s * 1000
     claim = tasks.claim_task(maf_store, maf_task.id, agent_for(pytestconfig), ttl_ms)
     handle = LeaseHandle(maf_store, claim.task_id, claim.agent_id, claim.attempt)
-    keeper = LeaseKeeper(maf_store.path, claim.task_id, claim.agent_id, claim.attempt, ttl_ms).start()
+    keeper = LeaseKeeper(maf_store, claim.task_id, claim.agent_id, claim.attempt, ttl_ms).start()
     try:
         yield handle
     finally:

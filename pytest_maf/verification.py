@@ -198,7 +198,7 @@ class MafRun:
             self.close()
             raise pytest.UsageError(str(error)) from None
         self.keeper = LeaseKeeper(
-            self.settings.db_path, self.task_id, self.agent_id, self.attempt,  # type: ignore[arg-type]
+            self.store, self.task_id, self.agent_id, self.attempt,  # type: ignore[arg-type]
             self.settings.task_lease_ttl_s * 1000,
         ).start()
 

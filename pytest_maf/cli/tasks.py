@@ -123,11 +123,9 @@ def cmd_task_run(args: argparse.Namespace, settings: Settings) -> int:
     agent = agent_of(args)
     ttl_ms = settings.lease_ttl_ms(args.ttl)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    attempt = args.attempt
-    if attempt is None:
-        with open_configured_store(settings) as store:
-            attempt = tasks.held_attempt(store, args.task, agent)
-    outcome = run_under_lease(command, settings.db_path, args.task, agent, attempt, ttl_ms)
+    with open_configured_store(settings) as store:
+        attempt = tasks.held_attempt(store, args.task, agent) if args.attempt is None else args.attempt
+        outcome = run_under_lease(command, store, args.task, agent, attempt, ttl_ms)
     if outcome.lease_lost is not None:
         print(f"maf: error: the command was stopped: {outcome.lease_lost}", file=sys.stderr)
         return LeaseLostError.exit_code

@@ -8,6 +8,9 @@ library's operations (``pytest_maf.tasks``, ``pytest_maf.evidence``)::
 
     with open_store(".maf/runtime.db", create=True) as store:
         task = tasks.add_task(store, payload={"goal": "fix the build"})
+
+The library only knows the :class:`Store` and :class:`Transaction` Protocols
+(:mod:`pytest_maf.store.protocol`); each backend implements them.
 """
 
 from __future__ import annotations
@@ -20,11 +23,9 @@ from pathlib import Path
 from pytest_maf.clock import Clock, system_clock
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.errors import StoreError
+from pytest_maf.store.protocol import Store, Transaction
 from pytest_maf.store.schema import SCHEMA_VERSION
-from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S, DEFAULT_LEASE_TTL_MS, SQLiteStore, SQLiteTransaction
-
-Store = SQLiteStore
-Transaction = SQLiteTransaction
+from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S, DEFAULT_LEASE_TTL_MS, SQLiteStore
 
 __all__ = ["SCHEMA_VERSION", "SetupReport", "Store", "Transaction", "open_store", "setup_store"]
 
@@ -117,8 +118,8 @@ def setup_store(path: str | os.PathLike[str], *, busy_timeout_s: float = DEFAULT
         raise StoreError(f"the runtime database {db_path} is not a file")
     with SQLiteStore(db_path, busy_timeout_s=busy_timeout_s) as store:
         store.check_schema_version()
-        problems = [str(row[0]) for row in store.pragma("quick_check")]
-        if problems != ["ok"]:
+        problems = store.integrity_problems()
+        if problems:
             raise StoreError(
                 f"the runtime database {db_path} is damaged ({'; '.join(problems[:3])}): run `maf db recover`"
                 " to rebuild it into a new file, or `maf db restore BACKUP`"

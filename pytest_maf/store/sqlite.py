@@ -471,6 +471,18 @@ class SQLiteStore:
         connection = connect(self.path)
         self._connection = connection
 
+    backend = "sqlite"
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def reopen(self) -> SQLiteStore:
+        return SQLiteStore(
+            self.path, clock=self.clock, default_max_attempts=self.default_max_attempts,
+            lease_ttl_ms=self.lease_ttl_ms, busy_timeout_s=self.busy_timeout_s,
+        )
+
     def close(self) -> None:
         if self._lock_file:
             self._lock_file.close()  # type: ignore[union-attr]
@@ -656,6 +668,11 @@ class SQLiteStore:
             return applied
 
         return self.write(apply)
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's ``quick_check``: [] when the file is sound."""
+        problems = [str(row[0]) for row in self.pragma("quick_check")]
+        return [] if problems == ["ok"] else problems
 
     def pragma(self, name: str) -> list[tuple[Any, ...]]:
         """Read a PRAGMA (``integrity_check``, ``foreign_keys``, ``journal_mode`` ...)."""
