@@ -17,7 +17,7 @@ import traceback
 from typing import Sequence
 
 from pytest_maf import logs
-from pytest_maf.cli import admin, coordination, operations, reservations, tasks
+from pytest_maf.cli import admin, agent_tools, coordination, operations, reservations, tasks
 from pytest_maf.config import load_settings
 from pytest_maf.errors import BAD_INPUT, EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, MafError
 
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.register(commands)
     reservations.register(commands)
     coordination.register(commands)
+    agent_tools.register(commands)
     admin.register(commands)
     operations.register(commands)
     operations.register_performance(commands)

@@ -1,0 +1,169 @@
+"""`maf mcp`: the coordination tools of :mod:`pytest_maf.agent_tools` as an MCP server over stdio.
+
+The server acts for the one agent it was started as (``MAF_AGENT_ID`` or
+``--agent``): no tool takes an agent id, and a call with an argument a tool
+does not declare is refused, so no caller acts as another agent through it.
+A tool returns its result as structured content (and as JSON text); a
+refusal is a tool error whose text is ``<kind>: <the maf command's error
+line>``, with ``{"error": {"kind", "message", "exit_code", ...}}`` as its
+structured content. Needs the MCP SDK (``pip install 'pytest-maf[mcp]'``).
+
+Example::
+
+    server = build_server(AgentTools(load_settings(), "claude-1", Path.cwd()))
+    server.run("stdio")
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING, Any, Callable
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.server.mcpserver.tools import Tool
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+
+from pytest_maf import __version__
+from pytest_maf.agent_tools import AgentTools, error_payload, error_text
+from pytest_maf.errors import MafError
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import Context
+    from mcp.types import InputRequiredResult
+
+SERVER_NAME = "pytest-maf"
+# Every tool, in the order a client lists them; True marks those that only read.
+TOOLS: tuple[tuple[str, bool], ...] = (
+    ("task_claim", False),
+    ("task_renew", False),
+    ("task_heartbeat", False),
+    ("task_start", False),
+    ("task_verify", False),
+    ("task_finish", False),
+    ("task_release", False),
+    ("task_show", True),
+    ("evidence_record", False),
+    ("reservation_acquire", False),
+    ("reservation_renew", False),
+    ("reservation_release", False),
+    ("reservation_check", True),
+    ("reservation_list", True),
+    ("mail_send", False),
+    ("mail_list", True),
+    ("mail_show", True),
+    ("mail_ack", False),
+    ("escalate", False),
+    ("status", True),
+    ("preflight", False),
+)
+
+
+def instructions(agent_id: str) -> str:
+    return (
+        f"pytest-maf coordination for agent {agent_id} (every call acts as {agent_id}; no tool takes"
+        " an agent id). Work: task_claim, then reservation_acquire the files you will change"
+        " (with task_id, they are released when the lease ends), task_start, do the work,"
+        " task_verify, evidence_record for each verifier, task_finish. Every call under a lease"
+        " gives the task_id and attempt task_claim returned; task_heartbeat keeps leases alive."
+        " Check mail_list now and then; escalate when stuck. A refusal is an error whose text"
+        " starts with its kind: lease_lost (you no longer hold the task: claim again), conflict"
+        " (another agent holds those files: wait or choose others), not_found, bad_input, ..."
+    )
+
+
+def refusal(error: MafError) -> CallToolResult:
+    """A refused call: the tool error an agent reads, in the command's words."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=error_text(error))],
+        structured_content={"error": error_payload(error)},
+        is_error=True,
+    )
+
+
+def _refusals_as_tool_errors(operation: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """``operation`` with a :class:`MafError` returned as a tool error; its signature and docstring kept."""
+
+    @functools.wraps(operation)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return operation(*args, **kwargs)
+        except MafError as error:
+            return refusal(error)
+
+    return call
+
+
+class AgentServer(MCPServer[Any]):
+    """An MCP server that refuses any argument a tool does not declare (such as an agent id)."""
+
+    def __init__(self, agent_id: str, tools: list[Tool], **options: Any) -> None:
+        super().__init__(SERVER_NAME, tools=tools, **options)
+        self.agent_id = agent_id
+        self.parameters = {tool.name: frozenset(tool.parameters.get("properties", {})) for tool in tools}
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        unknown = sorted(set(arguments) - self.parameters.get(name, frozenset(arguments)))
+        if unknown:
+            from pytest_maf.errors import UsageError
+
+            return refusal(UsageError(
+                f"{name} takes no argument {', '.join(map(repr, unknown))}; this server acts for"
+                f" agent {self.agent_id} only, and an agent id is never an argument"
+            ))
+        return await super().call_tool(name, arguments, context)
+
+
+def _tool(tools: AgentTools, name: str, read_only: bool) -> Tool:
+    operation = getattr(tools, name)
+    tool = Tool.from_function(
+        _refusals_as_tool_errors(operation),
+        name=name,
+        description=" ".join((operation.__doc__ or "").split()),
+        annotations=ToolAnnotations(read_only_hint=read_only),
+        structured_output=True,
+    )
+    tool.parameters["additionalProperties"] = False  # said in the schema too, for clients that check
+    return tool
+
+
+def build_server(tools: AgentTools) -> AgentServer:
+    """The MCP server for ``tools``' agent: every tool of :data:`TOOLS`, and two resources."""
+    server = AgentServer(
+        tools.agent_id,
+        [_tool(tools, name, read_only) for name, read_only in TOOLS],
+        instructions=instructions(tools.agent_id),
+        version=__version__,
+        log_level="WARNING",
+    )
+
+    def resource_json(operation: Callable[[], dict[str, Any]]) -> str:
+        try:
+            return json.dumps(operation(), indent=2, sort_keys=True, ensure_ascii=False)
+        except MafError as error:
+            raise ResourceError(error_text(error)) from None
+
+    @server.resource(
+        "maf://inbox", name="inbox", mime_type="application/json",
+        description=f"{tools.agent_id}'s agent-mail inbox, unread messages first",
+    )
+    def inbox() -> str:
+        return resource_json(tools.mail_list)
+
+    @server.resource(
+        "maf://reservations", name="reservations", mime_type="application/json",
+        description="every live file reservation, each marked mine or not",
+    )
+    def live_reservations() -> str:
+        return resource_json(tools.reservation_list)
+
+    return server
+
+
+def serve(tools: AgentTools) -> int:
+    """Speak MCP over stdin and stdout until the client closes them."""
+    build_server(tools).run("stdio")
+    return 0

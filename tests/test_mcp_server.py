@@ -1,0 +1,381 @@
+"""`maf mcp`: real server processes, one per agent, driven through the MCP SDK's stdio client
+in a scratch repository with two worktrees."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, TypeVar
+
+import pytest
+
+from pytest_maf.agent_tools import error_kind, preflight_summary
+from pytest_maf.errors import LeaseLostError, MafError, UsageError
+from pytest_maf.reservations import NotHolderError
+from workspace import DEADLINE_S, Workspace, maf_command
+
+pytest.importorskip("mcp", reason="maf mcp needs the mcp extra")
+
+from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
+from mcp.types import CallToolResult  # noqa: E402
+
+from pytest_maf.mcp_server import TOOLS  # noqa: E402
+
+STEP_S = 30  # one request, or one server's start-up
+T = TypeVar("T")
+
+
+def bounded(awaitable: Awaitable[T], seconds: float = STEP_S) -> Awaitable[T]:
+    return asyncio.wait_for(awaitable, seconds)
+
+
+def run(scenario: Awaitable[None]) -> None:
+    """Run a scenario to its end, or fail at the deadline."""
+    asyncio.run(asyncio.wait_for(scenario, DEADLINE_S))  # type: ignore[arg-type]
+
+
+class Agent:
+    """One `maf mcp` process acting for one agent, and its client session."""
+
+    def __init__(self, name: str, session: ClientSession) -> None:
+        self.name = name
+        self.session = session
+
+    async def call(self, tool: str, **arguments: Any) -> CallToolResult:
+        return await bounded(self.session.call_tool(tool, arguments))
+
+    async def ok(self, tool: str, **arguments: Any) -> Any:
+        result = await self.call(tool, **arguments)
+        assert not result.is_error, result.content
+        return result.structured_content
+
+    async def refused(self, tool: str, **arguments: Any) -> dict[str, Any]:
+        result = await self.call(tool, **arguments)
+        assert result.is_error, result.structured_content
+        return refusal(result)
+
+
+def refusal(result: CallToolResult) -> dict[str, Any]:
+    """The refusal's kind and message, checked to be what its text says."""
+    error = dict(result.structured_content["error"])
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert text.splitlines()[0] == f"{error['kind']}: {error['message']}"
+    return error
+
+
+def server_parameters(workspace: Workspace, cwd: Path, agent: str | None, *args: str) -> StdioServerParameters:
+    command = maf_command()
+    return StdioServerParameters(
+        command=command[0], args=[*command[1:], "mcp", *args], env=workspace.env(agent), cwd=str(cwd)
+    )
+
+
+@asynccontextmanager
+async def serving(workspace: Workspace, cwd: Path, agent: str) -> AsyncIterator[Agent]:
+    with open(workspace.home / f"mcp-{agent}.log", "w", encoding="utf-8") as errlog:
+        async with stdio_client(server_parameters(workspace, cwd, agent), errlog=errlog) as (read, write):
+            async with ClientSession(read, write) as session:
+                await bounded(session.initialize())
+                yield Agent(agent, session)
+
+
+def ok(completed: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert completed.returncode == 0, (completed.stdout, completed.stderr)
+    return completed
+
+
+def cli_json(workspace: Workspace, *args: str) -> Any:
+    return json.loads(ok(workspace.maf(workspace.main, *args, "--json")).stdout)
+
+
+# The tools an agent sees.
+
+
+def test_every_tool_is_listed_and_none_takes_an_agent_id(workspace: Workspace) -> None:
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "claude-1") as agent:
+            listed = (await bounded(agent.session.list_tools())).tools
+            resources = (await bounded(agent.session.list_resources())).resources
+
+        assert [tool.name for tool in listed] == [name for name, _ in TOOLS]
+        for tool in listed:
+            names = set(tool.input_schema.get("properties", {}))
+            assert not any("agent" in name for name in names), (tool.name, names)
+            assert tool.input_schema.get("additionalProperties") is False
+            assert tool.description
+        assert {str(resource.uri) for resource in resources} == {"maf://inbox", "maf://reservations"}
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_an_argument_naming_another_agent_is_refused_and_nothing_is_recorded(workspace: Workspace) -> None:
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "claude-1") as agent:
+            for extra in ({"agent": "mallory"}, {"agent_id": "mallory"}):
+                error = await agent.refused("reservation_acquire", patterns=["docs/**"], **extra)
+                assert error["kind"] == "bad_input"
+                assert "claude-1" in error["message"]
+            assert cli_json(workspace, "reservation", "list") == []
+
+            ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-1"))
+            error = await agent.refused("task_claim", task_id="fix-1", agent="mallory")
+            assert error["kind"] == "bad_input"
+            assert cli_json(workspace, "task", "show", "fix-1")["lease"] is None
+
+            await agent.ok("reservation_acquire", patterns=["docs/**"])
+            await agent.ok("task_claim", task_id="fix-1")
+
+        (held,) = cli_json(workspace, "reservation", "list")
+        assert (held["agent_id"], held["pattern"]) == ("claude-1", "docs/**")
+        assert cli_json(workspace, "task", "show", "fix-1")["lease"]["agent_id"] == "claude-1"
+
+    run(scenario())
+
+
+def test_the_server_refuses_to_start_without_an_agent_id(workspace: Workspace) -> None:
+    for agent in (None, "", "team/alice"):
+        extra = {} if agent is None else {"MAF_AGENT_ID": agent}
+        completed = workspace.maf(workspace.main, "mcp", timeout=STEP_S, **extra)
+        assert completed.returncode == 2, completed
+        assert completed.stdout == ""  # not a word of the protocol
+        (line,) = completed.stderr.splitlines()
+        assert line.startswith("maf: error: ")
+        assert ("--agent" in line) if not agent else ("agent id 'team/alice'" in line)
+
+
+def test_without_the_sdk_maf_mcp_says_what_to_install(workspace: Workspace) -> None:
+    hide_sdk = "import sys; sys.modules['mcp'] = None; from pytest_maf.cli import main; sys.exit(main(['mcp']))"
+    completed = subprocess.run(
+        [sys.executable, "-c", hide_sdk], cwd=workspace.main, env=workspace.env("claude-1"),
+        capture_output=True, text=True, timeout=STEP_S,
+    )
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    (line,) = completed.stderr.splitlines()
+    assert "pip install 'pytest-maf[mcp]'" in line
+
+
+# Two agents at once.
+
+
+@pytest.mark.slow
+def test_two_agents_race_and_exactly_one_wins_each_reservation_and_task(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-7"))
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-8"))
+
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "alice") as alice, \
+                serving(workspace, workspace.second, "bob") as bob:
+            results = await asyncio.gather(
+                alice.call("reservation_acquire", patterns=["src/**"], reason="refactor"),
+                bob.call("reservation_acquire", patterns=["src/app/models.py"]),
+            )
+            outcomes = dict(zip((alice, bob), results))
+            (winner,) = [agent for agent, result in outcomes.items() if not result.is_error]
+            (loser,) = [agent for agent, result in outcomes.items() if result.is_error]
+            lost = refusal(outcomes[loser])
+            assert lost["kind"] == "conflict" and lost["exit_code"] == 1
+            (conflict,) = lost["conflicts"]
+            assert conflict["holder"] == winner.name
+            assert conflict["example_path"] == "src/app/models.py"
+            assert conflict["expires_at"] > 0
+            text = outcomes[loser].content[0].text  # type: ignore[union-attr]
+            assert f"{winner.name} holds {conflict['holder_pattern']} (exclusive) until " in text
+
+            claims = await asyncio.gather(alice.call("task_claim", task_id="fix-7"), bob.call("task_claim", task_id="fix-7"))
+            assert sorted(claim.is_error for claim in claims) == [False, True]
+            won = next(claim.structured_content for claim in claims if not claim.is_error)
+            assert refusal(next(claim for claim in claims if claim.is_error))["kind"] == "illegal_transition"
+
+            nexts = await asyncio.gather(alice.call("task_claim"), bob.call("task_claim"))
+            assert sorted(claim.is_error for claim in nexts) == [False, True]
+            assert refusal(next(claim for claim in nexts if claim.is_error))["kind"] == "nothing_to_claim"
+
+        reservations = cli_json(workspace, "reservation", "list")
+        assert [r["agent_id"] for r in reservations] == [winner.name]
+        assert cli_json(workspace, "task", "show", "fix-7")["lease"]["agent_id"] == won["agent_id"]
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_a_stale_attempt_is_refused_with_the_commands_lease_lost_error(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-9"))
+
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "alice") as alice, \
+                serving(workspace, workspace.second, "bob") as bob:
+            first = await alice.ok("task_claim")
+            await alice.ok("task_release", task_id="fix-9", attempt=first["attempt"])
+            second = await bob.ok("task_claim", task_id="fix-9")
+            assert (first["attempt"], second["attempt"]) == (1, 2)
+
+            for tool, extra in (("task_start", {}), ("task_renew", {}),
+                                ("evidence_record", {"verifier": "unit", "result": "PASS"})):
+                error = await alice.refused(tool, task_id="fix-9", attempt=1, **extra)
+                assert (error["kind"], error["exit_code"]) == ("lease_lost", 4)
+
+            error = await alice.refused("task_start", task_id="fix-9", attempt=1)
+            by_command = workspace.maf(workspace.main, "task", "start", "fix-9", "--attempt", "1", agent="alice")
+            assert by_command.returncode == 4
+            assert by_command.stderr.strip() == f"maf: error: {error['message']}"
+            await bob.ok("task_start", task_id="fix-9", attempt=2)
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_mail_sent_by_one_agent_is_listed_and_acknowledged_by_the_other(workspace: Workspace) -> None:
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "alice") as alice, \
+                serving(workspace, workspace.second, "bob") as bob:
+            sent = await alice.ok("mail_send", to="bob", subject="api", body="I take src/api; tell me if you need it")
+            assert (await alice.ok("mail_list"))["messages"] == []
+
+            inbox = await bob.ok("mail_list")
+            assert inbox["unread"] == 1
+            (message,) = inbox["messages"]
+            assert (message["id"], message["from"], message["subject"]) == (sent["id"], "alice", "api")
+            assert (await bob.ok("mail_show", message_id=sent["id"]))["body"].startswith("I take src/api")
+
+            assert (await alice.refused("mail_ack", message_id=sent["id"]))["kind"] == "not_found"
+            acknowledged = await bob.ok("mail_ack", message_id=sent["id"])
+            assert acknowledged["read_at"] > 0
+            later = await alice.ok("mail_send", to="bob", subject="done", body="src/api is free")
+
+            inbox = await bob.ok("mail_list")
+            assert inbox["unread"] == 1
+            assert [m["id"] for m in inbox["messages"]] == [later["id"], sent["id"]]  # unread first
+            read = await bob.session.read_resource("maf://inbox")
+            assert json.loads(read.contents[0].text)["unread"] == 1  # type: ignore[union-attr]
+
+    run(scenario())
+
+
+def test_a_whole_task_through_the_tools_releases_its_reservations_and_is_done(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
+
+    async def scenario() -> None:
+        async with serving(workspace, workspace.second, "claude-1") as agent:
+            claim = await agent.ok("task_claim")
+            task, attempt = claim["task_id"], claim["attempt"]
+            granted = await agent.ok("reservation_acquire", patterns=[str(workspace.second / "src/app")], task_id=task)
+            assert [(r["pattern"], r["task_id"]) for r in granted["granted"]] == [("src/app", task)]
+            status = await agent.ok("status")
+            assert status["tasks_by_state"]["LEASED"] == 1
+            assert [(lease["task_id"], lease["mine"]) for lease in status["leases"]] == [(task, True)]
+            assert [r["pattern"] for r in status["reservations"]] == ["src/app"]
+            assert (await agent.ok("reservation_check", paths=["src/app/models.py"]))["ok"] is True
+
+            await agent.ok("task_start", task_id=task, attempt=attempt)
+            await agent.ok("task_verify", task_id=task, attempt=attempt)
+            await agent.ok("evidence_record", task_id=task, attempt=attempt, verifier="unit", result="PASS",
+                           details={"passed": 3})
+            finished = await agent.ok("task_finish", task_id=task, attempt=attempt)
+            assert (finished["verdict"], finished["final_state"]) == ("COMMITTED", "DONE")
+            assert (await agent.ok("reservation_list"))["reservations"] == []
+            shown = await agent.ok("task_show", task_id=task)
+            assert [row["result"] for row in shown["evidence"]] == ["PASS"]
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_reservation_check_names_the_holder_of_a_blocked_path(workspace: Workspace) -> None:
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "alice") as alice, \
+                serving(workspace, workspace.second, "bob") as bob:
+            await alice.ok("reservation_acquire", patterns=["docs"], reason="rewrite")
+            checked = await bob.ok("reservation_check", paths=["docs/api.md", "README.md"])
+            assert checked["ok"] is False
+            assert [(b["path"], b["holder"], b["pattern"]) for b in checked["blocked"]] == [("docs/api.md", "alice", "docs")]
+            assert checked["free"] == ["README.md"]
+            assert (await bob.refused("reservation_release", patterns=["docs"]))["kind"] == "not_holder"
+            forced = await bob.ok("reservation_release", patterns=["docs"], force=True, reason="alice is stuck")
+            assert [r["agent_id"] for r in forced["released"]] == ["alice"]
+            (notice,) = (await alice.ok("mail_list"))["messages"]
+            assert notice["type"] == "RESERVATION_FORCE_RELEASED"
+
+    run(scenario())
+
+
+def test_escalate_dry_run_writes_nothing_and_escalate_tells_the_target(workspace: Workspace) -> None:
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "alice") as alice:
+            dry = await alice.ok("escalate", bead_id="bd-1", error_context="tests hang", target="codex-senior",
+                                 dry_run=True)
+            assert dry["dry_run"] is True and dry["message"]["to"] == "codex-senior"
+            assert (await alice.ok("status"))["open_escalations"] == []
+            done = await alice.ok("escalate", bead_id="bd-1", error_context="tests hang", target="codex-senior")
+            assert (done["level"], done["raised"]) == (1, False)
+            (open_one,) = (await alice.ok("status"))["open_escalations"]
+            assert open_one["id"] == done["escalation_id"]
+            unknown = await alice.refused("escalate", bead_id="bd-1", error_context="x", target="nobody")
+            assert unknown["kind"] == "bad_input" and "unknown escalation target" in unknown["message"]
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_preflight_runs_as_the_servers_agent_and_reports_each_failure(workspace: Workspace) -> None:
+    workspace.write(workspace.main, ".cursor/mcp.json", "{not json")
+
+    async def scenario() -> None:
+        async with serving(workspace, workspace.second, "claude-1") as agent:
+            report = await agent.ok("preflight")
+        assert report["ok"] is False and report["exit_code"] == 1
+        assert "task task-" in report["summary"]
+        failed = {failure["check"]: failure["message"] for failure in report["failures"]}
+        assert failed["mcp.client[cursor]"].startswith("cursor: ")
+        assert "does not parse" in failed["mcp.client[cursor]"]
+        assert report["verdict"].endswith(")") and "ROLLBACK" in report["verdict"]
+
+    run(scenario())
+    tasks = cli_json(workspace, "task", "list", "--all")
+    (preflight,) = [task for task in tasks if task["kind"] == "preflight"]
+    assert cli_json(workspace, "task", "show", preflight["id"])["events"][1]["data"]["agent"] == "claude-1"
+
+
+# The pure parts.
+
+
+def test_each_refusal_is_named_by_one_table() -> None:
+    assert error_kind(LeaseLostError("x")) == "lease_lost"
+    assert error_kind(NotHolderError("x")) == "not_holder"
+    assert error_kind(UsageError("x")) == "bad_input"
+
+    class Other(MafError):
+        exit_code = 1
+
+    assert error_kind(Other("x")) == "refused"
+
+
+def test_the_preflight_section_is_read_into_its_parts() -> None:
+    stdout = """\
+collected 4 items
+...
+================================ maf preflight =================================
+3 passed, 1 failed, 0 warning(s); task task-1 attempt 1
+FAIL mcp.client[cursor]: cursor: .cursor/mcp.json does not parse: Expecting value; fix its syntax
+WARN mail.root-initialised: mail root lacks messages/; run `maf init` to lay it out
+task task-1: ROLLBACK -> DEAD (1 of 4 verifiers failed: mcp.client[cursor])
+maf: a note
+=========================== short test summary info ============================
+FAILED checks/test_mcp.py::test_mcp_client_configuration[cursor] - Failed
+"""
+    summary = preflight_summary(stdout)
+    assert summary["summary"] == "3 passed, 1 failed, 0 warning(s); task task-1 attempt 1"
+    assert summary["failures"] == [{"check": "mcp.client[cursor]", "message":
+                                    "cursor: .cursor/mcp.json does not parse: Expecting value; fix its syntax"}]
+    assert [w["check"] for w in summary["warnings"]] == ["mail.root-initialised"]
+    assert summary["verdict"].startswith("task task-1: ROLLBACK -> DEAD")
+    assert summary["notes"] == ["a note"]
+    assert "output" not in summary
+
+    broken = preflight_summary("", "ERROR: usage: pytest [options]\npytest: error: unrecognized arguments")
+    assert broken["summary"] is None and broken["output"][-1].endswith("unrecognized arguments")
