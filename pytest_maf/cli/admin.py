@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_maf import config as config_module
 from pytest_maf import health, mail
@@ -15,6 +15,9 @@ from pytest_maf.cli.common import add_json, keep_runtime_files_out_of_git, print
 from pytest_maf.config import ConfigError, Settings
 from pytest_maf.errors import UsageError
 from pytest_maf.files import checked_output, store_files, write_text_atomic
+
+if TYPE_CHECKING:
+    from pytest_maf.mcp_clients import ClientFilePlan
 
 
 def _base() -> Path:
@@ -40,6 +43,7 @@ def starter_config() -> str:
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     starter = _base() / config_module.CONFIG_DIRECTORY / "default.yaml"
+    mcp_plans = _mcp_plans(args.mcp, settings) if args.mcp is not None else []
     for folder in (settings.mail_root, settings.mail_root / "messages", settings.mail_root / "outbox", starter.parent):
         if folder.exists() and not folder.is_dir():  # checked first: nothing is written on refusal
             raise UsageError(f"{folder} is a file where maf init lays out a folder; move it away and run maf init again")
@@ -48,10 +52,12 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     if not existing:
         write_text_atomic(starter, starter_config())
         created.append(starter)
+    for plan in mcp_plans:
+        plan.write()
     excluded, excluded_json = keep_runtime_files_out_of_git(settings)
     if args.json:
         print_json({"created": [str(path) for path in created], "kept": [str(path) for path in existing],
-                    "excluded": excluded_json})
+                    "excluded": excluded_json, "mcp": [_mcp_json(plan) for plan in mcp_plans]})
         return 0
     for path in created:
         print(f"created {path}")
@@ -61,7 +67,34 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
         print(f"found {settings.mail_root} laid out; nothing to do")
     if excluded is not None:
         print(excluded.describe())
+    _print_mcp(mcp_plans)
     return 0
+
+
+def _mcp_plans(clients: str, settings: Settings) -> list[ClientFilePlan]:
+    """Each MCP client file's plan, every one checked before anything at all is written."""
+    from pytest_maf import mcp_clients
+
+    names = mcp_clients.client_names(clients, dict(settings.mcp_clients))
+    return mcp_clients.plan_client_files(settings.repo_root or Path.cwd(), settings.mcp_clients, names)
+
+
+def _mcp_json(plan: ClientFilePlan) -> dict[str, Any]:
+    return {"client": plan.client, "path": str(plan.path), "action": plan.action, "agent_id": plan.agent_id}
+
+
+def _print_mcp(plans: list[ClientFilePlan]) -> None:
+    for plan in plans:
+        if plan.action == "kept":
+            print(f"kept the pytest-maf entry of {plan.path} (MAF_AGENT_ID={plan.agent_id or 'not set'})")
+        else:
+            verb = "created" if plan.action == "created" else "added pytest-maf to"
+            print(f"{verb} {plan.path}: runs `maf mcp` as agent {plan.agent_id} (MAF_AGENT_ID)")
+    if any(plan.action != "kept" for plan in plans):
+        print(
+            "change MAF_AGENT_ID in each new entry to the id of the agent that client runs: the server"
+            " acts as that agent only, and two agents sharing an id are one agent to pytest-maf"
+        )
 
 
 def _layers(args: argparse.Namespace) -> list[config_module.Layer]:
@@ -172,6 +205,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " target, and maf-config/default.yaml with every key present and commented. Safe to run"
         " again; never overwrites a file. Keeps the mail root and the database's directory out of"
         " git through the repository's info/exclude (never a tracked file).",
+    )
+    init.add_argument(
+        "--mcp", metavar="CLIENTS",
+        help="also add a pytest-maf server (`maf mcp`) to these MCP clients' files, comma-separated:"
+        " claude (.mcp.json), cursor (.cursor/mcp.json), codex (.codex/config.toml), gemini"
+        " (.gemini/settings.json); merged into an existing file, never replacing its other servers;"
+        " a file that does not parse is refused (exit 2) and nothing is written",
     )
     add_json(init)
     init.set_defaults(handler=cmd_init)
