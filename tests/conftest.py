@@ -5,8 +5,9 @@ from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
+from backends import BACKENDS, backend_param, backend_store
 from pytest_maf.clock import ManualClock
-from pytest_maf.store import Store, open_store
+from pytest_maf.store import Store
 
 if TYPE_CHECKING:
     from workspace import Workspace
@@ -22,9 +23,16 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / ".maf" / "runtime.db"
 
 
+@pytest.fixture(params=[backend_param(name) for name in BACKENDS])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store backend a test runs on: sqlite, or postgres (skipped without MAF_TEST_DATABASE_URL)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def store(db_path: Path, clock: ManualClock) -> Iterator[Store]:
-    with open_store(db_path, clock=clock, create=True) as opened:
+def store(backend: str, tmp_path: Path, clock: ManualClock) -> Iterator[Store]:
+    """A fresh store on each backend, on the test's clock: ``db_path``, or a scratch PostgreSQL schema."""
+    with backend_store(backend, tmp_path, clock=clock) as opened:
         yield opened
 
 

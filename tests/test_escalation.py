@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+from backends import store_rows
 from pytest_maf import escalation, mail
 from pytest_maf.cli import main
 from pytest_maf.config import Settings, load_settings
@@ -29,11 +29,6 @@ def tree(root: Path) -> dict[str, str]:
         str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(root.rglob("*")) if path.is_file() and "-wal" not in path.name and "-shm" not in path.name
     }
-
-
-def dump(db_path: Path) -> list[str]:
-    with sqlite3.connect(db_path) as connection:
-        return list(connection.iterdump())
 
 
 def escalate(store: Store, settings: Settings, **overrides: object) -> escalation.EscalationOutcome:
@@ -79,15 +74,15 @@ def test_a_resolved_escalation_lets_a_new_one_open(store: Store, settings: Setti
         escalation.close_escalation(store, first.escalation.id)
 
 
-def test_a_dry_run_writes_nothing(store: Store, settings: Settings, tmp_path: Path, db_path: Path) -> None:
+def test_a_dry_run_writes_nothing(store: Store, settings: Settings, tmp_path: Path) -> None:
     escalate(store, settings)  # an active one, so the dry run plans a raise
-    files_before, rows_before = tree(tmp_path), dump(db_path)
+    files_before, rows_before = tree(tmp_path), store_rows(store)
 
     outcome = escalate(store, settings, dry_run=True, error_context="again")
 
     assert outcome.dry_run and outcome.raised and outcome.message["level"] == 2
     assert tree(tmp_path) == files_before
-    assert dump(db_path) == rows_before
+    assert store_rows(store) == rows_before
 
 
 def test_unknown_target_lists_the_configured_ones(store: Store, settings: Settings) -> None:

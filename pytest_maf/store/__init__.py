@@ -10,7 +10,8 @@ library's operations (``pytest_maf.tasks``, ``pytest_maf.evidence``)::
         task = tasks.add_task(store, payload={"goal": "fix the build"})
 
 The library only knows the :class:`Store` and :class:`Transaction` Protocols
-(:mod:`pytest_maf.store.protocol`); each backend implements them.
+(:mod:`pytest_maf.store.protocol`); a file path opens the SQLite backend, a
+``postgresql://`` URL the PostgreSQL one.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from pytest_maf.clock import Clock, system_clock
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
-from pytest_maf.errors import StoreError
+from pytest_maf.database_url import is_database_url
+from pytest_maf.errors import StoreError, UsageError
+from pytest_maf.store.postgres_schema import DEFAULT_SCHEMA
 from pytest_maf.store.protocol import Store, Transaction
 from pytest_maf.store.schema import SCHEMA_VERSION
 from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S, DEFAULT_LEASE_TTL_MS, SQLiteStore
@@ -38,8 +43,10 @@ def open_store(
     default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    schema: str = DEFAULT_SCHEMA,
+    use_client_clock: bool = False,
 ) -> Store:
-    """Open the runtime store at ``path``, migrating an older schema.
+    """Open the runtime store at ``path`` (a SQLite file, or a ``postgresql://`` URL), migrating an older schema.
 
     Without ``create``, a missing database is an error that says to run
     ``maf setup``; with it, a missing one is created whole (no other process
@@ -48,7 +55,16 @@ def open_store(
     ``lease_ttl_ms`` is how far every fenced operation by a lease's holder
     extends the lease (``tasks.lease_ttl_seconds``); ``busy_timeout_s`` bounds
     every wait for another writer (``runtime.busy_timeout_seconds``).
+
+    On PostgreSQL the store lives in ``schema`` (``runtime.database_schema``)
+    and time comes from the server: ``clock`` is used only with
+    ``use_client_clock``, which is for tests.
     """
+    if is_database_url(path):
+        return _open_postgres(
+            str(path), schema=schema, clock=clock, use_client_clock=use_client_clock, create=create,
+            default_max_attempts=default_max_attempts, lease_ttl_ms=lease_ttl_ms, busy_timeout_s=busy_timeout_s,
+        )
     db_path = Path(path)
     if not db_path.exists():
         if not create:
@@ -62,6 +78,32 @@ def open_store(
     )
     try:
         if store.check_schema_version() < SCHEMA_VERSION:
+            store.migrate()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _postgres_backend() -> ModuleType:
+    """The PostgreSQL backend, or one line saying what to install."""
+    try:
+        from pytest_maf.store import postgres
+    except ImportError as error:
+        if error.name is not None and error.name.split(".")[0] != "psycopg":
+            raise
+        raise UsageError(
+            "a PostgreSQL store needs psycopg 3: pip install 'pytest-maf[postgres]'"
+        ) from None
+    return postgres
+
+
+def _open_postgres(url: str, *, create: bool, **options: Any) -> Store:
+    store: Store = _postgres_backend().PostgresStore(url, **options)
+    try:
+        if create:
+            store.migrate()
+        elif store.check_schema_version() < SCHEMA_VERSION:
             store.migrate()
     except BaseException:
         store.close()
@@ -99,19 +141,25 @@ def _create_whole(db_path: Path) -> bool:
 
 @dataclass(frozen=True)
 class SetupReport:
-    path: Path
-    created_file: bool
+    path: Path | str  # a file, or a PostgreSQL URL without its password and the schema
+    created_file: bool  # the file, or the schema's tables, did not exist before
     applied_versions: tuple[int, ...]
     schema_version: int
     tables: tuple[str, ...]
-    journal_mode: str
+    journal_mode: str  # SQLite's; "" on PostgreSQL
+    backend: str = "sqlite"
 
 
-def setup_store(path: str | os.PathLike[str], *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> SetupReport:
-    """Create the runtime store at ``path`` or bring it to the current schema. Idempotent.
+def setup_store(
+    path: str | os.PathLike[str], *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, schema: str = DEFAULT_SCHEMA
+) -> SetupReport:
+    """Create the runtime store at ``path`` (a file or a ``postgresql://`` URL) or bring it to the
+    current schema. Idempotent.
 
     A present but empty, damaged or foreign database is refused, never re-created.
     """
+    if is_database_url(path):
+        return _setup_postgres(str(path), busy_timeout_s=busy_timeout_s, schema=schema)
     db_path = Path(path)
     created = not db_path.exists() and _create_whole(db_path)
     if db_path.exists() and not db_path.is_file():
@@ -132,4 +180,18 @@ def setup_store(path: str | os.PathLike[str], *, busy_timeout_s: float = DEFAULT
             schema_version=store.schema_version(),
             tables=tuple(store.table_names()),
             journal_mode=str(store.pragma("journal_mode")[0][0]),
+        )
+
+
+def _setup_postgres(url: str, *, busy_timeout_s: float, schema: str) -> SetupReport:
+    with _postgres_backend().PostgresStore(url, schema=schema, busy_timeout_s=busy_timeout_s) as store:
+        applied = store.migrate()
+        return SetupReport(
+            path=store.location,
+            created_file=applied[:1] == [1],
+            applied_versions=tuple(applied),
+            schema_version=store.schema_version(),
+            tables=tuple(store.table_names()),
+            journal_mode="",
+            backend=store.backend,
         )

@@ -1,0 +1,73 @@
+"""Database URLs: telling one from a file path, and showing one without its password.
+
+A store location is either a SQLite file path or a PostgreSQL URL
+(``postgresql://user:secret@db.example/maf``). Wherever a URL is shown (output,
+logs, errors) it goes through :func:`redact_url` first::
+
+    redact_url("postgresql://maf:s3cret@db/maf")  # -> "postgresql://maf:****@db/maf"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import urlsplit
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&]*")
+
+
+def is_database_url(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` is a PostgreSQL URL rather than a file path."""
+    return isinstance(location, str) and location.strip().lower().startswith(URL_SCHEMES)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``****`` (in the user part and in a ``password=`` parameter)."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+    except ValueError:
+        return "a PostgreSQL URL that does not parse"
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = f"{user.split(':', 1)[0]}:****@{host}"
+    shown = parts._replace(netloc=netloc, query=_QUERY_PASSWORD.sub(r"\1****", parts.query)).geturl()
+    return shown
+
+
+def hide_password(text: str, url: str) -> str:
+    """``text`` (an error message, say) with the password of ``url`` written as ``****`` wherever it appears."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    shown = text.replace(url, redact_url(url))
+    return shown.replace(password, "****") if password else shown
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a PostgreSQL store, or None (pure)."""
+    if not is_database_url(url):
+        return "expected a URL such as postgresql://user@host:5432/database"
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as error:
+        return f"does not parse as a URL ({error})"
+    if not url.isprintable():
+        return "contains control characters"
+    return None
+
+
+def schema_problem(schema: str) -> str | None:
+    """Why ``schema`` cannot name the store's PostgreSQL schema, or None (pure)."""
+    if not SCHEMA_NAME.fullmatch(schema):
+        return (
+            f"expected a PostgreSQL schema name of lower-case letters, digits and _ (at most 63,"
+            f" not starting with a digit), got {schema!r}"
+        )
+    if schema.startswith("pg_"):
+        return f"schema names starting with pg_ are reserved by PostgreSQL, got {schema!r}"
+    return None

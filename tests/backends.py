@@ -1,0 +1,98 @@
+"""The store backends the suite runs on: SQLite always, PostgreSQL when MAF_TEST_DATABASE_URL names a server.
+
+Each PostgreSQL case gets a schema of its own (a random name), dropped
+afterwards, so cases and xdist workers never see each other's rows. Without
+the variable the PostgreSQL cases are skipped, saying how to run them; with
+it, a server that cannot be reached fails them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from pytest_maf.database_url import redact_url
+from pytest_maf.store import Store, open_store
+
+TEST_DATABASE_VARIABLE = "MAF_TEST_DATABASE_URL"
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+SKIP_REASON = f"PostgreSQL cases need a server: run with {TEST_DATABASE_VARIABLE}={LOCAL_SERVER}"
+BACKENDS = ("sqlite", "postgres")
+
+
+def test_database_url() -> str:
+    """The PostgreSQL server the suite may use; skips the calling test when none is named."""
+    url = os.environ.get(TEST_DATABASE_VARIABLE, "").strip()
+    if not url:
+        pytest.skip(SKIP_REASON)
+    return url
+
+
+def _admin(url: str) -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.Error as error:
+        pytest.fail(
+            f"{TEST_DATABASE_VARIABLE} is set but {redact_url(url)} cannot be reached: {str(error).strip()}",
+            pytrace=False,
+        )
+
+
+@contextlib.contextmanager
+def scratch_schema(url: str) -> Iterator[str]:
+    """A schema name no other test uses; the schema (if anything created it) is dropped afterwards."""
+    from psycopg import sql
+
+    schema = f"maf_test_{uuid.uuid4().hex[:12]}"
+    with _admin(url) as connection:
+        try:
+            yield schema
+        finally:
+            connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@contextlib.contextmanager
+def backend_store(backend: str, directory: Path, **options: Any) -> Iterator[Store]:
+    """A fresh store on ``backend``: a file under ``directory``, or a scratch PostgreSQL schema.
+
+    A ``clock`` given in ``options`` is the store's time on both backends (the
+    PostgreSQL store is asked to use the client clock, as only tests do).
+    """
+    if backend == "sqlite":
+        with open_store(directory / ".maf" / "runtime.db", create=True, **options) as store:
+            yield store
+        return
+    url = test_database_url()
+    with scratch_schema(url) as schema:
+        with open_store(url, create=True, schema=schema, use_client_clock="clock" in options, **options) as store:
+            yield store
+
+
+def backend_param(backend: str) -> Any:
+    """A pytest param for ``backend``, marked so ``-m postgres`` selects the PostgreSQL cases."""
+    return pytest.param(backend, id=backend, marks=[pytest.mark.postgres] if backend == "postgres" else [])
+
+
+def store_rows(store: Store) -> list[str]:
+    """Every row of every table of ``store``, as text: equal before and after means nothing was written."""
+    if store.backend == "sqlite":
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(store.location)) as connection:
+            return list(connection.iterdump())
+    from psycopg import sql
+
+    url, schema = store.url, store.schema  # type: ignore[attr-defined]
+    with _admin(url) as connection:
+        rows = []
+        for table in store.table_names():
+            query = sql.SQL("SELECT * FROM {}.{} ORDER BY 1").format(sql.Identifier(schema), sql.Identifier(table))
+            rows += [f"{table}: {row!r}" for row in connection.execute(query)]
+        return rows
