@@ -197,3 +197,20 @@ def test_a_polling_agent_never_takes_a_preflight_run(workspace: Workspace) -> No
     every = json.loads(ok(workspace.maf(workspace.main, "task", "list", "--all", "--json")).stdout)
     assert sorted(t["state"] for t in every) == ["DONE"] * 20
 
+
+def test_a_reservation_tied_to_a_task_is_released_with_its_lease(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
+    ok(workspace.maf(workspace.second, "task", "claim", agent="alice"))
+    ok(workspace.maf(workspace.second / "docs", "reservation", "acquire", ".", "--task", "fix-42", agent="alice"))
+    workspace.stage(workspace.main, "docs/api.md")
+
+    blocked = workspace.maf(workspace.main, "guard", agent="bob")
+    listed = ok(workspace.maf(workspace.main, "reservation", "list")).stdout
+    ok(workspace.maf(workspace.second, "task", "release", "fix-42", "--attempt", "1", agent="alice"))
+    passed = workspace.maf(workspace.main, "guard", agent="bob")
+
+    assert blocked.returncode == 1 and "alice" in blocked.stdout
+    assert "fix-42" in listed
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    refused = workspace.maf(workspace.main, "reservation", "acquire", "src/", "--task", "fix-42", agent="bob")
+    assert refused.returncode == 4 and "bob" in refused.stderr
