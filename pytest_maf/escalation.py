@@ -4,7 +4,9 @@ A request is one ESCALATION_REQUEST message in the target's inbox (and a copy
 in the outbox), tracked in the store. Escalating the same agent and bead again
 while it is active raises its level instead of opening another; every
 ``levels_per_target`` levels it moves on to the next target of the configured
-chain.
+chain. The message is queued in the store with the escalation's row and
+delivered after the commit, so no message exists without its row; one that
+cannot be delivered stays queued for the next command.
 
 Example::
 
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_maf import health, mail
 from pytest_maf.config import Settings
-from pytest_maf.errors import NotFoundError, UsageError
+from pytest_maf.errors import MafError, NotFoundError, UsageError
 from pytest_maf.leases import validate_id
 from pytest_maf.logs import log_event
 from pytest_maf.records import ESCALATION_STATUSES, Escalation
@@ -37,6 +39,7 @@ class EscalationOutcome:
     message: dict[str, Any]
     raised: bool  # an active escalation was raised rather than a new one opened
     dry_run: bool
+    undelivered: tuple[str, ...] = ()  # why the message is still queued, if it is
 
 
 def next_target(chain: tuple[str, ...], current: str, level: int, levels_per_target: int) -> str:
@@ -92,29 +95,50 @@ def escalate(
             "escalation_id": escalation.id,
         }
 
+    planned, raised = store.read(plan)
+    # A link out of the mail root is refused before anything is written (even the writers' lock).
+    mail.check_deliverable(settings.mail_root, planned.target)
     if dry_run:
-        escalation, raised = store.read(plan)
-        inbox = health.escalation_inboxes_creatable(settings.mail_root, [escalation.target])
+        inbox = health.escalation_inboxes_creatable(settings.mail_root, [planned.target])
         if not inbox.ok:
             raise UsageError(f"{inbox.message}; {inbox.hint}")
-        return EscalationOutcome(escalation, message_for(escalation), raised, True)
+        return EscalationOutcome(planned, message_for(planned), raised, True)
 
     def record(transaction: Transaction) -> EscalationOutcome:
         escalation, raised = plan(transaction)
+        if escalation.target != planned.target:  # another escalation moved it meanwhile
+            mail.check_deliverable(settings.mail_root, escalation.target)
         message = message_for(escalation)
         transaction.put_escalation(escalation)
         transaction.insert_escalation_event(
             escalation.id, "raise" if raised else "open",
             {"level": escalation.level, "target": escalation.target, "message_id": message["id"]},
         )
-        mail.deliver(settings.mail_root, message)  # inside the transaction: no row without its message
+        transaction.enqueue_mail(message)
         return EscalationOutcome(escalation, message, raised, False)
 
     outcome = store.write(record)
+    outcome = dataclasses.replace(outcome, undelivered=_deliver(store, settings, outcome))
     log_event("escalation_raise" if outcome.raised else "escalation_open", logging.INFO,
               agent_id=agent_id, escalation_id=outcome.escalation.id, bead_id=bead_id,
               target=outcome.escalation.target, level=outcome.escalation.level, error_context=error_context)
     return outcome
+
+
+def _deliver(store: Store, settings: Settings, outcome: EscalationOutcome) -> tuple[str, ...]:
+    """Deliver the committed escalation's message; why it is still queued, if it is."""
+    message_id = outcome.message["id"]
+    try:
+        why = mail.deliver_pending(store, settings.mail_root, [message_id]).failed.get(message_id)
+    except (MafError, OSError) as error:
+        why = str(error)
+    if why is None:
+        return ()
+    return (
+        f"escalation {outcome.escalation.id} is recorded, but {outcome.escalation.target} was not told by"
+        f" agent-mail (message {message_id}): {why}; the message stays queued and the next maf command"
+        " delivers it",
+    )
 
 
 def close_escalation(store: Store, escalation_id: str, status: str = "resolved") -> Escalation:

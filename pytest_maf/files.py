@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -46,13 +47,20 @@ def checked_output(text: str, protected: Iterable[Path], what: str = "the output
     return path
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write ``payload`` as JSON to ``path``: temporary file, fsync, rename."""
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+def write_json_atomic(path: Path, payload: Any, *, overwrite: bool = True) -> bool:
+    """Write ``payload`` as JSON to ``path``: temporary file, fsync, rename (see :func:`write_text_atomic`)."""
+    text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return write_text_atomic(path, text, overwrite=overwrite)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old file or the whole new one."""
+def write_text_atomic(path: Path, text: str, *, overwrite: bool = True) -> bool:
+    """Write ``text`` to ``path`` so a reader sees the old file or the whole new one.
+
+    The temporary file is made in ``path``'s own folder. With ``overwrite``
+    False an existing ``path`` (even a symbolic link) is left as it is and
+    False is returned: the temporary file is hard-linked into place, which
+    fails when the name is taken, so writing the same name twice is harmless.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -60,7 +68,13 @@ def write_text_atomic(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        written = True
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            written = _link_unless_taken(temporary, path)
+            with contextlib.suppress(FileNotFoundError):  # renamed into place when links are not supported
+                os.unlink(temporary)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
@@ -70,3 +84,19 @@ def write_text_atomic(path: Path, text: str) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+    return written
+
+
+def _link_unless_taken(temporary: str, path: Path) -> bool:
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+        # A file system without hard links: a narrow race instead of none.
+        if os.path.lexists(path):
+            return False
+        os.replace(temporary, path)
+    return True

@@ -186,13 +186,14 @@ def guard_verdict(
                     paths, blocks, details,
                 )
             reason = override_reason(environ)
-            recorded, now = record_override(store, agent_id, blocks, reason, _content_key(cwd, pushed))
+            notices = record_override(store, agent_id, blocks, reason, _content_key(cwd, pushed))
+            recorded = notices is not None
+            warnings = tell_holders(store, settings.mail_root, notices or [])
     except StoreError as error:
         raise StoreError(
             f"{error}. The guard fails closed: repair the store (maf setup, maf db recover)"
             " or point MAF_DB_PATH at the right one"
         ) from None
-    warnings = tell_holders(settings.mail_root, agent_id, blocks, reason, now) if recorded else []
     return GuardVerdict(
         OVERRIDDEN,
         f"{what} touches {count} path(s) reserved by other agents; {OVERRIDE_VARIABLE}=true lets it"
@@ -240,8 +241,9 @@ def _content_key(cwd: Path, pushed: str | None) -> str | None:
 
 def record_override(
     store: Store, agent_id: str | None, blocks: list[Block], reason: str, content: str | None
-) -> tuple[bool, int]:
-    """Record that a blocked commit went through under the override: (newly recorded, store time).
+) -> list[dict[str, Any]] | None:
+    """Record that a blocked commit went through under the override, with a notice queued for each
+    holder in the same transaction; return the notices, or None when it was already recorded.
 
     The same agent letting the same content past the same holders again (the
     guard hook, then the preflight's check, of one commit) is one override.
@@ -250,34 +252,35 @@ def record_override(
     holders = sorted([holder, pattern] for holder, pattern in {(b.holder.agent_id, b.holder.pattern) for b in blocks})
     data: dict[str, Any] = {"paths": paths, "holders": holders, "reason": reason, "content": content}
 
-    def record(transaction: Transaction) -> tuple[bool, int]:
+    def record(transaction: Transaction) -> list[dict[str, Any]] | None:
         if content is not None and any(
             event.agent_id == (agent_id or "") and event.data.get("content") == content
             and event.data.get("holders") == holders
             for event in transaction.reservation_events("override")
         ):
-            return False, transaction.now
+            return None
         transaction.insert_reservation_event("override", agent_id or "", data)
-        return True, transaction.now
+        notices = override_notices(agent_id, blocks, reason, transaction.now)
+        for notice in notices:
+            transaction.enqueue_mail(notice)
+        return notices
 
-    recorded, now = store.write(record)
-    if recorded:
+    notices = store.write(record)
+    if notices is not None:
         log_event("guard_override", logging.WARNING, agent_id=agent_id, reason=reason, paths=paths)
-    return recorded, now
+    return notices
 
 
-def tell_holders(
-    mail_root: Path, agent_id: str | None, blocks: list[Block], reason: str, now_ms: int
-) -> list[str]:
-    """Send each overridden holder a RESERVATION_OVERRIDDEN notice; return what could not be delivered."""
+def override_notices(agent_id: str | None, blocks: list[Block], reason: str, now_ms: int) -> list[dict[str, Any]]:
+    """One RESERVATION_OVERRIDDEN notice per overridden holder, each with a new id."""
     by_holder: dict[str, list[Block]] = {}
     for block in blocks:
         by_holder.setdefault(block.holder.agent_id, []).append(block)
     sender = agent_id or "unknown"
-    undelivered = []
+    notices = []
     for holder, held in sorted(by_holder.items()):
         paths = sorted({block.path for block in held})
-        message = {
+        notices.append({
             "id": mail.new_message_id(),
             "type": NOTICE_TYPE,
             "from": sender,
@@ -287,12 +290,24 @@ def tell_holders(
             "patterns": sorted({block.holder.pattern for block in held}),
             "reason": reason,
             "created_at": now_ms,
-        }
-        try:
-            mail.deliver(mail_root, message)
-        except (MafError, OSError) as error:
-            undelivered.append(f"the override is recorded, but {holder} was not told by agent-mail: {error}")
-    return undelivered
+        })
+    return notices
+
+
+def tell_holders(store: Store, mail_root: Path, notices: list[dict[str, Any]]) -> list[str]:
+    """Deliver the override's queued notices; return what could not be delivered (it stays queued)."""
+    if not notices:
+        return []
+    ids = [notice["id"] for notice in notices]
+    try:
+        failed = mail.deliver_pending(store, mail_root, ids).failed
+    except (MafError, OSError) as error:
+        failed = dict.fromkeys(ids, str(error))
+    return [
+        f"the override is recorded, but {notice['to']} was not told by agent-mail: {failed[notice['id']]};"
+        " the notice stays queued and the next maf command delivers it"
+        for notice in notices if notice["id"] in failed
+    ]
 
 
 def describe_holder(reservation: Reservation) -> str:

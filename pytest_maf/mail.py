@@ -1,22 +1,54 @@
 """Agent-mail: one JSON file per message, written atomically under the mail root.
 
 Layout: ``messages/<agent>/<id>.json`` is each agent's inbox, ``outbox/``
-holds the sender's copies. A message is written to a temporary file, synced,
-then renamed into place, so a reader never sees half a message.
+holds the sender's copies. A message is written to a temporary file in its
+folder, synced, then linked or renamed into place, so a reader never sees
+half a message.
+
+Nothing leaves the mail root. Every folder and message is reached by walking
+its names from the root, and a symbolic link is followed only when it
+resolves inside the root; a mail root named inside a repository (the default
+``.agent-mail``) must itself resolve inside that repository. Any other link
+is refused (:class:`MailRootError`) before anything is read or written.
+
+Messages that a store operation sends (an escalation's request, the notices
+of a force-release or a guard override) are queued in the store in the
+operation's own transaction and delivered by :func:`deliver_pending` after it
+commits, and again by the next command when a process died in between::
+
+    transaction.enqueue_mail(message)            # inside the operation
+    delivery = deliver_pending(store, mail_root)  # after the commit
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Sequence
 
 from pytest_maf import ids
-from pytest_maf.errors import NotFoundError
+from pytest_maf.errors import MafError, NotFoundError, UsageError
 from pytest_maf.files import write_json_atomic
 
+if TYPE_CHECKING:
+    from pytest_maf.store import Store
+
 MAX_NAME_LENGTH = ids.MAX_ID_LENGTH
+GLOB_CHARACTERS = "*?[]"
+OUTSIDE_THE_ROOT = "outside the mail root; remove it"
+OUTSIDE_THE_REPOSITORY = (
+    "outside the repository {tree}; remove it, or name the folder it leads to as the mail root"
+    " (MAF_AGENT_MAIL_ROOT)"
+)
+
+
+class MailRootError(UsageError):
+    """A symbolic link that would take a read or a write out of the mail root."""
 
 
 def validate_name(kind: str, name: str) -> str:
@@ -28,59 +60,243 @@ def validate_name(kind: str, name: str) -> str:
     return ids.validate_id(kind, name)
 
 
+def validate_message_id(message_id: str) -> str:
+    """A message id names one file: the id rule, and no glob character."""
+    validate_name("message id", message_id)
+    if any(character in message_id for character in GLOB_CHARACTERS):
+        raise UsageError(
+            f"message id {message_id!r} may not contain '*', '?', '[' or ']': give one message's id"
+            " (see `maf mail list`)"
+        )
+    return message_id
+
+
 def new_message_id() -> str:
     return f"msg-{uuid.uuid4().hex}"
+
+
+# Walking the mail root.
+
+
+def _shown(path: str | Path) -> str:
+    """A path as a user would type it: relative to the current directory when below it."""
+    text = str(path)
+    try:
+        relative = os.path.relpath(text)
+    except (OSError, ValueError):
+        relative = text
+    shown = text if relative.startswith("..") else relative
+    return shown if shown.isprintable() else repr(shown)
+
+
+def _inside(path: str, boundary: str) -> bool:
+    return path == boundary or path.startswith(boundary.rstrip(os.sep) + os.sep)
+
+
+def _walk(
+    start: str, boundary: str, named: Path, parts: Sequence[str], outside: str, create: bool,
+    created: list[Path] | None,
+) -> str | None:
+    """The real folder reached from the real folder ``start`` through ``parts``; None if missing.
+
+    A symbolic link is followed only when it resolves inside ``boundary``;
+    ``named`` is how the user knows ``start``.
+    """
+    current = start
+    for index, part in enumerate(parts):
+        name = named.joinpath(*parts[: index + 1])
+        candidate = os.path.join(current, part)
+        while True:
+            if os.path.islink(candidate):
+                target = os.path.realpath(candidate)
+                if not _inside(target, boundary):
+                    raise MailRootError(f"{_shown(name)} is a symbolic link to {_shown(target)}, {outside}")
+                candidate = target
+            if os.path.isdir(candidate):
+                break
+            if os.path.lexists(candidate):
+                raise UsageError(f"{_shown(name)} is not a folder; move it away so agent-mail can use the mail root")
+            if not create:
+                return None
+            try:
+                os.mkdir(candidate)
+            except FileExistsError:
+                continue  # made meanwhile, perhaps as a link: look again
+            if created is not None:
+                created.append(name)
+            break
+        current = candidate
+    return current
+
+
+def _work_tree_of(path: Path) -> Path | None:
+    """The work tree ``path`` is named in (nearest folder above it holding ``.git``), if any."""
+    for directory in path.parents:
+        if os.path.lexists(directory / ".git"):
+            return directory
+    return None
+
+
+def _root(mail_root: Path, create: bool, created: list[Path] | None = None) -> str | None:
+    """The mail root's real path, checked; None when it does not exist (and ``create`` is false)."""
+    named = Path(os.path.abspath(mail_root))
+    tree = _work_tree_of(named)
+    if tree is not None:
+        boundary = os.path.realpath(tree)
+        outside = OUTSIDE_THE_REPOSITORY.format(tree=_shown(tree))
+        return _walk(boundary, boundary, tree, named.relative_to(tree).parts, outside, create, created)
+    real = os.path.realpath(named)  # configured outside any repository: the user chose it
+    if os.path.isdir(real):
+        return real
+    if os.path.lexists(real):
+        raise UsageError(f"{_shown(named)} is not a folder; move it away so agent-mail can use the mail root")
+    if not create:
+        return None
+    os.makedirs(real, exist_ok=True)
+    if created is not None:
+        created.append(named)
+    return real
+
+
+def _folder(
+    mail_root: Path, *parts: str, create: bool = False, created: list[Path] | None = None
+) -> tuple[str, str] | None:
+    """(the root's real path, the real path of ``parts`` below it), both checked; None if missing."""
+    root = _root(mail_root, create, created)
+    if root is None:
+        return None
+    folder = _walk(root, root, Path(os.path.abspath(mail_root)), parts, OUTSIDE_THE_ROOT, create, created)
+    return None if folder is None else (root, folder)
+
+
+def _read(root: str, folder: str, named: Path) -> dict[str, Any] | None:
+    """The message file ``named`` (in the real ``folder``); None when there is no such regular file."""
+    path = os.path.join(folder, named.name)
+    if os.path.islink(path):
+        target = os.path.realpath(path)
+        if not _inside(target, root):
+            raise MailRootError(f"{_shown(named)} is a symbolic link to {_shown(target)}, {OUTSIDE_THE_ROOT}")
+        path = target
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise MailRootError(f"{_shown(named)} became a symbolic link while it was read; try again") from None
+        raise
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        data = handle.read()
+    try:
+        message = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        message = None
+    if not isinstance(message, dict):
+        raise UsageError(f"{_shown(named)} is not an agent-mail message (a JSON object); move it out of the mail root")
+    return message
+
+
+# Reading.
+
+
+def list_messages(mail_root: Path, agent: str, unread_only: bool = False) -> list[dict[str, Any]]:
+    """An agent's inbox, oldest first. Files being written (temporary names) are never read."""
+    inbox_parts = ("messages", validate_name("agent", agent))
+    found = _folder(mail_root, *inbox_parts)
+    if found is None:
+        return []
+    root, inbox = found
+    named = Path(os.path.abspath(mail_root)).joinpath(*inbox_parts)
+    messages = []
+    for name in sorted(os.listdir(inbox)):
+        if name.endswith(".json") and not name.startswith("."):
+            message = _read(root, inbox, named / name)
+            if message is not None:
+                messages.append(message)
+    if unread_only:
+        messages = [message for message in messages if not message.get("read_at")]
+    return sorted(messages, key=_oldest_first)
+
+
+def _oldest_first(message: dict[str, Any]) -> tuple[float, str]:
+    created = message.get("created_at")
+    return (created if isinstance(created, (int, float)) else 0, str(message.get("id", "")))
+
+
+def find_message(mail_root: Path, message_id: str) -> tuple[Path, dict[str, Any]]:
+    """A message by id: from an inbox, else from the outbox."""
+    name = f"{validate_message_id(message_id)}.json"
+    named_root = Path(os.path.abspath(mail_root))
+    found = _folder(mail_root, "messages")
+    places: list[tuple[str, ...]] = []
+    if found is not None:
+        inboxes = found[1]
+        places += [
+            ("messages", agent) for agent in sorted(os.listdir(inboxes))
+            if os.path.islink(os.path.join(inboxes, agent)) or os.path.isdir(os.path.join(inboxes, agent))
+        ]
+    places.append(("outbox",))
+    for parts in places:
+        folder = _folder(mail_root, *parts)
+        if folder is None:
+            continue
+        message = _read(folder[0], folder[1], named_root.joinpath(*parts, name))
+        if message is not None:
+            return named_root.joinpath(*parts, name), message
+    raise NotFoundError(f"no message {message_id!r} under {_shown(mail_root)}")
+
+
+# Writing.
+
+
+def _required(message: dict[str, Any], key: str, kind: str) -> str:
+    value = message.get(key)
+    if not isinstance(value, str):
+        raise UsageError(f"a message needs a {kind} ({key!r}); this one has {value!r}")
+    return validate_message_id(value) if key == "id" else validate_name(kind, value)
+
+
+def check_deliverable(mail_root: Path, recipient: str) -> None:
+    """Raise :class:`MailRootError` (or :class:`UsageError`) if a message to ``recipient`` could
+    not be delivered inside the mail root; writes nothing."""
+    validate_name("recipient", recipient)
+    _folder(mail_root, "messages", recipient)
+    _folder(mail_root, "outbox")
 
 
 def deliver(mail_root: Path, message: dict[str, Any]) -> Path:
     """Put ``message`` into its recipient's inbox and the outbox; return the inbox path.
 
-    ``message`` needs ``id``, ``from`` and ``to``; the names are validated so
-    nothing is written outside ``mail_root``.
+    ``message`` needs ``id``, ``from`` and ``to``; the names are validated and
+    every folder checked before anything is written, so nothing is written
+    outside ``mail_root``. A file already there under the message's id is
+    kept (it is this message, perhaps marked read): delivering twice is harmless.
     """
-    recipient = validate_name("recipient", message["to"])
-    validate_name("sender", message["from"])
-    message_id = validate_name("message id", message["id"])
-    inbox_path = mail_root / "messages" / recipient / f"{message_id}.json"
-    write_json_atomic(inbox_path, message)
-    write_json_atomic(mail_root / "outbox" / f"{message_id}.json", message)
-    return inbox_path
-
-
-def _read(path: Path) -> dict[str, Any]:
-    message: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return message
-
-
-def list_messages(mail_root: Path, agent: str, unread_only: bool = False) -> list[dict[str, Any]]:
-    """An agent's inbox, oldest first. Files being written (temporary names) are never read."""
-    inbox = mail_root / "messages" / validate_name("agent", agent)
-    if not inbox.is_dir():
-        return []
-    messages = [_read(path) for path in inbox.glob("*.json") if not path.name.startswith(".")]
-    if unread_only:
-        messages = [message for message in messages if not message.get("read_at")]
-    return sorted(messages, key=lambda message: (message.get("created_at", 0), message.get("id", "")))
-
-
-def find_message(mail_root: Path, message_id: str) -> tuple[Path, dict[str, Any]]:
-    """A message by id: from an inbox, else from the outbox."""
-    name = f"{validate_name('message id', message_id)}.json"
-    for path in [*sorted((mail_root / "messages").glob(f"*/{name}")), mail_root / "outbox" / name]:
-        if path.is_file():
-            return path, _read(path)
-    raise NotFoundError(f"no message {message_id!r} under {mail_root}")
+    recipient = _required(message, "to", "recipient")
+    _required(message, "from", "sender")
+    name = f"{_required(message, 'id', 'message id')}.json"
+    check_deliverable(mail_root, recipient)
+    found_inbox = _folder(mail_root, "messages", recipient, create=True)
+    found_outbox = _folder(mail_root, "outbox", create=True)
+    assert found_inbox is not None and found_outbox is not None
+    write_json_atomic(Path(found_inbox[1]) / name, message, overwrite=False)
+    write_json_atomic(Path(found_outbox[1]) / name, message, overwrite=False)
+    return mail_root / "messages" / recipient / name
 
 
 def acknowledge(mail_root: Path, message_id: str, agent: str, now_ms: int) -> dict[str, Any]:
     """Mark a message in ``agent``'s inbox read; the message itself stays where it is."""
-    path = mail_root / "messages" / validate_name("agent", agent) / f"{validate_name('message id', message_id)}.json"
-    if not path.is_file():
+    parts = ("messages", validate_name("agent", agent))
+    name = f"{validate_message_id(message_id)}.json"
+    found = _folder(mail_root, *parts)
+    message = None if found is None else _read(*found, Path(os.path.abspath(mail_root)).joinpath(*parts, name))
+    if found is None or message is None:
         raise NotFoundError(f"no message {message_id!r} in {agent}'s inbox")
-    message = _read(path)
     if not message.get("read_at"):
         message["read_at"] = now_ms
-        write_json_atomic(path, message)
+        write_json_atomic(Path(found[1]) / name, message)
     return message
 
 
@@ -100,11 +316,56 @@ def send(mail_root: Path, sender: str, recipient: str, subject: str, body: str, 
 
 def initialise(mail_root: Path, inboxes: Iterable[str] = ()) -> list[Path]:
     """Lay out the mail root (and the given inboxes); return what was created."""
-    created = []
-    for directory in (mail_root, mail_root / "messages", mail_root / "outbox", *(
-        mail_root / "messages" / validate_name("agent", name) for name in inboxes
-    )):
-        if not directory.is_dir():
-            directory.mkdir(parents=True)
-            created.append(directory)
+    names = [validate_name("agent", name) for name in inboxes]
+    for parts in (("messages",), ("outbox",), *(("messages", name) for name in names)):
+        _folder(mail_root, *parts)  # every link checked before anything is made
+    created: list[Path] = []
+    for parts in (("messages",), ("outbox",), *(("messages", name) for name in names)):
+        _folder(mail_root, *parts, create=True, created=created)
     return created
+
+
+# Delivering what store operations queued.
+
+
+@dataclass
+class Delivery:
+    """What :func:`deliver_pending` did: the ids delivered, and why each other one is still queued."""
+
+    delivered: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def warning(self) -> str | None:
+        """One line about the messages still queued, or None."""
+        if not self.failed:
+            return None
+        first_id, why = next(iter(self.failed.items()))
+        more = f" and {len(self.failed) - 1} more" if len(self.failed) > 1 else ""
+        return (
+            f"{len(self.failed)} queued agent-mail message(s) could not be delivered ({first_id}{more}): {why};"
+            " they stay queued and the next maf command delivers them"
+        )
+
+
+def deliver_pending(store: Store, mail_root: Path, message_ids: Collection[str] | None = None) -> Delivery:
+    """Deliver the messages queued in the store (only ``message_ids``, when given), then mark them.
+
+    One indexed query when nothing is queued. A message that cannot be
+    delivered (a full disk, an unwritable mail root, a link out of it) stays
+    queued and is listed in :attr:`Delivery.failed`; nothing is rolled back.
+    """
+    queued = store.read(lambda transaction: transaction.pending_mail(message_ids))
+    delivery = Delivery()
+    for queued_id, message in queued:
+        try:
+            deliver(mail_root, message)
+        except (MafError, OSError) as error:
+            delivery.failed[queued_id] = str(error)
+        else:
+            delivery.delivered.append(queued_id)
+    if delivery.delivered:
+        try:
+            store.write(lambda transaction: transaction.mark_mail_delivered(delivery.delivered))
+        except (MafError, OSError):
+            pass  # delivered but not marked (a busy store): the next delivery finds the files there
+    return delivery

@@ -236,9 +236,11 @@ def force_release(
 ) -> ForceReleased:
     """Release every holder's reservation on the patterns, recorded, each holder told by mail.
 
-    The notices are delivered after the release commits, so a mail root that
-    cannot be written never undoes or hides a release: each notice that could
-    not be delivered is listed in the result's ``undelivered``.
+    All or nothing: a pattern nobody holds releases none and sends nothing.
+    Each notice is queued in the store with the release and delivered after
+    it commits, so a mail root that cannot be written never undoes or hides a
+    release: each notice not delivered stays queued for the next command and
+    is listed in the result's ``undelivered``.
     """
     validate_id("agent", agent_id)
     if not reason.strip():
@@ -267,19 +269,24 @@ def force_release(
                     "reason": reason,
                     "created_at": transaction.now,
                 }
+                transaction.enqueue_mail(notice)
                 released.append((holder, notice))
         return released
 
     released = store.write(drop)
     log_event("reservation_force_release", logging.WARNING, agent_id=agent_id, reason=reason,
               holders=sorted({r.agent_id for r, _ in released}), patterns=requested)
-    untold = []
-    for holder, notice in released:
-        try:
-            mail.deliver(mail_root, notice)
-        except (MafError, OSError) as error:
-            untold.append((holder, f"{holder.pattern} was released, but {holder.agent_id} was not told"
-                                   f" by agent-mail (notice {notice['id']}): {error}"))
+    notice_ids = [notice["id"] for _, notice in released]
+    try:
+        failed = mail.deliver_pending(store, mail_root, notice_ids).failed
+    except (MafError, OSError) as error:
+        failed = dict.fromkeys(notice_ids, str(error))
+    untold = [
+        (holder, f"{holder.pattern} was released, but {holder.agent_id} was not told by agent-mail"
+                 f" (notice {notice['id']}): {failed[notice['id']]}; the notice stays queued and the next"
+                 " maf command delivers it")
+        for holder, notice in released if notice["id"] in failed
+    ]
     return ForceReleased([holder for holder, _ in released], untold)
 
 

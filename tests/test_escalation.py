@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -112,6 +113,7 @@ def test_a_crash_before_the_rename_leaves_no_message_visible(settings: Settings,
         raise OSError("power cut")
 
     monkeypatch.setattr(os, "replace", crash)
+    monkeypatch.setattr(os, "link", crash)
     with pytest.raises(OSError):
         mail.send(settings.mail_root, "lead", "claude-1", "hello", "body", 0)
     monkeypatch.undo()
@@ -124,16 +126,60 @@ def test_a_crash_before_the_rename_leaves_no_message_visible(settings: Settings,
     assert not list(inbox.glob("*.json"))
 
 
-def test_a_failed_delivery_records_no_escalation(store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    def crash(source: str, target: str) -> None:
-        raise OSError("disk full")
+def test_a_failed_delivery_keeps_the_escalation_and_queues_its_message(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(source: str, target: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
-        escalate(store, settings)
+    monkeypatch.setattr(os, "link", disk_full)
+    monkeypatch.setattr(os, "replace", disk_full)
+    outcome = escalate(store, settings)
     monkeypatch.undo()
 
-    assert escalation.list_escalations(store) == []
+    (recorded,) = escalation.list_escalations(store)
+    assert recorded.id == outcome.escalation.id
+    (warning,) = outcome.undelivered
+    assert f"minimax-debug-1 was not told by agent-mail (message {outcome.message['id']})" in warning
+    assert "No space left on device" in warning and "stays queued" in warning
+    assert mail.list_messages(settings.mail_root, "minimax-debug-1") == []
+    assert [queued_id for queued_id, _ in store.read(lambda t: t.pending_mail())] == [outcome.message["id"]]
+
+    delivery = mail.deliver_pending(store, settings.mail_root)  # what the next command does
+
+    assert delivery.delivered == [outcome.message["id"]] and not delivery.failed
+    assert mail.list_messages(settings.mail_root, "minimax-debug-1") == [outcome.message]
+    assert store.read(lambda t: t.pending_mail()) == []
+
+
+def test_delivering_twice_keeps_the_first_copy(store: Store, settings: Settings) -> None:
+    """A process that died after writing the files but before marking them delivered: the next
+    delivery writes nothing over them (the recipient may have read the message since)."""
+    outcome = escalate(store, settings)
+    mail.acknowledge(settings.mail_root, outcome.message["id"], "minimax-debug-1", 1)
+    files_before = tree(settings.mail_root)
+
+    mail.deliver(settings.mail_root, outcome.message)
+
+    assert tree(settings.mail_root) == files_before
+    (message,) = mail.list_messages(settings.mail_root, "minimax-debug-1")
+    assert message["read_at"] == 1
+
+
+def test_an_escalation_to_an_inbox_that_leads_out_of_the_mail_root_records_nothing(
+    store: Store, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    (settings.mail_root / "messages").mkdir(parents=True)
+    (settings.mail_root / "messages" / "minimax-debug-1").symlink_to(outside)
+    rows_before = store_rows(store)
+
+    for dry_run in (True, False):
+        with pytest.raises(mail.MailRootError, match="messages/minimax-debug-1 is a symbolic link to .*outside the mail root"):
+            escalate(store, settings, dry_run=dry_run)
+
+    assert store_rows(store) == rows_before
+    assert list(outside.iterdir()) == []
 
 
 def test_mail_from_the_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -178,6 +178,58 @@ CASES += [
     ("load-test-into-the-store", nothing, ["load-test", "--database", ".maf/runtime.db", "--duration", "1"], 2, "must not overwrite"),
 ]
 
+
+# Agent-mail: no symbolic link is followed out of the mail root, and a message id is never a glob.
+
+
+def _link_out(workspace: Workspace, link: str) -> None:
+    outside = workspace.main.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    path = workspace.main / link
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(outside, target_is_directory=True)
+
+
+def mail_root_linked_out(workspace: Workspace) -> None:
+    _link_out(workspace, ".agent-mail")
+
+
+def messages_linked_out(workspace: Workspace) -> None:
+    _link_out(workspace, ".agent-mail/messages")
+
+
+def inbox_linked_out(workspace: Workspace) -> None:
+    _link_out(workspace, ".agent-mail/messages/codex-senior")
+
+
+def outbox_linked_out(workspace: Workspace) -> None:
+    _link_out(workspace, ".agent-mail/outbox")
+
+
+def one_message(workspace: Workspace) -> None:
+    assert workspace.maf(workspace.main, "mail", "send", "--to", "bob", "--subject", "s", "--body", "b", agent="alice").returncode == 0
+
+
+MAIL_TO_SENIOR = ["mail", "send", "--to", "codex-senior", "--subject", "s", "--body", "b"]
+ESCALATE_TO_SENIOR = ["escalate", "--error-context", "stuck", "--bead-id", "bd-1", "--target", "codex-senior"]
+CASES += [
+    ("mail-send-through-a-mail-root-linked-out", mail_root_linked_out, MAIL_TO_SENIOR, 2, "outside the repository"),
+    ("mail-send-through-messages-linked-out", messages_linked_out, MAIL_TO_SENIOR, 2, "outside the mail root"),
+    ("mail-send-into-an-inbox-linked-out", inbox_linked_out, MAIL_TO_SENIOR, 2, "messages/codex-senior is a symbolic link"),
+    ("mail-send-into-an-outbox-linked-out", outbox_linked_out, MAIL_TO_SENIOR, 2, "outbox is a symbolic link"),
+    ("escalate-into-an-inbox-linked-out", inbox_linked_out, ESCALATE_TO_SENIOR, 2, "outside the mail root"),
+    ("escalate-into-an-outbox-linked-out", outbox_linked_out, ESCALATE_TO_SENIOR, 2, "outside the mail root"),
+    ("escalate-dry-run-into-an-inbox-linked-out", inbox_linked_out, [*ESCALATE_TO_SENIOR, "--dry-run"], 2, "outside the mail root"),
+    ("mail-list-through-a-mail-root-linked-out", mail_root_linked_out, ["mail", "list"], 2, "outside the repository"),
+    ("mail-list-of-an-inbox-linked-out", inbox_linked_out, ["mail", "list", "--agent", "codex-senior"], 2, "outside the mail root"),
+    ("mail-show-through-messages-linked-out", messages_linked_out, ["mail", "show", "msg-1"], 2, "outside the mail root"),
+    ("init-through-messages-linked-out", messages_linked_out, ["init"], 2, "outside the mail root"),
+    ("mail-show-star", one_message, ["mail", "show", "*"], 2, "may not contain '*'"),
+    ("mail-show-question-mark", one_message, ["mail", "show", "msg-????????????????????????????????"], 2, "may not contain '*'"),
+    ("mail-show-bracket", one_message, ["mail", "show", "msg-[0-9a-f]*"], 2, "may not contain '*'"),
+    ("mail-ack-star", one_message, ["mail", "ack", "*", "--agent", "bob"], 2, "may not contain '*'"),
+]
+
 @pytest.mark.parametrize(
     ("setup", "argv", "code", "words"),
     [pytest.param(setup, argv, code, words, id=case_id) for case_id, setup, argv, code, words in CASES],

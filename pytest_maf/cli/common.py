@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import unicodedata
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -90,9 +91,55 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
 
 
+# What a terminal would act on instead of show: C0 and C1 controls (ESC starts
+# colour and cursor sequences), line and paragraph separators, bidirectional
+# and other format characters (but the joiners that emoji and scripts need),
+# and lone surrogates (undecodable file names).
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_JOINERS = frozenset({"\u200c", "\u200d"})
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _hidden(character: str) -> bool:
+    return unicodedata.category(character) in _HIDDEN_CATEGORIES and character not in _JOINERS
+
+
+def _escaped(character: str) -> str:
+    if character in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[character]
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: object) -> str:
+    """``text`` as a terminal should show it: control characters written as escapes.
+
+    What was stored is what is seen, on one line: ``"red\\x1b[31m\\nnext"``
+    prints as ``red\\x1b[31m\\nnext``. For text output only; JSON output
+    (``--json``) stays exact.
+    """
+    shown = str(text)
+    if shown.isprintable():  # the common case, checked in C
+        return shown
+    return "".join(_escaped(character) if _hidden(character) else character for character in shown)
+
+
+def printable_json(value: Any) -> str:
+    """``value`` as indented JSON that shows every control character as a ``\\u`` escape.
+
+    It parses back to exactly ``value``.
+    """
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    # Outside strings JSON has only ASCII and the indent's newlines.
+    return "".join(
+        json.dumps(character)[1:-1] if character != "\n" and _hidden(character) else character
+        for character in text
+    )
+
+
 def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Columns as wide as their widest cell; numbers right-aligned."""
-    cells = [[str(cell) for cell in row] for row in rows]
+    """Columns as wide as their widest cell; numbers right-aligned; control characters escaped."""
+    cells = [[printable(cell) for cell in row] for row in rows]
     widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(header)]
     numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(header))]
 
@@ -112,13 +159,33 @@ def when(epoch_ms: int) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def open_configured_store(settings: Settings) -> Store:
-    return open_store(
+def open_configured_store(settings: Settings, *, deliver_queued_mail: bool = True) -> Store:
+    """The configured store; first, agent-mail that earlier commands queued is delivered.
+
+    A process that died between an operation's commit and its mail delivery
+    left messages queued: the next command that opens the store delivers them
+    (one indexed query when none is queued). One that still cannot be
+    delivered stays queued, with a warning on stderr.
+    """
+    store = open_store(
         settings.db_path,
         default_max_attempts=settings.max_attempts,
         lease_ttl_ms=settings.task_lease_ttl_s * 1000,
         busy_timeout_s=settings.busy_timeout_s,
     )
+    if deliver_queued_mail:
+        from pytest_maf.mail import deliver_pending
+
+        try:
+            warning = deliver_pending(store, settings.mail_root).warning()
+        except (MafError, OSError) as error:
+            warning = f"queued agent-mail was not delivered: {error}; the next maf command tries again"
+        except BaseException:
+            store.close()
+            raise
+        if warning:
+            print(f"maf: warning: {printable(warning)}", file=sys.stderr)
+    return store
 
 
 def keep_runtime_files_out_of_git(settings: Settings) -> tuple[ExcludeReport | None, dict[str, Any] | None]:

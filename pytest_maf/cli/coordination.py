@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 
 from pytest_maf import escalation, mail
-from pytest_maf.cli.common import add_agent, add_json, agent_of, open_configured_store, print_json, print_table, when
+from pytest_maf.cli.common import (
+    add_agent,
+    add_json,
+    agent_of,
+    open_configured_store,
+    print_json,
+    print_table,
+    printable,
+    printable_json,
+    when,
+)
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
-from pytest_maf.errors import UsageError
+from pytest_maf.errors import MafError, UsageError
 from pytest_maf.ids import validate_id
 
 
@@ -29,8 +40,9 @@ def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
             print("no escalations")
         else:
             print_table(
-                ["ID", "STATUS", "LEVEL", "AGENT", "TARGET", "BEAD", "UPDATED"],
-                [[e.id, e.status, e.level, e.agent_id, e.target, e.bead_id, when(e.updated_at)] for e in found],
+                ["ID", "STATUS", "LEVEL", "AGENT", "TARGET", "BEAD", "UPDATED", "CONTEXT"],
+                [[e.id, e.status, e.level, e.agent_id, e.target, e.bead_id, when(e.updated_at), e.context]
+                 for e in found],
             )
         return 0
     agent = agent_of(args)
@@ -38,11 +50,13 @@ def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
                ("--bead-id", args.bead_id), ("--target", args.target)) if not value]
     if missing:
         raise UsageError(f"escalate needs {', '.join(missing)}")
-    with open_configured_store(settings) as store:
+    with open_configured_store(settings, deliver_queued_mail=not args.dry_run) as store:
         outcome = escalation.escalate(
             store, settings, agent_id=agent, bead_id=args.bead_id,
             error_context=args.error_context, target=args.target, dry_run=args.dry_run,
         )
+    for warning in outcome.undelivered:
+        print(f"maf: warning: {printable(warning)}", file=sys.stderr)
     if args.json:
         print_json({"escalation_id": outcome.escalation.id, "level": outcome.escalation.level,
                     "target": outcome.escalation.target, "raised": outcome.raised,
@@ -58,8 +72,19 @@ def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _deliver_queued_mail(settings: Settings) -> None:
+    """Before mail is read: deliver what store operations queued, when there is a store."""
+    if not settings.db_path.is_file():
+        return
+    try:
+        open_configured_store(settings).close()
+    except (MafError, OSError) as error:
+        print(f"maf: warning: queued agent-mail was not delivered: {printable(error)}", file=sys.stderr)
+
+
 def cmd_mail_list(args: argparse.Namespace, settings: Settings) -> int:
     agent = agent_of(args)
+    _deliver_queued_mail(settings)
     messages = mail.list_messages(settings.mail_root, agent, unread_only=args.unread)
     if args.json:
         print_json(messages)
@@ -69,19 +94,33 @@ def cmd_mail_list(args: argparse.Namespace, settings: Settings) -> int:
     for message in messages:
         flag = " " if message.get("read_at") else "*"
         subject = message.get("subject") or message.get("error_context", "")
-        print(f"{flag} {message['id']}  {when(message.get('created_at', 0))}  {message.get('type', '')}"
-              f"  from {message.get('from', '?')}: {subject}")
+        print(printable(
+            f"{flag} {message.get('id', '?')}  {_sent(message)}  {message.get('type', '')}"
+            f"  from {message.get('from', '?')}: {subject}"
+        ))
     return 0
 
 
+def _sent(message: dict[str, object]) -> str:
+    created = message.get("created_at")
+    try:
+        return when(created if isinstance(created, int) else 0)
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
 def cmd_mail_show(args: argparse.Namespace, settings: Settings) -> int:
+    mail.validate_message_id(args.id)
+    _deliver_queued_mail(settings)
     _, message = mail.find_message(settings.mail_root, args.id)
-    print(json.dumps(message, indent=2, sort_keys=True, ensure_ascii=False))
+    print(printable_json(message))
     return 0
 
 
 def cmd_mail_ack(args: argparse.Namespace, settings: Settings) -> int:
     agent = agent_of(args)
+    mail.validate_message_id(args.id)
+    _deliver_queued_mail(settings)
     message = mail.acknowledge(settings.mail_root, args.id, agent, system_clock())
     print(f"{message['id']} read by {agent}")
     return 0

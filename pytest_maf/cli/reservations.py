@@ -18,6 +18,7 @@ from pytest_maf.cli.common import (
     optional_agent_of,
     print_json,
     print_table,
+    printable,
     resolving_agent,
     when,
 )
@@ -29,7 +30,7 @@ from pytest_maf.reservations import Block, Conflict, ReservationConflictError
 
 
 def _describe(reservation: Reservation) -> str:
-    return guard.describe_holder(reservation)
+    return printable(guard.describe_holder(reservation))
 
 
 def _conflict_json(conflict: Conflict) -> dict[str, object]:

@@ -150,12 +150,31 @@ CREATE TABLE counters (
 );
 """
 
+# Agent-mail that a store operation sends (an escalation's request, the
+# notices of a force-release or an override), queued in the operation's own
+# transaction and written to the mail root after it commits. `delivered_at`
+# stays NULL until the files are written, so the next command delivers what a
+# process that died in between left queued; the partial index makes "nothing
+# queued" one index probe.
+MAIL_OUTBOX_DDL_V6 = """
+CREATE TABLE mail_outbox (
+  id TEXT PRIMARY KEY,
+  recipient TEXT NOT NULL,
+  message_json TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  delivered_at INTEGER
+);
+
+CREATE INDEX idx_mail_outbox_queued ON mail_outbox(created_at, id) WHERE delivered_at IS NULL;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     CANONICAL_DDL + PYTEST_MAF_DDL_V1,
     RESERVATIONS_DDL_V2,
     ESCALATIONS_DDL_V3,
     TASK_KINDS_AND_TIED_RESERVATIONS_DDL_V4,
     COUNTERS_DDL_V5,
+    MAIL_OUTBOX_DDL_V6,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

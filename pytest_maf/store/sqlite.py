@@ -393,6 +393,32 @@ class SQLiteTransaction:
             for row in rows
         ]
 
+    # agent-mail queued by an operation, delivered after its commit
+
+    def enqueue_mail(self, message: dict[str, Any]) -> None:
+        """Queue ``message`` (its ``id`` and ``to`` set) for delivery once this transaction commits."""
+        self.connection.execute(
+            "INSERT INTO mail_outbox (id, recipient, message_json, created_at) VALUES (?, ?, ?, ?)",
+            (message["id"], message["to"], _dumps(message), self.now),
+        )
+
+    def pending_mail(self, message_ids: Collection[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Queued messages not yet delivered (only ``message_ids``, when given), oldest first: (id, message)."""
+        where = ""
+        if message_ids is not None:
+            where = f" AND id IN ({', '.join('?' * len(message_ids))})"
+        rows = self.connection.execute(
+            f"SELECT id, message_json FROM mail_outbox WHERE delivered_at IS NULL{where} ORDER BY created_at, id",
+            tuple(message_ids or ()),
+        ).fetchall()
+        return [(row[0], _loads(row[1], f"mail_outbox.message_json of {row[0]!r}")) for row in rows]
+
+    def mark_mail_delivered(self, message_ids: Sequence[str]) -> None:
+        self.connection.executemany(
+            "UPDATE mail_outbox SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
+            [(self.now, message_id) for message_id in message_ids],
+        )
+
 
     # metrics
 
