@@ -152,8 +152,8 @@ class AgentTools:
         self._top = work_tree_top(self.work_dir)
 
     @contextmanager
-    def _store(self) -> Iterator[Store]:
-        with open_configured_store(self.settings) as store:
+    def _store(self, *, deliver_queued_mail: bool = True) -> Iterator[Store]:
+        with open_configured_store(self.settings, deliver_queued_mail=deliver_queued_mail) as store:
             yield store
 
     def _relative(self, text: str) -> str:
@@ -338,8 +338,9 @@ class AgentTools:
     def escalate(self, bead_id: str, error_context: str, target: str, dry_run: bool = False) -> dict[str, Any]:
         """Ask a senior agent for help: an ESCALATION_REQUEST in target's inbox, tracked in the
         store. Escalating the same bead again raises its level. dry_run checks everything and
-        returns the message without writing anything."""
-        with self._store() as store:
+        returns the message without writing anything. undelivered says why the message is still
+        queued, if it is (the next operation delivers it)."""
+        with self._store(deliver_queued_mail=not dry_run) as store:
             outcome = escalation.escalate(
                 store, self.settings, agent_id=self.agent_id, bead_id=bead_id,
                 error_context=error_context, target=target, dry_run=dry_run,
@@ -347,7 +348,7 @@ class AgentTools:
         return {
             "escalation_id": outcome.escalation.id, "level": outcome.escalation.level,
             "target": outcome.escalation.target, "raised": outcome.raised, "dry_run": outcome.dry_run,
-            "message": outcome.message,
+            "message": outcome.message, "undelivered": list(outcome.undelivered),
         }
 
     # Overview and preflight.

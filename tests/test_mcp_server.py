@@ -311,8 +311,11 @@ def test_escalate_dry_run_writes_nothing_and_escalate_tells_the_target(workspace
                                  dry_run=True)
             assert dry["dry_run"] is True and dry["message"]["to"] == "codex-senior"
             assert (await alice.ok("status"))["open_escalations"] == []
+            assert cli_json(workspace, "mail", "list", "--agent", "codex-senior") == []
             done = await alice.ok("escalate", bead_id="bd-1", error_context="tests hang", target="codex-senior")
-            assert (done["level"], done["raised"]) == (1, False)
+            assert (done["level"], done["raised"], done["undelivered"]) == (1, False, [])
+            (request,) = cli_json(workspace, "mail", "list", "--agent", "codex-senior")
+            assert (request["type"], request["from"], request["id"]) == ("ESCALATION_REQUEST", "alice", done["message"]["id"])
             (open_one,) = (await alice.ok("status"))["open_escalations"]
             assert open_one["id"] == done["escalation_id"]
             unknown = await alice.refused("escalate", bead_id="bd-1", error_context="x", target="nobody")
