@@ -146,12 +146,25 @@ CREATE TABLE counters (
 );
 """
 
+MAIL_OUTBOX_DDL_V6 = """
+CREATE TABLE mail_outbox (
+  id TEXT PRIMARY KEY,
+  recipient TEXT NOT NULL,
+  message_json TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  delivered_at BIGINT
+);
+
+CREATE INDEX idx_mail_outbox_queued ON mail_outbox(created_at, id) WHERE delivered_at IS NULL;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     CANONICAL_DDL + PYTEST_MAF_DDL_V1,
     RESERVATIONS_DDL_V2,
     ESCALATIONS_DDL_V3,
     TASK_KINDS_AND_TIED_RESERVATIONS_DDL_V4,
     COUNTERS_DDL_V5,
+    MAIL_OUTBOX_DDL_V6,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
