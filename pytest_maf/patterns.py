@@ -40,6 +40,9 @@ from typing import Hashable, NamedTuple, TypeVar
 from pytest_maf.errors import UsageError
 
 MAX_CODEPOINT = 0x10FFFF
+# Bounds at the door: matching and overlap stay fast for every pattern stored.
+MAX_PATTERN_LENGTH = 1024
+MAX_PATTERN_WILDCARDS = 32
 SLASH = ord("/")
 # Character sets are sorted tuples of inclusive codepoint ranges (NUL excluded).
 Charset = tuple[tuple[int, int], ...]
@@ -116,6 +119,35 @@ def normalize_pattern(text: str) -> str:
     if not segments:
         raise UsageError(f"pattern {text!r} names the repository root itself; use '**'")
     return _render(segments)
+
+
+def check_new_pattern(pattern: str) -> str:
+    """Refuse, at the door of a new reservation, a pattern too long or too wild to
+    match in bounded time, or with a character class no character can match (it
+    would reserve nothing). Stored patterns are never refused: they can still be
+    listed, checked against and released."""
+    text = normalize_pattern(pattern)
+    segments = _explicit_segments(text)
+    if len(text) > MAX_PATTERN_LENGTH:
+        raise UsageError(f"pattern is {len(text)} characters long; the limit is {MAX_PATTERN_LENGTH}")
+    wildcards = 0
+    for segment in segments:
+        if segment == "**":
+            wildcards += 1
+            continue
+        for token in _parse_segment(segment):
+            if not token.charset:
+                raise UsageError(
+                    f"pattern {text!r} has a character class that matches nothing in {segment!r}"
+                    " (an empty or reversed range, or only '/'); it would reserve no path"
+                )
+            wildcards += token.repeat or token.charset == NON_SLASH
+    if wildcards > MAX_PATTERN_WILDCARDS:
+        raise UsageError(
+            f"pattern {text!r} has {wildcards} wildcards; the limit is {MAX_PATTERN_WILDCARDS}"
+            " (split it into simpler patterns)"
+        )
+    return text
 
 
 def normalize_path(text: str) -> str:
@@ -231,6 +263,8 @@ class Automaton:
 
 
 def _charset_regex(charset: Charset) -> str:
+    if not charset:  # a class that matches nothing (refused at the door; an old row may hold one)
+        return "(?!)"
     if charset == NON_SLASH:
         return "[^/]"
     parts = []

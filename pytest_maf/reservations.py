@@ -28,6 +28,7 @@ from pytest_maf.patterns import (
     compile_pattern,
     literal_prefix,
     normalize_path,
+    check_new_pattern,
     normalize_pattern,
     overlap_witness,
 )
@@ -110,7 +111,7 @@ def acquire(
     the same transaction as the lease ends (finish, release or expiry).
     """
     validate_id("agent", agent_id)
-    requested = _normalized(patterns)
+    requested = [check_new_pattern(pattern) for pattern in _normalized(patterns)]
     if ttl_ms <= 0:
         raise UsageError(f"a reservation TTL must be above 0, got {ttl_ms} ms")
 

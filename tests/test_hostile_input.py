@@ -79,6 +79,9 @@ CASES: list[tuple[str, Setup, list[str], int, str]] = [
     ("config-report-empty-name", nothing, ["config", "report", "--output", ""], 2, "give a file name"),
     ("init-where-the-mail-root-is-a-file", mail_root_is_a_file, ["init"], 2, "is a file"),
     ("init-where-maf-config-is-a-file", config_folder_is_a_file, ["init"], 2, "is a file"),
+    ("pattern-with-an-empty-class", nothing, ["reservation", "acquire", "lib/[z-a]"], 2, "matches nothing"),
+    ("pattern-too-wild", nothing, ["reservation", "acquire", "*a" * 40], 2, "wildcards"),
+    ("pattern-too-long", nothing, ["reservation", "acquire", "d/" * 600 + "x"], 2, "characters long"),
     ("db-path-with-a-control-character", nothing, ["--db", "a\x01b.db", "task", "list"], 2, "control characters"),
 ]
 
@@ -300,3 +303,40 @@ def test_a_missing_extra_is_one_line_saying_what_to_install(workspace: Workspace
 
     one_line_refusal(completed, 2)
     assert "pip install 'pytest-maf[metrics]'" in completed.stderr
+
+
+def test_a_stored_pattern_the_door_now_refuses_breaks_nobody(workspace: Workspace) -> None:
+    import sqlite3
+
+    assert workspace.maf(workspace.main, "reservation", "acquire", "src/**", agent="alice").returncode == 0
+    with sqlite3.connect(workspace.main / ".maf" / "runtime.db") as connection:  # as an older pytest-maf let in
+        connection.execute(
+            "INSERT INTO reservations (agent_id, pattern, anchor, exclusive, reason, created_at, expires_at)"
+            " SELECT 'mallory', 'lib/[z-a]', 'lib', 1, '', created_at, expires_at FROM reservations"
+        )
+    workspace.stage(workspace.second, "src/app/models.py")
+
+    guard = workspace.maf(workspace.second, "guard", agent="bob")
+    check = workspace.maf(workspace.main, "reservation", "check", "lib/x", "src/a.py", agent="bob")
+    listed = workspace.maf(workspace.main, "reservation", "list")
+    released = workspace.maf(workspace.main, "reservation", "release", "lib/[z-a]", agent="mallory")
+
+    assert guard.returncode == 1 and "alice" in guard.stdout  # the real reservation still blocks
+    assert check.returncode == 1 and "lib/x: free" in check.stdout
+    assert listed.returncode == 0 and "lib/[z-a]" in listed.stdout
+    assert released.returncode == 0, released.stderr  # and the bad row can be removed by its holder
+
+
+@pytest.mark.slow
+def test_the_wildest_pattern_allowed_checks_in_bounded_time(workspace: Workspace) -> None:
+    wild = "*a" * 31 + "b"  # 31 wildcards, the most the door lets in, against a path that almost matches
+    assert workspace.maf(workspace.main, "reservation", "acquire", wild, agent="alice").returncode == 0
+    name = "a" * 200
+    workspace.stage(workspace.second, name)
+
+    guard = workspace.maf(workspace.second, "guard", agent="bob", timeout=20)  # a hang fails at the deadline
+    writer = workspace.maf(workspace.main, "task", "add", "--id", "t1", timeout=20)
+
+    assert guard.returncode == 0, guard.stdout + guard.stderr
+    assert writer.returncode == 0
+
