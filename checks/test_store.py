@@ -11,9 +11,9 @@ from pytest_maf.health import require
 
 @pytest.mark.maf_check(id="store.schema", severity="critical", tags=["database"])
 def test_runtime_database_matches_the_canonical_schema(maf_settings: Settings) -> None:
-    require(health.database_schema(maf_settings.db_path))
+    require(health.configured_store_schema(maf_settings))
 
 
 @pytest.mark.maf_check(id="store.disk", severity="critical", tags=["database", "disk"])
 def test_free_disk_space(maf_settings: Settings) -> None:
-    require(health.free_disk_space(maf_settings.db_path, maf_settings.min_free_disk_mb))
+    require(health.store_disk_space(maf_settings))

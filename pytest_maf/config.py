@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from pytest_maf.database_url import is_database_url, redact_url, schema_problem, url_problem
 from pytest_maf.errors import UsageError
 
 DB_RELATIVE_PATH = Path(".maf") / "runtime.db"
@@ -40,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "runtime": {
         "mode": "sqlite",
         "db_path": ".maf/runtime.db",
+        "database_url": "",
+        "database_schema": "maf",
         "busy_timeout_seconds": 30,
     },
     "tasks": {
@@ -85,6 +88,9 @@ DEFAULTS: dict[str, Any] = {
 DESCRIPTIONS: dict[str, str] = {
     "runtime.mode": "storage backend; a list such as 'sqlite,json' uses the first one supported",
     "runtime.db_path": "runtime database, relative to the repository root",
+    "runtime.database_url": "a postgresql://user@host/database URL: the store lives there instead of in db_path"
+    " (agents on many machines share it; needs pytest-maf[postgres]); empty: SQLite",
+    "runtime.database_schema": "the PostgreSQL schema that holds the store (one per repository)",
     "runtime.busy_timeout_seconds": "longest a command waits for another writer before it exits 5 (store busy)",
     "tasks.lease_ttl_seconds": "task lease length; every operation by the holder extends the lease to this from now",
     "tasks.lease_max_ttl_seconds": "longest task lease a caller may ask for",
@@ -112,6 +118,8 @@ DESCRIPTIONS: dict[str, str] = {
 # Environment variable -> (key path, parser).
 ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MAF_DB_PATH": ("runtime.db_path", str),
+    "MAF_DATABASE_URL": ("runtime.database_url", str),
+    "MAF_DATABASE_SCHEMA": ("runtime.database_schema", str),
     "MAF_RUNTIME_MODE": ("runtime.mode", str),
     "MAF_BUSY_TIMEOUT": ("runtime.busy_timeout_seconds", int),
     "MAF_AGENT_MAIL_ROOT": ("agent_mail.root", str),
@@ -146,6 +154,8 @@ class Settings:
     mail_root: Path
     repo_root: Path | None = None
     runtime_mode: str = "sqlite"
+    database_url: str | None = None  # set: the store is on PostgreSQL, and db_path is not used
+    database_schema: str = "maf"
     busy_timeout_s: int = 30
     task_lease_ttl_s: int = 1800
     task_lease_max_ttl_s: int = 14400
@@ -168,6 +178,16 @@ class Settings:
     log_level: str = "warning"
     log_format: str = "text"
     sources: Mapping[str, str] = field(default_factory=dict)  # key path -> where its value came from
+
+    @property
+    def store_location(self) -> Path | str:
+        """What :func:`pytest_maf.store.open_store` opens: the PostgreSQL URL when one is set, else ``db_path``."""
+        return self.database_url or self.db_path
+
+    @property
+    def store_shown(self) -> str:
+        """The store as output may name it: ``db_path``, or the URL without its password."""
+        return f"{redact_url(self.database_url)} (schema {self.database_schema})" if self.database_url else str(self.db_path)
 
     def lease_ttl_ms(self, ttl_s: float | None) -> int:
         """Validate a requested task lease TTL (seconds; None: the default) and return it in ms."""
@@ -398,6 +418,10 @@ def validate_layer(layer: Layer) -> list[str]:
 def _value_problem(path: str, value: Any) -> str | None:
     if path in ("runtime.db_path", "agent_mail.root") and (not value.strip() or not value.isprintable()):
         return f"expected a file path without control characters, got {value!r}"
+    if path == "runtime.database_url" and value.strip():
+        return url_problem(value)  # never echoes the value: it may hold a password
+    if path == "runtime.database_schema":
+        return schema_problem(value)
     if path in _POSITIVE and value <= 0:
         return f"must be above 0, got {value}"
     if path == "runtime.mode":
@@ -473,6 +497,31 @@ def resolve(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, str], list[s
     return values, sources, problems
 
 
+def store_flags(db: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The command-line layer of ``--db``: a file path, or a PostgreSQL URL (``runtime.database_url``)."""
+    if db is None:
+        return {}
+    return {"runtime.database_url": str(db).strip()} if is_database_url(db) else {"runtime.db_path": str(db)}
+
+
+def _chosen_database_url(layers: list[Layer], values: Mapping[str, Any], sources: Mapping[str, str]) -> str | None:
+    """The PostgreSQL URL when one is set at least as high in precedence as ``runtime.db_path``, else None.
+
+    So ``--db file.db`` (or MAF_DB_PATH) still picks a SQLite file over a URL from a configuration file,
+    and MAF_DATABASE_URL (or ``--db postgresql://...``) a URL over a configured path.
+    """
+    url = values["runtime.database_url"].strip()
+    if not url:
+        return None
+    rank = {layer.source: position for position, layer in enumerate(layers)}
+    return url if rank[sources["runtime.database_url"]] >= rank[sources["runtime.db_path"]] else None
+
+
+def shown_value(key_path: str, value: Any) -> Any:
+    """A configured value as output may show it: a database URL without its password."""
+    return redact_url(value) if key_path == "runtime.database_url" and value else value
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
@@ -485,8 +534,8 @@ def load_settings(
     cwd = Path.cwd() if cwd is None else cwd
     repo_root = find_repository_root(cwd)
     base = repo_root or cwd
-    flags = {"runtime.db_path": str(db_path) if db_path is not None else None}
-    values, sources, problems = resolve(config_layers(base, environ, env, config_file, flags))
+    layers = config_layers(base, environ, env, config_file, store_flags(db_path))
+    values, sources, problems = resolve(layers)
     if problems:
         raise ConfigError(problems)
 
@@ -502,6 +551,8 @@ def load_settings(
         mail_root=located("agent_mail.root"),
         repo_root=repo_root,
         runtime_mode=mode,
+        database_url=_chosen_database_url(layers, values, sources),
+        database_schema=values["runtime.database_schema"],
         busy_timeout_s=values["runtime.busy_timeout_seconds"],
         task_lease_ttl_s=values["tasks.lease_ttl_seconds"],
         task_lease_max_ttl_s=values["tasks.lease_max_ttl_seconds"],

@@ -47,6 +47,15 @@ def hide_password(text: str, url: str) -> str:
     return shown.replace(password, "****") if password else shown
 
 
+def url_passwords(url: str | None) -> list[str]:
+    """The password ``url`` carries, if any: a secret that logs must never show."""
+    try:
+        password = urlsplit(url).password if url else None
+    except ValueError:
+        return []
+    return [password] if password else []
+
+
 def url_problem(url: str) -> str | None:
     """Why ``url`` cannot name a PostgreSQL store, or None (pure)."""
     if not is_database_url(url):

@@ -153,7 +153,8 @@ def guard_verdict(
       recorded), is recorded once per agent, staged content and holders (so
       `maf guard` and the preflight's check in one commit record it once),
       and, after the record commits, each holder is told by agent-mail.
-    * A store that is named but missing, or unreadable: :class:`StoreError`
+    * A store that is named but missing, or unreadable, and a PostgreSQL store
+      (``MAF_DATABASE_URL``) whose server cannot be reached: :class:`StoreError`
       (fails closed).
 
     ``agent_id`` None is a committer without an agent id, blocked by every
@@ -164,16 +165,16 @@ def guard_verdict(
     what = "push" if pushed is not None else "commit"
     if settings.repo_root is None:
         return GuardVerdict(PASSED, "not inside a git repository")
-    if not settings.db_path.exists() and _is_default_location(settings):
+    if settings.database_url is None and not settings.db_path.exists() and _is_default_location(settings):
         return GuardVerdict(PASSED, "no runtime database: nothing is reserved")
     override = parse_override(environ.get(OVERRIDE_VARIABLE))
     paths = pushed_paths(cwd, pushed) if pushed is not None else staged_paths(cwd)
     if not paths:
         return GuardVerdict(PASSED, f"nothing to {what}" if pushed is not None else "nothing staged")
-    from pytest_maf.store import open_store
+    from pytest_maf.store import open_store_for
 
     try:
-        with open_store(settings.db_path, default_max_attempts=settings.max_attempts) as store:
+        with open_store_for(settings) as store:
             blocks = check_paths(store, paths, agent_id)
             if not blocks:
                 return GuardVerdict(PASSED, f"{len(paths)} path(s), none reserved by another agent", paths)
@@ -192,7 +193,7 @@ def guard_verdict(
     except StoreError as error:
         raise StoreError(
             f"{error}. The guard fails closed: repair the store (maf setup, maf db recover)"
-            " or point MAF_DB_PATH at the right one"
+            f" or point {'MAF_DATABASE_URL' if settings.database_url else 'MAF_DB_PATH'} at the right one"
         ) from None
     return GuardVerdict(
         OVERRIDDEN,

@@ -22,10 +22,13 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from pytest_maf import mail
 from pytest_maf.errors import MafError
+
+if TYPE_CHECKING:
+    from pytest_maf.store import Store
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -232,6 +235,34 @@ def database_schema(path: Path) -> CheckResult:
     return passed(f"{path} matches the canonical schema")
 
 
+def configured_store_schema(settings: Any) -> CheckResult:
+    """The configured store against the current schema: the SQLite file, or the PostgreSQL store."""
+    if settings.database_url is None:
+        return database_schema(settings.db_path)
+    from pytest_maf.store import open_store_for
+
+    try:
+        with open_store_for(settings) as store:
+            return store_schema(store)
+    except MafError as error:
+        return failed(str(error), "run `maf setup` or fix MAF_DATABASE_URL")
+
+
+def store_schema(store: Store) -> CheckResult:
+    """The open store's tables against the current schema (how a PostgreSQL store is checked)."""
+    problems = store.integrity_problems()
+    if problems:
+        return failed(f"{store.location}: {'; '.join(problems)}", "run `maf setup`")
+    return passed(f"{store.location} matches the canonical schema")
+
+
+def store_disk_space(settings: Any) -> CheckResult:
+    """Room for the store to grow where it lives; a PostgreSQL store's disk is the server's to watch."""
+    if settings.database_url is not None:
+        return passed(f"the store is on PostgreSQL ({settings.store_shown}): no local file grows")
+    return free_disk_space(settings.db_path, settings.min_free_disk_mb)
+
+
 def free_disk_space(path: Path, minimum_mb: int) -> CheckResult:
     usage = shutil.disk_usage(_nearest_existing(path))
     free_mb = usage.free // (1024 * 1024)
@@ -287,19 +318,21 @@ def database_health(settings: Any) -> list[HealthItem]:
     """Reachable, sound schema and integrity, no expired lease left unreclaimed, a timed probe."""
     import time
 
-    from pytest_maf.store import open_store
+    from pytest_maf.store import open_store_for
 
     items = []
     try:
-        with open_store(settings.db_path) as store:
+        with open_store_for(settings) as store:
             started = time.perf_counter()
             counts = store.read(lambda transaction: transaction.count_tasks_by_state())
             probe_ms = round((time.perf_counter() - started) * 1000, 3)
             expired = store.read(lambda transaction: len(transaction.expired_leases()))
+            schema = database_schema(settings.db_path) if settings.database_url is None else store_schema(store)
     except MafError as error:
-        return [HealthItem("database.reachable", CRITICAL, failed(str(error), "run `maf setup` or fix MAF_DB_PATH"))]
-    items.append(HealthItem("database.reachable", CRITICAL, passed(f"{settings.db_path} opened", tasks=counts)))
-    items.append(HealthItem("database.schema", CRITICAL, database_schema(settings.db_path)))
+        fix = "fix MAF_DATABASE_URL" if settings.database_url else "fix MAF_DB_PATH"
+        return [HealthItem("database.reachable", CRITICAL, failed(str(error), f"run `maf setup` or {fix}"))]
+    items.append(HealthItem("database.reachable", CRITICAL, passed(f"{settings.store_shown} opened", tasks=counts)))
+    items.append(HealthItem("database.schema", CRITICAL, schema))
     items.append(HealthItem(
         "database.expired-leases", WARNING,
         failed(f"{expired} expired lease(s) not yet reclaimed", "run `maf leases reclaim`", expired=expired)
@@ -317,7 +350,7 @@ def environment_health(settings: Any) -> list[HealthItem]:
     return [
         HealthItem("agent-mail.root", CRITICAL, mail_root_writable(settings.mail_root)),
         HealthItem("agent-mail.escalation-targets", CRITICAL, escalation_inboxes_creatable(settings.mail_root, settings.escalation_targets)),
-        HealthItem("disk.free", CRITICAL, free_disk_space(settings.db_path, settings.min_free_disk_mb)),
+        HealthItem("disk.free", CRITICAL, store_disk_space(settings)),
     ]
 
 

@@ -49,10 +49,10 @@ class StoreCollector:
         self.query_duration = query_duration
 
     def collect(self) -> Iterator[Metric]:
-        from pytest_maf.store import open_store
+        from pytest_maf.store import open_store_for
 
         started = time.perf_counter()
-        with open_store(self.settings.db_path) as store:
+        with open_store_for(self.settings) as store:
             snapshot = store.read(lambda transaction: transaction.metrics_snapshot())
         self.query_duration.observe(time.perf_counter() - started)
         yield from self.query_duration.collect()  # after observing, so a scrape includes its own probe

@@ -173,19 +173,17 @@ def maf_settings(pytestconfig: pytest.Config) -> Settings:
 
 @pytest.fixture(scope="session")
 def maf_store(pytestconfig: pytest.Config, maf_settings: Settings) -> Iterator[Store]:
-    """The runtime store (``.maf/runtime.db``, or MAF_DB_PATH / --maf-db), created if missing.
+    """The runtime store (``.maf/runtime.db``, or MAF_DB_PATH / --maf-db, or the PostgreSQL store of
+    MAF_DATABASE_URL), created if missing.
     Example: ``def test_no_rollback(maf_store): assert not tasks.list_tasks(maf_store, "ROLLBACK")``
     """
-    from pytest_maf.store import open_store
+    from pytest_maf.store import open_store_for
 
     run = _run(pytestconfig)
     if run is not None and run.store is not None:
         yield run.store
         return
-    with open_store(
-        maf_settings.db_path, create=True, default_max_attempts=maf_settings.max_attempts,
-        lease_ttl_ms=maf_settings.task_lease_ttl_s * 1000,
-    ) as store:
+    with open_store_for(maf_settings, create=True) as store:
         yield store
 
 

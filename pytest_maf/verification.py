@@ -23,7 +23,7 @@ from pytest_maf.evidence import NO_EVIDENCE_REASON, record_evidence_batch
 from pytest_maf.keeper import LeaseKeeper
 from pytest_maf.leases import require_task
 from pytest_maf.plugin import EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
-from pytest_maf.store import Store, open_store
+from pytest_maf.store import Store, open_store_for
 
 OUTCOME_KEY = pytest.StashKey["ItemOutcome"]()
 BUDGET_TIMEOUT_KEY = pytest.StashKey[float]()  # the pytest-timeout limit a preflight check ran under
@@ -186,10 +186,7 @@ class MafRun:
         if not self.writes:
             return
         try:
-            self.store = open_store(
-                self.settings.db_path, create=self.preflight, default_max_attempts=self.settings.max_attempts,
-                lease_ttl_ms=self.settings.task_lease_ttl_s * 1000,
-            )
+            self.store = open_store_for(self.settings, create=self.preflight)
             if self.preflight:
                 self._start_preflight_task()
             else:

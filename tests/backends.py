@@ -12,7 +12,7 @@ import contextlib
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import pytest
 
@@ -25,7 +25,7 @@ SKIP_REASON = f"PostgreSQL cases need a server: run with {TEST_DATABASE_VARIABLE
 BACKENDS = ("sqlite", "postgres")
 
 
-def test_database_url() -> str:
+def server_url() -> str:
     """The PostgreSQL server the suite may use; skips the calling test when none is named."""
     url = os.environ.get(TEST_DATABASE_VARIABLE, "").strip()
     if not url:
@@ -69,10 +69,34 @@ def backend_store(backend: str, directory: Path, **options: Any) -> Iterator[Sto
         with open_store(directory / ".maf" / "runtime.db", create=True, **options) as store:
             yield store
         return
-    url = test_database_url()
+    url = server_url()
     with scratch_schema(url) as schema:
         with open_store(url, create=True, schema=schema, use_client_clock="clock" in options, **options) as store:
             yield store
+
+
+@contextlib.contextmanager
+def shared_store(backend: str, directory: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """Where several processes share one new store: its location (a file, or the server's URL) and the
+    environment a worker process opens it with (:func:`open_shared_store`)."""
+    if backend == "sqlite":
+        location = str(directory / "runtime.db")
+        open_store(location, create=True).close()
+        yield location, {}
+        return
+    url = server_url()
+    with scratch_schema(url) as schema:
+        open_store(url, create=True, schema=schema).close()
+        yield url, {SCHEMA_VARIABLE: schema}
+
+
+SCHEMA_VARIABLE = "MAF_TEST_SCHEMA"
+
+
+def open_shared_store(location: str, environment: Mapping[str, str] | None = None, **options: Any) -> Store:
+    """The store :func:`shared_store` made, its schema read from ``environment`` (a worker's own, by default)."""
+    schema = (os.environ if environment is None else environment).get(SCHEMA_VARIABLE)
+    return open_store(location, **options, **({"schema": schema} if schema else {}))
 
 
 def backend_param(backend: str) -> Any:

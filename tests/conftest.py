@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
-from backends import BACKENDS, backend_param, backend_store
+from backends import BACKENDS, backend_param, backend_store, server_url
 from pytest_maf.clock import ManualClock
 from pytest_maf.store import Store
 
@@ -26,6 +26,8 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture(params=[backend_param(name) for name in BACKENDS])
 def backend(request: pytest.FixtureRequest) -> str:
     """The store backend a test runs on: sqlite, or postgres (skipped without MAF_TEST_DATABASE_URL)."""
+    if request.param == "postgres":
+        server_url()
     return str(request.param)
 
 

@@ -19,6 +19,7 @@ from typing import Sequence
 from pytest_maf import logs
 from pytest_maf.cli import admin, agent_tools, coordination, operations, reservations, tasks
 from pytest_maf.config import load_settings
+from pytest_maf.database_url import url_passwords
 from pytest_maf.errors import BAD_INPUT, EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, MafError
 
 EPILOG = "exit codes:\n" + "".join(
@@ -26,8 +27,10 @@ EPILOG = "exit codes:\n" + "".join(
     for code, meaning in EXIT_CODES.items()
 ) + """
 The runtime database is .maf/runtime.db at the repository root (the current
-directory outside a git repository); MAF_DB_PATH or --db overrides it. Agents
-name themselves with MAF_AGENT_ID (or --agent).
+directory outside a git repository); MAF_DB_PATH or --db overrides it.
+MAF_DATABASE_URL (or --db postgresql://...) puts the store on PostgreSQL,
+shared by agents on many machines. Agents name themselves with MAF_AGENT_ID
+(or --agent).
 Run `maf COMMAND --help` for each command's options.
 """
 
@@ -41,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--db", metavar="PATH", help="runtime database (default: MAF_DB_PATH or .maf/runtime.db)"
+        "--db", metavar="PATH|URL",
+        help="runtime database file, or a postgresql:// URL (default: MAF_DATABASE_URL, MAF_DB_PATH or .maf/runtime.db)",
     )
     parser.add_argument(
         "--log-format", choices=("text", "json"), help="event lines on stderr (level: LOG_LEVEL, default warning)"
@@ -70,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(db_path=args.db) if getattr(args, "needs_settings", True) else None
         if settings is not None:
             logs.configure(
-                settings.log_level, args.log_format or settings.log_format, logs.secret_values(settings.required_env)
+                settings.log_level, args.log_format or settings.log_format,
+                [*logs.secret_values(settings.required_env), *url_passwords(settings.database_url)],
             )
         return int(args.handler(args, settings))
     except MafError as error:

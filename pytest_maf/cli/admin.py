@@ -99,7 +99,7 @@ def _print_mcp(plans: list[ClientFilePlan]) -> None:
 
 def _layers(args: argparse.Namespace) -> list[config_module.Layer]:
     config_file = Path(args.config) if getattr(args, "config", None) else None
-    flags = {"runtime.db_path": args.db}
+    flags = config_module.store_flags(args.db)
     return config_module.config_layers(_base(), os.environ, args.env, config_file, flags)
 
 
@@ -125,7 +125,9 @@ def _report(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "environment": config_module.environment_name(os.environ, args.env),
         "layers": [layer.source for layer in layers],
-        "values": {key: {"value": values[key], "source": sources[key]} for key in sorted(values)},
+        "values": {
+            key: {"value": config_module.shown_value(key, values[key]), "source": sources[key]} for key in sorted(values)
+        },
         "problems": problems,
     }
 

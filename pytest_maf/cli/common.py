@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
 from pytest_maf.ids import validate_id
-from pytest_maf.store import Store, open_store
+from pytest_maf.store import Store, open_store_for
 from pytest_maf.values import parse_json
 
 if TYPE_CHECKING:
@@ -167,12 +167,7 @@ def open_configured_store(settings: Settings, *, deliver_queued_mail: bool = Tru
     (one indexed query when none is queued). One that still cannot be
     delivered stays queued, with a warning on stderr.
     """
-    store = open_store(
-        settings.db_path,
-        default_max_attempts=settings.max_attempts,
-        lease_ttl_ms=settings.task_lease_ttl_s * 1000,
-        busy_timeout_s=settings.busy_timeout_s,
-    )
+    store = open_store_for(settings)
     if deliver_queued_mail:
         from pytest_maf.mail import deliver_pending
 

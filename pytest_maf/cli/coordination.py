@@ -74,7 +74,7 @@ def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _deliver_queued_mail(settings: Settings) -> None:
     """Before mail is read: deliver what store operations queued, when there is a store."""
-    if not settings.db_path.is_file():
+    if settings.database_url is None and not settings.db_path.is_file():
         return
     try:
         open_configured_store(settings).close()

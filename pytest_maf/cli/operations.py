@@ -47,6 +47,23 @@ def positive_number(high: float) -> Callable[[str], float]:
     return parse
 
 
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def on_a_sqlite_file(command: str, handler: Handler) -> Handler:
+    """``handler``, refused with one line when the configured store is on PostgreSQL."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        if settings.database_url is not None:
+            raise UsageError(
+                f"maf db {command} works on a SQLite store file, and this store is on PostgreSQL"
+                f" ({settings.store_shown}): use PostgreSQL's own tools (pg_dump, pg_restore, VACUUM ANALYZE)"
+            )
+        return handler(args, settings)
+
+    return run
+
+
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     output = checked_output(args.output, store_files(settings.db_path), "--output")
     report = maintenance.backup(settings.db_path, output, compress=args.gzip)
@@ -154,7 +171,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     backup = db.add_parser("backup", help="a consistent copy while agents keep writing (SQLite online backup)")
     backup.add_argument("--output", required=True, metavar="FILE")
     backup.add_argument("--gzip", action="store_true", help="compress the copy")
-    backup.set_defaults(handler=cmd_backup)
+    backup.set_defaults(handler=on_a_sqlite_file("backup", cmd_backup))
     verify = db.add_parser("verify-backup", help="integrity and schema checks of a backup (exit 1 when bad)")
     verify.add_argument("file", metavar="FILE")
     verify.set_defaults(handler=cmd_verify_backup)
@@ -165,7 +182,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     restore.add_argument("file", metavar="FILE")
     restore.add_argument("--force", action="store_true", help="restore even while agents hold leases")
-    restore.set_defaults(handler=cmd_restore)
+    restore.set_defaults(handler=on_a_sqlite_file("restore", cmd_restore))
     recover = db.add_parser(
         "recover", help="rebuild a malformed database into a new file and report what was lost",
         description="Uses the sqlite3 shell's .recover when it is installed, else a row-by-row salvage.",
@@ -173,10 +190,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     recover.add_argument("--output", metavar="FILE", help="default: <db>-recovered.db beside it")
     recover.add_argument("--no-shell", action="store_true", help="salvage row by row even if sqlite3 is installed")
     add_json(recover)
-    recover.set_defaults(handler=cmd_recover)
+    recover.set_defaults(handler=on_a_sqlite_file("recover", cmd_recover))
     optimize = db.add_parser("optimize", help="ANALYZE, PRAGMA optimize, and optionally VACUUM")
     optimize.add_argument("--vacuum", action="store_true")
-    optimize.set_defaults(handler=cmd_optimize)
+    optimize.set_defaults(handler=on_a_sqlite_file("optimize", cmd_optimize))
     cleanup = db.add_parser(
         "cleanup", help="delete events and evidence of DONE/DEAD tasks older than N days (dry run unless --apply)"
     )
@@ -186,7 +203,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     cleanup.add_argument("--apply", action="store_true", help="delete; without it, only count")
     add_json(cleanup)
-    cleanup.set_defaults(handler=cmd_cleanup)
+    cleanup.set_defaults(handler=on_a_sqlite_file("cleanup", cmd_cleanup))
 
     metrics = commands.add_parser(
         "metrics", help="Prometheus metrics from the store (text exposition, or serve /metrics)"

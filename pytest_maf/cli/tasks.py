@@ -34,7 +34,7 @@ from pytest_maf.store import setup_store
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.cli.common import keep_runtime_files_out_of_git
 
-    report = setup_store(settings.db_path, busy_timeout_s=settings.busy_timeout_s)
+    report = setup_store(settings.store_location, busy_timeout_s=settings.busy_timeout_s, schema=settings.database_schema)
     excluded, excluded_json = keep_runtime_files_out_of_git(settings)
     if args.json:
         print_json(
@@ -45,6 +45,7 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
                 "schema_version": report.schema_version,
                 "tables": list(report.tables),
                 "journal_mode": report.journal_mode,
+                "backend": report.backend,
                 "excluded": excluded_json,
             }
         )
@@ -55,7 +56,8 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
         print(f"upgraded {report.path}")
     else:
         print(f"found {report.path}; nothing to do")
-    print(f"schema version {report.schema_version}, journal mode {report.journal_mode}")
+    journal = f", journal mode {report.journal_mode}" if report.journal_mode else ""
+    print(f"schema version {report.schema_version}{journal}")
     print(f"tables: {', '.join(report.tables)}")
     if excluded is not None:
         print(excluded.describe())

@@ -21,18 +21,21 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_maf.clock import Clock, system_clock
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.database_url import is_database_url
-from pytest_maf.errors import StoreError, UsageError
+from pytest_maf.errors import StoreError
 from pytest_maf.store.postgres_schema import DEFAULT_SCHEMA
 from pytest_maf.store.protocol import Store, Transaction
 from pytest_maf.store.schema import SCHEMA_VERSION
 from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S, DEFAULT_LEASE_TTL_MS, SQLiteStore
 
-__all__ = ["SCHEMA_VERSION", "SetupReport", "Store", "Transaction", "open_store", "setup_store"]
+if TYPE_CHECKING:
+    from pytest_maf.config import Settings
+
+__all__ = ["SCHEMA_VERSION", "SetupReport", "Store", "Transaction", "open_store", "open_store_for", "setup_store"]
 
 
 def open_store(
@@ -85,17 +88,21 @@ def open_store(
     return store
 
 
+def open_store_for(settings: Settings, *, create: bool = False, clock: Clock = system_clock) -> Store:
+    """The store ``settings`` name (``runtime.database_url``, else ``runtime.db_path``), with their
+    attempt, lease and busy-timeout settings. What every command, the plugin and the guard open."""
+    return open_store(
+        settings.store_location, clock=clock, create=create, default_max_attempts=settings.max_attempts,
+        lease_ttl_ms=settings.task_lease_ttl_s * 1000, busy_timeout_s=settings.busy_timeout_s,
+        schema=settings.database_schema,
+    )
+
+
 def _postgres_backend() -> ModuleType:
     """The PostgreSQL backend, or one line saying what to install."""
-    try:
-        from pytest_maf.store import postgres
-    except ImportError as error:
-        if error.name is not None and error.name.split(".")[0] != "psycopg":
-            raise
-        raise UsageError(
-            "a PostgreSQL store needs psycopg 3: pip install 'pytest-maf[postgres]'"
-        ) from None
-    return postgres
+    from pytest_maf.extras import import_extra
+
+    return import_extra("pytest_maf.store.postgres", "postgres", "a PostgreSQL store (runtime.database_url)")
 
 
 def _open_postgres(url: str, *, create: bool, **options: Any) -> Store:

@@ -561,7 +561,7 @@ class PostgresStore:
         except psycopg.Error:  # the connection is gone: the server rolled back
             self.close()
 
-    def _transaction(self, begin: str, body: Callable[[psycopg.Connection[Any], float], T]) -> T:
+    def _transaction(self, begin: str, body: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``body`` in one transaction, retried whole on contention until the busy timeout."""
         started = time.monotonic()
         deadline = started + self.busy_timeout_s
@@ -570,7 +570,10 @@ class PostgresStore:
             connection = self.connection
             try:
                 connection.execute(begin.encode())
-                result = body(connection, deadline)
+                if "READ ONLY" not in begin:  # a lock wait ends at the deadline, as a busy timeout
+                    remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+                    connection.execute(f"SET LOCAL lock_timeout = {remaining_ms}".encode())
+                result = body(connection)
                 connection.execute("COMMIT")
                 return result
             except RETRYABLE:
@@ -594,10 +597,7 @@ class PostgresStore:
                 raise
 
     def _run(self, operation: Callable[[PostgresTransaction], T], writing: bool) -> T:
-        def body(connection: psycopg.Connection[Any], deadline: float) -> T:
-            if writing:  # a lock wait ends at the deadline, as a busy timeout
-                remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
-                connection.execute(f"SET LOCAL lock_timeout = {remaining_ms}".encode())
+        def body(connection: psycopg.Connection[Any]) -> T:
             return operation(PostgresTransaction(
                 connection, writing=writing, store_key=self._key,
                 clock=self.clock if self.use_client_clock else None,
@@ -653,7 +653,7 @@ class PostgresStore:
         return version
 
     def _reading(self, body: Callable[[psycopg.Connection[Any]], T]) -> T:
-        return self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", lambda connection, _: body(connection))
+        return self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
 
     def schema_version(self) -> int:
         return self._reading(lambda connection: self._version(connection, self._tables(connection)) or 0)
@@ -671,7 +671,7 @@ class PostgresStore:
         Concurrent set-ups wait for each other on the store's migration lock.
         """
 
-        def apply(connection: psycopg.Connection[Any], _: float) -> list[int]:
+        def apply(connection: psycopg.Connection[Any]) -> list[int]:
             connection.execute("SELECT pg_advisory_xact_lock(%s::int4, %s::int4)", (self._key, MIGRATION_LOCK))
             connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
             current = self._checked_version(connection, missing_ok=True)
@@ -689,7 +689,70 @@ class PostgresStore:
         return self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED", apply)
 
     def integrity_problems(self) -> list[str]:
-        """Tables of the current schema that are missing; [] when sound (PostgreSQL checks its own pages)."""
-        present = set(self.table_names())
-        return [f"table {table} is missing" for table in postgres_schema.TABLES if table not in present]
+        """Every way the store's tables differ from the current schema (columns, CHECKs, keys, indexes);
+        [] when sound. PostgreSQL checks its own pages: what can go wrong is a changed schema.
+
+        The reference is built from the same migrations in a scratch schema that is rolled back
+        (to a savepoint) before the transaction ends, so nothing of it remains.
+        """
+        reference = f"maf_reference_{random.getrandbits(48):012x}"
+
+        def compare(connection: psycopg.Connection[Any]) -> list[str]:
+            version = self._version(connection, self._tables(connection)) or 0
+            problems = [] if version == postgres_schema.SCHEMA_VERSION else [
+                f"schema version is {version}, current is {postgres_schema.SCHEMA_VERSION} (run `maf setup`)"
+            ]
+            actual = _describe(connection, self.schema)
+            connection.execute("SAVEPOINT reference")
+            connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(reference)))
+            connection.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(reference)))
+            for migration in postgres_schema.MIGRATIONS:
+                for statement in split_statements(migration):
+                    connection.execute(statement.encode())
+            for table, expected in _describe(connection, reference).items():
+                found = actual.get(table)
+                if found is None:
+                    problems.append(f"table {table} is missing")
+                    continue
+                problems += [
+                    f"table {table}: {aspect} differ from the canonical schema"
+                    for aspect, value in expected.items() if found[aspect] != value
+                ]
+            connection.execute("ROLLBACK TO SAVEPOINT reference")  # the reference schema goes with it
+            return problems
+
+        return self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED", compare)
+
+
+def _describe(connection: psycopg.Connection[Any], schema: str) -> dict[str, dict[str, Any]]:
+    """Each table of ``schema``: its columns, constraints and indexes, with the schema's name left out."""
+    tables: dict[str, dict[str, Any]] = {}
+
+    def table(name: str) -> dict[str, Any]:
+        return tables.setdefault(name, {"columns": [], "CHECK constraints and keys": set(), "indexes": set()})
+
+    def unqualified(text: str) -> str:
+        return text.replace(f'"{schema}".', "").replace(f"{schema}.", "")
+
+    for name, *column in connection.execute(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity"
+        " FROM information_schema.columns WHERE table_schema = %s ORDER BY table_name, ordinal_position",
+        (schema,),
+    ):
+        if name != VERSION_TABLE:
+            table(name)["columns"].append(tuple(column))
+    for name, definition in connection.execute(
+        "SELECT r.relname, pg_get_constraintdef(c.oid) FROM pg_constraint AS c"
+        " JOIN pg_class AS r ON r.oid = c.conrelid JOIN pg_namespace AS n ON n.oid = r.relnamespace"
+        " WHERE n.nspname = %s",
+        (schema,),
+    ):
+        if name != VERSION_TABLE:
+            table(name)["CHECK constraints and keys"].add(unqualified(definition))
+    for name, definition in connection.execute(
+        "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = %s", (schema,)
+    ):
+        if name != VERSION_TABLE:
+            table(name)["indexes"].add(unqualified(definition))
+    return tables
 
