@@ -1,6 +1,7 @@
 """A worker for the multi-process reservation test: reserve, hold briefly, release.
 
 Usage: python reservation_worker.py DB AGENT SEED ROUNDS
+(DB: a SQLite file, or a PostgreSQL URL with the schema in MAF_TEST_SCHEMA)
 Prints a JSON report (grants, conflicts, errors) on stdout.
 """
 
@@ -11,9 +12,9 @@ import random
 import sys
 import time
 
+from backends import open_shared_store
 from pytest_maf import reservations
 from pytest_maf.errors import MafError
-from pytest_maf.store import open_store
 
 PATTERNS = ["src/**", "src/*.py", "src/a*", "src/app.py", "src/b/**", "docs/**", "*.md", "docs/x.md", "tests/**"]
 
@@ -22,7 +23,7 @@ def main() -> int:
     db, agent, seed, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     rng = random.Random(seed)
     report = {"agent": agent, "grants": 0, "conflicts": 0, "errors": []}
-    with open_store(db) as store:
+    with open_shared_store(db) as store:
         for _ in range(rounds):
             wanted = rng.sample(PATTERNS, rng.choice([1, 1, 2]))
             let_expire = rng.random() < 0.2

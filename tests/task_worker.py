@@ -1,11 +1,16 @@
 """A worker process for the multi-process tests: claims and drives tasks until none are left.
 
-Usage: python task_worker.py DB AGENT SEED TTL_MS DEADLINE_EPOCH_S [--stale-first]
+Usage: python task_worker.py DB AGENT SEED TTL_MS DEADLINE_EPOCH_S [--stale-first] [--steady]
+       [--clock-offset-ms MS] [--client-clock]
 
+DB is a SQLite file or a PostgreSQL URL (the schema in MAF_TEST_SCHEMA).
 With --stale-first the worker claims one task, prints ``CLAIMED`` and waits,
 so the test can pause it (SIGSTOP) past its TTL; then it tries every lease
 operation on that stale lease and prints ``STALE`` with each outcome, before
-working normally. Prints one JSON report on stdout at the end.
+working normally. --steady leaves out the stalls past the TTL. The store is
+given a clock --clock-offset-ms off the machine's, as on a machine whose clock
+is wrong; on PostgreSQL it is used only with --client-clock. Prints one JSON
+report on stdout at the end.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import random
 import sys
 import time
 
+from backends import open_shared_store
 from pytest_maf import tasks
+from pytest_maf.clock import system_clock
 from pytest_maf.errors import LeaseLostError, MafError, NothingToClaimError
 from pytest_maf.evidence import record_evidence
-from pytest_maf.store import open_store
 
 
 def now_ms() -> int:
@@ -28,9 +34,14 @@ def now_ms() -> int:
 def main() -> int:
     db, agent, seed, ttl_ms, deadline = sys.argv[1:6]
     stale_first = "--stale-first" in sys.argv
+    steady = "--steady" in sys.argv
+    offset_ms = int(sys.argv[sys.argv.index("--clock-offset-ms") + 1]) if "--clock-offset-ms" in sys.argv else 0
     rng = random.Random(int(seed))
     ttl = int(ttl_ms)
-    store = open_store(db)
+    store = open_shared_store(
+        db, clock=lambda: system_clock() + offset_ms,
+        **({"use_client_clock": True} if "--client-clock" in sys.argv else {}),
+    )
     report: dict[str, object] = {"agent": agent, "finished": 0, "lost": 0, "errors": []}
 
     def lease_ops(claim: tasks.Claim):  # type: ignore[no-untyped-def]
@@ -75,7 +86,7 @@ def main() -> int:
                 if name == "release":
                     break
                 # Mostly brisk work; now and then a stall past the TTL.
-                time.sleep(ttl * 1.5 / 1000 if rng.random() < 0.03 else rng.uniform(0, 0.01))
+                time.sleep(ttl * 1.5 / 1000 if not steady and rng.random() < 0.03 else rng.uniform(0, 0.01))
                 operation()
             report["finished"] += 1  # type: ignore[operator]
         except LeaseLostError:

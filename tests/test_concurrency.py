@@ -1,5 +1,5 @@
-"""Several real processes against one SQLite file: no double grant, no lost task,
-no operation accepted from a stale holder."""
+"""Several real processes against one store (a SQLite file, a PostgreSQL schema): no double
+grant, no lost task, no operation accepted from a stale holder."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from backends import open_shared_store, shared_store
 from pytest_maf import tasks
 from pytest_maf.clock import system_clock
 from pytest_maf.audit import lease_violations, task_violations
 from pytest_maf.records import Event
-from pytest_maf.store import open_store
 
 WORKER = Path(__file__).with_name("task_worker.py")
 WORKERS = 8
@@ -25,13 +25,15 @@ TASKS = 80
 TTL_MS = 200
 
 
-def spawn(db: Path, agent: str, seed: int, deadline: float, *extra: str) -> subprocess.Popen[str]:
+def spawn(
+    db: str, environment: dict[str, str], agent: str, seed: int, deadline: float, *extra: str, ttl_ms: int = TTL_MS
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(WORKER), str(db), agent, str(seed), str(TTL_MS), str(deadline), *extra],
+        [sys.executable, str(WORKER), db, agent, str(seed), str(ttl_ms), str(deadline), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        env={**os.environ, **environment, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
 
 
@@ -59,22 +61,26 @@ def stale_outcomes(worker: subprocess.Popen[str], resumed_ms: int) -> set[str]:
 
 
 @pytest.mark.slow
-def test_eight_processes_never_share_a_task_and_paused_workers_are_fenced(tmp_path: Path) -> None:
-    db = tmp_path / "runtime.db"
-    with open_store(db, create=True) as store:
+def test_eight_processes_never_share_a_task_and_paused_workers_are_fenced(backend: str, tmp_path: Path) -> None:
+    with shared_store(backend, tmp_path) as (db, environment):
+        run_eight_workers(db, environment)
+
+
+def run_eight_workers(db: str, environment: dict[str, str]) -> None:
+    with open_shared_store(db, environment) as store:
         task_ids = [tasks.add_task(store, task_id=f"t{i:03}", max_attempts=4).id for i in range(TASKS)]
     deadline = time.time() + 60
 
     # Paused alone: its lease expires and nobody reclaims it before it wakes.
-    alone = spawn(db, "agent-0", 0, deadline, "--stale-first")
+    alone = spawn(db, environment, "agent-0", 0, deadline, "--stale-first")
     stop_after_claim(alone)
     time.sleep(2 * TTL_MS / 1000)
     assert stale_outcomes(alone, resume(alone)) == {"LeaseLostError"}
 
     # Paused among busy workers: its task is reclaimed and leased again meanwhile.
-    crowded = spawn(db, "agent-1", 1, deadline, "--stale-first")
+    crowded = spawn(db, environment, "agent-1", 1, deadline, "--stale-first")
     stop_after_claim(crowded)
-    others = [spawn(db, f"agent-{n}", n, deadline) for n in range(2, WORKERS)]
+    others = [spawn(db, environment, f"agent-{n}", n, deadline) for n in range(2, WORKERS)]
     time.sleep(5 * TTL_MS / 1000)
     assert stale_outcomes(crowded, resume(crowded)) == {"LeaseLostError"}
 
@@ -88,13 +94,13 @@ def test_eight_processes_never_share_a_task_and_paused_workers_are_fenced(tmp_pa
     assert sum(report["lost"] for report in reports) > 0  # leases really expired mid-work
 
     # Reclaim as if well past every TTL, so a lease left by a stall is counted too.
-    with open_store(db, clock=lambda: system_clock() + 10 * TTL_MS) as store:
+    with open_shared_store(db, environment, clock=lambda: system_clock() + 10 * TTL_MS, use_client_clock=True) as store:
         tasks.reclaim_expired_leases(store)
         assert task_violations(store.read(lambda tx: tx.events())) == []
         final = tasks.list_tasks(store)
         assert sorted(task.id for task in final) == task_ids  # none lost, none duplicated
         assert {task.state for task in final} <= {"DONE", "DEAD"}
-        assert store.pragma("integrity_check") == [("ok",)]
+        assert store.integrity_problems() == []
     assert sum(report["finished"] for report in reports) >= TASKS // 2
 
 

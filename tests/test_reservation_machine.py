@@ -3,6 +3,7 @@ conflicts by brute force over a universe of paths, not by the automaton search."
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import tempfile
@@ -10,13 +11,13 @@ from pathlib import Path
 
 import hypothesis.strategies as st
 from hypothesis import settings
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from backends import backend_store
 from pytest_maf import reservations
 from pytest_maf.clock import ManualClock
 from pytest_maf.errors import MafError
 from pytest_maf.patterns import compile_pattern
-from pytest_maf.store import open_store
 
 AGENTS = ("agent-a", "agent-b", "agent-c")
 PATTERNS = (
@@ -35,15 +36,18 @@ def clash(first: str, second: str) -> bool:
 
 
 class ReservationMachine(RuleBasedStateMachine):
+    backend = "sqlite"
+
     def __init__(self) -> None:
         super().__init__()
         self.directory = Path(tempfile.mkdtemp(prefix="maf-rm-"))
         self.clock = ManualClock(0)
-        self.store = open_store(self.directory / "runtime.db", clock=self.clock, create=True)
+        self.opened = contextlib.ExitStack()
+        self.store = self.opened.enter_context(backend_store(self.backend, self.directory, clock=self.clock))
         self.held: dict[tuple[str, str], tuple[bool, int]] = {}  # (agent, pattern) -> (exclusive, expires)
 
     def teardown(self) -> None:
-        self.store.close()
+        self.opened.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def live(self) -> dict[tuple[str, str], tuple[bool, int]]:
@@ -111,8 +115,9 @@ class ReservationMachine(RuleBasedStateMachine):
                 assert not clash(first[1], second[1]), (first, second)
 
 
-ReservationMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
-test_reservations_against_a_brute_force_model = ReservationMachine.TestCase
+def test_reservations_against_a_brute_force_model(backend: str) -> None:
+    machine = type(f"ReservationMachine_{backend}", (ReservationMachine,), {"backend": backend})
+    run_state_machine_as_test(machine, settings=settings(max_examples=60, stateful_step_count=40, deadline=None))
 
 
 def test_the_universe_finds_exactly_the_overlaps_the_automaton_finds() -> None:

@@ -11,21 +11,24 @@ from pathlib import Path
 
 import pytest
 
+from backends import open_shared_store, shared_store
 from pytest_maf.audit import reservation_clashes
 from pytest_maf.records import ReservationEvent
-from pytest_maf.store import open_store
 
 WORKER = Path(__file__).with_name("reservation_worker.py")
 
 
 @pytest.mark.slow
-def test_eight_processes_never_hold_overlapping_exclusive_reservations(tmp_path: Path) -> None:
-    db = tmp_path / "runtime.db"
-    open_store(db, create=True).close()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+def test_eight_processes_never_hold_overlapping_exclusive_reservations(backend: str, tmp_path: Path) -> None:
+    with shared_store(backend, tmp_path) as (db, environment):
+        race_eight_workers(db, environment)
+
+
+def race_eight_workers(db: str, environment: dict[str, str]) -> None:
+    env = {**os.environ, **environment, "PYTHONPATH": os.pathsep.join(sys.path)}
     workers = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(db), f"agent-{n}", str(n), "150"],
+            [sys.executable, str(WORKER), db, f"agent-{n}", str(n), "150"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         for n in range(8)
@@ -39,9 +42,9 @@ def test_eight_processes_never_hold_overlapping_exclusive_reservations(tmp_path:
     assert all(not report["errors"] for report in reports)
     assert sum(report["grants"] for report in reports) > 100
     assert sum(report["conflicts"] for report in reports) > 100  # they really raced
-    with open_store(db) as store:
+    with open_shared_store(db, environment) as store:
         events = store.read(lambda t: t.reservation_events())
-        assert store.pragma("integrity_check") == [("ok",)]
+        assert store.integrity_problems() == []
     assert reservation_clashes(events) == []
 
 

@@ -11,6 +11,7 @@ pytest-maf made for itself.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import hypothesis.strategies as st
 from hypothesis import settings
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from backends import backend_store
 from pytest_maf import tasks
 from pytest_maf.clock import ManualClock
 from pytest_maf.errors import (
@@ -30,7 +32,6 @@ from pytest_maf.errors import (
     NothingToClaimError,
 )
 from pytest_maf.evidence import record_evidence
-from pytest_maf.store import open_store
 
 AGENTS = ("agent-a", "agent-b", "agent-c")
 VERIFIERS = ("lint", "unit")
@@ -155,19 +156,21 @@ class TaskModel:
 
 class TaskLeaseMachine(RuleBasedStateMachine):
     task_ids = Bundle("task_ids")
+    backend = "sqlite"
 
     def __init__(self) -> None:
         super().__init__()
         self.directory = Path(tempfile.mkdtemp(prefix="maf-sm-"))
         self.clock = ManualClock(1_000_000)
-        self.store = open_store(
-            self.directory / "runtime.db", clock=self.clock, create=True, lease_ttl_ms=LEASE_TTL
+        self.opened = contextlib.ExitStack()
+        self.store = self.opened.enter_context(
+            backend_store(self.backend, self.directory, clock=self.clock, lease_ttl_ms=LEASE_TTL)
         )
         self.model = TaskModel()
         self.final: dict[str, str] = {}
 
     def teardown(self) -> None:
-        self.store.close()
+        self.opened.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def _holder(self, task: ModelTask, impostor: bool, agent: str, attempt: int) -> tuple[str, int]:
@@ -382,7 +385,6 @@ class TaskLeaseMachine(RuleBasedStateMachine):
                     assert after.data["from"] == before.data["to"]
 
 
-TaskLeaseMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None
-)
-test_tasks_and_leases = TaskLeaseMachine.TestCase
+def test_tasks_and_leases(backend: str) -> None:
+    machine = type(f"TaskLeaseMachine_{backend}", (TaskLeaseMachine,), {"backend": backend})
+    run_state_machine_as_test(machine, settings=settings(max_examples=60, stateful_step_count=40, deadline=None))
