@@ -302,7 +302,7 @@ class AgentTools:
 
     def _deliver_queued_mail(self) -> None:
         """Before mail is read: deliver what store operations queued, when there is a store."""
-        if not self.settings.db_path.is_file():
+        if self.settings.database_url is None and not self.settings.db_path.is_file():
             return
         try:
             with self._store():

@@ -25,7 +25,10 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
 
     environ = dict(os.environ)
     if args.db is not None:  # the preflight subprocess uses the same store
-        environ["MAF_DB_PATH"] = str(settings.db_path)
+        if settings.database_url is not None:
+            environ.update(MAF_DATABASE_URL=settings.database_url, MAF_DATABASE_SCHEMA=settings.database_schema)
+        else:
+            environ["MAF_DB_PATH"] = str(settings.db_path)
     return mcp_server.serve(AgentTools(settings, agent, Path.cwd(), environ))
 
 
