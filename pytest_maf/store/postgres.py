@@ -221,7 +221,7 @@ class PostgresTransaction:
     def expired_leases(self) -> list[Lease]:
         """Expired leases; in a write, only those no other transaction is working on, locked with their tasks."""
         rows = self._all(
-            f"SELECT {_LEASE_COLUMNS} FROM leases AS l JOIN tasks AS t ON t.id = l.task_id"
+            f"SELECT {_LEASE_COLUMNS} FROM tasks AS t JOIN leases AS l ON l.task_id = t.id"
             f" WHERE l.lease_expires_at <= %s ORDER BY l.lease_expires_at, l.task_id {C}"
             f"{self._locking('FOR NO KEY UPDATE OF t, l SKIP LOCKED')}",
             (self.now,),
@@ -231,7 +231,7 @@ class PostgresTransaction:
     def list_leases(self, agent_id: str | None = None) -> list[Lease]:
         where, params = _where([("l.agent_id = %s", agent_id)])
         rows = self._all(
-            f"SELECT {_LEASE_COLUMNS} FROM leases AS l JOIN tasks AS t ON t.id = l.task_id {where}"
+            f"SELECT {_LEASE_COLUMNS} FROM tasks AS t JOIN leases AS l ON l.task_id = t.id {where}"
             f" ORDER BY l.task_id {C}{self._locking('FOR NO KEY UPDATE OF t, l')}",
             params,
         )
