@@ -33,6 +33,7 @@ are released in the same transaction.
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -278,6 +279,38 @@ def claim_next_task(store: Store, agent_id: str, ttl_ms: int, *, kind: str = "wo
     if claimed is None:
         raise NothingToClaimError("no READY task to claim (see `maf task list`)")
     return claimed
+
+
+# How long a waiting claimer sleeps between tries: doubling up to a second, which also
+# bounds how late it notices a lease that expired (no commit announces that).
+FIRST_WAIT_S, LONGEST_WAIT_S = 0.05, 1.0
+
+
+def claim_next_task_waiting(
+    store: Store, agent_id: str, ttl_ms: int, *, timeout_s: float | None = None, kind: str = "work",
+) -> Claim:
+    """:func:`claim_next_task`, waiting up to ``timeout_s`` (None: without end) for a task to claim.
+
+    Between tries it waits with :meth:`Store.wait_for_work`: on PostgreSQL a
+    commit that makes a task READY wakes it at once; on SQLite it polls, the
+    pause doubling up to a second. Raises :class:`NothingToClaimError` when the
+    time is up.
+    """
+    if timeout_s is not None and not 0 <= timeout_s < float("inf"):
+        raise UsageError(f"a wait of {timeout_s!r} s: give a number of seconds, 0 or more")
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    pause = FIRST_WAIT_S
+    while True:
+        try:
+            return claim_next_task(store, agent_id, ttl_ms, kind=kind)
+        except NothingToClaimError:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise NothingToClaimError(
+                    f"no READY task to claim within {timeout_s:g} s (see `maf task list`)"
+                ) from None
+        store.wait_for_work(pause if remaining is None else min(pause, remaining))
+        pause = min(pause * 2, LONGEST_WAIT_S)
 
 
 def claim_task(store: Store, task_id: str, agent_id: str, ttl_ms: int) -> Claim:

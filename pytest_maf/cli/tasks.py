@@ -23,7 +23,7 @@ from pytest_maf.cli.common import (
     when,
 )
 from pytest_maf.config import Settings
-from pytest_maf.errors import LeaseLostError
+from pytest_maf.errors import LeaseLostError, UsageError
 from pytest_maf.files import checked_output, store_files, write_text_atomic
 from pytest_maf.records import Task
 from pytest_maf.store import setup_store
@@ -82,8 +82,13 @@ def cmd_task_add(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_task_claim(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.lease_ttl_ms(args.ttl)
+    if args.timeout is not None and not args.wait:
+        raise UsageError("--timeout says how long --wait waits: give --wait too")
     with open_configured_store(settings) as store:
-        claim = tasks.claim_next_task(store, agent_of(args), ttl_ms)
+        if args.wait:
+            claim = tasks.claim_next_task_waiting(store, agent_of(args), ttl_ms, timeout_s=args.timeout)
+        else:
+            claim = tasks.claim_next_task(store, agent_of(args), ttl_ms)
     if args.json:
         print_json(asdict(claim))
     else:
@@ -318,10 +323,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     claim = task.add_parser(
         "claim", help="lease the next READY task", description="Lease the READY task with the lowest"
-        " priority, then the oldest. Exits 3 when no task is READY. Every later operation of the"
-        " holder (start, verify, evidence add, renew, heartbeat) extends the lease."
+        " priority, then the oldest. Exits 3 when no task is READY (with --wait: none became READY"
+        " within --timeout). Every later operation of the holder (start, verify, evidence add,"
+        " renew, heartbeat) extends the lease."
     )
     add_agent(claim, "the claiming agent")
+    claim.add_argument(
+        "--wait", action="store_true",
+        help="wait until a task is READY instead of exiting 3 (on PostgreSQL woken at once by the commit"
+        " that makes it READY; on SQLite polled, at most a second apart)",
+    )
+    claim.add_argument("--timeout", type=number, metavar="SECONDS", help="with --wait, give up after this long (exit 3)")
     claim.add_argument("--ttl", type=number, metavar="SECONDS", help="lease length (default: 1800, MAF_TASK_LEASE_TTL; at most MAF_TASK_LEASE_MAX_TTL, 14400)")
     add_json(claim)
     claim.set_defaults(handler=cmd_task_claim)

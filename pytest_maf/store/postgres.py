@@ -96,9 +96,11 @@ class PostgresTransaction:
 
     def __init__(
         self, connection: psycopg.Connection[Any], *, writing: bool, store_key: int, clock: Clock | None,
-        default_max_attempts: int, lease_ttl_ms: int,
+        default_max_attempts: int, lease_ttl_ms: int, ready_channel: str,
     ) -> None:
         self._connection = connection
+        self._ready_channel = ready_channel
+        self._told_ready = False
         self._writing = writing
         self._store_key = store_key
         self._clock = clock
@@ -127,6 +129,12 @@ class PostgresTransaction:
         if self._now is not None and self._clock is None:
             # Read before the wait, `now` may be older than what the lock's last holder wrote.
             self._now = max(self._now, self._read_clock())
+
+    def _tell_ready(self) -> None:
+        """Wake the claimers waiting in :meth:`PostgresStore.wait_for_work` when this transaction commits."""
+        if not self._told_ready:
+            self._execute("SELECT pg_notify(%s, '')", (self._ready_channel,))
+            self._told_ready = True
 
     def _locking(self, clause: str) -> str:
         return f" {clause}" if self._writing else ""
@@ -163,6 +171,8 @@ class PostgresTransaction:
             "INSERT INTO task_options (task_id, max_attempts, kind) VALUES (%s, %s, %s)",
             (task.id, task.max_attempts, task.kind),
         )
+        if task.state == "READY":
+            self._tell_ready()
 
     def get_task(self, task_id: str) -> Task | None:
         row = self._one(
@@ -197,6 +207,8 @@ class PostgresTransaction:
             "UPDATE tasks SET state = %s, attempts = %s, updated_at = %s WHERE id = %s",
             (state, attempts, self.now, task_id),
         )
+        if state == "READY":
+            self._tell_ready()
 
     # leases
 
@@ -485,6 +497,8 @@ class PostgresStore:
         self.lease_ttl_ms = lease_ttl_ms
         self.busy_timeout_s = busy_timeout_s
         self._key = _lock_key(schema)
+        self._ready_channel = f"maf_ready_{schema}"[:63]
+        self._listening = False
         self._connection: psycopg.Connection[Any] | None = None
 
     @property
@@ -519,6 +533,7 @@ class PostgresStore:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        self._listening = False
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -602,6 +617,7 @@ class PostgresStore:
                 connection, writing=writing, store_key=self._key,
                 clock=self.clock if self.use_client_clock else None,
                 default_max_attempts=self.default_max_attempts, lease_ttl_ms=self.lease_ttl_ms,
+                ready_channel=self._ready_channel,
             ))
 
         begin = "BEGIN ISOLATION LEVEL READ COMMITTED" if writing else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -687,6 +703,26 @@ class PostgresStore:
             return applied
 
         return self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED", apply)
+
+    def wait_for_work(self, timeout_s: float) -> None:
+        """Return when a commit made a task READY (NOTIFY), or after ``timeout_s``.
+
+        The first call only starts listening and returns at once, so the
+        caller's next claim is made while listening: no notice falls between.
+        """
+        try:
+            connection = self.connection
+            if not self._listening:
+                connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._ready_channel)))
+                self._listening = True
+                return
+            for _ in connection.notifies(timeout=max(0.0, timeout_s), stop_after=1):
+                pass
+        except psycopg.OperationalError as error:
+            self.close()
+            raise self._unusable(error) from None
+        except psycopg.Error as error:
+            raise self._unusable(error) from None
 
     def integrity_problems(self) -> list[str]:
         """Every way the store's tables differ from the current schema (columns, CHECKs, keys, indexes);

@@ -139,3 +139,11 @@ class Store(Protocol):
 
     def integrity_problems(self) -> list[str]:
         """What the database itself reports as damaged; [] when sound."""
+
+    def wait_for_work(self, timeout_s: float) -> None:
+        """Return once a task may have become READY, or after at most ``timeout_s`` seconds.
+
+        PostgreSQL is told (LISTEN/NOTIFY) by every commit that makes a task
+        READY; SQLite has no such signal and only waits. Either may return
+        early, so a caller claims again and waits again.
+        """

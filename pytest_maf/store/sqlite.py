@@ -695,6 +695,10 @@ class SQLiteStore:
 
         return self.write(apply)
 
+    def wait_for_work(self, timeout_s: float) -> None:
+        """SQLite cannot tell another process that a task became READY: this only waits."""
+        time.sleep(max(0.0, timeout_s))
+
     def integrity_problems(self) -> list[str]:
         """SQLite's ``quick_check``: [] when the file is sound."""
         problems = [str(row[0]) for row in self.pragma("quick_check")]
