@@ -39,12 +39,10 @@ def redact_url(url: str) -> str:
 
 def hide_password(text: str, url: str) -> str:
     """``text`` (an error message, say) with the password of ``url`` written as ``****`` wherever it appears."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
     shown = text.replace(url, redact_url(url))
-    return shown.replace(password, "****") if password else shown
+    for password in url_passwords(url):
+        shown = shown.replace(password, "****")
+    return shown
 
 
 def url_passwords(url: str | None) -> list[str]:

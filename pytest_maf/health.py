@@ -327,12 +327,11 @@ def database_health(settings: Any) -> list[HealthItem]:
             counts = store.read(lambda transaction: transaction.count_tasks_by_state())
             probe_ms = round((time.perf_counter() - started) * 1000, 3)
             expired = store.read(lambda transaction: len(transaction.expired_leases()))
-            schema = database_schema(settings.db_path) if settings.database_url is None else store_schema(store)
     except MafError as error:
         fix = "fix MAF_DATABASE_URL" if settings.database_url else "fix MAF_DB_PATH"
         return [HealthItem("database.reachable", CRITICAL, failed(str(error), f"run `maf setup` or {fix}"))]
     items.append(HealthItem("database.reachable", CRITICAL, passed(f"{settings.store_shown} opened", tasks=counts)))
-    items.append(HealthItem("database.schema", CRITICAL, schema))
+    items.append(HealthItem("database.schema", CRITICAL, configured_store_schema(settings)))
     items.append(HealthItem(
         "database.expired-leases", WARNING,
         failed(f"{expired} expired lease(s) not yet reclaimed", "run `maf leases reclaim`", expired=expired)

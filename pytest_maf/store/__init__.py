@@ -108,9 +108,7 @@ def _postgres_backend() -> ModuleType:
 def _open_postgres(url: str, *, create: bool, **options: Any) -> Store:
     store: Store = _postgres_backend().PostgresStore(url, **options)
     try:
-        if create:
-            store.migrate()
-        elif store.check_schema_version() < SCHEMA_VERSION:
+        if create or store.check_schema_version() < SCHEMA_VERSION:
             store.migrate()
     except BaseException:
         store.close()
