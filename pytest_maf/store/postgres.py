@@ -32,7 +32,7 @@ import hashlib
 import json
 import random
 import time
-from typing import Any, Callable, Collection, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Collection, Sequence, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -45,6 +45,9 @@ from pytest_maf.records import Escalation, Event, Evidence, Lease, Reservation, 
 from pytest_maf.store import postgres_schema
 from pytest_maf.store.postgres_schema import DEFAULT_SCHEMA, VERSION_TABLE
 from pytest_maf.store.schema import split_statements
+
+if TYPE_CHECKING:
+    from pytest_maf.store.protocol import Store
 from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S, DEFAULT_LEASE_TTL_MS, _dumps
 
 T = TypeVar("T")
@@ -792,3 +795,9 @@ def _describe(connection: psycopg.Connection[Any], schema: str) -> dict[str, dic
             table(name)["indexes"].add(unqualified(definition))
     return tables
 
+
+
+if TYPE_CHECKING:  # mypy holds this backend to the store Protocols
+
+    def _is_a_store(store: PostgresStore) -> Store:
+        return store
