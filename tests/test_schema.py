@@ -176,6 +176,55 @@ def test_the_verifier_accepts_a_fresh_store_and_names_each_problem(db_path: Path
         connection.execute("DROP TABLE task_options")
     problems = schema_problems(db_path)
 
-    assert "table tasks: keys and indexes differ from the canonical schema" in problems
-    assert "table evidence: columns differ from the canonical schema" in problems
-    assert "table task_options is missing" in problems
+    assert problems == [
+        "table tasks: index idx_tasks_state_prio is missing"
+        " (CREATE INDEX idx_tasks_state_prio ON tasks(state, priority, created_at))",
+        "table evidence: column extra is not in the canonical schema (TEXT NULL)",
+        "table task_options is missing",
+    ]
+
+
+def test_the_verifier_names_a_missing_column_a_wrong_foreign_key_a_changed_check_and_a_stranger(
+    db_path: Path,
+) -> None:
+    from pytest_maf.store import schema
+    from pytest_maf.store.verify import schema_problems
+
+    setup_store(db_path)
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("DROP INDEX idx_mail_outbox_queued")  # it names the column dropped next
+        connection.execute("ALTER TABLE mail_outbox DROP COLUMN delivered_at")
+        connection.execute("DROP TABLE leases")
+        connection.execute(
+            "CREATE TABLE leases (task_id TEXT PRIMARY KEY REFERENCES escalations(id), agent_id TEXT NOT NULL,"
+            " lease_expires_at INTEGER NOT NULL, attempt INTEGER NOT NULL, UNIQUE(task_id), UNIQUE(task_id, attempt))"
+        )
+        connection.execute("DROP TABLE counters")
+        connection.execute(schema.COUNTERS_DDL_V5.replace("CHECK (value >= 0)", ""))
+        connection.execute("CREATE TABLE notes (body TEXT)")
+        connection.execute("CREATE TRIGGER forget AFTER INSERT ON events BEGIN DELETE FROM events; END")
+    problems = schema_problems(db_path)
+
+    assert "table mail_outbox: column delivered_at is missing (INTEGER NULL)" in problems
+    assert (
+        "table leases: foreign key task_id differs from the canonical schema: REFERENCES escalations(id),"
+        " expected REFERENCES tasks(id) ON DELETE CASCADE"
+    ) in problems
+    assert "table counters: CHECK constraints or definition differ from the canonical schema" in problems
+    assert "table notes is not part of the pytest-maf schema: drop it, or keep it in a database of its own" in problems
+    assert (
+        "table events: trigger forget is not in the canonical schema"
+        " (CREATE TRIGGER forget AFTER INSERT ON events BEGIN DELETE FROM events; END)"
+    ) in problems
+    assert len(problems) == 6  # the index that went with the column, and nothing else
+
+
+def test_the_verifier_accepts_the_rows_a_recovery_could_not_place(db_path: Path) -> None:
+    from pytest_maf.store.verify import LOST_AND_FOUND, schema_problems
+
+    setup_store(db_path)
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("ANALYZE")  # SQLite's own sqlite_stat1 is no stranger either
+        connection.execute(f"CREATE TABLE {LOST_AND_FOUND} (rootpgno INTEGER, pgno INTEGER, nfield INTEGER, id INTEGER)")
+
+    assert schema_problems(db_path) == []

@@ -1,33 +1,34 @@
 """Verify a runtime database against the schema this pytest-maf creates.
 
-Used by the schema check in ``checks/`` and by ``maf health-check``: every
-table, column, CHECK constraint, key and index is compared with a reference
-database built in memory from the same migrations.
+Used by the ``store.schema`` check in ``checks/``, by ``maf health-check`` and
+by the backup, restore and recovery commands. The expected schema is a
+reference database built in memory from the same migrations (the operations
+guide's canonical DDL, then ours); both it and the database under test are
+read through sqlite-utils' introspection (tables, columns, indexes, foreign
+keys, triggers) and compared item by item, so each problem names the table
+and the column, index or key that differs.
+
+sqlite-utils serves schema work, export and salvage only, and is imported
+when one of them runs. The hot paths (claims, reservations, the guard) stay
+on Python's own ``sqlite3`` in :mod:`pytest_maf.store.sqlite`; the one helper
+they share with this module, :func:`user_tables`, is plain ``sqlite3`` too.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytest_maf.store import schema
 
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+    from sqlite_utils.db import Column, ForeignKey
 
-def _describe(connection: sqlite3.Connection, table: str) -> dict[str, object]:
-    indexes = {}
-    for row in connection.execute(f"PRAGMA index_list('{table}')"):
-        name, unique, origin = row[1], row[2], row[3]
-        columns = [info[2] for info in connection.execute(f"PRAGMA index_info('{name}')")]
-        indexes[name if origin == "c" else f"{origin}:{','.join(columns)}"] = (bool(unique), columns)
-    found = connection.execute(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-    ).fetchone()
-    return {
-        "columns": connection.execute(f"PRAGMA table_info('{table}')").fetchall(),
-        "foreign keys": connection.execute(f"PRAGMA foreign_key_list('{table}')").fetchall(),
-        "keys and indexes": indexes,
-        "CHECK constraints and definition": " ".join(found[0].split()) if found else None,
-    }
+# The table the sqlite3 shell's `.recover` puts rows in whose table it cannot
+# tell; `maf db recover` counts them, and a recovered store may keep it.
+LOST_AND_FOUND = "lost_and_found"
 
 
 def user_tables(connection: sqlite3.Connection) -> list[str]:
@@ -50,8 +51,120 @@ def current_tables() -> list[str]:
     return user_tables(apply_current_schema(sqlite3.connect(":memory:")))
 
 
+def introspect(connection: sqlite3.Connection) -> Database:
+    """sqlite-utils' view of an open connection; it runs no plugin and sets no PRAGMA."""
+    import sqlite_utils
+
+    return sqlite_utils.Database(connection, recursive_triggers=False, execute_plugins=False)
+
+
+def _spaced(sql: str | None) -> str:
+    return " ".join((sql or "").split())
+
+
+def _column(column: Column) -> str:
+    """``TEXT NOT NULL DEFAULT 'x'``, and its place in the primary key."""
+    return " ".join(
+        part for part in (
+            column.type or "(no type)",
+            "NOT NULL" if column.notnull else "NULL",
+            "" if column.default_value is None else f"DEFAULT {column.default_value}",
+            "" if not column.is_pk else f"PRIMARY KEY (column {column.is_pk} of the key)",
+        ) if part
+    )
+
+
+def _foreign_key(key: ForeignKey) -> tuple[str, str]:
+    """The key's own columns, and ``REFERENCES tasks(id) ON DELETE CASCADE``."""
+    # sqlite-utils 4 tells a key's actions and the columns of a compound key; with 3.x the
+    # actions are still compared, as part of the CREATE TABLE statement (_table_problems).
+    columns = key.column or ", ".join(getattr(key, "columns", ()))
+    other_columns = key.other_column or ", ".join(getattr(key, "other_columns", ()))
+    actions = "".join(
+        f" ON {event} {action}"
+        for event, action in (("DELETE", getattr(key, "on_delete", "")), ("UPDATE", getattr(key, "on_update", "")))
+        if action and action != "NO ACTION"
+    )
+    return columns, f"REFERENCES {key.other_table}({other_columns}){actions}"
+
+
+def _shape(db: Database, table: str) -> dict[str, dict[str, str]]:
+    """Each column, index, foreign key and trigger of ``table``, by name, with a description to compare."""
+    found = db.table(table)
+    statements = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,)))
+    indexes = {}
+    for index in found.indexes:
+        if index.origin == "c":  # made by CREATE INDEX: its statement says all (columns, order, WHERE)
+            indexes[index.name] = _spaced(statements.get(index.name))
+        else:  # made for a PRIMARY KEY or UNIQUE constraint: named by SQLite, told by its columns
+            constraint = "PRIMARY KEY" if index.origin == "pk" else "UNIQUE"
+            indexes[f"for {constraint} ({', '.join(index.columns)})"] = "UNIQUE" if index.unique else "not unique"
+    foreign_keys: dict[str, list[str]] = {}
+    for columns, target in map(_foreign_key, found.foreign_keys):
+        foreign_keys.setdefault(columns, []).append(target)
+    return {
+        "column": {column.name: _column(column) for column in found.columns},
+        "index": indexes,
+        "foreign key": {columns: "; ".join(sorted(targets)) for columns, targets in foreign_keys.items()},
+        "trigger": {trigger.name: _spaced(trigger.sql) for trigger in found.triggers},
+    }
+
+
+def _table_problems(reference: Database, actual: Database, table: str) -> list[str]:
+    expected, found = _shape(reference, table), _shape(actual, table)
+    problems = []
+    for aspect, items in expected.items():
+        for name, description in items.items():
+            if name not in found[aspect]:
+                problems.append(f"table {table}: {aspect} {name} is missing ({description})")
+            elif found[aspect][name] != description:
+                problems.append(
+                    f"table {table}: {aspect} {name} differs from the canonical schema:"
+                    f" {found[aspect][name]}, expected {description}"
+                )
+        problems += [
+            f"table {table}: {aspect} {name} is not in the canonical schema ({description})"
+            for name, description in found[aspect].items() if name not in items
+        ]
+    order, expected_order = list(found["column"]), list(expected["column"])
+    if not problems and order != expected_order:  # rows are copied by position: the order matters
+        problems.append(
+            f"table {table}: columns are in the order {', '.join(order)}; the canonical schema has"
+            f" {', '.join(expected_order)}"
+        )
+    if not problems and _spaced(actual.table(table).schema) != _spaced(reference.table(table).schema):
+        # What the items above do not show: a CHECK constraint, a conflict clause, a key's action.
+        problems.append(f"table {table}: CHECK constraints or definition differ from the canonical schema")
+    return problems
+
+
+def _schema_problems(connection: sqlite3.Connection) -> list[str]:
+    """How the tables of the open database differ from those the migrations create."""
+    actual = introspect(connection)
+    reference = introspect(apply_current_schema(sqlite3.connect(":memory:")))
+    try:
+        expected = [name for name in reference.table_names() if not name.startswith("sqlite_")]
+        present = set(actual.table_names())
+        problems = []
+        for table in expected:
+            problems += _table_problems(reference, actual, table) if table in present else [f"table {table} is missing"]
+        problems += [
+            f"table {table} is not part of the pytest-maf schema: drop it, or keep it in a database of its own"
+            for table in sorted(present - set(expected))
+            if not table.startswith("sqlite_") and table != LOST_AND_FOUND
+        ]
+        return problems
+    finally:
+        reference.close()
+
+
 def schema_problems(path: Path) -> list[str]:
-    """Every way the database at ``path`` differs from the current schema; [] when sound."""
+    """Every way the database at ``path`` differs from the current schema; [] when sound.
+
+    Besides the schema: its version, that foreign keys can be enforced,
+    SQLite's ``integrity_check`` and rows that refer to missing rows. The
+    database is opened read-only.
+    """
     try:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as error:
@@ -73,15 +186,7 @@ def schema_problems(path: Path) -> list[str]:
         if orphans:
             tables = sorted({row[0] for row in orphans})
             problems.append(f"foreign_key_check: {len(orphans)} row(s) in {', '.join(tables)} refer to missing rows")
-        reference = apply_current_schema(sqlite3.connect(":memory:"))
-        for table in user_tables(reference):
-            expected, actual = _describe(reference, table), _describe(connection, table)
-            if actual["CHECK constraints and definition"] is None:
-                problems.append(f"table {table} is missing")
-                continue
-            for aspect, value in expected.items():
-                if actual[aspect] != value:
-                    problems.append(f"table {table}: {aspect} differ from the canonical schema")
+        problems += _schema_problems(connection)
     except sqlite3.Error as error:
         problems.append(f"cannot read {path}: {error}")
     finally:
