@@ -183,6 +183,31 @@ def test_recover_rebuilds_a_damaged_database_and_reports_losses(tmp_path: Path, 
         assert store.pragma("integrity_check") == [("ok",)]
 
 
+def test_salvage_of_an_older_store_keeps_the_rows_of_tables_that_gained_columns_since(tmp_path: Path) -> None:
+    from pytest_maf.store import schema
+
+    db = tmp_path / "runtime.db"
+    connection = sqlite3.connect(db)
+    for migration in schema.MIGRATIONS[:3]:  # before task_options gained `kind`
+        connection.executescript(migration)
+    for n in range(50):
+        connection.execute(
+            "INSERT INTO tasks (id, state, payload_json, created_at, updated_at) VALUES (?, 'READY', '{}', 1, 1)", (f"t{n:02}",)
+        )
+        connection.execute("INSERT INTO task_options (task_id, max_attempts) VALUES (?, 7)", (f"t{n:02}",))
+    connection.execute("PRAGMA user_version = 3")
+    connection.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
+    connection.commit()
+    connection.close()
+
+    report = maintenance.recover(db, tmp_path / "recovered.db", use_shell=False)
+
+    assert report.problems == []
+    assert report.recovered["tasks"] == report.recovered["task_options"] == 50  # nothing was damaged: nothing lost
+    with sqlite3.connect(tmp_path / "recovered.db") as recovered:
+        assert set(recovered.execute("SELECT max_attempts, kind FROM task_options")) == {(7, "work")}
+
+
 def test_cleanup_is_a_dry_run_until_applied(tmp_path: Path) -> None:
     db = tmp_path / "runtime.db"
     with open_store(db, create=True, clock=lambda: 1_000) as store:

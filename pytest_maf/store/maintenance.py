@@ -26,7 +26,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from pytest_maf.clock import system_clock
 from pytest_maf.errors import MafError, StoreError, UsageError
@@ -35,6 +35,9 @@ from pytest_maf.records import Event, ReservationEvent
 from pytest_maf.store import schema
 from pytest_maf.store.sqlite import _loads, connect
 from pytest_maf.store.verify import apply_current_schema, current_tables, schema_problems, user_tables
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 GZIP_MAGIC = b"\x1f\x8b"
 # Maintenance waits for agents' short transactions instead of failing fast.
@@ -410,31 +413,69 @@ def _recover_with_shell(shell: str, db_path: Path, output: Path) -> str | None:
     return None
 
 
+# Below every rowid SQLite gives, so a salvage starts before a table's first row.
+_BEFORE_ANY_ROWID = -(2**63)
+_SALVAGE_ROWID = "maf_salvage_rowid"
+_SALVAGE_MAX_FAILURES = 64
+
+
+class _ReadableRows:
+    """The rows of one table of a damaged database that still read back, in rowid order.
+
+    Each pass of :meth:`rows` reads on from the last row read until the
+    table's end (``finished``) or an unreadable page; the next pass starts
+    past the damage, a step further each time it fails again.
+    """
+
+    def __init__(self, source: Database, table: str, columns: set[str]) -> None:
+        self.source, self.table, self.columns = source, table, columns
+        self.last, self.step, self.failures, self.finished = _BEFORE_ANY_ROWID, 1, 0, False
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        try:
+            for row in self.source.table(self.table).rows_where(
+                "rowid > ?", [self.last], order_by="rowid", select=f"rowid AS {_SALVAGE_ROWID}, *"
+            ):
+                self.last = row.pop(_SALVAGE_ROWID)
+                yield {name: value for name, value in row.items() if name in self.columns}
+            self.finished = True
+        except sqlite3.Error:
+            self.stepped_over()
+
+    def stepped_over(self) -> None:
+        self.failures += 1
+        self.last, self.step = (self.last if self.last > _BEFORE_ANY_ROWID else 0) + self.step, self.step * 2
+
+
 def _salvage_rows(db_path: Path, output: Path) -> None:
-    """Copy every row that reads back, table by table, stepping over damaged ranges."""
-    target = apply_current_schema(sqlite3.connect(output))
-    target.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
+    """Copy every row that reads back, table by table, stepping over damaged ranges.
+
+    Rows are copied by column name, so those of an older store land in the
+    current schema, its newer columns taking their defaults.
+    """
+    from pytest_maf.store.verify import introspect
+
+    target = introspect(apply_current_schema(sqlite3.connect(output)))
     try:
-        source = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    except sqlite3.Error:
+        target.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
+        try:
+            source = introspect(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True))
+        except sqlite3.Error:
+            return
+        try:
+            for table in user_tables(target.conn):
+                columns = {column.name for column in target.table(table).columns}
+                readable = _ReadableRows(source, table, columns)
+                while not readable.finished and readable.failures < _SALVAGE_MAX_FAILURES:
+                    try:
+                        # OR IGNORE: a row a CHECK or key refuses is lost, not fatal to its neighbours.
+                        target.table(table).insert_all(readable.rows(), ignore=True)
+                    except sqlite3.Error:
+                        readable.stepped_over()
+        finally:
+            source.close()
+    finally:
         target.close()
-        return
-    for table in user_tables(target):
-        last, step, failures = -(2**63), 1, 0
-        while failures < 64:
-            try:
-                cursor = source.execute(f'SELECT rowid, * FROM "{table}" WHERE rowid > ? ORDER BY rowid', (last,))
-                for row in cursor:
-                    last = row[0]
-                    placeholders = ", ".join("?" * (len(row) - 1))
-                    target.execute(f'INSERT OR IGNORE INTO "{table}" VALUES ({placeholders})', row[1:])
-                break
-            except sqlite3.Error:
-                failures += 1
-                last, step = (last if last > -(2**63) else 0) + step, step * 2
-    target.commit()
-    source.close()
-    target.close()
 
 
 def optimize(db_path: Path, vacuum: bool = False) -> list[str]:
