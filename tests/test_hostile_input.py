@@ -233,6 +233,13 @@ CASES += [
     ("mail-ack-star", one_message, ["mail", "ack", "*", "--agent", "bob"], 2, "may not contain '*'"),
 ]
 
+CASES += [
+    ("export-over-the-store", nothing, ["db", "export", "--output", ".maf/runtime.db"], 2, "must not overwrite"),
+    ("export-of-an-unknown-table", nothing, ["db", "export", "--table", "nope"], 2, "its tables are"),
+    ("export-csv-without-one-table", nothing, ["db", "export", "--format", "csv"], 2, "exactly one --table"),
+]
+
+
 @pytest.mark.parametrize(
     ("setup", "argv", "code", "words"),
     [pytest.param(setup, argv, code, words, id=case_id) for case_id, setup, argv, code, words in CASES],

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, TextIO
 
 from pytest_maf.cli.common import add_json, number, print_json, print_table
 from pytest_maf.clock import system_clock
@@ -15,6 +17,7 @@ from pytest_maf.config import Settings
 from pytest_maf.errors import FAILED, UsageError
 from pytest_maf.files import checked_output, store_files
 from pytest_maf.store import maintenance
+from pytest_maf.store import export as db_export
 
 DAY_MS = 24 * 60 * 60 * 1000
 MAX_CLEANUP_DAYS = 36_500  # a hundred years: any older cut-off keeps nothing more
@@ -142,6 +145,34 @@ def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    tables = db_export.chosen_tables(args.table or [], args.format)  # refused before the store is opened
+    if args.output is None:
+        with _utf8_stdout() as stdout:
+            db_export.export(settings.db_path, args.format, tables, stdout)
+        return 0
+    output = checked_output(args.output, store_files(settings.db_path), "--output")
+    counts = db_export.export_to_file(settings.db_path, args.format, tables, output)
+    print(f"exported {', '.join(f'{table} {count}' for table, count in counts.items())} row(s) to {output}")
+    return 0
+
+
+@contextmanager
+def _utf8_stdout() -> Iterator[TextIO]:
+    """Standard output, written in UTF-8 whatever the locale (as an --output file is)."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # already a text-only stream
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    stream = io.TextIOWrapper(buffer, encoding="utf-8", newline="")
+    try:
+        yield stream
+    finally:
+        stream.flush()
+        stream.detach()  # sys.stdout still owns the buffer
+
+
 def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.extras import import_extra
 
@@ -165,7 +196,7 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    db = commands.add_parser("db", help="back up, verify, restore, recover and tidy the runtime database").add_subparsers(
+    db = commands.add_parser("db", help="back up, verify, restore, recover, export and tidy the runtime database").add_subparsers(
         dest="db_command", metavar="ACTION", required=True
     )
     backup = db.add_parser("backup", help="a consistent copy while agents keep writing (SQLite online backup)")
@@ -204,6 +235,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cleanup.add_argument("--apply", action="store_true", help="delete; without it, only count")
     add_json(cleanup)
     cleanup.set_defaults(handler=on_a_sqlite_file("cleanup", cmd_cleanup))
+    export = db.add_parser(
+        "export", help="the store's rows as JSON or CSV, read-only (for a spreadsheet or a script)",
+        description="Opens the store read-only: nothing is migrated or written. Values are exactly as stored:"
+        " times are epoch milliseconds, *_json columns the JSON text they hold. JSON: one object mapping each"
+        " table to the list of its rows. CSV: one table (exactly one --table), a header row, NULL as an empty cell.",
+    )
+    export.add_argument("--format", choices=db_export.FORMATS, default="json", help="default: json")
+    export.add_argument(
+        "--table", action="extend", nargs="+", metavar="TABLE", help="the tables to export (default: all; csv: one)"
+    )
+    export.add_argument("--output", metavar="FILE", help="write FILE (whole or not at all) instead of standard output")
+    export.set_defaults(handler=on_a_sqlite_file("export", cmd_export))
 
     metrics = commands.add_parser(
         "metrics", help="Prometheus metrics from the store (text exposition, or serve /metrics)"
