@@ -38,7 +38,7 @@ FORMATS = ("json", "csv")
 
 
 def chosen_tables(names: Sequence[str], output_format: str) -> list[str]:
-    """The tables to export, in the order given (every table when none is); refuses an unknown one.
+    """The tables named, in the order given ([]: every table the store has); refuses an unknown one.
 
     Checked before the database is opened, so a refusal touches nothing.
     """
@@ -46,7 +46,7 @@ def chosen_tables(names: Sequence[str], output_format: str) -> list[str]:
     unknown = [name for name in names if name not in known]
     if unknown:
         raise UsageError(f"no table {', '.join(map(repr, unknown))} in a pytest-maf store; its tables are: {', '.join(known)}")
-    chosen = list(dict.fromkeys(names)) or known
+    chosen = list(dict.fromkeys(names))
     if output_format == "csv" and len(chosen) != 1:
         raise UsageError(f"a CSV export holds one table: give exactly one --table, one of: {', '.join(known)}")
     return chosen
@@ -90,13 +90,22 @@ def _unreadable(db_path: Path, error: sqlite3.Error) -> StoreError:
     )
 
 
-def _rows(db: Database, table: str) -> Iterator[dict[str, Any]]:
-    if table not in db.table_names():
+def _present(db: Database, tables: Sequence[str]) -> list[str]:
+    """``tables`` (every current one the store has when empty), each checked to be in this store."""
+    present = set(db.table_names())
+    if not tables:
+        return [table for table in current_tables() if table in present]
+    missing = [table for table in tables if table not in present]
+    if missing:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         raise StoreError(
-            f"table {table} is not in this store yet (schema version {version}): `maf setup` brings it to the"
-            f" current schema ({schema.SCHEMA_VERSION}), or export the tables it has"
+            f"table {', '.join(missing)} is not in this store yet (schema version {version}): `maf setup` brings it"
+            f" to the current schema ({schema.SCHEMA_VERSION}), or export the tables it has"
         )
+    return list(tables)
+
+
+def _rows(db: Database, table: str) -> Iterator[dict[str, Any]]:
     return db.table(table).rows_where(order_by="rowid")
 
 
@@ -136,12 +145,14 @@ def write_csv(db: Database, table: str, handle: TextIO) -> dict[str, int]:
 
 
 def export(db_path: Path, output_format: str, tables: Sequence[str], handle: TextIO) -> dict[str, int]:
-    """Write the rows of ``tables`` of the store at ``db_path`` to ``handle``; the rows per table."""
+    """Write the rows of ``tables`` (every table when empty) of the store at ``db_path`` to ``handle``;
+    the rows per table."""
     with read_only(db_path) as db:
+        present = _present(db, tables)  # before a line is written
         if output_format == "csv":
-            (table,) = tables
+            (table,) = present
             return write_csv(db, table, handle)
-        return write_json(db, tables, handle)
+        return write_json(db, present, handle)
 
 
 def export_to_file(db_path: Path, output_format: str, tables: Sequence[str], output: Path) -> dict[str, int]:
