@@ -173,6 +173,24 @@ def _utf8_stdout() -> Iterator[TextIO]:
         stream.detach()  # sys.stdout still owns the buffer
 
 
+def cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
+    from pytest_maf.store.copy import copy_store
+
+    report = copy_store(
+        args.source, args.destination, force=args.force,
+        source_schema=args.source_schema or settings.database_schema,
+        destination_schema=args.dest_schema or settings.database_schema,
+    )
+    if args.json:
+        print_json(asdict(report))
+        return 0
+    replaced = f", replacing {report.replaced} row(s) it held" if report.replaced else ""
+    print(f"copied {sum(report.rows.values())} row(s) from {report.source} to {report.destination}{replaced};"
+          " row counts and schema verified")
+    print("  " + ", ".join(f"{table} {count}" for table, count in report.rows.items()))
+    return 0
+
+
 def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.extras import import_extra
 
@@ -247,6 +265,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     export.add_argument("--output", metavar="FILE", help="write FILE (whole or not at all) instead of standard output")
     export.set_defaults(handler=on_a_sqlite_file("export", cmd_export))
+    copy = db.add_parser(
+        "copy", help="copy a whole store between backends (a SQLite file or a postgresql:// URL), verified",
+        description="Copies every table and row in order, keeping ids and times, in one transaction on the"
+        " destination (a missing one is created), then compares the row counts per table and checks the"
+        " destination's schema. A destination that holds rows is refused (exit 2, nothing written) unless"
+        " --force, which replaces them; so is copying a store onto itself.",
+    )
+    copy.add_argument("source", metavar="SOURCE", help="a store file, or a postgresql:// URL")
+    copy.add_argument("destination", metavar="DEST", help="a store file, or a postgresql:// URL")
+    copy.add_argument("--force", action="store_true", help="replace the rows the destination holds")
+    copy.add_argument("--source-schema", metavar="NAME", help="SOURCE's PostgreSQL schema (default: runtime.database_schema)")
+    copy.add_argument("--dest-schema", metavar="NAME", help="DEST's PostgreSQL schema (default: runtime.database_schema)")
+    add_json(copy)
+    copy.set_defaults(handler=cmd_copy)
 
     metrics = commands.add_parser(
         "metrics", help="Prometheus metrics from the store (text exposition, or serve /metrics)"

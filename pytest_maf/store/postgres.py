@@ -221,6 +221,12 @@ class PostgresStore:
         """Run ``operation`` against one consistent snapshot (REPEATABLE READ, read only)."""
         return self._run(operation, writing=False)
 
+    def run_on_connection(self, body: Callable[[psycopg.Connection[Any]], T], *, writing: bool) -> T:
+        """``body(connection)`` in one transaction (READ COMMITTED, or a read-only snapshot), retried whole
+        on contention: for whole-store tools (``maf db copy``) that read or write every table."""
+        begin = "BEGIN ISOLATION LEVEL READ COMMITTED" if writing else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        return self._transaction(begin, body)
+
     # schema
 
     def _tables(self, connection: psycopg.Connection[Any]) -> list[str]:
