@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
@@ -50,10 +51,11 @@ class ReservationConflictError(MafError):
 
     exit_code = 1
 
-    def __init__(self, conflicts: list[Conflict]) -> None:
+    def __init__(self, conflicts: list[Conflict], waited_s: float | None = None) -> None:
         self.conflicts = conflicts
+        waited = "" if waited_s is None else f" after waiting {waited_s:g} s"
         super().__init__(
-            f"{len(conflicts)} conflict(s); nothing was reserved"
+            f"{len(conflicts)} conflict(s){waited}; nothing was reserved"
             " (see `maf reservation list`, or wait for the holder's expiry)"
         )
 
@@ -93,6 +95,14 @@ def find_conflicts(
     ]
 
 
+def _live_conflicts(transaction: Transaction, requested: Sequence[str], exclusive: bool, agent_id: str) -> list[Conflict]:
+    anchors = {anchor(pattern) for pattern in requested}
+    # A request that can match at any depth (anchor '': *.md, README.md)
+    # can meet any reservation; else only those with its anchor or none.
+    relevant = transaction.reservations(anchors=None if "" in anchors else anchors | {""})
+    return find_conflicts(requested, exclusive, agent_id, relevant)
+
+
 def acquire(
     store: Store,
     patterns: Iterable[str],
@@ -122,11 +132,7 @@ def acquire(
             transaction.insert_reservation_event(
                 "expire", expired.agent_id, {"pattern": expired.pattern, "expires_at": expired.expires_at}
             )
-        anchors = {anchor(pattern) for pattern in requested}
-        # A request that can match at any depth (anchor '': *.md, README.md)
-        # can meet any reservation; else only those with its anchor or none.
-        relevant = transaction.reservations(anchors=None if "" in anchors else anchors | {""})
-        conflicts = find_conflicts(requested, exclusive, agent_id, relevant)
+        conflicts = _live_conflicts(transaction, requested, exclusive, agent_id)
         if conflicts:
             transaction.insert_reservation_event(
                 "conflict",
@@ -167,6 +173,54 @@ def acquire(
         raise ReservationConflictError(conflicts)
     log_event("reservation_acquire", agent_id=agent_id, patterns=requested, exclusive=exclusive)
     return granted
+
+
+# A waiting request looks again after FIRST_WAIT_S, the pause doubling up to
+# LONGEST_WAIT_S: how late it notices a release (no commit announces one).
+FIRST_WAIT_S, LONGEST_WAIT_S = 0.05, 1.0
+
+
+def acquire_waiting(
+    store: Store,
+    patterns: Iterable[str],
+    agent_id: str,
+    ttl_ms: int,
+    *,
+    timeout_s: float | None = None,
+    exclusive: bool = True,
+    reason: str = "",
+    task_id: str | None = None,
+) -> list[Reservation]:
+    """:func:`acquire`, waiting up to ``timeout_s`` (None: without end) while the request conflicts.
+
+    It looks again with a read-only check, the pause doubling from 0.05 s up
+    to a second, and asks again once nothing conflicts, so a wait records one
+    conflict, not one per look. Raises :class:`ReservationConflictError`, with
+    the conflicts still standing, when the time is up. Example::
+
+        acquire_waiting(store, ["src/**"], "agent-b", 30 * 60_000, timeout_s=120)
+    """
+    if timeout_s is not None and not 0 <= timeout_s < float("inf"):
+        raise UsageError(f"a wait of {timeout_s!r} s: give a number of seconds, 0 or more")
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    requested = [check_new_pattern(pattern) for pattern in _normalized(patterns)]
+    pause = FIRST_WAIT_S
+    while True:
+        try:
+            return acquire(
+                store, requested, agent_id, ttl_ms, exclusive=exclusive, reason=reason, task_id=task_id
+            )
+        except ReservationConflictError as error:
+            conflicts = error.conflicts
+        while conflicts:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise ReservationConflictError(conflicts, waited_s=timeout_s)
+            time.sleep(pause if remaining is None else min(pause, remaining))
+            pause = min(pause * 2, LONGEST_WAIT_S)
+            conflicts = store.read(
+                lambda transaction: _live_conflicts(transaction, requested, exclusive, agent_id)
+            )
 
 
 def _held(transaction: Transaction, agent_id: str, pattern: str) -> Reservation:

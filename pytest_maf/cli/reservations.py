@@ -64,12 +64,20 @@ def cmd_acquire(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.reservation_ttl_ms(args.ttl)
     here = _repo_relative()
     patterns = [here.pattern(pattern) for pattern in args.patterns]
+    if args.timeout is not None and not args.wait:
+        raise UsageError("--timeout says how long --wait waits: give --wait too")
     with open_configured_store(settings) as store:
         try:
-            granted = reservation_ops.acquire(
-                store, patterns, args.agent, ttl_ms, exclusive=not args.shared, reason=args.reason,
-                task_id=args.task,
-            )
+            if args.wait:
+                granted = reservation_ops.acquire_waiting(
+                    store, patterns, args.agent, ttl_ms, timeout_s=args.timeout, exclusive=not args.shared,
+                    reason=args.reason, task_id=args.task,
+                )
+            else:
+                granted = reservation_ops.acquire(
+                    store, patterns, args.agent, ttl_ms, exclusive=not args.shared, reason=args.reason,
+                    task_id=args.task,
+                )
         except ReservationConflictError as error:
             if args.json:
                 print_json({"granted": [], "conflicts": [_conflict_json(c) for c in error.conflicts]})
@@ -238,6 +246,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--task", metavar="TASK",
         help="tie the reservations to TASK, whose lease you hold: they are released when its lease ends"
         " (finish, release or expiry)",
+    )
+    acquire.add_argument(
+        "--wait", action="store_true",
+        help="while the request conflicts, wait until it can be granted instead of exiting 1 (looks again"
+        " after 0.05 s, the pause doubling up to 1 s)",
+    )
+    acquire.add_argument(
+        "--timeout", type=number, metavar="SECONDS", help="with --wait, give up after this long (exit 1, with the conflicts)"
     )
     acquire.set_defaults(handler=resolving_agent(cmd_acquire))
 
