@@ -415,7 +415,19 @@ def validate_layer(layer: Layer) -> list[str]:
     return problems
 
 
+# Upper bounds, so no setting can carry a time past what a clock or the store can hold.
+_MAXIMA = {
+    "runtime.busy_timeout_seconds": 3600,
+    "tasks.lease_ttl_seconds": 31_536_000, "tasks.lease_max_ttl_seconds": 31_536_000, "tasks.max_attempts": 1000,
+    "reservations.default_ttl_minutes": 525_600, "reservations.max_ttl_minutes": 525_600,
+    "escalation.levels_per_target": 1000, "preflight.timeout_seconds": 86_400,
+    "preflight.min_free_disk_mb": 1_000_000_000,
+}
+
+
 def _value_problem(path: str, value: Any) -> str | None:
+    if path in _MAXIMA and isinstance(value, int) and value > _MAXIMA[path]:
+        return f"must be at most {_MAXIMA[path]}, got {value}"
     if path in ("runtime.db_path", "agent_mail.root") and (not value.strip() or not value.isprintable()):
         return f"expected a file path without control characters, got {value!r}"
     if path == "runtime.database_url" and value.strip():

@@ -20,6 +20,7 @@ from pytest_maf import tasks
 from pytest_maf.config import Settings, load_settings
 from pytest_maf.errors import LeaseLostError, MafError
 from pytest_maf.evidence import NO_EVIDENCE_REASON, record_evidence_batch
+from pytest_maf.files import checked_output, store_files
 from pytest_maf.keeper import LeaseKeeper
 from pytest_maf.leases import require_task
 from pytest_maf.plugin import EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
@@ -180,6 +181,7 @@ class MafRun:
         except MafError as error:
             raise pytest.UsageError(str(error)) from None
         self.acknowledged = {check: dict(entry) for check, entry in self.settings.acknowledged_warnings.items()}
+        self._refuse_outputs_over_the_store()
         if self.preflight:
             seconds = self.settings.preflight_timeout_s
             self.budget = PreflightBudget(seconds, time.time() + seconds)
@@ -220,6 +222,20 @@ class MafRun:
             )
         self.attempt = lease.attempt
         tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
+
+    def _refuse_outputs_over_the_store(self) -> None:
+        """pytest's own report files (--junitxml, --log-file, --report-log) must not name the store."""
+        assert self.settings is not None
+        if self.settings.database_url is not None:
+            return
+        for option, flag in (("xmlpath", "--junitxml"), ("log_file", "--log-file"), ("report_log", "--report-log")):
+            value = getattr(self.config.option, option, None)
+            if not value:
+                continue
+            try:
+                checked_output(str(value), store_files(self.settings.db_path), flag)
+            except MafError as error:
+                raise pytest.UsageError(str(error)) from None
 
     def close(self) -> None:
         if self.keeper is not None:

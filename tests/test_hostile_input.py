@@ -347,3 +347,68 @@ def test_the_wildest_pattern_allowed_checks_in_bounded_time(workspace: Workspace
     assert guard.returncode == 0, guard.stdout + guard.stderr
     assert writer.returncode == 0
 
+
+
+@pytest.mark.parametrize("option", ["--junitxml=.maf/runtime.db", "--log-file=.maf/runtime.db-wal"])
+def test_pytests_own_report_files_may_not_name_the_store(workspace: Workspace, option: str) -> None:
+    before = snapshot(workspace.main)
+
+    run = workspace.pytest(workspace.main, "--maf-preflight", option, agent="alice")
+
+    assert run.returncode == 4, run.stdout + run.stderr  # pytest's usage error
+    assert "must not overwrite" in run.stderr
+    assert snapshot(workspace.main) == before
+
+
+def test_the_readme_form_of_task_run_takes_its_options_after_the_task(workspace: Workspace) -> None:
+    import sys
+
+    assert workspace.maf(workspace.main, "task", "add", "--id", "fix-42").returncode == 0
+    assert workspace.maf(workspace.main, "task", "claim", "--agent", "claude-1").returncode == 0
+
+    run = workspace.maf(
+        workspace.main, "task", "run", "fix-42", "--agent", "claude-1", "--ttl", "60", "--",
+        sys.executable, "-c", "import os, sys; print(os.environ['MAF_AGENT_ID']); sys.exit(3)",
+    )
+    wrong = workspace.maf(workspace.main, "task", "run", "fix-42", "--agent", "claude-1", "--bogus", "--", "true")
+
+    assert (run.returncode, run.stdout.strip()) == (3, "claude-1"), run.stderr
+    one_line_refusal(wrong, 2)
+    assert "--bogus" in wrong.stderr
+
+
+def test_arguments_that_are_not_utf8_are_one_line(workspace: Workspace) -> None:
+    import sys
+
+    before = snapshot(workspace.main)
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest_maf", "reservation", "acquire", "x", "--reason", b"caf\xe9"],  # Latin-1
+        cwd=workspace.main, capture_output=True, text=True, env=workspace.env("alice"), timeout=60,
+    )
+
+    one_line_refusal(completed, 2)
+    assert "not UTF-8" in completed.stderr
+    assert snapshot(workspace.main) == before
+
+
+def test_a_failure_message_with_bytes_that_are_not_utf8_is_recorded(workspace: Workspace) -> None:
+    import json
+
+    workspace.write(workspace.main, "t/test_file.py", (
+        "import os\n"
+        "def test_the_file_is_there():\n"
+        "    name = os.fsdecode(b'r-\\xff.txt')\n"
+        "    assert os.path.exists(name), f'missing {name}'\n"
+    ))
+    assert workspace.maf(workspace.main, "task", "add", "--id", "j").returncode == 0
+    assert workspace.maf(workspace.main, "task", "claim", agent="alice").returncode == 0
+    assert workspace.maf(workspace.main, "task", "start", "j", "--attempt", "1", agent="alice").returncode == 0
+
+    run = workspace.pytest(workspace.main, "--maf-task", "j", "t", agent="alice")
+    shown = workspace.maf(workspace.main, "task", "show", "j", "--json")
+
+    assert run.returncode == 1 and "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
+    detail = json.loads(shown.stdout)
+    assert detail["task"]["state"] == "READY"  # rolled back, not stranded in VERIFYING
+    (row,) = detail["evidence"]
+    assert row["result"] == "FAIL" and "missing r-" in row["details"]["message"]

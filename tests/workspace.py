@@ -75,7 +75,7 @@ class Workspace:
     ) -> subprocess.CompletedProcess[str]:
         """Run the installed ``maf`` in ``cwd`` as ``agent`` (its MAF_AGENT_ID)."""
         return subprocess.run(
-            [*maf_command(), *args], cwd=cwd, input=stdin, capture_output=True, text=True,
+            [*maf_command(), *args], cwd=cwd, input=stdin, capture_output=True, text=True, errors="backslashreplace",
             env=self.env(agent, **extra), timeout=timeout,
         )
 
@@ -85,7 +85,7 @@ class Workspace:
         """Run ``python -m pytest`` in ``cwd`` as ``agent``, with plugin autoloading as a user has it."""
         return subprocess.run(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd,
-            capture_output=True, text=True, env=self.env(agent, **extra), timeout=timeout,
+            capture_output=True, text=True, errors="backslashreplace", env=self.env(agent, **extra), timeout=timeout,
         )
 
     def git(self, cwd: Path, *args: str) -> str:

@@ -69,7 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    for position, argument in enumerate(arguments, start=1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the shell passed that are not UTF-8
+            shown = argument.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            print(f"maf: error: argument {position} ({shown[:60]!r}) is not UTF-8 text; pass it as UTF-8", file=sys.stderr)
+            return BAD_INPUT
+    args = parser.parse_args(arguments)
     try:
         settings = load_settings(db_path=args.db) if getattr(args, "needs_settings", True) else None
         if settings is not None:

@@ -155,7 +155,10 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None
 
 
 def when(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    try:
+        moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):  # a stored time no calendar can show
+        return f"{epoch_ms} ms since 1970"
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

@@ -127,9 +127,9 @@ def cmd_task_heartbeat(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_task_run(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.keeper import run_under_lease
 
+    command = _split_run_options(args)
     agent = agent_of(args)
     ttl_ms = settings.lease_ttl_ms(args.ttl)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
     with open_configured_store(settings) as store:
         attempt = tasks.held_attempt(store, args.task, agent) if args.attempt is None else args.attempt
         outcome = run_under_lease(command, store, args.task, agent, attempt, ttl_ms)
@@ -137,6 +137,28 @@ def cmd_task_run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"maf: error: the command was stopped: {outcome.lease_lost}", file=sys.stderr)
         return LeaseLostError.exit_code
     return outcome.exit_code
+
+
+def _split_run_options(args: argparse.Namespace) -> list[str]:
+    """``maf task run T --agent A -- CMD``: the options between TASK and ``--`` are
+    the run's own (argparse hands everything after TASK to the command)."""
+    if "--" not in args.command:
+        return list(args.command)
+    cut = args.command.index("--")
+    options = argparse.ArgumentParser(prog="maf task run TASK", add_help=False, exit_on_error=False)
+    options.add_argument("--agent")
+    options.add_argument("--attempt", type=positive_int)
+    options.add_argument("--ttl", type=number)
+    try:
+        given, unknown = options.parse_known_args(args.command[:cut])
+    except argparse.ArgumentError as error:
+        raise UsageError(f"maf task run: {error}") from None
+    if unknown:
+        raise UsageError(f"maf task run: {' '.join(unknown)!r} before `--`; only --agent, --attempt and --ttl go there")
+    for name in ("agent", "attempt", "ttl"):
+        if getattr(given, name) is not None:
+            setattr(args, name, getattr(given, name))
+    return list(args.command[cut + 1 :])
 
 
 def _moving_command(
@@ -366,7 +388,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_agent(run, "the agent holding the lease")
     run.add_argument("--attempt", type=positive_int, help="the attempt you hold (default: the one your lease is for)")
     run.add_argument("--ttl", type=number, metavar="SECONDS", help="lease length kept (default: 1800, MAF_TASK_LEASE_TTL)")
-    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...", help="the command and its arguments")
+    run.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="[OPTIONS] -- COMMAND ...",
+        help="the command and its arguments, after `--`; the options above may also come before the `--`",
+    )
     run.set_defaults(handler=cmd_task_run)
 
     for name, operation, summary in (

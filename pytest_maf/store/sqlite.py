@@ -82,7 +82,12 @@ def _loads(text: Any, where: str) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (bytes that were not UTF-8): escaped, it round-trips
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+    return text
 
 
 _TASK_COLUMNS = (
