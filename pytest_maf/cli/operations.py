@@ -67,7 +67,21 @@ def on_a_sqlite_file(command: str, handler: Handler) -> Handler:
     return run
 
 
+def _postgres_backups() -> Any:
+    from pytest_maf.extras import import_extra
+
+    return import_extra("pytest_maf.store.postgres_backup", "postgres", "a PostgreSQL store's backups")
+
+
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.database_url is not None:
+        if args.gzip:
+            raise UsageError("a PostgreSQL backup (pg_dump -Fc) is compressed already: leave out --gzip")
+        output = checked_output(args.output, [], "--output")
+        pg_report = _postgres_backups().backup(settings.database_url, settings.database_schema, output)
+        print(f"backed up {settings.store_shown} to {pg_report.path} with pg_dump: {pg_report.bytes} bytes,"
+              f" {sum(pg_report.rows.values())} rows, verified, in {pg_report.seconds:.2f} s")
+        return 0
     output = checked_output(args.output, store_files(settings.db_path), "--output")
     report = maintenance.backup(settings.db_path, output, compress=args.gzip)
     total = sum(report.rows.values())
@@ -78,7 +92,15 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_verify_backup(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        rows = maintenance.verify_database(Path(args.file))
+        if _is_postgres_backup(Path(args.file)):
+            if settings.database_url is None:
+                raise UsageError(
+                    f"{args.file} is a PostgreSQL backup (pg_dump): it is verified by restoring it into a scratch"
+                    " schema, so name the server with MAF_DATABASE_URL (runtime.database_url)"
+                )
+            rows = _postgres_backups().verify_backup(settings.database_url, Path(args.file))
+        else:
+            rows = maintenance.verify_database(Path(args.file))
     except maintenance.VerificationError as error:
         print(f"{args.file}: BAD", file=sys.stderr)
         for problem in error.problems:
@@ -89,7 +111,22 @@ def cmd_verify_backup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _is_postgres_backup(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(5) == b"PGDMP"  # pg_dump's custom format
+    except OSError:
+        return False
+
+
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.database_url is not None:
+        kept_schema = _postgres_backups().restore(
+            settings.database_url, settings.database_schema, Path(args.file), force=args.force
+        )
+        print(f"restored {settings.store_shown} from {args.file} with pg_restore; the previous store is kept"
+              f" as the schema {kept_schema}")
+        return 0
     report = maintenance.restore(settings.db_path, Path(args.file), force=args.force)
     kept = f"the previous database is kept as {report.kept_as}" if report.kept_as else "there was no database to keep"
     print(f"restored {settings.db_path} from {args.file}; {kept}")
@@ -217,10 +254,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     db = commands.add_parser("db", help="back up, verify, restore, recover, export and tidy the runtime database").add_subparsers(
         dest="db_command", metavar="ACTION", required=True
     )
-    backup = db.add_parser("backup", help="a consistent copy while agents keep writing (SQLite online backup)")
+    backup = db.add_parser("backup", help="a consistent copy while agents keep writing (SQLite online backup; pg_dump on PostgreSQL)")
     backup.add_argument("--output", required=True, metavar="FILE")
     backup.add_argument("--gzip", action="store_true", help="compress the copy")
-    backup.set_defaults(handler=on_a_sqlite_file("backup", cmd_backup))
+    backup.set_defaults(handler=cmd_backup)
     verify = db.add_parser("verify-backup", help="integrity and schema checks of a backup (exit 1 when bad)")
     verify.add_argument("file", metavar="FILE")
     verify.set_defaults(handler=cmd_verify_backup)
@@ -231,7 +268,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     restore.add_argument("file", metavar="FILE")
     restore.add_argument("--force", action="store_true", help="restore even while agents hold leases")
-    restore.set_defaults(handler=on_a_sqlite_file("restore", cmd_restore))
+    restore.set_defaults(handler=cmd_restore)
     recover = db.add_parser(
         "recover", help="rebuild a malformed database into a new file and report what was lost",
         description="Uses the sqlite3 shell's .recover when it is installed, else a row-by-row salvage.",

@@ -1,0 +1,117 @@
+"""`maf db backup`, `verify-backup` and `restore` on a PostgreSQL store: pg_dump and pg_restore."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from backends import scratch_schema, server_url
+from pytest_maf import tasks
+from pytest_maf.cli import main
+from pytest_maf.store import Store, open_store
+
+pytestmark = pytest.mark.postgres
+needs_tools = pytest.mark.skipif(
+    not all(shutil.which(tool) for tool in ("pg_dump", "pg_restore", "psql")), reason="needs pg_dump, pg_restore, psql"
+)
+
+
+@pytest.fixture
+def configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """A PostgreSQL store in a scratch schema that `maf` commands run in ``tmp_path`` use."""
+    url = server_url()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAF_DB_PATH", raising=False)
+    with scratch_schema(url) as schema:
+        monkeypatch.setenv("MAF_DATABASE_URL", url)
+        monkeypatch.setenv("MAF_DATABASE_SCHEMA", schema)
+        with open_store(url, create=True, schema=schema) as store:
+            tasks.add_task(store, task_id="kept", payload={"note": "maf.tasks, 'quoted'\ttab"})
+            yield store
+        with open_store(url, create=True, schema=schema) as store:
+            kept = [name for name in _schemas(store) if name.startswith(f"{schema}_before_restore_")]
+        for name in kept:  # what a restore kept aside
+            _drop(url, name)
+
+
+def _schemas(store: Store) -> list[str]:
+    return store.run_on_connection(  # type: ignore[attr-defined, no-any-return]
+        lambda connection: [row[0] for row in connection.execute("SELECT nspname FROM pg_namespace")], writing=False
+    )
+
+
+def _drop(url: str, schema: str) -> None:
+    from pytest_maf.store.postgres_backup import _drop_schema
+
+    _drop_schema(url, schema)
+
+
+@needs_tools
+def test_a_backup_verifies_and_restores_the_store_as_it_was(
+    configured: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup = tmp_path / "store.dump"
+    assert main(["db", "backup", "--output", str(backup)]) == 0
+    assert "with pg_dump" in capsys.readouterr().out
+    assert backup.read_bytes()[:5] == b"PGDMP"
+
+    assert main(["db", "verify-backup", str(backup)]) == 0
+    assert "tasks 1" in capsys.readouterr().out
+    assert not [name for name in _schemas(configured) if name.startswith("maf_verify_")]  # the scratch schema is gone
+
+    tasks.add_task(configured, task_id="after-the-backup")
+    assert main(["db", "restore", str(backup)]) == 0
+    out = capsys.readouterr().out
+    kept_schema = out.rsplit(" ", 1)[-1].strip()
+    with configured.reopen() as restored:
+        assert [task.id for task in tasks.list_tasks(restored)] == ["kept"]
+        assert tasks.get_task(restored, "kept").payload == {"note": "maf.tasks, 'quoted'\ttab"}
+        assert restored.integrity_problems() == []
+        tasks.add_task(restored, task_id="new-after-restore")  # its identity sequences work
+    with open_store(configured.url, schema=kept_schema) as before:  # type: ignore[attr-defined]
+        assert {task.id for task in tasks.list_tasks(before)} == {"kept", "after-the-backup"}
+
+
+@needs_tools
+def test_a_restore_is_refused_while_agents_hold_leases_unless_forced(
+    configured: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup = tmp_path / "store.dump"
+    assert main(["db", "backup", "--output", str(backup)]) == 0
+    tasks.claim_task(configured, "kept", "agent-a", 60_000)
+    assert main(["db", "restore", str(backup)]) == 2
+    assert "live lease" in capsys.readouterr().err
+    assert tasks.get_task(configured, "kept").state == "LEASED"
+    assert main(["db", "restore", str(backup), "--force"]) == 0
+    assert tasks.get_task(configured.reopen(), "kept").state == "READY"
+
+
+@needs_tools
+def test_a_damaged_backup_fails_verification(configured: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    backup = tmp_path / "store.dump"
+    assert main(["db", "backup", "--output", str(backup)]) == 0
+    damaged = tmp_path / "damaged.dump"
+    damaged.write_bytes(backup.read_bytes()[: len(backup.read_bytes()) // 2])
+    capsys.readouterr()
+    assert main(["db", "verify-backup", str(damaged)]) == 1
+    assert "damaged.dump: BAD" in capsys.readouterr().err
+
+
+def test_without_pg_dump_on_path_the_backup_says_so(
+    configured: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    assert main(["db", "backup", "--output", str(tmp_path / "store.dump")]) == 2
+    assert "pg_dump is not installed (not on PATH)" in capsys.readouterr().err
+    assert not (tmp_path / "store.dump").exists()
+
+
+def test_the_password_goes_to_the_tools_by_environment_never_the_command_line() -> None:
+    from pytest_maf.store.postgres_backup import _connection
+
+    conninfo, environment = _connection("postgresql://maf:s3cret@db.internal:5433/agents")
+    assert "s3cret" not in conninfo and "db.internal" in conninfo and "5433" in conninfo
+    assert environment["PGPASSWORD"] == "s3cret"
