@@ -461,3 +461,19 @@ def test_a_reservation_can_be_tied_only_to_a_task_whose_lease_you_hold(store: St
     with pytest.raises(NotFoundError):
         reservations.acquire(store, ["src/**"], "agent-a", TTL, task_id="nope")
     assert reservations.list_reservations(store) == []
+
+
+def test_a_reservation_tied_to_a_lease_that_expired_blocks_nobody_even_before_reclaim(
+    store: Store, clock: ManualClock
+) -> None:
+    from pytest_maf import reservations
+
+    tasks.add_task(store, task_id="t1")
+    tasks.claim_task(store, "t1", "agent-a", 1_000)
+    reservations.acquire(store, ["lib/**"], "agent-a", 60 * TTL, task_id="t1")
+    assert reservations.check_paths(store, ["lib/x.py"], "agent-b")
+
+    clock.advance(1_000)  # the lease has expired; nobody has reclaimed it yet
+
+    assert reservations.check_paths(store, ["lib/x.py"], "agent-b") == []
+    reservations.acquire(store, ["lib/**"], "agent-b", TTL)  # granted without a conflict

@@ -277,6 +277,12 @@ class PostgresTransaction:
         self._lock(RESERVATION_LOCK)
         where, params = _where([
             ("expires_at > %s", self.now if live_only else None),
+            # A reservation tied to a task lives only while the task's lease does, reclaimed or not.
+            (
+                "(task_id IS NULL OR EXISTS (SELECT 1 FROM leases AS l"
+                " WHERE l.task_id = reservations.task_id AND l.lease_expires_at > %s))",
+                self.now if live_only else None,
+            ),
             ("agent_id = %s", agent_id),
             ("pattern = %s", pattern),
             ("task_id = %s", task_id),

@@ -283,6 +283,12 @@ class SQLiteTransaction:
         """Reservations, optionally only those whose anchor is one of ``anchors``."""
         where, params = _where([
             ("expires_at > ?", self.now if live_only else None),
+            # A reservation tied to a task lives only while the task's lease does, reclaimed or not.
+            (
+                "(task_id IS NULL OR EXISTS (SELECT 1 FROM leases AS l"
+                " WHERE l.task_id = reservations.task_id AND l.lease_expires_at > ?))",
+                self.now if live_only else None,
+            ),
             ("agent_id = ?", agent_id),
             ("pattern = ?", pattern),
             ("task_id = ?", task_id),
