@@ -20,7 +20,7 @@ import signal
 import subprocess
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pytest_maf import tasks
 from pytest_maf.errors import COMMAND_NOT_FOUND, LeaseLostError, MafError, UsageError
@@ -104,6 +104,7 @@ def run_under_lease(
     except OSError as error:
         raise CommandNotStartedError(f"cannot run {command[0]!r}: {error.strerror or error}") from None
     keeper = LeaseKeeper(store, task_id, agent_id, attempt, ttl_ms).start()
+    previous = _stop_on_termination()
     try:
         while process.poll() is None:
             if keeper.lost_event.wait(0.1):
@@ -112,10 +113,31 @@ def run_under_lease(
     except KeyboardInterrupt:
         _stop(process)  # the command had the same Ctrl-C; give it its grace period
         raise
+    except _Terminated as terminated:  # maf itself was told to stop: the command stops with it
+        _stop(process)
+        return RunOutcome(128 + terminated.signum, keeper.lost)
     finally:
         keeper.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     code = process.wait()
     return RunOutcome(128 - code if code < 0 else code, keeper.lost)
+
+
+class _Terminated(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def _stop_on_termination() -> dict[int, Any]:
+    """SIGTERM and SIGHUP stop the command too (no command left running without its lease)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated(signum)
+
+    return {signum: signal.signal(signum, terminate) for signum in (signal.SIGTERM, signal.SIGHUP)}
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

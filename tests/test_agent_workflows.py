@@ -5,6 +5,8 @@ pytest-maf's own tasks never handed to an agent."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -214,3 +216,26 @@ def test_a_reservation_tied_to_a_task_is_released_with_its_lease(workspace: Work
     assert passed.returncode == 0, passed.stdout + passed.stderr
     refused = workspace.maf(workspace.main, "reservation", "acquire", "src/", "--task", "fix-42", agent="bob")
     assert refused.returncode == 4 and "bob" in refused.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_stopping_task_run_stops_its_command(workspace: Workspace, signum: int) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
+    ok(workspace.maf(workspace.main, "task", "claim", agent="claude-1"))
+    started = workspace.home / "started"
+    script = f"import os, pathlib, time; pathlib.Path({str(started)!r}).write_text(str(os.getpid())); time.sleep(60)"
+    run = subprocess.Popen(
+        [*maf_command(), "task", "run", "fix-42", "--", sys.executable, "-c", script],
+        cwd=workspace.main, env=workspace.env("claude-1"), stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + DEADLINE_S
+    while not (started.exists() and started.read_text()):
+        assert time.monotonic() < deadline and run.poll() is None, "the command did not start"
+        time.sleep(0.05)
+    command_pid = int(started.read_text())
+
+    run.send_signal(signum)
+
+    assert run.wait(timeout=DEADLINE_S) == 128 + signum
+    with pytest.raises(ProcessLookupError):  # stopped and reaped, not left running without its lease
+        os.kill(command_pid, 0)
