@@ -248,6 +248,42 @@ def configured_store_schema(settings: Any) -> CheckResult:
         return failed(str(error), "run `maf setup` or fix MAF_DATABASE_URL")
 
 
+def store_connection(store: Store, connect_ms: float, **details: Any) -> CheckResult:
+    """What the open store is and how fast it answers: its server (PostgreSQL's version, or SQLite's),
+    its schema version, the time ``connect_ms`` it took to open and the round trip of one read."""
+    import time
+
+    started = time.perf_counter()
+    version = store.schema_version()
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    if store.backend == "postgresql":
+        server = f"PostgreSQL {getattr(store, 'server_version', '?')}"
+    else:
+        server = f"SQLite {sqlite3.sqlite_version}"
+    return passed(
+        f"{store.location} reached: {server}, schema version {version}; opened in {connect_ms} ms,"
+        f" a round trip took {latency_ms} ms",
+        backend=store.backend, server_version=server.split(" ", 1)[1], schema_version=version,
+        connect_ms=connect_ms, latency_ms=latency_ms, **details,
+    )
+
+
+def configured_store_connection(settings: Any) -> CheckResult:
+    """The configured store reached: server and schema versions, connection and round-trip times."""
+    import time
+
+    from pytest_maf.store import open_store_for
+
+    try:
+        started = time.perf_counter()
+        with open_store_for(settings) as store:
+            connect_ms = round((time.perf_counter() - started) * 1000, 3)
+            return store_connection(store, connect_ms)
+    except MafError as error:
+        fix = "fix MAF_DATABASE_URL" if settings.database_url else "fix MAF_DB_PATH"
+        return failed(str(error), f"run `maf setup` or {fix}")
+
+
 def store_schema(store: Store) -> CheckResult:
     """The open store's tables against the current schema (how a PostgreSQL store is checked)."""
     problems = store.integrity_problems()
@@ -322,15 +358,18 @@ def database_health(settings: Any) -> list[HealthItem]:
 
     items = []
     try:
+        opening = time.perf_counter()
         with open_store_for(settings) as store:
+            connect_ms = round((time.perf_counter() - opening) * 1000, 3)
             started = time.perf_counter()
             counts = store.read(lambda transaction: transaction.count_tasks_by_state())
             probe_ms = round((time.perf_counter() - started) * 1000, 3)
             expired = store.read(lambda transaction: len(transaction.expired_leases()))
+            reached = store_connection(store, connect_ms, tasks=counts)
     except MafError as error:
         fix = "fix MAF_DATABASE_URL" if settings.database_url else "fix MAF_DB_PATH"
         return [HealthItem("database.reachable", CRITICAL, failed(str(error), f"run `maf setup` or {fix}"))]
-    items.append(HealthItem("database.reachable", CRITICAL, passed(f"{settings.store_shown} opened", tasks=counts)))
+    items.append(HealthItem("database.reachable", CRITICAL, reached))
     items.append(HealthItem("database.schema", CRITICAL, configured_store_schema(settings)))
     items.append(HealthItem(
         "database.expired-leases", WARNING,

@@ -119,6 +119,12 @@ class PostgresStore:
             self._connection = connection
         return self._connection
 
+    @property
+    def server_version(self) -> str:
+        """The server's PostgreSQL version, such as ``15.20`` (the connection is opened if need be)."""
+        number = self.connection.info.server_version  # 150020 for 15.20
+        return f"{number // 10000}.{number % 10000}"
+
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
