@@ -15,6 +15,7 @@ so by the git hooks) and by the preflight's ``reservations.staged`` check::
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
 
 ZERO_SHA = "0" * 40
+_OBJECT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256
 
 
 class GitError(MafError):
@@ -74,12 +76,18 @@ def pushed_paths(cwd: Path, hook_input: str) -> list[str]:
     paths: list[str] = []
     for line in hook_input.splitlines():
         fields = line.split()
-        if len(fields) != 4:
+        if not fields:
             continue
+        # Anything else than git's own four fields fails closed, and no field reaches git as an option.
+        if len(fields) != 4 or not all(_OBJECT_NAME.fullmatch(sha) for sha in (fields[1], fields[3])):
+            raise UsageError(
+                f"maf guard --pre-push reads git's pre-push input (<local ref> <local sha> <remote ref>"
+                f" <remote sha> per line), got {line[:80]!r}"
+            )
         _, local_sha, _, remote_sha = fields
-        if local_sha == ZERO_SHA:
+        if local_sha.strip("0") == "":
             continue
-        known_remote = remote_sha != ZERO_SHA and _object_exists(cwd, remote_sha)
+        known_remote = remote_sha.strip("0") != "" and _object_exists(cwd, remote_sha)
         exclude = [f"^{remote_sha}"] if known_remote else ["--not", "--remotes"]
         output = git_output(
             cwd, "log", "--format=", "--name-only", "-z", "--no-renames", local_sha, *exclude

@@ -412,3 +412,19 @@ def test_a_failure_message_with_bytes_that_are_not_utf8_is_recorded(workspace: W
     assert detail["task"]["state"] == "READY"  # rolled back, not stranded in VERIFYING
     (row,) = detail["evidence"]
     assert row["result"] == "FAIL" and "missing r-" in row["details"]["message"]
+
+
+@pytest.mark.parametrize("stdin", [
+    "refs/heads/main --output=/tmp/maf-outside refs/heads/main -p\n",
+    "garbage\n",
+    "a b c d e f\n",
+])
+def test_pre_push_input_that_git_would_not_send_fails_closed(workspace: Workspace, stdin: str) -> None:
+    before = snapshot(workspace.main)
+
+    completed = workspace.maf(workspace.main, "guard", "--pre-push", agent="bob", stdin=stdin)
+
+    one_line_refusal(completed, 2)
+    assert "pre-push input" in completed.stderr
+    assert snapshot(workspace.main) == before
+    assert not Path("/tmp/maf-outside").exists()
