@@ -38,6 +38,7 @@ from pytest_maf.files import write_json_atomic
 if TYPE_CHECKING:
     from pytest_maf.store import Store
 
+MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_NAME_LENGTH = ids.MAX_ID_LENGTH
 GLOB_CHARACTERS = "*?[]"
 OUTSIDE_THE_ROOT = "outside the mail root; remove it"
@@ -178,7 +179,8 @@ def _read(root: str, folder: str, named: Path) -> dict[str, Any] | None:
             raise MailRootError(f"{_shown(named)} is a symbolic link to {_shown(target)}, {OUTSIDE_THE_ROOT}")
         path = target
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: a FIFO planted in an inbox must not hang the reader (it is then not a regular file).
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -186,13 +188,25 @@ def _read(root: str, folder: str, named: Path) -> dict[str, Any] | None:
             raise MailRootError(f"{_shown(named)} became a symbolic link while it was read; try again") from None
         raise
     with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
             return None
-        data = handle.read()
+        if status.st_size > MAX_MESSAGE_BYTES:
+            raise UsageError(
+                f"{_shown(named)} is {status.st_size} bytes, more than a message may be ({MAX_MESSAGE_BYTES});"
+                " move it out of the mail root"
+            )
+        data = handle.read(MAX_MESSAGE_BYTES + 1)
+
+    def not_json(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
     try:
-        message = json.loads(data.decode("utf-8"))
+        message = json.loads(data.decode("utf-8"), parse_constant=not_json)
     except (UnicodeDecodeError, ValueError, RecursionError):
         message = None
+    if isinstance(message, dict) and message.get("id") != named.stem:
+        message = None  # a file whose id is not its name was not written by pytest-maf
     if not isinstance(message, dict):
         raise UsageError(f"{_shown(named)} is not an agent-mail message (a JSON object); move it out of the mail root")
     return message

@@ -428,3 +428,22 @@ def test_pre_push_input_that_git_would_not_send_fails_closed(workspace: Workspac
     assert "pre-push input" in completed.stderr
     assert snapshot(workspace.main) == before
     assert not Path("/tmp/maf-outside").exists()
+
+
+def test_a_fifo_or_a_hand_made_file_in_an_inbox_neither_hangs_nor_crashes(workspace: Workspace) -> None:
+    import os
+
+    assert workspace.maf(workspace.main, "init").returncode == 0
+    inbox = workspace.main / ".agent-mail" / "messages" / "bob"
+    inbox.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(inbox / "msg-fifo.json")
+    (inbox / "msg-odd.json").write_text('{"id": 5, "created_at": 1e999}', encoding="utf-8")
+
+    listed = workspace.maf(workspace.main, "mail", "list", agent="bob", timeout=20)  # a hang fails here
+    shown = workspace.maf(workspace.main, "mail", "show", "msg-odd", agent="bob", timeout=20)
+    acked = workspace.maf(workspace.main, "mail", "ack", "msg-odd", agent="bob", timeout=20)
+
+    assert "Traceback" not in listed.stderr and listed.returncode in (0, 2)
+    for refused in (shown, acked):
+        one_line_refusal(refused, 2)
+        assert "not an agent-mail message" in refused.stderr
