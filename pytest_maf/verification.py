@@ -21,6 +21,7 @@ from pytest_maf.config import Settings, load_settings
 from pytest_maf.errors import LeaseLostError, MafError
 from pytest_maf.evidence import NO_EVIDENCE_REASON, record_evidence_batch
 from pytest_maf.files import checked_output, store_files
+from pytest_maf.terminal import printable
 from pytest_maf.keeper import LeaseKeeper
 from pytest_maf.leases import require_task
 from pytest_maf.plugin import EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
@@ -443,7 +444,7 @@ class MafRun:
             for outcome in (o for o in self.outcomes if o.kind == kind):
                 by = outcome.acknowledged
                 note = f" (acknowledged by {by['by']} on {by['on']}: {by['reason']})" if by else ""
-                write(f"{prefix} {outcome.verifier}: {outcome.message}{note}", **({colour: True} if colour else {}))
+                write(f"{prefix} {printable(outcome.verifier)}: {printable(outcome.message)}{note}", **({colour: True} if colour else {}))
         if self.verdict is not None:
             reason = self.verdict.reason
             if reason == NO_EVIDENCE_REASON:

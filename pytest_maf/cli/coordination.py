@@ -15,14 +15,13 @@ from pytest_maf.cli.common import (
     open_configured_store,
     print_json,
     print_table,
-    printable,
-    printable_json,
     when,
 )
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
 from pytest_maf.ids import validate_id
+from pytest_maf.terminal import printable, printable_json
 
 
 def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,7 +18,6 @@ from pytest_maf.cli.common import (
     optional_agent_of,
     print_json,
     print_table,
-    printable,
     resolving_agent,
     when,
 )
@@ -27,6 +26,7 @@ from pytest_maf.errors import UsageError
 from pytest_maf.paths import WorkingDirectory
 from pytest_maf.records import Reservation
 from pytest_maf.reservations import Block, Conflict, ReservationConflictError
+from pytest_maf.terminal import printable
 
 
 def _describe(reservation: Reservation) -> str:
@@ -198,16 +198,16 @@ def cmd_guard(args: argparse.Namespace, settings: Settings) -> int:
     pushed = sys.stdin.read() if args.pre_push else None
     verdict = guard.guard_verdict(settings, Path.cwd(), optional_agent_of(args), os.environ, pushed=pushed)
     if verdict.status == guard.BLOCKED:
-        print(f"maf guard: {verdict.summary}")
-        for line in verdict.details:
-            print(f"  {line}")
+        print(f"maf guard: {printable(verdict.summary)}")
+        for line in verdict.details:  # paths and reasons are shown as stored, escapes escaped
+            print(f"  {printable(line)}")
         print(guard.WAYS_OUT)
     elif verdict.status == guard.OVERRIDDEN:
-        print(f"maf guard: warning: {verdict.summary}", file=sys.stderr)
+        print(f"maf guard: warning: {printable(verdict.summary)}", file=sys.stderr)
         for line in verdict.details:
-            print(f"  {line}", file=sys.stderr)
+            print(f"  {printable(line)}", file=sys.stderr)
         for warning in verdict.warnings:
-            print(f"maf guard: warning: {warning}", file=sys.stderr)
+            print(f"maf guard: warning: {printable(warning)}", file=sys.stderr)
     return verdict.exit_code
 
 
