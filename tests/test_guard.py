@@ -125,8 +125,9 @@ def test_names_with_spaces_unicode_and_newlines(repo: Path) -> None:
     result = maf(repo, "guard", MAF_AGENT_ID="agent-b")
 
     assert result.returncode == 1
-    for name in ("docs/read me.md", "docs/données été.md", "docs/new\nline.md"):
-        assert f"{name}: agent-a" in result.stdout
+    # Each name exactly, on its own line: a newline in a name is shown as \n, never printed raw.
+    for shown in ("docs/read me.md", "docs/données été.md", "docs/new\\nline.md"):
+        assert f"{shown}: agent-a" in result.stdout
 
 
 def test_a_committer_without_an_agent_id_is_blocked_by_every_exclusive_reservation(repo: Path) -> None:
