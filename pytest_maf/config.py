@@ -22,12 +22,14 @@ import copy
 import datetime
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pytest_maf.database_url import is_database_url, redact_url, schema_problem, url_problem
 from pytest_maf.errors import UsageError
+from pytest_maf.ids import id_problem
 
 DB_RELATIVE_PATH = Path(".maf") / "runtime.db"
 CONFIG_DIRECTORY = "maf-config"
@@ -449,6 +451,14 @@ def _value_problem(path: str, value: Any) -> str | None:
             return "expected a list of non-empty strings"
         if path == "escalation.targets" and not value:
             return "give at least one escalation target"
+        if path == "escalation.targets":
+            found = [(target, id_problem(target)) for target in value]
+            shown = [f"{target!r} {problem}" for target, problem in found if problem]
+            if shown:
+                return "; ".join(shown)
+    if path in ("preflight.min_python", "preflight.recommended_python", "preflight.min_sqlite"):
+        if not re.fullmatch(r"\d+(\.\d+){0,2}", value):
+            return f"expected a version such as 3.11 or 3.35.0, got {value!r}"
     if path in ("preflight.tool_versions", "preflight.mcp_clients"):
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             return "expected a mapping of names to strings"

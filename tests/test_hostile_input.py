@@ -82,6 +82,7 @@ CASES: list[tuple[str, Setup, list[str], int, str]] = [
     ("pattern-with-an-empty-class", nothing, ["reservation", "acquire", "lib/[z-a]"], 2, "matches nothing"),
     ("pattern-too-wild", nothing, ["reservation", "acquire", "*a" * 40], 2, "wildcards"),
     ("pattern-too-long", nothing, ["reservation", "acquire", "d/" * 600 + "x"], 2, "characters long"),
+    ("metrics-on-an-empty-host", nothing, ["metrics", "serve", "--host", ""], 2, "every interface"),
     ("db-path-with-a-control-character", nothing, ["--db", "a\x01b.db", "task", "list"], 2, "control characters"),
 ]
 
@@ -459,3 +460,19 @@ def test_the_guard_shows_a_reason_with_escape_sequences_escaped(workspace: Works
     assert blocked.returncode == 1
     assert "\x1b" not in blocked.stdout and "\\x1b[31mred\\nmaf guard: all clear" in blocked.stdout
     assert not any(line.startswith("maf guard: all clear") for line in blocked.stdout.splitlines())
+
+
+@pytest.mark.parametrize(("setting", "words"), [
+    ("preflight:\n  min_python: abc\n", "expected a version"),
+    ("escalation:\n  targets: ['../x']\n", "may not contain"),
+    ("tasks:\n  lease_max_ttl_seconds: 99999999999999999999999\n", "at most"),
+    ("reservations:\n  max_ttl_minutes: 99999999999999999999999\n", "at most"),
+])
+def test_config_validate_refuses_what_would_fail_later(workspace: Workspace, setting: str, words: str) -> None:
+    workspace.write(workspace.main, "maf-config/local.yaml", setting)
+
+    completed = workspace.maf(workspace.main, "config", "validate")
+
+    assert completed.returncode == 2 and words in completed.stdout + completed.stderr
+    assert "Traceback" not in completed.stderr
+

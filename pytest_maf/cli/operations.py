@@ -250,6 +250,12 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _host(text: str) -> str:
+    if not text.strip():  # "" would listen on every interface: say so, do not do it
+        raise argparse.ArgumentTypeError("give an address; 0.0.0.0 listens on every interface, if that is meant")
+    return text
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = commands.add_parser("db", help="back up, verify, restore, recover, export and tidy the runtime database").add_subparsers(
         dest="db_command", metavar="ACTION", required=True
@@ -322,7 +328,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     actions = metrics.add_subparsers(dest="metrics_command", metavar="ACTION")
     serve = actions.add_parser("serve", help="serve /metrics over HTTP until interrupted")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--host", default="127.0.0.1", type=_host, help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=whole_number(0, 65535), default=9464, help="0 to 65535 (0: any free port)")
     metrics.set_defaults(handler=cmd_metrics)
 
