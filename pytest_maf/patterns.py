@@ -128,6 +128,11 @@ def check_new_pattern(pattern: str) -> str:
     listed, checked against and released."""
     text = normalize_pattern(pattern)
     segments = _explicit_segments(text)
+    if re.search(r"\[[!^]?[^\]]*\[:[a-z]+:\]", text):
+        raise UsageError(
+            f"pattern {text!r} uses a POSIX character class ([:alpha:] and the like), which"
+            " pytest-maf does not read as git does; write the range, such as [a-zA-Z]"
+        )
     if len(text) > MAX_PATTERN_LENGTH:
         raise UsageError(f"pattern is {len(text)} characters long; the limit is {MAX_PATTERN_LENGTH}")
     wildcards = 0

@@ -82,6 +82,7 @@ CASES: list[tuple[str, Setup, list[str], int, str]] = [
     ("pattern-with-an-empty-class", nothing, ["reservation", "acquire", "lib/[z-a]"], 2, "matches nothing"),
     ("pattern-too-wild", nothing, ["reservation", "acquire", "*a" * 40], 2, "wildcards"),
     ("pattern-too-long", nothing, ["reservation", "acquire", "d/" * 600 + "x"], 2, "characters long"),
+    ("pattern-with-a-posix-class", nothing, ["reservation", "acquire", "cls/[[:alpha:]]"], 2, "POSIX"),
     ("metrics-on-an-empty-host", nothing, ["metrics", "serve", "--host", ""], 2, "every interface"),
     ("db-path-with-a-control-character", nothing, ["--db", "a\x01b.db", "task", "list"], 2, "control characters"),
 ]
