@@ -211,3 +211,15 @@ def test_setup_on_a_damaged_store_says_so_and_how_out(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database, just text that is long enough to have a header" * 20)
     with pytest.raises(StoreError, match="it is damaged: run `maf db recover`"):
         setup_store(path)
+
+
+def test_a_store_path_that_is_a_dangling_link_is_refused_not_created_through(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere" / "runtime.db"
+    link = tmp_path / ".maf" / "runtime.db"
+    link.parent.mkdir()
+    link.symlink_to(target)
+
+    for attempt in (lambda: setup_store(link), lambda: open_store(link, create=True)):
+        with pytest.raises(StoreError, match="symbolic link to .* which does not exist"):
+            attempt()
+    assert not target.parent.exists()

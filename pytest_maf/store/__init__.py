@@ -122,6 +122,11 @@ def _create_whole(db_path: Path) -> bool:
     The schema is laid in a scratch file that is then linked into place, so a
     store at ``db_path`` is never seen empty: an empty one was damaged.
     """
+    if db_path.is_symlink():  # a link to nothing: creating through it would make an empty file there
+        raise StoreError(
+            f"the runtime database {db_path} is a symbolic link to {os.readlink(db_path)}, which does not"
+            " exist; remove the link or restore what it pointed to"
+        )
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
