@@ -52,6 +52,10 @@ def config_folder_is_a_file(workspace: Workspace) -> None:
     workspace.write(workspace.main, "maf-config", "not a folder\n")
 
 
+def unrelated_baseline(workspace: Workspace) -> None:
+    workspace.write(workspace.main, "baseline.json", '{"metrics": {"unknown": 1}}')
+
+
 def alias_bomb(workspace: Workspace) -> None:
     workspace.write(workspace.main, "maf-config/default.yaml", BILLION_LAUGHS)
 
@@ -83,6 +87,7 @@ CASES: list[tuple[str, Setup, list[str], int, str]] = [
     ("pattern-too-wild", nothing, ["reservation", "acquire", "*a" * 40], 2, "wildcards"),
     ("pattern-too-long", nothing, ["reservation", "acquire", "d/" * 600 + "x"], 2, "characters long"),
     ("pattern-with-a-posix-class", nothing, ["reservation", "acquire", "cls/[[:alpha:]]"], 2, "POSIX"),
+    ("bench-against-a-baseline-of-nothing-it-measures", unrelated_baseline, ["bench", "--compare", "baseline.json"], 2, "none of the figures"),
     ("metrics-on-an-empty-host", nothing, ["metrics", "serve", "--host", ""], 2, "every interface"),
     ("db-path-with-a-control-character", nothing, ["--db", "a\x01b.db", "task", "list"], 2, "control characters"),
 ]

@@ -384,6 +384,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{name:<40} {value:>10.4f} ms")
         return 0
     rows = compare(baseline, current, args.threshold)
+    if not rows:  # a comparison that compared nothing must not pass
+        raise UsageError(
+            f"the baseline {args.compare} has none of the figures maf bench measures"
+            f" ({', '.join(current['metrics'])}); record one with `maf bench --output FILE`"
+        )
     if args.json:
         print_json(rows)
     else:
