@@ -70,6 +70,9 @@ class HookChange:
 def install(cwd: Path, python: str = sys.executable) -> list[HookChange]:
     directory = hooks_directory(cwd)
     directory.mkdir(parents=True, exist_ok=True)
+    for hook in HOOKS:  # checked first: nothing is changed when one hook cannot be chained
+        if (directory / hook).is_dir() or (directory / f"{hook}{PREVIOUS_SUFFIX}").is_dir():
+            raise UsageError(f"{directory / hook} is a folder, not a hook git can run; move it away first")
     changes = []
     for hook in HOOKS:
         path = directory / hook

@@ -56,6 +56,11 @@ def unrelated_baseline(workspace: Workspace) -> None:
     workspace.write(workspace.main, "baseline.json", '{"metrics": {"unknown": 1}}')
 
 
+def pre_push_hook_is_a_folder(workspace: Workspace) -> None:
+    hooks = workspace.main / workspace.git(workspace.main, "rev-parse", "--git-path", "hooks").strip()
+    (hooks / "pre-push").mkdir(parents=True)
+
+
 def alias_bomb(workspace: Workspace) -> None:
     workspace.write(workspace.main, "maf-config/default.yaml", BILLION_LAUGHS)
 
@@ -88,6 +93,7 @@ CASES: list[tuple[str, Setup, list[str], int, str]] = [
     ("pattern-too-long", nothing, ["reservation", "acquire", "d/" * 600 + "x"], 2, "characters long"),
     ("pattern-with-a-posix-class", nothing, ["reservation", "acquire", "cls/[[:alpha:]]"], 2, "POSIX"),
     ("bench-against-a-baseline-of-nothing-it-measures", unrelated_baseline, ["bench", "--compare", "baseline.json"], 2, "none of the figures"),
+    ("install-hooks-over-a-folder", pre_push_hook_is_a_folder, ["install-hooks"], 2, "is a folder"),
     ("metrics-on-an-empty-host", nothing, ["metrics", "serve", "--host", ""], 2, "every interface"),
     ("db-path-with-a-control-character", nothing, ["--db", "a\x01b.db", "task", "list"], 2, "control characters"),
 ]
