@@ -115,7 +115,7 @@ Ways out:
   - wait for the reservation to expire (maf reservation status --file PATH)
   - ask the holder to release it (maf reservation release PATTERN --agent HOLDER)
   - override, which is recorded and tells the holder:
-      MAF_RESERVATION_OVERRIDE=true MAF_OVERRIDE_REASON="why" git commit ..."""
+      MAF_RESERVATION_OVERRIDE=true MAF_OVERRIDE_REASON="why" git {what} ..."""
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,7 @@ def cmd_guard(args: argparse.Namespace, settings: Settings) -> int:
         print(f"maf guard: {printable(verdict.summary)}")
         for line in verdict.details:  # paths and reasons are shown as stored, escapes escaped
             print(f"  {printable(line)}")
-        print(guard.WAYS_OUT)
+        print(guard.WAYS_OUT.format(what="push" if args.pre_push else "commit"))
     elif verdict.status == guard.OVERRIDDEN:
         print(f"maf guard: warning: {printable(verdict.summary)}", file=sys.stderr)
         for line in verdict.details:
