@@ -120,3 +120,16 @@ def store_rows(store: Store) -> list[str]:
             query = sql.SQL("SELECT * FROM {}.{} ORDER BY 1").format(sql.Identifier(schema), sql.Identifier(table))
             rows += [f"{table}: {row!r}" for row in connection.execute(query)]
         return rows
+
+
+def store_with_damaged_rows(path: Path, tasks_count: int = 1500) -> None:
+    """A SQLite store at ``path`` whose row pages (not its schema pages) are overwritten with garbage."""
+    from pytest_maf import tasks
+
+    with open_store(path, create=True) as store:
+        for n in range(tasks_count):
+            tasks.add_task(store, task_id=f"t{n:05}", payload={"note": "x" * 200})
+        store.pragma("wal_checkpoint(TRUNCATE)")  # type: ignore[attr-defined]
+    data = bytearray(path.read_bytes())
+    data[-20 * 4096 : -10 * 4096] = b"\xde\xad\xbe\xef" * (10 * 1024)
+    path.write_bytes(bytes(data))

@@ -20,6 +20,7 @@ from typing import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from backends import store_with_damaged_rows
 from pytest_maf import escalation, reservations, tasks
 from pytest_maf.cli import main
 from pytest_maf.clock import ManualClock, system_clock
@@ -419,13 +420,7 @@ def test_a_backup_of_an_older_store_verifies_and_restores_at_the_current_schema(
 
 def test_a_backup_of_a_damaged_store_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
     db = tmp_path / "runtime.db"
-    with open_store(db, create=True) as store:
-        for n in range(1500):
-            tasks.add_task(store, task_id=f"t{n:05}", payload={"note": "x" * 200})
-        store.pragma("wal_checkpoint(TRUNCATE)")
-    data = bytearray(db.read_bytes())
-    data[-20 * 4096 : -10 * 4096] = b"\xde\xad\xbe\xef" * (10 * 1024)  # pages of rows, not of the schema
-    db.write_bytes(bytes(data))
+    store_with_damaged_rows(db)
 
     with pytest.raises(maintenance.StoreError, match="is damaged.*maf db recover"):
         maintenance.backup(db, tmp_path / "backups" / "b.db")

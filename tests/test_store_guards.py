@@ -19,6 +19,7 @@ from pytest_maf import tasks
 from pytest_maf.errors import StoreBusyError, StoreError
 from pytest_maf.store import open_store, setup_store
 from pytest_maf.store.schema import APPLICATION_ID
+from backends import store_with_damaged_rows
 from workspace import DEADLINE_S, Workspace
 
 
@@ -196,13 +197,7 @@ def test_retry_backoff_stays_bounded_over_many_retries(monkeypatch: pytest.Monke
 
 def test_setup_on_a_damaged_store_says_so_and_how_out(tmp_path: Path) -> None:
     path = tmp_path / "runtime.db"
-    with open_store(path, create=True) as store:
-        for n in range(1500):
-            tasks.add_task(store, task_id=f"t{n:05}", payload={"note": "x" * 200})
-        store.pragma("wal_checkpoint(TRUNCATE)")
-    data = bytearray(path.read_bytes())
-    data[-20 * 4096 : -10 * 4096] = b"\xde\xad\xbe\xef" * (10 * 1024)  # pages of rows, not of the schema
-    path.write_bytes(bytes(data))
+    store_with_damaged_rows(path)
     before = digest(path)
 
     with pytest.raises(StoreError, match="is damaged.*maf db recover.*maf db restore"):
