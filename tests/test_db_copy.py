@@ -127,3 +127,10 @@ def test_a_url_password_is_never_shown(original: Path, capsys: pytest.CaptureFix
     assert main(["db", "copy", str(original), "postgresql://maf:s3cret@127.0.0.1:1/none"]) == 2
     captured = capsys.readouterr()
     assert "s3cret" not in captured.out + captured.err and "****" in captured.err
+
+
+def test_a_postgresql_store_is_not_copied_onto_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    url = server_url()
+    spelled_otherwise = url.replace("127.0.0.1:5432", "127.0.0.1")  # the default port, left out
+    assert main(["db", "copy", url, spelled_otherwise, "--source-schema", "one", "--dest-schema", "one"]) == 2
+    assert "the same store" in capsys.readouterr().err

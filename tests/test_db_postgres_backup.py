@@ -115,3 +115,15 @@ def test_the_password_goes_to_the_tools_by_environment_never_the_command_line() 
     conninfo, environment = _connection("postgresql://maf:s3cret@db.internal:5433/agents")
     assert "s3cret" not in conninfo and "db.internal" in conninfo and "5433" in conninfo
     assert environment["PGPASSWORD"] == "s3cret"
+
+
+@needs_tools
+def test_a_postgresql_backup_is_verified_only_with_a_server_named(
+    configured: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup = tmp_path / "store.dump"
+    assert main(["db", "backup", "--output", str(backup)]) == 0
+    monkeypatch.delenv("MAF_DATABASE_URL")
+    capsys.readouterr()
+    assert main(["db", "verify-backup", str(backup)]) == 2
+    assert "name the server with MAF_DATABASE_URL" in capsys.readouterr().err
