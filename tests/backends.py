@@ -99,6 +99,34 @@ def open_shared_store(location: str, environment: Mapping[str, str] | None = Non
     return open_store(location, **options, **({"schema": schema} if schema else {}))
 
 
+DATABASE_VARIABLES = ("MAF_DATABASE_URL", "MAF_DATABASE_SCHEMA")
+
+
+@contextlib.contextmanager
+def environment_store(backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The store a pytest or maf run here uses by default: ``.maf/runtime.db`` on SQLite; on PostgreSQL
+    a scratch schema that MAF_DATABASE_URL and MAF_DATABASE_SCHEMA name (in this process's environment,
+    which in-process and subprocess runs alike read), dropped afterwards. Open it with :func:`open_environment_store`."""
+    for name in DATABASE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    if backend == "sqlite":
+        yield
+        return
+    url = server_url()
+    with scratch_schema(url) as schema:
+        monkeypatch.setenv("MAF_DATABASE_URL", url)
+        monkeypatch.setenv("MAF_DATABASE_SCHEMA", schema)
+        yield
+
+
+def open_environment_store(directory: Path, **options: Any) -> Store:
+    """The store :func:`environment_store` chose, for a run in ``directory``."""
+    url = os.environ.get("MAF_DATABASE_URL", "").strip()
+    if url:
+        return open_store(url, schema=os.environ["MAF_DATABASE_SCHEMA"], **options)
+    return open_store(directory / ".maf" / "runtime.db", **options)
+
+
 def backend_param(backend: str) -> Any:
     """A pytest param for ``backend``, marked so ``-m postgres`` selects the PostgreSQL cases."""
     return pytest.param(backend, id=backend, marks=[pytest.mark.postgres] if backend == "postgres" else [])

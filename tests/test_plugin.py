@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+from backends import environment_store, open_environment_store
 from pytest_maf import tasks
-from pytest_maf.store import open_store
+from pytest_maf.evidence import list_evidence
 
 FAILING_CHECKS = """
 import pytest
@@ -34,24 +36,34 @@ def test_warning():
 
 @pytest.fixture(autouse=True)
 def isolated(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MAF_DB_PATH", "MAF_AGENT_ID", "MAF_AGENT_MAIL_ROOT", "MAF_REQUIRED_ENV", "MAF_MCP_REQUIRED"):
+    for name in ("MAF_DB_PATH", "MAF_DATABASE_URL", "MAF_DATABASE_SCHEMA", "MAF_AGENT_ID", "MAF_AGENT_MAIL_ROOT", "MAF_REQUIRED_ENV", "MAF_MCP_REQUIRED"):
         monkeypatch.delenv(name, raising=False)
     pytester.makeini("[pytest]\n")
 
 
-def db(pytester: pytest.Pytester) -> Path:
-    return pytester.path / ".maf" / "runtime.db"
+@pytest.fixture
+def on_backend(
+    backend: str, isolated: None, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The run's store on each backend: ``.maf/runtime.db``, or a scratch PostgreSQL schema MAF_DATABASE_URL names."""
+    with environment_store(backend, monkeypatch):
+        yield backend
+    if backend == "postgres":
+        assert not (pytester.path / ".maf" / "runtime.db").exists(), "the run wrote a SQLite store beside PostgreSQL"
 
 
 def evidence_rows(pytester: pytest.Pytester) -> list[tuple[str, str, str, str]]:
-    with sqlite3.connect(db(pytester)) as connection:
-        return connection.execute(
-            "SELECT task_id, verifier, result, details_json FROM evidence ORDER BY verifier"
-        ).fetchall()
+    """(task_id, verifier, result, details as compact JSON), read through the run's own backend."""
+    with open_environment_store(pytester.path) as store:
+        rows = list_evidence(store)
+    return sorted(
+        ((row.task_id, row.verifier, row.result, json.dumps(row.details, separators=(",", ":"))) for row in rows),
+        key=lambda row: row[1],
+    )
 
 
 def only_task(pytester: pytest.Pytester) -> tasks.Task:
-    with open_store(db(pytester)) as store:
+    with open_environment_store(pytester.path) as store:
         (task,) = tasks.list_tasks(store, include_internal=True)
     return task
 
@@ -63,7 +75,7 @@ def with_custom_checks(pytester: pytest.Pytester, **files: str) -> None:
     pytester.makeini("[pytest]\nmaf_checks = project_checks\n")
 
 
-def test_preflight_records_a_row_per_check_and_finishes_its_task(pytester: pytest.Pytester) -> None:
+def test_preflight_records_a_row_per_check_and_finishes_its_task(pytester: pytest.Pytester, on_backend: str) -> None:
     result = pytester.runpytest("--maf-preflight")
 
     assert result.ret == 0
@@ -90,7 +102,7 @@ def test_preflight_leaves_the_projects_own_tests_alone(pytester: pytest.Pytester
     assert not [v for v in verifiers if "test_project" in v]
 
 
-def test_a_failing_critical_check_fails_the_run_and_rolls_back(pytester: pytest.Pytester) -> None:
+def test_a_failing_critical_check_fails_the_run_and_rolls_back(pytester: pytest.Pytester, on_backend: str) -> None:
     with_custom_checks(pytester, check_custom=FAILING_CHECKS)
 
     result = pytester.runpytest("--maf-preflight")
@@ -102,7 +114,7 @@ def test_a_failing_critical_check_fails_the_run_and_rolls_back(pytester: pytest.
     assert only_task(pytester).state == "DEAD"  # a preflight task has one attempt
 
 
-def test_a_failing_warning_check_is_recorded_but_passes(pytester: pytest.Pytester) -> None:
+def test_a_failing_warning_check_is_recorded_but_passes(pytester: pytest.Pytester, on_backend: str) -> None:
     with_custom_checks(pytester, check_warning=WARNING_CHECK)
 
     result = pytester.runpytest("--maf-preflight")
@@ -146,9 +158,9 @@ def test_collect_only_opens_no_database(pytester: pytest.Pytester) -> None:
     assert not (pytester.path / ".maf").exists()
 
 
-def test_maf_task_runs_verifiers_and_finishes_the_task(pytester: pytest.Pytester) -> None:
+def test_maf_task_runs_verifiers_and_finishes_the_task(pytester: pytest.Pytester, on_backend: str) -> None:
     pytester.makepyfile(test_feature="def test_one():\n    pass\n\ndef test_two():\n    pass\n")
-    with open_store(db(pytester), create=True) as store:
+    with open_environment_store(pytester.path, create=True) as store:
         tasks.add_task(store, task_id="fix-42")
         claim = tasks.claim_next_task(store, "claude-1", 60_000)
         tasks.start_task(store, "fix-42", "claude-1", claim.attempt)
@@ -164,9 +176,11 @@ def test_maf_task_runs_verifiers_and_finishes_the_task(pytester: pytest.Pytester
 
 
 @pytest.mark.parametrize("holder", ["someone-else", None], ids=["other-agent", "not-claimed"])
-def test_maf_task_without_a_live_lease_is_a_usage_error(pytester: pytest.Pytester, holder: str | None) -> None:
+def test_maf_task_without_a_live_lease_is_a_usage_error(
+    pytester: pytest.Pytester, on_backend: str, holder: str | None
+) -> None:
     pytester.makepyfile(test_feature="def test_one():\n    pass\n")
-    with open_store(db(pytester), create=True) as store:
+    with open_environment_store(pytester.path, create=True) as store:
         tasks.add_task(store, task_id="fix-42")
         if holder:
             claim = tasks.claim_next_task(store, holder, 60_000)
@@ -196,7 +210,7 @@ def test_junit_properties_carry_the_evidence(pytester: pytest.Pytester) -> None:
     }
 
 
-def test_conftest_hooks_add_details_and_see_written_rows(pytester: pytest.Pytester) -> None:
+def test_conftest_hooks_add_details_and_see_written_rows(pytester: pytest.Pytester, on_backend: str) -> None:
     with_custom_checks(pytester, check_custom=FAILING_CHECKS)
     pytester.makeconftest(
         """
@@ -231,7 +245,7 @@ def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
         assert any("Example: ``" in line for line in block), (name, block)
 
 
-def test_lease_reservation_and_evidence_fixtures(pytester: pytest.Pytester) -> None:
+def test_lease_reservation_and_evidence_fixtures(pytester: pytest.Pytester, on_backend: str) -> None:
     with_custom_checks(
         pytester,
         check_fixtures="""
@@ -255,13 +269,13 @@ def test_workflow(maf_lease, maf_reservation, maf_store, maf_evidence):
     assert result.ret == 0, result.stdout.str()
     (row,) = [row for row in evidence_rows(pytester) if row[1] == "custom.fixtures"]
     assert '"checked":3' in row[3]
-    with open_store(db(pytester)) as store:
+    with open_environment_store(pytester.path) as store:
         from pytest_maf import reservations
 
         assert reservations.list_reservations(store) == []  # released at teardown
 
 
-def test_xdist_writes_one_row_per_check_from_the_controller(pytester: pytest.Pytester) -> None:
+def test_xdist_writes_one_row_per_check_from_the_controller(pytester: pytest.Pytester, on_backend: str) -> None:
     with_custom_checks(pytester, check_custom=FAILING_CHECKS)
 
     result = pytester.runpytest_subprocess("--maf-preflight", "-n", "2", "-p", "no:cacheprovider")

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
+from backends import environment_store, open_environment_store
 from pytest_maf import tasks
-from pytest_maf.store import open_store
+from pytest_maf.evidence import list_evidence
 
 if TYPE_CHECKING:
     from workspace import Workspace
@@ -99,32 +98,39 @@ COUNTS = re.compile(r"^(?P<counts>\d+ passed, .*); task \S+ attempt \d+$", re.MU
 
 @pytest.fixture(autouse=True)
 def isolated(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MAF_DB_PATH", "MAF_AGENT_ID", "MAF_AGENT_MAIL_ROOT", "MAF_REQUIRED_ENV", "MAF_MCP_REQUIRED",
+    for name in ("MAF_DB_PATH", "MAF_DATABASE_URL", "MAF_DATABASE_SCHEMA", "MAF_AGENT_ID", "MAF_AGENT_MAIL_ROOT", "MAF_REQUIRED_ENV", "MAF_MCP_REQUIRED",
                  "MAF_PREFLIGHT_TIMEOUT", "MAF_ENV", "NODE_ENV", "PYTEST_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     pytester.makeini("[pytest]\n")
 
 
-def db(pytester: pytest.Pytester) -> Path:
-    return pytester.path / ".maf" / "runtime.db"
+@pytest.fixture
+def on_backend(
+    backend: str, isolated: None, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The run's store on each backend: ``.maf/runtime.db``, or a scratch PostgreSQL schema MAF_DATABASE_URL names."""
+    with environment_store(backend, monkeypatch):
+        yield backend
+    if backend == "postgres":
+        assert not (pytester.path / ".maf" / "runtime.db").exists(), "the run wrote a SQLite store beside PostgreSQL"
 
 
 def evidence_rows(pytester: pytest.Pytester) -> dict[str, tuple[str, dict[str, Any]]]:
-    """verifier -> (result, details)"""
-    with sqlite3.connect(db(pytester)) as connection:
-        rows = connection.execute("SELECT verifier, result, details_json FROM evidence").fetchall()
-    return {verifier: (result, json.loads(details)) for verifier, result, details in rows}
+    """verifier -> (result, details), read through the run's own backend."""
+    with open_environment_store(pytester.path) as store:
+        rows = list_evidence(store)
+    return {row.verifier: (row.result, row.details) for row in rows}
 
 
 def running_task(pytester: pytest.Pytester, task_id: str = "fix-42", agent: str = "claude-1") -> None:
-    with open_store(db(pytester), create=True) as store:
+    with open_environment_store(pytester.path, create=True) as store:
         tasks.add_task(store, task_id=task_id)
         claim = tasks.claim_task(store, task_id, agent, 60_000)
         tasks.start_task(store, task_id, agent, claim.attempt)
 
 
 def task_state(pytester: pytest.Pytester, task_id: str) -> str:
-    with open_store(db(pytester)) as store:
+    with open_environment_store(pytester.path) as store:
         return tasks.get_task(store, task_id).state
 
 
@@ -148,7 +154,7 @@ def with_checks(pytester: pytest.Pytester, ini: str = "", **files: str) -> None:
 # Only a test that ran and passed is PASS.
 
 
-def test_a_verification_whose_tests_all_skip_or_xfail_decides_nothing(pytester: pytest.Pytester) -> None:
+def test_a_verification_whose_tests_all_skip_or_xfail_decides_nothing(pytester: pytest.Pytester, on_backend: str) -> None:
     pytester.makepyfile(test_feature=NO_VERDICT_TESTS)
     running_task(pytester)
 
@@ -165,7 +171,7 @@ def test_a_verification_whose_tests_all_skip_or_xfail_decides_nothing(pytester: 
     assert task_state(pytester, "fix-42") == "READY"
 
 
-def test_mixed_outcomes_are_counted_apart_as_pytest_counts_them(pytester: pytest.Pytester) -> None:
+def test_mixed_outcomes_are_counted_apart_as_pytest_counts_them(pytester: pytest.Pytester, on_backend: str) -> None:
     pytester.makepyfile(test_feature=MIXED_TESTS)
     running_task(pytester)
 
@@ -182,7 +188,7 @@ def test_mixed_outcomes_are_counted_apart_as_pytest_counts_them(pytester: pytest
     assert task_state(pytester, "fix-42") == "DONE"
 
 
-def test_a_strict_xpass_is_a_failure_as_pytest_counts_it(pytester: pytest.Pytester) -> None:
+def test_a_strict_xpass_is_a_failure_as_pytest_counts_it(pytester: pytest.Pytester, on_backend: str) -> None:
     pytester.makepyfile(test_feature="""
 import pytest
 
@@ -204,7 +210,7 @@ def test_should_still_fail():
     assert task_state(pytester, "fix-42") == "READY"  # rolled back, attempts left
 
 
-def test_deselected_verifiers_are_not_evidence(pytester: pytest.Pytester) -> None:
+def test_deselected_verifiers_are_not_evidence(pytester: pytest.Pytester, on_backend: str) -> None:
     pytester.makepyfile(test_feature=MIXED_TESTS)
     running_task(pytester)
 
@@ -218,7 +224,7 @@ def test_deselected_verifiers_are_not_evidence(pytester: pytest.Pytester) -> Non
     assert evidence_rows(pytester) == {}
 
 
-def test_a_preflight_with_skipped_checks_still_commits_and_counts_agree(pytester: pytest.Pytester) -> None:
+def test_a_preflight_with_skipped_checks_still_commits_and_counts_agree(pytester: pytest.Pytester, on_backend: str) -> None:
     with_checks(pytester, skipping="""
 import pytest
 
@@ -314,7 +320,7 @@ def test_verifier_runs_get_no_time_limit(pytester: pytest.Pytester, monkeypatch:
 # A warning someone accepted.
 
 
-def test_an_acknowledged_warning_is_recorded_and_passes_strict(pytester: pytest.Pytester) -> None:
+def test_an_acknowledged_warning_is_recorded_and_passes_strict(pytester: pytest.Pytester, on_backend: str) -> None:
     with_checks(pytester, warning=WARNING_CHECKS)
     pytester.mkdir("maf-config")
     (pytester.path / "maf-config" / "local.yaml").write_text(ACKNOWLEDGED)
@@ -440,7 +446,7 @@ def test_an_acknowledged_warning_passes_strict_and_an_unacknowledged_one_does_no
     assert row["details"]["acknowledged"] == {"by": "dana", "on": "2026-05-01", "reason": "the cache warms on first use in CI"}
 
 
-def test_under_xdist_workers_apply_the_acknowledgement(pytester: pytest.Pytester) -> None:
+def test_under_xdist_workers_apply_the_acknowledgement(pytester: pytest.Pytester, on_backend: str) -> None:
     with_checks(pytester, warning=WARNING_CHECKS)
     pytester.mkdir("maf-config")
     (pytester.path / "maf-config" / "local.yaml").write_text(ACKNOWLEDGED)
