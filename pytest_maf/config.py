@@ -34,109 +34,115 @@ from pytest_maf.ids import id_problem
 DB_RELATIVE_PATH = Path(".maf") / "runtime.db"
 CONFIG_DIRECTORY = "maf-config"
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
-SUPPORTED_RUNTIME_MODES = ("sqlite",)
 MAX_CONFIG_BYTES = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_MAX_ATTEMPTS = 3
 
-DEFAULTS: dict[str, Any] = {
-    "runtime": {
-        "mode": "sqlite",
-        "db_path": ".maf/runtime.db",
-        "database_url": "",
-        "database_schema": "maf",
-        "busy_timeout_seconds": 30,
-    },
-    "tasks": {
-        "lease_ttl_seconds": 1800,
-        "lease_max_ttl_seconds": 14400,
-        "max_attempts": DEFAULT_MAX_ATTEMPTS,
-    },
-    "reservations": {
-        "default_ttl_minutes": 30,
-        "max_ttl_minutes": 120,
-    },
-    "agent_mail": {
-        "root": ".agent-mail",
-    },
-    "escalation": {
-        "targets": ["minimax-debug-1", "codex-senior"],
-        "levels_per_target": 2,
-    },
-    "preflight": {
-        "timeout_seconds": 60,
-        "min_python": "3.10",
-        "recommended_python": "3.11",
-        "min_sqlite": "3.35.0",
-        "required_env": [],
-        "tool_versions": {},
-        "mcp_clients": {
-            "claude-code": ".mcp.json",
-            "codex": ".codex/config.toml",
-            "cursor": ".cursor/mcp.json",
-            "gemini": ".gemini/settings.json",
-        },
-        "mcp_required": [],
-        "min_free_disk_mb": 100,
-        "acknowledged_warnings": {},
-    },
-    "logging": {
-        "level": "warning",
-        "format": "text",
-    },
-}
+def _names(text: str) -> list[str]:
+    """A comma-separated list from an environment variable."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting, declared once: its key, default, help, environment variable and bounds.
+
+    The defaults, the descriptions, the environment mapping, the validation and
+    the command line's "(default: ...)" notes are all derived from :data:`SETTINGS`.
+    """
+
+    key: str
+    default: Any
+    help: str
+    env: str | None = None
+    parse: Callable[[str], Any] | None = None  # how the environment variable is read (default: int or str)
+    minimum: int | None = None
+    maximum: int | None = None
+
+    def from_environment(self, text: str) -> Any:
+        if self.parse is not None:
+            return self.parse(text)
+        return int(text) if isinstance(self.default, int) else text
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("runtime.db_path", ".maf/runtime.db", "runtime database, relative to the repository root", "MAF_DB_PATH"),
+    Setting(
+        "runtime.database_url", "",
+        "a postgresql://user@host/database URL: the store lives there instead of in db_path"
+        " (agents on many machines share it; needs pytest-maf[postgres]); empty: SQLite", "MAF_DATABASE_URL",
+    ),
+    Setting("runtime.database_schema", "maf", "the PostgreSQL schema that holds the store (one per repository)",
+            "MAF_DATABASE_SCHEMA"),
+    Setting("runtime.busy_timeout_seconds", 30,
+            "longest a command waits for another writer before it exits 5 (store busy)", "MAF_BUSY_TIMEOUT", None, 1, 3600),
+    Setting("tasks.lease_ttl_seconds", 1800,
+            "task lease length; every operation by the holder extends the lease to this from now",
+            "MAF_TASK_LEASE_TTL", None, 1, 31_536_000),
+    Setting("tasks.lease_max_ttl_seconds", 14400, "longest task lease a caller may ask for",
+            "MAF_TASK_LEASE_MAX_TTL", None, 1, 31_536_000),
+    Setting("tasks.max_attempts", DEFAULT_MAX_ATTEMPTS, "claims before a task is DEAD", "MAF_TASK_MAX_ATTEMPTS", None, 1, 1000),
+    Setting("reservations.default_ttl_minutes", 30, "default file reservation length",
+            "MAF_RESERVATION_DEFAULT_TIMEOUT", None, 1, 525_600),
+    Setting("reservations.max_ttl_minutes", 120, "longest file reservation a caller may ask for",
+            "MAF_RESERVATION_MAX_TIMEOUT", None, 1, 525_600),
+    Setting("agent_mail.root", ".agent-mail", "agent-mail root, relative to the repository root", "MAF_AGENT_MAIL_ROOT"),
+    Setting("escalation.targets", ["minimax-debug-1", "codex-senior"],
+            "escalation targets, in order: the chain an escalation climbs (an example chain: set your own agents)"),
+    Setting("escalation.levels_per_target", 2, "levels an escalation stays with a target before the next one",
+            None, None, 1, 1000),
+    Setting("preflight.timeout_seconds", 60, "longest a preflight run may take", "MAF_PREFLIGHT_TIMEOUT", None, 1, 86_400),
+    Setting("preflight.min_python", "3.10",
+            "oldest Python accepted (pytest-maf itself needs 3.10; raise it to require more)"),
+    Setting("preflight.recommended_python", "3.11", "Python below this gives a warning"),
+    Setting("preflight.min_sqlite", "3.35.0", "oldest SQLite library accepted"),
+    Setting("preflight.required_env", [], "environment variables that must be set (values are never shown)",
+            "MAF_REQUIRED_ENV", _names),
+    Setting("preflight.tool_versions", {}, "tools and their minimum versions, such as {node: '>= 18.17'}"),
+    Setting("preflight.mcp_clients", {
+        "claude-code": ".mcp.json",
+        "codex": ".codex/config.toml",
+        "cursor": ".cursor/mcp.json",
+        "gemini": ".gemini/settings.json",
+    }, "MCP client configuration files to check, by client"),
+    Setting("preflight.mcp_required", [], "clients whose MCP file must exist", "MAF_MCP_REQUIRED", _names),
+    Setting("preflight.min_free_disk_mb", 100, "free disk space required where the database lives",
+            "MAF_MIN_FREE_DISK_MB", None, 1, 1_000_000_000),
+    Setting("preflight.acknowledged_warnings", {},
+            "warning checks a person has accepted, by check id: {by: who, on: YYYY-MM-DD, reason: why};"
+            " they stay recorded but no longer warn"),
+    Setting("logging.level", "warning", "debug, info, warning, error or critical", "LOG_LEVEL", str.lower),
+    Setting("logging.format", "text", "text or json", "MAF_LOG_FORMAT", str.lower),
+)
+SETTINGS_BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
+
+
+def _defaults_tree() -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for setting in SETTINGS:
+        section, key = setting.key.split(".", 1)
+        tree.setdefault(section, {})[key] = copy.deepcopy(setting.default)
+    return tree
+
+
+DEFAULTS: dict[str, Any] = _defaults_tree()
 # What each key means, for `maf init`'s commented starter file and for `--help`.
-DESCRIPTIONS: dict[str, str] = {
-    "runtime.mode": "storage backend; a list such as 'sqlite,json' uses the first one supported",
-    "runtime.db_path": "runtime database, relative to the repository root",
-    "runtime.database_url": "a postgresql://user@host/database URL: the store lives there instead of in db_path"
-    " (agents on many machines share it; needs pytest-maf[postgres]); empty: SQLite",
-    "runtime.database_schema": "the PostgreSQL schema that holds the store (one per repository)",
-    "runtime.busy_timeout_seconds": "longest a command waits for another writer before it exits 5 (store busy)",
-    "tasks.lease_ttl_seconds": "task lease length; every operation by the holder extends the lease to this from now",
-    "tasks.lease_max_ttl_seconds": "longest task lease a caller may ask for",
-    "tasks.max_attempts": "claims before a task is DEAD",
-    "reservations.default_ttl_minutes": "default file reservation length",
-    "reservations.max_ttl_minutes": "longest file reservation a caller may ask for",
-    "agent_mail.root": "agent-mail root, relative to the repository root",
-    "escalation.targets": "escalation targets, in order: the chain an escalation climbs",
-    "escalation.levels_per_target": "levels an escalation stays with a target before the next one",
-    "preflight.timeout_seconds": "longest a preflight run should take",
-    "preflight.min_python": "oldest Python accepted (pytest-maf itself needs 3.10; raise it to require more)",
-    "preflight.recommended_python": "Python below this gives a warning",
-    "preflight.min_sqlite": "oldest SQLite library accepted",
-    "preflight.required_env": "environment variables that must be set (values are never shown)",
-    "preflight.tool_versions": "tools and their minimum versions, such as {node: '>= 18.17'}",
-    "preflight.mcp_clients": "MCP client configuration files to check, by client",
-    "preflight.mcp_required": "clients whose MCP file must exist",
-    "preflight.min_free_disk_mb": "free disk space required where the database lives",
-    "preflight.acknowledged_warnings": "warning checks a person has accepted, by check id:"
-    " {by: who, on: YYYY-MM-DD, reason: why}; they stay recorded but no longer warn",
-    "logging.level": "debug, info, warning, error or critical",
-    "logging.format": "text or json",
-}
-
+DESCRIPTIONS: dict[str, str] = {setting.key: setting.help for setting in SETTINGS}
 # Environment variable -> (key path, parser).
 ENVIRONMENT_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "MAF_DB_PATH": ("runtime.db_path", str),
-    "MAF_DATABASE_URL": ("runtime.database_url", str),
-    "MAF_DATABASE_SCHEMA": ("runtime.database_schema", str),
-    "MAF_RUNTIME_MODE": ("runtime.mode", str),
-    "MAF_BUSY_TIMEOUT": ("runtime.busy_timeout_seconds", int),
-    "MAF_AGENT_MAIL_ROOT": ("agent_mail.root", str),
-    "LOG_LEVEL": ("logging.level", str.lower),
-    "MAF_LOG_FORMAT": ("logging.format", str.lower),
-    "MAF_RESERVATION_DEFAULT_TIMEOUT": ("reservations.default_ttl_minutes", int),
-    "MAF_RESERVATION_MAX_TIMEOUT": ("reservations.max_ttl_minutes", int),
-    "MAF_PREFLIGHT_TIMEOUT": ("preflight.timeout_seconds", int),
-    "MAF_TASK_LEASE_TTL": ("tasks.lease_ttl_seconds", int),
-    "MAF_TASK_LEASE_MAX_TTL": ("tasks.lease_max_ttl_seconds", int),
-    "MAF_TASK_MAX_ATTEMPTS": ("tasks.max_attempts", int),
-    "MAF_REQUIRED_ENV": ("preflight.required_env", lambda text: [p.strip() for p in text.split(",") if p.strip()]),
-    "MAF_MCP_REQUIRED": ("preflight.mcp_required", lambda text: [p.strip() for p in text.split(",") if p.strip()]),
-    "MAF_MIN_FREE_DISK_MB": ("preflight.min_free_disk_mb", int),
+    setting.env: (setting.key, setting.from_environment) for setting in SETTINGS if setting.env
 }
+
+
+def default_note(key: str, maximum_key: str | None = None) -> str:
+    """The "default: ..." of a command-line option that stands for setting ``key``,
+    and its upper bound when another setting (``maximum_key``) gives one."""
+    setting = SETTINGS_BY_KEY[key]
+    note = f"default: {setting.default}" + (f", {setting.env}" if setting.env else "")
+    if maximum_key is not None:
+        maximum = SETTINGS_BY_KEY[maximum_key]
+        note += f"; at most {maximum.default}" + (f", {maximum.env}" if maximum.env else "")
+    return note
 
 
 class ConfigError(UsageError):
@@ -150,35 +156,34 @@ class ConfigError(UsageError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved settings. Build with :func:`load_settings`."""
+    """Resolved settings. Build with :func:`load_settings`; the defaults live in :data:`SETTINGS`."""
 
     db_path: Path
     mail_root: Path
-    repo_root: Path | None = None
-    runtime_mode: str = "sqlite"
-    database_url: str | None = None  # set: the store is on PostgreSQL, and db_path is not used
-    database_schema: str = "maf"
-    busy_timeout_s: int = 30
-    task_lease_ttl_s: int = 1800
-    task_lease_max_ttl_s: int = 14400
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    reservation_ttl_min: int = 30
-    reservation_max_ttl_min: int = 120
-    escalation_targets: tuple[str, ...] = ("minimax-debug-1", "codex-senior")
-    escalation_levels_per_target: int = 2
-    preflight_timeout_s: int = 60
-    min_python: str = "3.10"
-    recommended_python: str = "3.11"
-    min_sqlite: str = "3.35.0"
-    required_env: tuple[str, ...] = ()
-    tool_versions: tuple[tuple[str, str], ...] = ()
-    mcp_clients: tuple[tuple[str, str], ...] = tuple(sorted(DEFAULTS["preflight"]["mcp_clients"].items()))
-    mcp_required: tuple[str, ...] = ()
-    min_free_disk_mb: int = 100
+    repo_root: Path | None
+    database_url: str | None  # set: the store is on PostgreSQL, and db_path is not used
+    database_schema: str
+    busy_timeout_s: int
+    task_lease_ttl_s: int
+    task_lease_max_ttl_s: int
+    max_attempts: int
+    reservation_ttl_min: int
+    reservation_max_ttl_min: int
+    escalation_targets: tuple[str, ...]
+    escalation_levels_per_target: int
+    preflight_timeout_s: int
+    min_python: str
+    recommended_python: str
+    min_sqlite: str
+    required_env: tuple[str, ...]
+    tool_versions: tuple[tuple[str, str], ...]
+    mcp_clients: tuple[tuple[str, str], ...]
+    mcp_required: tuple[str, ...]
+    min_free_disk_mb: int
     # check id -> {"by": ..., "on": "YYYY-MM-DD", "reason": ...}
-    acknowledged_warnings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    log_level: str = "warning"
-    log_format: str = "text"
+    acknowledged_warnings: Mapping[str, Mapping[str, str]]
+    log_level: str
+    log_format: str
     sources: Mapping[str, str] = field(default_factory=dict)  # key path -> where its value came from
 
     @property
@@ -379,12 +384,6 @@ def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # Validation (pure): each key path's expected type and further rules.
 
 _KINDS: dict[str, tuple[type, ...]] = {path: (type(value),) for path, value in _leaves(DEFAULTS).items()}
-_POSITIVE = {
-    "runtime.busy_timeout_seconds",
-    "tasks.lease_ttl_seconds", "tasks.lease_max_ttl_seconds", "tasks.max_attempts",
-    "reservations.default_ttl_minutes", "reservations.max_ttl_minutes",
-    "escalation.levels_per_target", "preflight.timeout_seconds", "preflight.min_free_disk_mb",
-}
 
 
 def _type_name(kinds: tuple[type, ...]) -> str:
@@ -417,31 +416,20 @@ def validate_layer(layer: Layer) -> list[str]:
     return problems
 
 
-# Upper bounds, so no setting can carry a time past what a clock or the store can hold.
-_MAXIMA = {
-    "runtime.busy_timeout_seconds": 3600,
-    "tasks.lease_ttl_seconds": 31_536_000, "tasks.lease_max_ttl_seconds": 31_536_000, "tasks.max_attempts": 1000,
-    "reservations.default_ttl_minutes": 525_600, "reservations.max_ttl_minutes": 525_600,
-    "escalation.levels_per_target": 1000, "preflight.timeout_seconds": 86_400,
-    "preflight.min_free_disk_mb": 1_000_000_000,
-}
 
 
 def _value_problem(path: str, value: Any) -> str | None:
-    if path in _MAXIMA and isinstance(value, int) and value > _MAXIMA[path]:
-        return f"must be at most {_MAXIMA[path]}, got {value}"
+    setting = SETTINGS_BY_KEY[path]
+    if setting.maximum is not None and isinstance(value, int) and value > setting.maximum:
+        return f"must be at most {setting.maximum}, got {value}"
     if path in ("runtime.db_path", "agent_mail.root") and (not value.strip() or not value.isprintable()):
         return f"expected a file path without control characters, got {value!r}"
     if path == "runtime.database_url" and value.strip():
         return url_problem(value)  # never echoes the value: it may hold a password
     if path == "runtime.database_schema":
         return schema_problem(value)
-    if path in _POSITIVE and value <= 0:
-        return f"must be above 0, got {value}"
-    if path == "runtime.mode":
-        modes = [mode.strip() for mode in value.split(",") if mode.strip()]
-        if not any(mode in SUPPORTED_RUNTIME_MODES for mode in modes):
-            return f"no supported runtime mode in {value!r}; supported: {', '.join(SUPPORTED_RUNTIME_MODES)}"
+    if setting.minimum is not None and isinstance(value, int) and value < setting.minimum:
+        return f"{'must be above 0' if setting.minimum == 1 else f'must be at least {setting.minimum}'}, got {value}"
     if path == "logging.level" and value not in LOG_LEVELS:
         return f"unknown level {value!r}; use one of {', '.join(LOG_LEVELS)}"
     if path == "logging.format" and value not in ("text", "json"):
@@ -567,12 +555,10 @@ def load_settings(
         origin = cwd if sources[key_path] in ("environment", "command line") else base
         return origin / Path(values[key_path])
 
-    mode = next(m.strip() for m in values["runtime.mode"].split(",") if m.strip() in SUPPORTED_RUNTIME_MODES)
     return Settings(
         db_path=located("runtime.db_path"),
         mail_root=located("agent_mail.root"),
         repo_root=repo_root,
-        runtime_mode=mode,
         database_url=_chosen_database_url(layers, values, sources),
         database_schema=values["runtime.database_schema"],
         busy_timeout_s=values["runtime.busy_timeout_seconds"],

@@ -76,7 +76,7 @@ def test_node_env_selects_the_environment_when_maf_env_is_unset(repo: Path) -> N
         ("telemetry:\n  on: true\n", "default.yaml: telemetry: unknown section"),
         ("tasks:\n  max_attempts: three\n", "default.yaml: tasks.max_attempts: expected a whole number, got str 'three'"),
         ("reservations:\n  default_ttl_minutes: 200\n", "default.yaml: reservations.default_ttl_minutes: 200 minutes is above reservations.max_ttl_minutes"),
-        ("runtime:\n  mode: postgres,json\n", "default.yaml: runtime.mode: no supported runtime mode in 'postgres,json'; supported: sqlite"),
+        ("runtime:\n  mode: sqlite\n", "default.yaml: runtime.mode: unknown key"),
         ("logging:\n  level: loud\n", "default.yaml: logging.level: unknown level 'loud'"),
         ("tasks: [1, 2]\n", "default.yaml: tasks: expected a mapping of keys"),
         ("tasks:\n  max_attempts: 3\n  bad: [\n", "default.yaml: does not parse"),
@@ -91,8 +91,22 @@ def test_every_problem_names_the_file_and_key_path(repo: Path, text: str, expect
     assert any(expected in problem and str(repo / "maf-config") in problem for problem in raised.value.problems), raised.value.problems
 
 
-def test_a_list_of_runtime_modes_uses_the_first_supported(repo: Path) -> None:
-    assert load_settings(environ={"MAF_RUNTIME_MODE": "json,sqlite"}, cwd=repo).runtime_mode == "sqlite"
+def test_each_setting_is_declared_once_and_everything_else_derives_from_it() -> None:
+    from pytest_maf import config
+
+    declared = [setting.key for setting in config.SETTINGS]
+    assert len(declared) == len(set(declared))
+    leaves = {f"{section}.{key}" for section, keys in config.DEFAULTS.items() for key in keys}
+    assert leaves == set(declared) == set(config.DESCRIPTIONS)
+    for variable, (key, parse) in config.ENVIRONMENT_VARIABLES.items():
+        assert config.SETTINGS_BY_KEY[key].env == variable
+    assert config.ENVIRONMENT_VARIABLES["MAF_TASK_LEASE_TTL"][1]("60") == 60
+    assert config.ENVIRONMENT_VARIABLES["MAF_REQUIRED_ENV"][1]("A, B,,") == ["A", "B"]
+    assert config.default_note("tasks.lease_ttl_seconds", "tasks.lease_max_ttl_seconds") == (
+        "default: 1800, MAF_TASK_LEASE_TTL; at most 14400, MAF_TASK_LEASE_MAX_TTL"
+    )
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert all(f"`{variable}`" in readme for variable in config.ENVIRONMENT_VARIABLES)  # every variable documented
 
 
 def test_validate_lists_every_problem_and_exits_2(repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

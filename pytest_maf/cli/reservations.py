@@ -21,7 +21,7 @@ from pytest_maf.cli.common import (
     resolving_agent,
     when,
 )
-from pytest_maf.config import Settings
+from pytest_maf.config import Settings, default_note
 from pytest_maf.errors import UsageError
 from pytest_maf.paths import WorkingDirectory
 from pytest_maf.records import Reservation
@@ -239,7 +239,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         return sub
 
     acquire = with_patterns("acquire", "reserve patterns, all or nothing (exit 1 on conflict)")
-    acquire.add_argument("--ttl", type=number, metavar="MINUTES", help="default 30 (MAF_RESERVATION_DEFAULT_TIMEOUT), at most 120 (MAF_RESERVATION_MAX_TIMEOUT)")
+    acquire.add_argument("--ttl", type=number, metavar="MINUTES", help=f"reservation length ({default_note('reservations.default_ttl_minutes', 'reservations.max_ttl_minutes')})")
     acquire.add_argument("--shared", action="store_true", help="shared: conflicts only with others' exclusive reservations")
     acquire.add_argument("--reason", default="", help="why, shown to anyone blocked")
     acquire.add_argument(

@@ -22,11 +22,14 @@ from pytest_maf.cli.common import (
     print_table,
     when,
 )
-from pytest_maf.config import Settings
+from pytest_maf.config import Settings, default_note
 from pytest_maf.errors import LeaseLostError, UsageError
 from pytest_maf.files import checked_output, store_files, write_text_atomic
 from pytest_maf.records import Task
 from pytest_maf.store import setup_store
+
+# The lease's default as every --ttl of a task command says it (from config.SETTINGS).
+LEASE_TTL_NOTE = default_note("tasks.lease_ttl_seconds", "tasks.lease_max_ttl_seconds")
 
 # Commands. Each takes the parsed arguments and the settings, and returns an exit code.
 
@@ -339,7 +342,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("--id", help="task id (default: generated)")
     add.add_argument("--priority", type=int, default=tasks.DEFAULT_PRIORITY, help="lower is claimed first (default: %(default)s)")
     add.add_argument("--payload", type=json_argument, metavar="JSON", help="task payload, a JSON value (default: {})")
-    add.add_argument("--max-attempts", type=positive_int, metavar="N", help="claims before the task is DEAD (default: 3, MAF_TASK_MAX_ATTEMPTS)")
+    add.add_argument("--max-attempts", type=positive_int, metavar="N", help=f"claims before the task is DEAD ({default_note('tasks.max_attempts')})")
     add_json(add)
     add.set_defaults(handler=cmd_task_add)
 
@@ -356,13 +359,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " that makes it READY; on SQLite polled, at most a second apart)",
     )
     claim.add_argument("--timeout", type=number, metavar="SECONDS", help="with --wait, give up after this long (exit 3)")
-    claim.add_argument("--ttl", type=number, metavar="SECONDS", help="lease length (default: 1800, MAF_TASK_LEASE_TTL; at most MAF_TASK_LEASE_MAX_TTL, 14400)")
+    claim.add_argument("--ttl", type=number, metavar="SECONDS", help=f"lease length ({LEASE_TTL_NOTE})")
     add_json(claim)
     claim.set_defaults(handler=cmd_task_claim)
 
     renew = task.add_parser("renew", help="extend a lease you hold (exit 4 if you do not)")
     _add_holder(renew, ttl=False)
-    renew.add_argument("--ttl", type=number, metavar="SECONDS", help="new lease length from now (default: 1800, MAF_TASK_LEASE_TTL)")
+    renew.add_argument("--ttl", type=number, metavar="SECONDS", help=f"new lease length from now ({LEASE_TTL_NOTE})")
     renew.set_defaults(handler=cmd_task_renew)
 
     heartbeat = task.add_parser(
@@ -372,7 +375,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     heartbeat.add_argument("task", metavar="TASK", nargs="?", help="only this task's lease")
     add_agent(heartbeat, "the agent holding the leases")
-    heartbeat.add_argument("--ttl", type=number, metavar="SECONDS", help="new lease length from now (default: 1800, MAF_TASK_LEASE_TTL)")
+    heartbeat.add_argument("--ttl", type=number, metavar="SECONDS", help=f"new lease length from now ({LEASE_TTL_NOTE})")
     add_json(heartbeat)
     heartbeat.set_defaults(handler=cmd_task_heartbeat)
 
@@ -387,7 +390,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.add_argument("task", metavar="TASK", help="a task you hold")
     add_agent(run, "the agent holding the lease")
     run.add_argument("--attempt", type=positive_int, help="the attempt you hold (default: the one your lease is for)")
-    run.add_argument("--ttl", type=number, metavar="SECONDS", help="lease length kept (default: 1800, MAF_TASK_LEASE_TTL)")
+    run.add_argument("--ttl", type=number, metavar="SECONDS", help=f"lease length kept ({LEASE_TTL_NOTE})")
     run.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="[OPTIONS] -- COMMAND ...",
         help="the command and its arguments, after `--`; the options above may also come before the `--`",

@@ -37,6 +37,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.clock import Clock, system_clock
 from pytest_maf.database_url import hide_password, redact_url, schema_problem
 from pytest_maf.errors import StoreBusyError, StoreError, UsageError
@@ -72,7 +73,7 @@ class PostgresStore:
         schema: str = DEFAULT_SCHEMA,
         clock: Clock = system_clock,
         use_client_clock: bool = False,
-        default_max_attempts: int = 3,
+        default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     ) -> None:

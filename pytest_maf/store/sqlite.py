@@ -23,6 +23,7 @@ try:
 except ImportError:  # Windows: SQLite's own locking alone
     fcntl = None  # type: ignore[assignment]
 
+from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.clock import Clock, system_clock
 from pytest_maf.errors import AlreadyExistsError, StoreBusyError, StoreError
 from pytest_maf.records import Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
@@ -484,7 +485,7 @@ class SQLiteStore:
         path: Path,
         *,
         clock: Clock = system_clock,
-        default_max_attempts: int = 3,
+        default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     ) -> None:
