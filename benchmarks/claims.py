@@ -36,7 +36,7 @@ from pathlib import Path
 from pytest_maf import tasks
 from pytest_maf.errors import MafError
 from pytest_maf.evidence import record_evidence
-from pytest_maf.loadtest import percentiles
+from pytest_maf.timing import percentiles
 from pytest_maf.store import open_store
 
 TTL_MS = 30_000

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pytest_maf import escalation, tasks
 from pytest_maf.config import load_settings
-from pytest_maf.loadtest import percentiles
+from pytest_maf.timing import percentiles
 from pytest_maf.store import open_store
 
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import platform
 import sqlite3
-import statistics
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pytest_maf import escalation, reservations, tasks
 from pytest_maf.config import load_settings
@@ -21,19 +19,9 @@ from pytest_maf.errors import UsageError
 from pytest_maf.evidence import record_evidence
 from pytest_maf.records import Reservation
 from pytest_maf.store import open_store
+from pytest_maf.timing import per_operation_ms
 from pytest_maf.values import MAX_JSON_BYTES, parse_json
 
-ROUNDS = 5
-
-
-def _per_operation_ms(operation: Callable[[int], object], repeat: int) -> float:
-    rounds = []
-    for round_number in range(ROUNDS):
-        started = time.perf_counter()
-        for n in range(repeat):
-            operation(round_number * repeat + n)
-        rounds.append((time.perf_counter() - started) * 1000 / repeat)
-    return round(statistics.median(rounds), 4)
 
 
 def run_benchmarks() -> dict[str, Any]:
@@ -71,13 +59,13 @@ def run_benchmarks() -> dict[str, Any]:
             ]
             paths = [f"pkg{n % 50}/m{n % 7}/f{n}.py" for n in range(1000)]
             metrics = {
-                "claim_to_finish_cycle": _per_operation_ms(cycle, 100),
-                "reservation_acquire_release": _per_operation_ms(reserve, 100),
-                "guard_1000_paths_5000_reservations": _per_operation_ms(
+                "claim_to_finish_cycle": per_operation_ms(cycle, 100),
+                "reservation_acquire_release": per_operation_ms(reserve, 100),
+                "guard_1000_paths_5000_reservations": per_operation_ms(
                     lambda n: reservations.blocking_reservations(held, paths, "committer"), 1
                 ),
-                "escalation_open": _per_operation_ms(escalate, 40),
-                "metrics_scrape": _per_operation_ms(lambda n: exposition(settings), 5),
+                "escalation_open": per_operation_ms(escalate, 40),
+                "metrics_scrape": per_operation_ms(lambda n: exposition(settings), 5),
             }
     return {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "metrics": metrics}
 

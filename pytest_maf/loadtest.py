@@ -28,13 +28,14 @@ from array import array
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from pytest_maf import audit, reservations, tasks
 from pytest_maf.errors import LeaseLostError, MafError, NothingToClaimError, StoreError, UsageError
 from pytest_maf.evidence import record_evidence
 from pytest_maf.store import open_store
 from pytest_maf.store.maintenance import read_history
+from pytest_maf.timing import percentiles
 
 T = TypeVar("T")
 
@@ -126,17 +127,6 @@ def _worker(db: str, agent: str, seed: int, start_at: float, stop_at: float, bus
         "samples": samples, "errors": dict(errors), "conflicts": conflicts,
         "started": started_at, "stopped": time.time(),
     })
-
-
-def percentiles(samples: Sequence[float]) -> dict[str, float]:
-    if not samples:
-        return {}
-    ordered = sorted(samples)
-
-    def at(fraction: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 3)
-
-    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1], 3)}
 
 
 def refuse_real_work(db_path: Path) -> None:
