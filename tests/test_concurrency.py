@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ WORKER = Path(__file__).with_name("task_worker.py")
 WORKERS = 8
 TASKS = 80
 TTL_MS = 200
+LINE_DEADLINE_S = 60
 
 
 def spawn(
@@ -37,10 +39,22 @@ def spawn(
     )
 
 
+def read_line(worker: subprocess.Popen[str], deadline_s: float = LINE_DEADLINE_S) -> str:
+    """The worker's next line; a worker silent past the deadline is killed, which ends the read (and the test)."""
+    assert worker.stdout is not None
+    timer = threading.Timer(deadline_s, worker.kill)
+    timer.start()
+    try:
+        line = worker.stdout.readline()
+    finally:
+        timer.cancel()
+    assert line, f"the worker said nothing within {deadline_s} s: {worker.stderr.read() if worker.stderr else ''}"
+    return line
+
+
 def stop_after_claim(worker: subprocess.Popen[str]) -> None:
     """SIGSTOP a stale-first worker as soon as it says it holds a lease."""
-    assert worker.stdout is not None
-    line = worker.stdout.readline()
+    line = read_line(worker)
     os.kill(worker.pid, signal.SIGSTOP)
     assert line.startswith("CLAIMED"), worker.stderr.read() if worker.stderr else line
 
@@ -52,8 +66,7 @@ def resume(worker: subprocess.Popen[str]) -> int:
 
 
 def stale_outcomes(worker: subprocess.Popen[str], resumed_ms: int) -> set[str]:
-    assert worker.stdout is not None
-    line = worker.stdout.readline()
+    line = read_line(worker)
     assert line.startswith("STALE "), line
     after_resume = [op for op in json.loads(line[6:]) if op["started_ms"] >= resumed_ms]
     assert len(after_resume) >= 7, line

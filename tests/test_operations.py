@@ -15,12 +15,13 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from backends import store_with_damaged_rows
+from backends import open_shared_store, shared_store, store_with_damaged_rows
+from pytest_maf.audit import task_violations
 from pytest_maf import escalation, reservations, tasks
 from pytest_maf.cli import main
 from pytest_maf.clock import ManualClock, system_clock
@@ -33,9 +34,9 @@ WRITER = """
 import sys, time
 from pytest_maf import tasks
 from pytest_maf.evidence import record_evidence
-from pytest_maf.store import open_store
+from backends import open_shared_store
 db, agent = sys.argv[1], sys.argv[2]
-with open_store(db) as store:
+with open_shared_store(db) as store:  # a SQLite file, or a PostgreSQL URL with the schema in MAF_TEST_SCHEMA
     while True:
         task = tasks.add_task(store)
         print(task.id, flush=True)  # printed only once the row is committed
@@ -50,11 +51,13 @@ with open_store(db) as store:
 DEADLINE_S = 60
 
 
-def spawn_writer(db: Path, agent: str, *, report: bool = False) -> subprocess.Popen[bytes]:
+def spawn_writer(
+    db: str | Path, agent: str, *, report: bool = False, environment: Mapping[str, str] = {}
+) -> subprocess.Popen[bytes]:
     """A process adding and finishing tasks; with ``report``, it prints each task's id once committed."""
     return subprocess.Popen(
         [sys.executable, "-c", WRITER, str(db), agent], stdout=subprocess.PIPE if report else subprocess.DEVNULL,
-        stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        stderr=subprocess.PIPE, env={**os.environ, **environment, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
 
 
@@ -85,8 +88,8 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def task_ids(db: Path) -> set[str]:
-    with open_store(db) as store:
+def task_ids(db: str | Path, environment: Mapping[str, str] = {}) -> set[str]:
+    with open_shared_store(str(db), environment) as store:
         return {task.id for task in tasks.list_tasks(store)}
 
 
@@ -287,13 +290,16 @@ def test_metrics_are_served_over_http_on_loopback(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_writer_killed_mid_transaction_loses_no_committed_row(tmp_path: Path) -> None:
-    db = tmp_path / "runtime.db"
-    setup_store(db)
+def test_a_writer_killed_mid_transaction_loses_no_committed_row(backend: str, tmp_path: Path) -> None:
+    with shared_store(backend, tmp_path) as (db, environment):
+        kill_writers_mid_transaction(db, environment)
+
+
+def kill_writers_mid_transaction(db: str, environment: Mapping[str, str]) -> None:
     committed: set[str] = set()
     rng = random.Random(7)
     for _ in range(25):
-        writer = spawn_writer(db, "victim", report=True)
+        writer = spawn_writer(db, "victim", report=True, environment=environment)
         try:
             received = read_reports(writer, lines=rng.randint(1, 20))  # it has committed: now kill it mid-work
             time.sleep(rng.uniform(0, 0.01))
@@ -302,16 +308,21 @@ def test_a_writer_killed_mid_transaction_loses_no_committed_row(tmp_path: Path) 
             out, _ = writer.communicate(timeout=DEADLINE_S)
         whole_lines = (received + out).split(b"\n")[:-1]  # a line cut by the kill is not a report
         committed |= {line.decode() for line in whole_lines}
-        assert committed <= task_ids(db)  # every row reported committed survived the kill
+        assert committed <= task_ids(db, environment)  # every row reported committed survived the kill
 
     assert len(committed) >= 25
-    with open_store(db) as store:
-        assert store.pragma("integrity_check") == [("ok",)]
+    with open_shared_store(db, environment) as store:
+        if store.backend == "sqlite":
+            assert store.pragma("integrity_check") == [("ok",)]  # type: ignore[attr-defined]
+        assert store.integrity_problems() == []
         held = {lease.task_id for lease in store.read(lambda t: t.list_leases())}
     # A task left mid-cycle keeps its lease until it expires, and is then reclaimed like any other.
-    with open_store(db, clock=lambda: system_clock() + 24 * 60 * 60_000) as store:
+    later = open_shared_store(db, environment, clock=lambda: system_clock() + 24 * 60 * 60_000, use_client_clock=True)
+    with later as store:
         reclaimed = tasks.reclaim_expired_leases(store)
         states = {task.state for task in tasks.list_tasks(store)}
+        # No lease granted twice, no operation accepted from a stale holder, no task added or finished twice.
+        assert task_violations(store.read(lambda tx: tx.events())) == []
     assert held  # the kills landed mid-cycle, with a lease held
     assert {item.task_id for item in reclaimed} == held
     assert states <= {"READY", "DONE", "DEAD"}
