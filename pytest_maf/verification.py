@@ -1,8 +1,10 @@
-"""One preflight or verification run inside pytest: its task, lease, evidence and summary.
+"""The pytest side of a preflight or verification run: outcomes, the summary, xdist, the time limit.
 
 :class:`MafRun` is registered by the plugin's ``pytest_configure`` only when
 ``--maf-preflight`` or ``--maf-task`` is given; importing this module is the
-cost a run pays and a plain pytest session does not.
+cost a run pays and a plain pytest session does not. The task, its lease and
+its evidence are the library's :class:`pytest_maf.session.VerificationSession`;
+this module turns pytest's reports into its rows.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ import pytest
 
 from pytest_maf import tasks
 from pytest_maf.config import Settings, load_settings
-from pytest_maf.errors import LeaseLostError, MafError
-from pytest_maf.evidence import NO_EVIDENCE_REASON, record_evidence_batch
+from pytest_maf.errors import MafError
+from pytest_maf.evidence import NO_EVIDENCE_REASON
 from pytest_maf.files import checked_output, store_files
-from pytest_maf.terminal import printable
-from pytest_maf.keeper import LeaseKeeper
-from pytest_maf.leases import require_task
 from pytest_maf.plugin import EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
+from pytest_maf.session import VerificationSession
 from pytest_maf.store import Store, open_store_for
+from pytest_maf.terminal import printable
 
 OUTCOME_KEY = pytest.StashKey["ItemOutcome"]()
 BUDGET_TIMEOUT_KEY = pytest.StashKey[float]()  # the pytest-timeout limit a preflight check ran under
@@ -143,7 +144,7 @@ class MafRun:
     store: Store | None = None
     agent_id: str = ""
     attempt: int = 0
-    keeper: LeaseKeeper | None = None
+    session: VerificationSession | None = None
     budget: PreflightBudget | None = None
     acknowledged: dict[str, dict[str, str]] = field(default_factory=dict)  # preflight.acknowledged_warnings
     outcomes: list[CheckOutcome] = field(default_factory=list)
@@ -188,41 +189,20 @@ class MafRun:
             self.budget = PreflightBudget(seconds, time.time() + seconds)
         if not self.writes:
             return
+        ttl_ms = self.settings.task_lease_ttl_s * 1000
         try:
             self.store = open_store_for(self.settings, create=self.preflight)
             if self.preflight:
-                self._start_preflight_task()
+                payload = {"kind": "preflight", "agent": self.agent_id, "cwd": str(Path.cwd())}
+                self.session = VerificationSession.start_preflight(self.store, self.agent_id, ttl_ms, payload)
             else:
-                self._start_verification()
+                assert self.task_id is not None
+                self.session = VerificationSession.start_verification(self.store, self.task_id, self.agent_id, ttl_ms)
         except MafError as error:
             self.close()
             raise pytest.UsageError(str(error)) from None
-        self.keeper = LeaseKeeper(
-            self.store, self.task_id, self.agent_id, self.attempt,  # type: ignore[arg-type]
-            self.settings.task_lease_ttl_s * 1000,
-        ).start()
-
-    def _start_preflight_task(self) -> None:
-        assert self.store is not None and self.settings is not None
-        # Added, claimed and started in one transaction: no agent's claim can take it.
-        claim = tasks.add_and_claim_task(
-            self.store, self.agent_id, self.settings.task_lease_ttl_s * 1000, kind="preflight",
-            payload={"kind": "preflight", "agent": self.agent_id, "cwd": str(Path.cwd())}, start=True,
-        )
-        self.task_id, self.attempt = claim.task_id, claim.attempt
-
-    def _start_verification(self) -> None:
-        assert self.store is not None and self.task_id is not None
-        task_id = self.task_id
-        task, lease = self.store.read(lambda t: (require_task(t, task_id), t.get_lease(task_id)))
-        if lease is None or lease.agent_id != self.agent_id:
-            holder = f"it is leased to {lease.agent_id!r}" if lease else f"it is {task.state} with no lease"
-            raise LeaseLostError(
-                f"--maf-task {self.task_id}: agent {self.agent_id!r} does not hold it ({holder});"
-                " claim and start it first (maf task claim, maf task start)"
-            )
-        self.attempt = lease.attempt
-        tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
+        self.task_id, self.attempt = self.session.task_id, self.session.attempt
+        self.session.keep_lease()
 
     def _refuse_outputs_over_the_store(self) -> None:
         """pytest's own report files (--junitxml, --log-file, --report-log) must not name the store."""
@@ -239,9 +219,8 @@ class MafRun:
                 raise pytest.UsageError(str(error)) from None
 
     def close(self) -> None:
-        if self.keeper is not None:
-            self.keeper.stop()
-            self.keeper = None
+        if self.session is not None:
+            self.session.close()
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -385,38 +364,20 @@ class MafRun:
     def flush_evidence(self) -> None:
         """Write the buffered rows in one transaction (one by one if that is refused)."""
         pending, self._pending, self._flushed_at = self._pending, [], time.monotonic()
-        if not pending or self.store is None:
+        if not pending or self.session is None:
             return
-        try:
-            rows = record_evidence_batch(
-                self.store, self.task_id, self.attempt, pending, agent_id=self.agent_id  # type: ignore[arg-type]
-            )
-        except MafError:
-            rows = []
-            for entry in pending:  # keep every row that can be kept, say which cannot
-                try:
-                    rows += record_evidence_batch(
-                        self.store, self.task_id, self.attempt, [entry], agent_id=self.agent_id  # type: ignore[arg-type]
-                    )
-                except MafError as error:
-                    self.problems.append(f"evidence for {entry[0]} was not recorded: {error}")
+        rows = self.session.record(pending)
         for row in rows:
             self.config.hook.pytest_maf_evidence_recorded(config=self.config, evidence=row)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if not self.writes or self.store is None or self.task_id is None:
+        if not self.writes or self.session is None:
             return
         self._record_unfinished_preflight(session)
         self.flush_evidence()
-        if self.keeper is not None:
-            self.keeper.stop()
-            if self.keeper.lost:
-                self.problems.append(self.keeper.lost)
-            self.keeper = None
+        assert self.session is not None
         try:
-            if self.preflight:
-                tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
-            self.verdict = tasks.finish_task(self.store, self.task_id, self.agent_id, self.attempt)
+            self.verdict = self.session.finish()
         except MafError as error:
             self.problems.append(f"task {self.task_id} could not be finished: {error}")
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -456,7 +417,7 @@ class MafRun:
             write(f"task {self.task_id}: {self.verdict.verdict} -> {self.verdict.final_state} ({reason})")
         for note in self.notes:
             write(f"maf: {note}", yellow=True)
-        for problem in self.problems:
+        for problem in [*(self.session.problems if self.session else []), *self.problems]:
             write(f"maf: {problem}", red=True)
 
 

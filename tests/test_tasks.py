@@ -477,3 +477,21 @@ def test_a_reservation_tied_to_a_lease_that_expired_blocks_nobody_even_before_re
 
     assert reservations.check_paths(store, ["lib/x.py"], "agent-b") == []
     reservations.acquire(store, ["lib/**"], "agent-b", TTL)  # granted without a conflict
+
+
+def test_a_verification_session_outside_pytest(store: Store) -> None:
+    from pytest_maf.session import VerificationSession
+
+    tasks.add_task(store, task_id="t1")
+    claimed = claim(store)
+    tasks.start_task(store, "t1", "agent-a", claimed.attempt)
+    session = VerificationSession.start_verification(store, "t1", "agent-a", TTL)
+
+    kept = session.record([("lint", "PASS", {}), ("unit", "MAYBE", {}), ("types", "PASS", None)])
+    with pytest.raises(LeaseLostError, match="does not hold it"):
+        VerificationSession.start_verification(store, "t1", "agent-b", TTL)
+    result = session.finish()
+
+    assert [row.verifier for row in kept] == ["lint", "types"]  # a refused row costs only itself
+    assert len(session.problems) == 1 and "unit" in session.problems[0]
+    assert (result.verdict, result.final_state) == ("COMMITTED", "DONE")

@@ -1,0 +1,105 @@
+"""A verification session: one attempt of a task, verified by a run of checks, outside pytest.
+
+Start it for a preflight (its own task, added, claimed and started in one
+transaction) or for a task the agent holds RUNNING; record evidence as checks
+end; keep the lease alive meanwhile; finish the task from its evidence. The
+pytest plugin (:class:`pytest_maf.verification.MafRun`) is a thin adapter over
+it, and any other runner can drive it the same way.
+
+Example::
+
+    session = VerificationSession.start_verification(store, "fix-42", "claude-1", ttl_ms=1_800_000)
+    session.keep_lease()
+    session.record([("unit", "PASS", {"passed": 120})])
+    session.finish().final_state  # "DONE"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+from pytest_maf import tasks
+from pytest_maf.errors import LeaseLostError, MafError
+from pytest_maf.evidence import record_evidence_batch
+from pytest_maf.keeper import LeaseKeeper
+from pytest_maf.leases import require_task
+
+if TYPE_CHECKING:
+    from pytest_maf.records import Evidence
+    from pytest_maf.store import Store
+
+Entry = tuple[str, str, "dict[str, Any] | None"]  # (verifier, PASS or FAIL, details)
+
+
+@dataclass
+class VerificationSession:
+    """One attempt under verification: its store, task, agent, attempt and lease keeper."""
+
+    store: Store
+    task_id: str
+    agent_id: str
+    attempt: int
+    ttl_ms: int
+    preflight: bool
+    problems: list[str] = field(default_factory=list)  # what could not be recorded, a lost lease
+    keeper: LeaseKeeper | None = None
+
+    @classmethod
+    def start_preflight(
+        cls, store: Store, agent_id: str, ttl_ms: int, payload: dict[str, Any]
+    ) -> VerificationSession:
+        """A preflight's own task, added, claimed and started at once: no agent's claim can take it."""
+        claim = tasks.add_and_claim_task(store, agent_id, ttl_ms, kind="preflight", payload=payload, start=True)
+        return cls(store, claim.task_id, agent_id, claim.attempt, ttl_ms, preflight=True)
+
+    @classmethod
+    def start_verification(cls, store: Store, task_id: str, agent_id: str, ttl_ms: int) -> VerificationSession:
+        """Verify ``task_id``, which ``agent_id`` must hold: RUNNING -> VERIFYING, fenced."""
+        task, lease = store.read(lambda t: (require_task(t, task_id), t.get_lease(task_id)))
+        if lease is None or lease.agent_id != agent_id:
+            holder = f"it is leased to {lease.agent_id!r}" if lease else f"it is {task.state} with no lease"
+            raise LeaseLostError(
+                f"--maf-task {task_id}: agent {agent_id!r} does not hold it ({holder});"
+                " claim and start it first (maf task claim, maf task start)"
+            )
+        tasks.begin_verification(store, task_id, agent_id, lease.attempt)
+        return cls(store, task_id, agent_id, lease.attempt, ttl_ms, preflight=False)
+
+    def keep_lease(self) -> None:
+        """Renew the lease in the background until :meth:`finish` or :meth:`close`."""
+        if self.keeper is None:
+            self.keeper = LeaseKeeper(self.store, self.task_id, self.agent_id, self.attempt, self.ttl_ms).start()
+
+    def record(self, entries: Sequence[Entry]) -> list[Evidence]:
+        """Record ``entries`` in one fenced transaction; if that is refused, one by one,
+        keeping every row that can be kept and noting in :attr:`problems` each that cannot."""
+        if not entries:
+            return []
+        try:
+            return record_evidence_batch(self.store, self.task_id, self.attempt, entries, agent_id=self.agent_id)
+        except MafError:
+            rows: list[Evidence] = []
+            for entry in entries:
+                try:
+                    rows += record_evidence_batch(self.store, self.task_id, self.attempt, [entry], agent_id=self.agent_id)
+                except MafError as error:
+                    self.problems.append(f"evidence for {entry[0]} was not recorded: {error}")
+            return rows
+
+    def stop_keeping(self) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
+            if self.keeper.lost:
+                self.problems.append(self.keeper.lost)
+            self.keeper = None
+
+    def finish(self) -> tasks.FinishResult:
+        """Stop keeping the lease and decide the task from its evidence (raises :class:`MafError`)."""
+        self.stop_keeping()
+        if self.preflight:
+            tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
+        return tasks.finish_task(self.store, self.task_id, self.agent_id, self.attempt)
+
+    def close(self) -> None:
+        self.stop_keeping()
