@@ -172,6 +172,14 @@ def maf_settings(pytestconfig: pytest.Config) -> Settings:
 
 
 @pytest.fixture(scope="session")
+def maf_agent(pytestconfig: pytest.Config) -> str:
+    """The agent this run acts as: --maf-agent, else MAF_AGENT_ID, else preflight-<user>.
+    Example: ``def test_inbox(maf_agent, maf_settings): assert (maf_settings.mail_root / "messages" / maf_agent).is_dir()``
+    """
+    return agent_for(pytestconfig)
+
+
+@pytest.fixture(scope="session")
 def maf_store(pytestconfig: pytest.Config, maf_settings: Settings) -> Iterator[Store]:
     """The runtime store (``.maf/runtime.db``, or MAF_DB_PATH / --maf-db, or the PostgreSQL store of
     MAF_DATABASE_URL), created if missing.

@@ -317,3 +317,9 @@ def test_slow_two():
     assert results["custom.slow-1"] == "FAIL" and "custom.slow-2" not in results
     assert results["preflight.timeout"] == "FAIL"
     assert only_task(pytester).state == "DEAD"  # an unfinished preflight does not commit
+
+
+def test_the_maf_agent_fixture_is_the_runs_agent(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_agent="def test_agent(maf_agent):\n    assert maf_agent == 'claude-7'\n")
+
+    pytester.runpytest("--maf-agent", "claude-7").assert_outcomes(passed=1)
