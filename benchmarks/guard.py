@@ -22,26 +22,23 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from pytest_maf import reservations
 from pytest_maf.store import open_store, setup_store
+from pytest_maf.timing import percentiles, stopwatch
 
 
 def timed(command: list[str], cwd: Path, env: dict[str, str], runs: int) -> tuple[dict[str, float], int]:
     samples = []
     code = 0
     for _ in range(runs):
-        started = time.perf_counter()
-        completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True)
-        samples.append((time.perf_counter() - started) * 1000)
+        with stopwatch() as elapsed:
+            completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True)
+        samples.append(elapsed.ms)
         code = completed.returncode
-    samples.sort()
-    return {
-        "median_ms": round(statistics.median(samples), 1),
-        "p95_ms": round(samples[min(len(samples) - 1, int(0.95 * len(samples)))], 1),
-    }, code
+    figures = percentiles(samples)
+    return {"median_ms": round(statistics.median(samples), 1), "p95_ms": round(figures["p95"], 1)}, code
 
 
 def build_repository(root: Path, files: int) -> list[str]:
