@@ -194,8 +194,9 @@ def acquire_waiting(
     """:func:`acquire`, waiting up to ``timeout_s`` (None: without end) while the request conflicts.
 
     It looks again with a read-only check, the pause doubling from 0.05 s up
-    to a second, and asks again once nothing conflicts, so a wait records one
-    conflict, not one per look. Raises :class:`ReservationConflictError`, with
+    to a second (on PostgreSQL a release ends the pause at once: LISTEN/NOTIFY),
+    and asks again once nothing conflicts, so a wait records one conflict, not
+    one per look. Raises :class:`ReservationConflictError`, with
     the conflicts still standing, when the time is up. Example::
 
         acquire_waiting(store, ["src/**"], "agent-b", 30 * 60_000, timeout_s=120)
@@ -216,7 +217,8 @@ def acquire_waiting(
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise ReservationConflictError(conflicts, waited_s=timeout_s)
-            time.sleep(pause if remaining is None else min(pause, remaining))
+            # PostgreSQL wakes this at once when a reservation is released; SQLite just waits.
+            store.wait_for_work(pause if remaining is None else min(pause, remaining), "released")
             pause = min(pause * 2, LONGEST_WAIT_S)
             conflicts = store.read(
                 lambda transaction: _live_conflicts(transaction, requested, exclusive, agent_id)

@@ -100,3 +100,21 @@ def test_the_command_exits_1_with_the_conflicts_when_the_wait_runs_out(
     err = capsys.readouterr().err
     assert "after waiting 0.3 s" in err and "src/**" in err and "holder" in err
     assert main(["reservation", "acquire", "x", "--agent", "waiter", "--timeout", "1"]) == 2  # --timeout needs --wait
+
+
+def test_on_postgresql_a_release_wakes_a_waiter_at_once(store: Store) -> None:
+    if store.backend != "postgresql":
+        pytest.skip("SQLite has no signal: its waiters look again, a second apart at most")
+    reservations.acquire(store, ["src/**"], "holder", TTL_MS)
+    with store.reopen() as listener:
+        listener.wait_for_work(0, "released")  # starts listening
+        woke = threading.Event()
+        waiter = threading.Thread(
+            target=lambda: (listener.wait_for_work(WAIT_S, "released"), woke.set()), daemon=True
+        )
+        waiter.start()
+
+        reservations.release(store, ["src/**"], "holder")
+
+        assert woke.wait(WAIT_S / 2), "the release's NOTIFY did not wake the waiter"
+        waiter.join(WAIT_S)

@@ -48,6 +48,7 @@ from pytest_maf.store.schema import split_statements
 from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S, DEFAULT_LEASE_TTL_MS
 
 if TYPE_CHECKING:
+    from pytest_maf.store.protocol import WaitEvent
     from pytest_maf.store.protocol import Store
 
 T = TypeVar("T")
@@ -89,7 +90,8 @@ class PostgresStore:
         self.busy_timeout_s = busy_timeout_s
         self._key = _lock_key(schema)
         self._ready_channel = f"maf_ready_{schema}"[:63]
-        self._listening = False
+        self._released_channel = f"maf_released_{schema}"[:63]
+        self._listening: set[str] = set()
         self._connection: psycopg.Connection[Any] | None = None
 
     @property
@@ -130,7 +132,7 @@ class PostgresStore:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-        self._listening = False
+        self._listening = set()
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -214,7 +216,7 @@ class PostgresStore:
                 connection, writing=writing, store_key=self._key,
                 clock=self.clock if self.use_client_clock else None,
                 default_max_attempts=self.default_max_attempts, lease_ttl_ms=self.lease_ttl_ms,
-                ready_channel=self._ready_channel,
+                ready_channel=self._ready_channel, released_channel=self._released_channel,
             ))
 
         begin = "BEGIN ISOLATION LEVEL READ COMMITTED" if writing else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -307,17 +309,18 @@ class PostgresStore:
 
         return self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED", apply)
 
-    def wait_for_work(self, timeout_s: float) -> None:
-        """Return when a commit made a task READY (NOTIFY), or after ``timeout_s``.
+    def wait_for_work(self, timeout_s: float, event: WaitEvent = "ready") -> None:
+        """Return when a commit made a task READY or released a reservation (NOTIFY), or after ``timeout_s``.
 
-        The first call only starts listening and returns at once, so the
-        caller's next claim is made while listening: no notice falls between.
+        The first call for an event only starts listening and returns at once,
+        so the caller's next look is made while listening: no notice falls between.
         """
+        channel = self._ready_channel if event == "ready" else self._released_channel
         try:
             connection = self.connection
-            if not self._listening:
-                connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._ready_channel)))
-                self._listening = True
+            if channel not in self._listening:
+                connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                self._listening.add(channel)
                 return
             for _ in connection.notifies(timeout=max(0.0, timeout_s), stop_after=1):
                 pass

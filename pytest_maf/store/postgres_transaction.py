@@ -67,11 +67,13 @@ class PostgresTransaction:
 
     def __init__(
         self, connection: psycopg.Connection[Any], *, writing: bool, store_key: int, clock: Clock | None,
-        default_max_attempts: int, lease_ttl_ms: int, ready_channel: str,
+        default_max_attempts: int, lease_ttl_ms: int, ready_channel: str, released_channel: str,
     ) -> None:
         self._connection = connection
         self._ready_channel = ready_channel
+        self._released_channel = released_channel
         self._told_ready = False
+        self._told_released = False
         self._writing = writing
         self._store_key = store_key
         self._clock = clock
@@ -106,6 +108,12 @@ class PostgresTransaction:
         if not self._told_ready:
             self._execute("SELECT pg_notify(%s, '')", (self._ready_channel,))
             self._told_ready = True
+
+    def _tell_released(self) -> None:
+        """Wake the acquirers waiting for a release (``wait_for_work(..., "released")``) when this commits."""
+        if not self._told_released:
+            self._execute("SELECT pg_notify(%s, '')", (self._released_channel,))
+            self._told_released = True
 
     def _locking(self, clause: str) -> str:
         return f" {clause}" if self._writing else ""
@@ -308,6 +316,7 @@ class PostgresTransaction:
     def delete_reservation(self, agent_id: str, pattern: str) -> None:
         self._lock(RESERVATION_LOCK)
         self._execute("DELETE FROM reservations WHERE agent_id = %s AND pattern = %s", (agent_id, pattern))
+        self._tell_released()
 
     def _delete_reservations(self, condition: str, value: Any, order: str) -> list[Reservation]:
         self._lock(RESERVATION_LOCK)
@@ -316,6 +325,8 @@ class PostgresTransaction:
             f" SELECT {_RESERVATION_COLUMNS} FROM gone ORDER BY {order}",
             (value,),
         )
+        if rows:
+            self._tell_released()
         return [self._reservation(row) for row in rows]
 
     def delete_expired_reservations(self) -> list[Reservation]:

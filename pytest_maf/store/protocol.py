@@ -23,13 +23,15 @@ Adding a transaction method means adding it here and to every backend.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Collection, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Collection, Literal, Protocol, Sequence, TypeVar
 
 if TYPE_CHECKING:
     from pytest_maf.clock import Clock
     from pytest_maf.records import Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
 
 T = TypeVar("T")
+# What a waiter waits for: a task made READY, or a reservation released.
+WaitEvent = Literal["ready", "released"]
 
 
 class Transaction(Protocol):
@@ -140,10 +142,11 @@ class Store(Protocol):
     def integrity_problems(self) -> list[str]:
         """What the database itself reports as damaged; [] when sound."""
 
-    def wait_for_work(self, timeout_s: float) -> None:
-        """Return once a task may have become READY, or after at most ``timeout_s`` seconds.
+    def wait_for_work(self, timeout_s: float, event: WaitEvent = "ready") -> None:
+        """Return once ``event`` may have happened (a task became READY, or a
+        reservation was released), or after at most ``timeout_s`` seconds.
 
         PostgreSQL is told (LISTEN/NOTIFY) by every commit that makes a task
-        READY; SQLite has no such signal and only waits. Either may return
-        early, so a caller claims again and waits again.
+        READY or deletes a reservation; SQLite has no such signal and only
+        waits. Either may return early, so a caller looks again and waits again.
         """

@@ -16,7 +16,7 @@ import random
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Collection, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Collection, Iterator, Sequence, TypeVar
 
 try:
     import fcntl
@@ -28,6 +28,9 @@ from pytest_maf.clock import Clock, system_clock
 from pytest_maf.errors import AlreadyExistsError, StoreBusyError, StoreError
 from pytest_maf.records import Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
 from pytest_maf.store import schema
+
+if TYPE_CHECKING:
+    from pytest_maf.store.protocol import WaitEvent
 
 T = TypeVar("T")
 
@@ -707,8 +710,8 @@ class SQLiteStore:
 
         return self.write(apply)
 
-    def wait_for_work(self, timeout_s: float) -> None:
-        """SQLite cannot tell another process that a task became READY: this only waits."""
+    def wait_for_work(self, timeout_s: float, event: WaitEvent = "ready") -> None:
+        """SQLite cannot tell another process that a task became READY or a reservation was released: this only waits."""
         time.sleep(max(0.0, timeout_s))
 
     def integrity_problems(self) -> list[str]:
