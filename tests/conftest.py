@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
-from backends import BACKENDS, backend_param, backend_store, server_url
+from backends import BACKENDS, backend_param, backend_store, environment_store, server_url
 from pytest_maf.clock import ManualClock
 from pytest_maf.store import Store
 
@@ -44,3 +44,14 @@ def workspace(tmp_path: Path) -> "Workspace":
     from workspace import make_workspace
 
     return make_workspace(tmp_path)
+
+
+@pytest.fixture
+def on_backend(
+    backend: str, isolated: None, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """For pytester runs (the test module gives ``isolated``): the run's store on each backend: ``.maf/runtime.db``, or a scratch PostgreSQL schema MAF_DATABASE_URL names."""
+    with environment_store(backend, monkeypatch):
+        yield backend
+    if backend == "postgres":
+        assert not (pytester.path / ".maf" / "runtime.db").exists(), "the run wrote a SQLite store beside PostgreSQL"

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from backends import environment_store, open_environment_store
+from backends import open_environment_store
 from pytest_maf import tasks
 from pytest_maf.evidence import list_evidence
 
@@ -39,17 +37,6 @@ def isolated(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None
     for name in ("MAF_DB_PATH", "MAF_DATABASE_URL", "MAF_DATABASE_SCHEMA", "MAF_AGENT_ID", "MAF_AGENT_MAIL_ROOT", "MAF_REQUIRED_ENV", "MAF_MCP_REQUIRED"):
         monkeypatch.delenv(name, raising=False)
     pytester.makeini("[pytest]\n")
-
-
-@pytest.fixture
-def on_backend(
-    backend: str, isolated: None, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """The run's store on each backend: ``.maf/runtime.db``, or a scratch PostgreSQL schema MAF_DATABASE_URL names."""
-    with environment_store(backend, monkeypatch):
-        yield backend
-    if backend == "postgres":
-        assert not (pytester.path / ".maf" / "runtime.db").exists(), "the run wrote a SQLite store beside PostgreSQL"
 
 
 def evidence_rows(pytester: pytest.Pytester) -> list[tuple[str, str, str, str]]:

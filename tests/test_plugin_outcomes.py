@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from backends import environment_store, open_environment_store
+from backends import open_environment_store
 from pytest_maf import tasks
 from pytest_maf.evidence import list_evidence
 
@@ -102,17 +102,6 @@ def isolated(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None
                  "MAF_PREFLIGHT_TIMEOUT", "MAF_ENV", "NODE_ENV", "PYTEST_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     pytester.makeini("[pytest]\n")
-
-
-@pytest.fixture
-def on_backend(
-    backend: str, isolated: None, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """The run's store on each backend: ``.maf/runtime.db``, or a scratch PostgreSQL schema MAF_DATABASE_URL names."""
-    with environment_store(backend, monkeypatch):
-        yield backend
-    if backend == "postgres":
-        assert not (pytester.path / ".maf" / "runtime.db").exists(), "the run wrote a SQLite store beside PostgreSQL"
 
 
 def evidence_rows(pytester: pytest.Pytester) -> dict[str, tuple[str, dict[str, Any]]]:
