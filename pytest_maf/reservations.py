@@ -288,12 +288,36 @@ class ForceReleased(list[Reservation]):
         return (reservation.agent_id, reservation.pattern) not in self._untold
 
 
+@dataclass(frozen=True)
+class ReleaseTarget:
+    """What a force-release names: a pattern, released exactly as held, and, when the name is a
+    plain file or folder, its repository-relative ``path``: every reservation covering it goes too."""
+
+    pattern: str
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return self.path if self.path is not None and self.path != self.pattern.lstrip("/") else self.pattern
+
+
+def _force_release_holders(transaction: Transaction, target: ReleaseTarget) -> list[Reservation]:
+    """The live reservations a force-release of ``target`` takes: its exact pattern's, and those covering its path."""
+    found = {(r.agent_id, r.pattern): r for r in transaction.reservations(pattern=target.pattern)}
+    if target.path is not None:
+        anchors = {target.path.split("/", 1)[0], ""}
+        for reservation in ReservationIndex(transaction.reservations(anchors=anchors)).covering(target.path):
+            found.setdefault((reservation.agent_id, reservation.pattern), reservation)
+    return sorted(found.values(), key=lambda r: (r.pattern, r.agent_id))
+
+
 def force_release(
-    store: Store, patterns: Iterable[str], agent_id: str, reason: str, mail_root: Path
+    store: Store, patterns: Iterable[str | ReleaseTarget], agent_id: str, reason: str, mail_root: Path
 ) -> ForceReleased:
     """Release every holder's reservation on the patterns, recorded, each holder told by mail.
 
-    All or nothing: a pattern nobody holds releases none and sends nothing.
+    A :class:`ReleaseTarget` with a ``path`` also releases every reservation
+    that covers that path (``src/**`` and ``src/app.py`` for ``src/app.py``).
+    All or nothing: a target nobody holds releases none and sends nothing.
     Each notice is queued in the store with the release and delivered after
     it commits, so a mail root that cannot be written never undoes or hides a
     release: each notice not delivered stays queued for the next command and
@@ -302,30 +326,40 @@ def force_release(
     validate_id("agent", agent_id)
     if not reason.strip():
         raise UsageError("--force needs --reason: the holders are told why")
-    requested = _normalized(patterns)
+    targets = list(dict.fromkeys(
+        item if isinstance(item, ReleaseTarget) else ReleaseTarget(normalize_pattern(item)) for item in patterns
+    ))
+    if not targets:
+        raise UsageError("give at least one pattern")
+    requested = [str(target) for target in targets]
 
     def drop(transaction: Transaction) -> list[tuple[Reservation, dict[str, Any]]]:
-        released = []
-        for pattern in requested:
-            holders = transaction.reservations(pattern=pattern)
+        released: list[tuple[Reservation, dict[str, Any]]] = []
+        taken: set[tuple[str, str]] = set()
+        for target in targets:
+            holders = _force_release_holders(transaction, target)
             if not holders:
-                raise NotFoundError(f"nobody holds a live reservation on {pattern!r}")
+                raise NotFoundError(f"nobody holds a live reservation on {str(target)!r}")
             for holder in holders:
-                transaction.delete_reservation(holder.agent_id, pattern)
-                transaction.insert_reservation_event(
-                    "force_release",
-                    agent_id,
-                    {"pattern": pattern, "holder": holder.agent_id, "reason": reason},
-                )
+                if (holder.agent_id, holder.pattern) in taken:
+                    continue  # named by two targets: released and told once
+                taken.add((holder.agent_id, holder.pattern))
+                transaction.delete_reservation(holder.agent_id, holder.pattern)
+                data = {"pattern": holder.pattern, "holder": holder.agent_id, "reason": reason}
+                if target.path is not None and holder.pattern != target.pattern:
+                    data["path"] = target.path
+                transaction.insert_reservation_event("force_release", agent_id, data)
                 notice = {
                     "id": mail.new_message_id(),
                     "type": "RESERVATION_FORCE_RELEASED",
                     "from": agent_id,
                     "to": holder.agent_id,
-                    "pattern": pattern,
+                    "pattern": holder.pattern,
                     "reason": reason,
                     "created_at": transaction.now,
                 }
+                if "path" in data:
+                    notice["path"] = target.path
                 transaction.enqueue_mail(notice)
                 released.append((holder, notice))
         return released

@@ -24,6 +24,7 @@ from pytest_maf.cli.common import (
 from pytest_maf.config import Settings, default_note
 from pytest_maf.errors import UsageError
 from pytest_maf.paths import WorkingDirectory
+from pytest_maf.patterns import GLOB_CHARACTERS
 from pytest_maf.records import Reservation
 from pytest_maf.reservations import Block, Conflict, ReservationConflictError
 from pytest_maf.terminal import printable
@@ -121,18 +122,26 @@ def _untold(released: list[Reservation]) -> list[Reservation]:
     return [reservation for reservation in released if not released.was_told(reservation)]
 
 
+def _release_target(here: WorkingDirectory, text: str) -> reservation_ops.ReleaseTarget:
+    """A force-release's name: its pattern, and when it has no glob character, the path it names."""
+    pattern = here.pattern(text)
+    if GLOB_CHARACTERS.intersection(text):
+        return reservation_ops.ReleaseTarget(pattern)
+    return reservation_ops.ReleaseTarget(pattern, here.path(text))
+
+
 def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
     released: list[Reservation]
     here = _repo_relative()
-    patterns = [here.pattern(pattern) for pattern in args.patterns]
-    with open_configured_store(settings) as store:
-        if args.force:
-            if not args.reason:
-                raise UsageError("--force needs --reason: the holders are told why")
-            released = reservation_ops.force_release(
-                store, patterns, args.agent, args.reason, settings.mail_root
-            )
-        else:
+    if args.force:
+        if not args.reason:
+            raise UsageError("--force needs --reason: the holders are told why")
+        targets = [_release_target(here, text) for text in args.patterns]  # refused before the store is opened
+        with open_configured_store(settings) as store:
+            released = reservation_ops.force_release(store, targets, args.agent, args.reason, settings.mail_root)
+    else:
+        patterns = [here.pattern(pattern) for pattern in args.patterns]
+        with open_configured_store(settings) as store:
             released = reservation_ops.release(store, patterns, args.agent)
     untold = _untold(released)
     if args.json:
@@ -140,7 +149,7 @@ def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for reservation in released:
         told = f" ({reservation.agent_id} was told by agent-mail)" if args.force and reservation not in untold else ""
-        print(f"released {reservation.pattern} held by {reservation.agent_id}{told}")
+        print(f"released {printable(reservation.pattern)} held by {printable(reservation.agent_id)}{told}")
     return 0
 
 
@@ -262,7 +271,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     renew.set_defaults(handler=resolving_agent(cmd_renew))
 
     release = with_patterns("release", "release reservations you hold; --force releases anyone's")
-    release.add_argument("--force", action="store_true", help="release whoever holds it; recorded, and the holder is told by agent-mail")
+    release.description = (
+        "Release reservations you hold, by their patterns. With --force and --reason, release whoever holds"
+        " them: a PATTERN releases its holders, and a file or folder (no glob character) also releases every"
+        " reservation that covers it (src/** and src/app.py for src/app.py), naming each; recorded, and each"
+        " holder is told by agent-mail. Nothing held: exit 2, nothing released."
+    )
+    release.add_argument("--force", action="store_true", help="release whoever holds it, or covers the file; recorded, and each holder is told by agent-mail")
     release.add_argument("--reason", help="required with --force")
     release.set_defaults(handler=resolving_agent(cmd_release))
 
