@@ -4,22 +4,39 @@ Exit codes are the table :data:`pytest_maf.errors.EXIT_CODES`. An error is one
 line on stderr; whatever escapes a command unexpectedly becomes one line with
 the internal-error code, and ``--debug`` (or ``MAF_DEBUG=1``) shows its
 traceback.
+
+Commands are registered lazily, so that `maf guard` (run by every commit's
+hook) starts in the time it takes to import what the guard uses, not the whole
+package. :data:`COMMANDS` names, for each module of ``pytest_maf.cli``, the
+commands its ``register`` function adds, with their one-line help: `maf --help`
+is built from this table alone, and `maf NAME ...` imports only the module
+that owns NAME, lets it register its commands in full, and parses again.
+
+Adding a command:
+
+1. add it in a module's ``register(commands)`` as usual (or in a new module
+   of ``pytest_maf.cli`` with a ``register`` of its own);
+2. add ``"NAME": "the same one-line help"`` under that module (and register
+   function) in :data:`COMMANDS`, in the order they are registered;
+3. keep that module's top-level imports light (argparse, ``cli.common``,
+   ``config``): import what does the work (a store backend, an optional
+   library, a big module of the library) inside the handler.
+
+``tests/test_cli_startup.py`` fails when a registered command is missing from
+:data:`COMMANDS` or its help differs, and when `maf --help` or `maf guard`
+imports a module they do not need.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import os
 import sys
 import textwrap
-import traceback
 from typing import Sequence
 
-from pytest_maf import logs
-from pytest_maf.cli import admin, agent_tools, coordination, operations, reservations, tasks
-from pytest_maf.config import load_settings
-from pytest_maf.database_url import url_passwords
 from pytest_maf.errors import BAD_INPUT, EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, MafError
 
 EPILOG = "exit codes:\n" + "".join(
@@ -34,8 +51,54 @@ shared by agents on many machines. Agents name themselves with MAF_AGENT_ID
 Run `maf COMMAND --help` for each command's options.
 """
 
+# (module of pytest_maf.cli, its register function): {command: one-line help}, in `maf --help` order.
+COMMANDS: dict[tuple[str, str], dict[str, str]] = {
+    ("tasks", "register"): {
+        "setup": "create or upgrade the runtime database",
+        "task": "add, claim and drive tasks",
+        "leases": "lease maintenance",
+        "evidence": "verification evidence",
+    },
+    ("reservations", "register"): {
+        "reservation": "reserve files for an agent",
+        "guard": "block a commit touching files reserved by other agents",
+        "install-hooks": "install git pre-commit and pre-push hooks running the guard",
+    },
+    ("coordination", "register"): {
+        "escalate": "ask a senior agent for help (agent-mail), or list and resolve escalations",
+        "mail": "read and send agent-mail",
+    },
+    ("agent_tools", "register"): {
+        "mcp": "serve the coordination tools to one agent over MCP (stdio)",
+    },
+    ("admin", "register"): {
+        "init": "lay out the agent-mail root and write a starter maf-config/default.yaml",
+        "config": "validate and show the layered configuration",
+        "health-check": "is the system healthy? exit 0 healthy, 1 critical, 2 warnings",
+    },
+    ("operations", "register"): {
+        "db": "back up, verify, restore, recover, export and tidy the runtime database",
+        "metrics": "Prometheus metrics from the store (text exposition, or serve /metrics)",
+    },
+    ("operations", "register_performance"): {
+        "load-test": "N processes drive one database for S seconds; then the history is audited",
+        "bench": "time the core operations; record a baseline or compare against one",
+    },
+}
+ALL = "*"
 
-def build_parser() -> argparse.ArgumentParser:
+
+def module_of(command: str) -> str | None:
+    """The module of ``pytest_maf.cli`` that registers ``command`` (None for an unknown one)."""
+    for (module, _), names in COMMANDS.items():
+        if command in names:
+            return module
+    return None
+
+
+def build_parser(load: str | None = ALL) -> argparse.ArgumentParser:
+    """The `maf` parser: with ``load`` a command, only its module is imported and registers in
+    full (the others are placeholders with their help); ``ALL`` imports every module, None none."""
     parser = argparse.ArgumentParser(
         prog="maf",
         description="Tasks, leases, file reservations and evidence for repositories"
@@ -54,21 +117,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the traceback of an internal error (also MAF_DEBUG=1)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    tasks.register(commands)
-    reservations.register(commands)
-    coordination.register(commands)
-    agent_tools.register(commands)
-    admin.register(commands)
-    operations.register(commands)
-    operations.register_performance(commands)
+    wanted = module_of(load) if load not in (None, ALL) else None
+    for (module, function), names in COMMANDS.items():
+        if load == ALL or module == wanted:
+            register = getattr(importlib.import_module(f"pytest_maf.cli.{module}"), function)
+            register(commands)
+        else:  # a placeholder: named with its help, parses nothing
+            for name, help_text in names.items():
+                commands.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+def parse(arguments: Sequence[str]) -> argparse.Namespace:
+    """Parse `maf` arguments, importing only the chosen command's module.
+
+    The first pass, with placeholders, finds the command (and answers `maf
+    --help` and a missing or unknown command exactly as the full parser
+    would); the second parses with that command's module registered.
+    """
+    chosen, _ = build_parser(load=None).parse_known_args(arguments)
+    return build_parser(load=chosen.command).parse_args(arguments)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 must not end in a traceback
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
-    parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
     for position, argument in enumerate(arguments, start=1):
         try:
@@ -77,8 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             shown = argument.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             print(f"maf: error: argument {position} ({shown[:60]!r}) is not UTF-8 text; pass it as UTF-8", file=sys.stderr)
             return BAD_INPUT
-    args = parser.parse_args(arguments)
+    args = parse(arguments)
     try:
+        from pytest_maf import logs
+        from pytest_maf.config import load_settings
+        from pytest_maf.database_url import url_passwords
+
         settings = load_settings(db_path=args.db) if getattr(args, "needs_settings", True) else None
         if settings is not None:
             logs.configure(
@@ -97,12 +175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except OSError as error:  # a path the system refused: too long, no permission, no space
         if args.debug or os.environ.get("MAF_DEBUG", "") not in ("", "0"):
+            import traceback
+
             traceback.print_exc()
         name = f": {_shortened(str(error.filename))}" if error.filename else ""
         print(f"maf: error: {error.strerror or type(error).__name__}{name}", file=sys.stderr)
         return BAD_INPUT
     except Exception as error:  # the outer edge: no traceback reaches a user unasked
         if args.debug or os.environ.get("MAF_DEBUG", "") not in ("", "0"):
+            import traceback
+
             traceback.print_exc()
         summary = str(error).splitlines()[0] if str(error).strip() else ""
         print(

@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from pytest_maf import git_hooks, guard
+from pytest_maf import guard
 from pytest_maf import reservations as reservation_ops
 from pytest_maf.cli.common import (
     add_agent,
@@ -221,6 +221,8 @@ def cmd_guard(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_install_hooks(args: argparse.Namespace, settings: Settings) -> int:
+    from pytest_maf import git_hooks  # not imported by the guard, which every commit runs
+
     if settings.repo_root is None:
         raise UsageError("not inside a git repository")
     cwd = Path.cwd()
