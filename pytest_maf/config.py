@@ -3,13 +3,18 @@
 Lowest to highest precedence:
 
 1. built-in defaults (:data:`DEFAULTS`)
-2. ``maf-config/default.{json,yaml,yml}``
-3. ``maf-config/<env>.{json,yaml,yml}``, where ``<env>`` is ``MAF_ENV``, else ``NODE_ENV``
-4. ``maf-config/environments/<env>.{json,yaml,yml}``, for the same named environment
-5. ``maf-config/local.{json,yaml,yml}`` (meant to be gitignored)
-6. an explicit ``--config FILE``
-7. ``MAF_*`` environment variables (:data:`ENVIRONMENT_VARIABLES`)
-8. command-line flags
+2. ``.env`` at the repository root: the ``MAF_*`` variables of settings it sets
+   (:mod:`pytest_maf.config_files` reads it as data; no shell runs it)
+3. ``maf-config/default.{json,yaml,yml}``
+4. ``maf-config/<env>.{json,yaml,yml}``, where ``<env>`` is ``MAF_ENV``, else ``NODE_ENV``
+   (from the environment, else from ``.env``)
+5. ``maf-config/environments/<env>.{json,yaml,yml}``, for the same named environment
+6. ``maf-config/local.{json,yaml,yml}`` (meant to be gitignored)
+7. an explicit ``--config FILE``
+8. ``MAF_*`` environment variables (:data:`ENVIRONMENT_VARIABLES`)
+9. command-line flags
+
+Each layer is one file: ``default.json`` beside ``default.yaml`` is an error naming both.
 
 ``maf-config/`` sits at the repository root (the current directory outside
 git). Every problem is reported as ``source: key.path: message``; unknown keys
@@ -20,21 +25,23 @@ from __future__ import annotations
 
 import copy
 import datetime
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from pytest_maf.config_files import CONFIG_SUFFIXES as CONFIG_SUFFIXES
+from pytest_maf.config_files import DOTENV_NAME, layer_file, read_config_file, read_dotenv
+from pytest_maf.config_files import ConfigError as ConfigError
 from pytest_maf.database_url import is_database_url, redact_url, schema_problem, url_problem
 from pytest_maf.errors import UsageError
+from pytest_maf.files import checked_output, store_files
 from pytest_maf.ids import id_problem
 
 DB_RELATIVE_PATH = Path(".maf") / "runtime.db"
 CONFIG_DIRECTORY = "maf-config"
-CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
-MAX_CONFIG_BYTES = 1024 * 1024
+LOCAL_STEM = "local"  # maf-config/local.*: the untracked layer `maf config snapshot` saves
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -113,6 +120,14 @@ SETTINGS: tuple[Setting, ...] = (
             " they stay recorded but no longer warn"),
     Setting("logging.level", "warning", "debug, info, warning, error or critical", "LOG_LEVEL", str.lower),
     Setting("logging.format", "text", "text or json", "MAF_LOG_FORMAT", str.lower),
+    Setting("logging.file", "",
+            "also write every event as a JSON line to this file, relative to the repository root; empty: stderr only",
+            "MAF_LOG_FILE"),
+    Setting("logging.file_level", "info", "the lowest level written to logging.file", "MAF_LOG_FILE_LEVEL", str.lower),
+    Setting("logging.max_bytes", 10_485_760, "size at which logging.file is rotated to FILE.1 (FILE.1 to FILE.2, ...)",
+            "MAF_LOG_MAX_BYTES", None, 1024, 1_073_741_824),
+    Setting("logging.backup_count", 5, "rotated log files kept (FILE.1 ... FILE.N); older ones are deleted",
+            "MAF_LOG_BACKUP_COUNT", None, 1, 1000),
 )
 SETTINGS_BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
 
@@ -145,15 +160,6 @@ def default_note(key: str, maximum_key: str | None = None) -> str:
     return note
 
 
-class ConfigError(UsageError):
-    """Configuration that does not validate; carries every problem found."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        more = f" (and {len(problems) - 1} more; see `maf config validate`)" if len(problems) > 1 else ""
-        super().__init__(f"invalid configuration: {problems[0]}{more}")
-
-
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings. Build with :func:`load_settings`; the defaults live in :data:`SETTINGS`."""
@@ -184,6 +190,10 @@ class Settings:
     acknowledged_warnings: Mapping[str, Mapping[str, str]]
     log_level: str
     log_format: str
+    log_file: Path | None  # also write JSON lines here (rotated); None: stderr only
+    log_file_level: str
+    log_max_bytes: int
+    log_backup_count: int
     sources: Mapping[str, str] = field(default_factory=dict)  # key path -> where its value came from
 
     @property
@@ -261,62 +271,33 @@ class Layer:
     values: dict[str, Any]
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Parse one JSON or YAML configuration file; a problem names the file."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError([f"{path}: is {size} bytes; a configuration file may be at most {MAX_CONFIG_BYTES}"])
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ConfigError([f"{path}: cannot read: {error}"]) from None
-    try:
-        if path.suffix == ".json":
-            document = json.loads(text) if text.strip() else {}
-        else:
-            document = _load_yaml(text) or {}
-    except Exception as error:  # json.JSONDecodeError, yaml.YAMLError, RecursionError, refused aliases
-        raise ConfigError([f"{path}: does not parse: {' '.join(str(error).split())}"]) from None
-    if not isinstance(document, dict):
-        raise ConfigError([f"{path}: the top level must be a mapping of sections"])
-    _plain_acknowledgements(document)
-    return document
-
-
-def _load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` without anchors and aliases: an alias bomb cannot expand."""
-    import yaml
-
-    class NoAliasLoader(yaml.SafeLoader):
-        def compose_node(self, parent: Any, index: Any) -> Any:
-            if self.check_event(yaml.AliasEvent):
-                event = self.peek_event()  # type: ignore[no-untyped-call]
-                raise ValueError(
-                    f"line {event.start_mark.line + 1}: anchors and aliases (&name, *name) are not"
-                    " supported in configuration; write the values out"
-                )
-            return super().compose_node(parent, index)
-
-    return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader)
-
-
-def _plain_acknowledgements(document: dict[str, Any]) -> None:
-    """YAML reads an acknowledgement's ``on:`` key as true and its date as a date: make both plain."""
-    preflight = document.get("preflight")
-    entries = preflight.get("acknowledged_warnings") if isinstance(preflight, dict) else None
-    for entry in entries.values() if isinstance(entries, dict) else ():
-        if isinstance(entry, dict) and True in entry and "on" not in entry:
-            entry["on"] = entry.pop(True)
-        if isinstance(entry, dict) and type(entry.get("on")) is datetime.date:
-            entry["on"] = entry["on"].isoformat()
-
-
-def _find_file(directory: Path, stem: str) -> list[Path]:
-    return [directory / f"{stem}{suffix}" for suffix in CONFIG_SUFFIXES if (directory / f"{stem}{suffix}").is_file()]
-
-
 def environment_name(environ: Mapping[str, str], explicit: str | None = None) -> str | None:
     return explicit or environ.get("MAF_ENV") or environ.get("NODE_ENV") or None
+
+
+# Reads one layer of maf-config/ by its name without suffix ("default", "environments/staging").
+LayerReader = Callable[[str], "Layer | None"]
+
+
+def files_on_disk(directory: Path) -> LayerReader:
+    """The layers of ``directory`` (``maf-config/``) as they are on disk."""
+
+    def read(stem: str) -> Layer | None:
+        path = layer_file(directory / Path(stem).parent, Path(stem).name)
+        return None if path is None else Layer(str(path), read_config_file(path))
+
+    return read
+
+
+def dotenv_variables(base: Path) -> tuple[Path, dict[str, str]]:
+    """The repository's ``.env`` and the variables it sets (none when there is no such file)."""
+    path = base / DOTENV_NAME
+    return path, (read_dotenv(path) if path.is_file() else {})
+
+
+def config_environment(base: Path, environ: Mapping[str, str], explicit: str | None = None) -> str | None:
+    """The environment that selects ``maf-config/<env>.*``: --env, else MAF_ENV or NODE_ENV, else from ``.env``."""
+    return environment_name({**dotenv_variables(base)[1], **environ}, explicit)
 
 
 def config_layers(
@@ -325,35 +306,30 @@ def config_layers(
     env: str | None = None,
     config_file: Path | None = None,
     flags: Mapping[str, Any] | None = None,
+    read_layer: LayerReader | None = None,
 ) -> list[Layer]:
-    """Every layer that applies, lowest precedence first."""
-    directory = base / CONFIG_DIRECTORY
+    """Every layer that applies, lowest precedence first.
+
+    ``read_layer`` reads the layers of ``maf-config/`` (default: from disk); ``maf config diff``
+    passes one that reads them from a git revision or a snapshot instead.
+    """
+    read_layer = read_layer or files_on_disk(base / CONFIG_DIRECTORY)
+    dotenv_path, dotenv = dotenv_variables(base)
     layers = [Layer("defaults", copy.deepcopy(DEFAULTS))]
-    files = _find_file(directory, "default")
-    name = environment_name(environ, env)
+    if dotenv_path.is_file():
+        layers.append(Layer(str(dotenv_path), _variables_layer(str(dotenv_path), dotenv)))
+    stems = ["default"]
+    name = environment_name({**dotenv, **environ}, env)
     if name:
         if "/" in name or name in (".", ".."):
             raise ConfigError([f"environment: {name!r} is not an environment name"])
-        files += _find_file(directory, name) + _find_file(directory / "environments", name)
-    files += _find_file(directory, "local")
+        stems += [name, f"environments/{name}"]
+    layers += [layer for layer in map(read_layer, [*stems, LOCAL_STEM]) if layer is not None]
     if config_file is not None:
         if not config_file.is_file():
             raise ConfigError([f"{config_file}: no such file"])
-        files.append(config_file)
-    layers += [Layer(str(path), read_config_file(path)) for path in files]
-    from_environment: dict[str, Any] = {}
-    problems = []
-    for variable, (key_path, parse) in ENVIRONMENT_VARIABLES.items():
-        raw = environ.get(variable)
-        if raw is None or raw.strip() == "":
-            continue
-        try:
-            _set_path(from_environment, key_path, parse(raw.strip()))
-        except ValueError:
-            problems.append(f"environment: {variable}={raw!r}: expected a whole number")
-    if problems:
-        raise ConfigError(problems)
-    layers.append(Layer("environment", from_environment))
+        layers.append(Layer(str(config_file), read_config_file(config_file)))
+    layers.append(Layer("environment", _variables_layer("environment", environ)))
     if flags:
         command_line: dict[str, Any] = {}
         for key_path, value in flags.items():
@@ -361,6 +337,23 @@ def config_layers(
                 _set_path(command_line, key_path, value)
         layers.append(Layer("command line", command_line))
     return layers
+
+
+def _variables_layer(source: str, variables: Mapping[str, str]) -> dict[str, Any]:
+    """The settings that environment variables (or a ``.env`` file's) set; a malformed number is an error."""
+    tree: dict[str, Any] = {}
+    problems = []
+    for variable, (key_path, parse) in ENVIRONMENT_VARIABLES.items():
+        raw = variables.get(variable)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            _set_path(tree, key_path, parse(raw.strip()))
+        except ValueError:
+            problems.append(f"{source}: {variable}={raw!r}: expected a whole number")
+    if problems:
+        raise ConfigError(problems)
+    return tree
 
 
 def _set_path(tree: dict[str, Any], key_path: str, value: Any) -> None:
@@ -430,7 +423,9 @@ def _value_problem(path: str, value: Any) -> str | None:
         return schema_problem(value)
     if setting.minimum is not None and isinstance(value, int) and value < setting.minimum:
         return f"{'must be above 0' if setting.minimum == 1 else f'must be at least {setting.minimum}'}, got {value}"
-    if path == "logging.level" and value not in LOG_LEVELS:
+    if path == "logging.file" and not value.isprintable():
+        return f"expected a file path without control characters, got {value!r}"
+    if path in ("logging.level", "logging.file_level") and value not in LOG_LEVELS:
         return f"unknown level {value!r}; use one of {', '.join(LOG_LEVELS)}"
     if path == "logging.format" and value not in ("text", "json"):
         return f"unknown format {value!r}; use text or json"
@@ -584,5 +579,25 @@ def load_settings(
         },
         log_level=values["logging.level"],
         log_format=values["logging.format"],
+        log_file=_log_file(values, sources, located("logging.file"), located("runtime.db_path")),
+        log_file_level=values["logging.file_level"],
+        log_max_bytes=values["logging.max_bytes"],
+        log_backup_count=values["logging.backup_count"],
         sources=sources,
     )
+
+
+def _log_file(values: Mapping[str, Any], sources: Mapping[str, str], path: Path, db_path: Path) -> Path | None:
+    """``logging.file`` as a path, or None when unset; never the store or a file beside it."""
+    if not values["logging.file"].strip():
+        return None
+    try:
+        checked_output(str(path), store_files(db_path), "the log file")
+        log_folder, log_name = os.path.split(os.path.realpath(path))
+        for store_file in store_files(db_path):  # the rotated FILE.1 ... and FILE.lock must not be one either
+            folder, name = os.path.split(os.path.realpath(store_file))
+            if folder == log_folder and name.startswith(f"{log_name}."):
+                raise UsageError(f"rotating {path} would overwrite {store_file}; choose another file for the log file")
+    except UsageError as error:
+        raise ConfigError([f"{sources['logging.file']}: logging.file: {error}"]) from None
+    return path

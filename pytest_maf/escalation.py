@@ -121,7 +121,7 @@ def escalate(
     outcome = dataclasses.replace(outcome, undelivered=_deliver(store, settings, outcome))
     log_event("escalation_raise" if outcome.raised else "escalation_open", logging.INFO,
               agent_id=agent_id, escalation_id=outcome.escalation.id, bead_id=bead_id,
-              target=outcome.escalation.target, level=outcome.escalation.level, error_context=error_context)
+              target=outcome.escalation.target, escalation_level=outcome.escalation.level, error_context=error_context)
     return outcome
 
 

@@ -162,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logs.configure(
                 settings.log_level, args.log_format or settings.log_format,
                 [*logs.secret_values(settings.required_env), *url_passwords(settings.database_url)],
+                log_file=None if settings.log_file is None else logs.LogFile(
+                    settings.log_file, settings.log_file_level, settings.log_max_bytes, settings.log_backup_count
+                ),
             )
         return int(args.handler(args, settings))
     except MafError as error:

@@ -28,7 +28,7 @@ def _base() -> Path:
 def starter_config() -> str:
     """Every key with its default, each under a comment saying what it does."""
     lines = [
-        "# pytest-maf configuration. Layers, lowest first: these defaults, default.yaml,",
+        "# pytest-maf configuration. Layers, lowest first: these defaults, .env, default.yaml,",
         "# <env>.yaml and environments/<env>.yaml (MAF_ENV, else NODE_ENV), local.yaml,",
         "# --config FILE, MAF_* environment variables, command-line flags.",
     ]
@@ -123,7 +123,7 @@ def _report(args: argparse.Namespace) -> dict[str, Any]:
     layers = _layers(args)
     values, sources, problems = config_module.resolve(layers)
     return {
-        "environment": config_module.environment_name(os.environ, args.env),
+        "environment": config_module.config_environment(_base(), os.environ, args.env),
         "layers": [layer.source for layer in layers],
         "values": {
             key: {"value": config_module.shown_value(key, values[key]), "source": sources[key]} for key in sorted(values)

@@ -1,0 +1,166 @@
+"""Reading configuration files: JSON and YAML layers, and the repository's ``.env``.
+
+Parsing only (no precedence, no validation of keys): :mod:`pytest_maf.config`
+stacks what these functions return into layers. Every problem is a
+:class:`ConfigError` that names the file (and, for ``.env``, the line).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pytest_maf.errors import UsageError
+
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+MAX_CONFIG_BYTES = 1024 * 1024
+DOTENV_NAME = ".env"
+
+
+class ConfigError(UsageError):
+    """Configuration that does not validate; carries every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        more = f" (and {len(problems) - 1} more; see `maf config validate`)" if len(problems) > 1 else ""
+        super().__init__(f"invalid configuration: {problems[0]}{more}")
+
+
+def _read_bounded(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError([f"{path}: is {size} bytes; a configuration file may be at most {MAX_CONFIG_BYTES}"])
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError([f"{path}: cannot read: {error}"]) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse one JSON or YAML configuration file; a problem names the file."""
+    return parse_config_text(_read_bounded(path), path.suffix, str(path))
+
+
+def parse_config_text(text: str, suffix: str, source: str) -> dict[str, Any]:
+    """Parse the text of a configuration file (``suffix`` says JSON or YAML); problems name ``source``."""
+    try:
+        if suffix == ".json":
+            document = json.loads(text) if text.strip() else {}
+        else:
+            document = _load_yaml(text) or {}
+    except Exception as error:  # json.JSONDecodeError, yaml.YAMLError, RecursionError, refused aliases
+        raise ConfigError([f"{source}: does not parse: {' '.join(str(error).split())}"]) from None
+    if not isinstance(document, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping of sections"])
+    _plain_acknowledgements(document)
+    return document
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without anchors and aliases: an alias bomb cannot expand."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise ValueError(
+                    f"line {event.start_mark.line + 1}: anchors and aliases (&name, *name) are not"
+                    " supported in configuration; write the values out"
+                )
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader)
+
+
+def _plain_acknowledgements(document: dict[str, Any]) -> None:
+    """YAML reads an acknowledgement's ``on:`` key as true and its date as a date: make both plain."""
+    preflight = document.get("preflight")
+    entries = preflight.get("acknowledged_warnings") if isinstance(preflight, dict) else None
+    for entry in entries.values() if isinstance(entries, dict) else ():
+        if isinstance(entry, dict) and True in entry and "on" not in entry:
+            entry["on"] = entry.pop(True)
+        if isinstance(entry, dict) and type(entry.get("on")) is datetime.date:
+            entry["on"] = entry["on"].isoformat()
+
+
+def layer_file(directory: Path, stem: str) -> Path | None:
+    """The one ``stem.{json,yaml,yml}`` in ``directory``, or None; two of them are an error naming both."""
+    found = [directory / f"{stem}{suffix}" for suffix in CONFIG_SUFFIXES if (directory / f"{stem}{suffix}").is_file()]
+    if len(found) > 1:
+        raise ConfigError([
+            f"{' and '.join(str(path) for path in found)}: one layer in {len(found)} files;"
+            f" keep one of them (merge the other into it and remove it)"
+        ])
+    return found[0] if found else None
+
+
+# .env: KEY=VALUE lines, read as data, never run by a shell.
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOUBLE_QUOTED_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$", "`": "`"}
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """The variables a ``.env`` file sets, in order; a line that is not ``KEY=VALUE`` is an error naming it.
+
+    Accepted: blank lines, ``# comments``, an ``export `` prefix, values bare
+    (a `` #`` starts a comment), in 'single quotes' (literal) or in "double
+    quotes" (``\\n``, ``\\t``, ``\\"``, ``\\\\`` escapes). Nothing is expanded:
+    ``$HOME`` and ``$(cmd)`` stay as written. A later line wins over an earlier one.
+    """
+    variables: dict[str, str] = {}
+    for number, line in enumerate(_read_bounded(path).splitlines(), start=1):
+        try:
+            parsed = parse_dotenv_line(line)
+        except ValueError as error:
+            raise ConfigError([f"{path}: line {number}: {error}"]) from None
+        if parsed is not None:
+            variables[parsed[0]] = parsed[1]
+    return variables
+
+
+def parse_dotenv_line(line: str) -> tuple[str, str] | None:
+    """``(KEY, value)`` of one ``.env`` line, None for a blank or comment line; ValueError says what is wrong."""
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    if text.startswith("export ") or text.startswith("export\t"):
+        text = text[len("export") :].lstrip()
+    key, equals, rest = text.partition("=")
+    key = key.rstrip()
+    if not equals:
+        raise ValueError("expected KEY=VALUE (a line that sets one variable)")
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"{_shown(key)} is not a variable name (letters, digits and _, not starting with a digit)")
+    value = _dotenv_value(rest.lstrip())
+    if any(ord(character) < 32 and character not in "\t\n" or ord(character) == 127 for character in value):
+        raise ValueError(f"{key}: the value holds control characters")
+    return key, value
+
+
+def _dotenv_value(text: str) -> str:
+    if not text or text[0] not in "'\"":
+        return re.split(r"\s#", text, maxsplit=1)[0].rstrip()
+    quote, characters, position = text[0], [], 1
+    while position < len(text) and text[position] != quote:
+        character = text[position]
+        if quote == '"' and character == "\\" and position + 1 < len(text):
+            position += 1
+            character = _DOUBLE_QUOTED_ESCAPES.get(text[position], "\\" + text[position])
+        characters.append(character)
+        position += 1
+    if position >= len(text):
+        raise ValueError(f"the value's {quote} is never closed (values span one line)")
+    after = text[position + 1 :].strip()
+    if after and not after.startswith("#"):
+        raise ValueError(f"text after the value's closing {quote} (only a # comment may follow it)")
+    return "".join(characters)
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    shown = text if len(text) <= limit else text[:limit] + "..."
+    return repr(shown)
