@@ -1,49 +1,64 @@
-"""Whole-process time of `maf guard` for many staged files against many reservations.
+"""Whole-process time of `maf guard` for staged files against live reservations.
 
-Run:  python benchmarks/guard.py [--files 1000] [--reservations 5000] [--runs 15]
+Run:  python benchmarks/guard.py [--files 10] [--reservations 50] [--runs 15] [--base REV]
+      python benchmarks/guard.py --files 1000 --reservations 5000 --base REV
 
 Builds a temporary git repository with --files staged files and a runtime store
 with --reservations live exclusive reservations of another agent (plain paths,
 globs under the same directories as the staged files, unanchored globs; a few
-cover staged files), then times the guard as a new
-process, the way a git hook runs it. Baselines from the same run: the Python
-interpreter starting (`python -c pass`) and `git diff --cached` alone.
-Prints JSON: milliseconds (median, p95) and ratios to the baselines.
+cover staged files, so the guard blocks), then times the guard as a new
+process, the way a git hook runs it: the installed `maf` script.
+
+Measured in the same run, interleaved round by round so that the machine's
+other load falls on every figure alike:
+
+- floors: the Python interpreter starting (`python -c pass`, which includes
+  the site-packages start-up every `maf` pays) and `git diff --cached
+  --name-only` alone;
+- with --base REV (a commit, e.g. `main` or the one before a change): the
+  guard of that commit's source (`git archive`), against this checkout's source
+  started the same way, each with a store its own code made.
+
+Every figure is taken twice: with Python's bytecode cache (how an installed
+package runs: the cache lives in a temporary PYTHONPYCACHEPREFIX, warmed by a
+first run) and without it (PYTHONDONTWRITEBYTECODE=1 and no cache: every
+module compiled from source in every process, as with an editable install on
+a machine that sets that variable). Prints JSON: median and p95 wall-clock
+milliseconds, median CPU milliseconds (user + system: less sensitive to the
+machine's other load), ratios to the floors and to the base, and the exit
+codes (1: blocked).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
-from pytest_maf import reservations
-from pytest_maf.store import open_store, setup_store
 from pytest_maf.timing import percentiles, stopwatch
 
+TARGET_MS = 100  # 10 staged files against 50 reservations, whole process, bytecode cached
+# Runs `maf ARGS` from the source tree given first: `python -c SOURCE_MAF TREE guard`.
+SOURCE_MAF = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pytest_maf.cli import main; sys.exit(main())"
 
-def timed(command: list[str], cwd: Path, env: dict[str, str], runs: int) -> tuple[dict[str, float], int]:
-    samples = []
-    code = 0
-    for _ in range(runs):
-        with stopwatch() as elapsed:
-            completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True)
-        samples.append(elapsed.ms)
-        code = completed.returncode
-    figures = percentiles(samples)
-    return {"median_ms": round(statistics.median(samples), 1), "p95_ms": round(figures["p95"], 1)}, code
+
+def staged_names(files: int) -> list[str]:
+    return [f"pkg{n % 50:02}/module{n % 7}/file_{n:05}.py" for n in range(files)]
 
 
 def build_repository(root: Path, files: int) -> list[str]:
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    names = [f"pkg{n % 50:02}/module{n % 7}/file_{n:05}.py" for n in range(files)]
+    names = staged_names(files)
     for name in names:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,54 +67,144 @@ def build_repository(root: Path, files: int) -> list[str]:
     return names
 
 
-def reserve(db: Path, count: int, staged: list[str]) -> int:
+def patterns(count: int, staged: list[str]) -> list[str]:
     rng = random.Random(7)
+    batch = []
+    for n in range(count):
+        # Under the same top-level directories as the staged files, so the
+        # index cannot skip them by their first segment.
+        top = f"pkg{n % 50:02}"
+        kind = n % 5
+        if kind == 0:
+            pattern = f"{top}/module{n % 7}/other_{n}.py"  # plain paths beside staged files
+        elif kind == 1:
+            pattern = f"{top}/generated{n}/*.bin"
+        elif kind == 2:
+            pattern = f"{top}/module{n % 7}/*_{n}.js"
+        elif kind == 3:
+            pattern = rng.choice(staged) if n % 40 == 3 else f"{top}/docs{n}/*.md"
+        else:
+            pattern = f"*.lock{n}"  # unanchored: matches at any depth
+        batch.append(pattern)
+    return batch
+
+
+def populate(db: Path, files: int, count: int) -> int:
+    """Create the store at ``db`` with ``count`` reservations, by the pytest-maf found first on sys.path."""
+    from pytest_maf import reservations
+    from pytest_maf.store import open_store, setup_store
+
+    setup_store(db)
     with open_store(db) as store:
-        batch = []
-        for n in range(count):
-            # Under the same top-level directories as the staged files, so the
-            # index cannot skip them by their first segment.
-            top = f"pkg{n % 50:02}"
-            kind = n % 5
-            if kind == 0:
-                pattern = f"{top}/module{n % 7}/other_{n}.py"  # plain paths beside staged files
-            elif kind == 1:
-                pattern = f"{top}/generated{n}/*.bin"
-            elif kind == 2:
-                pattern = f"{top}/module{n % 7}/*_{n}.js"
-            elif kind == 3:
-                pattern = rng.choice(staged) if n % 40 == 3 else f"{top}/docs{n}/*.md"
-            else:
-                pattern = f"*.lock{n}"  # unanchored: matches at any depth
-            batch.append(pattern)
         # One holder: by gitignore's directory rule an unanchored glob (*.lock1)
         # overlaps every other pattern (a/b.py/x.lock1), so the reservations of
         # different agents could not all be granted.
-        for pattern in batch:
+        for pattern in patterns(count, staged_names(files)):
             reservations.acquire(store, [pattern], "bench-holder", 60 * 60_000)
         return len(reservations.list_reservations(store))
 
 
+def source_of(revision: str, into: Path) -> Path:
+    """The ``pytest_maf`` package of ``revision`` of this repository, extracted under ``into``."""
+    repository = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision, "pytest_maf"], cwd=repository, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def figures(samples: list[float], cpu: list[float]) -> dict[str, float]:
+    return {
+        "median_ms": round(statistics.median(samples), 1),
+        "p95_ms": round(percentiles(samples)["p95"], 1),
+        "cpu_median_ms": round(statistics.median(cpu), 1),
+    }
+
+
+def children_cpu_ms() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def measure(
+    commands: dict[str, tuple[list[str], dict[str, str]]], cwd: Path, runs: int
+) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Each command once to warm up, then ``runs`` rounds, one run of every command per round."""
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
+    codes: dict[str, int] = {}
+    for round_number in range(runs + 1):
+        for name, (command, env) in commands.items():
+            cpu_before = children_cpu_ms()
+            with stopwatch() as elapsed:
+                completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True)
+            codes[name] = completed.returncode
+            if round_number:
+                samples[name].append(elapsed.ms)
+                cpu[name].append(children_cpu_ms() - cpu_before)
+    return {name: figures(samples[name], cpu[name]) for name in commands}, codes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", type=int, default=1000)
-    parser.add_argument("--reservations", type=int, default=5000)
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--files", type=int, default=10, help="staged files (default: %(default)s)")
+    parser.add_argument("--reservations", type=int, default=50, help="live reservations (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=15, help="timed runs of each command (default: %(default)s)")
+    parser.add_argument("--base", metavar="REV", help="also time the guard of this commit's source")
+    parser.add_argument("--populate", metavar="DB", help=argparse.SUPPRESS)  # used for --base's store
     args = parser.parse_args(argv)
+    if args.populate:
+        populate(Path(args.populate), args.files, args.reservations)
+        return 0
 
     root = Path(tempfile.mkdtemp(prefix="maf-guard-bench-"))
     try:
-        staged = build_repository(root, args.files)
-        db = root / ".maf" / "runtime.db"
-        setup_store(db)
-        held = reserve(db, args.reservations, staged)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MAF_")}
-        env["MAF_AGENT_ID"] = "bench-committer"
+        repo = root / "repo"
+        repo.mkdir()
+        build_repository(repo, args.files)
+        held = populate(repo / ".maf" / "runtime.db", args.files, args.reservations)
+        plain = {k: v for k, v in os.environ.items() if not k.startswith(("MAF_", "PYTHON"))}
+        plain["MAF_AGENT_ID"] = "bench-committer"
         console_script = Path(sys.executable).with_name("maf")
         maf = [str(console_script)] if console_script.exists() else [sys.executable, "-m", "pytest_maf"]
-        guard, code = timed([*maf, "guard"], root, env, args.runs)
-        python, _ = timed([sys.executable, "-c", "pass"], root, env, args.runs)
-        git, _ = timed(["git", "diff", "--cached", "--name-only", "-z", "--no-renames"], root, env, args.runs)
+        commands: dict[str, tuple[list[str], dict[str, str]]] = {
+            "guard": ([*maf, "guard"], plain),
+            "python_start": ([sys.executable, "-c", "pass"], plain),
+            "git_diff_cached": (["git", "diff", "--cached", "--name-only", "-z", "--no-renames"], plain),
+        }
+        if args.base:
+            base_source = source_of(args.base, root / "base")
+            base_db = root / "base.db"
+            subprocess.run(
+                [sys.executable, __file__, "--populate", str(base_db),
+                 "--files", str(args.files), "--reservations", str(args.reservations)],
+                env={**plain, "PYTHONPATH": str(base_source)}, check=True,
+            )
+            here = str(Path(__file__).resolve().parents[1])
+            commands["guard_from_source"] = ([sys.executable, "-c", SOURCE_MAF, here, "guard"], plain)
+            commands["guard_from_base_source"] = (
+                [sys.executable, "-c", SOURCE_MAF, str(base_source), "guard"], {**plain, "MAF_DB_PATH": str(base_db)}
+            )
+        results: dict[str, object] = {}
+        for mode, extra in (
+            ("bytecode_cached", {"PYTHONPYCACHEPREFIX": str(root / "pycache")}),
+            ("no_bytecode_cache", {"PYTHONDONTWRITEBYTECODE": "1"}),
+        ):
+            timed, codes = measure(
+                {name: (command, {**env, **extra}) for name, (command, env) in commands.items()}, repo, args.runs
+            )
+            guard = timed["guard"]["median_ms"]
+            ratios = {
+                "guard_over_python_start": round(guard / timed["python_start"]["median_ms"], 2),
+                "guard_minus_python_start_ms": round(guard - timed["python_start"]["median_ms"], 1),
+            }
+            if args.base:
+                ratios["source_over_base_source"] = round(
+                    timed["guard_from_source"]["median_ms"] / timed["guard_from_base_source"]["median_ms"], 2
+                )
+            results[mode] = {"ms": timed, "ratios": ratios, "exit_codes": codes}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -107,12 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         "staged_files": args.files,
         "reservations": args.reservations,
         "live_reservations": held,
-        "guard_exit_code": code,
-        "guard": guard,
-        "baseline_python_start": python,
-        "baseline_git_diff": git,
-        "guard_over_python_start": round(guard["median_ms"] / python["median_ms"], 2),
-        "target_ms": 300,
+        "runs": args.runs,
+        "base": args.base,
+        **results,
+        "target_ms": TARGET_MS if (args.files, args.reservations) == (10, 50) else "no slower than --base",
     }
     json.dump(report, sys.stdout, indent=2)
     print()

@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from pytest_maf import mail
 from pytest_maf.config import DB_RELATIVE_PATH
 from pytest_maf.errors import MafError, StoreError, UsageError
 from pytest_maf.ids import validate_id
@@ -282,6 +281,8 @@ def record_override(
 
 def override_notices(agent_id: str | None, blocks: list[Block], reason: str, now_ms: int) -> list[dict[str, Any]]:
     """One RESERVATION_OVERRIDDEN notice per overridden holder, each with a new id."""
+    from pytest_maf import mail  # only an override needs agent-mail: off the guard's usual path
+
     by_holder: dict[str, list[Block]] = {}
     for block in blocks:
         by_holder.setdefault(block.holder.agent_id, []).append(block)
@@ -307,6 +308,8 @@ def tell_holders(store: Store, mail_root: Path, notices: list[dict[str, Any]]) -
     """Deliver the override's queued notices; return what could not be delivered (it stays queued)."""
     if not notices:
         return []
+    from pytest_maf import mail
+
     ids = [notice["id"] for notice in notices]
     try:
         failed = mail.deliver_pending(store, mail_root, ids).failed

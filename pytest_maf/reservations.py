@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
-from pytest_maf import mail
 from pytest_maf.errors import MafError, NotFoundError, UsageError
 from pytest_maf.leases import held_lease, validate_id
 from pytest_maf.logs import log_event
@@ -323,6 +322,8 @@ def force_release(
     release: each notice not delivered stays queued for the next command and
     is listed in the result's ``undelivered``.
     """
+    from pytest_maf import mail  # kept off the guard's path, which imports this module
+
     validate_id("agent", agent_id)
     if not reason.strip():
         raise UsageError("--force needs --reason: the holders are told why")

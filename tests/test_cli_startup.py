@@ -113,3 +113,12 @@ def test_the_guard_blocks_without_importing_what_it_does_not_use(tmp_path: Path)
     assert "src/app.py: agent-a holds src/**" in completed.stdout
     assert "pytest_maf.guard" in modules and "pytest_maf.store.sqlite" in modules
     assert loaded(modules, NOT_FOR_THE_GUARD) == []
+
+    # Options before the command: the command is found by a first pass, with the same result.
+    completed, modules = run_maf_recording_modules(
+        repo, tmp_path, "--db", str(repo / ".maf" / "runtime.db"), "--log-format", "json", "guard",
+        MAF_AGENT_ID="agent-b",
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert "src/app.py: agent-a holds src/**" in completed.stdout
+    assert loaded(modules, NOT_FOR_THE_GUARD) == []

@@ -97,8 +97,9 @@ def module_of(command: str) -> str | None:
 
 
 def build_parser(load: str | None = ALL) -> argparse.ArgumentParser:
-    """The `maf` parser: with ``load`` a command, only its module is imported and registers in
-    full (the others are placeholders with their help); ``ALL`` imports every module, None none."""
+    """The `maf` parser. ``ALL``: every module imported and registered in full. None: no module
+    imported, every command a placeholder that has its help and parses nothing (enough for `maf
+    --help` and to find which command was chosen). A command: only its module, in full."""
     parser = argparse.ArgumentParser(
         prog="maf",
         description="Tasks, leases, file reservations and evidence for repositories"
@@ -122,7 +123,7 @@ def build_parser(load: str | None = ALL) -> argparse.ArgumentParser:
         if load == ALL or module == wanted:
             register = getattr(importlib.import_module(f"pytest_maf.cli.{module}"), function)
             register(commands)
-        else:  # a placeholder: named with its help, parses nothing
+        elif load is None:  # a placeholder: named with its help, parses nothing
             for name, help_text in names.items():
                 commands.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -131,12 +132,17 @@ def build_parser(load: str | None = ALL) -> argparse.ArgumentParser:
 def parse(arguments: Sequence[str]) -> argparse.Namespace:
     """Parse `maf` arguments, importing only the chosen command's module.
 
-    The first pass, with placeholders, finds the command (and answers `maf
-    --help` and a missing or unknown command exactly as the full parser
-    would); the second parses with that command's module registered.
+    When the first argument names a command (as in the git hooks' `maf guard`),
+    that is the command. Otherwise a first pass, with placeholders, finds it
+    (and answers `maf --help`, and a missing or unknown command, exactly as the
+    full parser would). Then the arguments are parsed with that command's
+    module registered.
     """
-    chosen, _ = build_parser(load=None).parse_known_args(arguments)
-    return build_parser(load=chosen.command).parse_args(arguments)
+    if arguments and module_of(arguments[0]) is not None:
+        command = arguments[0]
+    else:
+        command = build_parser(load=None).parse_known_args(arguments)[0].command
+    return build_parser(load=command).parse_args(arguments)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,6 @@ The library only knows the :class:`Store` and :class:`Transaction` Protocols
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -131,7 +130,7 @@ def _create_whole(db_path: Path) -> bool:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise StoreError(f"cannot create the runtime database's folder {db_path.parent}: {error.strerror}") from None
-    scratch = db_path.with_name(f".{db_path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.new")
+    scratch = db_path.with_name(f".{db_path.name}.{os.getpid()}-{os.urandom(4).hex()}.new")
     try:
         with SQLiteStore(scratch) as fresh:
             fresh.migrate(fresh=True)
