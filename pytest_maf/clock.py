@@ -11,6 +11,7 @@ time forward instead of sleeping until a lease expires::
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Callable
 
 Clock = Callable[[], int]
@@ -34,3 +35,13 @@ class ManualClock:
         if ms < 0:
             raise ValueError("a clock does not run backwards")
         self.now_ms += ms
+
+
+def iso_utc(epoch_ms: int, timespec: str = "milliseconds") -> str:
+    """``epoch_ms`` as ISO-8601 UTC (``2026-11-27T16:30:00.250Z``); a time no calendar can show is
+    written as its milliseconds."""
+    try:
+        moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return f"{epoch_ms} ms since 1970"
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")

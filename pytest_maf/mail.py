@@ -239,18 +239,23 @@ def _oldest_first(message: dict[str, Any]) -> tuple[float, str]:
     return (created if isinstance(created, (int, float)) else 0, str(message.get("id", "")))
 
 
+def inbox_agents(mail_root: Path) -> list[str]:
+    """The agents that have an inbox under the mail root, sorted; [] when there is no mail root."""
+    found = _folder(mail_root, "messages")
+    if found is None:
+        return []
+    inboxes = found[1]
+    return [
+        agent for agent in sorted(os.listdir(inboxes))
+        if os.path.islink(os.path.join(inboxes, agent)) or os.path.isdir(os.path.join(inboxes, agent))
+    ]
+
+
 def find_message(mail_root: Path, message_id: str) -> tuple[Path, dict[str, Any]]:
     """A message by id: from an inbox, else from the outbox."""
     name = f"{validate_message_id(message_id)}.json"
     named_root = Path(os.path.abspath(mail_root))
-    found = _folder(mail_root, "messages")
-    places: list[tuple[str, ...]] = []
-    if found is not None:
-        inboxes = found[1]
-        places += [
-            ("messages", agent) for agent in sorted(os.listdir(inboxes))
-            if os.path.islink(os.path.join(inboxes, agent)) or os.path.isdir(os.path.join(inboxes, agent))
-        ]
+    places: list[tuple[str, ...]] = [("messages", agent) for agent in inbox_agents(mail_root)]
     places.append(("outbox",))
     for parts in places:
         folder = _folder(mail_root, *parts)

@@ -87,6 +87,25 @@ class ReservationEvent:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class AuditRow:
+    """One row of the audit trail: a task's event, a reservation event or an escalation event.
+
+    ``source`` says which: ``"task"`` rows carry ``task_id``, ``"reservation"``
+    rows the acting ``agent_id``, ``"escalation"`` rows ``escalation_id``.
+    """
+
+    source: str
+    id: int
+    ts: int
+    kind: str
+    data: dict[str, Any]
+    task_id: str | None = None
+    agent_id: str | None = None
+    escalation_id: str | None = None
+
+
+AUDIT_SOURCES = ("task", "reservation", "escalation")
 ESCALATION_STATUSES = ("active", "resolved", "cancelled")
 
 

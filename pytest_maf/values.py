@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from pytest_maf.errors import UsageError
@@ -71,3 +72,26 @@ def parse_json(name: str, text: str) -> Any:
     except RecursionError:
         raise UsageError(f"{name} is nested more than {MAX_JSON_DEPTH} levels deep") from None
     return check_json(name, value)
+
+
+DURATION_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+MAX_DURATION_MS = 100 * 365 * 86_400_000  # a hundred years: any longer reaches back past every store
+
+
+def parse_duration(name: str, text: str) -> int:
+    """A span of time such as ``30m``, ``2h``, ``1d`` or ``1h30m`` in milliseconds (a bare number is
+    seconds); anything else, or nothing, or more than a hundred years, is a :class:`UsageError`."""
+    spelled = text.strip().lower()
+    parts = re.fullmatch(r"(?:\d+(?:\.\d+)?[smhdw])+|\d+(?:\.\d+)?", spelled)
+    if not spelled or parts is None:
+        raise UsageError(
+            f"{name} {text!r} is not a duration; write a number with a unit: 90s, 30m, 2h, 1d, 1w (or 1h30m)"
+        )
+    if spelled[-1].isdigit():
+        spelled += "s"
+    total = sum(
+        float(amount) * DURATION_UNITS_MS[unit] for amount, unit in re.findall(r"(\d+(?:\.\d+)?)([smhdw])", spelled)
+    )
+    if total > MAX_DURATION_MS:
+        raise UsageError(f"{name} {text!r} is longer than a hundred years")
+    return int(total)

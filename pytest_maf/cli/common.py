@@ -6,9 +6,9 @@ import argparse
 import json
 import os
 import sys
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from pytest_maf.clock import iso_utc
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
 from pytest_maf.ids import validate_id
@@ -109,11 +109,7 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None
 
 
 def when(epoch_ms: int) -> str:
-    try:
-        moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
-    except (OverflowError, OSError, ValueError):  # a stored time no calendar can show
-        return f"{epoch_ms} ms since 1970"
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_utc(epoch_ms, "seconds")
 
 
 def open_configured_store(settings: Settings, *, deliver_queued_mail: bool = True) -> Store:

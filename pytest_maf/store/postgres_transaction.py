@@ -24,8 +24,9 @@ from psycopg import errors as pg_errors
 
 from pytest_maf.clock import Clock
 from pytest_maf.errors import AlreadyExistsError
-from pytest_maf.records import Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
+from pytest_maf.records import AuditRow, Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
 from pytest_maf.store.sqlite import _dumps
+from pytest_maf.store.trail import audit_query, audit_row
 
 # The store's advisory locks: (a key of its schema, one of these).
 MIGRATION_LOCK, RESERVATION_LOCK, ESCALATION_LOCK = 0, 1, 2
@@ -352,6 +353,18 @@ class PostgresTransaction:
             ReservationEvent(row[0], row[1], row[2], row[3], _loads(row[4], f"reservation_events.data_json of event {row[0]}"))
             for row in rows
         ]
+
+    def audit_trail(
+        self, *, since: int | None = None, kinds: Collection[str] | None = None, task_id: str | None = None,
+        agent_id: str | None = None, limit: int | None = None,
+    ) -> list[AuditRow]:
+        """See :meth:`pytest_maf.store.protocol.Transaction.audit_trail`."""
+        query, params = audit_query(
+            since=since, kinds=kinds, task_id=task_id, agent_id=agent_id, limit=limit, marker="%s",
+            contains=lambda column: f"strpos({column}, %s) > 0",
+            one_of=lambda n: f"IN ({', '.join(['%s'] * n)})",
+        )
+        return [audit_row(row, _loads) for row in self._all(query, params)]
 
     # escalations: one active escalation per agent and bead, decided under the escalation lock
 

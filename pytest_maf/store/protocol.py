@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Literal, Protocol, 
 
 if TYPE_CHECKING:
     from pytest_maf.clock import Clock
-    from pytest_maf.records import Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
+    from pytest_maf.records import AuditRow, Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
 
 T = TypeVar("T")
 # What a waiter waits for: a task made READY, or a reservation released.
@@ -91,6 +91,20 @@ class Transaction(Protocol):
     def put_escalation(self, escalation: Escalation) -> None: ...
     def insert_escalation_event(self, escalation_id: str, kind: str, data: dict[str, Any]) -> None: ...
     def escalation_events(self, escalation_id: str) -> list[dict[str, Any]]: ...
+
+    # the audit trail: the three histories above, merged
+    def audit_trail(
+        self, *, since: int | None = None, kinds: Collection[str] | None = None, task_id: str | None = None,
+        agent_id: str | None = None, limit: int | None = None,
+    ) -> list[AuditRow]:
+        """Events, reservation events and escalation events, newest first (at most ``limit``).
+
+        ``since``: at or after this time. ``task_id``: the task's events, the
+        reservation events of reservations tied to it, the escalations of that
+        bead. ``agent_id``: what the agent did or had done to it (a task event
+        naming it, its reservations and those forced from it or overridden,
+        escalations it raised or that were sent to it).
+        """
 
     # agent-mail queued by an operation, delivered after its commit
     def enqueue_mail(self, message: dict[str, Any]) -> None: ...

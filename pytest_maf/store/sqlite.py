@@ -26,8 +26,9 @@ except ImportError:  # Windows: SQLite's own locking alone
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.clock import Clock, system_clock
 from pytest_maf.errors import AlreadyExistsError, StoreBusyError, StoreError
-from pytest_maf.records import Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
+from pytest_maf.records import AuditRow, Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
 from pytest_maf.store import schema
+from pytest_maf.store.trail import audit_query, audit_row
 
 if TYPE_CHECKING:
     from pytest_maf.store.protocol import WaitEvent
@@ -364,6 +365,17 @@ class SQLiteTransaction:
             for row in rows
         ]
 
+
+    def audit_trail(
+        self, *, since: int | None = None, kinds: Collection[str] | None = None, task_id: str | None = None,
+        agent_id: str | None = None, limit: int | None = None,
+    ) -> list[AuditRow]:
+        """See :meth:`pytest_maf.store.protocol.Transaction.audit_trail`."""
+        query, params = audit_query(
+            since=since, kinds=kinds, task_id=task_id, agent_id=agent_id, limit=limit, marker="?",
+            contains=lambda column: f"instr({column}, ?) > 0", one_of=lambda n: f"IN ({', '.join('?' * n)})",
+        )
+        return [audit_row(row, _loads) for row in self.connection.execute(query, params).fetchall()]
 
     # escalations
 
