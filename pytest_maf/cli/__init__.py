@@ -84,6 +84,7 @@ COMMANDS: dict[tuple[str, str], dict[str, str]] = {
         "load-test": "N processes drive one database for S seconds; then the history is audited",
         "bench": "time the core operations; record a baseline or compare against one",
     },
+    ("report", "register"): {"report": "write the store as one self-contained HTML page (pass rate, checks, tasks, holders)"},
 }
 ALL = "*"
 

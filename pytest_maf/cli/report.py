@@ -1,0 +1,57 @@
+"""`maf report --html FILE`: the store as one self-contained HTML page, for a CI artifact or a browser."""
+
+from __future__ import annotations
+
+import argparse
+
+from pytest_maf.cli.common import add_json, open_configured_store, print_json
+from pytest_maf.config import Settings
+from pytest_maf.errors import UsageError
+from pytest_maf.files import checked_output, store_files, write_text_atomic
+from pytest_maf.terminal import printable
+
+
+def duration(text: str) -> int:
+    from pytest_maf.report import parse_duration
+
+    try:
+        return parse_duration(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from pytest_maf.report import gather_report
+    from pytest_maf.report_html import render_report
+
+    protected = store_files(settings.db_path) if settings.database_url is None else []
+    output = checked_output(args.html, protected, "--html")  # refused before the store is opened
+    with open_configured_store(settings, deliver_queued_mail=False) as store:
+        data = gather_report(store, args.since)
+    page = render_report(data).encode("utf-8")
+    write_text_atomic(output, page.decode("utf-8"))
+    if args.json:
+        print_json({"path": str(output), "bytes": len(page), "tasks": len(data.tasks)})
+    else:
+        print(printable(f"wrote {output}: {len(data.tasks)} task(s), {len(data.preflight_runs)} preflight run(s),"
+                        f" {len(page)} bytes"))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = commands.add_parser(
+        "report", help="write the store as one self-contained HTML page (pass rate, checks, tasks, holders)",
+        description="One HTML file with no outside assets, for a CI artifact or a browser: the preflight pass"
+        " rate over time, each check's recent results, every task attempt with its verifiers' PASS/FAIL and"
+        " failure details, each task's timeline, the leases and reservations held now, and the overrides"
+        " and force-releases. The file appears whole or not at all, and never over the store.",
+        epilog="example: maf report --html maf-report.html --since 7d",
+    )
+    report.add_argument("--html", required=True, metavar="FILE", help="the page to write (required)")
+    report.add_argument(
+        "--since", type=duration, metavar="DURATION",
+        help="only tasks changed, preflights run and overrides made in this window, such as 90m, 24h or 7d"
+        " (default: the whole history); leases and reservations are always those held now",
+    )
+    add_json(report)
+    report.set_defaults(handler=cmd_report)
