@@ -37,6 +37,10 @@ import sys
 import textwrap
 from typing import Sequence
 
+from pytest_maf.cli.conventions import (
+    ParserError, add_global_options, apply_conventions, json_wanted, maf_parser, report_failure,
+    report_usage_error,
+)
 from pytest_maf.errors import BAD_INPUT, EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, MafError
 
 EPILOG = "exit codes:\n" + "".join(
@@ -48,7 +52,9 @@ directory outside a git repository); MAF_DB_PATH or --db overrides it.
 MAF_DATABASE_URL (or --db postgresql://...) puts the store on PostgreSQL,
 shared by agents on many machines. Agents name themselves with MAF_AGENT_ID
 (or --agent).
-Run `maf COMMAND --help` for each command's options.
+Run `maf COMMAND --help` for each command's options. The options above may
+also follow the command (`maf task list --db FILE`). `maf` alone, or a command
+group without its action (`maf task`), prints its help and exits 0.
 """
 
 # (module of pytest_maf.cli, its register function): {command: one-line help}, in `maf --help` order.
@@ -101,23 +107,14 @@ def build_parser(load: str | None = ALL) -> argparse.ArgumentParser:
     """The `maf` parser. ``ALL``: every module imported and registered in full. None: no module
     imported, every command a placeholder that has its help and parses nothing (enough for `maf
     --help` and to find which command was chosen). A command: only its module, in full."""
-    parser = argparse.ArgumentParser(
+    parser = maf_parser(
         prog="maf",
         description="Tasks, leases, file reservations and evidence for repositories"
         " worked on by several agents.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--db", metavar="PATH|URL",
-        help="runtime database file, or a postgresql:// URL (default: MAF_DATABASE_URL, MAF_DB_PATH or .maf/runtime.db)",
-    )
-    parser.add_argument(
-        "--log-format", choices=("text", "json"), help="event lines on stderr (level: LOG_LEVEL, default warning)"
-    )
-    parser.add_argument(
-        "--debug", action="store_true", help="show the traceback of an internal error (also MAF_DEBUG=1)"
-    )
+    add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = module_of(load) if load not in (None, ALL) else None
     for (module, function), names in COMMANDS.items():
@@ -127,6 +124,7 @@ def build_parser(load: str | None = ALL) -> argparse.ArgumentParser:
         elif load is None:  # a placeholder: named with its help, parses nothing
             for name, help_text in names.items():
                 commands.add_parser(name, help=help_text, add_help=False)
+    apply_conventions(parser)
     return parser
 
 
@@ -158,7 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             shown = argument.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             print(f"maf: error: argument {position} ({shown[:60]!r}) is not UTF-8 text; pass it as UTF-8", file=sys.stderr)
             return BAD_INPUT
-    args = parse(arguments)
+    as_json = json_wanted(arguments)
+    try:
+        args = parse(arguments)
+    except ParserError as error:  # exits as argparse would, for callers of main() too
+        raise SystemExit(report_usage_error(error, as_json=as_json)) from None
     try:
         from pytest_maf import logs
         from pytest_maf.config import load_settings
@@ -175,11 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return int(args.handler(args, settings))
     except MafError as error:
-        print(f"maf: error: {error}", file=sys.stderr)
-        return error.exit_code
+        return report_failure(f"maf: error: {error}", error.exit_code, as_json=as_json)
     except KeyboardInterrupt:
-        print("maf: interrupted", file=sys.stderr)
-        return INTERRUPTED
+        return report_failure("maf: interrupted", INTERRUPTED, as_json=as_json)
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
@@ -189,20 +189,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             traceback.print_exc()
         name = f": {_shortened(str(error.filename))}" if error.filename else ""
-        print(f"maf: error: {error.strerror or type(error).__name__}{name}", file=sys.stderr)
-        return BAD_INPUT
+        return report_failure(f"maf: error: {error.strerror or type(error).__name__}{name}", BAD_INPUT, as_json=as_json)
     except Exception as error:  # the outer edge: no traceback reaches a user unasked
         if args.debug or os.environ.get("MAF_DEBUG", "") not in ("", "0"):
             import traceback
 
             traceback.print_exc()
         summary = str(error).splitlines()[0] if str(error).strip() else ""
-        print(
+        return report_failure(
             f"maf: internal error: {type(error).__name__}{': ' + summary if summary else ''}"
             " (a bug in pytest-maf; rerun with --debug for the traceback, and report it)",
-            file=sys.stderr,
+            INTERNAL_ERROR, as_json=as_json,
         )
-        return INTERNAL_ERROR
 
 
 def _shortened(text: str, limit: int = 120) -> str:

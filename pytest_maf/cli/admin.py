@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_maf import config as config_module
 from pytest_maf import health, mail
-from pytest_maf.cli.common import add_json, keep_runtime_files_out_of_git, print_json
+from pytest_maf.cli.common import add_json, add_output, keep_runtime_files_out_of_git, print_json
 from pytest_maf.config import ConfigError, Settings
 from pytest_maf.errors import UsageError
 from pytest_maf.files import checked_output, store_files, write_text_atomic
@@ -109,12 +109,17 @@ def cmd_config_validate(args: argparse.Namespace, settings: None) -> int:
         _, _, problems = config_module.resolve(layers)
     except ConfigError as error:
         problems, layers = error.problems, []
+    files = [layer.source for layer in layers if layer.source not in ("defaults", "environment", "command line")]
+    if args.json:
+        print_json({"valid": not problems, "problems": problems, "files": files})
     if problems:
-        for problem in problems:
-            print(problem)
+        if not args.json:
+            for problem in problems:
+                print(problem)
         print(f"maf: {len(problems)} configuration problem(s)", file=sys.stderr)
         return 2
-    files = [layer.source for layer in layers if layer.source not in ("defaults", "environment", "command line")]
+    if args.json:
+        return 0
     print(f"configuration is valid ({', '.join(files) if files else 'built-in defaults only'})")
     return 0
 
@@ -158,6 +163,9 @@ def cmd_config_report(args: argparse.Namespace, settings: None) -> int:
     output = _checked_output(args.output, args.db, "the report")
     report = _report(args)
     write_text_atomic(output, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if args.json:
+        print_json({"output": str(output), "keys": len(report["values"]), "problems": report["problems"]})
+        return 2 if report["problems"] else 0
     print(f"wrote {args.output} ({len(report['values'])} keys, {len(report['problems'])} problem(s))")
     return 2 if report["problems"] else 0
 
@@ -230,12 +238,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         return sub
 
     validate = layered("validate", "check every layer; print each problem as file: key.path: message (exit 2)")
+    add_json(validate)
     validate.set_defaults(handler=cmd_config_validate)
     show = layered("show", "the resolved values and where each came from")
     add_json(show)
     show.set_defaults(handler=cmd_config_show)
     report = layered("report", "write the resolved values, their sources and any problems as JSON")
-    report.add_argument("--output", required=True, metavar="FILE")
+    add_output(report, "the JSON file to write", required=True)
+    add_json(report)
     report.set_defaults(handler=cmd_config_report)
 
     check = commands.add_parser(
@@ -248,6 +258,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     scope.add_argument("--comprehensive", action="store_true", help="every check (the default)")
     scope.add_argument("--database-only", action="store_true")
     scope.add_argument("--config-only", action="store_true")
-    check.add_argument("--output", metavar="FILE", help="also write the report as JSON")
+    add_output(check, "also write the report as JSON to FILE", default_note="not written")
     add_json(check)
     check.set_defaults(handler=cmd_health_check, needs_settings=False)

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from pytest_maf.cli.common import add_agent, agent_of
+from pytest_maf.cli.common import add_agent, agent_of, prints_no_result
 from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
 
@@ -44,4 +44,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " `maf init --mcp claude,cursor,codex,gemini`)",
     )
     add_agent(mcp, "the agent the server acts for")
+    prints_no_result(mcp, "it serves MCP on stdin and stdout")
     mcp.set_defaults(handler=cmd_mcp)

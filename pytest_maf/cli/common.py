@@ -1,4 +1,21 @@
-"""Helpers shared by the `maf` subcommands: argument types and output."""
+"""Helpers shared by the `maf` subcommands: argument types, the options every
+command spells the same way, and output.
+
+The command line's rules, kept by ``tests/test_cli_conventions.py`` (which
+walks every subcommand):
+
+- the same names everywhere: :func:`add_agent` (``--agent ID``),
+  :func:`add_json` (``--json``), :func:`add_output` (``--output FILE``),
+  :func:`add_limit` (``--limit N``); an old spelling stays as a hidden alias;
+- ``--json`` on every command that prints a result (:func:`add_json`), or the
+  command says why not with :func:`prints_no_result`; with ``--json`` a
+  failure also prints ``{"error": ..., "exit_code": N}`` on stdout
+  (:func:`pytest_maf.cli.conventions.report_failure`);
+- every option with a default says it in its help ("default: ...");
+- the global options (``--db``, ``--log-format``, ``--debug``) work before or
+  after the subcommand, and a command group without its action prints its
+  help: :mod:`pytest_maf.cli.conventions` applies both to the whole parser.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +62,65 @@ def number(text: str) -> float:
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    """``--json``: the result as JSON on stdout; a failure as ``{"error": ..., "exit_code": N}``."""
+    parser.add_argument(
+        "--json", action="store_true",
+        help='print the result as JSON for scripts (a failure: {"error": ..., "exit_code": N})',
+    )
+
+
+def prints_no_result(parser: argparse.ArgumentParser, why: str) -> None:
+    """Say that ``parser``'s command has no ``--json``, and why (it serves, runs a command, ...)."""
+    parser.set_defaults(prints_no_result=why)
+
+
+MAX_LIMIT = 1_000_000
+
+
+def limit_number(text: str) -> int:
+    """An argument type: a whole number from 1 to :data:`MAX_LIMIT`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_LIMIT}, got {value}")
+    return value
+
+
+def add_limit(parser: argparse.ArgumentParser, what: str, default: int | None = None) -> None:
+    """``--limit N``: at most N of ``what`` (the newest first where time matters); read as ``args.limit``."""
+    shown = "all" if default is None else str(default)
+    parser.add_argument(
+        "--limit", type=limit_number, default=default, metavar="N", help=f"at most N {what} (default: {shown})"
+    )
+
+
+def add_output(
+    parser: argparse.ArgumentParser, help_text: str, *, required: bool = False,
+    hidden_aliases: Sequence[str] = (), default_note: str | None = None,
+) -> None:
+    """``--output FILE`` (``args.output``); ``default_note`` says what happens without it."""
+    if required:
+        shown = f"{help_text} (required)"
+    else:
+        shown = help_text if default_note is None else f"{help_text} (default: {default_note})"
+    # An alias cannot stand in for a required option in argparse: output_of checks it instead.
+    parser.add_argument(
+        "--output", dest="output", metavar="FILE", required=required and not hidden_aliases, help=shown
+    )
+    for alias in hidden_aliases:
+        parser.add_argument(alias, dest="output", help=argparse.SUPPRESS)
+
+
+def output_of(args: argparse.Namespace) -> str:
+    """``--output`` (or a hidden alias of it) of a command that needs one; missing is a usage error."""
+    output: str | None = getattr(args, "output", None)
+    if output is None:
+        raise UsageError("give --output FILE")
+    return output
+
+
 
 
 AGENT_VARIABLE = "MAF_AGENT_ID"

@@ -28,7 +28,10 @@ def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
     if args.escalate_command == "resolve":
         with open_configured_store(settings) as store:
             closed = escalation.close_escalation(store, args.id, "cancelled" if args.cancel else "resolved")
-        print(f"{closed.id} is {closed.status}")
+        if args.json:
+            print_json(asdict(closed))
+        else:
+            print(f"{closed.id} is {closed.status}")
         return 0
     if args.escalate_command == "list":
         with open_configured_store(settings) as store:
@@ -112,7 +115,7 @@ def cmd_mail_show(args: argparse.Namespace, settings: Settings) -> int:
     mail.validate_message_id(args.id)
     _deliver_queued_mail(settings)
     _, message = mail.find_message(settings.mail_root, args.id)
-    print(printable_json(message))
+    print(json.dumps(message, indent=2, sort_keys=True, ensure_ascii=False) if args.json else printable_json(message))
     return 0
 
 
@@ -121,14 +124,20 @@ def cmd_mail_ack(args: argparse.Namespace, settings: Settings) -> int:
     mail.validate_message_id(args.id)
     _deliver_queued_mail(settings)
     message = mail.acknowledge(settings.mail_root, args.id, agent, system_clock())
-    print(f"{message['id']} read by {agent}")
+    if args.json:
+        print_json(message)
+    else:
+        print(f"{message['id']} read by {agent}")
     return 0
 
 
 def cmd_mail_send(args: argparse.Namespace, settings: Settings) -> int:
     sender = validate_id("agent", args.sender) if args.sender is not None else agent_of(args)
     message = mail.send(settings.mail_root, sender, args.to, args.subject, args.body, system_clock())
-    print(message["id"])
+    if args.json:
+        print_json(message)
+    else:
+        print(message["id"])
     return 0
 
 
@@ -149,6 +158,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     resolve = actions.add_parser("resolve", help="close an active escalation")
     resolve.add_argument("id", metavar="ID")
     resolve.add_argument("--cancel", action="store_true", help="close it as cancelled instead of resolved")
+    add_json(resolve)
     listing = actions.add_parser("list", help="list escalations")
     listing.add_argument("--status", choices=("active", "resolved", "cancelled"))
     add_json(listing)
@@ -162,12 +172,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing.add_argument("--unread", action="store_true")
     add_json(listing)
     listing.set_defaults(handler=cmd_mail_list)
-    show = mail_parser.add_parser("show", help="one message, as JSON")
+    show = mail_parser.add_parser(
+        "show", help="one message, as JSON",
+        description="One message as JSON; control characters in its text are shown as \\u escapes"
+        " unless --json asks for the exact JSON.",
+    )
     show.add_argument("id", metavar="ID")
+    add_json(show)
     show.set_defaults(handler=cmd_mail_show)
     ack = mail_parser.add_parser("ack", help="mark a message read (it stays in the archive)")
     ack.add_argument("id", metavar="ID")
     add_agent(ack, "whose inbox holds the message")
+    add_json(ack)
     ack.set_defaults(handler=cmd_mail_ack)
     send = mail_parser.add_parser("send", help="send a message")
     send.add_argument("--from", dest="sender", metavar="ID", help="the sender (default: --agent, else MAF_AGENT_ID)")
@@ -175,4 +191,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     send.add_argument("--to", required=True)
     send.add_argument("--subject", required=True)
     send.add_argument("--body", required=True)
+    add_json(send)
     send.set_defaults(handler=cmd_mail_send)

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
-from pytest_maf.cli.common import add_json, number, print_json, print_table
+from pytest_maf.cli.common import add_json, add_output, number, print_json, print_table, prints_no_result
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
 from pytest_maf.errors import FAILED, UsageError
@@ -79,15 +79,26 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("a PostgreSQL backup (pg_dump -Fc) is compressed already: leave out --gzip")
         output = checked_output(args.output, [], "--output")
         pg_report = _postgres_backups().backup(settings.database_url, settings.database_schema, output)
+        if args.json:
+            print_json(_backup_json(pg_report.path, pg_report.bytes, pg_report.rows, pg_report.seconds, "pg_dump"))
+            return 0
         print(f"backed up {settings.store_shown} to {pg_report.path} with pg_dump: {pg_report.bytes} bytes,"
               f" {sum(pg_report.rows.values())} rows, verified, in {pg_report.seconds:.2f} s")
         return 0
     output = checked_output(args.output, store_files(settings.db_path), "--output")
     report = maintenance.backup(settings.db_path, output, compress=args.gzip)
+    if args.json:
+        print_json(_backup_json(report.path, report.bytes, report.rows, report.seconds, "sqlite"))
+        return 0
     total = sum(report.rows.values())
     print(f"backed up {settings.db_path} to {report.path}: {report.bytes} bytes, {total} rows,"
           f" verified, in {report.seconds:.2f} s")
     return 0
+
+
+def _backup_json(path: Path, size: int, rows: dict[str, int], seconds: float, method: str) -> dict[str, Any]:
+    return {"path": str(path), "bytes": size, "rows": rows, "seconds": round(seconds, 3), "method": method,
+            "verified": True}
 
 
 def cmd_verify_backup(args: argparse.Namespace, settings: Settings) -> int:
@@ -102,10 +113,15 @@ def cmd_verify_backup(args: argparse.Namespace, settings: Settings) -> int:
         else:
             rows = maintenance.verify_database(Path(args.file))
     except maintenance.VerificationError as error:
+        if args.json:
+            print_json({"file": args.file, "ok": False, "problems": error.problems, "rows": None})
         print(f"{args.file}: BAD", file=sys.stderr)
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
+    if args.json:
+        print_json({"file": args.file, "ok": True, "problems": [], "rows": rows})
+        return 0
     print(f"{args.file}: ok (integrity, schema version, canonical schema); "
           + ", ".join(f"{table} {count}" for table, count in rows.items()))
     return 0
@@ -124,10 +140,17 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         kept_schema = _postgres_backups().restore(
             settings.database_url, settings.database_schema, Path(args.file), force=args.force
         )
+        if args.json:
+            print_json({"restored": settings.store_shown, "from": args.file, "kept_as": kept_schema})
+            return 0
         print(f"restored {settings.store_shown} from {args.file} with pg_restore; the previous store is kept"
               f" as the schema {kept_schema}")
         return 0
     report = maintenance.restore(settings.db_path, Path(args.file), force=args.force)
+    if args.json:
+        print_json({"restored": str(settings.db_path), "from": args.file,
+                    "kept_as": None if report.kept_as is None else str(report.kept_as), "rows": report.rows})
+        return 0
     kept = f"the previous database is kept as {report.kept_as}" if report.kept_as else "there was no database to keep"
     print(f"restored {settings.db_path} from {args.file}; {kept}")
     return 0
@@ -167,6 +190,9 @@ def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_optimize(args: argparse.Namespace, settings: Settings) -> int:
     done = maintenance.optimize(settings.db_path, vacuum=args.vacuum)
+    if args.json:
+        print_json({"database": str(settings.db_path), "done": done})
+        return 0
     print(f"{settings.db_path}: {', '.join(done)}")
     return 0
 
@@ -261,11 +287,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         dest="db_command", metavar="ACTION", required=True
     )
     backup = db.add_parser("backup", help="a consistent copy while agents keep writing (SQLite online backup; pg_dump on PostgreSQL)")
-    backup.add_argument("--output", required=True, metavar="FILE")
+    add_output(backup, "the backup file to write", required=True)
     backup.add_argument("--gzip", action="store_true", help="compress the copy")
+    add_json(backup)
     backup.set_defaults(handler=cmd_backup)
     verify = db.add_parser("verify-backup", help="integrity and schema checks of a backup (exit 1 when bad)")
     verify.add_argument("file", metavar="FILE")
+    add_json(verify)
     verify.set_defaults(handler=cmd_verify_backup)
     restore = db.add_parser(
         "restore", help="verify a backup, keep the current database aside, and restore",
@@ -274,17 +302,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     restore.add_argument("file", metavar="FILE")
     restore.add_argument("--force", action="store_true", help="restore even while agents hold leases")
+    add_json(restore)
     restore.set_defaults(handler=cmd_restore)
     recover = db.add_parser(
         "recover", help="rebuild a malformed database into a new file and report what was lost",
         description="Uses the sqlite3 shell's .recover when it is installed, else a row-by-row salvage.",
     )
-    recover.add_argument("--output", metavar="FILE", help="default: <db>-recovered.db beside it")
+    add_output(recover, "the rebuilt database to write", default_note="<db>-recovered.db beside it")
     recover.add_argument("--no-shell", action="store_true", help="salvage row by row even if sqlite3 is installed")
     add_json(recover)
     recover.set_defaults(handler=on_a_sqlite_file("recover", cmd_recover))
     optimize = db.add_parser("optimize", help="ANALYZE, PRAGMA optimize, and optionally VACUUM")
-    optimize.add_argument("--vacuum", action="store_true")
+    optimize.add_argument("--vacuum", action="store_true", help="also VACUUM: rewrite the file to reclaim free pages")
+    add_json(optimize)
     optimize.set_defaults(handler=on_a_sqlite_file("optimize", cmd_optimize))
     cleanup = db.add_parser(
         "cleanup", help="delete events and evidence of DONE/DEAD tasks older than N days (dry run unless --apply)"
@@ -306,7 +336,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     export.add_argument(
         "--table", action="extend", nargs="+", metavar="TABLE", help="the tables to export (default: all; csv: one)"
     )
-    export.add_argument("--output", metavar="FILE", help="write FILE (whole or not at all) instead of standard output")
+    add_output(export, "write FILE (whole or not at all)", default_note="standard output")
+    prints_no_result(export, "its output is the rows themselves: --format json")
     export.set_defaults(handler=on_a_sqlite_file("export", cmd_export))
     copy = db.add_parser(
         "copy", help="copy a whole store between backends (a SQLite file or a postgresql:// URL), verified",
@@ -329,7 +360,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     actions = metrics.add_subparsers(dest="metrics_command", metavar="ACTION")
     serve = actions.add_parser("serve", help="serve /metrics over HTTP until interrupted")
     serve.add_argument("--host", default="127.0.0.1", type=_host, help="address to listen on (default: loopback only)")
-    serve.add_argument("--port", type=whole_number(0, 65535), default=9464, help="0 to 65535 (0: any free port)")
+    serve.add_argument(
+        "--port", type=whole_number(0, 65535), default=9464, help="0 to 65535, 0: any free port (default: %(default)s)"
+    )
+    prints_no_result(serve, "it serves /metrics until interrupted")
+    prints_no_result(metrics, "its output is the Prometheus text exposition")
     metrics.set_defaults(handler=cmd_metrics)
 
 
@@ -378,7 +413,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     current = run_benchmarks()
     if output is not None:
         write_json_atomic(output, current)
-        print(f"wrote {output}")
+        if not args.json:
+            print(f"wrote {output}")
+    if baseline is None and args.json:
+        print_json(current)
+        return 0
     if baseline is None:
         for name, value in current["metrics"].items():
             print(f"{name:<40} {value:>10.4f} ms")
@@ -410,11 +449,11 @@ def register_performance(commands: argparse._SubParsersAction[argparse.ArgumentP
         " or reservations is refused (exit 2), and load-test tasks are never handed to `maf task claim`.",
     )
     # The bounds are loadtest.check_run's, checked before any process starts.
-    load.add_argument("--concurrent", type=int, default=4, metavar="N", help="processes at once")
+    load.add_argument("--concurrent", type=int, default=4, metavar="N", help="processes at once (default: %(default)s)")
     load.add_argument(
         "--duration", type=number, default=10.0, metavar="S",
-        help="seconds of load (at most a day); the processes stop at the deadline and the parent waits at most"
-        " 5%% more (at least 2 s)",
+        help="seconds of load (at most a day; default: %(default)s); the processes stop at the deadline and the"
+        " parent waits at most 5%% more (at least 2 s)",
     )
     load.add_argument("--database", metavar="PATH", help="run against this database file instead of a temporary one (a new or scratch file)")
     add_json(load)
@@ -426,7 +465,7 @@ def register_performance(commands: argparse._SubParsersAction[argparse.ArgumentP
         " escalation and a metrics scrape, in this process. --compare prints each ratio to the"
         " baseline and flags those above --threshold (exit 1).",
     )
-    bench.add_argument("--output", metavar="FILE", help="write the figures as a baseline")
+    add_output(bench, "write the figures as a baseline", default_note="not written")
     bench.add_argument("--compare", metavar="FILE", help="a baseline to compare against")
     bench.add_argument(
         "--threshold", type=positive_number(1e6), default=1.25, help="ratio counted as a regression (default 1.25)"

@@ -18,6 +18,7 @@ from pytest_maf.cli.common import (
     optional_agent_of,
     print_json,
     print_table,
+    prints_no_result,
     resolving_agent,
     when,
 )
@@ -227,6 +228,9 @@ def cmd_install_hooks(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("not inside a git repository")
     cwd = Path.cwd()
     changes = git_hooks.uninstall(cwd) if args.uninstall else git_hooks.install(cwd)
+    if args.json:
+        print_json([{"hook": change.hook, "action": change.action, "path": str(change.path)} for change in changes])
+        return 0
     for change in changes:
         print(f"{change.hook}: {change.action} ({change.path})")
     return 0
@@ -252,7 +256,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     acquire = with_patterns("acquire", "reserve patterns, all or nothing (exit 1 on conflict)")
     acquire.add_argument("--ttl", type=number, metavar="MINUTES", help=f"reservation length ({default_note('reservations.default_ttl_minutes', 'reservations.max_ttl_minutes')})")
     acquire.add_argument("--shared", action="store_true", help="shared: conflicts only with others' exclusive reservations")
-    acquire.add_argument("--reason", default="", help="why, shown to anyone blocked")
+    acquire.add_argument("--reason", default="", help="why, shown to anyone blocked (default: none)")
     acquire.add_argument(
         "--task", metavar="TASK",
         help="tie the reservations to TASK, whose lease you hold: they are released when its lease ends"
@@ -311,6 +315,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_agent(guard_parser, "the committing agent")
     guard_parser.add_argument("--pre-push", action="store_true", help="read a pre-push hook's stdin")
+    prints_no_result(guard_parser, "a git hook: its exit code is the answer")
     guard_parser.set_defaults(handler=cmd_guard)
 
     install = commands.add_parser(
@@ -318,5 +323,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="For repositories without the pre-commit framework. Honours core.hooksPath"
         " and worktrees; an existing hook is kept and run first; --uninstall restores it.",
     )
-    install.add_argument("--uninstall", action="store_true")
+    install.add_argument("--uninstall", action="store_true", help="remove the hooks, restoring any kept one")
+    add_json(install)
     install.set_defaults(handler=cmd_install_hooks)

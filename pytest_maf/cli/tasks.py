@@ -13,12 +13,15 @@ from pytest_maf import tasks
 from pytest_maf.cli.common import (
     add_agent,
     add_json,
+    add_output,
     agent_of,
     json_argument,
     number,
     open_configured_store,
+    output_of,
     positive_int,
     print_json,
+    prints_no_result,
     print_table,
     when,
 )
@@ -195,6 +198,9 @@ def cmd_task_finish(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_task_cancel(args: argparse.Namespace, settings: Settings) -> int:
     with open_configured_store(settings) as store:
         task = tasks.cancel_task(store, args.task)
+    if args.json:
+        print_json(asdict(task))
+        return 0
     print(f"{task.id} is {task.state}")
     return 0
 
@@ -300,13 +306,16 @@ def cmd_evidence_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_evidence_export(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.junit import evidence_report
 
-    output = checked_output(args.junit, store_files(settings.db_path), "the JUnit report")
+    output = checked_output(output_of(args), store_files(settings.db_path), "the JUnit report")
     with open_configured_store(settings) as store:
         if args.task:
             tasks.get_task(store, args.task)  # an unknown id is an error, not an empty report
         rows = evidence_ops.list_evidence(store, args.task)
     write_text_atomic(output, evidence_report(rows))
-    print(f"wrote {len(rows)} evidence row(s) to {args.junit}")
+    if args.json:
+        print_json({"output": str(output), "rows": len(rows)})
+        return 0
+    print(f"wrote {len(rows)} evidence row(s) to {output_of(args)}")
     return 0
 
 
@@ -395,6 +404,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "command", nargs=argparse.REMAINDER, metavar="[OPTIONS] -- COMMAND ...",
         help="the command and its arguments, after `--`; the options above may also come before the `--`",
     )
+    prints_no_result(run, "its output and exit code are COMMAND's")
     run.set_defaults(handler=cmd_task_run)
 
     for name, operation, summary in (
@@ -421,6 +431,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     cancel = task.add_parser("cancel", help="READY -> DEAD")
     cancel.add_argument("task", metavar="TASK")
+    add_json(cancel)
     cancel.set_defaults(handler=cmd_task_cancel)
 
     listing = task.add_parser("list", help="list tasks in claim order")
@@ -469,6 +480,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="One test suite per task attempt, one test case per verifier; for CI jobs"
         " that publish evidence gathered by several runs.",
     )
-    export.add_argument("--junit", required=True, metavar="FILE", help="the report to write")
+    add_output(export, "the JUnit XML report to write", required=True, hidden_aliases=("--junit",))
     export.add_argument("--task", help="only this task's evidence")
+    add_json(export)
     export.set_defaults(handler=cmd_evidence_export)
