@@ -1,45 +1,32 @@
 """What `maf report` shows, read from the store in one snapshot as plain records (no HTML here).
 
-:func:`gather_report` reads tasks, their events and evidence, the preflight
-runs, the leases and reservations held now, and the overrides and
-force-releases of the window; :mod:`pytest_maf.report_html` renders it.
+:func:`gather_report` reads tasks, their events and evidence, and the
+preflight runs of the window; the leases and reservations held now come from
+:func:`pytest_maf.status.status_snapshot`, and the overrides and
+force-releases are :mod:`pytest_maf.history` entries.
+:mod:`pytest_maf.report_html` renders it.
 
 Example::
 
-    data = gather_report(store, since_ms=parse_duration("7d"))
+    data = gather_report(store, since_ms=parse_duration("--since", "7d"))
     [run.pass_rate for run in data.preflight_runs]   # [1.0, 0.75, ...]
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_maf.errors import UsageError
-from pytest_maf.records import Event, Evidence, Lease, Reservation, ReservationEvent, Task
+from pytest_maf.history import OVERRIDE_KINDS, HistoryEntry, entries
+from pytest_maf.records import Event, Evidence, Task
+from pytest_maf.status import LeaseView, ReservationView, status_snapshot
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
 
-DURATION_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-MAX_DURATION_MS = 100 * 365 * 86_400_000  # a hundred years: any longer window shows nothing more
-# Reservation events that record someone acting on another agent's reservation.
-OVERRIDE_KINDS = ("override", "force_release")
 # Task events that only extend a lease or add a row: counted, not listed, in a task's timeline.
 QUIET_EVENT_KINDS = frozenset({"renew", "evidence"})
-
-
-def parse_duration(text: str) -> int:
-    """``90s``, ``30m``, ``24h``, ``7d`` or ``2w`` in milliseconds (pure); anything else is a UsageError."""
-    match = re.fullmatch(r"\s*(\d{1,12})\s*([smhdw])\s*", text.lower())
-    if match is None:
-        raise UsageError(f"unknown duration {text!r}; give a number and a unit, such as 90s, 30m, 24h, 7d or 2w")
-    value = int(match.group(1)) * DURATION_UNITS_MS[match.group(2)]
-    if value == 0 or value > MAX_DURATION_MS:
-        raise UsageError(f"a duration must be above 0 and at most 100 years, got {text!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -113,26 +100,28 @@ class ReportData:
     tasks: list[TaskHistory] = field(default_factory=list)
     preflight_runs: list[PreflightRun] = field(default_factory=list)
     checks: dict[str, list[CheckResult]] = field(default_factory=dict)
-    leases: list[tuple[Lease, str]] = field(default_factory=list)  # with its task's state
-    reservations: list[Reservation] = field(default_factory=list)
-    overrides: list[ReservationEvent] = field(default_factory=list)
+    leases: list[LeaseView] = field(default_factory=list)
+    reservations: list[ReservationView] = field(default_factory=list)
+    overrides: list[HistoryEntry] = field(default_factory=list)  # newest first
 
 
 def gather_report(store: Store, since_ms: int | None = None) -> ReportData:
-    """The report's contents from one consistent snapshot of ``store``.
+    """The report's contents as of now.
 
     With ``since_ms`` (a duration), only tasks changed, preflights run and
-    overrides made in that window before now; leases and reservations are
-    always those held now.
+    overrides made in that window before now, and the tasks leased now
+    whenever they changed; leases and reservations are always those held now.
     """
-    return store.read(lambda transaction: _gather(transaction, store, since_ms))
+    held = status_snapshot(store, None)
+    return store.read(lambda transaction: _gather(transaction, held.now, since_ms, ReportData(
+        location=held.location, backend=held.backend, now=held.now, since=None,
+        tasks_by_state=held.tasks_by_state, leases=held.leases, reservations=held.reservations,
+    )))
 
 
-def _gather(transaction: Transaction, store: Store, since_ms: int | None) -> ReportData:
-    now = transaction.now
+def _gather(transaction: Transaction, now: int, since_ms: int | None, data: ReportData) -> ReportData:
     cutoff = None if since_ms is None else now - since_ms
-    leases = transaction.list_leases()
-    leased = {lease.task_id for lease in leases}
+    leased = {lease.task_id for lease in data.leases}
     tasks = [
         task for task in transaction.list_tasks()
         if cutoff is None or task.updated_at >= cutoff or task.id in leased
@@ -148,29 +137,9 @@ def _gather(transaction: Transaction, store: Store, since_ms: int | None) -> Rep
             evidence[row.task_id].append(row)
     histories = [_history(task, events[task.id], evidence[task.id]) for task in tasks]
     histories.sort(key=lambda history: (-history.task.updated_at, history.task.id))
-    states = {task.id: task.state for task in tasks}
-    data = ReportData(
-        location=store.location,
-        backend=store.backend,
-        now=now,
-        since=cutoff,
-        tasks_by_state=transaction.count_tasks_by_state(),
-        tasks=histories,
-        leases=sorted(
-            ((lease, states.get(lease.task_id, "")) for lease in leases),
-            key=lambda pair: (pair[0].lease_expires_at, pair[0].task_id),
-        ),
-        reservations=sorted(
-            transaction.reservations(), key=lambda reservation: (reservation.expires_at, reservation.pattern)
-        ),
-        overrides=sorted(
-            (
-                event for kind in OVERRIDE_KINDS for event in transaction.reservation_events(kind)
-                if cutoff is None or event.ts >= cutoff
-            ),
-            key=lambda event: (-event.ts, -event.id),
-        ),
-    )
+    data.since = cutoff
+    data.tasks = histories
+    data.overrides = entries(transaction, transaction.audit_trail(since=cutoff, kinds=OVERRIDE_KINDS))
     data.preflight_runs = _preflight_runs(histories)
     data.checks = _check_histories(data.preflight_runs)
     return data

@@ -17,14 +17,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import datetime, timezone
 from html import escape
 from typing import Any, Iterable, Sequence
 
+from pytest_maf.clock import iso_utc
 from pytest_maf.evidence import is_blocking_failure
 from pytest_maf.records import TASK_STATES, Evidence, Event
 from pytest_maf.tasks import DEFAULT_PRIORITY
 from pytest_maf.report import Attempt, CheckResult, PreflightRun, ReportData, TaskHistory
+from pytest_maf.status import relative_time, span
 
 CHECK_HISTORY_LENGTH = 30  # results shown per check, newest last
 DETAIL_LIMIT = 4_000  # characters of one failure's details; the rest is in `maf evidence list`
@@ -138,25 +139,12 @@ def _text(value: object) -> str:
 
 
 def _time(epoch_ms: int) -> str:
-    try:
-        return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    except (OverflowError, OSError, ValueError):  # a stored time no calendar can show
-        return f"{epoch_ms} ms"
+    """``2026-11-27 16:30:00`` (UTC): date and time apart, so a row can leave out a date shown above."""
+    return iso_utc(epoch_ms, "seconds").replace("T", " ").removesuffix("Z")
 
 
-def _span(milliseconds: int) -> str:
-    seconds = abs(milliseconds) // 1000
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds >= size:
-            whole, rest = divmod(seconds, size)
-            smaller = {"d": ("h", 3_600), "h": ("m", 60), "m": ("s", 1)}[unit]
-            part = rest // smaller[1]
-            return f"{whole}{unit} {part}{smaller[0]}" if part else f"{whole}{unit}"
-    return f"{seconds}s"
-
-
-def _relative(moment: int, now: int) -> str:
-    return f"in {_span(moment - now)}" if moment > now else f"expired {_span(now - moment)} ago"
+def _relative(delta_ms: int) -> str:
+    return relative_time(delta_ms) if delta_ms > 0 else f"expired {span(-delta_ms)} ago"
 
 
 def _section(anchor: str, title: str, content: str) -> str:
@@ -266,13 +254,13 @@ def _checks(checks: dict[str, list[CheckResult]]) -> str:
 def _holders(data: ReportData) -> str:
     leases = [
         f"<tr data-testid=\"lease\"><td><code>{_text(lease.task_id)}</code><td>{_text(lease.agent_id)}"
-        f"<td class=\"n\">{lease.attempt}<td><span class=\"s s-{_text(state)}\">{_text(state)}</span>"
-        f"<td class=\"t\">{_relative(lease.lease_expires_at, data.now)}"
-        for lease, state in data.leases
+        f"<td class=\"n\">{lease.attempt}<td><span class=\"s s-{_text(lease.state)}\">{_text(lease.state)}</span>"
+        f"<td class=\"t\">{_relative(lease.expires_in_ms)}"
+        for lease in data.leases
     ]
     reservations = [
         f"<tr data-testid=\"reservation\"><td><code>{_text(item.pattern)}</code><td>{_text(item.agent_id)}"
-        f"<td>{'exclusive' if item.exclusive else 'shared'}<td class=\"t\">{_relative(item.expires_at, data.now)}"
+        f"<td>{'exclusive' if item.exclusive else 'shared'}<td class=\"t\">{_relative(item.expires_in_ms)}"
         f"<td>{_code_or_blank(item.task_id)}<td>{_text(item.reason)}"
         for item in data.reservations
     ]
@@ -291,16 +279,16 @@ def _overrides(data: ReportData) -> str:
     if not data.overrides:
         return "<p class=\"empty\">No override or force-release in this window.</p>"
     rows = []
-    for event in data.overrides:
-        if event.kind == "override":
+    for entry in data.overrides:
+        if entry.kind == "override":
             what = "commit under the override"
-            whose = ", ".join(f"{holder} ({pattern})" for holder, pattern in event.data.get("holders", []))
-            paths = ", ".join(str(path) for path in event.data.get("paths", []))
+            whose = ", ".join(f"{pair[0]} ({pair[1]})" for pair in entry.data.get("holders", []) if len(pair) == 2)
+            paths = ", ".join(str(path) for path in entry.data.get("paths", []))
         else:
-            what, whose, paths = "force-release", str(event.data.get("holder", "")), str(event.data.get("pattern", ""))
+            what, whose, paths = "force-release", str(entry.data.get("holder", "")), str(entry.data.get("pattern", ""))
         rows.append(
-            f"<tr data-testid=\"override\"><td class=\"t\">{_time(event.ts)}<td>{what}<td>{_text(event.agent_id or '?')}"
-            f"<td>{_text(whose)}<td><code>{_text(paths)}</code><td>{_text(event.data.get('reason', ''))}"
+            f"<tr data-testid=\"override\"><td class=\"t\">{_time(entry.ts)}<td>{what}<td>{_text(entry.agent or '?')}"
+            f"<td>{_text(whose)}<td><code>{_text(paths)}</code><td>{_text(entry.data.get('reason', ''))}"
         )
     return _table(["Time (UTC)", "What", "By", "Whose", "Paths", "Reason"], rows, "overrides-table")
 

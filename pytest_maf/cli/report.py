@@ -9,15 +9,14 @@ from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
 from pytest_maf.files import checked_output, store_files, write_text_atomic
 from pytest_maf.terminal import printable
+from pytest_maf.values import parse_duration
 
 
 def duration(text: str) -> int:
-    from pytest_maf.report import parse_duration
-
     try:
-        return parse_duration(text)
+        return parse_duration("--since", text)
     except UsageError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--since ")) from None
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
