@@ -86,6 +86,10 @@ COMMANDS: dict[tuple[str, str], dict[str, str]] = {
         "db": "back up, verify, restore, recover, export and tidy the runtime database",
         "metrics": "Prometheus metrics from the store (text exposition, or serve /metrics)",
     },
+    ("views", "register"): {
+        "status": "who holds which task and files, what failed, who overrode what: one screen",
+        "history": "the audit trail: claims, expiries, overrides, force-releases, escalations; newest first",
+    },
     ("operations", "register_performance"): {
         "load-test": "N processes drive one database for S seconds; then the history is audited",
         "bench": "time the core operations; record a baseline or compare against one",

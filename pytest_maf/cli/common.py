@@ -168,6 +168,12 @@ def print_json(value: Any) -> None:
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """Columns as wide as their widest cell; numbers right-aligned; control characters escaped."""
+    for line in table_lines(header, rows):
+        print(line)
+
+
+def table_lines(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """:func:`print_table`'s lines: the header's first, then one per row."""
     cells = [[printable(cell) for cell in row] for row in rows]
     widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(header)]
     numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(header))]
@@ -178,9 +184,7 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None
             for value, width, right in zip(values, widths, numeric)
         ).rstrip()
 
-    print(line(header))
-    for row in cells:
-        print(line(row))
+    return [line(header), *(line(row) for row in cells)]
 
 
 def when(epoch_ms: int) -> str:

@@ -1,0 +1,270 @@
+"""`maf status` (who holds what, on one screen) and `maf history` (the audit trail).
+
+Both only read the store. On a terminal `maf status` is laid out with colour
+and `--watch` redraws it in place on the terminal's alternate screen; piped,
+it is plain text (and `--watch` prints one snapshot after another). Ctrl-C
+ends a watch with exit 0: it is how a watch is meant to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Sequence, TextIO
+
+from pytest_maf.cli.common import add_json, add_limit, open_configured_store, print_json, table_lines, when
+from pytest_maf.config import Settings
+from pytest_maf.errors import MafError, UsageError
+from pytest_maf.terminal import printable
+
+if TYPE_CHECKING:
+    from pytest_maf.history import HistoryEntry
+    from pytest_maf.status import StatusSnapshot
+    from pytest_maf.store import Store
+
+DEFAULT_WATCH_S = 2.0
+DEFAULT_HISTORY_LIMIT = 100  # pytest_maf.history.DEFAULT_LIMIT, not imported here: that module is heavier
+MAX_WATCH_S = 3600.0
+# The terminal's alternate screen and cursor: entered once, each redraw from the top left, left on exit.
+ENTER_SCREEN, LEAVE_SCREEN = "\x1b[?1049h\x1b[?25l", "\x1b[?25h\x1b[?1049l"
+HOME, CLEAR_LINE_END, CLEAR_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
+
+
+class Paint:
+    """ANSI colour for a terminal (unless NO_COLOR is set); plain text otherwise."""
+
+    CODES = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, style: str, text: str) -> str:
+        return f"\x1b[{self.CODES[style]}m{text}\x1b[0m" if self.enabled and text else text
+
+
+def wants_colour(stream: TextIO) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+# maf status
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    interval = _watch_interval(args.watch)
+    with open_configured_store(settings, deliver_queued_mail=False) as store:  # a view: it writes nothing
+        if interval is None:
+            snapshot = _snapshot(store, settings)
+            if args.json:
+                print_json(snapshot.to_json())
+            else:
+                print("\n".join(render_status(snapshot, Paint(wants_colour(sys.stdout)))))
+            return 0
+        return watch(store, settings, interval, json_lines=args.json, stream=sys.stdout)
+
+
+def _watch_interval(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and 0 < value <= MAX_WATCH_S):
+        raise UsageError(f"--watch takes seconds between redraws, above 0 and at most {MAX_WATCH_S:g}; got {value:g}")
+    return value
+
+
+def _snapshot(store: Store, settings: Settings) -> StatusSnapshot:
+    from pytest_maf.status import status_snapshot
+
+    return status_snapshot(store, settings.mail_root)
+
+
+def watch(store: Store, settings: Settings, interval: float, *, json_lines: bool, stream: TextIO) -> int:
+    """Redraw the status every ``interval`` seconds until Ctrl-C (exit 0). On a terminal: in place, on
+    the alternate screen, cut to its height; piped: each snapshot after the last (or one JSON per line)."""
+    on_screen = stream.isatty() and not json_lines
+    paint = Paint(wants_colour(stream))
+    if on_screen:
+        stream.write(ENTER_SCREEN)
+    try:
+        while True:
+            try:
+                snapshot = _snapshot(store, settings)
+            except MafError as error:  # a busy or unreachable store: say so, and look again
+                lines = [f"maf: the store could not be read ({printable(error)}); trying again in {interval:g}s"]
+                if json_lines:
+                    lines = [json.dumps({"error": str(error)}, ensure_ascii=False)]
+            else:
+                if json_lines:
+                    lines = [json.dumps(snapshot.to_json(), sort_keys=True, ensure_ascii=False)]
+                else:
+                    lines = render_status(snapshot, paint)
+            if on_screen:
+                lines = fit_screen(lines, os.get_terminal_size(stream.fileno()).lines if stream.isatty() else 24)
+                stream.write(HOME + "".join(f"{line}{CLEAR_LINE_END}\n" for line in lines) + CLEAR_BELOW)
+            else:
+                stream.write("\n".join(lines) + ("\n" if json_lines else "\n\n"))
+            stream.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:  # Ctrl-C is how a watch ends
+        return 0
+    finally:
+        if on_screen:
+            stream.write(LEAVE_SCREEN)
+            stream.flush()
+
+
+def fit_screen(lines: list[str], height: int) -> list[str]:
+    """At most ``height - 1`` lines (the last line left free, so the screen never scrolls)."""
+    room = max(1, height - 1)
+    if len(lines) <= room:
+        return lines
+    return [*lines[: room - 1], f"... {len(lines) - room + 1} more line(s): enlarge the terminal, or run maf status"]
+
+
+def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
+    """The status screen's lines (escaped for a terminal; coloured by ``paint``)."""
+    from pytest_maf.status import relative_time, span
+
+    def heading(title: str) -> list[str]:
+        return ["", paint("bold", title)]
+
+    lines = [
+        paint("bold", "maf status") + f"  {when(snapshot.now)}  {snapshot.backend} {printable(snapshot.location)}",
+        "tasks: " + "  ".join(
+            (paint("red", f"{state} {count}") if state == "DEAD" and count else f"{state} {count}")
+            for state, count in snapshot.tasks_by_state.items()
+        ),
+    ]
+    lines += heading(f"leases ({len(snapshot.leases)})")
+    lines += _table(
+        ["TASK", "AGENT", "ATTEMPT", "STATE", "EXPIRES"],
+        [[lease.task_id, lease.agent_id, lease.attempt, lease.state, relative_time(lease.expires_in_ms)]
+         for lease in snapshot.leases],
+        paint, [lease.expires_in_ms <= 0 for lease in snapshot.leases], "no task is leased",
+    )
+    lines += heading(f"reservations ({len(snapshot.reservations)})")
+    lines += _table(
+        ["PATTERN", "AGENT", "MODE", "TASK", "EXPIRES", "REASON"],
+        [[r.pattern, r.agent_id, "exclusive" if r.exclusive else "shared", r.task_id or "-",
+          relative_time(r.expires_in_ms), r.reason]
+         for r in snapshot.reservations],
+        paint, [], "no file is reserved",
+    )
+    lines += heading(f"escalations open ({len(snapshot.escalations)})")
+    lines += _table(
+        ["ID", "LEVEL", "AGENT", "TARGET", "BEAD", "FOR", "CONTEXT"],
+        [[e.id, e.level, e.agent_id, e.target, e.bead_id, span(snapshot.now - e.created_at), e.context]
+         for e in snapshot.escalations],
+        paint, [], "no escalation is open",
+    )
+    lines += heading("unread agent-mail")
+    if snapshot.mail_problem:
+        lines.append(paint("yellow", printable(snapshot.mail_problem)))
+    lines += _table(
+        ["AGENT", "UNREAD", "QUEUED", "PROBLEM"],
+        [[count.agent, count.unread, count.queued, count.problem or ""] for count in snapshot.mail],
+        paint, [bool(count.problem) for count in snapshot.mail], "no inbox",
+    )
+    lines += heading("last preflight")
+    run = snapshot.preflight
+    if run is None:
+        lines.append("no preflight has run (pytest --maf-preflight)")
+    else:
+        verdict = paint("green", run.state) if run.state == "DONE" else paint("red", run.state)
+        lines.append(printable(
+            f"{run.task_id} by {run.agent or '?'}, {span(snapshot.now - run.started_at)} ago: "
+        ) + verdict + f", {run.passed} passed, {run.failed} failed")
+        for failure in run.failures:
+            message = str(failure.details.get("message", "")).strip().splitlines()
+            lines.append("  " + paint("red", "FAIL") + printable(f" {failure.verifier}" + (f": {message[-1]}" if message else "")))
+    lines += heading(f"overrides and force-releases, last 24h ({len(snapshot.overrides)})")
+    if not snapshot.overrides:
+        lines.append("none")
+    for entry in snapshot.overrides:
+        lines.append(f"{when(entry.ts)}  " + paint("yellow", printable(entry.summary)))
+    return lines
+
+
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], paint: Paint, alarming: Sequence[bool], empty: str,
+    colour: str = "red",
+) -> list[str]:
+    """A table's lines, the header dimmed and each row marked ``alarming`` in ``colour`` (an expired lease)."""
+    if not rows:
+        return [empty]
+    header_line, *row_lines = table_lines(header, rows)
+    alarming = [*alarming, *[False] * (len(row_lines) - len(alarming))]
+    return [paint("dim", header_line), *(paint(colour, line) if alarm else line for line, alarm in zip(row_lines, alarming))]
+
+
+# maf history
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    from pytest_maf.history import history, parse_kinds
+    from pytest_maf.values import parse_duration
+
+    within_ms = parse_duration("--since", args.since) if args.since is not None else None
+    kinds = parse_kinds(args.kind) if args.kind is not None else None
+    with open_configured_store(settings, deliver_queued_mail=False) as store:
+        found = history(store, agent=args.agent, task=args.task, kinds=kinds, within_ms=within_ms, limit=args.limit + 1)
+    shown, more = found[: args.limit], len(found) > args.limit
+    if args.json:
+        print_json([entry.to_json() for entry in shown])
+        return 0
+    print_history(shown, more, args.limit, Paint(wants_colour(sys.stdout)))
+    return 0
+
+
+def print_history(shown: Sequence[HistoryEntry], more: bool, limit: int, paint: Paint) -> None:
+    if not shown:
+        print("nothing happened that matches")
+        return
+    from pytest_maf.history import OVERRIDE_KINDS
+
+    for line in _table(
+        ["TIME", "KIND", "AGENT", "TASK", "WHAT"],
+        [[when(entry.ts), entry.kind, entry.agent or "-", entry.task_id or "-", entry.summary] for entry in shown],
+        paint, [entry.kind in OVERRIDE_KINDS for entry in shown], "", colour="yellow",
+    ):
+        print(line)
+    if more:
+        print(f"(the newest {limit} shown; --limit N shows more, --since narrows)")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "status", help="who holds which task and files, what failed, who overrode what: one screen",
+        description="Tasks by state; every lease (holder, attempt, state, expiry); every live reservation;"
+        " open escalations; unread agent-mail per inbox; the last preflight run and its failures; overrides"
+        " and force-releases of the last 24 hours. Only reads the store (queued mail is counted, not delivered).",
+    )
+    status.add_argument(
+        "--watch", nargs="?", type=_seconds, const=DEFAULT_WATCH_S, metavar="SECONDS",
+        help=f"redraw every SECONDS (default when given: {DEFAULT_WATCH_S:g}) until Ctrl-C, which exits 0;"
+        " in place on a terminal, one snapshot after another when piped (default: show once)",
+    )
+    add_json(status)
+    status.set_defaults(handler=cmd_status)
+
+    trail = commands.add_parser(
+        "history", help="the audit trail: claims, expiries, overrides, force-releases, escalations; newest first",
+        description="Task events, reservation events and escalation events merged in time order, newest first.",
+    )
+    trail.add_argument("--agent", metavar="ID", help="only what this agent did or had done to it (default: every agent)")
+    trail.add_argument("--task", metavar="TASK", help="only this task (its events, tied reservations, escalations of"
+                       " that bead) (default: every task)")
+    trail.add_argument("--kind", metavar="KIND[,KIND]", help="only these event kinds, e.g. claim,expire,override,"
+                       "force_release (default: every kind)")
+    trail.add_argument("--since", metavar="DURATION", help="only the last DURATION: 30m, 2h, 1d, 1h30m (default: all time)")
+    add_limit(trail, "entries, the newest", default=DEFAULT_HISTORY_LIMIT)
+    add_json(trail)
+    trail.set_defaults(handler=cmd_history)
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds between redraws, got {text!r}") from None
+

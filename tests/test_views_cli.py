@@ -1,0 +1,193 @@
+"""`maf status` and `maf history` as a person runs them: piped, as JSON, under a terminal, and given nonsense."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from backends import environment_store, open_environment_store, store_rows
+from pytest_maf import reservations, tasks
+from pytest_maf.cli import main
+from pytest_maf.cli.views import ENTER_SCREEN, HOME, LEAVE_SCREEN
+from pytest_maf.guard import record_override
+from pytest_maf.reservations import check_paths
+from pytest_maf.store import Store
+from workspace import Workspace, maf_command
+
+MINUTE = 60_000
+DEADLINE_S = 30
+
+
+@pytest.fixture
+def known_store(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """A store on ``backend`` that `maf` run here opens: claude-1 holds fix-1 and src/app/**, gemini-2
+    overrode it to commit src/app/models.py, lead force-released gemini-2's docs/**."""
+    monkeypatch.chdir(tmp_path)
+    with environment_store(backend, monkeypatch):
+        with open_environment_store(tmp_path, create=True) as store:
+            tasks.add_task(store, task_id="fix-1")
+            tasks.add_task(store, task_id="fix-2")
+            tasks.claim_task(store, "fix-1", "claude-1", 10 * MINUTE)
+            reservations.acquire(store, ["src/app/**"], "claude-1", 20 * MINUTE, reason="models", task_id="fix-1")
+            reservations.acquire(store, ["docs/**"], "gemini-2", 20 * MINUTE)
+            blocks = check_paths(store, ["src/app/models.py"], "gemini-2")
+            record_override(store, "gemini-2", blocks, "hotfix for the release", content="tree:abc")
+            reservations.force_release(store, ["docs/**"], "lead", "gemini-2 is stuck", tmp_path / ".agent-mail")
+            yield store
+
+
+def test_status_piped_is_plain_text_with_each_holder_and_expiry(
+    known_store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = store_rows(known_store)
+
+    assert main(["status"]) == 0
+
+    out = capsys.readouterr().out
+    assert "\x1b" not in out  # no colour or cursor movement into a pipe
+    lease = next(line for line in out.splitlines() if line.startswith("fix-1"))
+    assert lease.split()[:4] == ["fix-1", "claude-1", "1", "LEASED"] and ("in 9m" in lease or "in 10m" in lease)
+    reservation = next(line for line in out.splitlines() if line.startswith("src/app/**"))
+    assert reservation.split()[:4] == ["src/app/**", "claude-1", "exclusive", "fix-1"]
+    assert "docs/**" not in out.split("reservations")[1].split("escalations")[0]  # force-released
+    assert "gemini-2 overrode claude-1's src/app/** to commit src/app/models.py: hotfix for the release" in out
+    assert "lead force-released gemini-2's docs/**: gemini-2 is stuck" in out
+    assert "READY 1" in out and "LEASED 1" in out
+    assert store_rows(known_store) == before  # a view: the override's queued notice stays queued
+
+
+def test_status_json_is_one_object_for_scripts(known_store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--json"]) == 0
+
+    status = json.loads(capsys.readouterr().out)
+    (lease,) = status["leases"]
+    assert (lease["task_id"], lease["agent_id"], lease["state"]) == ("fix-1", "claude-1", "LEASED")
+    assert 0 < lease["expires_in_ms"] <= 10 * MINUTE and lease["expires_at_iso"].endswith("Z")
+    (reservation,) = status["reservations"]
+    assert (reservation["pattern"], reservation["task_id"], reservation["exclusive"]) == ("src/app/**", "fix-1", True)
+    reasons = {entry["kind"]: entry["data"]["reason"] for entry in status["overrides"]}
+    assert reasons == {"override": "hotfix for the release", "force_release": "gemini-2 is stuck"}
+    mail = {count["agent"]: (count["unread"], count["queued"]) for count in status["mail"]}
+    assert mail == {"claude-1": (0, 1), "gemini-2": (1, 0)}
+
+
+def test_history_answers_who_overrode_whom_and_why(known_store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["history", "--kind", "override,force_release", "--since", "1h", "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+
+    assert [entry["kind"] for entry in entries] == ["force_release", "override"]  # newest first
+    forced, overridden = entries
+    assert (forced["agent"], forced["data"]["holder"], forced["data"]["reason"]) == ("lead", "gemini-2", "gemini-2 is stuck")
+    assert overridden["agent"] == "gemini-2" and overridden["data"]["holders"] == [["claude-1", "src/app/**"]]
+    assert overridden["data"]["paths"] == ["src/app/models.py"]
+    assert overridden["ts"].endswith("Z") and overridden["ts"] <= forced["ts"]
+
+    assert main(["history", "--agent", "claude-1", "--limit", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["TIME", "KIND", "AGENT", "TASK", "WHAT"]
+    assert [line.split()[1] for line in lines[1:3]] == ["override", "acquire"]
+    assert "--limit N shows more" in lines[-1]
+
+
+VIEW_REFUSALS = [
+    (["history", "--since", "5x"], "--since"),
+    (["history", "--since", ""], "--since"),
+    (["history", "--since", "1e400d"], "--since"),
+    (["history", "--limit", "0"], "--limit"),
+    (["history", "--limit", "ten"], "--limit"),
+    (["history", "--limit", "100000000000000000000"], "--limit"),
+    (["history", "--agent", "nobody"], "agent 'nobody' appears nowhere"),
+    (["history", "--agent", "a/b"], "agent id"),
+    (["history", "--agent", "x\x1b[2J"], "agent id"),
+    (["history", "--task", "no-such-task"], "no task"),
+    (["history", "--kind", "claimed"], "unknown event kind"),
+    (["status", "--watch", "0"], "--watch"),
+    (["status", "--watch", "nan"], "--watch"),
+    (["status", "--watch", "soon"], "--watch"),
+]
+
+
+@pytest.mark.parametrize(("argv", "words"), VIEW_REFUSALS, ids=[" ".join(argv) for argv, _ in VIEW_REFUSALS])
+def test_nonsense_is_one_line_and_exit_2(views_workspace: Workspace, argv: list[str], words: str) -> None:
+    completed = views_workspace.maf(views_workspace.main, *argv, timeout=DEADLINE_S)
+
+    assert completed.returncode == 2, (completed.stdout, completed.stderr)
+    assert "Traceback" not in completed.stderr + completed.stdout
+    (line,) = [line for line in completed.stderr.splitlines() if line.startswith("maf")]
+    assert words in line and "\x1b" not in line
+
+
+@pytest.fixture(scope="module")
+def views_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    from workspace import make_workspace
+
+    workspace = make_workspace(tmp_path_factory.mktemp("views"))
+    assert workspace.maf(workspace.main, "task", "add", "--id", "fix-1").returncode == 0
+    return workspace
+
+
+@pytest.mark.slow
+def test_watch_redraws_in_place_and_shows_a_claim_made_meanwhile(workspace: Workspace) -> None:
+    assert workspace.maf(workspace.main, "task", "add", "--id", "fix-42").returncode == 0
+    controller, terminal = pty.openpty()
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 160, 0, 0))
+    watcher = subprocess.Popen(
+        [*maf_command(), "status", "--watch", "0.5"], cwd=workspace.main, env=workspace.env(),
+        stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True,
+    )
+    os.close(terminal)
+    seen = b""
+
+    def read_until(wanted: bytes, times: int = 1) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + DEADLINE_S
+        while seen.count(wanted) < times:
+            left = deadline - time.monotonic()
+            assert left > 0 and watcher.poll() is None, f"never saw {wanted!r}; the screen showed:\n{seen[-3000:]!r}"
+            if select.select([controller], [], [], min(left, 0.5))[0]:
+                try:
+                    seen += os.read(controller, 65536)
+                except OSError:  # the terminal closed: the watcher is gone
+                    pass
+
+    try:
+        read_until(b"no task is leased")
+        assert seen.startswith(ENTER_SCREEN.encode())  # the alternate screen, only because this is a terminal
+        read_until(HOME.encode(), seen.count(HOME.encode()) + 2)  # redrawn in place, from the top left
+
+        claimed = workspace.maf(workspace.main, "task", "claim", agent="claude-7", timeout=DEADLINE_S)
+        assert claimed.returncode == 0, claimed.stderr
+        read_until(b"claude-7")
+        screen = seen.rsplit(HOME.encode(), 1)[-1]
+        assert b"fix-42" in screen and b"LEASED" in screen
+
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=DEADLINE_S) == 0  # Ctrl-C is how a watch ends
+        while select.select([controller], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert seen.rstrip().endswith(LEAVE_SCREEN.encode())  # the screen the user had is given back
+        assert b"Traceback" not in seen and b"interrupted" not in seen
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(timeout=DEADLINE_S)
+        os.close(controller)
