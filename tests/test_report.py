@@ -132,7 +132,7 @@ def test_maf_report_writes_the_page_and_says_so(tmp_path: Path, known_db: Path) 
     assert "fix-login" in page.read_text(encoding="utf-8")
     assert [path.name for path in page.parent.iterdir()] == ["report.html"]  # no temporary file left
 
-    plain = maf(tmp_path, "--db", str(known_db), "report", "--html", "out/report.html", "--since", "2w")
+    plain = maf(tmp_path, "report", "--output", "out/report.html", "--since", "2w", "--db", str(known_db))
     assert plain.returncode == 0 and plain.stdout.startswith("wrote out/report.html: 1 task(s), 0 preflight run(s)"), plain
 
 

@@ -24,7 +24,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.report_html import render_report
 
     protected = store_files(settings.db_path) if settings.database_url is None else []
-    output = checked_output(args.html, protected, "--html")  # refused before the store is opened
+    output = checked_output(args.output, protected, "--html")  # refused before the store is opened
     with open_configured_store(settings, deliver_queued_mail=False) as store:
         data = gather_report(store, args.since)
     page = render_report(data).encode("utf-8")
@@ -46,7 +46,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " and force-releases. The file appears whole or not at all, and never over the store.",
         epilog="example: maf report --html maf-report.html --since 7d",
     )
-    report.add_argument("--html", required=True, metavar="FILE", help="the page to write (required)")
+    report.add_argument(
+        "--html", "--output", dest="output", required=True, metavar="FILE", help="the page to write (required)"
+    )
     report.add_argument(
         "--since", type=duration, metavar="DURATION",
         help="only tasks changed, preflights run and overrides made in this window, such as 90m, 24h or 7d"
