@@ -61,11 +61,16 @@ def write_text_atomic(path: Path, text: str, *, overwrite: bool = True) -> bool:
     False is returned: the temporary file is hard-linked into place, which
     fails when the name is taken, so writing the same name twice is harmless.
     """
+    return write_bytes_atomic(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> bool:
+    """:func:`write_text_atomic` for bytes, written exactly as given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         written = True

@@ -79,7 +79,7 @@ COMMANDS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("admin", "register"): {
         "init": "lay out the agent-mail root and write a starter maf-config/default.yaml",
-        "config": "validate and show the layered configuration",
+        "config": "validate, show, diff, snapshot and restore the layered configuration",
         "health-check": "is the system healthy? exit 0 healthy, 1 critical, 2 warnings",
     },
     ("operations", "register"): {

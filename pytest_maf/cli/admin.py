@@ -13,8 +13,10 @@ from pytest_maf import config as config_module
 from pytest_maf import health, mail
 from pytest_maf.cli.common import add_json, add_output, keep_runtime_files_out_of_git, print_json
 from pytest_maf.config import ConfigError, Settings
+from pytest_maf.config_files import DOTENV_NAME
 from pytest_maf.errors import UsageError
-from pytest_maf.files import checked_output, store_files, write_text_atomic
+from pytest_maf.files import checked_output, store_files, write_json_atomic, write_text_atomic
+from pytest_maf.terminal import printable
 
 if TYPE_CHECKING:
     from pytest_maf.mcp_clients import ClientFilePlan
@@ -151,12 +153,14 @@ def cmd_config_show(args: argparse.Namespace, settings: None) -> int:
 
 
 def _checked_output(text: str, db: str | None, what: str) -> Path:
-    """``--output`` checked before anything runs: never the store, whatever the configuration says."""
+    """``--output`` checked before anything runs: never the store nor a configuration file, whatever they say."""
     try:
         db_path = config_module.load_settings(db_path=db).db_path
     except ConfigError:  # the report is about that; protect the default store
         db_path = _base() / config_module.DB_RELATIVE_PATH
-    return checked_output(text, store_files(db_path), what)
+    directory = _base() / config_module.CONFIG_DIRECTORY
+    layers = [path for path in directory.rglob("*") if path.is_file()] if directory.is_dir() else []
+    return checked_output(text, [*store_files(db_path), *layers, _base() / DOTENV_NAME], what)
 
 
 def cmd_config_report(args: argparse.Namespace, settings: None) -> int:
@@ -168,6 +172,74 @@ def cmd_config_report(args: argparse.Namespace, settings: None) -> int:
         return 2 if report["problems"] else 0
     print(f"wrote {args.output} ({len(report['values'])} keys, {len(report['problems'])} problem(s))")
     return 2 if report["problems"] else 0
+
+
+def _side(key: str, value: Any, source: str | None) -> str:
+    return "(not set)" if source is None else f"{json.dumps(config_module.shown_value(key, value))} ({source})"
+
+
+def cmd_config_diff(args: argparse.Namespace, settings: None) -> int:
+    from pytest_maf import config_snapshot
+
+    base = _base()
+    if args.snapshot is not None and args.revision is not None:
+        raise UsageError("give a git revision or --snapshot FILE, not both")
+    if args.snapshot is not None:
+        snapshot = config_snapshot.read_snapshot(Path(args.snapshot))
+        reader = config_snapshot.snapshot_layers(base, snapshot, Path(args.snapshot))
+        against = f"snapshot {args.snapshot}"
+    else:
+        against = args.revision or "HEAD"
+        reader = config_snapshot.git_revision_layers(base, against)
+    config_file = Path(args.config) if args.config else None
+    before = config_module.config_layers(
+        base, os.environ, args.env, config_file, config_module.store_flags(args.db), read_layer=reader
+    )
+    changes = config_snapshot.diff(before, _layers(args))
+    if args.json:
+        print_json({"against": against, "changes": [change.to_json() for change in changes]})
+        return 0
+    for change in changes:
+        before_side = _side(change.key, change.before, change.before_source)
+        print(printable(f"{change.key}: {before_side} -> {_side(change.key, change.now, change.now_source)}"))
+    print(printable(f"{len(changes)} key(s) differ from {against}" if changes else f"no difference from {against}"))
+    return 0
+
+
+def cmd_config_snapshot(args: argparse.Namespace, settings: None) -> int:
+    from pytest_maf import config_snapshot
+
+    output = None if args.output is None else _checked_output(args.output, args.db, "the snapshot")
+    snapshot = config_snapshot.take_snapshot(_base())
+    if output is None:
+        print_json(snapshot.to_json())
+        return 0
+    write_json_atomic(output, snapshot.to_json())
+    if args.json:
+        print_json({"output": str(output), "file": snapshot.name, "sha256": snapshot.checksum})
+        return 0
+    saved = (f"{config_module.CONFIG_DIRECTORY}/{snapshot.name} ({len((snapshot.content or '').encode())} bytes)"
+             if snapshot.name else f"the absence of {config_module.CONFIG_DIRECTORY}/local.*")
+    print(printable(f"saved {saved} to {args.output}; bring it back with `maf config restore {args.output}`"))
+    return 0
+
+
+def cmd_config_restore(args: argparse.Namespace, settings: None) -> int:
+    from pytest_maf import config_snapshot
+
+    snapshot = config_snapshot.read_snapshot(Path(args.snapshot))  # checked whole before anything is written
+    outcome = config_snapshot.restore_snapshot(_base(), snapshot)
+    if args.json:
+        print_json({"snapshot": args.snapshot, "written": None if outcome.written is None else str(outcome.written),
+                    "removed": [str(path) for path in outcome.removed], "unchanged": outcome.unchanged})
+        return 0
+    if outcome.unchanged:
+        print(printable(f"the local layer is already as in {args.snapshot}; nothing written"))
+    if outcome.written is not None:
+        print(printable(f"restored {outcome.written} from {args.snapshot} (taken {snapshot.created_at or 'at an unknown time'})"))
+    for path in outcome.removed:
+        print(printable(f"removed {path} (not in the snapshot)"))
+    return 0
 
 
 def cmd_health_check(args: argparse.Namespace, settings: None) -> int:
@@ -226,7 +298,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_json(init)
     init.set_defaults(handler=cmd_init)
 
-    config = commands.add_parser("config", help="validate and show the layered configuration").add_subparsers(
+    config = commands.add_parser(
+        "config", help="validate, show, diff, snapshot and restore the layered configuration"
+    ).add_subparsers(
         dest="config_command", metavar="ACTION", required=True
     )
 
@@ -247,6 +321,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_output(report, "the JSON file to write", required=True)
     add_json(report)
     report.set_defaults(handler=cmd_config_report)
+    diff = layered(
+        "diff", "how the effective configuration differs from maf-config/ at a git revision (default: HEAD),"
+        " or from a snapshot's local layer: each key that differs, its value and source on each side",
+    )
+    diff.add_argument("revision", nargs="?", metavar="REF", help="the git revision to compare with (default: HEAD)")
+    diff.add_argument("--snapshot", metavar="FILE", help="compare with the local layer saved in FILE instead")
+    add_json(diff)
+    diff.set_defaults(handler=cmd_config_diff)
+    snapshot_help = (
+        "save the local (untracked) layer, maf-config/local.*, with a checksum: to FILE, else as JSON on stdout"
+    )
+    snapshot = config.add_parser("snapshot", help=snapshot_help, description=snapshot_help)
+    add_output(snapshot, "write the snapshot to FILE", default_note="standard output")
+    add_json(snapshot)
+    snapshot.set_defaults(handler=cmd_config_snapshot, needs_settings=False)
+    restore_help = (
+        "bring the local layer back byte for byte from a snapshot, checked first (checksum and configuration):"
+        " a damaged or edited snapshot is refused (exit 2) and nothing is written"
+    )
+    restore = config.add_parser("restore", help=restore_help, description=restore_help)
+    restore.add_argument("snapshot", metavar="SNAPSHOT", help="a file written by `maf config snapshot`")
+    add_json(restore)
+    restore.set_defaults(handler=cmd_config_restore, needs_settings=False)
 
     check = commands.add_parser(
         "health-check", help="is the system healthy? exit 0 healthy, 1 critical, 2 warnings",

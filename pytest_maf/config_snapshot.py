@@ -1,0 +1,234 @@
+"""Configuration changes that can be undone: diff against a git revision or a snapshot, snapshot, restore.
+
+The local layer (``maf-config/local.*``, untracked) is what a snapshot
+saves: its file name, its exact text and a SHA-256 of both, so a restore
+brings the file back byte for byte and refuses a snapshot that was cut,
+edited or corrupted before anything is written::
+
+    snapshot = take_snapshot(base)          # a JSON-ready dict
+    restore_snapshot(base, read_snapshot(path))
+
+:func:`diff` compares the effective configuration with the one the same
+layers give when ``maf-config/`` is read from a git revision
+(:func:`git_revision_layers`) or the local layer from a snapshot
+(:func:`snapshot_layers`); everything else (defaults, ``.env``, the
+environment, flags) is the same on both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pytest_maf.config import (
+    CONFIG_DIRECTORY, LOCAL_STEM, Layer, LayerReader, files_on_disk, merge, shown_value, validate_layer,
+)
+from pytest_maf.config_files import CONFIG_SUFFIXES, MAX_CONFIG_BYTES, ConfigError, layer_file, parse_config_text
+from pytest_maf.errors import UsageError
+from pytest_maf.files import write_bytes_atomic
+
+SNAPSHOT_FORMAT = "pytest-maf config snapshot"
+SNAPSHOT_VERSION = 1
+LOCAL_NAMES = tuple(f"{LOCAL_STEM}{suffix}" for suffix in CONFIG_SUFFIXES)
+GIT_TIMEOUT_S = 30
+
+
+# Snapshots of the local layer.
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The local layer as saved: its file name in maf-config/ and its text, or None for both when there was none."""
+
+    name: str | None
+    content: str | None
+    created_at: str = ""
+
+    @property
+    def checksum(self) -> str:
+        return _checksum(self.name, self.content)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "created_at": self.created_at,
+            "file": self.name, "content": self.content, "sha256": self.checksum,
+        }
+
+
+def _checksum(name: str | None, content: str | None) -> str:
+    return hashlib.sha256(json.dumps([name, content], ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def local_layer_file(base: Path) -> Path | None:
+    """``maf-config/local.*`` under ``base``, or None; two of them are an error naming both."""
+    return layer_file(base / CONFIG_DIRECTORY, LOCAL_STEM)
+
+
+def take_snapshot(base: Path) -> Snapshot:
+    """The local layer as it is now (refused when it is not valid configuration: nothing to come back to)."""
+    path = local_layer_file(base)
+    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if path is None:
+        return Snapshot(None, None, created_at)
+    try:
+        content = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([f"{path}: cannot read: {error}"]) from None
+    snapshot = Snapshot(path.name, content, created_at)
+    _checked_layer(snapshot, str(path))
+    return snapshot
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    """A snapshot file, checked whole: its format, its checksum, and its layer's configuration."""
+    try:
+        if path.stat().st_size > 2 * MAX_CONFIG_BYTES:
+            raise UsageError(f"{path}: is too large for a configuration snapshot")
+        document = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        detail = error.strerror if isinstance(error, OSError) and error.strerror else "not JSON"
+        raise UsageError(f"{path}: not a configuration snapshot ({detail}); nothing was restored") from None
+    if not isinstance(document, dict) or document.get("format") != SNAPSHOT_FORMAT:
+        raise UsageError(f"{path}: not a configuration snapshot (made by `maf config snapshot`); nothing was restored")
+    if document.get("version") != SNAPSHOT_VERSION:
+        raise UsageError(f"{path}: snapshot version {document.get('version')!r} is not one this pytest-maf reads"
+                         f" ({SNAPSHOT_VERSION}); nothing was restored")
+    name, content, checksum = document.get("file"), document.get("content"), document.get("sha256")
+    well_formed = (name is None and content is None) or (name in LOCAL_NAMES and isinstance(content, str))
+    if not well_formed or not isinstance(checksum, str):
+        raise UsageError(f"{path}: a snapshot's file must be one of {', '.join(LOCAL_NAMES)} with its content,"
+                         " or null with null; nothing was restored")
+    if checksum != _checksum(name, content):
+        raise UsageError(f"{path}: the checksum does not match the content: the snapshot was changed or damaged"
+                         " after it was taken; nothing was restored")
+    created_at = document.get("created_at")
+    snapshot = Snapshot(name, content, created_at if isinstance(created_at, str) else "")
+    _checked_layer(snapshot, f"{path} ({name})")
+    return snapshot
+
+
+def _checked_layer(snapshot: Snapshot, source: str) -> Layer | None:
+    """The snapshot's layer, which must be valid configuration on its own."""
+    if snapshot.name is None or snapshot.content is None:
+        return None
+    layer = Layer(source, parse_config_text(snapshot.content, Path(snapshot.name).suffix, source))
+    problems = validate_layer(layer)
+    if problems:
+        raise ConfigError(problems)
+    return layer
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    written: Path | None  # None: the snapshot had no local layer, or the file was already as saved
+    removed: tuple[Path, ...]
+    unchanged: bool
+
+
+def restore_snapshot(base: Path, snapshot: Snapshot) -> RestoreOutcome:
+    """Bring the local layer back as saved: the file byte for byte (atomically), and no other local.* beside it."""
+    directory = base / CONFIG_DIRECTORY
+    present = [directory / name for name in LOCAL_NAMES if (directory / name).is_file()]
+    target = None if snapshot.name is None else directory / snapshot.name
+    data = None if snapshot.content is None else snapshot.content.encode("utf-8")
+    others = tuple(path for path in present if path != target)
+    if target is not None and data is not None:
+        if target in present and target.read_bytes() == data and not others:
+            return RestoreOutcome(None, (), True)
+        write_bytes_atomic(target, data)
+    for path in others:
+        os.unlink(path)
+    return RestoreOutcome(target, others, target is None and not others)
+
+
+def snapshot_layers(base: Path, snapshot: Snapshot, snapshot_path: Path) -> LayerReader:
+    """maf-config/ as on disk, but with the local layer the snapshot holds."""
+    on_disk = files_on_disk(base / CONFIG_DIRECTORY)
+
+    def read(stem: str) -> Layer | None:
+        if stem != LOCAL_STEM:
+            return on_disk(stem)
+        return _checked_layer(snapshot, f"{snapshot_path} ({snapshot.name})")
+
+    return read
+
+
+# maf-config/ at a git revision.
+
+
+def _git(base: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(["git", "-C", str(base), *args], capture_output=True, timeout=GIT_TIMEOUT_S, check=False)
+    except FileNotFoundError:
+        raise UsageError("git is not installed; compare with a snapshot instead (--snapshot FILE)") from None
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"git {args[0]} took more than {GIT_TIMEOUT_S} s") from None
+
+
+def git_revision_layers(base: Path, revision: str) -> LayerReader:
+    """maf-config/ as it is at ``revision`` (a file missing there is a missing layer)."""
+    if not revision.strip() or revision.startswith("-") or not revision.isprintable():
+        raise UsageError(f"{revision!r} is not a git revision")
+    resolved = _git(base, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+    if resolved.returncode != 0:
+        inside = _git(base, "rev-parse", "--git-dir").returncode == 0
+        raise UsageError(f"unknown git revision {revision!r}" if inside else
+                         f"{base} is not in a git repository; compare with a snapshot instead (--snapshot FILE)")
+    commit = resolved.stdout.decode().strip()
+    listing = _git(base, "ls-tree", "-r", "-z", "--name-only", commit, "--", CONFIG_DIRECTORY)
+    tracked = set(listing.stdout.decode("utf-8", "surrogateescape").split("\0"))
+
+    def read(stem: str) -> Layer | None:
+        names = [f"{CONFIG_DIRECTORY}/{stem}{suffix}" for suffix in CONFIG_SUFFIXES]
+        found = [name for name in names if name in tracked]
+        if len(found) > 1:
+            raise ConfigError([f"{' and '.join(f'{revision}:{name}' for name in found)}: one layer in {len(found)} files"])
+        if not found:
+            return None
+        source = f"{revision}:{found[0]}"
+        shown = _git(base, "show", f"{commit}:{found[0]}")
+        if shown.returncode != 0 or len(shown.stdout) > MAX_CONFIG_BYTES:
+            raise ConfigError([f"{source}: cannot read it from git (or above {MAX_CONFIG_BYTES} bytes)"])
+        try:
+            text = shown.stdout.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError([f"{source}: is not UTF-8 text"]) from None
+        return Layer(source, parse_config_text(text, Path(found[0]).suffix, source))
+
+    return read
+
+
+# The difference.
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    before: Any
+    before_source: str | None  # None: the key is not set on that side
+    now: Any
+    now_source: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "before": {"value": shown_value(self.key, self.before), "source": self.before_source},
+            "now": {"value": shown_value(self.key, self.now), "source": self.now_source},
+        }
+
+
+def diff(before: list[Layer], now: list[Layer]) -> list[Change]:
+    """Every key whose effective value differs, with the layer each side's value comes from."""
+    before_values, before_sources = merge(before)
+    now_values, now_sources = merge(now)
+    return [
+        Change(key, before_values.get(key), before_sources.get(key), now_values.get(key), now_sources.get(key))
+        for key in sorted(set(before_values) | set(now_values))
+        if before_values.get(key) != now_values.get(key) or (key in before_values) != (key in now_values)
+    ]

@@ -1,0 +1,142 @@
+"""Configuration changes that can be undone: `maf config diff`, `snapshot` and `restore`, in a real git repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.workspace import Workspace
+
+
+def commit_default(workspace: Workspace, text: str, message: str) -> None:
+    workspace.write(workspace.main, "maf-config/default.yaml", text)
+    workspace.git(workspace.main, "add", "maf-config/default.yaml")
+    workspace.git(workspace.main, "commit", "-q", "-m", message)
+
+
+def test_diff_names_each_changed_key_with_its_source_on_both_sides(workspace: Workspace) -> None:
+    main = workspace.main
+    commit_default(workspace, "tasks:\n  max_attempts: 4\n", "four attempts")
+    commit_default(workspace, "tasks:\n  max_attempts: 6\n", "six attempts")
+    workspace.write(main, "maf-config/default.yaml", "tasks:\n  max_attempts: 7\n")
+    workspace.write(main, "maf-config/local.yaml", "logging:\n  level: info\n")  # untracked: absent at any revision
+
+    against_head = workspace.maf(main, "config", "diff")
+    against_first = workspace.maf(main, "config", "diff", "HEAD~1", "--json")
+
+    assert against_head.returncode == 0, against_head.stderr
+    default, local = main / "maf-config" / "default.yaml", main / "maf-config" / "local.yaml"
+    assert against_head.stdout.splitlines() == [
+        f'logging.level: "warning" (defaults) -> "info" ({local})',
+        f"tasks.max_attempts: 6 (HEAD:maf-config/default.yaml) -> 7 ({default})",
+        "2 key(s) differ from HEAD",
+    ]
+    changes = {change["key"]: change for change in json.loads(against_first.stdout)["changes"]}
+    assert changes["tasks.max_attempts"]["before"] == {"value": 4, "source": "HEAD~1:maf-config/default.yaml"}
+    assert changes["tasks.max_attempts"]["now"] == {"value": 7, "source": str(default)}
+
+
+def test_diff_ignores_what_the_revision_and_now_share(workspace: Workspace) -> None:
+    commit_default(workspace, "tasks:\n  max_attempts: 4\n", "four attempts")
+
+    result = workspace.maf(workspace.main, "config", "diff", MAF_TASK_MAX_ATTEMPTS="9")  # the environment: both sides
+
+    assert (result.returncode, result.stdout) == (0, "no difference from HEAD\n")
+
+
+@pytest.mark.parametrize(("revision", "expected"), [
+    ("no-such-branch", "maf: error: unknown git revision 'no-such-branch'"),
+    ("--output=x", "maf: error: '--output=x' is not a git revision"),
+])
+def test_diff_refuses_a_revision_git_does_not_know(workspace: Workspace, revision: str, expected: str) -> None:
+    result = workspace.maf(workspace.main, "config", "diff", "--", revision)
+
+    assert (result.returncode, result.stderr.strip()) == (2, expected)
+
+
+LOCAL = "# kept on this machine only\r\nlogging:\n  level: \"debug\"   # ünïcode, CRLF, no final newline\n  format: json"
+
+
+def test_a_snapshot_restores_the_local_layer_byte_for_byte(workspace: Workspace) -> None:
+    main = workspace.main
+    local = main / "maf-config" / "local.yaml"
+    local.parent.mkdir(exist_ok=True)
+    local.write_bytes(LOCAL.encode("utf-8"))
+
+    saved = workspace.maf(main, "config", "snapshot", "--output", "../local-snapshot.json")
+    local.unlink()
+    (main / "maf-config" / "local.json").write_text('{"logging": {"level": "error"}}')
+    compared = workspace.maf(main, "config", "diff", "--snapshot", "../local-snapshot.json")
+    restored = workspace.maf(main, "config", "restore", "../local-snapshot.json")
+
+    assert saved.returncode == restored.returncode == compared.returncode == 0, saved.stderr + restored.stderr
+    assert local.read_bytes() == LOCAL.encode("utf-8")
+    assert not (main / "maf-config" / "local.json").exists()  # the layer is one file again
+    assert f"removed {main / 'maf-config' / 'local.json'}" in restored.stdout
+    assert 'logging.level: "debug" (../local-snapshot.json (local.yaml)) -> "error"' in compared.stdout
+    assert json.loads(workspace.maf(main, "config", "show", "--json").stdout)["values"]["logging.format"] == {
+        "value": "json", "source": str(local),
+    }
+
+
+def test_a_snapshot_of_no_local_layer_restores_its_absence(workspace: Workspace) -> None:
+    snapshot = workspace.maf(workspace.main, "config", "snapshot")
+    (workspace.main / "snapshot.json").write_text(snapshot.stdout)
+    workspace.write(workspace.main, "maf-config/local.yml", "tasks: {max_attempts: 2}\n")
+
+    restored = workspace.maf(workspace.main, "config", "restore", "snapshot.json", "--json")
+
+    assert json.loads(snapshot.stdout)["file"] is None
+    assert json.loads(restored.stdout)["removed"] == [str(workspace.main / "maf-config" / "local.yml")]
+    assert not (workspace.main / "maf-config" / "local.yml").exists()
+
+
+def _tampered(document: dict[str, object], **changes: object) -> dict[str, object]:
+    """The snapshot with ``changes``, and a checksum recomputed as a careful tamperer would."""
+    from pytest_maf.config_snapshot import _checksum
+
+    changed = {**document, **changes}
+    changed["sha256"] = _checksum(changed["file"], changed["content"])  # type: ignore[arg-type]
+    return changed
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    (lambda text, document: text[: len(text) // 2], "not a configuration snapshot (not JSON)"),
+    (lambda text, document: text.replace("level: info", "level: crit"), "the checksum does not match"),
+    (lambda text, document: json.dumps({**document, "sha256": "0" * 64}), "the checksum does not match"),
+    (lambda text, document: json.dumps(_tampered(document, content="logging:\n  level: loud\n")), "unknown level 'loud'"),
+    (lambda text, document: json.dumps(_tampered(document, file="../../evil.yaml")), "must be one of local.json"),
+    (lambda text, document: json.dumps(_tampered(document, content="tasks: [1,")), "does not parse"),
+    (lambda text, document: json.dumps({**document, "format": "other"}), "not a configuration snapshot"),
+    (lambda text, document: "", "not a configuration snapshot"),
+], ids=["truncated", "edited", "bad-checksum", "invalid-setting", "path-escape", "unparsable", "foreign", "empty"])
+def test_a_damaged_or_tampered_snapshot_is_refused_with_nothing_written(workspace: Workspace, damage: object, expected: str) -> None:
+    main = workspace.main
+    workspace.write(main, "maf-config/local.yaml", "logging:\n  level: info\n")
+    saved = workspace.maf(main, "config", "snapshot").stdout
+    workspace.write(main, "maf-config/local.yaml", "logging:\n  level: error\n")
+    before = {path.name: path.read_bytes() for path in (main / "maf-config").iterdir()}
+    (main / "snapshot.json").write_text(damage(saved, json.loads(saved)))  # type: ignore[operator]
+
+    result = workspace.maf(main, "config", "restore", "snapshot.json")
+
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("maf: error: ") and expected in line
+    assert {path.name: path.read_bytes() for path in (main / "maf-config").iterdir()} == before
+    assert not (main.parent / "evil.yaml").exists()
+
+
+@pytest.mark.parametrize("output", [".maf/runtime.db", "maf-config/default.yaml", ".env"])
+def test_a_snapshot_never_overwrites_the_store_or_a_configuration_file(workspace: Workspace, output: str) -> None:
+    workspace.write(workspace.main, "maf-config/default.yaml", "tasks:\n  max_attempts: 4\n")
+    workspace.write(workspace.main, ".env", "LOG_LEVEL=info\n")
+    target = workspace.main / output
+    before = target.read_bytes()
+
+    result = workspace.maf(workspace.main, "config", "snapshot", "--output", output)
+
+    assert result.returncode == 2 and "must not overwrite" in result.stderr
+    assert target.read_bytes() == before
