@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -15,9 +16,9 @@ from typing import Iterator
 import pytest
 
 from backends import environment_store, open_environment_store, store_rows
-from pytest_maf import reservations, tasks
+from pytest_maf import evidence, reservations, tasks
 from pytest_maf.cli import main
-from pytest_maf.cli.views import ENTER_SCREEN, HOME, LEAVE_SCREEN
+from pytest_maf.cli.views import ENTER_SCREEN, HOME, LEAVE_SCREEN, fit_screen
 from pytest_maf.guard import record_override
 from pytest_maf.reservations import check_paths
 from pytest_maf.store import Store
@@ -96,6 +97,34 @@ def test_history_answers_who_overrode_whom_and_why(known_store: Store, capsys: p
     assert lines[0].split() == ["TIME", "KIND", "AGENT", "TASK", "WHAT"]
     assert [line.split()[1] for line in lines[1:3]] == ["override", "acquire"]
     assert "--limit N shows more" in lines[-1]
+
+
+def test_status_names_the_failed_checks_of_the_last_preflight(
+    known_store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tasks.add_and_claim_task(known_store, "ci-bot", MINUTE, kind="preflight", payload={"agent": "ci-bot"}, start=True)
+    evidence.record_evidence_batch(known_store, run.task_id, run.attempt, [
+        ("ci/test_db.py::test_reachable", "FAIL", {"message": "AssertionError\nconnection refused", "blocking": True}),
+        ("env.sqlite-wal-reset", "FAIL", {"message": "SQLite 3.40.1 is affected", "blocking": False}),
+        ("store.schema", "PASS", {}),
+    ], agent_id="ci-bot")
+
+    assert main(["status"]) == 0
+
+    out = capsys.readouterr().out.split("last preflight")[1]
+    assert f"{run.task_id} by ci-bot" in out and "1 passed, 1 failed, 1 warning(s)" in out
+    assert "FAIL ci/test_db.py::test_reachable: connection refused" in out
+    assert "WARN env.sqlite-wal-reset: SQLite 3.40.1 is affected" in out
+
+
+def test_a_watched_screen_never_wraps_or_scrolls() -> None:
+    lines = ["\x1b[1mmaf status\x1b[0m  " + "x" * 200, *(f"row {n}" for n in range(100))]
+
+    fitted = fit_screen(lines, height=20, width=40)
+
+    assert len(fitted) == 19 and fitted[-1].startswith("... 83 more line(s)")
+    assert all(len(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line)) <= 40 for line in fitted)
+    assert fitted[0].startswith("\x1b[1mmaf status\x1b[0m") and fitted[0].endswith("\x1b[0m")
 
 
 VIEW_REFUSALS = [
@@ -191,3 +220,24 @@ def test_watch_redraws_in_place_and_shows_a_claim_made_meanwhile(workspace: Work
             watcher.kill()
             watcher.wait(timeout=DEADLINE_S)
         os.close(controller)
+
+
+@pytest.mark.slow
+def test_a_piped_watch_prints_one_json_object_per_redraw_and_ends_on_ctrl_c(views_workspace: Workspace) -> None:
+    watcher = subprocess.Popen(
+        [*maf_command(), "status", "--watch", "0.2", "--json"], cwd=views_workspace.main, env=views_workspace.env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        snapshots = [json.loads(watcher.stdout.readline()) for _ in range(3)]  # each redraw is one line
+        assert all(snapshot["tasks_by_state"]["READY"] == 1 for snapshot in snapshots)
+        assert snapshots[0]["now"] < snapshots[-1]["now"]
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=DEADLINE_S)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(timeout=DEADLINE_S)
+    assert watcher.returncode == 0 and "Traceback" not in err
+    assert "\x1b" not in out

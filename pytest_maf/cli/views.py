@@ -99,7 +99,8 @@ def watch(store: Store, settings: Settings, interval: float, *, json_lines: bool
                 else:
                     lines = render_status(snapshot, paint)
             if on_screen:
-                lines = fit_screen(lines, os.get_terminal_size(stream.fileno()).lines if stream.isatty() else 24)
+                size = os.get_terminal_size(stream.fileno())
+                lines = fit_screen(lines, size.lines, size.columns)
                 stream.write(HOME + "".join(f"{line}{CLEAR_LINE_END}\n" for line in lines) + CLEAR_BELOW)
             else:
                 stream.write("\n".join(lines) + ("\n" if json_lines else "\n\n"))
@@ -113,12 +114,32 @@ def watch(store: Store, settings: Settings, interval: float, *, json_lines: bool
             stream.flush()
 
 
-def fit_screen(lines: list[str], height: int) -> list[str]:
-    """At most ``height - 1`` lines (the last line left free, so the screen never scrolls)."""
+def fit_screen(lines: list[str], height: int, width: int) -> list[str]:
+    """What fits a screen of ``height`` by ``width``: each line cut to the width (a wrapped line would
+    push the rest down), at most ``height - 1`` lines (the last row stays free, so nothing scrolls)."""
     room = max(1, height - 1)
-    if len(lines) <= room:
-        return lines
-    return [*lines[: room - 1], f"... {len(lines) - room + 1} more line(s): enlarge the terminal, or run maf status"]
+    if len(lines) > room:
+        lines = [*lines[: room - 1], f"... {len(lines) - room + 1} more line(s): enlarge the terminal, or run maf status"]
+    return [clip(line, width) for line in lines]
+
+
+def clip(line: str, width: int) -> str:
+    """``line`` cut to ``width`` visible characters; colour sequences are kept and do not count."""
+    shown, visible, position = [], 0, 0
+    while position < len(line):
+        if line.startswith("\x1b[", position):
+            end = position + 2
+            while end < len(line) and not line[end].isalpha():
+                end += 1
+            shown.append(line[position : end + 1])
+            position = end + 1
+            continue
+        if visible == max(1, width):
+            return "".join(shown) + "\x1b[0m"
+        shown.append(line[position])
+        visible += 1
+        position += 1
+    return line
 
 
 def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
@@ -152,7 +173,7 @@ def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
     )
     lines += heading(f"escalations open ({len(snapshot.escalations)})")
     lines += _table(
-        ["ID", "LEVEL", "AGENT", "TARGET", "BEAD", "FOR", "CONTEXT"],
+        ["ID", "LEVEL", "AGENT", "TARGET", "BEAD", "OPEN FOR", "CONTEXT"],
         [[e.id, e.level, e.agent_id, e.target, e.bead_id, span(snapshot.now - e.created_at), e.context]
          for e in snapshot.escalations],
         paint, [], "no escalation is open",
@@ -160,9 +181,11 @@ def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
     lines += heading("unread agent-mail")
     if snapshot.mail_problem:
         lines.append(paint("yellow", printable(snapshot.mail_problem)))
+    problems = any(count.problem for count in snapshot.mail)
     lines += _table(
-        ["AGENT", "UNREAD", "QUEUED", "PROBLEM"],
-        [[count.agent, count.unread, count.queued, count.problem or ""] for count in snapshot.mail],
+        ["AGENT", "UNREAD", "QUEUED", *(["PROBLEM"] if problems else [])],
+        [[count.agent, count.unread, count.queued, *([count.problem or ""] if problems else [])]
+         for count in snapshot.mail],
         paint, [bool(count.problem) for count in snapshot.mail], "no inbox",
     )
     lines += heading("last preflight")
@@ -171,12 +194,15 @@ def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
         lines.append("no preflight has run (pytest --maf-preflight)")
     else:
         verdict = paint("green", run.state) if run.state == "DONE" else paint("red", run.state)
+        warnings = sum(failure.details.get("blocking") is False for failure in run.failures)
         lines.append(printable(
             f"{run.task_id} by {run.agent or '?'}, {span(snapshot.now - run.started_at)} ago: "
-        ) + verdict + f", {run.passed} passed, {run.failed} failed")
-        for failure in run.failures:
+        ) + verdict + f", {run.passed} passed, {run.failed - warnings} failed"
+          + (f", {warnings} warning(s)" if warnings else ""))
+        for failure in run.failures:  # a check that failed without blocking the run is a warning
+            label = paint("yellow", "WARN") if failure.details.get("blocking") is False else paint("red", "FAIL")
             message = str(failure.details.get("message", "")).strip().splitlines()
-            lines.append("  " + paint("red", "FAIL") + printable(f" {failure.verifier}" + (f": {message[-1]}" if message else "")))
+            lines.append(f"  {label}" + printable(f" {failure.verifier}" + (f": {message[-1]}" if message else "")))
     lines += heading(f"overrides and force-releases, last 24h ({len(snapshot.overrides)})")
     if not snapshot.overrides:
         lines.append("none")
