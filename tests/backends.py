@@ -161,3 +161,10 @@ def store_with_damaged_rows(path: Path, tasks_count: int = 1500) -> None:
     data = bytearray(path.read_bytes())
     data[-20 * 4096 : -10 * 4096] = b"\xde\xad\xbe\xef" * (10 * 1024)
     path.write_bytes(bytes(data))
+
+
+def store_of_env(env: Mapping[str, str], directory: Path) -> Store:
+    """The store that ``maf`` run in ``directory`` with ``env`` (the ``store_env`` fixture's) uses."""
+    if env.get("MAF_DATABASE_URL"):
+        return open_store(env["MAF_DATABASE_URL"], schema=env["MAF_DATABASE_SCHEMA"])
+    return open_store(directory / ".maf" / "runtime.db")

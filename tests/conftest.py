@@ -55,3 +55,19 @@ def on_backend(
         yield backend
     if backend == "postgres":
         assert not (pytester.path / ".maf" / "runtime.db").exists(), "the run wrote a SQLite store beside PostgreSQL"
+
+
+@pytest.fixture
+def store_env(backend: str, workspace: "Workspace") -> Iterator[dict[str, str]]:
+    """The variables that point the workspace's ``maf`` at a store on each backend: none (its
+    ``.maf/runtime.db``), or a scratch PostgreSQL schema, set up; open it with ``backends.store_of_env``."""
+    from backends import scratch_schema
+
+    if backend == "sqlite":
+        yield {}
+        return
+    with scratch_schema(server_url()) as schema:
+        env = {"MAF_DATABASE_URL": server_url(), "MAF_DATABASE_SCHEMA": schema}
+        completed = workspace.maf(workspace.main, "setup", **env)
+        assert completed.returncode == 0, completed.stderr
+        yield env

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from backends import scratch_schema, server_url, store_rows
-from pytest_maf.store import Store, open_store
+from backends import store_of_env, store_rows
+from pytest_maf.store import Store
 from workspace import Workspace
 
 
-@pytest.fixture
-def store_env(backend: str, workspace: Workspace) -> Iterator[dict[str, str]]:
-    """The variables that point ``maf`` at the test's store: none (SQLite), or a scratch PostgreSQL schema."""
-    if backend == "sqlite":
-        yield {}
-        return
-    with scratch_schema(server_url()) as schema:
-        env = {"MAF_DATABASE_URL": server_url(), "MAF_DATABASE_SCHEMA": schema}
-        assert workspace.maf(workspace.main, "setup", **env).returncode == 0
-        yield env
-
-
 def opened(workspace: Workspace, env: dict[str, str]) -> Store:
-    if env:
-        return open_store(env["MAF_DATABASE_URL"], schema=env["MAF_DATABASE_SCHEMA"])
-    return open_store(workspace.main / ".maf" / "runtime.db")
+    return store_of_env(env, workspace.main)
 
 
 def held(workspace: Workspace, env: dict[str, str]) -> set[tuple[str, str]]:

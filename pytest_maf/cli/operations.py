@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
+from pytest_maf.cli import db_backups
 from pytest_maf.cli.common import add_json, add_output, number, print_json, print_table, prints_no_result
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
@@ -65,95 +66,6 @@ def on_a_sqlite_file(command: str, handler: Handler) -> Handler:
         return handler(args, settings)
 
     return run
-
-
-def _postgres_backups() -> Any:
-    from pytest_maf.extras import import_extra
-
-    return import_extra("pytest_maf.store.postgres_backup", "postgres", "a PostgreSQL store's backups")
-
-
-def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.database_url is not None:
-        if args.gzip:
-            raise UsageError("a PostgreSQL backup (pg_dump -Fc) is compressed already: leave out --gzip")
-        output = checked_output(args.output, [], "--output")
-        pg_report = _postgres_backups().backup(settings.database_url, settings.database_schema, output)
-        if args.json:
-            print_json(_backup_json(pg_report.path, pg_report.bytes, pg_report.rows, pg_report.seconds, "pg_dump"))
-            return 0
-        print(f"backed up {settings.store_shown} to {pg_report.path} with pg_dump: {pg_report.bytes} bytes,"
-              f" {sum(pg_report.rows.values())} rows, verified, in {pg_report.seconds:.2f} s")
-        return 0
-    output = checked_output(args.output, store_files(settings.db_path), "--output")
-    report = maintenance.backup(settings.db_path, output, compress=args.gzip)
-    if args.json:
-        print_json(_backup_json(report.path, report.bytes, report.rows, report.seconds, "sqlite"))
-        return 0
-    total = sum(report.rows.values())
-    print(f"backed up {settings.db_path} to {report.path}: {report.bytes} bytes, {total} rows,"
-          f" verified, in {report.seconds:.2f} s")
-    return 0
-
-
-def _backup_json(path: Path, size: int, rows: dict[str, int], seconds: float, method: str) -> dict[str, Any]:
-    return {"path": str(path), "bytes": size, "rows": rows, "seconds": round(seconds, 3), "method": method,
-            "verified": True}
-
-
-def cmd_verify_backup(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        if _is_postgres_backup(Path(args.file)):
-            if settings.database_url is None:
-                raise UsageError(
-                    f"{args.file} is a PostgreSQL backup (pg_dump): it is verified by restoring it into a scratch"
-                    " schema, so name the server with MAF_DATABASE_URL (runtime.database_url)"
-                )
-            rows = _postgres_backups().verify_backup(settings.database_url, Path(args.file))
-        else:
-            rows = maintenance.verify_database(Path(args.file))
-    except maintenance.VerificationError as error:
-        if args.json:
-            print_json({"file": args.file, "ok": False, "problems": error.problems, "rows": None})
-        print(f"{args.file}: BAD", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    if args.json:
-        print_json({"file": args.file, "ok": True, "problems": [], "rows": rows})
-        return 0
-    print(f"{args.file}: ok (integrity, schema version, canonical schema); "
-          + ", ".join(f"{table} {count}" for table, count in rows.items()))
-    return 0
-
-
-def _is_postgres_backup(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            return handle.read(5) == b"PGDMP"  # pg_dump's custom format
-    except OSError:
-        return False
-
-
-def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.database_url is not None:
-        kept_schema = _postgres_backups().restore(
-            settings.database_url, settings.database_schema, Path(args.file), force=args.force
-        )
-        if args.json:
-            print_json({"restored": settings.store_shown, "from": args.file, "kept_as": kept_schema})
-            return 0
-        print(f"restored {settings.store_shown} from {args.file} with pg_restore; the previous store is kept"
-              f" as the schema {kept_schema}")
-        return 0
-    report = maintenance.restore(settings.db_path, Path(args.file), force=args.force)
-    if args.json:
-        print_json({"restored": str(settings.db_path), "from": args.file,
-                    "kept_as": None if report.kept_as is None else str(report.kept_as), "rows": report.rows})
-        return 0
-    kept = f"the previous database is kept as {report.kept_as}" if report.kept_as else "there was no database to keep"
-    print(f"restored {settings.db_path} from {args.file}; {kept}")
-    return 0
 
 
 def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
@@ -286,24 +198,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     db = commands.add_parser("db", help="back up, verify, restore, recover, export and tidy the runtime database").add_subparsers(
         dest="db_command", metavar="ACTION", required=True
     )
-    backup = db.add_parser("backup", help="a consistent copy while agents keep writing (SQLite online backup; pg_dump on PostgreSQL)")
-    add_output(backup, "the backup file to write", required=True)
-    backup.add_argument("--gzip", action="store_true", help="compress the copy")
-    add_json(backup)
-    backup.set_defaults(handler=cmd_backup)
-    verify = db.add_parser("verify-backup", help="integrity and schema checks of a backup (exit 1 when bad)")
-    verify.add_argument("file", metavar="FILE")
-    add_json(verify)
-    verify.set_defaults(handler=cmd_verify_backup)
-    restore = db.add_parser(
-        "restore", help="verify a backup, keep the current database aside, and restore",
-        description="Refuses a backup that fails verification, and refuses while live leases exist"
-        " unless --force. The current database is kept as <db>.before-restore-<timestamp>.",
-    )
-    restore.add_argument("file", metavar="FILE")
-    restore.add_argument("--force", action="store_true", help="restore even while agents hold leases")
-    add_json(restore)
-    restore.set_defaults(handler=cmd_restore)
+    db_backups.register(db)
     recover = db.add_parser(
         "recover", help="rebuild a malformed database into a new file and report what was lost",
         description="Uses the sqlite3 shell's .recover when it is installed, else a row-by-row salvage.",

@@ -1,0 +1,252 @@
+"""`maf db backup`, `verify-backup`, `backups` and `restore`: a store's backups, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_maf.cli.common import add_json, add_output, print_json, print_table, when
+from pytest_maf.config import Settings
+from pytest_maf.errors import UsageError
+from pytest_maf.files import checked_output, store_files
+from pytest_maf.terminal import printable
+
+if TYPE_CHECKING:
+    from pytest_maf.store.backups import BackupFile, BackupState
+
+LATEST = "latest"  # `maf db restore latest`: the newest backup that passes verification
+DEFAULT_FOLDER = "backups"
+
+
+def _postgres_backups() -> Any:
+    from pytest_maf.extras import import_extra
+
+    return import_extra("pytest_maf.store.postgres_backup", "postgres", "a PostgreSQL store's backups")
+
+
+def _keep(text: str) -> int:
+    from pytest_maf.store.backups import check_keep
+
+    try:
+        return check_keep(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of backups, got {text!r}") from None
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--keep ")) from None
+
+
+def _folder(args: argparse.Namespace, settings: Settings) -> Path:
+    """``--dir``, else ``backups/`` at the top of the repository (the current folder outside git)."""
+    if args.dir is not None:
+        return Path(args.dir)
+    return (settings.repo_root or Path.cwd()) / DEFAULT_FOLDER
+
+
+def _kind(settings: Settings) -> str:
+    from pytest_maf.store.backups import POSTGRESQL, SQLITE
+
+    return POSTGRESQL if settings.database_url is not None else SQLITE
+
+
+def _pruned(output: Path, keep: int | None, settings: Settings) -> list[Path] | None:
+    """Delete all but the ``keep`` newest backups beside ``output``; those deleted (None: no --keep)."""
+    if keep is None:
+        return None
+    from pytest_maf.store.backups import prune_backups
+
+    return [backup.path for backup in prune_backups(output.parent, keep, _kind(settings), store_files(settings.db_path))]
+
+
+def _said_pruned(output: Path, keep: int | None, removed: list[Path] | None) -> str:
+    if removed is None:
+        return ""
+    names = ", ".join(printable(path.name) for path in removed)
+    return f"; kept the {keep} newest in {output.parent}" + (f", deleted {len(removed)}: {names}" if removed else "")
+
+
+def _backup_json(
+    path: Path, size: int, rows: dict[str, int], seconds: float, method: str, removed: list[Path] | None
+) -> dict[str, Any]:
+    return {"path": str(path), "bytes": size, "rows": rows, "seconds": round(seconds, 3), "method": method,
+            "verified": True, "deleted": None if removed is None else [str(path) for path in removed]}
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.database_url is not None:
+        if args.gzip:
+            raise UsageError("a PostgreSQL backup (pg_dump -Fc) is compressed already: leave out --gzip")
+        output = checked_output(args.output, [], "--output")
+        pg_report = _postgres_backups().backup(settings.database_url, settings.database_schema, output)
+        removed = _pruned(output, args.keep, settings)
+        if args.json:
+            print_json(_backup_json(pg_report.path, pg_report.bytes, pg_report.rows, pg_report.seconds, "pg_dump", removed))
+            return 0
+        print(f"backed up {settings.store_shown} to {pg_report.path} with pg_dump: {pg_report.bytes} bytes,"
+              f" {sum(pg_report.rows.values())} rows, verified, in {pg_report.seconds:.2f} s"
+              + _said_pruned(output, args.keep, removed))
+        return 0
+    from pytest_maf.store import maintenance
+
+    output = checked_output(args.output, store_files(settings.db_path), "--output")
+    report = maintenance.backup(settings.db_path, output, compress=args.gzip)
+    removed = _pruned(output, args.keep, settings)
+    if args.json:
+        print_json(_backup_json(report.path, report.bytes, report.rows, report.seconds, "sqlite", removed))
+        return 0
+    total = sum(report.rows.values())
+    print(f"backed up {settings.db_path} to {report.path}: {report.bytes} bytes, {total} rows,"
+          f" verified, in {report.seconds:.2f} s" + _said_pruned(output, args.keep, removed))
+    return 0
+
+
+def cmd_verify_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from pytest_maf.store import maintenance
+
+    try:
+        if _is_postgres_backup(Path(args.file)):
+            if settings.database_url is None:
+                raise UsageError(
+                    f"{args.file} is a PostgreSQL backup (pg_dump): it is verified by restoring it into a scratch"
+                    " schema, so name the server with MAF_DATABASE_URL (runtime.database_url)"
+                )
+            rows = _postgres_backups().verify_backup(settings.database_url, Path(args.file))
+        else:
+            rows = maintenance.verify_database(Path(args.file))
+    except maintenance.VerificationError as error:
+        if args.json:
+            print_json({"file": args.file, "ok": False, "problems": error.problems, "rows": None})
+        print(f"{args.file}: BAD", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    if args.json:
+        print_json({"file": args.file, "ok": True, "problems": [], "rows": rows})
+        return 0
+    print(f"{args.file}: ok (integrity, schema version, canonical schema); "
+          + ", ".join(f"{table} {count}" for table, count in rows.items()))
+    return 0
+
+
+def _is_postgres_backup(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(5) == b"PGDMP"  # pg_dump's custom format
+    except OSError:
+        return False
+
+
+def _latest(args: argparse.Namespace, settings: Settings) -> tuple[Path, list[dict[str, str]]]:
+    """The newest backup in the folder that passes verification, and the newer ones it passed over (said)."""
+    from pytest_maf.store.backups import newest_verified
+
+    chosen, failed = newest_verified(_folder(args, settings), _kind(settings), settings.database_url,
+                                     store_files(settings.db_path))
+    if not args.json:
+        for state in failed:
+            print(f"skipped {printable(state.file.path.name)}: it fails verification ({printable(state.problem)})")
+    return chosen.file.path, [{"path": str(state.file.path), "problem": state.problem} for state in failed]
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    if args.dir is not None and args.file != LATEST:
+        raise UsageError(f"--dir names the folder `maf db restore {LATEST}` looks in; leave it out with a FILE")
+    backup, skipped = _latest(args, settings) if args.file == LATEST else (Path(args.file), [])
+    if settings.database_url is not None:
+        kept_schema = _postgres_backups().restore(
+            settings.database_url, settings.database_schema, backup, force=args.force
+        )
+        if args.json:
+            print_json({"restored": settings.store_shown, "from": str(backup), "kept_as": kept_schema,
+                        "skipped": skipped})
+            return 0
+        print(f"restored {settings.store_shown} from {backup} with pg_restore; the previous store is kept"
+              f" as the schema {kept_schema}")
+        return 0
+    from pytest_maf.store import maintenance
+
+    report = maintenance.restore(settings.db_path, backup, force=args.force)
+    if args.json:
+        print_json({"restored": str(settings.db_path), "from": str(backup),
+                    "kept_as": None if report.kept_as is None else str(report.kept_as), "rows": report.rows,
+                    "skipped": skipped})
+        return 0
+    kept = f"the previous database is kept as {report.kept_as}" if report.kept_as else "there was no database to keep"
+    print(f"restored {settings.db_path} from {backup}; {kept}")
+    return 0
+
+
+def _state_json(state: BackupState) -> dict[str, Any]:
+    backup: BackupFile = state.file
+    return {
+        "path": str(backup.path), "kind": backup.kind, "bytes": backup.bytes, "modified_at": backup.modified_ms,
+        "verified": state.verified, "rows": state.rows, "problem": state.problem or None,
+    }
+
+
+def cmd_backups(args: argparse.Namespace, settings: Settings) -> int:
+    from pytest_maf.store.backups import backup_states
+
+    folder = _folder(args, settings)
+    states = backup_states(folder, settings.database_url, store_files(settings.db_path))
+    if args.json:
+        print_json({"folder": str(folder), "backups": [_state_json(state) for state in states]})
+        return 0
+    if not states:
+        print(f"no backups made by pytest-maf in {printable(str(folder))}")
+        return 0
+    print_table(
+        ["BACKUP", "KIND", "BYTES", "TIME", "VERIFIED", "ROWS"],
+        [
+            [state.file.path.name, state.file.kind, state.file.bytes, when(state.file.modified_ms),
+             {True: "yes", False: f"NO: {state.problem}", None: f"not checked: {state.problem}"}[state.verified],
+             "" if state.rows is None else str(state.rows)]
+            for state in states
+        ],
+    )
+    return 0
+
+
+def register(db: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The backup actions of `maf db`."""
+    folder_help = f"the backups' folder (default: {DEFAULT_FOLDER}/ at the top of the repository)"
+    backup = db.add_parser(
+        "backup", help="a consistent copy while agents keep writing (SQLite online backup; pg_dump on PostgreSQL)",
+        description="Writes one consistent snapshot, verified before it is kept, whole or not at all. With --keep N,"
+        " the N newest of pytest-maf's backups in the output's folder stay (this one among them) and older ones are"
+        " deleted: only files pytest-maf made (a store database marked \"maf1\", or a pg_dump of a pytest-maf"
+        " schema); any other file there is left alone.",
+    )
+    add_output(backup, "the backup file to write", required=True)
+    backup.add_argument("--gzip", action="store_true", help="compress the copy")
+    backup.add_argument(
+        "--keep", type=_keep, metavar="N", help="then delete all but the N newest backups in FILE's folder (1 to 10000)"
+    )
+    add_json(backup)
+    backup.set_defaults(handler=cmd_backup)
+    verify = db.add_parser("verify-backup", help="integrity and schema checks of a backup (exit 1 when bad)")
+    verify.add_argument("file", metavar="FILE")
+    add_json(verify)
+    verify.set_defaults(handler=cmd_verify_backup)
+    listing = db.add_parser(
+        "backups", help="the backups in a folder: size, time, and whether each passes verification",
+        description="Lists pytest-maf's backups (newest first) with their size, modification time (UTC) and"
+        " verification: the checks of `maf db verify-backup` (a PostgreSQL backup needs MAF_DATABASE_URL to be"
+        " checked). Other files in the folder are not listed.",
+    )
+    listing.add_argument("--dir", metavar="FOLDER", help=folder_help)
+    add_json(listing)
+    listing.set_defaults(handler=cmd_backups)
+    restore = db.add_parser(
+        "restore", help="verify a backup, keep the current database aside, and restore",
+        description="Refuses a backup that fails verification, and refuses while live leases exist"
+        " unless --force. The current database is kept as <db>.before-restore-<timestamp> (on PostgreSQL,"
+        f" the schema <schema>_before_restore_<time>). FILE '{LATEST}' restores the newest backup in --dir that"
+        " passes verification, passing over newer ones that fail it (give ./latest for a file of that name).",
+    )
+    restore.add_argument("file", metavar="FILE", help=f"a backup file, or '{LATEST}'")
+    restore.add_argument("--dir", metavar="FOLDER", help=f"with '{LATEST}': {folder_help}")
+    restore.add_argument("--force", action="store_true", help="restore even while agents hold leases")
+    add_json(restore)
+    restore.set_defaults(handler=cmd_restore)
