@@ -7,6 +7,7 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from pytest_maf.errors import UsageError
@@ -124,3 +125,33 @@ def record_evidence_batch(
 
 def list_evidence(store: Store, task_id: str | None = None) -> list[Evidence]:
     return store.read(lambda transaction: transaction.evidence(task_id))
+
+
+@dataclass(frozen=True)
+class RecordedEvidence:
+    """An evidence row and when it was recorded (epoch ms; None if its event was cleaned away)."""
+
+    evidence: Evidence
+    recorded_at: int | None
+
+
+def list_recorded_evidence(store: Store, task_id: str | None = None, limit: int | None = None) -> list[RecordedEvidence]:
+    """Evidence newest first (at most ``limit`` rows), each with the time it was recorded.
+
+    The evidence table keeps no time of its own: the time is that of the
+    ``evidence`` event written in the same transaction, for the same task,
+    attempt and verifier.
+    """
+
+    def read(transaction: Transaction) -> tuple[list[Evidence], dict[tuple[str, Any, Any], int]]:
+        times = {
+            (event.task_id, event.data.get("attempt"), event.data.get("verifier")): event.ts
+            for event in transaction.events(task_id, kind="evidence")  # in id order: the last one wins
+        }
+        return transaction.evidence(task_id), times
+
+    rows, times = store.read(read)
+    recorded = [RecordedEvidence(row, times.get((row.task_id, row.attempt, row.verifier))) for row in rows]
+    # Newest first; a row without a time after every timed one; ties in the table's order.
+    recorded.sort(key=lambda item: -1 if item.recorded_at is None else item.recorded_at, reverse=True)
+    return recorded if limit is None else recorded[:limit]

@@ -11,6 +11,7 @@ from pytest_maf import escalation, mail
 from pytest_maf.cli.common import (
     add_agent,
     add_json,
+    add_limit,
     agent_of,
     open_configured_store,
     print_json,
@@ -87,7 +88,7 @@ def _deliver_queued_mail(settings: Settings) -> None:
 def cmd_mail_list(args: argparse.Namespace, settings: Settings) -> int:
     agent = agent_of(args)
     _deliver_queued_mail(settings)
-    messages = mail.list_messages(settings.mail_root, agent, unread_only=args.unread)
+    messages = mail.list_messages(settings.mail_root, agent, unread_only=args.unread)[::-1][: args.limit]  # newest first
     if args.json:
         print_json(messages)
         return 0
@@ -167,9 +168,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     mail_parser = commands.add_parser("mail", help="read and send agent-mail").add_subparsers(
         dest="mail_command", metavar="ACTION", required=True
     )
-    listing = mail_parser.add_parser("list", help="an agent's inbox (* marks unread)")
+    listing = mail_parser.add_parser("list", help="an agent's inbox, newest first (* marks unread)")
     add_agent(listing, "whose inbox")
-    listing.add_argument("--unread", action="store_true")
+    listing.add_argument("--unread", action="store_true", help="only the messages not yet acknowledged")
+    add_limit(listing, "messages, the newest")
     add_json(listing)
     listing.set_defaults(handler=cmd_mail_list)
     show = mail_parser.add_parser(

@@ -13,6 +13,7 @@ from pytest_maf import tasks
 from pytest_maf.cli.common import (
     add_agent,
     add_json,
+    add_limit,
     add_output,
     agent_of,
     json_argument,
@@ -207,7 +208,7 @@ def cmd_task_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_task_list(args: argparse.Namespace, settings: Settings) -> int:
     with open_configured_store(settings) as store:
-        found = tasks.list_tasks(store, args.state, include_internal=args.all)
+        found = tasks.list_tasks(store, args.state, include_internal=args.all)[: args.limit]
     if args.json:
         print_json([asdict(task) for task in found])
         return 0
@@ -289,16 +290,17 @@ def cmd_evidence_add(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_evidence_list(args: argparse.Namespace, settings: Settings) -> int:
     with open_configured_store(settings) as store:
-        rows = evidence_ops.list_evidence(store, args.task)
+        rows = evidence_ops.list_recorded_evidence(store, args.task, args.limit)
     if args.json:
-        print_json([asdict(row) for row in rows])
+        print_json([{**asdict(row.evidence), "recorded_at": row.recorded_at} for row in rows])
         return 0
     if not rows:
         print("no evidence" + (f" for task {args.task}" if args.task else ""))
         return 0
     print_table(
-        ["TASK", "ATTEMPT", "VERIFIER", "RESULT", "SEVERITY"],
-        [[r.task_id, r.attempt, r.verifier, r.result, r.details.get("severity", "")] for r in rows],
+        ["RECORDED", "TASK", "ATTEMPT", "VERIFIER", "RESULT", "SEVERITY"],
+        [[when(r.recorded_at) if r.recorded_at is not None else "?", r.evidence.task_id, r.evidence.attempt,
+          r.evidence.verifier, r.evidence.result, r.evidence.details.get("severity", "")] for r in rows],
     )
     return 0
 
@@ -440,6 +442,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--all", action="store_true",
         help="also the tasks pytest-maf makes for itself (preflight runs, fixture and load-test tasks)",
     )
+    add_limit(listing, "tasks, the first in claim order")
     add_json(listing)
     listing.set_defaults(handler=cmd_task_list)
 
@@ -470,8 +473,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_json(evidence_add)
     evidence_add.set_defaults(handler=cmd_evidence_add)
 
-    evidence_list = evidence.add_parser("list", help="list recorded evidence")
+    evidence_list = evidence.add_parser("list", help="list recorded evidence, newest first")
     evidence_list.add_argument("--task", help="only this task's")
+    add_limit(evidence_list, "rows, the newest")
     add_json(evidence_list)
     evidence_list.set_defaults(handler=cmd_evidence_list)
 

@@ -237,8 +237,8 @@ class PostgresTransaction:
             (task_id, self.now, kind, _dumps(data)),
         )
 
-    def events(self, task_id: str | None = None) -> list[Event]:
-        where, params = _where([("task_id = %s", task_id or None)])
+    def events(self, task_id: str | None = None, kind: str | None = None) -> list[Event]:
+        where, params = _where([("task_id = %s", task_id or None), ("kind = %s", kind)])
         rows = self._all(f"SELECT id, task_id, ts, kind, data_json FROM events {where} ORDER BY id", params)
         return [Event(row[0], row[1], row[2], row[3], _loads(row[4], f"events.data_json of event {row[0]}")) for row in rows]
 

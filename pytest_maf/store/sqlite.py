@@ -229,8 +229,8 @@ class SQLiteTransaction:
             (task_id, self.now, kind, _dumps(data)),
         )
 
-    def events(self, task_id: str | None = None) -> list[Event]:
-        where, params = ("WHERE task_id = ?", (task_id,)) if task_id else ("", ())
+    def events(self, task_id: str | None = None, kind: str | None = None) -> list[Event]:
+        where, params = _where([("task_id = ?", task_id or None), ("kind = ?", kind)])
         rows = self.connection.execute(
             f"SELECT id, task_id, ts, kind, data_json FROM events {where} ORDER BY id", params
         ).fetchall()
