@@ -38,6 +38,7 @@ from pytest_maf.database_url import is_database_url, redact_url, schema_problem,
 from pytest_maf.errors import UsageError
 from pytest_maf.files import checked_output, store_files
 from pytest_maf.ids import id_problem
+from pytest_maf.repository import find_repository_root as find_repository_root
 
 DB_RELATIVE_PATH = Path(".maf") / "runtime.db"
 CONFIG_DIRECTORY = "maf-config"
@@ -227,41 +228,6 @@ def _bounded_ttl(value: float | None, default: int, maximum: int, unit: str, var
     return int(value * 1000)
 
 
-# Where things are.
-
-
-def find_repository_root(start: Path) -> Path | None:
-    """Return the root of the git work tree holding ``start``, or None.
-
-    For a linked worktree (``git worktree add``) the main work tree's root is
-    returned, so every worktree of one repository shares one runtime store.
-    Reads ``.git`` files directly instead of running git: it is called on
-    every command, including the pre-commit guard.
-    """
-    for directory in (start, *start.parents):
-        dot_git = directory / ".git"
-        if dot_git.is_dir():
-            return directory
-        if dot_git.is_file():
-            return _main_worktree_root(directory, dot_git)
-    return None
-
-
-def _main_worktree_root(directory: Path, dot_git_file: Path) -> Path:
-    try:
-        first_line = dot_git_file.read_text(encoding="utf-8").splitlines()[0]
-    except (OSError, IndexError, UnicodeDecodeError):
-        return directory
-    if not first_line.startswith("gitdir:"):
-        return directory
-    git_dir = (directory / first_line[len("gitdir:") :].strip()).resolve()
-    commondir_file = git_dir / "commondir"
-    if not commondir_file.is_file():
-        return directory  # a submodule: its own repository
-    common_dir = (git_dir / commondir_file.read_text(encoding="utf-8").strip()).resolve()
-    return common_dir.parent if common_dir.name == ".git" else directory
-
-
 # Layers.
 
 
@@ -293,6 +259,13 @@ def dotenv_variables(base: Path) -> tuple[Path, dict[str, str]]:
     """The repository's ``.env`` and the variables it sets (none when there is no such file)."""
     path = base / DOTENV_NAME
     return path, (read_dotenv(path) if path.is_file() else {})
+
+
+def unread_dotenv_variables(base: Path) -> list[str]:
+    """``.env`` variables named like pytest-maf's (``MAF_*``) that no setting reads: a typo, or one
+    (such as MAF_AGENT_ID) that only the real environment sets."""
+    names = dotenv_variables(base)[1]
+    return sorted(name for name in names if name.startswith("MAF_") and name not in (*ENVIRONMENT_VARIABLES, "MAF_ENV"))
 
 
 def config_environment(base: Path, environ: Mapping[str, str], explicit: str | None = None) -> str | None:

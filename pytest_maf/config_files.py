@@ -113,7 +113,8 @@ def read_dotenv(path: Path) -> dict[str, str]:
     ``$HOME`` and ``$(cmd)`` stay as written. A later line wins over an earlier one.
     """
     variables: dict[str, str] = {}
-    for number, line in enumerate(_read_bounded(path).splitlines(), start=1):
+    text = _read_bounded(path).removeprefix("\ufeff")  # a byte-order mark some editors write first
+    for number, line in enumerate(text.splitlines(), start=1):
         try:
             parsed = parse_dotenv_line(line)
         except ValueError as error:

@@ -191,7 +191,7 @@ def test_the_commands_given_json_print_json(capsys: pytest.CaptureFixture[str], 
     acknowledged = as_json("mail", "ack", sent["id"], "--agent", "b2")
     assert isinstance(acknowledged, dict) and acknowledged["read_at"]
 
-    assert as_json("config", "validate") == {"valid": True, "problems": [], "files": []}
+    assert as_json("config", "validate") == {"valid": True, "problems": [], "files": [], "notes": []}
     backup = as_json("db", "backup", "--output", "copy.db")
     assert isinstance(backup, dict) and Path(backup["path"]).resolve() == tmp_path.resolve() / "copy.db" and backup["rows"]["tasks"] == 1
     assert as_json("db", "verify-backup", "copy.db") == {"file": "copy.db", "ok": True, "problems": [], "rows": backup["rows"]}

@@ -61,6 +61,23 @@ def test_show_names_dotenv_as_the_source(repo: Path, capsys: pytest.CaptureFixtu
     assert load_settings(environ={}, cwd=repo).mail_root == repo / "mail box"  # relative to the repository root
 
 
+def test_a_dotenv_saved_with_a_byte_order_mark_reads_the_same(repo: Path) -> None:
+    (repo / ".env").write_bytes("\ufeffMAF_TASK_MAX_ATTEMPTS=6\r\n".encode("utf-8"))
+
+    assert load_settings(environ={}, cwd=repo).max_attempts == 6
+
+
+def test_validate_notes_maf_variables_in_dotenv_that_no_setting_reads(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(repo / ".env", "MAF_DB_PTH=typo.db\nMAF_AGENT_ID=claude-1\nMAF_TASK_LEASE_TTL=60\nDEBUG=maf:*\n")
+
+    assert main(["config", "validate"]) == 0
+
+    valid, *notes = capsys.readouterr().out.splitlines()
+    assert valid.startswith("configuration is valid")
+    assert [note.split(": ")[2].split()[0] for note in notes] == ["MAF_AGENT_ID", "MAF_DB_PTH"]
+    assert all(note.startswith(f"note: {repo / '.env'}: ") for note in notes)
+
+
 def test_node_env_in_dotenv_selects_the_environment_unless_the_environment_does(repo: Path) -> None:
     write(repo / ".env", "NODE_ENV=production\n")
     write(repo / "maf-config" / "production.yaml", "tasks:\n  max_attempts: 7\n")

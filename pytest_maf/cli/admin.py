@@ -112,8 +112,12 @@ def cmd_config_validate(args: argparse.Namespace, settings: None) -> int:
     except ConfigError as error:
         problems, layers = error.problems, []
     files = [layer.source for layer in layers if layer.source not in ("defaults", "environment", "command line")]
+    dotenv = _base() / DOTENV_NAME
+    unread = [] if problems else config_module.unread_dotenv_variables(_base())
+    notes = [f"{dotenv}: {name} is no setting, so .env does not set it (a typo? variables such as MAF_AGENT_ID"
+             " are read from the real environment only)" for name in unread]
     if args.json:
-        print_json({"valid": not problems, "problems": problems, "files": files})
+        print_json({"valid": not problems, "problems": problems, "files": files, "notes": notes})
     if problems:
         if not args.json:
             for problem in problems:
@@ -123,6 +127,8 @@ def cmd_config_validate(args: argparse.Namespace, settings: None) -> int:
     if args.json:
         return 0
     print(f"configuration is valid ({', '.join(files) if files else 'built-in defaults only'})")
+    for note in notes:
+        print(printable(f"note: {note}"))
     return 0
 
 
