@@ -164,62 +164,89 @@ def views_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return workspace
 
 
+class Terminal:
+    """`maf status --watch` running under a pseudo-terminal of 60 rows by 160 columns; what it drew is ``seen``."""
+
+    def __init__(self, workspace: Workspace, *args: str) -> None:
+        import fcntl
+        import struct
+        import termios
+
+        self.controller, terminal = pty.openpty()
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 160, 0, 0))
+        self.process = subprocess.Popen(
+            [*maf_command(), "status", *args], cwd=workspace.main, env=workspace.env(),
+            stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True,
+        )
+        os.close(terminal)
+        self.seen = b""
+
+    def read_until(self, wanted: bytes, times: int = 1) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while self.seen.count(wanted) < times:
+            left = deadline - time.monotonic()
+            assert left > 0 and self.process.poll() is None, (
+                f"never saw {wanted!r}; the screen showed:\n{self.seen[-3000:]!r}"
+            )
+            if select.select([self.controller], [], [], min(left, 0.5))[0]:
+                self._read()
+
+    def _read(self) -> bool:
+        try:
+            chunk = os.read(self.controller, 65536)
+        except OSError:  # the terminal closed: the watcher is gone
+            return False
+        self.seen += chunk
+        return bool(chunk)
+
+    def stop(self, signal_number: int) -> int:
+        """Send the signal; the exit code, once everything drawn until then is read."""
+        self.process.send_signal(signal_number)
+        code = self.process.wait(timeout=DEADLINE_S)
+        while select.select([self.controller], [], [], 0.2)[0] and self._read():
+            pass
+        return code
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=DEADLINE_S)
+        os.close(self.controller)
+
+
 @pytest.mark.slow
 def test_watch_redraws_in_place_and_shows_a_claim_made_meanwhile(workspace: Workspace) -> None:
     assert workspace.maf(workspace.main, "task", "add", "--id", "fix-42").returncode == 0
-    controller, terminal = pty.openpty()
-    import fcntl
-    import struct
-    import termios
-
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 160, 0, 0))
-    watcher = subprocess.Popen(
-        [*maf_command(), "status", "--watch", "0.5"], cwd=workspace.main, env=workspace.env(),
-        stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True,
-    )
-    os.close(terminal)
-    seen = b""
-
-    def read_until(wanted: bytes, times: int = 1) -> None:
-        nonlocal seen
-        deadline = time.monotonic() + DEADLINE_S
-        while seen.count(wanted) < times:
-            left = deadline - time.monotonic()
-            assert left > 0 and watcher.poll() is None, f"never saw {wanted!r}; the screen showed:\n{seen[-3000:]!r}"
-            if select.select([controller], [], [], min(left, 0.5))[0]:
-                try:
-                    seen += os.read(controller, 65536)
-                except OSError:  # the terminal closed: the watcher is gone
-                    pass
-
+    screen = Terminal(workspace, "--watch", "0.5")
     try:
-        read_until(b"no task is leased")
-        assert seen.startswith(ENTER_SCREEN.encode())  # the alternate screen, only because this is a terminal
-        read_until(HOME.encode(), seen.count(HOME.encode()) + 2)  # redrawn in place, from the top left
+        screen.read_until(b"no task is leased")
+        assert screen.seen.startswith(ENTER_SCREEN.encode())  # the alternate screen, only because this is a terminal
+        screen.read_until(HOME.encode(), screen.seen.count(HOME.encode()) + 2)  # redrawn in place, from the top left
 
         claimed = workspace.maf(workspace.main, "task", "claim", agent="claude-7", timeout=DEADLINE_S)
         assert claimed.returncode == 0, claimed.stderr
-        read_until(b"claude-7")
-        screen = seen.rsplit(HOME.encode(), 1)[-1]
-        assert b"fix-42" in screen and b"LEASED" in screen
+        screen.read_until(b"claude-7")
+        last = screen.seen.rsplit(HOME.encode(), 1)[-1]
+        assert b"fix-42" in last and b"LEASED" in last
 
-        watcher.send_signal(signal.SIGINT)
-        assert watcher.wait(timeout=DEADLINE_S) == 0  # Ctrl-C is how a watch ends
-        while select.select([controller], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-        assert seen.rstrip().endswith(LEAVE_SCREEN.encode())  # the screen the user had is given back
-        assert b"Traceback" not in seen and b"interrupted" not in seen
+        assert screen.stop(signal.SIGINT) == 0  # Ctrl-C is how a watch ends
+        assert screen.seen.rstrip().endswith(LEAVE_SCREEN.encode())  # the screen the user had is given back
+        assert b"Traceback" not in screen.seen and b"interrupted" not in screen.seen
     finally:
-        if watcher.poll() is None:
-            watcher.kill()
-            watcher.wait(timeout=DEADLINE_S)
-        os.close(controller)
+        screen.close()
+
+
+@pytest.mark.slow
+def test_a_watch_killed_by_sigterm_still_gives_the_screen_back(views_workspace: Workspace) -> None:
+    screen = Terminal(views_workspace, "--watch", "0.5")
+    try:
+        screen.read_until(b"leases")
+
+        assert screen.stop(signal.SIGTERM) == 128 + signal.SIGTERM
+        assert screen.seen.rstrip().endswith(LEAVE_SCREEN.encode())
+        assert b"Traceback" not in screen.seen
+    finally:
+        screen.close()
 
 
 @pytest.mark.slow

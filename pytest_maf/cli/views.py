@@ -9,12 +9,15 @@ ends a watch with exit 0: it is how a watch is meant to end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from typing import TYPE_CHECKING, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Sequence, TextIO
 
 from pytest_maf.cli.common import add_json, add_limit, open_configured_store, print_json, table_lines, when
 from pytest_maf.config import Settings
@@ -86,32 +89,63 @@ def watch(store: Store, settings: Settings, interval: float, *, json_lines: bool
     if on_screen:
         stream.write(ENTER_SCREEN)
     try:
-        while True:
-            try:
-                snapshot = _snapshot(store, settings)
-            except MafError as error:  # a busy or unreachable store: say so, and look again
-                lines = [f"maf: the store could not be read ({printable(error)}); trying again in {interval:g}s"]
-                if json_lines:
-                    lines = [json.dumps({"error": str(error)}, ensure_ascii=False)]
-            else:
-                if json_lines:
-                    lines = [json.dumps(snapshot.to_json(), sort_keys=True, ensure_ascii=False)]
-                else:
-                    lines = render_status(snapshot, paint)
-            if on_screen:
-                size = os.get_terminal_size(stream.fileno())
-                lines = fit_screen(lines, size.lines, size.columns)
-                stream.write(HOME + "".join(f"{line}{CLEAR_LINE_END}\n" for line in lines) + CLEAR_BELOW)
-            else:
-                stream.write("\n".join(lines) + ("\n" if json_lines else "\n\n"))
-            stream.flush()
-            time.sleep(interval)
+        with _ended_through_finally() if on_screen else contextlib.nullcontext():
+            return _redraw(store, settings, interval, json_lines, stream, on_screen, paint)
     except KeyboardInterrupt:  # Ctrl-C is how a watch ends
         return 0
     finally:
         if on_screen:
             stream.write(LEAVE_SCREEN)
             stream.flush()
+
+
+@contextlib.contextmanager
+def _ended_through_finally() -> Iterator[None]:
+    """While the screen is taken: SIGTERM and SIGHUP end the watch as an exception (exit 128 + the
+    signal's number), so the terminal is given back before the process ends."""
+
+    def stop(number: int, frame: object) -> None:
+        raise SystemExit(128 + number)
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        for name in ("SIGTERM", "SIGHUP"):
+            number = getattr(signal, name, None)
+            if number is not None:
+                previous[number] = signal.signal(number, stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _redraw(
+    store: Store, settings: Settings, interval: float, json_lines: bool, stream: TextIO, on_screen: bool, paint: Paint
+) -> NoReturn:
+    """Draw the status every ``interval`` seconds, for as long as nothing stops it."""
+    while True:
+        try:
+            snapshot = _snapshot(store, settings)
+        except MafError as error:  # a busy or unreachable store: say so, and look again
+            lines = [f"maf: the store could not be read ({printable(error)}); trying again in {interval:g}s"]
+            if json_lines:
+                lines = [json.dumps({"error": str(error)}, ensure_ascii=False)]
+        else:
+            if json_lines:
+                lines = [json.dumps(snapshot.to_json(), sort_keys=True, ensure_ascii=False)]
+            else:
+                lines = render_status(snapshot, paint)
+        if on_screen:
+            size = os.get_terminal_size(stream.fileno())
+            lines = fit_screen(lines, size.lines, size.columns)
+            stream.write(HOME + "".join(f"{line}{CLEAR_LINE_END}\n" for line in lines) + CLEAR_BELOW)
+        else:
+            stream.write("\n".join(lines) + ("\n" if json_lines else "\n\n"))
+        stream.flush()
+        time.sleep(interval)
+
+
 
 
 def fit_screen(lines: list[str], height: int, width: int) -> list[str]:
