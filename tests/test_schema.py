@@ -52,7 +52,7 @@ CREATE TABLE evidence (
 """
 CANONICAL = ("tasks", "leases", "events", "evidence")
 # Indexes pytest-maf adds beside the canonical ones (never changing a column).
-EXTRA_INDEXES = {"events": {"idx_events_task"}}
+EXTRA_INDEXES = {"events": {"idx_events_task"}, "leases": {"idx_leases_expiry"}}
 
 
 def describe(connection: sqlite3.Connection, table: str) -> dict[str, object]:
@@ -143,6 +143,20 @@ def test_claim_query_uses_the_state_priority_index(db_path: Path) -> None:
     assert "TEMP B-TREE" not in details
 
 
+def test_reclaiming_expired_leases_reads_only_the_expired_ones(db_path: Path) -> None:
+    """Every claim reclaims expired leases first: a search on the expiry index, not a scan of every lease."""
+    setup_store(db_path)
+    plans: list[str] = []
+    with open_store(db_path) as store:
+        store.read(lambda tx: tx.expired_leases())  # warm: the statement below is the store's own
+        store.connection.set_trace_callback(plans.append)
+        store.read(lambda tx: tx.expired_leases())
+        (query,) = [sql for sql in plans if "FROM leases" in sql]
+        plan = " ".join(row[-1] for row in store.connection.execute(f"EXPLAIN QUERY PLAN {query}"))
+    assert "USING INDEX idx_leases_expiry (lease_expires_at<?)" in plan.replace("COVERING ", "")
+    assert "SCAN leases" not in plan
+
+
 def test_an_older_database_is_migrated_in_place(db_path: Path) -> None:
     """A version-1 store (tasks only) gains the reservation tables and keeps its rows."""
     from pytest_maf.store import schema
@@ -199,6 +213,7 @@ def test_the_verifier_names_a_missing_column_a_wrong_foreign_key_a_changed_check
             "CREATE TABLE leases (task_id TEXT PRIMARY KEY REFERENCES escalations(id), agent_id TEXT NOT NULL,"
             " lease_expires_at INTEGER NOT NULL, attempt INTEGER NOT NULL, UNIQUE(task_id), UNIQUE(task_id, attempt))"
         )
+        connection.execute(schema.LEASE_EXPIRY_DDL_V7)  # the index went with the table
         connection.execute("DROP TABLE counters")
         connection.execute(schema.COUNTERS_DDL_V5.replace("CHECK (value >= 0)", ""))
         connection.execute("CREATE TABLE notes (body TEXT)")

@@ -168,6 +168,12 @@ CREATE TABLE mail_outbox (
 CREATE INDEX idx_mail_outbox_queued ON mail_outbox(created_at, id) WHERE delivered_at IS NULL;
 """
 
+# Every claim first reclaims the expired leases: an index on the expiry makes
+# that one probe, however many live leases the store holds.
+LEASE_EXPIRY_DDL_V7 = """
+CREATE INDEX idx_leases_expiry ON leases(lease_expires_at);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     CANONICAL_DDL + PYTEST_MAF_DDL_V1,
     RESERVATIONS_DDL_V2,
@@ -175,6 +181,7 @@ MIGRATIONS: tuple[str, ...] = (
     TASK_KINDS_AND_TIED_RESERVATIONS_DDL_V4,
     COUNTERS_DDL_V5,
     MAIL_OUTBOX_DDL_V6,
+    LEASE_EXPIRY_DDL_V7,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

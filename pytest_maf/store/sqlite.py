@@ -196,9 +196,12 @@ class SQLiteTransaction:
         return None if row is None else Lease(*row)
 
     def put_lease(self, lease: Lease) -> None:
+        # An upsert, not INSERT OR REPLACE: a renewal rewrites one row in place
+        # instead of deleting it and its three index entries and adding them back.
         self.connection.execute(
-            "INSERT OR REPLACE INTO leases (task_id, agent_id, lease_expires_at, attempt)"
-            " VALUES (?, ?, ?, ?)",
+            "INSERT INTO leases (task_id, agent_id, lease_expires_at, attempt) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (task_id) DO UPDATE SET agent_id = excluded.agent_id,"
+            " lease_expires_at = excluded.lease_expires_at, attempt = excluded.attempt",
             (lease.task_id, lease.agent_id, lease.lease_expires_at, lease.attempt),
         )
 
