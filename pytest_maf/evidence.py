@@ -98,6 +98,20 @@ def record_evidence_batch(
     agent_id: str,
 ) -> list[Evidence]:
     """Record several ``(verifier, result, details)`` in one fenced transaction: all or none."""
+    rows = evidence_rows(task_id, attempt, entries)
+
+    def record(transaction: Transaction) -> list[Evidence]:
+        _, lease = fenced_lease(transaction, task_id, agent_id, attempt)
+        insert_evidence_rows(transaction, rows, agent_id, lease.lease_expires_at)
+        return rows
+
+    return store.write(record)
+
+
+def evidence_rows(
+    task_id: str, attempt: int, entries: Sequence[tuple[str, str, dict[str, Any] | None]]
+) -> list[Evidence]:
+    """The rows ``entries`` ask for, each checked (verifier id, PASS or FAIL, JSON details), before any transaction."""
     rows = []
     for verifier, result, details in entries:
         validate_id("verifier", verifier)
@@ -105,22 +119,23 @@ def record_evidence_batch(
             raise UsageError("evidence details must be a JSON object, such as {\"log\": \"...\"}")
         check_json("evidence details", details)
         rows.append(Evidence(task_id, attempt, verifier, parse_result(result), details or {}))
+    return rows
 
-    def record(transaction: Transaction) -> list[Evidence]:
-        _, lease = fenced_lease(transaction, task_id, agent_id, attempt)
-        for evidence in rows:
-            transaction.insert_evidence(evidence)
-            transaction.insert_event(
-                task_id,
-                "evidence",
-                {
-                    "agent": agent_id, "attempt": attempt, "verifier": evidence.verifier,
-                    "result": evidence.result, "lease_expires_at": lease.lease_expires_at,
-                },
-            )
-        return rows
 
-    return store.write(record)
+def insert_evidence_rows(
+    transaction: Transaction, rows: Sequence[Evidence], agent_id: str, lease_expires_at: int
+) -> None:
+    """Write ``rows`` and an 'evidence' event for each, inside a transaction whose caller checked the lease."""
+    for evidence in rows:
+        transaction.insert_evidence(evidence)
+        transaction.insert_event(
+            evidence.task_id,
+            "evidence",
+            {
+                "agent": agent_id, "attempt": evidence.attempt, "verifier": evidence.verifier,
+                "result": evidence.result, "lease_expires_at": lease_expires_at,
+            },
+        )
 
 
 def list_evidence(store: Store, task_id: str | None = None) -> list[Evidence]:

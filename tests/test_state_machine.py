@@ -1,7 +1,8 @@
 """Property-based test of tasks and leases: the store against a simple model.
 
 Hypothesis drives add (work and pytest-maf's own kinds), add-and-claim,
-claim, renew, heartbeat, start, verify, evidence, finish, release, reclaim,
+claim (and claim-and-start), renew, heartbeat, start, verify, evidence,
+finish, complete (verify, evidence and finish at once), release, reclaim,
 cancel and clock advances, with honest holders and impostors (wrong agent,
 stale attempt). After every step the store must agree with the model, and the
 invariants must hold: among them, every fenced operation by the live holder
@@ -91,7 +92,7 @@ class TaskModel:
                     self._move(task, "READY")
                     self._back_to_ready_or_dead(task)
 
-    def claim(self, agent: str, ttl: int, now: int) -> ModelTask:
+    def claim(self, agent: str, ttl: int, now: int, start: bool = False) -> ModelTask:
         self.reclaim(now)
         ready = [task for task in self.tasks.values() if task.state == "READY" and task.kind == "work"]
         if not ready:
@@ -100,6 +101,8 @@ class TaskModel:
         task.attempts += 1
         task.lease = ModelLease(agent, task.attempts, now + ttl)
         self._move(task, "LEASED")
+        if start:
+            self._move(task, "RUNNING")
         return task
 
     def fence(
@@ -152,6 +155,23 @@ class TaskModel:
             self._move(task, "ROLLBACK")
             self._move(task, "DEAD" if task.attempts >= task.max_attempts else "READY")
         return task.state
+
+
+    def complete(
+        self, task: ModelTask, agent: str, attempt: int, now: int, entries: list[tuple[str, str]]
+    ) -> str:
+        """Verify (from RUNNING), record ``entries`` and finish; refused whole, or done whole."""
+        self.fence(task, agent, attempt, now, extend=False)
+        if task.state not in ("RUNNING", "VERIFYING"):
+            raise Refused(IllegalTransitionError)
+        verifiers = [verifier for verifier, _ in entries]
+        if len(set(verifiers)) < len(verifiers) or any((attempt, v) in task.evidence for v in verifiers):
+            raise Refused(AlreadyExistsError)
+        if task.state == "RUNNING":
+            self._move(task, "VERIFYING")
+        for verifier, result in entries:
+            task.evidence[(attempt, verifier)] = result
+        return self.finish(task, agent, attempt, now)
 
 
 class TaskLeaseMachine(RuleBasedStateMachine):
@@ -235,11 +255,11 @@ class TaskLeaseMachine(RuleBasedStateMachine):
         renewed = tasks.renew_held_leases(self.store, agent)
         assert sorted(lease.task_id for lease in renewed) == sorted(expected)
 
-    @rule(agent=st.sampled_from(AGENTS), ttl=st.sampled_from([1, 500, 5_000]))
-    def claim(self, agent: str, ttl: int) -> None:
+    @rule(agent=st.sampled_from(AGENTS), ttl=st.sampled_from([1, 500, 5_000]), start=st.booleans())
+    def claim(self, agent: str, ttl: int, start: bool) -> None:
         expected, actual = self._both(
-            lambda: self.model.claim(agent, ttl, self.clock()),
-            lambda: tasks.claim_next_task(self.store, agent, ttl),
+            lambda: self.model.claim(agent, ttl, self.clock(), start),
+            lambda: tasks.claim_next_task(self.store, agent, ttl, start=start),
         )
         if actual is not None:
             assert (actual.task_id, actual.attempt) == (expected.id, expected.attempts)
@@ -313,6 +333,27 @@ class TaskLeaseMachine(RuleBasedStateMachine):
         expected, actual = self._both(
             lambda: self.model.finish(task, agent, attempt, self.clock()),
             lambda: tasks.finish_task(self.store, task_id, agent, attempt),
+        )
+        if actual is not None:
+            assert actual.final_state == expected
+
+    @rule(
+        task_id=task_ids,
+        impostor=st.booleans(),
+        agent=st.sampled_from(AGENTS),
+        attempt=st.integers(1, 3),
+        entries=st.lists(st.tuples(st.sampled_from(VERIFIERS), st.sampled_from(["PASS", "PASS", "FAIL"])), max_size=3),
+    )
+    def complete(
+        self, task_id: str, impostor: bool, agent: str, attempt: int, entries: list[tuple[str, str]]
+    ) -> None:
+        task = self.model.tasks[task_id]
+        agent, attempt = self._holder(task, impostor, agent, attempt)
+        expected, actual = self._both(
+            lambda: self.model.complete(task, agent, attempt, self.clock(), entries),
+            lambda: tasks.complete_task(
+                self.store, task_id, agent, attempt, [(verifier, result, None) for verifier, result in entries]
+            ),
         )
         if actual is not None:
             assert actual.final_state == expected

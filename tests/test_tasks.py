@@ -495,3 +495,45 @@ def test_a_verification_session_outside_pytest(store: Store) -> None:
     assert [row.verifier for row in kept] == ["lint", "types"]  # a refused row costs only itself
     assert len(session.problems) == 1 and "unit" in session.problems[0]
     assert (result.verdict, result.final_state) == ("COMMITTED", "DONE")
+
+
+def test_claim_and_start_then_complete_write_what_the_steps_write(store: Store) -> None:
+    """Three transactions instead of six, and the history cannot tell them apart."""
+    tasks.add_task(store, task_id="steps")
+    tasks.add_task(store, task_id="at-once")
+    stepwise = to_verifying(store)
+    record_evidence(store, "steps", stepwise.attempt, "unit", "PASS", {"n": 1}, agent_id="agent-a")
+    tasks.finish_task(store, "steps", "agent-a", stepwise.attempt)
+
+    claimed = tasks.claim_next_task(store, "agent-a", TTL, start=True)
+    assert (claimed.task_id, state_of(store, "at-once")) == ("at-once", "RUNNING")
+    result = tasks.complete_task(store, "at-once", "agent-a", claimed.attempt, [("unit", "PASS", {"n": 1})])
+
+    assert (result.verdict, result.final_state) == ("COMMITTED", "DONE")
+    steps, at_once = tasks.describe_task(store, "steps"), tasks.describe_task(store, "at-once")
+    assert [(e.kind, e.data.get("from"), e.data.get("to")) for e in at_once.events] == [
+        (e.kind, e.data.get("from"), e.data.get("to")) for e in steps.events
+    ]
+    assert [e.kind for e in at_once.events] == ["add", "claim", "start", "verify", "evidence", "commit", "done"]
+    assert [(r.verifier, r.result, r.details) for r in at_once.evidence] == [("unit", "PASS", {"n": 1})]
+    assert at_once.lease is None
+
+
+def test_complete_is_refused_whole(store: Store) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = tasks.claim_next_task(store, "agent-a", TTL, start=True)
+    record_evidence(store, "t1", claimed.attempt, "unit", "PASS", agent_id="agent-a")
+    before = tasks.describe_task(store, "t1")
+
+    with pytest.raises(AlreadyExistsError):  # "lint" would be new; "unit" reported already
+        tasks.complete_task(store, "t1", "agent-a", claimed.attempt, [("lint", "PASS", None), ("unit", "FAIL", None)])
+    with pytest.raises(LeaseLostError):
+        tasks.complete_task(store, "t1", "agent-b", claimed.attempt, [("lint", "PASS", None)])
+
+    after = tasks.describe_task(store, "t1")
+    assert (after.task.state, len(after.events), len(after.evidence)) == ("RUNNING", len(before.events), 1)
+    tasks.add_task(store, task_id="leased")
+    leased = claim(store)  # not started: nothing to verify yet
+    with pytest.raises(IllegalTransitionError, match="LEASED"):
+        tasks.complete_task(store, "leased", "agent-a", leased.attempt, [("unit", "PASS", None)])
+    assert state_of(store, "leased") == "LEASED"
