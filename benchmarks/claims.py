@@ -1,7 +1,32 @@
-"""Claim throughput and latency of the runtime store (SQLite, or PostgreSQL with --db).
+"""Claims on SQLite side by side with litequeue; on PostgreSQL beside a bare claim (--db).
 
-Run:  python benchmarks/claims.py [--duration 5] [--processes 8] [--done-rows 1000000]
+Run:  python benchmarks/claims.py [--duration 5] [--processes 8] [--baseline TREE] [--done-rows 1000000]
       python benchmarks/claims.py --db postgresql://postgres@127.0.0.1:5432/test [--duration 5]
+
+Without --db it prints JSON, every figure measured in the same run on one file
+system, each engine with the same durability (WAL, synchronous=NORMAL), each
+run in a fresh interpreter so every engine starts alike:
+
+  claim_only_N  claims per second by N processes draining a queue filled to
+                --pool READY tasks, again and again for --duration seconds of
+                draining; the claim latency percentiles (max included) and the
+                lock errors that reached a caller: pytest-maf's
+                claim_next_task (a lease, an event, the attempt counted)
+                beside litequeue's pop()
+  cycle_1       enqueue + claim + complete per second by one process:
+                pytest-maf add_task, claim_next_task(start=True) and
+                complete_task (verify, an evidence row, finish), each a
+                fenced transaction writing an event per transition, beside
+                litequeue put, pop, done
+  cycle_N       the same by N processes
+  load_test     `maf load-test` cycles per second at 1 and at N processes,
+                their ratio, and the claim p95 at N
+  large_table   claim p95 with --done-rows DONE tasks, as a ratio to an empty table
+
+With --baseline TREE (a checkout of another pytest-maf, such as `git worktree
+add --detach /tmp/maf-base main`) every pytest-maf figure is measured again
+with that tree's code, interleaved with the others, as "baseline". litequeue
+comes from `pip install -e '.[bench]'`.
 
 With --db (PostgreSQL; every run in a scratch schema, dropped afterwards) it
 prints JSON with, for 1 and 8 processes: claims per second (claim only),
@@ -9,17 +34,6 @@ claim-to-finish cycles per second, claim latency percentiles, and the same
 for a floor measured in the same run (a bare UPDATE ... WHERE id = (SELECT
 ... FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING loop on a scratch table of the
 same server), with each figure's ratio to the floor.
-
-Without --db:
-
-Prints JSON with:
-  single_process   claim -> start -> verify -> evidence -> finish cycles per second,
-                   and claim latency percentiles (ms), one process
-  multi_process    the same cycles from N processes on one database file, claim
-                   latency percentiles over all of them, and lock errors that
-                   reached a caller
-  large_table      claim p95 with --done-rows DONE tasks in the table, against the
-                   same run on an empty table, as a ratio
 """
 
 from __future__ import annotations
@@ -27,61 +41,218 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from pytest_maf import tasks
-from pytest_maf.errors import MafError
+from pytest_maf.errors import MafError, NothingToClaimError
 from pytest_maf.evidence import record_evidence
-from pytest_maf.timing import percentiles
 from pytest_maf.store import open_store
+from pytest_maf.timing import percentiles
 
 TTL_MS = 30_000
+COMPLETE_TASK = getattr(tasks, "complete_task", None)  # absent from an older --baseline tree
+ENGINES = ("litequeue", "baseline", "pytest_maf")
 
 
-def seed_ready(db: Path, count: int) -> None:
-    with open_store(db, create=True) as store:
-        for index in range(count):
-            tasks.add_task(store, task_id=f"ready-{index:08}")
+# pytest-maf
 
 
-def run_cycles(db: str, agent: str, duration_s: float, schema: str | None = None) -> dict[str, object]:
-    """Claim and carry tasks to DONE for ``duration_s``; return latencies and counts."""
+def seed_ready(db: Path, count: int, first: int = 0) -> None:
+    """``count`` READY work tasks, each with its options and its 'add' event, inserted in bulk."""
+    if not db.exists():
+        open_store(db, create=True).close()
+    connection = sqlite3.connect(db)
+    now = time.time_ns() // 1_000_000
+    ids = [f"ready-{n:08}" for n in range(first, first + count)]
+    with connection:
+        connection.executemany(
+            "INSERT INTO tasks (id, state, priority, payload_json, created_at, updated_at, attempts)"
+            " VALUES (?, 'READY', 100, '{}', ?, ?, 0)", ((task_id, now, now) for task_id in ids),
+        )
+        connection.executemany(
+            "INSERT INTO task_options (task_id, max_attempts, kind) VALUES (?, 3, 'work')", ((t,) for t in ids)
+        )
+        connection.executemany(
+            "INSERT INTO events (task_id, ts, kind, data_json) VALUES (?, ?, 'add', ?)",
+            ((task_id, now, '{"max_attempts":3,"priority":100,"to":"READY"}') for task_id in ids),
+        )
+    connection.close()
+
+
+def maf_complete(store: Any, agent: str, task_id: str, attempt: int) -> None:
+    """Carry a claimed task to DONE: start, verify, one PASS evidence row, finish."""
+    tasks.start_task(store, task_id, agent, attempt)
+    tasks.begin_verification(store, task_id, agent, attempt)
+    record_evidence(store, task_id, attempt, "bench", "PASS", agent_id=agent)
+    tasks.finish_task(store, task_id, agent, attempt)
+
+
+class MafQueue:
+    """pytest-maf through its library API, as an agent uses it."""
+
+    def __init__(self, db: str, agent: str) -> None:
+        self.store, self.agent = open_store(db), agent
+
+    def claim(self) -> Any:
+        try:
+            return tasks.claim_next_task(self.store, self.agent, TTL_MS)
+        except NothingToClaimError:
+            return None
+
+    def cycle(self) -> float:
+        """Enqueue, claim, complete: the seconds the claim took.
+
+        With a pytest-maf that has them, the claim also starts the task and
+        ``complete_task`` verifies, records the evidence and finishes in one
+        transaction (three transactions a cycle); an older one takes six
+        (add, claim, start, verify, evidence, finish). The events and rows
+        written are the same.
+        """
+        tasks.add_task(self.store)
+        started = time.perf_counter()
+        if COMPLETE_TASK is None:
+            claim = tasks.claim_next_task(self.store, self.agent, TTL_MS)
+            claimed = time.perf_counter() - started
+            maf_complete(self.store, self.agent, claim.task_id, claim.attempt)
+        else:
+            claim = tasks.claim_next_task(self.store, self.agent, TTL_MS, start=True)
+            claimed = time.perf_counter() - started
+            COMPLETE_TASK(self.store, claim.task_id, self.agent, claim.attempt, [("bench", "PASS", None)])
+        return claimed
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class LiteQueueQueue:
+    """litequeue: put, pop, done, with its own settings (WAL, synchronous=NORMAL, as pytest-maf's store)."""
+
+    def __init__(self, db: str, agent: str) -> None:
+        from litequeue import LiteQueue
+
+        self.queue, self.agent = LiteQueue(db), agent
+
+    def claim(self) -> Any:
+        return self.queue.pop()
+
+    def cycle(self) -> Any:
+        self.queue.put(self.agent)
+        started = time.perf_counter()
+        message = self.queue.pop()
+        claimed = time.perf_counter() - started
+        self.queue.done(message.message_id)
+        return claimed
+
+    def close(self) -> None:
+        self.queue.close()
+
+
+def litequeue_seed(db: Path, count: int, first: int = 0) -> None:
+    from litequeue import LiteQueue
+
+    queue = LiteQueue(str(db))
+    with queue.transaction():
+        for n in range(first, first + count):
+            queue.put(f"{n}")
+    queue.close()
+
+
+QUEUES: dict[str, Callable[[str, str], Any]] = {"maf": MafQueue, "litequeue": LiteQueueQueue}
+SEEDS: dict[str, Callable[..., None]] = {"maf": seed_ready, "litequeue": litequeue_seed}
+LOCK_ERRORS = (MafError, sqlite3.OperationalError)  # what a busy database raises to the caller of each
+
+
+def _drain_worker(engine: str, db: str, agent: str, barrier: Any, stop: Any, out: Any) -> None:
+    """Round after round: wait for the queue to be filled, claim until it is empty."""
+    queue = QUEUES[engine](db, agent)
     claim_ms: list[float] = []
-    cycles = errors = 0
-    with open_store(db, **({"schema": schema} if schema else {})) as store:
-        end = time.perf_counter() + duration_s
-        while time.perf_counter() < end:
+    errors = 0
+    while True:
+        barrier.wait()
+        if stop.is_set():
+            break
+        while True:
+            started = time.perf_counter()
             try:
-                started = time.perf_counter()
-                claim = tasks.claim_next_task(store, agent, TTL_MS)
-                claim_ms.append((time.perf_counter() - started) * 1000)
-                tasks.start_task(store, claim.task_id, agent, claim.attempt)
-                tasks.begin_verification(store, claim.task_id, agent, claim.attempt)
-                record_evidence(store, claim.task_id, claim.attempt, "bench", "PASS", agent_id=agent)
-                tasks.finish_task(store, claim.task_id, agent, claim.attempt)
-                cycles += 1
-            except MafError as error:
+                claimed = queue.claim()
+            except LOCK_ERRORS:
                 errors += 1
-                if errors > 100:
-                    raise SystemExit(f"{agent}: too many errors, last: {error}")
-    return {"claim_ms": claim_ms, "cycles": cycles, "errors": errors}
+                continue
+            if claimed is None:
+                break
+            claim_ms.append((time.perf_counter() - started) * 1000)
+        barrier.wait()
+    queue.close()
+    out.put({"claim_ms": claim_ms, "done": len(claim_ms), "errors": errors})
 
 
-def _worker(db: str, agent: str, duration_s: float, start_at: float, out: multiprocessing.Queue) -> None:
+def _cycle_worker(engine: str, db: str, agent: str, duration_s: float, start_at: float, out: Any) -> None:
+    queue = QUEUES[engine](db, agent)
+    claim_ms: list[float] = []
+    errors = 0
     time.sleep(max(0.0, start_at - time.time()))
-    out.put(run_cycles(db, agent, duration_s))
+    end = time.perf_counter() + duration_s
+    while time.perf_counter() < end:
+        try:
+            claim_ms.append(queue.cycle() * 1000)
+        except LOCK_ERRORS:
+            errors += 1
+    queue.close()
+    out.put({"claim_ms": claim_ms, "done": len(claim_ms), "errors": errors})
 
 
-def multi_process(db: Path, processes: int, duration_s: float) -> dict[str, object]:
+def _summary(reports: list[dict[str, Any]], processes: int, seconds: float) -> dict[str, Any]:
+    samples = [sample for report in reports for sample in report["claim_ms"]]
+    return {
+        "processes": processes,
+        "per_s": round(sum(report["done"] for report in reports) / seconds, 1),
+        "claim_ms": percentiles(samples),
+        "lock_errors_reaching_callers": sum(report["errors"] for report in reports),
+    }
+
+
+def drain_rounds(engine: str, db: Path, processes: int, duration_s: float, depth: int) -> dict[str, Any]:
+    """Claims only: fill the queue to ``depth``, let ``processes`` drain it; again until ``duration_s`` of draining."""
     context = multiprocessing.get_context("spawn")
-    results: multiprocessing.Queue = context.Queue()
-    start_at = time.time() + 1.0  # let every process import and connect first
+    results: Any = context.Queue()
+    barrier, stop = context.Barrier(processes + 1), context.Event()
     workers = [
-        context.Process(target=_worker, args=(str(db), f"agent-{n}", duration_s, start_at, results))
+        context.Process(target=_drain_worker, args=(engine, str(db), f"agent-{n}", barrier, stop, results))
+        for n in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    draining = 0.0
+    rounds = 0
+    while draining < duration_s:
+        SEEDS[engine](db, depth, rounds * depth)
+        barrier.wait()  # the round starts
+        started = time.perf_counter()
+        barrier.wait()  # every process found the queue empty
+        draining += time.perf_counter() - started
+        rounds += 1
+    stop.set()
+    barrier.wait()
+    reports = [results.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    return {**_summary(reports, processes, draining), "queue_depth": depth, "rounds": rounds}
+
+
+def cycles(engine: str, db: Path, processes: int, duration_s: float) -> dict[str, Any]:
+    """Enqueue + claim + complete by ``processes`` processes from one start, for ``duration_s``."""
+    context = multiprocessing.get_context("spawn")
+    results: Any = context.Queue()
+    start_at = time.time() + 1.0 + 0.1 * processes  # let every process import and connect first
+    workers = [
+        context.Process(target=_cycle_worker, args=(engine, str(db), f"agent-{n}", duration_s, start_at, results))
         for n in range(processes)
     ]
     for worker in workers:
@@ -89,14 +260,39 @@ def multi_process(db: Path, processes: int, duration_s: float) -> dict[str, obje
     reports = [results.get() for _ in workers]
     for worker in workers:
         worker.join()
-    claims = [sample for report in reports for sample in report["claim_ms"]]  # type: ignore[attr-defined]
-    cycles = sum(report["cycles"] for report in reports)  # type: ignore[misc]
-    return {
-        "processes": processes,
-        "cycles_per_s": round(cycles / duration_s, 1),
-        "claim_ms": percentiles(claims),
-        "lock_errors_reaching_callers": sum(report["errors"] for report in reports),  # type: ignore[misc]
-    }
+    return _summary(reports, processes, duration_s)
+
+
+def workload(name: str, engine: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One workload by one engine, in this interpreter (the parent runs each in a fresh one)."""
+    with tempfile.TemporaryDirectory(prefix="maf-claims-") as tmp:
+        db = Path(tmp) / "queue.db"
+        if engine == "maf":
+            open_store(db, create=True).close()
+        if name == "claim_only":
+            return drain_rounds(engine, db, args.processes, args.duration, args.pool)
+        if name == "cycle":
+            return cycles(engine, db, args.processes, args.duration)
+        if name == "load_test":
+            from pytest_maf.loadtest import run_load_test
+
+            report = run_load_test(db, args.processes, args.duration)
+            claim = report["operations"]["claim"]
+            return {
+                "processes": args.processes, "per_s": report["cycles_per_s"],
+                "claim_ms": {key: claim[key] for key in ("p50", "p95", "p99", "max") if key in claim},
+                "errors": report["errors"], "invariants_ok": report["invariants"]["ok"],
+            }
+        if name == "large_table":
+            empty_db, large_db = Path(tmp) / "empty.db", Path(tmp) / "large.db"
+            open_store(large_db, create=True).close()
+            fill_done(large_db, args.done_rows)
+            empty_p95, large_p95 = claim_p95(empty_db, 2_000), claim_p95(large_db, 2_000)
+            return {
+                "done_rows": args.done_rows, "claim_p95_ms_empty": empty_p95, "claim_p95_ms_with_done_rows": large_p95,
+                "ratio": round(large_p95 / empty_p95, 2) if empty_p95 else None,
+            }
+    raise SystemExit(f"unknown workload {name!r}")
 
 
 def fill_done(db: Path, rows: int) -> None:
@@ -125,7 +321,83 @@ def claim_p95(db: Path, claims: int) -> float:
     return percentiles(samples)["p95"]
 
 
+def measure(name: str, engine: str, args: argparse.Namespace, processes: int) -> dict[str, Any]:
+    """Run one workload in a fresh interpreter: the baseline with ``--baseline``'s tree first on the path."""
+    env = dict(os.environ)
+    if engine == "baseline":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(args.baseline).resolve()), env.get("PYTHONPATH")]))
+    command = [
+        sys.executable, __file__, "--workload", name, "--engine", "litequeue" if engine == "litequeue" else "maf",
+        "--processes", str(processes), "--duration", str(args.duration), "--pool", str(args.pool),
+        "--done-rows", str(args.done_rows),
+    ]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    if completed.returncode != 0:
+        raise SystemExit(f"{name} by {engine} failed:\n{completed.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(completed.stdout)
+    return figures
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    engines = [engine for engine in ENGINES if engine != "baseline" or args.baseline]
+    n = args.processes
+    report: dict[str, Any] = {
+        "sqlite_version": sqlite3.sqlite_version, "litequeue_version": version("litequeue"),
+        "durability": "journal_mode=WAL, synchronous=NORMAL for both", "duration_s": args.duration,
+        "baseline": str(args.baseline) if args.baseline else None,
+    }
+    for name, processes in (("claim_only", n), ("cycle", 1), ("cycle", n)):
+        row = {engine: measure(name, engine, args, processes) for engine in engines}
+        for engine in engines:
+            if engine != "litequeue":
+                row[f"{engine}_ratio_to_litequeue"] = ratio(row[engine]["per_s"], row["litequeue"]["per_s"])
+        if args.baseline:
+            row["ratio_to_baseline"] = ratio(row["pytest_maf"]["per_s"], row["baseline"]["per_s"])
+        report[f"{name}_{processes}"] = row
+    load: dict[str, Any] = {}
+    for engine in engines:
+        if engine == "litequeue":
+            continue
+        one, many = measure("load_test", engine, args, 1), measure("load_test", engine, args, n)
+        load[engine] = {
+            "cycles_per_s_1": one["per_s"], f"cycles_per_s_{n}": many["per_s"],
+            f"ratio_{n}_to_1": ratio(many["per_s"], one["per_s"]),
+            f"claim_p95_ms_{n}": many["claim_ms"].get("p95"), "errors": {**one["errors"], **many["errors"]},
+            "invariants_ok": one["invariants_ok"] and many["invariants_ok"],
+        }
+    report["load_test"] = load
+    if args.done_rows:
+        report["large_table"] = measure("large_table", "pytest_maf", args, 1)
+    return report
+
+
 # PostgreSQL (--db): pytest-maf's claims next to the bare one-statement claim on the same server.
+
+
+def run_cycles(url: str, agent: str, duration_s: float, schema: str) -> dict[str, object]:
+    """Claim seeded tasks and carry them to DONE for ``duration_s``; return latencies and counts."""
+    claim_ms: list[float] = []
+    cycles = errors = 0
+    with open_store(url, schema=schema) as store:
+        end = time.perf_counter() + duration_s
+        while time.perf_counter() < end:
+            try:
+                started = time.perf_counter()
+                claim = tasks.claim_next_task(store, agent, TTL_MS)
+                claim_ms.append((time.perf_counter() - started) * 1000)
+                maf_complete(store, agent, claim.task_id, claim.attempt)
+                cycles += 1
+            except MafError as error:
+                errors += 1
+                if errors > 100:
+                    raise SystemExit(f"{agent}: too many errors, last: {error}")
+    return {"claim_ms": claim_ms, "cycles": cycles, "errors": errors}
 
 
 def run_claims(url: str, schema: str, agent: str, duration_s: float) -> dict[str, object]:
@@ -226,48 +498,25 @@ def postgres_report(url: str, duration_s: float, process_counts: list[int], pool
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run")
-    parser.add_argument("--processes", type=int, default=8)
-    parser.add_argument("--done-rows", type=int, default=1_000_000)
-    parser.add_argument("--pool", type=int, default=60_000, help="READY tasks seeded for the runs")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput run (default 5)")
+    parser.add_argument("--processes", type=int, default=8, help="processes of the multi-process runs (default 8)")
+    parser.add_argument("--done-rows", type=int, default=1_000_000, help="DONE tasks of the large-table run; 0 skips it")
+    parser.add_argument(
+        "--pool", type=int, default=2_000,
+        help="queue depth of the claim-only runs: filled to this many READY tasks, drained, again (default 2000)",
+    )
+    parser.add_argument("--baseline", metavar="TREE", help="also measure pytest-maf from this checkout, as 'baseline'")
     parser.add_argument("--db", metavar="URL", help="a postgresql:// server: measure there, against the bare-claim floor")
+    parser.add_argument("--workload", choices=("claim_only", "cycle", "load_test", "large_table"), help=argparse.SUPPRESS)
+    parser.add_argument("--engine", choices=("maf", "litequeue"), default="maf", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.db:
-        pool = max(args.pool, 200_000)
+        pool = 200_000
         report = postgres_report(args.db, args.duration, sorted({1, args.processes}), pool)
-        json.dump(report, sys.stdout, indent=2)
-        print()
-        return 0
-
-    with tempfile.TemporaryDirectory(prefix="maf-bench-") as tmp:
-        single_db = Path(tmp) / "single.db"
-        seed_ready(single_db, args.pool)
-        single = run_cycles(str(single_db), "solo", args.duration)
-
-        multi_db = Path(tmp) / "multi.db"
-        seed_ready(multi_db, args.pool)
-        multi = multi_process(multi_db, args.processes, args.duration)
-
-        empty_db, large_db = Path(tmp) / "empty.db", Path(tmp) / "large.db"
-        open_store(large_db, create=True).close()
-        fill_done(large_db, args.done_rows)
-        empty_p95 = claim_p95(empty_db, 2_000)
-        large_p95 = claim_p95(large_db, 2_000)
-
-    report = {
-        "sqlite_version": sqlite3.sqlite_version,
-        "single_process": {
-            "cycles_per_s": round(single["cycles"] / args.duration, 1),  # type: ignore[operator]
-            "claim_ms": percentiles(single["claim_ms"]),  # type: ignore[arg-type]
-        },
-        "multi_process": multi,
-        "large_table": {
-            "done_rows": args.done_rows,
-            "claim_p95_ms_empty": empty_p95,
-            "claim_p95_ms_with_done_rows": large_p95,
-            "ratio": round(large_p95 / empty_p95, 2) if empty_p95 else None,
-        },
-    }
+    elif args.workload:
+        report = workload(args.workload, args.engine, args)
+    else:
+        report = side_by_side(args)
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0
