@@ -101,6 +101,8 @@ class StatusSnapshot:
     mail_problem: str | None
     preflight: PreflightRun | None
     overrides: list[HistoryEntry]
+    # The preflight runs among ``tasks_by_state`` (each run is a task of its own), by state.
+    preflight_by_state: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot for ``--json``: times in epoch ms, with ISO-8601 UTC beside the main ones."""
@@ -142,7 +144,7 @@ def status_snapshot(store: Store, mail_root: Path | None) -> StatusSnapshot:
             reservations=sorted(reservations, key=lambda view: (view.expires_at, view.pattern, view.agent_id)),
             escalations=sorted(transaction.escalations(status="active"), key=lambda e: (-e.level, e.updated_at)),
             mail=[MailCount(str(agent), 0, count) for agent, count in sorted(queued.items())],
-            mail_problem=None, preflight=_last_preflight(transaction), overrides=overrides,
+            mail_problem=None, overrides=overrides, **_preflights(transaction),
         )
 
     snapshot = store.read(read)
@@ -151,19 +153,22 @@ def status_snapshot(store: Store, mail_root: Path | None) -> StatusSnapshot:
     return _with_mail(snapshot, mail_root)
 
 
-def _last_preflight(transaction: Transaction) -> PreflightRun | None:
+def _preflights(transaction: Transaction) -> dict[str, Any]:
+    """The newest preflight run (``preflight``) and the runs counted by state (``preflight_by_state``)."""
     runs = transaction.list_tasks(kind="preflight")
+    by_state = Counter(run.state for run in runs)
     if not runs:
-        return None
+        return {"preflight": None, "preflight_by_state": {}}
     task = max(runs, key=lambda run: (run.created_at, run.id))
     rows = transaction.evidence(task.id, task.attempts)
     payload = task.payload if isinstance(task.payload, dict) else {}
     agent = payload.get("agent")
-    return PreflightRun(
+    last = PreflightRun(
         task.id, task.state, agent if isinstance(agent, str) else None, task.created_at, task.updated_at,
         task.attempts, sum(row.result == "PASS" for row in rows), sum(row.result == "FAIL" for row in rows),
         [row for row in rows if row.result == "FAIL"],
     )
+    return {"preflight": last, "preflight_by_state": {state: by_state[state] for state in TASK_STATES if by_state[state]}}
 
 
 def _with_mail(snapshot: StatusSnapshot, mail_root: Path) -> StatusSnapshot:

@@ -96,8 +96,11 @@ def test_status_shows_the_last_preflight_run_and_why_it_failed(store: Store, clo
     tasks.begin_verification(store, run.task_id, "claude-1", run.attempt)
     tasks.finish_task(store, run.task_id, "claude-1", run.attempt)
 
-    preflight = status_snapshot(store, None).preflight
+    snapshot = status_snapshot(store, None)
 
+    preflight = snapshot.preflight
+    assert snapshot.preflight_by_state == {"RUNNING": 1, "DEAD": 1}  # the older run is still running
+    assert snapshot.tasks_by_state["RUNNING"] == 1 and snapshot.tasks_by_state["DEAD"] == 1
     assert preflight is not None and preflight.task_id == run.task_id != older.task_id
     assert (preflight.agent, preflight.passed, preflight.failed) == ("claude-1", 1, 1)
     (failure,) = preflight.failures

@@ -190,6 +190,10 @@ def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
             for state, count in snapshot.tasks_by_state.items()
         ),
     ]
+    if snapshot.preflight_by_state:
+        lines.append("  of which preflight runs: " + "  ".join(
+            f"{state} {count}" for state, count in snapshot.preflight_by_state.items()
+        ))
     lines += heading(f"leases ({len(snapshot.leases)})")
     lines += _table(
         ["TASK", "AGENT", "ATTEMPT", "STATE", "EXPIRES"],
