@@ -222,7 +222,7 @@ def test_cleanup_is_a_dry_run_until_applied(tmp_path: Path) -> None:
     dry = maintenance.cleanup(db, older_than_ms=10_000, apply=False)
     applied = maintenance.cleanup(db, older_than_ms=10_000, apply=True)
 
-    assert dry == applied == {"tasks": 1, "events": 2, "evidence": 0}
+    assert dry == applied == {"tasks": 1, "events": 2, "evidence": 0, "reservation_events": 0, "escalation_events": 0}
     with open_store(db) as store:
         remaining = store.read(lambda t: t.events())
     assert {event.task_id for event in remaining} == {"ready"}

@@ -9,7 +9,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 from pytest_maf.cli import db_backups
 from pytest_maf.cli.common import add_json, add_output, number, print_json, print_table, prints_no_result
@@ -19,6 +19,9 @@ from pytest_maf.errors import FAILED, UsageError
 from pytest_maf.files import checked_output, store_files
 from pytest_maf.store import maintenance
 from pytest_maf.store import export as db_export
+
+if TYPE_CHECKING:
+    from pytest_maf.store.postgres import PostgresStore
 
 DAY_MS = 24 * 60 * 60 * 1000
 MAX_CLEANUP_DAYS = 36_500  # a hundred years: any older cut-off keeps nothing more
@@ -109,14 +112,33 @@ def cmd_optimize(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _postgres_store(settings: Settings) -> PostgresStore:
+    """The configured PostgreSQL store, for whole-store maintenance."""
+    from pytest_maf.store import open_store_for
+    from pytest_maf.store.postgres import PostgresStore
+
+    store = open_store_for(settings)
+    assert isinstance(store, PostgresStore)  # settings.database_url is set
+    return store
+
+
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
-    counts = maintenance.cleanup(settings.db_path, system_clock() - args.days * DAY_MS, apply=args.apply)
+    older_than_ms = system_clock() - args.days * DAY_MS
+    if settings.database_url is not None:
+        from pytest_maf.store.cleanup import cleanup_postgres
+
+        with _postgres_store(settings) as store:
+            counts = cleanup_postgres(store, older_than_ms, apply=args.apply)
+    else:
+        counts = maintenance.cleanup(settings.db_path, older_than_ms, apply=args.apply)
     if args.json:
         print_json({**counts, "applied": args.apply})
         return 0
     verb = "deleted" if args.apply else "would delete"
     print(f"{verb} {counts['events']} events and {counts['evidence']} evidence rows of {counts['tasks']}"
-          f" DONE/DEAD task(s) older than {args.days} day(s)" + ("" if args.apply else "; add --apply to act"))
+          f" DONE/DEAD task(s), {counts['reservation_events']} reservation events and"
+          f" {counts['escalation_events']} events of closed escalations, older than {args.days} day(s)"
+          + ("" if args.apply else "; add --apply to act"))
     return 0
 
 
@@ -212,15 +234,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_json(optimize)
     optimize.set_defaults(handler=on_a_sqlite_file("optimize", cmd_optimize))
     cleanup = db.add_parser(
-        "cleanup", help="delete events and evidence of DONE/DEAD tasks older than N days (dry run unless --apply)"
+        "cleanup", help="delete events and evidence of DONE/DEAD tasks older than N days (dry run unless --apply)",
+        description="Deletes what is older than N days: the events and evidence of DONE and DEAD tasks, reservation"
+        " events, and the events of escalations no longer active. Their counts are first added to the store's"
+        " counters in the same transaction, so the *_total counters of `maf metrics` never go down.",
     )
     cleanup.add_argument(
         "--days", required=True, type=whole_number(0, MAX_CLEANUP_DAYS), metavar="N",
-        help=f"finished more than N days ago (0 to {MAX_CLEANUP_DAYS}; 0: every finished task)",
+        help=f"finished or written more than N days ago (0 to {MAX_CLEANUP_DAYS}; 0: all of it)",
     )
     cleanup.add_argument("--apply", action="store_true", help="delete; without it, only count")
     add_json(cleanup)
-    cleanup.set_defaults(handler=on_a_sqlite_file("cleanup", cmd_cleanup))
+    cleanup.set_defaults(handler=cmd_cleanup)
     export = db.add_parser(
         "export", help="the store's rows as JSON or CSV, read-only (for a spreadsheet or a script)",
         description="Opens the store read-only: nothing is migrated or written. Values are exactly as stored:"

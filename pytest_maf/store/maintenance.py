@@ -499,47 +499,11 @@ def optimize(db_path: Path, vacuum: bool = False) -> list[str]:
     return done
 
 
-# What cleanup deletes, and the column its rows are counted by in the metrics.
-_COUNTED_HISTORY = (("events", "kind"), ("evidence", "result"))
-
-
 def cleanup(db_path: Path, older_than_ms: int, apply: bool) -> dict[str, int]:
-    """Count (and with ``apply`` delete) events and evidence of DONE/DEAD tasks older than the cut-off.
+    """Count (and with ``apply`` delete) the history past the cut-off: see :mod:`pytest_maf.store.cleanup`."""
+    from pytest_maf.store.cleanup import cleanup_sqlite
 
-    Before rows are deleted their counts are added to ``counters`` in the same
-    transaction, so the metrics' ``*_total`` counters keep their values.
-    """
-    _require_store(db_path)
-    finished = "SELECT id FROM tasks WHERE state IN ('DONE', 'DEAD') AND updated_at < ?"
-    connection = connect(db_path, MAINTENANCE_BUSY_TIMEOUT_MS)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        counts = {
-            "tasks": connection.execute(f"SELECT COUNT(*) FROM ({finished})", (older_than_ms,)).fetchone()[0],
-            "events": connection.execute(
-                f"SELECT COUNT(*) FROM events WHERE task_id IN ({finished})", (older_than_ms,)
-            ).fetchone()[0],
-            "evidence": connection.execute(
-                f"SELECT COUNT(*) FROM evidence WHERE task_id IN ({finished})", (older_than_ms,)
-            ).fetchone()[0],
-        }
-        if apply:
-            for table, column in _COUNTED_HISTORY:
-                connection.execute(
-                    f"INSERT INTO counters (name, label, value) SELECT '{table}', {column}, COUNT(*)"
-                    f" FROM {table} WHERE task_id IN ({finished}) GROUP BY {column}"
-                    " ON CONFLICT (name, label) DO UPDATE SET value = value + excluded.value",
-                    (older_than_ms,),
-                )
-                connection.execute(f"DELETE FROM {table} WHERE task_id IN ({finished})", (older_than_ms,))
-        connection.execute("COMMIT")
-    except sqlite3.Error as error:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise StoreError(f"cleanup of {db_path} failed: {error}") from None
-    finally:
-        connection.close()
-    return counts
+    return cleanup_sqlite(db_path, older_than_ms, apply)
 
 
 class History:
