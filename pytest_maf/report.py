@@ -25,17 +25,16 @@ from pytest_maf.status import LeaseView, ReservationView, status_snapshot
 if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
 
-# Task events that only extend a lease or add a row: counted, not listed, in a task's timeline.
+# Task events that only extend a lease or add an evidence row: not part of a task's timeline.
 QUIET_EVENT_KINDS = frozenset({"renew", "evidence"})
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """One attempt of a task: its evidence rows, by verifier."""
+    """One attempt of a task: its evidence rows, failures first, then by verifier."""
 
     number: int
     evidence: list[Evidence]
-    recorded_at: dict[str, int]  # verifier -> when its row was written (its evidence event)
 
     @property
     def passed(self) -> int:
@@ -48,12 +47,11 @@ class Attempt:
 
 @dataclass(frozen=True)
 class TaskHistory:
-    """A task, its attempts and the events that moved it (renewals and evidence rows only counted)."""
+    """A task, its attempts (newest first) and the events that moved it (renewals and evidence rows left out)."""
 
     task: Task
     attempts: list[Attempt]
     timeline: list[Event]
-    quiet_events: int
 
     @property
     def has_failure(self) -> bool:
@@ -97,7 +95,8 @@ class ReportData:
     now: int
     since: int | None
     tasks_by_state: dict[str, int]
-    tasks: list[TaskHistory] = field(default_factory=list)
+    tasks: list[TaskHistory] = field(default_factory=list)  # the most recently changed first
+    tasks_in_window: int = 0  # before a limit
     preflight_runs: list[PreflightRun] = field(default_factory=list)
     checks: dict[str, list[CheckResult]] = field(default_factory=dict)
     leases: list[LeaseView] = field(default_factory=list)
@@ -105,64 +104,67 @@ class ReportData:
     overrides: list[HistoryEntry] = field(default_factory=list)  # newest first
 
 
-def gather_report(store: Store, since_ms: int | None = None) -> ReportData:
+def gather_report(store: Store, since_ms: int | None = None, limit: int | None = None) -> ReportData:
     """The report's contents as of now.
 
     With ``since_ms`` (a duration), only tasks changed, preflights run and
     overrides made in that window before now, and the tasks leased now
     whenever they changed; leases and reservations are always those held now.
+    ``limit`` lists at most that many tasks, the most recently changed; the
+    pass rate and the checks still count every preflight of the window.
     """
     held = status_snapshot(store, None)
-    return store.read(lambda transaction: _gather(transaction, held.now, since_ms, ReportData(
+    return store.read(lambda transaction: _gather(transaction, held.now, since_ms, limit, ReportData(
         location=held.location, backend=held.backend, now=held.now, since=None,
         tasks_by_state=held.tasks_by_state, leases=held.leases, reservations=held.reservations,
     )))
 
 
-def _gather(transaction: Transaction, now: int, since_ms: int | None, data: ReportData) -> ReportData:
+# Up to this many tasks, each one's events and evidence are read by its id (indexed); beyond, in one pass.
+READ_BY_TASK_UP_TO = 200
+
+
+def _gather(transaction: Transaction, now: int, since_ms: int | None, limit: int | None, data: ReportData) -> ReportData:
     cutoff = None if since_ms is None else now - since_ms
     leased = {lease.task_id for lease in data.leases}
-    tasks = [
-        task for task in transaction.list_tasks()
-        if cutoff is None or task.updated_at >= cutoff or task.id in leased
-    ]
-    wanted = {task.id for task in tasks}
+    tasks = sorted(
+        (task for task in transaction.list_tasks() if cutoff is None or task.updated_at >= cutoff or task.id in leased),
+        key=lambda task: (-task.updated_at, task.id),
+    )
+    listed = tasks if limit is None else tasks[:limit]
+    wanted = {task.id: task for task in [*listed, *(task for task in tasks if task.kind == "preflight")]}
     events: dict[str, list[Event]] = defaultdict(list)
-    for event in transaction.events():
-        if event.task_id in wanted:
-            events[event.task_id].append(event)
     evidence: dict[str, list[Evidence]] = defaultdict(list)
-    for row in transaction.evidence():
-        if row.task_id in wanted:
-            evidence[row.task_id].append(row)
-    histories = [_history(task, events[task.id], evidence[task.id]) for task in tasks]
-    histories.sort(key=lambda history: (-history.task.updated_at, history.task.id))
+    if len(wanted) <= READ_BY_TASK_UP_TO:
+        for task_id in wanted:
+            events[task_id] = transaction.events(task_id)
+            evidence[task_id] = transaction.evidence(task_id)
+    else:
+        for event in transaction.events():
+            if event.task_id in wanted:
+                events[event.task_id].append(event)
+        for row in transaction.evidence():
+            if row.task_id in wanted:
+                evidence[row.task_id].append(row)
+    histories = {task_id: _history(task, events[task_id], evidence[task_id]) for task_id, task in wanted.items()}
     data.since = cutoff
-    data.tasks = histories
+    data.tasks = [histories[task.id] for task in listed]
+    data.tasks_in_window = len(tasks)
     data.overrides = entries(transaction, transaction.audit_trail(since=cutoff, kinds=OVERRIDE_KINDS))
-    data.preflight_runs = _preflight_runs(histories)
+    data.preflight_runs = _preflight_runs(list(histories.values()))
     data.checks = _check_histories(data.preflight_runs)
     return data
 
 
 def _history(task: Task, events: list[Event], evidence: list[Evidence]) -> TaskHistory:
-    recorded: dict[tuple[int, str], int] = {}
-    for event in events:
-        if event.kind == "evidence":
-            recorded[(int(event.data.get("attempt", 0)), str(event.data.get("verifier", "")))] = event.ts
     by_attempt: dict[int, list[Evidence]] = defaultdict(list)
     for row in evidence:
         by_attempt[row.attempt].append(row)
     attempts = [
-        Attempt(
-            number,
-            sorted(rows, key=lambda row: (row.result == "PASS", row.verifier)),
-            {row.verifier: recorded[(number, row.verifier)] for row in rows if (number, row.verifier) in recorded},
-        )
+        Attempt(number, sorted(rows, key=lambda row: (row.result == "PASS", row.verifier)))
         for number, rows in sorted(by_attempt.items(), reverse=True)
     ]
-    timeline = [event for event in events if event.kind not in QUIET_EVENT_KINDS]
-    return TaskHistory(task, attempts, timeline, len(events) - len(timeline))
+    return TaskHistory(task, attempts, [event for event in events if event.kind not in QUIET_EVENT_KINDS])
 
 
 def _preflight_runs(histories: list[TaskHistory]) -> list[PreflightRun]:

@@ -170,7 +170,7 @@ def _header(data: ReportData) -> str:
     links = "".join(
         f"<a href=\"#{anchor}\">{title}</a>"
         for anchor, title in (("preflight", "Pass rate"), ("checks", "Checks"), ("holders", "Leases and reservations"),
-                              ("overrides", "Overrides"), ("tasks", f"Tasks ({len(data.tasks)})"))
+                              ("overrides", "Overrides"), ("tasks", f"Tasks ({data.tasks_in_window})"))
     )
     return (
         f"<header><h1>pytest-maf report</h1><div class=\"muted\">{_text(data.backend)} store"
@@ -301,7 +301,12 @@ def _tasks(data: ReportData) -> str:
         "<button type=\"button\" id=\"expand\">expand all</button><button type=\"button\" id=\"collapse\">collapse all</button>"
         "<span class=\"muted\">newest change first; times in UTC</span></div>"
     )
-    return controls + "".join(_task(history) for history in data.tasks)
+    shown = len(data.tasks)
+    more = (
+        f"<p class=\"m\" data-testid=\"tasks-left-out\">The {shown} most recently changed of {data.tasks_in_window}"
+        " tasks; the rest are left out (--limit).</p>" if shown < data.tasks_in_window else ""
+    )
+    return controls + more + "".join(_task(history) for history in data.tasks)
 
 
 def _task(history: TaskHistory) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -89,6 +90,19 @@ def test_since_keeps_the_window_and_what_is_held_now(store: Store, clock: Manual
     assert "No preflight run in this window." in render_report(data)
 
 
+def test_a_limit_lists_the_newest_tasks_and_still_charts_every_preflight(
+    store: Store, clock: ManualClock, tmp_path: Path
+) -> None:
+    build_known_store(store, clock, tmp_path / "agent-mail")
+
+    data = gather_report(store, limit=2)
+
+    assert [history.task.id for history in data.tasks] == [HOSTILE_ID, "fix-login"]
+    assert data.tasks_in_window == 6 and len(data.preflight_runs) == 4
+    page = render_report(data)
+    assert page.count("data-task-id=") == 2 and "The 2 most recently changed of 6 tasks" in page
+
+
 def test_a_thousand_tasks_stay_under_a_megabyte(tmp_path: Path) -> None:
     from pytest_maf.store import open_store
 
@@ -134,6 +148,9 @@ def test_maf_report_writes_the_page_and_says_so(tmp_path: Path, known_db: Path) 
 
     plain = maf(tmp_path, "report", "--output", "out/report.html", "--since", "2w", "--db", str(known_db))
     assert plain.returncode == 0 and plain.stdout.startswith("wrote out/report.html: 1 task(s), 0 preflight run(s)"), plain
+
+    limited = maf(tmp_path, "--db", str(known_db), "report", "--html", "out/report.html", "--limit", "3", "--json")
+    assert json.loads(limited.stdout)["tasks"] == 3
 
 
 @pytest.mark.parametrize("target", ["runtime.db", "runtime.db-wal", "runtime.db.lock", "."])
@@ -303,3 +320,22 @@ def test_screenshots_at_desktop_and_laptop_widths(tmp_path: Path, known_db: Path
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert png_size(shot) == (width, 900)
     assert shot.stat().st_size > 20_000  # a page of text, tables and a chart; a blank one is a few hundred bytes
+
+
+def pdf_pages(path: Path) -> int:
+    return len(re.findall(rb"/Type\s*/Page\b", path.read_bytes()))
+
+
+def test_printing_unfolds_every_task(tmp_path: Path, known_db: Path) -> None:
+    chromium()
+    assert maf(tmp_path, "--db", str(known_db), "report", "--html", "report.html").returncode == 0
+    page = tmp_path / "report.html"
+    unfolded = tmp_path / "unfolded.html"  # what a reader who opened every fold would print
+    unfolded.write_text(page.read_text(encoding="utf-8").replace("<details ", "<details open "), encoding="utf-8")
+
+    for name in ("report", "unfolded"):
+        printed = run_chromium(tmp_path, f"print-{name}", tmp_path / f"{name}.html", "--no-pdf-header-footer",
+                               f"--print-to-pdf={tmp_path / f'{name}.pdf'}")
+        assert printed.returncode == 0, printed.stderr[-2000:]
+
+    assert pdf_pages(tmp_path / "report.pdf") == pdf_pages(tmp_path / "unfolded.pdf") > 2

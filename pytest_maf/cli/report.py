@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pytest_maf.cli.common import add_json, open_configured_store, print_json
+from pytest_maf.cli.common import add_json, add_limit, open_configured_store, print_json
 from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
 from pytest_maf.files import checked_output, store_files, write_text_atomic
@@ -26,7 +26,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     protected = store_files(settings.db_path) if settings.database_url is None else []
     output = checked_output(args.output, protected, "--html")  # refused before the store is opened
     with open_configured_store(settings, deliver_queued_mail=False) as store:
-        data = gather_report(store, args.since)
+        data = gather_report(store, args.since, args.limit)
     page = render_report(data).encode("utf-8")
     write_text_atomic(output, page.decode("utf-8"))
     if args.json:
@@ -54,5 +54,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="only tasks changed, preflights run and overrides made in this window, such as 90m, 24h or 7d"
         " (default: the whole history); leases and reservations are always those held now",
     )
+    add_limit(report, "tasks listed, the most recently changed (the chart and checks count every preflight)")
     add_json(report)
     report.set_defaults(handler=cmd_report)
