@@ -84,6 +84,21 @@ def test_the_file_rotates_before_it_passes_the_configured_size(tmp_path: Path, r
     assert [line["task_id"] for line in kept] == [f"task-{n:03d}" for n in range(200 - len(kept), 200)]
 
 
+def test_the_configured_size_reaches_the_file_of_a_real_command(workspace: Workspace) -> None:
+    log_file = workspace.main / "logs" / "maf.log"
+    log_file.parent.mkdir()
+    earlier = json.dumps({"event": "earlier", "padding": "x" * 900}) + "\n"
+    log_file.write_text(earlier)
+    workspace.maf(workspace.main, "task", "add", "--id", "t1")
+
+    result = workspace.maf(workspace.main, "task", "claim", agent="claude-1", MAF_LOG_FILE="logs/maf.log",
+                           MAF_LOG_MAX_BYTES="1024", MAF_LOG_BACKUP_COUNT="1")
+
+    assert result.returncode == 0, result.stderr
+    assert Path(f"{log_file}.1").read_text() == earlier  # the claim's line would have passed 1024 bytes
+    assert [line["event"] for line in lines_of(log_file)] == ["claim"]
+
+
 WRITER = """
 import sys
 from pathlib import Path
@@ -156,3 +171,20 @@ def test_the_readme_lists_every_event_name_the_code_logs() -> None:
     assert table is not None
     listed = {name for row in table.group(1).splitlines() for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
     assert listed == _events_in_code()
+
+
+@pytest.mark.parametrize(("variable", "value", "problem"), [
+    ("MAF_LOG_MAX_BYTES", "100", "logging.max_bytes: must be at least 1024, got 100"),
+    ("MAF_LOG_MAX_BYTES", "2000000000", "logging.max_bytes: must be at most 1073741824"),
+    ("MAF_LOG_BACKUP_COUNT", "0", "logging.backup_count: must be above 0, got 0"),
+    ("MAF_LOG_FILE_LEVEL", "loud", "logging.file_level: unknown level 'loud'"),
+    ("MAF_LOG_FILE", "logs/\x1b[2Jmaf.log", "logging.file: expected a file path without control characters"),
+])
+def test_log_settings_out_of_bounds_are_refused(tmp_path: Path, variable: str, value: str, problem: str) -> None:
+    from pytest_maf.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings(environ={variable: value}, cwd=tmp_path)
+
+    (message,) = raised.value.problems
+    assert message.startswith(f"environment: {problem}")
