@@ -415,6 +415,7 @@ def _recover_with_shell(shell: str, db_path: Path, output: Path) -> str | None:
 
 # Below every rowid SQLite gives, so a salvage starts before a table's first row.
 _BEFORE_ANY_ROWID = -(2**63)
+_PAST_EVERY_ROWID = 2**63 - 1
 _SALVAGE_ROWID = "maf_salvage_rowid"
 _SALVAGE_MAX_FAILURES = 64
 
@@ -445,6 +446,8 @@ class _ReadableRows:
     def stepped_over(self) -> None:
         self.failures += 1
         self.last, self.step = (self.last if self.last > _BEFORE_ANY_ROWID else 0) + self.step, self.step * 2
+        if self.last >= _PAST_EVERY_ROWID:  # stepped past the largest rowid SQLite gives: nothing more to read
+            self.finished = True
 
 
 def _salvage_rows(db_path: Path, output: Path) -> None:
