@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -18,7 +19,7 @@ import pytest
 from backends import environment_store, open_environment_store, store_rows
 from pytest_maf import evidence, reservations, tasks
 from pytest_maf.cli import main
-from pytest_maf.cli.views import ENTER_SCREEN, HOME, LEAVE_SCREEN, fit_screen
+from pytest_maf.cli.views import ENTER_SCREEN, HOME, LEAVE_SCREEN, Paint, fit_screen, wants_colour
 from pytest_maf.guard import record_override
 from pytest_maf.reservations import check_paths
 from pytest_maf.store import Store
@@ -92,7 +93,9 @@ def test_history_answers_who_overrode_whom_and_why(known_store: Store, capsys: p
     assert overridden["data"]["paths"] == ["src/app/models.py"]
     assert overridden["ts"].endswith("Z") and overridden["ts"] <= forced["ts"]
 
+    before = store_rows(known_store)
     assert main(["history", "--agent", "claude-1", "--limit", "2"]) == 0
+    assert store_rows(known_store) == before
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["TIME", "KIND", "AGENT", "TASK", "WHAT"]
     assert [line.split()[1] for line in lines[1:3]] == ["override", "acquire"]
@@ -115,6 +118,22 @@ def test_status_names_the_failed_checks_of_the_last_preflight(
     assert f"{run.task_id} by ci-bot" in out and "1 passed, 1 failed, 1 warning(s)" in out
     assert "FAIL ci/test_db.py::test_reachable: connection refused" in out
     assert "WARN env.sqlite-wal-reset: SQLite 3.40.1 is affected" in out
+
+
+@pytest.mark.parametrize(("tty", "no_color", "term", "coloured"), [
+    (True, "", "xterm-256color", True), (True, "1", "xterm", False), (True, "", "dumb", False), (False, "", "xterm", False),
+])
+def test_colour_only_on_a_terminal_that_wants_it(
+    monkeypatch: pytest.MonkeyPatch, tty: bool, no_color: str, term: str, coloured: bool
+) -> None:
+    monkeypatch.setenv("NO_COLOR", no_color)
+    monkeypatch.setenv("TERM", term)
+    stream = io.StringIO()
+    stream.isatty = lambda: tty  # type: ignore[method-assign]
+
+    painted = Paint(wants_colour(stream))("red", "expired")
+
+    assert ("\x1b[" in painted) is coloured and painted.replace("\x1b[31m", "").replace("\x1b[0m", "") == "expired"
 
 
 def test_a_watched_screen_never_wraps_or_scrolls() -> None:

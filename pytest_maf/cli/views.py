@@ -50,7 +50,8 @@ class Paint:
 
 
 def wants_colour(stream: TextIO) -> bool:
-    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+    """Colour only for a terminal, and not when NO_COLOR is set (to anything but empty) or TERM is dumb."""
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
 # maf status
