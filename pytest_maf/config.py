@@ -36,7 +36,6 @@ from pytest_maf.config_files import DOTENV_NAME, layer_file, read_config_file, r
 from pytest_maf.config_files import ConfigError as ConfigError
 from pytest_maf.database_url import is_database_url, redact_url, schema_problem, url_problem
 from pytest_maf.errors import UsageError
-from pytest_maf.files import checked_output, store_files
 from pytest_maf.ids import id_problem
 from pytest_maf.repository import find_repository_root as find_repository_root
 
@@ -564,6 +563,8 @@ def _log_file(values: Mapping[str, Any], sources: Mapping[str, str], path: Path,
     """``logging.file`` as a path, or None when unset; never the store or a file beside it."""
     if not values["logging.file"].strip():
         return None
+    from pytest_maf.files import checked_output, store_files  # tempfile and more: only when a log file is set
+
     try:
         checked_output(str(path), store_files(db_path), "the log file")
         log_folder, log_name = os.path.split(os.path.realpath(path))
