@@ -7,13 +7,22 @@ escape sequences that would recolour, move the cursor or forge a line;
 Example::
 
     printable("red\x1b[31m\nnext")  # -> 'red\\x1b[31m\\nnext'
+
+:class:`Progress` shows how long slow work has run, on a terminal only.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 import unicodedata
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    import threading
 
 # What a terminal would act on instead of show: C0 and C1 controls (ESC starts
 # colour and cursor sequences), line and paragraph separators, bidirectional
@@ -59,3 +68,68 @@ def printable_json(value: Any) -> str:
         json.dumps(character)[1:-1] if character != "\n" and _hidden(character) else character
         for character in text
     )
+
+
+def on_a_terminal(stream: TextIO) -> bool:
+    """``stream`` is an interactive terminal that can redraw a line (not a pipe, a file or TERM=dumb)."""
+    try:
+        return stream.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+class Progress:
+    """A line on stderr saying what is being done and for how long, redrawn in place
+    while work that may take seconds runs; only on a terminal, and only once the
+    work has taken longer than ``after_s``. Piped or redirected, it writes nothing.
+
+    Example::
+
+        with Progress("backing up .maf/runtime.db"):
+            slow_work()
+    """
+
+    def __init__(
+        self, what: str, *, after_s: float = 1.0, every_s: float = 0.25,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.what = printable(what)
+        self.after_s = after_s
+        self.every_s = every_s
+        self.stream = sys.stderr if stream is None else stream
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._drawn = False
+
+    def line(self, elapsed_s: float) -> str:
+        """What the line says after ``elapsed_s`` seconds."""
+        return f"{self.what}: {elapsed_s:.0f} s"
+
+    def __enter__(self) -> Progress:
+        if on_a_terminal(self.stream):
+            import threading  # only when there is a line to draw: `maf guard` starts without it
+
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._draw, args=(self._stop,), name="maf-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def _draw(self, stop: threading.Event) -> None:
+        started = time.monotonic()
+        if stop.wait(self.after_s):
+            return
+        while not stop.is_set():
+            self.stream.write(f"\r\x1b[K{self.line(time.monotonic() - started)}")
+            self.stream.flush()
+            self._drawn = True
+            stop.wait(self.every_s)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None,
+    ) -> None:
+        if self._stop is not None and self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        if self._drawn:  # leave the line clean for what is printed next
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()

@@ -11,7 +11,7 @@ from pytest_maf.cli.common import add_json, add_output, print_json, print_table,
 from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
 from pytest_maf.files import checked_output, store_files
-from pytest_maf.terminal import printable
+from pytest_maf.terminal import Progress, printable
 
 if TYPE_CHECKING:
     from pytest_maf.store.backups import BackupFile, BackupState
@@ -78,7 +78,8 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
         if args.gzip:
             raise UsageError("a PostgreSQL backup (pg_dump -Fc) is compressed already: leave out --gzip")
         output = checked_output(args.output, [], "--output")
-        pg_report = _postgres_backups().backup(settings.database_url, settings.database_schema, output)
+        with Progress(f"backing up {settings.store_shown} with pg_dump"):
+            pg_report = _postgres_backups().backup(settings.database_url, settings.database_schema, output)
         removed = _pruned(output, args.keep, settings)
         if args.json:
             print_json(_backup_json(pg_report.path, pg_report.bytes, pg_report.rows, pg_report.seconds, "pg_dump", removed))
@@ -90,7 +91,8 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.store import maintenance
 
     output = checked_output(args.output, store_files(settings.db_path), "--output")
-    report = maintenance.backup(settings.db_path, output, compress=args.gzip)
+    with Progress(f"backing up {settings.db_path}"):
+        report = maintenance.backup(settings.db_path, output, compress=args.gzip)
     removed = _pruned(output, args.keep, settings)
     if args.json:
         print_json(_backup_json(report.path, report.bytes, report.rows, report.seconds, "sqlite", removed))
@@ -154,9 +156,10 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--dir names the folder `maf db restore {LATEST}` looks in; leave it out with a FILE")
     backup, skipped = _latest(args, settings) if args.file == LATEST else (Path(args.file), [])
     if settings.database_url is not None:
-        kept_schema = _postgres_backups().restore(
-            settings.database_url, settings.database_schema, backup, force=args.force
-        )
+        with Progress(f"restoring {settings.store_shown} from {backup} with pg_restore"):
+            kept_schema = _postgres_backups().restore(
+                settings.database_url, settings.database_schema, backup, force=args.force
+            )
         if args.json:
             print_json({"restored": settings.store_shown, "from": str(backup), "kept_as": kept_schema,
                         "skipped": skipped})
@@ -166,7 +169,8 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from pytest_maf.store import maintenance
 
-    report = maintenance.restore(settings.db_path, backup, force=args.force)
+    with Progress(f"verifying {backup} and restoring {settings.db_path}"):
+        report = maintenance.restore(settings.db_path, backup, force=args.force)
     if args.json:
         print_json({"restored": str(settings.db_path), "from": str(backup),
                     "kept_as": None if report.kept_as is None else str(report.kept_as), "rows": report.rows,

@@ -19,6 +19,7 @@ from pytest_maf.errors import FAILED, UsageError
 from pytest_maf.files import checked_output, store_files
 from pytest_maf.store import maintenance
 from pytest_maf.store import export as db_export
+from pytest_maf.terminal import Progress
 
 if TYPE_CHECKING:
     from pytest_maf.store.postgres import PostgresStore
@@ -74,7 +75,8 @@ def on_a_sqlite_file(command: str, handler: Handler) -> Handler:
 def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
     default = settings.db_path.with_name(f"{settings.db_path.stem}-recovered.db")
     output = checked_output(str(default) if args.output is None else args.output, store_files(settings.db_path), "--output")
-    report = maintenance.recover(settings.db_path, output, use_shell=not args.no_shell)
+    with Progress(f"recovering {settings.db_path} into {output}"):
+        report = maintenance.recover(settings.db_path, output, use_shell=not args.no_shell)
     code = FAILED if report.problems or not report.written else 0
     if not report.written:
         readable = sum(count for count in report.readable_before.values() if count)
@@ -124,13 +126,14 @@ def _postgres_store(settings: Settings) -> PostgresStore:
 
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     older_than_ms = system_clock() - args.days * DAY_MS
-    if settings.database_url is not None:
-        from pytest_maf.store.cleanup import cleanup_postgres
+    with Progress(f"{'deleting' if args.apply else 'counting'} old history in {settings.store_shown}"):
+        if settings.database_url is not None:
+            from pytest_maf.store.cleanup import cleanup_postgres
 
-        with _postgres_store(settings) as store:
-            counts = cleanup_postgres(store, older_than_ms, apply=args.apply)
-    else:
-        counts = maintenance.cleanup(settings.db_path, older_than_ms, apply=args.apply)
+            with _postgres_store(settings) as store:
+                counts = cleanup_postgres(store, older_than_ms, apply=args.apply)
+        else:
+            counts = maintenance.cleanup(settings.db_path, older_than_ms, apply=args.apply)
     if args.json:
         print_json({**counts, "applied": args.apply})
         return 0
@@ -296,7 +299,8 @@ def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
     given = None if args.database is None else checked_output(args.database, store_files(settings.db_path), "--database")
     with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="maf-load-") as scratch:
         # removed however the run ends: done, failed, Ctrl-C or SIGTERM
-        report = run_load_test(given or Path(scratch) / "load.db", args.concurrent, args.duration)
+        with Progress(f"load test: {args.concurrent} process(es), {args.duration:g} s of load and the audit"):
+            report = run_load_test(given or Path(scratch) / "load.db", args.concurrent, args.duration)
     if args.json:
         print_json(report)
     else:
