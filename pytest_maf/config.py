@@ -118,6 +118,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("preflight.acknowledged_warnings", {},
             "warning checks a person has accepted, by check id: {by: who, on: YYYY-MM-DD, reason: why};"
             " they stay recorded but no longer warn"),
+    Setting("agents.stale_after_seconds", 900,
+            "an agent silent for longer than this is shown as stale (maf agents, maf_agents{state} in maf metrics)",
+            "MAF_AGENT_STALE_AFTER", None, 1, 31_536_000),
     Setting("logging.level", "warning", "debug, info, warning, error or critical", "LOG_LEVEL", str.lower),
     Setting("logging.format", "text", "text or json", "MAF_LOG_FORMAT", str.lower),
     Setting("logging.file", "",
@@ -194,6 +197,7 @@ class Settings:
     log_file_level: str
     log_max_bytes: int
     log_backup_count: int
+    agent_stale_after_s: int
     sources: Mapping[str, str] = field(default_factory=dict)  # key path -> where its value came from
 
     @property
@@ -555,6 +559,7 @@ def load_settings(
         log_file_level=values["logging.file_level"],
         log_max_bytes=values["logging.max_bytes"],
         log_backup_count=values["logging.backup_count"],
+        agent_stale_after_s=values["agents.stale_after_seconds"],
         sources=sources,
     )
 

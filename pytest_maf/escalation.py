@@ -22,7 +22,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_maf import health, mail
+from pytest_maf import health, kpi, mail
+from pytest_maf.agents import seen
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, NotFoundError, UsageError
 from pytest_maf.leases import validate_id
@@ -115,6 +116,7 @@ def escalate(
             {"level": escalation.level, "target": escalation.target, "message_id": message["id"]},
         )
         transaction.enqueue_mail(message)
+        seen(transaction, agent_id)
         return EscalationOutcome(escalation, message, raised, False)
 
     outcome = store.write(record)
@@ -155,6 +157,8 @@ def close_escalation(store: Store, escalation_id: str, status: str = "resolved")
         closed = dataclasses.replace(found, status=status, updated_at=transaction.now)
         transaction.put_escalation(closed)
         transaction.insert_escalation_event(escalation_id, status, {"level": found.level})
+        if status == "resolved":
+            seen(transaction, None, kpi.observation("escalation_resolution", (transaction.now - found.created_at) / 1000))
         return closed
 
     return store.write(close)

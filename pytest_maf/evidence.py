@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from pytest_maf.agents import seen
 from pytest_maf.errors import UsageError
 from pytest_maf.leases import fenced_lease, validate_id
 from pytest_maf.records import EVIDENCE_RESULTS, Evidence
@@ -103,6 +104,7 @@ def record_evidence_batch(
     def record(transaction: Transaction) -> list[Evidence]:
         _, lease = fenced_lease(transaction, task_id, agent_id, attempt)
         insert_evidence_rows(transaction, rows, agent_id, lease.lease_expires_at)
+        seen(transaction, agent_id)
         return rows
 
     return store.write(record)

@@ -17,11 +17,14 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from pytest_maf import kpi
+from pytest_maf.agents import seen
 from pytest_maf.config import DB_RELATIVE_PATH
 from pytest_maf.errors import MafError, StoreError, UsageError
 from pytest_maf.ids import validate_id
@@ -30,7 +33,7 @@ from pytest_maf.reservations import Block, check_paths
 
 if TYPE_CHECKING:
     from pytest_maf.config import Settings
-    from pytest_maf.records import Reservation
+    from pytest_maf.records import Observation, Reservation
     from pytest_maf.store import Store, Transaction
 
 ZERO_SHA = "0" * 40
@@ -167,6 +170,7 @@ def guard_verdict(
     ``agent_id`` None is a committer without an agent id, blocked by every
     exclusive reservation.
     """
+    started = time.perf_counter()
     if agent_id is not None:
         validate_id("agent", agent_id)
     what = "push" if pushed is not None else "commit"
@@ -182,32 +186,50 @@ def guard_verdict(
 
     try:
         with open_store_for(settings) as store:
-            blocks = check_paths(store, paths, agent_id)
-            if not blocks:
-                return GuardVerdict(PASSED, f"{len(paths)} path(s), none reserved by another agent", paths)
-            details = [f"{block.path}: {describe_holder(block.holder)}" for block in blocks]
-            count = len({block.path for block in blocks})
-            if not override:
-                who = f"agent {agent_id!r}" if agent_id else "a committer without an agent id (set MAF_AGENT_ID)"
-                return GuardVerdict(
-                    BLOCKED, f"{what} blocked for {who}: {count} path(s) reserved by other agents",
-                    paths, blocks, details,
-                )
-            reason = override_reason(environ)
-            notices = record_override(store, agent_id, blocks, reason, _content_key(cwd, pushed))
-            recorded = notices is not None
-            warnings = tell_holders(store, settings.mail_root, notices or [])
+            verdict = _verdict_from_store(store, settings, cwd, agent_id, environ, pushed, paths, override)
+            _record_guard_run(store, agent_id, kpi.since(started, "guard", verdict.status))
     except StoreError as error:
         raise StoreError(
             f"{error}. The guard fails closed: repair the store (maf setup, maf db recover)"
             f" or point {'MAF_DATABASE_URL' if settings.database_url else 'MAF_DB_PATH'} at the right one"
         ) from None
+    return verdict
+
+
+def _verdict_from_store(
+    store: Store, settings: Settings, cwd: Path, agent_id: str | None, environ: Mapping[str, str],
+    pushed: str | None, paths: list[str], override: bool,
+) -> GuardVerdict:
+    what = "push" if pushed is not None else "commit"
+    blocks = check_paths(store, paths, agent_id)
+    if not blocks:
+        return GuardVerdict(PASSED, f"{len(paths)} path(s), none reserved by another agent", paths)
+    details = [f"{block.path}: {describe_holder(block.holder)}" for block in blocks]
+    count = len({block.path for block in blocks})
+    if not override:
+        who = f"agent {agent_id!r}" if agent_id else "a committer without an agent id (set MAF_AGENT_ID)"
+        return GuardVerdict(
+            BLOCKED, f"{what} blocked for {who}: {count} path(s) reserved by other agents",
+            paths, blocks, details,
+        )
+    reason = override_reason(environ)
+    notices = record_override(store, agent_id, blocks, reason, _content_key(cwd, pushed))
+    warnings = tell_holders(store, settings.mail_root, notices or [])
     return GuardVerdict(
         OVERRIDDEN,
         f"{what} touches {count} path(s) reserved by other agents; {OVERRIDE_VARIABLE}=true lets it"
         f" through, and the override is recorded (reason: {reason})",
-        paths, blocks, details, warnings, recorded,
+        paths, blocks, details, warnings, notices is not None,
     )
+
+
+def _record_guard_run(store: Store, agent_id: str | None, observation: Observation) -> None:
+    """The guard run's duration, and its agent seen, in one small transaction of its own (the guard
+    otherwise only reads); a store that cannot take it (busy, read-only) costs the metric, never the verdict."""
+    try:
+        store.write(lambda transaction: seen(transaction, agent_id, observation))
+    except MafError as error:
+        log_event("guard_duration_not_recorded", logging.WARNING, agent_id=agent_id, error=str(error))
 
 
 def _is_default_location(settings: Settings) -> bool:

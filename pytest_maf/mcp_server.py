@@ -26,6 +26,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from pytest_maf import __version__
+from pytest_maf.agents import set_client
 from pytest_maf.agent_tools import AgentTools, error_payload, error_text
 from pytest_maf.errors import MafError
 
@@ -165,5 +166,6 @@ def build_server(tools: AgentTools) -> AgentServer:
 
 def serve(tools: AgentTools) -> int:
     """Speak MCP over stdin and stdout until the client closes them."""
+    set_client("mcp")
     build_server(tools).run("stdio")
     return 0

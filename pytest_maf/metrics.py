@@ -10,6 +10,12 @@ Families:
   reservation conflicts and overrides)
 * ``maf_db_query_duration_seconds``: a histogram of this process's probe queries, one per scrape
 * ``maf_system_health_score``: the share of health checks passing, 0 to 1
+* ``maf_agents{state}`` (active, stale) and ``maf_agent_availability``: the share of known agents
+  seen within ``agents.stale_after_seconds`` (NaN while no agent is known)
+* ``maf_claim_duration_seconds``, ``maf_guard_duration_seconds{outcome}``,
+  ``maf_preflight_duration_seconds{outcome}``, ``maf_escalation_resolution_seconds``: histograms of
+  real traffic, recorded by each operation in its own transaction (:mod:`pytest_maf.kpi`)
+* ``maf_preflight_pass_ratio``: the share of finished preflight runs that passed (NaN before the first)
 
 The ``*_total`` counters count the store's history rows plus the totals
 `maf db cleanup` folded away before deleting rows, so they never go down.
@@ -25,10 +31,13 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest, make_wsgi_app
+from prometheus_client import Histogram as PrometheusHistogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from pytest_maf import health
+from pytest_maf.agents import AGENT_STATES, availability, statuses_in
+from pytest_maf.kpi import OPERATION_OUTCOMES, Histogram, histograms
 from pytest_maf.errors import MafError
 from pytest_maf.records import ESCALATION_STATUSES, EVIDENCE_RESULTS, TASK_STATES
 
@@ -44,7 +53,7 @@ QUERY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 class StoreCollector:
     """Reads the store once per scrape and yields every family."""
 
-    def __init__(self, settings: Settings, query_duration: Histogram) -> None:
+    def __init__(self, settings: Settings, query_duration: PrometheusHistogram) -> None:
         self.settings = settings
         self.query_duration = query_duration
 
@@ -52,8 +61,11 @@ class StoreCollector:
         from pytest_maf.store import open_store_for
 
         started = time.perf_counter()
+        stale_after_ms = self.settings.agent_stale_after_s * 1000
         with open_store_for(self.settings) as store:
-            snapshot = store.read(lambda transaction: transaction.metrics_snapshot())
+            snapshot, agents, buckets = store.read(lambda transaction: (
+                transaction.metrics_snapshot(), statuses_in(transaction, stale_after_ms), transaction.duration_buckets()
+            ))
         self.query_duration.observe(time.perf_counter() - started)
         yield from self.query_duration.collect()  # after observing, so a scrape includes its own probe
 
@@ -91,10 +103,55 @@ class StoreCollector:
         score = sum(1 for item in items if item.result.ok) / len(items)
         yield GaugeMetricFamily("maf_system_health_score", "Share of health checks passing (0..1).", value=score)
 
+        by_state = GaugeMetricFamily("maf_agents", "Known agents by state (stale: silent past agents.stale_after_seconds).",
+                                     labels=["state"])
+        for state in AGENT_STATES:
+            by_state.add_metric([state], sum(1 for agent in agents if agent.state == state))
+        yield by_state
+        yield GaugeMetricFamily(
+            "maf_agent_availability", "Share of known agents seen within agents.stale_after_seconds (0..1).",
+            value=availability(agents),
+        )
+        yield from duration_families(histograms(buckets))
+
+
+# Each recorded operation's histogram family, and what it measures.
+DURATION_FAMILIES = {
+    "claim": ("maf_claim_duration_seconds", "Task claims (lease acquisition), from the call to the lease written."),
+    "guard": ("maf_guard_duration_seconds", "Guard runs (maf guard, the git hooks, the preflight's staged check)."),
+    "preflight": ("maf_preflight_duration_seconds", "Preflight runs, from their task's creation to their verdict."),
+    "escalation_resolution": ("maf_escalation_resolution_seconds", "Escalations, from opened to resolved."),
+}
+
+
+def duration_families(found: dict[tuple[str, str], Histogram]) -> Iterator[Metric]:
+    """The histogram families of :data:`DURATION_FAMILIES`, and ``maf_preflight_pass_ratio``."""
+    for operation, (name, documentation) in DURATION_FAMILIES.items():
+        outcomes = OPERATION_OUTCOMES[operation]
+        labelled = outcomes != ("",)
+        family = HistogramMetricFamily(name, documentation, labels=["outcome"] if labelled else None)
+        for outcome in outcomes:
+            histogram = found[(operation, outcome)]
+            family.add_metric(
+                [outcome] if labelled else [],
+                [(_bound(le), count) for le, count in histogram.buckets],
+                histogram.sum_s,
+            )
+        yield family
+    passed, failed = found[("preflight", "pass")].count, found[("preflight", "fail")].count
+    yield GaugeMetricFamily(
+        "maf_preflight_pass_ratio", "Share of finished preflight runs that passed (0..1).",
+        value=passed / (passed + failed) if passed + failed else float("nan"),
+    )
+
+
+def _bound(seconds: float) -> str:
+    return "+Inf" if seconds == float("inf") else repr(seconds)
+
 
 def registry_for(settings: Settings) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    query_duration = Histogram(
+    query_duration = PrometheusHistogram(
         "maf_db_query_duration_seconds", "Duration of the store probe query run at each scrape.",
         buckets=QUERY_BUCKETS, registry=None,  # collected by StoreCollector, after each probe
     )

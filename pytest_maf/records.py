@@ -120,3 +120,49 @@ class Escalation:
     context: str
     created_at: int
     updated_at: int
+
+
+@dataclass(frozen=True)
+class AgentSeen:
+    """An agent the store has seen: when first and last, and through which client (``maf``, ``pytest``, ``mcp``)."""
+
+    agent_id: str
+    client: str
+    first_seen: int
+    last_seen: int
+
+
+# The upper bound of the last bucket of an operation's durations (Prometheus' +Inf).
+UNBOUNDED_US = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One operation's duration, and the histogram bucket it falls in (its upper bound, in microseconds)."""
+
+    operation: str  # claim, guard, preflight, escalation_resolution
+    outcome: str  # '' when the operation has none; pass or fail, passed or blocked
+    le_us: int
+    duration_us: int
+
+
+@dataclass(frozen=True)
+class DurationBucket:
+    """The observations of one operation and outcome that fell in one bucket: their count, sum and largest."""
+
+    operation: str
+    outcome: str
+    le_us: int  # the bucket's upper bound in microseconds; UNBOUNDED_US for +Inf
+    count: int
+    sum_us: int
+    max_us: int
+
+
+@dataclass(frozen=True)
+class OperationStats:
+    """Every recorded run of one operation: how many, their total and the slowest (microseconds)."""
+
+    operation: str
+    count: int
+    total_us: int
+    max_us: int

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
+from pytest_maf.agents import seen
 from pytest_maf.errors import MafError, NotFoundError, UsageError
 from pytest_maf.leases import held_lease, validate_id
 from pytest_maf.logs import log_event
@@ -142,6 +143,7 @@ def acquire(
                     "holders": sorted({(c.holder.agent_id, c.holder.pattern) for c in conflicts}),
                 },
             )
+            seen(transaction, agent_id)
             return [], conflicts
         granted = []
         for pattern in requested:
@@ -161,6 +163,7 @@ def acquire(
                 data["task"] = reservation.task_id
             transaction.insert_reservation_event("renew" if existing else "acquire", agent_id, data)
             granted.append(reservation)
+        seen(transaction, agent_id)
         return granted, []
 
     # The conflict is recorded, so it is returned rather than raised inside
@@ -253,6 +256,7 @@ def renew(store: Store, patterns: Iterable[str], agent_id: str, ttl_ms: int) -> 
                 "renew", agent_id, {"pattern": pattern, "expires_at": reservation.expires_at}
             )
             renewed.append(reservation)
+        seen(transaction, agent_id)
         return renewed
 
     return store.write(extend)
@@ -269,6 +273,7 @@ def release(store: Store, patterns: Iterable[str], agent_id: str) -> list[Reserv
             transaction.delete_reservation(agent_id, pattern)
             transaction.insert_reservation_event("release", agent_id, {"pattern": pattern})
             released.append(reservation)
+        seen(transaction, agent_id)
         return released
 
     return store.write(drop)

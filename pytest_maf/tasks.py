@@ -42,6 +42,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
+from pytest_maf import kpi
+from pytest_maf.agents import seen
 from pytest_maf.errors import IllegalTransitionError, LeaseLostError, NothingToClaimError, UsageError
 from pytest_maf.evidence import evidence_rows, evidence_verdict, insert_evidence_rows
 from pytest_maf.leases import fenced_lease, held_lease, require_task, validate_id
@@ -277,6 +279,7 @@ def claim_next_task(
     With ``start`` the task is also started (LEASED -> RUNNING, with its own
     'start' event) in the same transaction: one round trip instead of two.
     """
+    started = time.perf_counter()
     validate_id("agent", agent_id)
     _validate_ttl(ttl_ms)
     _validate_kind(kind)
@@ -284,7 +287,9 @@ def claim_next_task(
     def claim(transaction: Transaction) -> Claim | None:
         _reclaim_expired(transaction)
         task = transaction.next_ready_task(kind)
-        return None if task is None else _lease_to(transaction, task, agent_id, ttl_ms, start)
+        claimed = None if task is None else _lease_to(transaction, task, agent_id, ttl_ms, start)
+        seen(transaction, agent_id, None if claimed is None else kpi.since(started, "claim"))
+        return claimed
 
     claimed = store.write(claim)
     if claimed is None:
@@ -326,12 +331,15 @@ def claim_next_task_waiting(
 
 def claim_task(store: Store, task_id: str, agent_id: str, ttl_ms: int) -> Claim:
     """Lease one named READY task to ``agent_id``, whatever its kind."""
+    started = time.perf_counter()
     validate_id("agent", agent_id)
     _validate_ttl(ttl_ms)
 
     def claim(transaction: Transaction) -> Claim:
         _reclaim_expired(transaction)
-        return _lease_to(transaction, require_task(transaction, task_id), agent_id, ttl_ms)
+        claimed = _lease_to(transaction, require_task(transaction, task_id), agent_id, ttl_ms)
+        seen(transaction, agent_id, kpi.since(started, "claim"))
+        return claimed
 
     return store.write(claim)
 
@@ -361,7 +369,9 @@ def add_and_claim_task(
     def add_and_claim(transaction: Transaction) -> Claim:
         _reclaim_expired(transaction)
         task = _insert_task(transaction, task_id, DEFAULT_PRIORITY, payload, max_attempts, kind)
-        return _lease_to(transaction, task, agent_id, ttl_ms, start)
+        claim = _lease_to(transaction, task, agent_id, ttl_ms, start)
+        seen(transaction, agent_id)  # not a claim's latency: a preflight's task is made, not waited for
+        return claim
 
     return store.write(add_and_claim)
 
@@ -379,6 +389,7 @@ def renew_lease(store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms:
             "renew",
             {"agent": agent_id, "attempt": attempt, "lease_expires_at": renewed.lease_expires_at},
         )
+        seen(transaction, agent_id)
         return renewed
 
     return store.write(renew)
@@ -419,6 +430,7 @@ def renew_held_leases(
                 {"agent": agent_id, "attempt": lease.attempt, "lease_expires_at": lease.lease_expires_at},
             )
             renewed.append(lease)
+        seen(transaction, agent_id)
         return renewed
 
     return store.write(renew)
@@ -445,7 +457,9 @@ def _fenced_transition(
             transaction.put_lease(lease)
         if not ending:
             extra["lease_expires_at"] = lease.lease_expires_at
-        return apply_transition(transaction, task, action, **extra)
+        moved = apply_transition(transaction, task, action, **extra)
+        seen(transaction, agent_id)
+        return moved
 
     return store.write(move)
 
@@ -491,6 +505,7 @@ def _decide(transaction: Transaction, task: Task, agent_id: str, attempt: int) -
     """COMMITTED -> DONE or ROLLBACK -> READY/DEAD, from the attempt's evidence: the end of :func:`finish_task`."""
     passed, reason = evidence_verdict(transaction.evidence(task.id, attempt))
     task = apply_transition(transaction, task, "commit" if passed else "rollback", agent=agent_id, reason=reason)
+    seen(transaction, agent_id, kpi.preflight_run(task, transaction.now, passed))
     return FinishResult(task.id, attempt, "COMMITTED" if passed else "ROLLBACK", task.state, reason)
 
 

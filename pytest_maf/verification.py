@@ -19,6 +19,7 @@ from typing import Any, Generator
 import pytest
 
 from pytest_maf import tasks
+from pytest_maf.agents import set_client
 from pytest_maf.config import Settings, load_settings
 from pytest_maf.errors import MafError
 from pytest_maf.evidence import NO_EVIDENCE_REASON
@@ -178,6 +179,7 @@ class MafRun:
                 self.budget = PreflightBudget(*shared["budget"])
             return
         self.agent_id = self.config.getoption("maf_agent") or default_agent_id()
+        set_client("pytest")
         try:
             self.settings = load_settings(db_path=self.config.getoption("maf_db"))
         except MafError as error:

@@ -155,7 +155,7 @@ def test_an_older_store_is_exported_as_it_is_never_migrated(tmp_path: Path, caps
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
-        (["--table", "nope"], "no table 'nope' in a pytest-maf store; its tables are: counters, escalation_events,"),
+        (["--table", "nope"], "no table 'nope' in a pytest-maf store; its tables are: agents, counters, escalation_events,"),
         (["--format", "csv"], "a CSV export holds one table: give exactly one --table"),
         (["--format", "csv", "--table", "tasks", "events"], "a CSV export holds one table"),
         (["--output", "{db}"], "which this command must not overwrite"),

@@ -95,6 +95,7 @@ COMMANDS: dict[tuple[str, str], dict[str, str]] = {
         "bench": "time the core operations; record a baseline or compare against one",
     },
     ("report", "register"): {"report": "write the store as one self-contained HTML page (pass rate, checks, tasks, holders)"},
+    ("agents", "register"): {"agents": "the agents the store has seen: last seen, what each holds, which are stale"},
 }
 ALL = "*"
 
@@ -167,8 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(report_usage_error(error, as_json=as_json)) from None
     try:
         from pytest_maf import logs
+        from pytest_maf.agents import set_client
         from pytest_maf.config import load_settings
         from pytest_maf.database_url import url_passwords
+
+        set_client("maf")
 
         settings = load_settings(db_path=args.db) if getattr(args, "needs_settings", True) else None
         if settings is not None:

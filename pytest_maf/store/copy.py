@@ -41,6 +41,8 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "escalation_events": ("id", "escalation_id", "ts", "kind", "data_json"),
     "counters": ("name", "label", "value"),
     "mail_outbox": ("id", "recipient", "message_json", "created_at", "delivered_at"),
+    "agents": ("agent_id", "client", "first_seen", "last_seen"),
+    "operation_durations": ("operation", "outcome", "le_us", "shard", "count", "sum_us", "max_us"),
 }
 # Tables whose integer id PostgreSQL generates: its sequence is moved past the copied ids.
 IDENTITY_TABLES = ("events", "reservations", "reservation_events", "escalation_events")
@@ -57,6 +59,8 @@ _POSTGRES_ORDER = {
     "counters": "name, label",
     "mail_outbox": "created_at, id",
     "escalations": "created_at, id",
+    "agents": "agent_id",
+    "operation_durations": "operation, outcome, le_us, shard",
 }
 
 Rows = dict[str, list[tuple[Any, ...]]]

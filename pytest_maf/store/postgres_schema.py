@@ -164,6 +164,26 @@ LEASE_EXPIRY_DDL_V7 = """
 CREATE INDEX idx_leases_expiry ON leases(lease_expires_at);
 """
 
+AGENTS_AND_DURATIONS_DDL_V8 = """
+CREATE TABLE agents (
+  agent_id TEXT PRIMARY KEY,
+  client TEXT NOT NULL DEFAULT '',
+  first_seen BIGINT NOT NULL,
+  last_seen BIGINT NOT NULL
+);
+
+CREATE TABLE operation_durations (
+  operation TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  le_us BIGINT NOT NULL,
+  shard INTEGER NOT NULL,
+  count BIGINT NOT NULL CHECK (count >= 0),
+  sum_us BIGINT NOT NULL CHECK (sum_us >= 0),
+  max_us BIGINT NOT NULL CHECK (max_us >= 0),
+  PRIMARY KEY (operation, outcome, le_us, shard)
+);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     CANONICAL_DDL + PYTEST_MAF_DDL_V1,
     RESERVATIONS_DDL_V2,
@@ -172,6 +192,7 @@ MIGRATIONS: tuple[str, ...] = (
     COUNTERS_DDL_V5,
     MAIL_OUTBOX_DDL_V6,
     LEASE_EXPIRY_DDL_V7,
+    AGENTS_AND_DURATIONS_DDL_V8,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

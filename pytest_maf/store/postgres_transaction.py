@@ -24,12 +24,17 @@ from psycopg import errors as pg_errors
 
 from pytest_maf.clock import Clock
 from pytest_maf.errors import AlreadyExistsError
-from pytest_maf.records import AuditRow, Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
+from pytest_maf.records import (
+    AgentSeen, AuditRow, DurationBucket, Escalation, Event, Evidence, Lease, Observation, OperationStats, Reservation,
+    ReservationEvent, Task,
+)
 from pytest_maf.store.sqlite import _dumps
 from pytest_maf.store.trail import audit_query, audit_row
 
 # The store's advisory locks: (a key of its schema, one of these).
 MIGRATION_LOCK, RESERVATION_LOCK, ESCALATION_LOCK = 0, 1, 2
+# Rows each histogram bucket is spread over, so concurrent writers seldom wait for one another.
+DURATION_SHARDS = 16
 NOW_MS = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 # Text is ordered byte by byte, as SQLite orders it, whatever the database's collation.
 C = 'COLLATE "C"'
@@ -469,3 +474,50 @@ class PostgresTransaction:
                 "SELECT kind, COUNT(*) FROM events WHERE kind IN ('rollback', 'expire', 'exhaust') GROUP BY kind"
             )),
         }
+
+    # agents and the running histograms of operation durations
+
+    def record_activity(self, agent_id: str | None, client: str, observation: Observation | None = None) -> None:
+        """One statement either way, at the end of its transaction: the agent's row, then (on a row of the
+        bucket's shard for this connection, so concurrent claims do not queue on one row) the histogram's."""
+        seen = (
+            "INSERT INTO agents (agent_id, client, first_seen, last_seen) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (agent_id) DO UPDATE SET last_seen = GREATEST(agents.last_seen, EXCLUDED.last_seen),"
+            " client = CASE WHEN EXCLUDED.client = '' THEN agents.client ELSE EXCLUDED.client END"
+        )
+        observed = (
+            "INSERT INTO operation_durations (operation, outcome, le_us, shard, count, sum_us, max_us)"
+            f" VALUES (%s, %s, %s, pg_backend_pid() %% {DURATION_SHARDS}, 1, %s, %s)"
+            " ON CONFLICT (operation, outcome, le_us, shard) DO UPDATE SET count = operation_durations.count + 1,"
+            " sum_us = operation_durations.sum_us + EXCLUDED.sum_us,"
+            " max_us = GREATEST(operation_durations.max_us, EXCLUDED.max_us)"
+        )
+        agent_params = (agent_id, client, self.now, self.now)
+        observation_params = () if observation is None else (
+            observation.operation, observation.outcome, observation.le_us, observation.duration_us,
+            observation.duration_us,
+        )
+        if agent_id is not None and observation is not None:
+            self._execute(f"WITH seen AS ({seen} RETURNING 1) {observed}", (*agent_params, *observation_params))
+        elif agent_id is not None:
+            self._execute(seen, agent_params)
+        elif observation is not None:
+            self._execute(observed, observation_params)
+
+    def agents(self) -> list[AgentSeen]:
+        rows = self._all(f"SELECT agent_id, client, first_seen, last_seen FROM agents ORDER BY agent_id {C}")
+        return [AgentSeen(*row) for row in rows]
+
+    def duration_buckets(self) -> list[DurationBucket]:
+        rows = self._all(
+            "SELECT operation, outcome, le_us, SUM(count), SUM(sum_us), MAX(max_us) FROM operation_durations"
+            f" GROUP BY operation, outcome, le_us ORDER BY operation {C}, outcome {C}, le_us"
+        )
+        return [DurationBucket(row[0], row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5])) for row in rows]
+
+    def operation_stats(self) -> list[OperationStats]:
+        rows = self._all(
+            "SELECT operation, SUM(count), SUM(sum_us), MAX(max_us) FROM operation_durations"
+            f" GROUP BY operation ORDER BY MAX(max_us) DESC, operation {C}"
+        )
+        return [OperationStats(row[0], int(row[1]), int(row[2]), int(row[3])) for row in rows]

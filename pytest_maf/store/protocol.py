@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Literal, Protocol, 
 
 if TYPE_CHECKING:
     from pytest_maf.clock import Clock
-    from pytest_maf.records import AuditRow, Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
+    from pytest_maf.records import (
+        AgentSeen, AuditRow, DurationBucket, Escalation, Event, Evidence, Lease, Observation, OperationStats, Reservation,
+        ReservationEvent, Task,
+    )
 
 T = TypeVar("T")
 # What a waiter waits for: a task made READY, or a reservation released.
@@ -113,6 +116,16 @@ class Transaction(Protocol):
 
     # metrics
     def metrics_snapshot(self) -> dict[str, dict[str, int]]: ...
+
+    # agents and the running histograms of operation durations
+    def record_activity(self, agent_id: str | None, client: str, observation: Observation | None = None) -> None:
+        """Mark ``agent_id`` (when given) seen now, through ``client`` ('' keeps the one known), and add
+        ``observation`` (when given) to its operation's histogram: one cheap statement each."""
+    def agents(self) -> list[AgentSeen]: ...
+    def duration_buckets(self) -> list[DurationBucket]:
+        """Every operation's histogram, by operation, outcome and bucket (non-cumulative)."""
+    def operation_stats(self) -> list[OperationStats]:
+        """Per operation: recorded runs, their total and the slowest; slowest first."""
 
 
 class Store(Protocol):

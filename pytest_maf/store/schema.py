@@ -174,6 +174,33 @@ LEASE_EXPIRY_DDL_V7 = """
 CREATE INDEX idx_leases_expiry ON leases(lease_expires_at);
 """
 
+# The agents the store has seen (upserted by every write that names an agent,
+# in that write's own transaction), and the running histograms of operation
+# durations: one row per operation, outcome and bucket (its upper bound in
+# microseconds), holding the count, sum and largest of the observations that
+# fell in it. `shard` spreads concurrent writers of one bucket over several
+# rows on PostgreSQL (SQLite has one writer and always writes 0); readers add
+# the shards up.
+AGENTS_AND_DURATIONS_DDL_V8 = """
+CREATE TABLE agents (
+  agent_id TEXT PRIMARY KEY,
+  client TEXT NOT NULL DEFAULT '',
+  first_seen INTEGER NOT NULL,
+  last_seen INTEGER NOT NULL
+);
+
+CREATE TABLE operation_durations (
+  operation TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  le_us INTEGER NOT NULL,
+  shard INTEGER NOT NULL,
+  count INTEGER NOT NULL CHECK (count >= 0),
+  sum_us INTEGER NOT NULL CHECK (sum_us >= 0),
+  max_us INTEGER NOT NULL CHECK (max_us >= 0),
+  PRIMARY KEY (operation, outcome, le_us, shard)
+);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     CANONICAL_DDL + PYTEST_MAF_DDL_V1,
     RESERVATIONS_DDL_V2,
@@ -182,6 +209,7 @@ MIGRATIONS: tuple[str, ...] = (
     COUNTERS_DDL_V5,
     MAIL_OUTBOX_DDL_V6,
     LEASE_EXPIRY_DDL_V7,
+    AGENTS_AND_DURATIONS_DDL_V8,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

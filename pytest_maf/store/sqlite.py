@@ -26,7 +26,10 @@ except ImportError:  # Windows: SQLite's own locking alone
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.clock import Clock, system_clock
 from pytest_maf.errors import AlreadyExistsError, StoreBusyError, StoreError
-from pytest_maf.records import AuditRow, Escalation, Event, Evidence, Lease, Reservation, ReservationEvent, Task
+from pytest_maf.records import (
+    AgentSeen, AuditRow, DurationBucket, Escalation, Event, Evidence, Lease, Observation, OperationStats, Reservation,
+    ReservationEvent, Task,
+)
 from pytest_maf.store import schema
 from pytest_maf.store.trail import audit_query, audit_row
 
@@ -493,6 +496,45 @@ class SQLiteTransaction:
         snapshot["evidence"] = with_folded("evidence", snapshot["evidence"])
         snapshot["reservation_events"] = with_folded("reservation_events", snapshot["reservation_events"])
         return snapshot
+
+    # agents and the running histograms of operation durations
+
+    def record_activity(self, agent_id: str | None, client: str, observation: Observation | None = None) -> None:
+        if agent_id is not None:
+            self.connection.execute(
+                "INSERT INTO agents (agent_id, client, first_seen, last_seen) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (agent_id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen),"
+                " client = CASE WHEN excluded.client = '' THEN client ELSE excluded.client END",
+                (agent_id, client, self.now, self.now),
+            )
+        if observation is not None:
+            self.connection.execute(
+                "INSERT INTO operation_durations (operation, outcome, le_us, shard, count, sum_us, max_us)"
+                " VALUES (?, ?, ?, 0, 1, ?, ?) ON CONFLICT (operation, outcome, le_us, shard) DO UPDATE SET"
+                " count = count + 1, sum_us = sum_us + excluded.sum_us, max_us = MAX(max_us, excluded.max_us)",
+                (observation.operation, observation.outcome, observation.le_us, observation.duration_us,
+                 observation.duration_us),
+            )
+
+    def agents(self) -> list[AgentSeen]:
+        rows = self.connection.execute(
+            "SELECT agent_id, client, first_seen, last_seen FROM agents ORDER BY agent_id"
+        ).fetchall()
+        return [AgentSeen(*row) for row in rows]
+
+    def duration_buckets(self) -> list[DurationBucket]:
+        rows = self.connection.execute(
+            "SELECT operation, outcome, le_us, SUM(count), SUM(sum_us), MAX(max_us) FROM operation_durations"
+            " GROUP BY operation, outcome, le_us ORDER BY operation, outcome, le_us"
+        ).fetchall()
+        return [DurationBucket(*row) for row in rows]
+
+    def operation_stats(self) -> list[OperationStats]:
+        rows = self.connection.execute(
+            "SELECT operation, SUM(count), SUM(sum_us), MAX(max_us) FROM operation_durations"
+            " GROUP BY operation ORDER BY MAX(max_us) DESC, operation"
+        ).fetchall()
+        return [OperationStats(*row) for row in rows]
 
 
 class SQLiteStore:

@@ -1,0 +1,115 @@
+"""Which agents are alive: the ``agents`` record, kept up to date by the commands agents already run.
+
+Every write that names an agent (a claim, start, verify, finish, evidence, a
+lease renewal or heartbeat, a reservation's acquire, renewal or release, an
+escalation, a guard run) ends with :func:`seen`, one upsert in that same
+transaction: no extra call, no extra transaction. What an agent holds is not
+stored twice; :func:`agent_statuses` reads it from the leases and
+reservations at the same moment. An agent silent for longer than
+``agents.stale_after_seconds`` is stale::
+
+    statuses = agent_statuses(store, stale_after_ms=900_000)
+    [(s.agent_id, s.state, [t.task_id for t in s.tasks]) for s in statuses]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_maf.records import Observation
+    from pytest_maf.store import Store, Transaction
+
+ACTIVE, STALE = "active", "stale"
+AGENT_STATES = (ACTIVE, STALE)
+
+# The program this process's operations come through (maf, pytest, mcp), recorded with the agent; ''
+# when unknown. One per process, not per context: a lease keeper's thread reports for the same program.
+_client = ""
+
+
+def set_client(name: str) -> None:
+    """Name the program this process's operations come through: ``maf``, ``pytest`` or ``mcp``."""
+    global _client
+    _client = name
+
+
+def current_client() -> str:
+    return _client
+
+
+def seen(transaction: Transaction, agent_id: str | None, observation: Observation | None = None) -> None:
+    """Mark ``agent_id`` seen now, and record ``observation``: the last statement of an operation's transaction
+    (so on PostgreSQL the agent's row is always the last lock taken)."""
+    transaction.record_activity(agent_id, current_client(), observation)
+
+
+@dataclass(frozen=True)
+class HeldTask:
+    task_id: str
+    state: str
+    attempt: int
+    lease_expires_at: int
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """An agent as `maf agents` shows it: when seen, whether stale, and what it holds now."""
+
+    agent_id: str
+    client: str
+    first_seen: int
+    last_seen: int
+    silent_ms: int  # since last seen, at the time of the reading
+    state: str  # active or stale
+    tasks: tuple[HeldTask, ...]
+    reservations: tuple[str, ...]  # the patterns of its live reservations
+
+
+def statuses_in(transaction: Transaction, stale_after_ms: int) -> list[AgentStatus]:
+    """Every agent the store has seen, with what it holds, read in ``transaction`` (one snapshot)."""
+    now = transaction.now
+    held: dict[str, list[HeldTask]] = {}
+    for lease in transaction.list_leases():
+        if lease.is_live(now):
+            task = transaction.get_task(lease.task_id)
+            state = task.state if task is not None else "?"
+            held.setdefault(lease.agent_id, []).append(
+                HeldTask(lease.task_id, state, lease.attempt, lease.lease_expires_at)
+            )
+    patterns: dict[str, list[str]] = {}
+    for reservation in transaction.reservations():
+        patterns.setdefault(reservation.agent_id, []).append(reservation.pattern)
+    statuses = []
+    for agent in transaction.agents():
+        silent = max(0, now - agent.last_seen)
+        statuses.append(AgentStatus(
+            agent.agent_id, agent.client, agent.first_seen, agent.last_seen, silent,
+            STALE if silent > stale_after_ms else ACTIVE,
+            tuple(held.get(agent.agent_id, ())), tuple(patterns.get(agent.agent_id, ())),
+        ))
+    return statuses
+
+
+def agent_statuses(store: Store, stale_after_ms: int) -> list[AgentStatus]:
+    """Every agent the store has seen, by id, as of the store's time now."""
+    return store.read(lambda transaction: statuses_in(transaction, stale_after_ms))
+
+
+def availability(statuses: list[AgentStatus]) -> float:
+    """The share of known agents seen within the window (0..1); NaN when no agent is known."""
+    if not statuses:
+        return float("nan")
+    return sum(1 for status in statuses if status.state == ACTIVE) / len(statuses)
+
+
+def ago(ms: int) -> str:
+    """A silence as a person reads it: ``just now``, ``42s ago``, ``5m ago``, ``3h ago``, ``2d ago``."""
+    seconds = ms // 1000
+    if seconds < 1:
+        return "just now"
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"

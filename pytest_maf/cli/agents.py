@@ -1,0 +1,53 @@
+"""`maf agents`: which agents are alive, when each was last seen, and what it holds."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+from pytest_maf.cli.common import add_json, open_configured_store, print_json, print_table
+from pytest_maf.config import Settings, default_note
+
+
+def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
+    from pytest_maf.agents import STALE, agent_statuses, ago
+
+    stale_after_s = settings.agent_stale_after_s
+    with open_configured_store(settings) as store:
+        found = agent_statuses(store, stale_after_s * 1000)
+    if args.json:
+        print_json([
+            {**asdict(status), "stale_after_seconds": stale_after_s}
+            for status in found
+        ])
+        return 0
+    if not found:
+        print("no agent seen yet: an agent is recorded by its first claim, reservation, evidence or guard run")
+        return 0
+    print_table(
+        ["AGENT", "CLIENT", "LAST SEEN", "STATE", "TASKS", "RESERVATIONS"],
+        [
+            [
+                status.agent_id, status.client or "-", ago(status.silent_ms), status.state,
+                ", ".join(f"{task.task_id} ({task.state})" for task in status.tasks) or "-",
+                ", ".join(status.reservations) or "-",
+            ]
+            for status in found
+        ],
+    )
+    stale = sum(1 for status in found if status.state == STALE)
+    print(f"{len(found)} agent(s), {stale} stale (silent for more than {stale_after_s} s)")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    agents = commands.add_parser(
+        "agents", help="the agents the store has seen: last seen, what each holds, which are stale",
+        description="Every agent that has claimed, started, verified or finished a task, recorded evidence,"
+        " renewed a lease, acquired, renewed or released a reservation, escalated or run the guard is"
+        " recorded with the client it came through (maf, pytest, mcp) and when it was first and last seen;"
+        " what it holds is read from its live leases and reservations. An agent silent for longer than"
+        f" agents.stale_after_seconds ({default_note('agents.stale_after_seconds')}) is stale.",
+    )
+    add_json(agents)
+    agents.set_defaults(handler=cmd_agents)
