@@ -5,9 +5,46 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
+from pytest_maf.config import Layer
+from pytest_maf.config_snapshot import diff
 from tests.workspace import Workspace
+
+KEYS = ["tasks.max_attempts", "tasks.lease_ttl_seconds", "escalation.levels_per_target"]
+STACKS = st.lists(st.dictionaries(st.sampled_from(KEYS), st.integers(1, 3), max_size=3), max_size=4)
+
+
+def stack(layers: list[dict[str, int]]) -> list[Layer]:
+    def nested(values: dict[str, int]) -> dict[str, dict[str, int]]:
+        tree: dict[str, dict[str, int]] = {}
+        for key, value in values.items():
+            section, name = key.split(".")
+            tree.setdefault(section, {})[name] = value
+        return tree
+
+    return [Layer(f"layer-{number}", nested(values)) for number, values in enumerate(layers)]
+
+
+def effective(layers: list[dict[str, int]], key: str) -> tuple[int | None, str | None]:
+    """The value of ``key`` and its layer, read from the highest layer that sets it (the oracle)."""
+    for number in reversed(range(len(layers))):
+        if key in layers[number]:
+            return layers[number][key], f"layer-{number}"
+    return None, None
+
+
+@given(before=STACKS, now=STACKS)
+def test_diff_lists_exactly_the_keys_whose_effective_value_differs(before: list[dict[str, int]], now: list[dict[str, int]]) -> None:
+    changes = {change.key: change for change in diff(stack(before), stack(now))}
+
+    assert set(changes) == {key for key in KEYS if effective(before, key)[0] != effective(now, key)[0]}
+    for key, change in changes.items():
+        assert (change.before, change.before_source) == effective(before, key)
+        assert (change.now, change.now_source) == effective(now, key)
+    assert diff(stack(now), stack(now)) == []
 
 
 def commit_default(workspace: Workspace, text: str, message: str) -> None:
