@@ -17,7 +17,8 @@ from types import ModuleType
 from pytest_maf.errors import UsageError
 
 # The top-level package each extra brings, so a missing one is told apart from a bug.
-EXTRA_PACKAGES = {"metrics": ("prometheus_client",), "postgres": ("psycopg", "psycopg_pool"), "mcp": ("mcp",)}
+EXTRA_PACKAGES = {"metrics": ("prometheus_client",), "postgres": ("psycopg", "psycopg_pool"), "mcp": ("mcp",),
+                  "completion": ("shtab",)}
 
 
 class MissingExtraError(UsageError):

@@ -96,6 +96,7 @@ COMMANDS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("report", "register"): {"report": "write the store as one self-contained HTML page (pass rate, checks, tasks, holders)"},
     ("agents", "register"): {"agents": "the agents the store has seen: last seen, what each holds, which are stale"},
+    ("completion", "register"): {"completion": "print a bash or zsh completion script for maf"},
 }
 ALL = "*"
 

@@ -1,0 +1,85 @@
+"""`maf completion bash|zsh`: scripts generated from the parser, tried in a real bash."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workspace import isolated_env, maf_command
+
+DEADLINE_S = 60
+
+
+def script(tmp_path: Path, shell: str) -> str:
+    made = subprocess.run(
+        [*maf_command(), "completion", shell], cwd=tmp_path, capture_output=True, text=True,
+        env=isolated_env(tmp_path), timeout=DEADLINE_S,
+    )
+    assert made.returncode == 0, made.stderr
+    assert made.stderr == ""
+    return made.stdout
+
+
+def completions(tmp_path: Path, words: list[str]) -> list[str]:
+    """What bash offers for the last word of ``words``, with the script of `maf completion bash` loaded."""
+    path = tmp_path / "maf.bash"
+    path.write_text(script(tmp_path, "bash"))
+    line = " ".join(words)
+    quoted = " ".join(f"'{word}'" for word in words)
+    driver = (
+        f"source {path}\n"
+        f"COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}; COMP_LINE='{line}'; COMP_POINT={len(line)}\n"
+        "_shtab_maf\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    ran = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", driver], cwd=tmp_path, capture_output=True, text=True,
+        env=isolated_env(tmp_path), timeout=DEADLINE_S,
+    )
+    assert ran.returncode == 0, ran.stderr
+    return sorted(ran.stdout.split())
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_completes_commands_actions_and_options(tmp_path: Path) -> None:
+    assert completions(tmp_path, ["maf", "ta"]) == ["task"]
+    assert completions(tmp_path, ["maf", "task", "cl"]) == ["claim"]
+    assert completions(tmp_path, ["maf", "task", "list", "--li"]) == ["--limit"]
+    assert completions(tmp_path, ["maf", "evidence", "export", "--j"]) == ["--json"]  # not the hidden --junit
+    assert completions(tmp_path, ["maf", "completion", ""]) == ["bash", "zsh"]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_completes_file_names_where_a_file_is_taken(tmp_path: Path) -> None:
+    (tmp_path / "nightly.db").write_text("")
+    assert completions(tmp_path, ["maf", "db", "backup", "--output", "nigh"]) == ["nightly.db"]
+
+
+def test_the_zsh_script_names_every_command(tmp_path: Path) -> None:
+    text = script(tmp_path, "zsh")
+    assert text.startswith("#compdef maf")
+    for name in ("task", "reservation", "evidence", "completion", "--limit", "--json"):
+        assert name in text
+
+
+def test_without_shtab_one_line_names_the_extra(tmp_path: Path) -> None:
+    blocked = "import sys; sys.modules['shtab'] = None; from pytest_maf.cli import main; sys.exit(main(sys.argv[1:]))"
+    ran = subprocess.run(
+        [sys.executable, "-c", blocked, "completion", "bash"], cwd=tmp_path, capture_output=True, text=True,
+        env=isolated_env(tmp_path), timeout=DEADLINE_S,
+    )
+    assert (ran.returncode, ran.stdout) == (2, "")
+    assert ran.stderr == "maf: error: maf completion needs the shtab package: pip install 'pytest-maf[completion]'\n"
+
+
+def test_an_unknown_shell_is_a_usage_error(tmp_path: Path) -> None:
+    ran = subprocess.run(
+        [*maf_command(), "completion", "fish\x1b[2J"], cwd=tmp_path, capture_output=True, text=True,
+        env=isolated_env(tmp_path), timeout=DEADLINE_S,
+    )
+    assert ran.returncode == 2 and ran.stdout == "" and "\x1b" not in ran.stderr
+    assert "maf completion: error: argument SHELL: invalid choice" in ran.stderr
