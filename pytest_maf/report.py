@@ -68,11 +68,13 @@ class PreflightRun:
     evidence: list[Evidence]
 
     @property
+    def passed(self) -> int:
+        return sum(row.result == "PASS" for row in self.evidence)
+
+    @property
     def pass_rate(self) -> float | None:
         """The share of its checks that passed; None for a run that recorded no evidence."""
-        if not self.evidence:
-            return None
-        return sum(row.result == "PASS" for row in self.evidence) / len(self.evidence)
+        return self.passed / len(self.evidence) if self.evidence else None
 
     @property
     def succeeded(self) -> bool:

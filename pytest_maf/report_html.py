@@ -23,9 +23,9 @@ from typing import Any, Iterable, Sequence
 from pytest_maf.clock import iso_utc
 from pytest_maf.evidence import is_blocking_failure
 from pytest_maf.records import TASK_STATES, Evidence, Event
-from pytest_maf.tasks import DEFAULT_PRIORITY
 from pytest_maf.report import Attempt, CheckResult, PreflightRun, ReportData, TaskHistory
 from pytest_maf.status import relative_time, span
+from pytest_maf.tasks import DEFAULT_PRIORITY
 
 CHECK_HISTORY_LENGTH = 30  # results shown per check, newest last
 DETAIL_LIMIT = 4_000  # characters of one failure's details; the rest is in `maf evidence list`
@@ -40,12 +40,13 @@ ERROR_SCRIPT = (
     "window.addEventListener('error',function(e){n('error: '+e.message)});"
     "document.addEventListener('securitypolicyviolation',function(e){n('blocked: '+e.violatedDirective)})})();"
 )
-# Filters and folding for the task list, and every section unfolded for printing.
+# Filters and folding for the task list (absent when no task is listed), and every fold opened for printing.
 PAGE_SCRIPT = """(function(){
 var d=document,tasks=d.getElementById('tasks'),folds=function(){return d.querySelectorAll('details')};
-d.getElementById('only-failures').addEventListener('change',function(e){tasks.classList.toggle('only-failures',e.target.checked)});
-d.getElementById('expand').addEventListener('click',function(){folds().forEach(function(x){x.open=true})});
-d.getElementById('collapse').addEventListener('click',function(){folds().forEach(function(x){x.open=false})});
+var on=function(id,type,act){var x=d.getElementById(id);if(x)x.addEventListener(type,act)};
+on('only-failures','change',function(e){tasks.classList.toggle('only-failures',e.target.checked)});
+on('expand','click',function(){folds().forEach(function(x){x.open=true})});
+on('collapse','click',function(){folds().forEach(function(x){x.open=false})});
 var shut=[];
 window.addEventListener('beforeprint',function(){shut=[];folds().forEach(function(x){if(!x.open){shut.push(x);x.open=true}})});
 window.addEventListener('afterprint',function(){shut.forEach(function(x){x.open=false})});
@@ -206,7 +207,7 @@ def _chart(runs: list[PreflightRun]) -> str:
     dots = "".join(
         f"<circle data-testid=\"pass-rate-point\" class=\"{'ok' if run.succeeded else 'bad'}\" cx=\"{x(run)}\""
         f" cy=\"{y(run.pass_rate or 0)}\" r=\"{radius}\"><title>{_text(run.task_id)}, {_time(run.at)}:"
-        f" {sum(row.result == 'PASS' for row in run.evidence)} of {len(run.evidence)} checks passed ({run.state})</title></circle>"
+        f" {run.passed} of {len(run.evidence)} checks passed ({run.state})</title></circle>"
         for run in rated
     )
     axis = (
@@ -217,7 +218,7 @@ def _chart(runs: list[PreflightRun]) -> str:
     latest = rated[-1]
     summary = (
         f"{len(rated)} run(s); the latest ({_text(latest.task_id)}, {_time(latest.at)} UTC) passed"
-        f" {sum(row.result == 'PASS' for row in latest.evidence)} of {len(latest.evidence)} checks.{note}"
+        f" {latest.passed} of {len(latest.evidence)} checks.{note}"
     )
     return (
         f"<p class=\"muted\">Share of each preflight run's checks that passed; a red point is a run that did not commit."

@@ -300,6 +300,20 @@ def test_the_page_renders_in_a_browser_without_a_script_error(store: Store, cloc
     assert OVERRIDE_REASON in override.text()
 
 
+def test_an_empty_store_renders_without_a_script_error(tmp_path: Path) -> None:
+    from pytest_maf.store import open_store
+
+    chromium()
+    open_store(tmp_path / "runtime.db", create=True).close()
+    assert maf(tmp_path, "--db", str(tmp_path / "runtime.db"), "report", "--html", "report.html").returncode == 0
+
+    loaded = run_chromium(tmp_path, "empty", tmp_path / "report.html", "--virtual-time-budget=5000", "--dump-dom")
+
+    (html,) = dom_of(loaded.stdout).find("html")
+    assert html.attributes.get("data-report-ready") == "1" and "data-js-errors" not in html.attributes, html.attributes
+    assert dom_of(loaded.stdout).find("p", data_testid="no-preflight")
+
+
 def png_size(path: Path) -> tuple[int, int]:
     header = path.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
