@@ -52,7 +52,7 @@ CREATE TABLE evidence (
 """
 CANONICAL = ("tasks", "leases", "events", "evidence")
 # Indexes pytest-maf adds beside the canonical ones (never changing a column).
-EXTRA_INDEXES = {"events": {"idx_events_task"}, "leases": {"idx_leases_expiry"}}
+EXTRA_INDEXES = {"events": {"idx_events_task", "idx_events_ts"}, "leases": {"idx_leases_expiry"}}
 
 
 def describe(connection: sqlite3.Connection, table: str) -> dict[str, object]:
@@ -155,6 +155,19 @@ def test_reclaiming_expired_leases_reads_only_the_expired_ones(db_path: Path) ->
         plan = " ".join(row[-1] for row in store.connection.execute(f"EXPLAIN QUERY PLAN {query}"))
     assert "USING INDEX idx_leases_expiry (lease_expires_at<?)" in plan.replace("COVERING ", "")
     assert "SCAN leases" not in plan
+
+
+def test_the_newest_history_is_read_along_the_time_indexes(db_path: Path) -> None:
+    """`maf history` and `maf status` read the newest events: a walk back along each history's time index."""
+    setup_store(db_path)
+    plans: list[str] = []
+    with open_store(db_path) as store:
+        store.connection.set_trace_callback(plans.append)
+        store.read(lambda tx: tx.audit_trail(limit=100))
+        (query,) = [sql for sql in plans if "FROM events" in sql]
+        plan = " ".join(row[-1] for row in store.connection.execute(f"EXPLAIN QUERY PLAN {query}"))
+    for index in ("idx_events_ts", "idx_reservation_events_ts", "idx_escalation_events_ts"):
+        assert f"USING INDEX {index}" in plan.replace("COVERING ", ""), plan
 
 
 def test_an_older_database_is_migrated_in_place(db_path: Path) -> None:

@@ -184,6 +184,14 @@ CREATE TABLE operation_durations (
 );
 """
 
+# `maf history` and `maf status` read the newest events first: an index on the
+# time of each history makes that a walk back from its end, not a sort of all.
+HISTORY_TIME_DDL_V9 = """
+CREATE INDEX idx_events_ts ON events(ts);
+CREATE INDEX idx_reservation_events_ts ON reservation_events(ts);
+CREATE INDEX idx_escalation_events_ts ON escalation_events(ts);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     CANONICAL_DDL + PYTEST_MAF_DDL_V1,
     RESERVATIONS_DDL_V2,
@@ -193,6 +201,7 @@ MIGRATIONS: tuple[str, ...] = (
     MAIL_OUTBOX_DDL_V6,
     LEASE_EXPIRY_DDL_V7,
     AGENTS_AND_DURATIONS_DDL_V8,
+    HISTORY_TIME_DDL_V9,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

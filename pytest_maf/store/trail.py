@@ -58,14 +58,20 @@ def audit_query(
         escalations.append((f"(e.agent_id = {marker} OR e.target = {marker})", [agent_id, agent_id]))
     queries: list[str] = []
     params: list[Any] = []
-    for select, conditions, alias in zip(_AUDIT_SELECTS, (events, reservations, escalations), ("", "", "x.")):
+    for number, (select, conditions, alias) in enumerate(
+        zip(_AUDIT_SELECTS, (events, reservations, escalations), ("", "", "x."))
+    ):
         given = list(conditions)
         if since is not None:
             given.append((f"{alias}ts >= {marker}", [since]))
         if kinds is not None:
             given.append((f"{alias}kind {one_of(len(kinds))}", list(kinds)))
-        queries.append(select + (" WHERE " + " AND ".join(clause for clause, _ in given) if given else ""))
+        query = select + (" WHERE " + " AND ".join(clause for clause, _ in given) if given else "")
         params.extend(value for _, values in given for value in values)
+        if limit is not None:  # each history's newest first, read backwards along its time index, then merged
+            query = f"SELECT * FROM ({query} ORDER BY {alias}ts DESC, {alias}id DESC LIMIT {marker}) AS part{number}"
+            params.append(limit)
+        queries.append(query)
     query = (
         "SELECT source, id, ts, kind, task_id, agent_id, escalation_id, data_json FROM ("
         + " UNION ALL ".join(queries) + ") AS trail ORDER BY ts DESC, rank DESC, id DESC"
