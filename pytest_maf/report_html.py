@@ -154,7 +154,10 @@ def _section(anchor: str, title: str, content: str) -> str:
 
 def _table(header: Sequence[str], rows: Iterable[str], testid: str) -> str:
     head = "".join(f"<th>{name}" for name in header)
-    return f"<div class=\"scroll\"><table data-testid=\"{testid}\"><thead><tr>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+    return (
+        f"<div class=\"scroll\"><table data-testid=\"{testid}\"><thead><tr>{head}</thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def _result_class(row: Evidence) -> str:
@@ -283,8 +286,9 @@ def _overrides(data: ReportData) -> str:
     for entry in data.overrides:
         if entry.kind == "override":
             what = "commit under the override"
-            whose = ", ".join(f"{pair[0]} ({pair[1]})" for pair in entry.data.get("holders", []) if len(pair) == 2)
-            paths = ", ".join(str(path) for path in entry.data.get("paths", []))
+            pairs = [pair for pair in _listed(entry.data.get("holders")) if len(_listed(pair)) == 2]
+            whose = ", ".join(f"{holder} ({pattern})" for holder, pattern in pairs)
+            paths = ", ".join(str(path) for path in _listed(entry.data.get("paths")))
         else:
             what, whose, paths = "force-release", str(entry.data.get("holder", "")), str(entry.data.get("pattern", ""))
         rows.append(
@@ -383,6 +387,11 @@ def _timeline(history: TaskHistory) -> str:
             cells.pop()
     body = "".join("<tr>" + "".join(f"<td>{cell}" for cell in cells) for cells in rows)
     return f"<table class=tl><tr><th>Time<th>Event<th>State<th>Agent<th>Attempt<th>Note{body}</table>"
+
+
+def _listed(value: object) -> list[Any]:
+    """A stored list, or nothing when the row holds something else (stored data is read, not trusted)."""
+    return value if isinstance(value, list) else []
 
 
 def _code_or_blank(value: str | None) -> str:

@@ -74,6 +74,17 @@ def test_store_text_is_escaped_everywhere(store: Store, clock: ManualClock, tmp_
     assert "script-src 'sha256-" in page and "default-src 'none'" in page
 
 
+def test_odd_stored_rows_still_render(store: Store, clock: ManualClock, tmp_path: Path) -> None:
+    build_known_store(store, clock, tmp_path / "agent-mail")
+    store.write(lambda transaction: transaction.insert_reservation_event(
+        "override", "agent-x", {"holders": 5, "paths": "app/x.py", "reason": ["not", "text"]}
+    ))
+
+    page = render_report(gather_report(store))
+
+    assert page.count('data-testid="override"') == 3 and "[&#x27;not&#x27;, &#x27;text&#x27;]" in page
+
+
 def test_since_keeps_the_window_and_what_is_held_now(store: Store, clock: ManualClock, tmp_path: Path) -> None:
     build_known_store(store, clock, tmp_path / "agent-mail")
     tasks.renew_lease(store, HOSTILE_ID, "agent-b", 1, 24 * 60 * MINUTE)

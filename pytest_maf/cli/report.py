@@ -27,13 +27,14 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     output = checked_output(args.output, protected, "--html")  # refused before the store is opened
     with open_configured_store(settings, deliver_queued_mail=False) as store:
         data = gather_report(store, args.since, args.limit)
-    page = render_report(data).encode("utf-8")
-    write_text_atomic(output, page.decode("utf-8"))
+    page = render_report(data)
+    write_text_atomic(output, page)
+    size = len(page.encode("utf-8"))
     if args.json:
-        print_json({"path": str(output), "bytes": len(page), "tasks": len(data.tasks)})
+        print_json({"path": str(output), "bytes": size, "tasks": len(data.tasks)})
     else:
         print(printable(f"wrote {output}: {len(data.tasks)} task(s), {len(data.preflight_runs)} preflight run(s),"
-                        f" {len(page)} bytes"))
+                        f" {size} bytes"))
     return 0
 
 
