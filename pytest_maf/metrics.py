@@ -5,7 +5,7 @@ Families:
 * ``maf_tasks{state}``, ``maf_leases_active``, ``maf_reservations_active``
 * ``maf_reservation_operations_total{op}`` (acquire, renew, release, force_release, expire, override)
 * ``maf_reservation_conflicts_total``
-* ``maf_escalations{status}``, ``maf_evidence_total{result}``
+* ``maf_escalations{status}``, ``maf_escalation_oldest_open_seconds``, ``maf_evidence_total{result}``
 * ``maf_errors_total{kind}``: recorded failures (task rollbacks, expiries and exhaustions,
   reservation conflicts and overrides)
 * ``maf_db_query_duration_seconds``: a histogram of this process's probe queries, one per scrape
@@ -63,8 +63,9 @@ class StoreCollector:
         started = time.perf_counter()
         stale_after_ms = self.settings.agent_stale_after_s * 1000
         with open_store_for(self.settings) as store:
-            snapshot, agents, buckets = store.read(lambda transaction: (
-                transaction.metrics_snapshot(), statuses_in(transaction, stale_after_ms), transaction.duration_buckets()
+            snapshot, agents, buckets, open_since = store.read(lambda transaction: (
+                transaction.metrics_snapshot(), statuses_in(transaction, stale_after_ms), transaction.duration_buckets(),
+                (transaction.now, [escalation.created_at for escalation in transaction.escalations(status="active")]),
             ))
         self.query_duration.observe(time.perf_counter() - started)
         yield from self.query_duration.collect()  # after observing, so a scrape includes its own probe
@@ -89,6 +90,11 @@ class StoreCollector:
         for status in ESCALATION_STATUSES:
             escalations.add_metric([status], snapshot["escalations"].get(status, 0))
         yield escalations
+        now, created = open_since
+        yield GaugeMetricFamily(
+            "maf_escalation_oldest_open_seconds", "How long the oldest active escalation has been open (0: none is).",
+            value=max(0, now - min(created)) / 1000 if created else 0,
+        )
         evidence = CounterMetricFamily("maf_evidence", "Evidence rows by result.", labels=["result"])
         for result in EVIDENCE_RESULTS:
             evidence.add_metric([result], snapshot["evidence"].get(result, 0))

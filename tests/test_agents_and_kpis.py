@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -12,7 +14,7 @@ from backends import environment_store, open_environment_store
 from pytest_maf import escalation, kpi, reservations, tasks
 from pytest_maf.agents import agent_statuses, availability
 from pytest_maf.clock import ManualClock, system_clock
-from pytest_maf.config import load_settings
+from pytest_maf.config import Settings, load_settings
 from pytest_maf.evidence import record_evidence
 from pytest_maf.metrics import exposition
 from pytest_maf.records import UNBOUNDED_US, DurationBucket
@@ -64,26 +66,34 @@ def test_every_write_that_names_an_agent_marks_it_seen_without_changing_when_it_
         assert (alice.first_seen, alice.last_seen) == (started, clock())
 
 
-def test_claim_counts_and_preflight_and_escalation_buckets_match_what_happened(
-    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.contextmanager
+def repository_store(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
+) -> Iterator[tuple[Settings, Store]]:
+    """A repository's settings and its store on ``backend`` (as `maf` finds it), written on ``clock``."""
     (tmp_path / ".git").mkdir()
     monkeypatch.chdir(tmp_path)
     with environment_store(backend, monkeypatch):
-        settings = load_settings(cwd=tmp_path)
-        clock = ManualClock(system_clock())
         with open_environment_store(tmp_path, create=True, clock=clock, use_client_clock=True) as store:
-            for n in range(5):
-                tasks.add_task(store, task_id=f"t{n}")
-                tasks.claim_next_task(store, ("alice", "bob")[n % 2], HOUR_MS)
-            run_preflight(store, clock, took_ms=2500, result="PASS")  # the 3 s bucket, not the 2 s one
-            run_preflight(store, clock, took_ms=400, result="FAIL")  # the 0.5 s bucket
-            opened = escalation.escalate(
-                store, settings, agent_id="alice", bead_id="b1", error_context="stuck", target="codex-senior"
-            )
-            clock.advance(7 * 60_000)  # the 600 s bucket, not the 300 s one
-            escalation.close_escalation(store, opened.escalation.id)
-            stats = {row.operation: row for row in store.read(lambda transaction: transaction.operation_stats())}
+            yield load_settings(cwd=tmp_path), store
+
+
+def test_claim_counts_and_preflight_and_escalation_buckets_match_what_happened(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = ManualClock(system_clock())
+    with repository_store(backend, tmp_path, monkeypatch, clock) as (settings, store):
+        for n in range(5):
+            tasks.add_task(store, task_id=f"t{n}")
+            tasks.claim_next_task(store, ("alice", "bob")[n % 2], HOUR_MS)
+        run_preflight(store, clock, took_ms=2500, result="PASS")  # the 3 s bucket, not the 2 s one
+        run_preflight(store, clock, took_ms=400, result="FAIL")  # the 0.5 s bucket
+        opened = escalation.escalate(
+            store, settings, agent_id="alice", bead_id="b1", error_context="stuck", target="codex-senior"
+        )
+        clock.advance(7 * 60_000)  # the 600 s bucket, not the 300 s one
+        escalation.close_escalation(store, opened.escalation.id)
+        stats = {row.operation: row for row in store.read(lambda transaction: transaction.operation_stats())}
         values = metric_values(exposition(settings))
 
     claims = [values[("maf_claim_duration_seconds_bucket", (("le", le),))] for le in claim_bounds()]
@@ -119,6 +129,20 @@ def claim_bounds() -> list[str]:
     return [repr(bound) for bound in kpi.OPERATION_BUCKETS["claim"]] + ["+Inf"]
 
 
+def test_the_oldest_open_escalation_is_as_old_as_the_time_since_it_was_opened(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    eleven_minutes_ago = ManualClock(system_clock() - 660_000)
+    with repository_store(backend, tmp_path, monkeypatch, eleven_minutes_ago) as (settings, store):
+        escalation.escalate(store, settings, agent_id="alice", bead_id="b1", error_context="stuck", target="codex-senior")
+        eleven_minutes_ago.advance(60_000)
+        escalation.escalate(store, settings, agent_id="bob", bead_id="b2", error_context="stuck", target="codex-senior")
+        values = metric_values(exposition(settings))
+
+    assert 660 <= values[("maf_escalation_oldest_open_seconds", ())] < 720  # the first one's age, whatever this run took
+    assert values[("maf_escalations", (("status", "active"),))] == 2
+
+
 def test_no_agent_known_is_not_counted_as_available_and_no_preflight_is_not_a_pass_rate(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
     settings = load_settings(environ={}, cwd=tmp_path)
@@ -127,7 +151,7 @@ def test_no_agent_known_is_not_counted_as_available_and_no_preflight_is_not_a_pa
     values = metric_values(exposition(settings))
 
     assert math.isnan(values[("maf_agent_availability", ())]) and math.isnan(values[("maf_preflight_pass_ratio", ())])
-    assert values[("maf_agents", (("state", "stale"),))] == 0
+    assert values[("maf_agents", (("state", "stale"),))] == 0 and values[("maf_escalation_oldest_open_seconds", ())] == 0
 
 
 def test_a_bucket_bound_that_changed_counts_in_the_next_current_bucket() -> None:

@@ -4,9 +4,7 @@ with hostile store text, its output rules, and how it renders in a real browser 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,6 +22,7 @@ from report_store import (
     FORCE_REASON, HOSTILE_ID, HOSTILE_MESSAGE, LINT_MESSAGE, MINUTE, OVERRIDE_REASON, PREFLIGHT_RUNS,
     build_known_store, build_many_tasks, verify,
 )
+from tools import required_tool
 from workspace import isolated_env, maf_command
 
 from pytest_maf import tasks
@@ -199,12 +198,7 @@ def test_a_failed_report_leaves_the_old_page_whole(tmp_path: Path) -> None:
 
 
 def chromium() -> str:
-    found = shutil.which("chromium")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed, and CI must run the browser tests (.ci/run installs it)", pytrace=False)
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium); CI runs these tests")
-    return found
+    return required_tool("chromium", "chromium", "run the browser tests")
 
 
 def run_chromium(tmp_path: Path, name: str, page: Path, *options: str) -> subprocess.CompletedProcess[str]:
