@@ -195,3 +195,18 @@ def test_a_duration_is_read_as_people_write_it(text: str, ms: int) -> None:
 def test_a_duration_that_is_not_one_is_refused_naming_the_option(text: str) -> None:
     with pytest.raises(UsageError, match="--since"):
         parse_duration("--since", text)
+
+
+def test_an_unreadable_inbox_is_named_and_the_rest_still_shown(store: Store, tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    mail.send(root, "lead", "claude-1", "rebase", "please", 1)
+    (root / "messages" / "gemini-2").mkdir(parents=True)
+    (root / "messages" / "gemini-2" / "msg-planted.json").write_text("not json")
+    tasks.add_task(store, task_id="fix-1")
+
+    snapshot = status_snapshot(store, root)
+
+    counts = {count.agent: count for count in snapshot.mail}
+    assert counts["claude-1"].unread == 1 and counts["claude-1"].problem is None
+    assert counts["gemini-2"].problem is not None and "msg-planted.json" in counts["gemini-2"].problem
+    assert snapshot.tasks_by_state["READY"] == 1
