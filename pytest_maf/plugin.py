@@ -107,6 +107,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="treat failing warning-severity checks as failures",
     )
     group.addoption(
+        "--maf-checks",
+        metavar="IDS",
+        help="run only the checks whose id (or id[param]) matches one of these ids or globs, comma-separated,"
+        " such as env.*,mcp.* (default: every check); choose by tag with -m, such as -m 'services and not slow'",
+    )
+    group.addoption(
         "--maf-db",
         metavar="PATH",
         help="runtime database (default: MAF_DB_PATH, else .maf/runtime.db at the repository root)",
@@ -127,6 +133,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line("markers", "maf_task_payload(payload): the payload of the maf_task fixture's task")
     preflight, task_id = config.getoption("maf_preflight"), config.getoption("maf_task")
+    chosen = config.getoption("maf_checks")
+    if preflight or chosen is not None:
+        from pytest_maf.check_selection import CheckSelection, check_patterns
+
+        patterns = None if chosen is None else check_patterns(chosen)
+        config.pluginmanager.register(CheckSelection(config, patterns), "maf-check-selection")
     if not preflight and not task_id:
         return
     if preflight and task_id:
@@ -146,6 +158,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.pluginmanager.has_plugin("maf-check-selection"):
+        config.pluginmanager.unregister(name="maf-check-selection")
     run = config.stash.get(MAF_RUN_KEY, None)
     if run is not None:
         run.close()

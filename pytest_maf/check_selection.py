@@ -1,0 +1,122 @@
+"""Choosing preflight checks by id or glob (``--maf-checks env.*,mcp.*``) and by tag
+(``-m services``), and listing their ids (``--collect-only``).
+
+A check's id is its ``maf_check(id=...)``; a parametrised check's verifier id
+adds the parameter (``mcp.client[codex]``), and either may be chosen. Each tag
+of ``maf_check(tags=[...])`` becomes a marker of the check, registered, so
+pytest's own ``-m`` selects by tag without an unknown-mark warning.
+
+Example::
+
+    pytest --maf-preflight --maf-checks 'env.*,store.schema' -m 'not mcp'
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+import pytest
+
+from pytest_maf.terminal import printable
+
+OPTION = "--maf-checks"
+# Marker names pytest and its plugins act on: a tag by one of these names would skip, fail or time out a check.
+RESERVED_MARKERS = frozenset({
+    "skip", "skipif", "xfail", "parametrize", "usefixtures", "filterwarnings", "timeout", "maf_check",
+    "maf_task_payload", "tryfirst", "trylast",
+})
+MAX_PATTERNS = 200
+
+
+def check_id(item: pytest.Item) -> str | None:
+    """The item's ``maf_check`` id, or None for a test that is not a check."""
+    marker = item.get_closest_marker("maf_check")
+    found = marker.kwargs.get("id") if marker is not None else None
+    return str(found) if found else None
+
+
+def verifier_id(item: pytest.Item) -> str | None:
+    """The check id with the parameter of a parametrised check (``mcp.client[codex]``)."""
+    found = check_id(item)
+    callspec = getattr(item, "callspec", None)
+    return f"{found}[{callspec.id}]" if found and callspec else found
+
+
+def check_patterns(text: str) -> list[str]:
+    """``--maf-checks``: ids or globs separated by commas; a malformed list is a usage error."""
+    patterns = [part.strip() for part in text.split(",")]
+    if not text.strip() or any(not pattern for pattern in patterns):
+        raise pytest.UsageError(f"{OPTION} {printable(repr(text))}: give check ids or globs separated by commas, such as env.*,mcp.*")
+    if len(patterns) > MAX_PATTERNS:
+        raise pytest.UsageError(f"{OPTION}: {len(patterns)} patterns; give at most {MAX_PATTERNS}")
+    for pattern in patterns:
+        if not pattern.isprintable():
+            raise pytest.UsageError(f"{OPTION}: {printable(repr(pattern))} holds a control character; give a check id or glob")
+    return patterns
+
+
+def _tags(item: pytest.Item) -> list[str]:
+    marker = item.get_closest_marker("maf_check")
+    tags = marker.kwargs.get("tags", ()) if marker is not None else ()
+    return sorted({str(tag) for tag in tags}) if isinstance(tags, (list, tuple, set, frozenset)) else []
+
+
+class CheckSelection:
+    """Registered for a preflight or a ``--maf-checks`` run: tags as markers, the id filter, the id listing."""
+
+    def __init__(self, config: pytest.Config, patterns: list[str] | None) -> None:
+        self.config = config
+        self.patterns = patterns
+        self.registered: set[str] = set()
+
+    def pytest_itemcollected(self, item: pytest.Item) -> None:
+        for tag in _tags(item):
+            if tag in RESERVED_MARKERS or not tag.isidentifier():
+                continue  # only a plain name can be given to -m, and a reserved one would change the check
+            if tag not in self.registered:
+                self.config.addinivalue_line("markers", f"{tag}: preflight checks tagged {tag!r} (maf_check tags)")
+                self.registered.add(tag)
+            item.add_marker(tag)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if self.patterns is None:
+            return
+        chosen: list[pytest.Item] = []
+        left: list[pytest.Item] = []
+        matched: set[str] = set()
+        for item in items:
+            names = [name for name in (check_id(item), verifier_id(item)) if name]
+            hits = {  # an exact id first: mcp.client[codex] is a name, not a glob's [...] class
+                pattern for pattern in self.patterns for name in names
+                if name == pattern or fnmatch.fnmatchcase(name, pattern)
+            }
+            matched |= hits
+            (chosen if hits else left).append(item)
+        unmatched = [pattern for pattern in self.patterns if pattern not in matched]
+        if unmatched:
+            known = sorted({name for item in items for name in (check_id(item),) if name})
+            shown = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
+            items[:] = []  # pytest reports the collection even so: list nothing
+            raise pytest.UsageError(
+                f"{OPTION}: {printable(', '.join(unmatched))} matches no check; the check ids are: {shown or 'none'}"
+            )
+        if left:
+            config.hook.pytest_deselected(items=left)
+            items[:] = chosen
+
+    def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> Any:
+        if not config.getoption("collectonly"):
+            return None
+        checks = [(verifier_id(item), item) for item in items]
+        shown = [(name, item) for name, item in checks if name]
+        if not shown:
+            return None
+        width = max(len(name) for name, _ in shown)
+        lines = [f"maf checks ({len(shown)}): id, severity, tags"]
+        for name, item in shown:
+            marker = item.get_closest_marker("maf_check")
+            severity = str(marker.kwargs.get("severity", "critical")) if marker is not None else "critical"
+            lines.append(printable(f"  {name:<{width}}  {severity:<8}  {' '.join(_tags(item))}").rstrip())
+        return lines
