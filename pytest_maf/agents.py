@@ -3,7 +3,9 @@
 Every write that names an agent (a claim, start, verify, finish, evidence, a
 lease renewal or heartbeat, a reservation's acquire, renewal or release, an
 escalation, a guard run) ends with :func:`seen`, one upsert in that same
-transaction: no extra call, no extra transaction. What an agent holds is not
+transaction: no extra call, no extra transaction; agent-mail commands, which
+write no store row, mark their agent seen at most once a minute
+(:func:`seen_without_a_write`). What an agent holds is not
 stored twice; :func:`agent_statuses` reads it from the leases and
 reservations at the same moment. An agent silent for longer than
 ``agents.stale_after_seconds`` is stale::
@@ -43,6 +45,26 @@ def seen(transaction: Transaction, agent_id: str | None, observation: Observatio
     """Mark ``agent_id`` seen now, and record ``observation``: the last statement of an operation's transaction
     (so on PostgreSQL the agent's row is always the last lock taken)."""
     transaction.record_activity(agent_id, current_client(), observation)
+
+
+# A command that writes nothing to the store (reading or sending agent-mail) marks its agent seen at
+# most this often: one read each time, and a write only when the last sighting is older.
+QUIET_SEEN_INTERVAL_MS = 60_000
+
+
+def seen_without_a_write(store: Store, agent_id: str) -> bool:
+    """For a command of ``agent_id`` that writes nothing to the store: mark it seen, at most once per
+    :data:`QUIET_SEEN_INTERVAL_MS`; True when this call wrote."""
+
+    def last_seen(transaction: Transaction) -> tuple[int, int | None]:
+        known = [agent.last_seen for agent in transaction.agents() if agent.agent_id == agent_id]
+        return transaction.now, known[0] if known else None
+
+    now, last = store.read(last_seen)
+    if last is not None and now - last < QUIET_SEEN_INTERVAL_MS:
+        return False
+    store.write(lambda transaction: seen(transaction, agent_id))
+    return True
 
 
 @dataclass(frozen=True)

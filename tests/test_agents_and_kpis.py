@@ -218,6 +218,23 @@ def test_maf_agents_shows_a_silent_agent_as_stale_and_a_preflight_agent_by_its_c
     ] == 1
 
 
+def test_agent_mail_marks_its_agent_seen_at_most_once_a_minute(workspace: Workspace) -> None:
+    main = workspace.main
+    two_minutes_ago = ManualClock(system_clock() - 120_000)
+    with open_store(main / ".maf" / "runtime.db", clock=two_minutes_ago) as store:
+        reservations.acquire(store, ["docs/**"], "gina", HOUR_MS)
+
+    sent = workspace.maf(main, "mail", "send", "--to", "gina", "--subject", "hi", "--body", "ready?", agent="erin")
+    assert sent.returncode == 0, sent.stderr
+    first = {a["agent_id"]: a for a in agents_json(workspace)}
+    for agent in ("erin", "gina"):
+        assert workspace.maf(main, "mail", "list", agent=agent).returncode == 0
+    second = {a["agent_id"]: a for a in agents_json(workspace)}
+
+    assert first["erin"]["client"] == "maf" and second["erin"]["last_seen"] == first["erin"]["last_seen"]  # within the minute
+    assert second["gina"]["last_seen"] > first["gina"]["last_seen"] == two_minutes_ago()  # silent for two
+
+
 def agents_json(workspace: Workspace) -> list[dict[str, object]]:
     completed = workspace.maf(workspace.main, "agents", "--json")
     assert completed.returncode == 0, completed.stderr

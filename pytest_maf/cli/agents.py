@@ -44,7 +44,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     agents = commands.add_parser(
         "agents", help="the agents the store has seen: last seen, what each holds, which are stale",
         description="Every agent that has claimed, started, verified or finished a task, recorded evidence,"
-        " renewed a lease, acquired, renewed or released a reservation, escalated or run the guard is"
+        " renewed a lease, acquired, renewed or released a reservation, escalated, run the guard or"
+        " read or sent agent-mail is"
         " recorded with the client it came through (maf, pytest, mcp) and when it was first and last seen;"
         " what it holds is read from its live leases and reservations. An agent silent for longer than"
         f" agents.stale_after_seconds ({default_note('agents.stale_after_seconds')}) is stale.",

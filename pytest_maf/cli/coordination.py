@@ -85,10 +85,24 @@ def _deliver_queued_mail(settings: Settings) -> None:
         print(f"maf: warning: queued agent-mail was not delivered: {printable(error)}", file=sys.stderr)
 
 
+def _seen_by_mail(settings: Settings, agent: str) -> None:
+    """After agent-mail was read or sent: mark ``agent`` seen, at most once a minute, when there is a store."""
+    if settings.database_url is None and not settings.db_path.is_file():
+        return
+    from pytest_maf.agents import seen_without_a_write
+
+    try:
+        with open_configured_store(settings, deliver_queued_mail=False) as store:
+            seen_without_a_write(store, agent)
+    except (MafError, OSError) as error:  # the mail went through; only the sighting is lost
+        print(f"maf: warning: {agent} was not recorded as seen: {printable(error)}", file=sys.stderr)
+
+
 def cmd_mail_list(args: argparse.Namespace, settings: Settings) -> int:
     agent = agent_of(args)
     _deliver_queued_mail(settings)
     messages = mail.list_messages(settings.mail_root, agent, unread_only=args.unread)[::-1][: args.limit]  # newest first
+    _seen_by_mail(settings, agent)
     if args.json:
         print_json(messages)
         return 0
@@ -125,6 +139,7 @@ def cmd_mail_ack(args: argparse.Namespace, settings: Settings) -> int:
     mail.validate_message_id(args.id)
     _deliver_queued_mail(settings)
     message = mail.acknowledge(settings.mail_root, args.id, agent, system_clock())
+    _seen_by_mail(settings, agent)
     if args.json:
         print_json(message)
     else:
@@ -135,6 +150,7 @@ def cmd_mail_ack(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_mail_send(args: argparse.Namespace, settings: Settings) -> int:
     sender = validate_id("agent", args.sender) if args.sender is not None else agent_of(args)
     message = mail.send(settings.mail_root, sender, args.to, args.subject, args.body, system_clock())
+    _seen_by_mail(settings, sender)
     if args.json:
         print_json(message)
     else:
