@@ -168,3 +168,21 @@ def store_of_env(env: Mapping[str, str], directory: Path) -> Store:
     if env.get("MAF_DATABASE_URL"):
         return open_store(env["MAF_DATABASE_URL"], schema=env["MAF_DATABASE_SCHEMA"])
     return open_store(directory / ".maf" / "runtime.db")
+
+
+def maf_on_store(root: Path, store: Store, *args: str) -> Any:
+    """The installed ``maf`` run in ``root`` on ``store`` (a SQLite file, or a PostgreSQL schema), with an
+    environment of its own; the completed process."""
+    import subprocess
+
+    from workspace import isolated_env, maf_command
+
+    if store.backend == "sqlite":
+        env = {"MAF_DB_PATH": store.location}
+    else:
+        env = {"MAF_DATABASE_URL": store.url, "MAF_DATABASE_SCHEMA": store.schema}  # type: ignore[attr-defined]
+    (root / "home").mkdir(exist_ok=True)
+    return subprocess.run(
+        [*maf_command(), *args], cwd=root, env=isolated_env(root / "home", env), capture_output=True, text=True,
+        timeout=120,
+    )

@@ -4,36 +4,22 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from backends import backend_store
+from backends import backend_store, maf_on_store
 from pytest_maf import escalation, reservations, tasks
 from pytest_maf.clock import ManualClock, system_clock
 from pytest_maf.config import load_settings
 from pytest_maf.store import Store
-from workspace import isolated_env, maf_command
 
 DAY_MS = 24 * 60 * 60_000
 
 
-def run_maf(root: Path, store: Store, *args: str) -> subprocess.CompletedProcess[str]:
-    """The installed ``maf`` in ``root``, on ``store``."""
-    if store.backend == "sqlite":
-        env = {"MAF_DB_PATH": store.location}
-    else:
-        env = {"MAF_DATABASE_URL": store.url, "MAF_DATABASE_SCHEMA": store.schema}  # type: ignore[attr-defined]
-    return subprocess.run(
-        [*maf_command(), *args], cwd=root, env=isolated_env(root / "home", env), capture_output=True, text=True,
-        timeout=120,
-    )
-
-
 def counter_totals(root: Path, store: Store) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    scraped = run_maf(root, store, "metrics")
+    scraped = maf_on_store(root, store, "metrics")
     assert scraped.returncode == 0, scraped.stderr
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -90,12 +76,12 @@ def test_cleanup_prunes_old_reservation_and_closed_escalation_events_and_keeps_e
         before_rows = history(store)
         before = counter_totals(root, store)
 
-        dry = run_maf(root, store, "db", "cleanup", "--days", "30", "--json")
+        dry = maf_on_store(root, store, "db", "cleanup", "--days", "30", "--json")
         assert dry.returncode == 0, dry.stderr
         assert history(store) == before_rows  # a dry run deletes nothing
-        applied = run_maf(root, store, "db", "cleanup", "--days", "30", "--apply", "--json")
+        applied = maf_on_store(root, store, "db", "cleanup", "--days", "30", "--apply", "--json")
         assert applied.returncode == 0, applied.stderr
-        text = run_maf(root, store, "db", "cleanup", "--days", "30", "--apply")  # nothing left to fold twice
+        text = maf_on_store(root, store, "db", "cleanup", "--days", "30", "--apply")  # nothing left to fold twice
 
         counted = json.loads(applied.stdout)
         assert json.loads(dry.stdout) == {**counted, "applied": False}

@@ -9,9 +9,9 @@ import sys
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
-from pytest_maf.cli import db_backups
+from pytest_maf.cli import db_backups, db_health
 from pytest_maf.cli.common import add_json, add_output, number, print_json, print_table, prints_no_result
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
@@ -20,9 +20,6 @@ from pytest_maf.files import checked_output, store_files
 from pytest_maf.store import maintenance
 from pytest_maf.store import export as db_export
 from pytest_maf.terminal import Progress
-
-if TYPE_CHECKING:
-    from pytest_maf.store.postgres import PostgresStore
 
 DAY_MS = 24 * 60 * 60 * 1000
 MAX_CLEANUP_DAYS = 36_500  # a hundred years: any older cut-off keeps nothing more
@@ -105,32 +102,13 @@ def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
-def cmd_optimize(args: argparse.Namespace, settings: Settings) -> int:
-    done = maintenance.optimize(settings.db_path, vacuum=args.vacuum)
-    if args.json:
-        print_json({"database": str(settings.db_path), "done": done})
-        return 0
-    print(f"{settings.db_path}: {', '.join(done)}")
-    return 0
-
-
-def _postgres_store(settings: Settings) -> PostgresStore:
-    """The configured PostgreSQL store, for whole-store maintenance."""
-    from pytest_maf.store import open_store_for
-    from pytest_maf.store.postgres import PostgresStore
-
-    store = open_store_for(settings)
-    assert isinstance(store, PostgresStore)  # settings.database_url is set
-    return store
-
-
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     older_than_ms = system_clock() - args.days * DAY_MS
     with Progress(f"{'deleting' if args.apply else 'counting'} old history in {settings.store_shown}"):
         if settings.database_url is not None:
             from pytest_maf.store.cleanup import cleanup_postgres
 
-            with _postgres_store(settings) as store:
+            with db_health.postgres_store(settings) as store:
                 counts = cleanup_postgres(store, older_than_ms, apply=args.apply)
         else:
             counts = maintenance.cleanup(settings.db_path, older_than_ms, apply=args.apply)
@@ -232,10 +210,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     recover.add_argument("--no-shell", action="store_true", help="salvage row by row even if sqlite3 is installed")
     add_json(recover)
     recover.set_defaults(handler=on_a_sqlite_file("recover", cmd_recover))
-    optimize = db.add_parser("optimize", help="ANALYZE, PRAGMA optimize, and optionally VACUUM")
-    optimize.add_argument("--vacuum", action="store_true", help="also VACUUM: rewrite the file to reclaim free pages")
-    add_json(optimize)
-    optimize.set_defaults(handler=on_a_sqlite_file("optimize", cmd_optimize))
+    db_health.register(db)
     cleanup = db.add_parser(
         "cleanup", help="delete events and evidence of DONE/DEAD tasks older than N days (dry run unless --apply)",
         description="Deletes what is older than N days: the events and evidence of DONE and DEAD tasks, reservation"

@@ -1,4 +1,4 @@
-"""Backup, verification, restore, recovery, optimisation and clean-up of the SQLite store.
+"""Backup, verification, restore, recovery and clean-up of the SQLite store.
 
 Backups use SQLite's online backup API, so agents keep writing while one is
 taken and the copy is one consistent snapshot. A restore copies a verified
@@ -479,27 +479,6 @@ def _salvage_rows(db_path: Path, output: Path) -> None:
             source.close()
     finally:
         target.close()
-
-
-def optimize(db_path: Path, vacuum: bool = False) -> list[str]:
-    _require_store(db_path)
-    connection = connect(db_path, MAINTENANCE_BUSY_TIMEOUT_MS)
-    done = []
-    try:
-        connection.execute("ANALYZE")
-        done.append("ANALYZE")
-        connection.execute("PRAGMA optimize")
-        done.append("PRAGMA optimize")
-        if vacuum:
-            connection.execute("VACUUM")
-            done.append("VACUUM")
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        done.append("wal_checkpoint(TRUNCATE)")
-    except sqlite3.Error as error:
-        raise StoreError(f"optimising {db_path} stopped after {', '.join(done) or 'nothing'}: {error}") from None
-    finally:
-        connection.close()
-    return done
 
 
 def cleanup(db_path: Path, older_than_ms: int, apply: bool) -> dict[str, int]:
