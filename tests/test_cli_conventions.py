@@ -85,6 +85,21 @@ def test_options_are_spelled_the_one_way(name: str, parser: argparse.ArgumentPar
     assert {names[0] for names, _ in GLOBAL_OPTIONS} <= {option for action in parser._actions for option in action.option_strings}
 
 
+# Options whose value differs in kind between commands, on purpose: a reservation's --ttl is in minutes.
+METAVAR_MAY_DIFFER = {"--ttl"}
+
+
+def test_an_option_takes_the_same_kind_of_value_everywhere() -> None:
+    metavars: dict[str, set[str]] = {}
+    for _, parser in ALL:
+        for action in parser._actions:
+            if action.help != argparse.SUPPRESS and action.nargs != 0:
+                for option in action.option_strings:
+                    metavars.setdefault(option, set()).add(str(action.metavar or action.dest.upper()))
+    differing = {option: sorted(seen) for option, seen in metavars.items() if len(seen) > 1}
+    assert differing.keys() <= METAVAR_MAY_DIFFER, differing
+
+
 # Behaviour, as a user meets it.
 
 
@@ -203,3 +218,21 @@ def test_a_required_output_given_by_neither_spelling_is_a_usage_error(capsys: py
     assert run(capsys, "setup")[0] == 0
     code, out, err = run(capsys, "evidence", "export", "--json")
     assert code == 2 and json.loads(out)["error"] == "give --output FILE" and err == "maf: error: give --output FILE\n"
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["task", "list", "--log-format", "xml"], "maf task list: error: argument --log-format: invalid choice: 'xml'"),
+        (["task", "list", "--db"], "maf task list: error: argument --db: expected one argument"),
+        (["task", "list", "--db", "a\x1b[2Jb"], "maf: error: invalid configuration: command line: runtime.db_path:"),
+    ],
+    ids=["bad-log-format", "db-without-value", "db-with-escape"],
+)
+def test_a_bad_global_option_after_the_command_is_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    (line,) = [line for line in err.splitlines() if not line.startswith(("usage:", " "))]
+    assert line.startswith(says) and "\x1b" not in err

@@ -288,7 +288,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     release.set_defaults(handler=resolving_agent(cmd_release))
 
     listing = reservation.add_parser("list", help="live reservations")
-    listing.add_argument("--agent", help="only this agent's")
+    listing.add_argument("--agent", metavar="ID", help="only this agent's (default: every agent's)")
     listing.add_argument("--all", action="store_true", help="include expired ones not yet cleaned up")
     add_json(listing)
     listing.set_defaults(handler=cmd_list)

@@ -474,7 +474,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     evidence_add.set_defaults(handler=cmd_evidence_add)
 
     evidence_list = evidence.add_parser("list", help="list recorded evidence, newest first")
-    evidence_list.add_argument("--task", help="only this task's")
+    evidence_list.add_argument("--task", metavar="TASK", help="only this task's (default: every task's)")
     add_limit(evidence_list, "rows, the newest")
     add_json(evidence_list)
     evidence_list.set_defaults(handler=cmd_evidence_list)
@@ -485,6 +485,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " that publish evidence gathered by several runs.",
     )
     add_output(export, "the JUnit XML report to write", required=True, hidden_aliases=("--junit",))
-    export.add_argument("--task", help="only this task's evidence")
+    export.add_argument("--task", metavar="TASK", help="only this task's evidence (default: every task's)")
     add_json(export)
     export.set_defaults(handler=cmd_evidence_export)
