@@ -16,7 +16,8 @@ from typing import Iterator
 
 import pytest
 
-from pytest_maf.cli import build_parser, main
+from cli_run import run, scratch_folder
+from pytest_maf.cli import build_parser
 from pytest_maf.cli.conventions import GLOBAL_OPTIONS, is_command_group, subcommands
 from workspace import Workspace
 
@@ -105,19 +106,7 @@ def test_an_option_takes_the_same_kind_of_value_everywhere() -> None:
 
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name in ("MAF_DB_PATH", "MAF_DATABASE_URL", "MAF_AGENT_ID", "MAF_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exited:  # argparse's usage errors
-        code = int(exited.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return scratch_folder(tmp_path, monkeypatch)
 
 
 def test_global_options_work_after_the_command_too(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

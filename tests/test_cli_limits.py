@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_run import run, scratch_folder
 from pytest_maf import tasks
-from pytest_maf.cli import main
 from pytest_maf.clock import ManualClock
 from pytest_maf.evidence import list_recorded_evidence, record_evidence
 from pytest_maf.store import Store, open_store
@@ -40,19 +40,7 @@ def test_evidence_is_listed_newest_first_with_the_time_it_was_recorded(store: St
 
 @pytest.fixture
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name in ("MAF_DB_PATH", "MAF_DATABASE_URL", "MAF_AGENT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exited:
-        code = int(exited.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return scratch_folder(tmp_path, monkeypatch)
 
 
 def test_maf_evidence_list_shows_the_time_and_takes_limit(capsys: pytest.CaptureFixture[str], in_tmp: Path) -> None:
