@@ -63,7 +63,7 @@ def _said_pruned(output: Path, keep: int | None, removed: list[Path] | None) -> 
     if removed is None:
         return ""
     names = ", ".join(printable(path.name) for path in removed)
-    return f"; kept the {keep} newest in {output.parent}" + (f", deleted {len(removed)}: {names}" if removed else "")
+    return f"; kept the {keep} newest in {printable(str(output.parent))}" + (f", deleted {len(removed)}: {names}" if removed else "")
 
 
 def _backup_json(
@@ -164,8 +164,8 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             print_json({"restored": settings.store_shown, "from": str(backup), "kept_as": kept_schema,
                         "skipped": skipped})
             return 0
-        print(f"restored {settings.store_shown} from {backup} with pg_restore; the previous store is kept"
-              f" as the schema {kept_schema}")
+        print(f"restored {settings.store_shown} from {printable(str(backup))} with pg_restore; the previous store"
+              f" is kept as the schema {kept_schema}")
         return 0
     from pytest_maf.store import maintenance
 
@@ -177,7 +177,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
                     "skipped": skipped})
         return 0
     kept = f"the previous database is kept as {report.kept_as}" if report.kept_as else "there was no database to keep"
-    print(f"restored {settings.db_path} from {backup}; {kept}")
+    print(printable(f"restored {settings.db_path} from {backup}; {kept}"))
     return 0
 
 
