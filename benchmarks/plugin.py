@@ -1,12 +1,27 @@
-"""The plugin's cost: 2,000 trivial tests run plain, with --junitxml, and as verifiers.
+"""The plugin's cost: 2,000 trivial tests run plain, with the plugin idle, with --junitxml, and as verifiers.
 
-Run:  python benchmarks/plugin.py [--tests 2000] [--runs 5]
+Run:  python benchmarks/plugin.py [--tests 2000] [--runs 7]
 
-Each configuration runs --runs times as a new pytest process; the medians are
-reported in seconds and as ratios against the plain run of the same
-benchmark (target: the --maf-task overhead no larger than --junitxml's). It
-also times `pytest --maf-preflight` in a new git repository each run
-(targets: under 1.5 s; the operations guide's KPI is under 2 s).
+Every pytest runs as a new process with PYTEST_DISABLE_PLUGIN_AUTOLOAD=1, so
+no other installed plugin (xdist, hypothesis, timeout, ...) runs and hides the
+difference: the plugin is loaded with ``-p pytest_maf.plugin`` where it is
+wanted, exactly as in a virtualenv with only pytest and pytest-maf. Python's
+bytecode cache is on (in a temporary PYTHONPYCACHEPREFIX, warmed by a first
+round), as for an installed package. The configurations, each --runs times,
+interleaved round by round (the order rotating), so that the machine's other
+load falls on all alike:
+
+  plain        pytest alone
+  plugin_idle  pytest with the plugin and no --maf-* option (target: under 3 % over plain)
+  junitxml     pytest --junitxml (the peer: a report written per test)
+  maf_task     pytest with the plugin, --maf-task T --maf-agent A: every test a
+               verifier of a task leased before each run, its evidence stored
+               and the task finished (target: no more over plain than junitxml)
+
+Prints JSON: median wall and CPU (user + system) seconds of each, their ratios
+to plain, and maf_task's overhead over plain as a ratio to junitxml's. It also
+times `pytest --maf-preflight` in a new git repository each run (target: under
+1.5 s; the operations guide's KPI is under 2 s).
 """
 
 from __future__ import annotations
@@ -14,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -26,15 +42,22 @@ from pytest_maf import tasks
 from pytest_maf.store import open_store
 
 AGENT = "bench-agent"
+PLUGIN = ["-p", "pytest_maf.plugin"]
 
 
-def wall_time(command: list[str], cwd: Path, env: dict[str, str]) -> float:
-    started = time.perf_counter()
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_run(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one run of ``command``; a failed run stops the benchmark."""
+    cpu_before, started = children_cpu_s(), time.perf_counter()
     completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, children_cpu_s() - cpu_before
     if completed.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{completed.stdout[-2000:]}{completed.stderr[-2000:]}")
-    return elapsed
+    return elapsed, cpu
 
 
 def leased_task(db: Path) -> str:
@@ -45,15 +68,26 @@ def leased_task(db: Path) -> str:
     return task.id
 
 
+def active_plugins(suite: Path, env: dict[str, str], pytest_command: list[str]) -> list[str]:
+    """The plugins pytest reports loading in the maf_task configuration (its header's plugins: line)."""
+    output = subprocess.run(
+        [*pytest_command, *PLUGIN, "--collect-only", "-v", "test_trivial.py"], cwd=suite, env=env,
+        capture_output=True, text=True,
+    ).stdout
+    line = next((line for line in output.splitlines() if line.startswith("plugins:")), "plugins:")
+    return [name.strip() for name in line.removeprefix("plugins:").split(",") if name.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tests", type=int, default=2000)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tests", type=int, default=2000, help="trivial tests in the suite (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=7, help="timed runs of each configuration (default: %(default)s)")
     args = parser.parse_args(argv)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAF_")}
-    pytest_command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
 
     root = Path(tempfile.mkdtemp(prefix="maf-plugin-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAF_", "PYTHON", "PYTEST_"))}
+    env.update(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONPYCACHEPREFIX=str(root / "pycache"))
+    pytest_command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     try:
         suite = root / "suite"
         suite.mkdir()
@@ -64,37 +98,49 @@ def main(argv: list[str] | None = None) -> int:
             "def test_trivial(n):\n    assert n >= 0\n"
         )
         db = suite / ".maf" / "runtime.db"
-        samples: dict[str, list[float]] = {"plain": [], "junitxml": [], "maf_task": []}
-        for _ in range(args.runs):  # interleaved, so drift affects every configuration alike
-            samples["plain"].append(wall_time([*pytest_command, "test_trivial.py"], suite, env))
-            samples["junitxml"].append(
-                wall_time([*pytest_command, "test_trivial.py", f"--junitxml={root / 'junit.xml'}"], suite, env)
-            )
-            task_id = leased_task(db)
-            samples["maf_task"].append(
-                wall_time([*pytest_command, "test_trivial.py", "--maf-task", task_id, "--maf-agent", AGENT], suite, env)
-            )
+        configurations = {
+            "plain": lambda: [],
+            "plugin_idle": lambda: PLUGIN,
+            "junitxml": lambda: [f"--junitxml={root / 'junit.xml'}"],
+            "maf_task": lambda: [*PLUGIN, "--maf-task", leased_task(db), "--maf-agent", AGENT],
+        }
+        names = list(configurations)
+        wall: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
+        for round_number in range(args.runs + 1):  # round 0 warms the bytecode cache and is not counted
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                elapsed, used = timed_run([*pytest_command, "test_trivial.py", *configurations[name]()], suite, env)
+                if round_number:
+                    wall[name].append(elapsed)
+                    cpu[name].append(used)
+        plugins = active_plugins(suite, env, pytest_command)
 
         preflight = []
         for run in range(args.runs):
             repo = root / f"fresh-{run}"
             repo.mkdir()
             subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-            preflight.append(wall_time([sys.executable, "-m", "pytest", "--maf-preflight", "-q", "-p", "no:cacheprovider"], repo, env))
+            preflight.append(timed_run([*pytest_command, *PLUGIN, "--maf-preflight"], repo, env)[0])
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    medians = {name: statistics.median(values) for name, values in samples.items()}
-    plain = medians["plain"]
+    median_wall = {name: statistics.median(values) for name, values in wall.items()}
+    median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
+
+    def over_junitxml(medians: dict[str, float]) -> float:
+        return round((medians["maf_task"] - medians["plain"]) / max(medians["junitxml"] - medians["plain"], 1e-9), 2)
+
     report = {
         "tests": args.tests,
         "runs": args.runs,
-        "median_s": {name: round(value, 3) for name, value in medians.items()},
-        "ratio_to_plain": {name: round(value / plain, 3) for name, value in medians.items()},
-        "overhead_s": {
-            "junitxml": round(medians["junitxml"] - plain, 3),
-            "maf_task": round(medians["maf_task"] - plain, 3),
-        },
+        "plugins_loaded": plugins,
+        "median_wall_s": {name: round(value, 3) for name, value in median_wall.items()},
+        "median_cpu_s": {name: round(value, 3) for name, value in median_cpu.items()},
+        "wall_ratio_to_plain": {name: round(value / median_wall["plain"], 3) for name, value in median_wall.items()},
+        "cpu_ratio_to_plain": {name: round(value / median_cpu["plain"], 3) for name, value in median_cpu.items()},
+        "maf_task_overhead_over_junitxml_overhead": {"wall": over_junitxml(median_wall), "cpu": over_junitxml(median_cpu)},
+        "targets": {"maf_task_over_junitxml_overhead": 1.0, "plugin_idle_over_plain": 1.03},
         "preflight_fresh_repo_s": {
             "median": round(statistics.median(preflight), 3),
             "max": round(max(preflight), 3),
