@@ -164,8 +164,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if run is not None:
         run.close()
         config.pluginmanager.unregister(name="maf-run")
-        if config.pluginmanager.has_plugin("maf-xdist"):
-            config.pluginmanager.unregister(name="maf-xdist")
+        for name in ("maf-xdist", "maf-budget"):
+            if config.pluginmanager.has_plugin(name):
+                config.pluginmanager.unregister(name=name)
         del config.stash[MAF_RUN_KEY]
 
 

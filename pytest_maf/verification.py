@@ -5,6 +5,12 @@
 cost a run pays and a plain pytest session does not. The task, its lease and
 its evidence are the library's :class:`pytest_maf.session.VerificationSession`;
 this module turns pytest's reports into its rows.
+
+Per test, the hooks only gather plain data (an outcome on the item, a row
+appended to a list); the rows are written when the run ends, in one
+transaction, so a verification run costs about what ``--junitxml`` does
+(``benchmarks/plugin.py``). The preflight's time limit is a hook of its own
+(:class:`BudgetKeeper`), registered for a preflight only.
 """
 
 from __future__ import annotations
@@ -37,9 +43,9 @@ ACKNOWLEDGED_PREFIX = "maf acknowledged warning: "
 # What a verifier came to, in the order the summary counts them; only "passed" is PASS evidence.
 KINDS = ("passed", "failed", "skipped", "xfailed", "xpassed", "deselected", "warning", "acknowledged")
 NOT_EVIDENCE = ("skipped", "xfailed", "xpassed", "deselected")
-# Evidence is written in batches: one transaction per FLUSH_ROWS rows or FLUSH_SECONDS.
-FLUSH_ROWS = 200
-FLUSH_SECONDS = 1.0
+# Evidence rows are kept in memory as tests end and written when the run ends, in one
+# transaction; a suite of more than FLUSH_ROWS verifiers writes one more per FLUSH_ROWS.
+FLUSH_ROWS = 10_000
 
 
 
@@ -154,7 +160,6 @@ class MafRun:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     _pending: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    _flushed_at: float = field(default_factory=time.monotonic)
 
     @property
     def preflight(self) -> bool:
@@ -176,7 +181,7 @@ class MafRun:
             self.task_id, self.attempt, self.agent_id = shared.get("task_id"), shared.get("attempt", 0), shared.get("agent_id", "")
             self.acknowledged = shared.get("acknowledged", {})
             if shared.get("budget"):
-                self.budget = PreflightBudget(*shared["budget"])
+                self._keep_to(PreflightBudget(*shared["budget"]))
             return
         self.agent_id = self.config.getoption("maf_agent") or default_agent_id()
         set_client("pytest")
@@ -188,7 +193,7 @@ class MafRun:
         self._refuse_outputs_over_the_store()
         if self.preflight:
             seconds = self.settings.preflight_timeout_s
-            self.budget = PreflightBudget(seconds, time.time() + seconds)
+            self._keep_to(PreflightBudget(seconds, time.time() + seconds))
         if not self.writes:
             return
         ttl_ms = self.settings.task_lease_ttl_s * 1000
@@ -205,6 +210,11 @@ class MafRun:
             raise pytest.UsageError(str(error)) from None
         self.task_id, self.attempt = self.session.task_id, self.session.attempt
         self.session.keep_lease()
+
+    def _keep_to(self, budget: PreflightBudget) -> None:
+        """Hold each test to the preflight's time limit (a hook registered for a preflight only)."""
+        self.budget = budget
+        self.config.pluginmanager.register(BudgetKeeper(budget), BUDGET_PLUGIN)
 
     def _refuse_outputs_over_the_store(self) -> None:
         """pytest's own report files (--junitxml, --log-file, --report-log) must not name the store."""
@@ -229,15 +239,6 @@ class MafRun:
 
     # Outcomes, in every process.
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)  # outside pytest-timeout's wrapper, which reads the marker
-    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
-        if self.budget is not None:
-            self.budget.limit(item)
-        result = yield
-        if self.budget is not None and nextitem is not None and self.budget.spent() and not item.session.shouldstop:
-            item.session.shouldstop = self.budget.reason  # no further check starts
-        return result
-
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
@@ -247,7 +248,11 @@ class MafRun:
         if seen is None:
             marker = item.get_closest_marker("maf_check")
             seen = item.stash[OUTCOME_KEY] = ItemOutcome(marker, _severity(marker), _verifier_id(item, marker))
-        if report.failed:
+        outcome = report.outcome
+        if outcome == "passed":
+            if report.when == "call" and hasattr(report, "wasxfail"):
+                seen.skipped = "xpassed"  # non-strict: pytest counts it apart from passed, and so does maf
+        elif outcome == "failed":
             if self.budget is not None and self.budget.interrupted(item, call):
                 seen.timed_out = True
                 seen.failures.setdefault(report.when, self.budget.check_message)
@@ -260,10 +265,8 @@ class MafRun:
                     report.outcome = "skipped"
                     prefix = ACKNOWLEDGED_PREFIX if seen.acknowledged else WARNING_PREFIX
                     report.wasxfail = prefix + seen.failures["call"]
-        elif report.skipped:
+        else:
             seen.skipped = "xfailed" if hasattr(report, "wasxfail") else "skipped"
-        elif report.when == "call" and hasattr(report, "wasxfail"):
-            seen.skipped = "xpassed"  # non-strict: pytest counts it apart from passed, and so does maf
         if report.when == "teardown":
             if self.budget is not None:
                 self.budget.cancel(item)
@@ -308,7 +311,7 @@ class MafRun:
         details.update(added)
         report.maf_evidence = {  # type: ignore[attr-defined]
             "verifier": seen.verifier, "result": result, "kind": kind, "details": details,
-            "acknowledgement_named": self._acknowledgement(seen) is not None,
+            "acknowledgement_named": bool(self.acknowledged) and self._acknowledgement(seen) is not None,
         }
         report.user_properties += [
             ("maf.task_id", self.task_id or ""),
@@ -324,13 +327,17 @@ class MafRun:
         self.tally["deselected"] += len(items)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown" or not self.writes or self.store is None:
+            return
         evidence = getattr(report, "maf_evidence", None)
-        if not self.writes or report.when != "teardown" or evidence is None or self.store is None:
+        if evidence is None:
             return
         verifier, result, kind, details = evidence["verifier"], evidence["result"], evidence["kind"], dict(evidence["details"])
         self.tally[kind] += 1
-        self.outcomes.append(CheckOutcome(verifier, kind, details["message"], details.get("acknowledged")))
-        self._note_acknowledgement(verifier, kind, details["severity"], evidence["acknowledgement_named"])
+        if kind != "passed":  # the summary names each verifier that did not simply pass
+            self.outcomes.append(CheckOutcome(verifier, kind, details["message"], details.get("acknowledged")))
+        if evidence["acknowledgement_named"]:
+            self._note_acknowledgement(verifier, kind, details["severity"])
         if result is None:
             return  # skipped, xfailed or xpassed: no evidence either way
         if self._details_hook.get_hookimpls():
@@ -338,16 +345,17 @@ class MafRun:
                 config=self.config, nodeid=report.nodeid, verifier=verifier, result=result, details=details,
             )
         self._pending.append((verifier, result, details))
-        if len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._flushed_at > FLUSH_SECONDS:
+        if len(self._pending) >= FLUSH_ROWS:
             self.flush_evidence()
 
-    def _note_acknowledgement(self, verifier: str, kind: str, severity: str, named: bool) -> None:
-        if named and severity != "warning":
+    def _note_acknowledgement(self, verifier: str, kind: str, severity: str) -> None:
+        """Notes on a verifier that preflight.acknowledged_warnings names."""
+        if severity != "warning":
             self.notes.append(
                 f"preflight.acknowledged_warnings names {verifier}, a {severity} check: only a warning"
                 " can be acknowledged, so it still fails the run when it fails; fix it instead"
             )
-        elif named and kind == "passed":
+        elif kind == "passed":
             self.notes.append(f"{verifier} passes now: its entry in preflight.acknowledged_warnings can go")
 
     def _record_unfinished_preflight(self, session: pytest.Session) -> None:
@@ -365,12 +373,14 @@ class MafRun:
 
     def flush_evidence(self) -> None:
         """Write the buffered rows in one transaction (one by one if that is refused)."""
-        pending, self._pending, self._flushed_at = self._pending, [], time.monotonic()
+        pending, self._pending = self._pending, []
         if not pending or self.session is None:
             return
         rows = self.session.record(pending)
-        for row in rows:
-            self.config.hook.pytest_maf_evidence_recorded(config=self.config, evidence=row)
+        recorded = self.config.hook.pytest_maf_evidence_recorded
+        if recorded.get_hookimpls():
+            for row in rows:
+                recorded(config=self.config, evidence=row)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.writes or self.session is None:
@@ -421,6 +431,24 @@ class MafRun:
             write(f"maf: {note}", yellow=True)
         for problem in [*(self.session.problems if self.session else []), *self.problems]:
             write(f"maf: {problem}", red=True)
+
+
+BUDGET_PLUGIN = "maf-budget"
+
+
+class BudgetKeeper:
+    """Holds each check of a preflight to the time left, and starts none once it is spent."""
+
+    def __init__(self, budget: PreflightBudget) -> None:
+        self.budget = budget
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)  # outside pytest-timeout's wrapper, which reads the marker
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+        self.budget.limit(item)
+        result = yield
+        if nextitem is not None and self.budget.spent() and not item.session.shouldstop:
+            item.session.shouldstop = self.budget.reason  # no further check starts
+        return result
 
 
 class XdistBridge:
