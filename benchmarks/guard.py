@@ -17,7 +17,8 @@ other load falls on every figure alike:
   --name-only` alone;
 - with --base REV (a commit, e.g. `main` or the one before a change): the
   guard of that commit's source (`git archive`), against this checkout's source
-  started the same way, each with a store its own code made.
+  started the same way, each with a store its own code made; and the top
+  importers of each (`python -X importtime`, the least of --runs runs).
 
 Every figure is taken twice: with Python's bytecode cache (how an installed
 package runs: the cache lives in a temporary PYTHONPYCACHEPREFIX, warmed by a
@@ -147,6 +148,23 @@ def measure(
     return {name: figures(samples[name], cpu[name]) for name in commands}, codes
 
 
+def top_importers(command: list[str], cwd: Path, env: dict[str, str], runs: int, count: int = 10) -> list[list[object]]:
+    """``python -X importtime``'s modules with the largest cumulative import time, as
+    [module, milliseconds]: each module's least time over ``runs`` runs (the least disturbed)."""
+    least: dict[str, int] = {}
+    for _ in range(runs):
+        completed = subprocess.run(
+            [command[0], "-X", "importtime", *command[1:]], cwd=cwd, env=env, capture_output=True, text=True
+        )
+        for line in completed.stderr.splitlines():
+            fields = line.removeprefix("import time:").split("|")
+            if len(fields) == 3 and fields[1].strip().isdigit():
+                name, cumulative = fields[2].strip(), int(fields[1])
+                least[name] = min(least.get(name, cumulative), cumulative)
+    ranked = sorted(least.items(), key=lambda item: -item[1])[:count]
+    return [[name, round(us / 1000, 1)] for name, us in ranked]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=10, help="staged files (default: %(default)s)")
@@ -205,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
                     timed["guard_from_source"]["median_ms"] / timed["guard_from_base_source"]["median_ms"], 2
                 )
             results[mode] = {"ms": timed, "ratios": ratios, "exit_codes": codes}
+            if mode == "bytecode_cached":
+                importers = {
+                    name: top_importers(commands[name][0], repo, {**commands[name][1], **extra}, args.runs)
+                    for name in ("guard_from_source", "guard_from_base_source") if name in commands
+                }
+                results["top_importers_ms"] = importers
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -1,6 +1,6 @@
 """The plugin's cost: 2,000 trivial tests run plain, with the plugin idle, with --junitxml, and as verifiers.
 
-Run:  python benchmarks/plugin.py [--tests 2000] [--runs 7]
+Run:  python benchmarks/plugin.py [--tests 2000] [--runs 7] [--base REV]
 
 Every pytest runs as a new process with PYTEST_DISABLE_PLUGIN_AUTOLOAD=1, so
 no other installed plugin (xdist, hypothesis, timeout, ...) runs and hides the
@@ -18,6 +18,12 @@ load falls on all alike:
                verifier of a task leased before each run, its evidence stored
                and the task finished (target: no more over plain than junitxml)
 
+With --base REV (a commit, e.g. the one before a change), the plugin of that
+commit's source (`git archive`) is timed too, idle and with --maf-task (a task
+its own code leased, in a store of its own), in the same rounds: base_idle and
+base_maf_task. Every configuration imports pytest-maf from a source tree
+(PYTHONPATH): this checkout's, or the base's.
+
 Prints JSON: median wall and CPU (user + system) seconds of each, their ratios
 to plain, and maf_task's overhead over plain as a ratio to junitxml's. It also
 times `pytest --maf-preflight` in a new git repository each run (target: under
@@ -27,6 +33,7 @@ times `pytest --maf-preflight` in a new git repository each run (target: under
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
@@ -34,14 +41,17 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from pytest_maf import tasks
 from pytest_maf.store import open_store
 
 AGENT = "bench-agent"
+HERE = Path(__file__).resolve().parents[1]
 PLUGIN = ["-p", "pytest_maf.plugin"]
 
 
@@ -68,10 +78,30 @@ def leased_task(db: Path) -> str:
     return task.id
 
 
+def source_of(revision: str, into: Path) -> Path:
+    """The ``pytest_maf`` package of ``revision`` of this repository, extracted under ``into``."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision, "pytest_maf"], cwd=HERE, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def write_suite(suite: Path, tests: int) -> None:
+    suite.mkdir()
+    (suite / "pytest.ini").write_text("[pytest]\njunit_family = xunit1\n")
+    (suite / "test_trivial.py").write_text(
+        "import pytest\n\n"
+        f"@pytest.mark.parametrize('n', range({tests}))\n"
+        "def test_trivial(n):\n    assert n >= 0\n"
+    )
+
+
 def active_plugins(suite: Path, env: dict[str, str], pytest_command: list[str]) -> list[str]:
     """The plugins pytest reports loading in the maf_task configuration (its header's plugins: line)."""
     output = subprocess.run(
-        [*pytest_command, *PLUGIN, "--collect-only", "-v", "test_trivial.py"], cwd=suite, env=env,
+        [*pytest_command, *PLUGIN, "--collect-only", "-v"], cwd=suite, env=env,
         capture_output=True, text=True,
     ).stdout
     line = next((line for line in output.splitlines() if line.startswith("plugins:")), "plugins:")
@@ -82,35 +112,50 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tests", type=int, default=2000, help="trivial tests in the suite (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=7, help="timed runs of each configuration (default: %(default)s)")
+    parser.add_argument("--base", metavar="REV", help="also time the plugin of this commit's source")
+    parser.add_argument("--lease", metavar="DB", help=argparse.SUPPRESS)  # a leased task for --base's runs
     args = parser.parse_args(argv)
+    if args.lease:
+        print(leased_task(Path(args.lease)))
+        return 0
 
     root = Path(tempfile.mkdtemp(prefix="maf-plugin-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAF_", "PYTHON", "PYTEST_"))}
-    env.update(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONPYCACHEPREFIX=str(root / "pycache"))
-    pytest_command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    env.update(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONPYCACHEPREFIX=str(root / "pycache"), PYTHONPATH=str(HERE))
+    pytest_command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_trivial.py"]
     try:
         suite = root / "suite"
-        suite.mkdir()
-        (suite / "pytest.ini").write_text("[pytest]\njunit_family = xunit1\n")
-        (suite / "test_trivial.py").write_text(
-            "import pytest\n\n"
-            f"@pytest.mark.parametrize('n', range({args.tests}))\n"
-            "def test_trivial(n):\n    assert n >= 0\n"
-        )
+        write_suite(suite, args.tests)
         db = suite / ".maf" / "runtime.db"
-        configurations = {
-            "plain": lambda: [],
-            "plugin_idle": lambda: PLUGIN,
-            "junitxml": lambda: [f"--junitxml={root / 'junit.xml'}"],
-            "maf_task": lambda: [*PLUGIN, "--maf-task", leased_task(db), "--maf-agent", AGENT],
+        configurations: dict[str, tuple[Callable[[], list[str]], Path, dict[str, str]]] = {
+            "plain": (lambda: [], suite, env),
+            "plugin_idle": (lambda: PLUGIN, suite, env),
+            "junitxml": (lambda: [f"--junitxml={root / 'junit.xml'}"], suite, env),
+            "maf_task": (lambda: [*PLUGIN, "--maf-task", leased_task(db), "--maf-agent", AGENT], suite, env),
         }
+        if args.base:
+            base_env = {**env, "PYTHONPATH": str(source_of(args.base, root / "base"))}
+            base_suite = root / "base-suite"
+            write_suite(base_suite, args.tests)
+            base_db = base_suite / ".maf" / "runtime.db"
+
+            def base_lease() -> list[str]:
+                leased = subprocess.run(
+                    [sys.executable, __file__, "--lease", str(base_db)], env=base_env, capture_output=True, text=True,
+                    check=True,
+                )
+                return [*PLUGIN, "--maf-task", leased.stdout.strip(), "--maf-agent", AGENT]
+
+            configurations["base_idle"] = (lambda: PLUGIN, base_suite, base_env)
+            configurations["base_maf_task"] = (base_lease, base_suite, base_env)
         names = list(configurations)
         wall: dict[str, list[float]] = {name: [] for name in names}
         cpu: dict[str, list[float]] = {name: [] for name in names}
         for round_number in range(args.runs + 1):  # round 0 warms the bytecode cache and is not counted
             shift = round_number % len(names)
             for name in names[shift:] + names[:shift]:
-                elapsed, used = timed_run([*pytest_command, "test_trivial.py", *configurations[name]()], suite, env)
+                options, cwd, run_env = configurations[name]
+                elapsed, used = timed_run([*pytest_command, *options()], cwd, run_env)
                 if round_number:
                     wall[name].append(elapsed)
                     cpu[name].append(used)
@@ -121,15 +166,15 @@ def main(argv: list[str] | None = None) -> int:
             repo = root / f"fresh-{run}"
             repo.mkdir()
             subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-            preflight.append(timed_run([*pytest_command, *PLUGIN, "--maf-preflight"], repo, env)[0])
+            preflight.append(timed_run([*pytest_command[:-1], *PLUGIN, "--maf-preflight"], repo, env)[0])
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     median_wall = {name: statistics.median(values) for name, values in wall.items()}
     median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
 
-    def over_junitxml(medians: dict[str, float]) -> float:
-        return round((medians["maf_task"] - medians["plain"]) / max(medians["junitxml"] - medians["plain"], 1e-9), 2)
+    def over_junitxml(medians: dict[str, float], name: str = "maf_task") -> float:
+        return round((medians[name] - medians["plain"]) / max(medians["junitxml"] - medians["plain"], 1e-9), 2)
 
     report = {
         "tests": args.tests,
@@ -140,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         "wall_ratio_to_plain": {name: round(value / median_wall["plain"], 3) for name, value in median_wall.items()},
         "cpu_ratio_to_plain": {name: round(value / median_cpu["plain"], 3) for name, value in median_cpu.items()},
         "maf_task_overhead_over_junitxml_overhead": {"wall": over_junitxml(median_wall), "cpu": over_junitxml(median_cpu)},
+        **({"base": args.base, "base_maf_task_overhead_over_junitxml_overhead": {
+            "wall": over_junitxml(median_wall, "base_maf_task"), "cpu": over_junitxml(median_cpu, "base_maf_task"),
+        }} if args.base else {}),
         "targets": {"maf_task_over_junitxml_overhead": 1.0, "plugin_idle_over_plain": 1.03},
         "preflight_fresh_repo_s": {
             "median": round(statistics.median(preflight), 3),
