@@ -4,24 +4,20 @@ Every SQLite connection pytest-maf opens comes from :func:`connect`. A write
 runs in ``BEGIN IMMEDIATE`` so the read-check-write inside it is atomic across
 processes; a busy database is waited for with a short busy timeout plus a
 bounded, jittered retry of the whole transaction, so callers never see
-"database is locked" under ordinary contention.
+"database is locked" under ordinary contention. Writers take turns on the
+lock file beside the database first, and the WAL is checkpointed after a
+write has let go of it (:mod:`pytest_maf.store.writer_lock`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Collection, Iterator, Sequence, TypeVar
-
-try:
-    import fcntl
-except ImportError:  # Windows: SQLite's own locking alone
-    fcntl = None  # type: ignore[assignment]
+from typing import TYPE_CHECKING, Any, Callable, Collection, Sequence, TypeVar
 
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.clock import Clock, system_clock
@@ -31,6 +27,7 @@ from pytest_maf.records import (
     ReservationEvent, Task,
 )
 from pytest_maf.store import schema
+from pytest_maf.store.writer_lock import Checkpointer, WriterLock
 from pytest_maf.store.trail import audit_query, audit_row
 
 if TYPE_CHECKING:
@@ -555,7 +552,8 @@ class SQLiteStore:
         self.lease_ttl_ms = lease_ttl_ms
         self.busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None
-        self._lock_file: BinaryIO | bool | None = None
+        self._writer_lock = WriterLock(Path(f"{path}.lock"), self._busy)
+        self._checkpointer = Checkpointer(path)
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -582,9 +580,8 @@ class SQLiteStore:
         )
 
     def close(self) -> None:
-        if self._lock_file:
-            self._lock_file.close()  # type: ignore[union-attr]
-        self._lock_file = None
+        self._writer_lock.close()
+        self._checkpointer.close()
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -604,7 +601,7 @@ class SQLiteStore:
         return StoreError(f"cannot use the runtime database {self.path}: {error}; {way_out}")
 
     def _busy(self, waited_s: float) -> StoreBusyError:
-        holder = self._lock_holder()
+        holder = self._writer_lock.holder()
         held = f" (pid {holder} holds the writer lock)" if holder else ""
         return StoreBusyError(
             f"the runtime database {self.path} stayed busy for {waited_s:.1f} s{held}; try again,"
@@ -653,61 +650,10 @@ class SQLiteStore:
     def write(self, operation: Callable[[SQLiteTransaction], T]) -> T:
         """Run ``operation`` in one ``BEGIN IMMEDIATE`` transaction; all of it or none."""
         deadline = time.monotonic() + self.busy_timeout_s  # one bound for the lock and the transaction
-        with self._writer_turn(deadline):
-            return self._run("BEGIN IMMEDIATE", operation, deadline)
-
-    @contextlib.contextmanager
-    def _writer_turn(self, deadline: float) -> Iterator[None]:
-        # Writers queue on an advisory file lock first: the kernel wakes a
-        # waiter the moment the lock is free, where SQLite's busy handler
-        # would sleep in steps of up to 100 ms. BEGIN IMMEDIATE still decides.
-        if fcntl is None:
-            yield
-            return
-        if self._lock_file is None:
-            try:
-                # Not O_APPEND: the holder's pid is written at offset 0.
-                descriptor = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-                self._lock_file = os.fdopen(descriptor, "r+b", buffering=0)
-            except OSError:
-                self._lock_file = False
-        if not self._lock_file:
-            yield
-            return
-        lock_file: BinaryIO = self._lock_file  # type: ignore[assignment]
-        contended = False
-        started = time.monotonic()
-        while True:
-            try:
-                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                contended = True
-                if time.monotonic() >= deadline:
-                    raise self._busy(time.monotonic() - started) from None
-                # A stopped or slow writer must not hang the others forever:
-                # wait in short polls, each bounded by the busy timeout.
-                time.sleep(0.0005 if time.monotonic() - started < 0.05 else 0.005)
-        try:
-            os.pwrite(lock_file.fileno(), f"{os.getpid():<10}".encode(), 0)
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-            if contended:
-                # Others are queued: let one of them run before this process
-                # takes the lock again, so no waiter starves.
-                os.sched_yield()
-
-    def _lock_holder(self) -> int | None:
-        """The pid that last held the writer lock, if it is still running."""
-        try:
-            pid = int(Path(f"{self.path}.lock").read_bytes()[:10].strip() or b"0")
-            if pid <= 0 or pid == os.getpid():
-                return None
-            os.kill(pid, 0)
-        except (OSError, ValueError):
-            return None
-        return pid
+        with self._writer_lock.turn(deadline):
+            result = self._run("BEGIN IMMEDIATE", operation, deadline)
+        self._checkpointer.after_write(self.connection)  # the others write on meanwhile
+        return result
 
     def read(self, operation: Callable[[SQLiteTransaction], T]) -> T:
         """Run ``operation`` against one consistent snapshot."""

@@ -1,0 +1,190 @@
+"""The writers' turn on one SQLite store: an advisory lock file beside the database.
+
+Writers take ``flock`` on ``<db>.lock`` before ``BEGIN IMMEDIATE``: a waiter
+looks again every :data:`POLL_S`, where SQLite's busy handler would sleep in
+steps of up to 100 ms, and every wait is bounded by the caller's deadline, so
+a stopped or slow writer never hangs the others. ``BEGIN IMMEDIATE`` still
+decides; this lock only orders the writers of pytest-maf.
+
+Whoever finds the lock free takes it, which keeps the lock busy, but a writer
+that has just finished is back before sleeping waiters wake, so one of them
+could wait half a second while hundreds of writes go by. A waiter that has
+waited :data:`STARVING_AFTER_S` therefore marks itself in the lock file
+(bytes 16-31: a token of its own and when it marked), and until it has had
+its turn (or its mark is :data:`MARK_STALE_S` old: it died or gave up) nobody
+else takes the lock. The holder's pid is at bytes 0-9, for the error that
+says who keeps the database busy.
+
+Example::
+
+    lock = WriterLock(Path(".maf/runtime.db.lock"), on_timeout=lambda waited: TimeoutError(waited))
+    with lock.turn(deadline=time.monotonic() + 30):
+        ...  # BEGIN IMMEDIATE ... COMMIT
+    lock.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import struct
+import time
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's own locking alone
+    fcntl = None  # type: ignore[assignment]
+
+POLL_S = 0.0005
+STARVING_AFTER_S = 0.01
+MARK_STALE_S = 0.1
+MARK_AT = 16
+_MARK = struct.Struct("<qq")  # token, marked at (ms, CLOCK_MONOTONIC: the same clock for every process)
+
+
+def _now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class WriterLock:
+    """The lock file of one store, opened on first use; :meth:`turn` holds it around a write."""
+
+    def __init__(self, path: Path, on_timeout: Callable[[float], BaseException]) -> None:
+        self.path = path
+        self.on_timeout = on_timeout  # the error to raise after waiting that many seconds
+        self._file: BinaryIO | bool | None = None
+        self._token = int.from_bytes(os.urandom(7), "little") + 1
+
+    def _open(self) -> BinaryIO | None:
+        if self._file is None:
+            try:
+                # Not O_APPEND: the holder's pid is written at offset 0.
+                descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                self._file = os.fdopen(descriptor, "r+b", buffering=0)
+            except OSError:
+                self._file = False
+        return self._file or None  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()  # type: ignore[union-attr]
+        self._file = None
+
+    def _someone_else_starving(self, fd: int) -> bool:
+        data = os.pread(fd, _MARK.size, MARK_AT)
+        if len(data) < _MARK.size:
+            return False
+        token, marked_at = _MARK.unpack(data)
+        return token not in (0, self._token) and 0 <= _now_ms() - marked_at < MARK_STALE_S * 1000
+
+    def _unmark(self, fd: int) -> None:
+        data = os.pread(fd, _MARK.size, MARK_AT)
+        if len(data) == _MARK.size and _MARK.unpack(data)[0] == self._token:
+            os.pwrite(fd, _MARK.pack(0, 0), MARK_AT)
+
+    @contextlib.contextmanager
+    def turn(self, deadline: float) -> Iterator[None]:
+        """Hold the writers' lock for the block; :attr:`on_timeout` once ``deadline`` (monotonic) passes."""
+        lock_file = self._open() if fcntl is not None else None
+        if lock_file is None:
+            yield
+            return
+        fd = lock_file.fileno()
+        started = time.monotonic()
+        marked = False
+        try:
+            while True:
+                if not self._someone_else_starving(fd):
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        pass
+                now = time.monotonic()
+                if now >= deadline:
+                    raise self.on_timeout(now - started)
+                if now - started >= STARVING_AFTER_S and not self._someone_else_starving(fd):
+                    os.pwrite(fd, _MARK.pack(self._token, _now_ms()), MARK_AT)  # renewed while it waits
+                    marked = True
+                time.sleep(POLL_S)
+        finally:
+            if marked:
+                self._unmark(fd)
+        try:
+            os.pwrite(fd, f"{os.getpid():<10}".encode(), 0)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def holder(self) -> int | None:
+        """The pid that last held the lock, if it is still running and is not this process."""
+        try:
+            pid = int(self.path.read_bytes()[:10].strip() or b"0")
+            if pid <= 0 or pid == os.getpid():
+                return None
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+
+# SQLite's WAL-index (the -shm file, https://sqlite.org/walformat.html): the last frame
+# in the WAL (mxFrame) and how many frames a checkpoint has copied back (nBackfill).
+_U32 = struct.Struct("=I")  # native byte order, as SQLite writes the WAL-index
+MX_FRAME_AT, N_BACKFILL_AT = 16, 96
+CHECKPOINT_FRAMES = 1000  # SQLite's own wal_autocheckpoint
+
+
+class Checkpointer:
+    """Checkpoints a store's WAL after a write, outside the writers' turn.
+
+    SQLite's automatic checkpoint runs inside the COMMIT that crosses
+    :data:`CHECKPOINT_FRAMES`, so with the lock file it would hold every other
+    writer up for its copying and two fsyncs. The store's connection turns it
+    off (``wal_autocheckpoint = 0``) and, once a write has let go of the lock,
+    this looks at the WAL-index and runs a PASSIVE checkpoint past the same
+    threshold, while the others write on. Where the WAL-index cannot be read,
+    SQLite's automatic checkpoint is left as it is.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.shm_path = Path(f"{db_path}-shm")
+        self._shm: int | None = None
+        self._taken_over: sqlite3.Connection | None = None
+
+    def _pending(self) -> int | None:
+        """Frames in the WAL not yet copied back, or None when the WAL-index cannot be read."""
+        try:
+            if self._shm is None:
+                self._shm = os.open(self.shm_path, os.O_RDONLY)
+            data = os.pread(self._shm, N_BACKFILL_AT + 4, 0)
+        except OSError:
+            return None
+        if len(data) < N_BACKFILL_AT + 4:
+            return None
+        (frames,) = _U32.unpack_from(data, MX_FRAME_AT)
+        (copied,) = _U32.unpack_from(data, N_BACKFILL_AT)
+        return int(frames) - int(copied)
+
+    def after_write(self, connection: sqlite3.Connection) -> None:
+        """Checkpoint if the WAL holds :data:`CHECKPOINT_FRAMES` not copied back; called with the lock let go."""
+        pending = self._pending()
+        if pending is None:
+            return
+        if connection is not self._taken_over:
+            connection.execute("PRAGMA wal_autocheckpoint = 0")  # the WAL-index reads: from now on, here
+            self._taken_over = connection
+        if pending >= CHECKPOINT_FRAMES:
+            try:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:  # busy, or the file went away: the next write tries again
+                pass
+
+    def close(self) -> None:
+        self._taken_over = None
+        if self._shm is not None:
+            os.close(self._shm)
+            self._shm = None

@@ -1,0 +1,88 @@
+"""The SQLite writers' turn: no waiter starves, nobody waits past its deadline, the WAL stays checkpointed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_maf import tasks
+from pytest_maf.errors import StoreBusyError
+from pytest_maf.store import open_store, writer_lock
+from pytest_maf.store.writer_lock import MARK_AT, MARK_STALE_S, WriterLock, _MARK, _now_ms
+
+
+class Waited(Exception):
+    pass
+
+
+def lock_at(path: Path) -> WriterLock:
+    def refuse(waited: float) -> Waited:
+        return Waited(waited)
+
+    return WriterLock(path, refuse)
+
+
+def mark(path: Path, token: int, age_s: float) -> None:
+    """A waiter of another process that has waited too long and marked itself ``age_s`` ago."""
+    with path.open("r+b") as file:
+        file.seek(MARK_AT)
+        file.write(_MARK.pack(token, _now_ms() - int(age_s * 1000)))
+
+
+def test_a_waiter_that_has_waited_too_long_goes_first(tmp_path: Path) -> None:
+    path = tmp_path / "runtime.db.lock"
+    other = lock_at(path)
+    with other.turn(time.monotonic() + 5):  # creates the file
+        pass
+    mark(path, token=42, age_s=0)
+
+    with pytest.raises(Waited):  # the lock is free, but a starving waiter's turn comes first
+        with other.turn(time.monotonic() + 0.03):
+            pass
+    mark(path, token=42, age_s=2 * MARK_STALE_S)  # the waiter died or gave up long ago
+    with other.turn(time.monotonic() + 5):
+        pass
+    other.close()
+
+
+def test_a_waiter_marks_itself_and_leaves_no_mark_when_it_gives_up(tmp_path: Path) -> None:
+    path = tmp_path / "runtime.db.lock"
+    holder, waiter = lock_at(path), lock_at(path)
+    with holder.turn(time.monotonic() + 5):
+        with pytest.raises(Waited):
+            with waiter.turn(time.monotonic() + 5 * writer_lock.STARVING_AFTER_S):
+                pass
+        token, _ = _MARK.unpack(path.read_bytes()[MARK_AT : MARK_AT + _MARK.size])
+        assert token == 0
+    with waiter.turn(time.monotonic() + 5):  # and once the holder is done, it writes at once
+        pass
+    holder.close()
+    waiter.close()
+
+
+def test_a_store_whose_writer_lock_is_held_says_busy_and_who_holds_it(tmp_path: Path) -> None:
+    db = tmp_path / "runtime.db"
+    with open_store(db, create=True, busy_timeout_s=0.05) as store:
+        holder = lock_at(Path(f"{db}.lock"))
+        with holder.turn(time.monotonic() + 5):
+            with pytest.raises(StoreBusyError, match="stayed busy"):
+                tasks.add_task(store)
+        holder.close()
+        tasks.add_task(store, task_id="after")
+        assert tasks.get_task(store, "after").state == "READY"
+
+
+def test_the_store_checkpoints_its_wal_after_writes_not_inside_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_lock, "CHECKPOINT_FRAMES", 20)
+    with open_store(tmp_path / "runtime.db", create=True) as store:
+        for _ in range(100):  # several frames each: without a checkpoint, hundreds would pile up
+            tasks.add_task(store)
+        pending = store._checkpointer._pending()  # type: ignore[attr-defined]
+        autocheckpoint = store.pragma("wal_autocheckpoint")[0][0]
+
+    assert autocheckpoint == 0  # SQLite's own, inside COMMIT, is off on the store's connection
+    assert pending is not None and pending < 40
