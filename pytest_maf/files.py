@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -65,10 +66,27 @@ def write_text_atomic(path: Path, text: str, *, overwrite: bool = True) -> bool:
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> bool:
-    """:func:`write_text_atomic` for bytes, written exactly as given."""
+    """:func:`write_text_atomic` for bytes, written exactly as given.
+
+    The file gets the mode a file the user creates gets (0666 less the umask), or keeps
+    the mode of the file it replaces. A ``path`` that is (or leads to) a device, a pipe
+    or a socket, such as ``/dev/null`` or ``/dev/stdout``, is written to, never replaced.
+    """
+    try:
+        status = os.stat(path)
+    except OSError:  # nothing there yet (or a dangling link)
+        status = None
+    if status is not None and not stat.S_ISREG(status.st_mode) and not stat.S_ISDIR(status.st_mode):
+        if not overwrite:
+            return False
+        with open(path, "wb") as stream:
+            stream.write(data)
+        return True
+    mode = stat.S_IMODE(status.st_mode) if status is not None else _new_file_mode()
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(temporary, mode)  # mkstemp makes it 0600, private to its owner
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -90,6 +108,13 @@ def write_bytes_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> bo
     finally:
         os.close(directory)
     return written
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the process's umask."""
+    mask = os.umask(0o077)  # read by setting it; a file another thread makes meanwhile is only more private
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _link_unless_taken(temporary: str, path: Path) -> bool:

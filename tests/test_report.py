@@ -4,6 +4,7 @@ with hostile store text, its output rules, and how it renders in a real browser 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from html.parser import HTMLParser
@@ -192,6 +193,38 @@ def test_a_failed_report_leaves_the_old_page_whole(tmp_path: Path) -> None:
     assert bad_since.returncode == 2 and "--since" in bad_since.stderr and "Traceback" not in bad_since.stderr
     assert page.read_text(encoding="utf-8") == "the report of yesterday"
     assert sorted(path.name for path in tmp_path.iterdir() if path.name != "home") == ["report.html"]
+
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)], ids=["umask-022", "umask-027"])
+def test_the_page_gets_the_mode_any_new_file_gets(tmp_path: Path, known_db: Path, umask: int, mode: int) -> None:
+    import os
+    import stat
+
+    kept = tmp_path / "kept.html"
+    kept.write_text("yesterday's", encoding="utf-8")
+    kept.chmod(0o600)
+    previous = os.umask(umask)  # the maf process inherits it
+    try:
+        written = maf(tmp_path, "--db", str(known_db), "report", "--html", "report.html")
+        rewritten = maf(tmp_path, "--db", str(known_db), "report", "--html", "kept.html")
+    finally:
+        os.umask(previous)
+
+    assert written.returncode == 0 and rewritten.returncode == 0, written.stderr + rewritten.stderr
+    assert stat.S_IMODE((tmp_path / "report.html").stat().st_mode) == mode  # a CI artifact others can read
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600  # a page replaced keeps the mode it was given
+
+
+def test_a_page_written_to_a_device_goes_through_it_and_leaves_it_in_place(tmp_path: Path, known_db: Path) -> None:
+    link = tmp_path / "discard.html"
+    link.symlink_to(os.devnull)
+
+    written = maf(tmp_path, "--db", str(known_db), "report", "--html", str(link))
+
+    assert written.returncode == 0, written.stderr
+    assert link.is_symlink() and Path(os.devnull).is_char_device()  # written through, not replaced
+    assert not list(tmp_path.glob(".discard.html.*"))  # no temporary file left beside it
 
 
 # In a real browser.
