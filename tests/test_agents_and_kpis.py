@@ -235,6 +235,23 @@ def test_agent_mail_marks_its_agent_seen_at_most_once_a_minute(workspace: Worksp
     assert second["gina"]["last_seen"] > first["gina"]["last_seen"] == two_minutes_ago()  # silent for two
 
 
+def test_an_agent_served_over_mcp_is_recorded_with_its_client(workspace: Workspace) -> None:
+    pytest.importorskip("mcp", reason="maf mcp needs the mcp extra")
+    from test_mcp_server import run, serving
+
+    assert workspace.maf(workspace.main, "task", "add", "--id", "t1").returncode == 0
+
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "claude-1") as agent:
+            await agent.ok("task_claim")
+
+    run(scenario())
+
+    (claude,) = agents_json(workspace)
+    assert (claude["agent_id"], claude["client"], claude["state"]) == ("claude-1", "mcp", "active")
+    assert [task["task_id"] for task in claude["tasks"]] == ["t1"]
+
+
 def agents_json(workspace: Workspace) -> list[dict[str, object]]:
     completed = workspace.maf(workspace.main, "agents", "--json")
     assert completed.returncode == 0, completed.stderr
