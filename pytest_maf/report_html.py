@@ -2,7 +2,7 @@
 
 No template engine and nothing fetched: the CSS and the two small scripts are
 inline, the chart is SVG drawn here. Every text from the store passes through
-:func:`_text` (HTML-escaped), and the page's Content-Security-Policy lets only
+:func:`_text` (control characters shown as escapes, then HTML-escaped), and the page's Content-Security-Policy lets only
 its own two scripts run (by their hashes) and nothing load from anywhere, so
 text that slipped through unescaped could still neither run nor call out.
 
@@ -26,6 +26,7 @@ from pytest_maf.records import TASK_STATES, Evidence, Event
 from pytest_maf.report import Attempt, CheckResult, PreflightRun, ReportData, TaskHistory
 from pytest_maf.status import relative_time, span
 from pytest_maf.tasks import DEFAULT_PRIORITY
+from pytest_maf.terminal import printable
 
 CHECK_HISTORY_LENGTH = 30  # results shown per check, newest last
 DETAIL_LIMIT = 4_000  # characters of one failure's details; the rest is in `maf evidence list`
@@ -135,8 +136,15 @@ def _script_hash(script: str) -> str:
 
 
 def _text(value: object) -> str:
-    """Store text as HTML text or attribute value: escaped, quotes included."""
-    return escape(str(value), quote=True)
+    """Store text as HTML text or attribute value: control and format characters shown as escapes,
+    as a terminal shows them (an ESC, a bell or a right-to-left override neither hides nor reorders
+    what follows), then HTML-escaped, quotes included."""
+    return escape(printable(value), quote=True)
+
+
+def _lines(value: object) -> str:
+    """:func:`_text` of text that keeps its line breaks (failure details in a ``<pre>``)."""
+    return "\n".join(_text(line) for line in str(value).split("\n"))
 
 
 def _time(epoch_ms: int) -> str:
@@ -358,7 +366,7 @@ def _failure(row: Evidence) -> str:
         full = full[:DETAIL_LIMIT] + f"\n... {len(full) - DETAIL_LIMIT} more characters (maf evidence list --json)"
     return (
         f"<details class=fd data-testid=failure-detail><summary>{_text(_first_line(message))}</summary>"
-        f"<pre>{_text(full)}</pre></details>"
+        f"<pre>{_lines(full)}</pre></details>"
     )
 
 

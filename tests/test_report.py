@@ -74,6 +74,23 @@ def test_store_text_is_escaped_everywhere(store: Store, clock: ManualClock, tmp_
     assert "script-src 'sha256-" in page and "default-src 'none'" in page
 
 
+
+def test_control_and_bidi_characters_in_store_text_show_as_escapes(store: Store, clock: ManualClock) -> None:
+    from pytest_maf import reservations
+
+    hostile = "\x1b[31mred\x07 \u202egnp.exe"  # recolour, ring, and show "exe.png" for a file named "gnp.exe"
+    tasks.add_task(store, task_id="odd")
+    reservations.acquire(store, ["odd/**"], "agent-a", 10 * MINUTE, reason=hostile)
+    verify(store, clock, "odd", "agent-a", [("unit", "FAIL", {"message": hostile + "\nsecond line"})])
+
+    page = render_report(gather_report(store))
+
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]", page)
+    shown = "\\x1b[31mred\\x07 \\u202egnp.exe"
+    assert page.count(shown) >= 3  # the reservation's reason, the failure's summary and its details
+    assert f"{shown}\nsecond line" in page  # the details keep their line breaks
+
+
 def test_odd_stored_rows_still_render(store: Store, clock: ManualClock, tmp_path: Path) -> None:
     build_known_store(store, clock, tmp_path / "agent-mail")
     store.write(lambda transaction: transaction.insert_reservation_event(
