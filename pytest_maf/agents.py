@@ -89,11 +89,12 @@ class AgentStatus:
     reservations: tuple[str, ...]  # the patterns of its live reservations
 
 
-def statuses_in(transaction: Transaction, stale_after_ms: int) -> list[AgentStatus]:
-    """Every agent the store has seen, with what it holds, read in ``transaction`` (one snapshot)."""
+def statuses_in(transaction: Transaction, stale_after_ms: int, *, holdings: bool = True) -> list[AgentStatus]:
+    """Every agent the store has seen, read in ``transaction`` (one snapshot); with ``holdings``, what each
+    holds (without: only when each was seen, as a scrape needs, at the cost of one query)."""
     now = transaction.now
     held: dict[str, list[HeldTask]] = {}
-    for lease in transaction.list_leases():
+    for lease in transaction.list_leases() if holdings else ():
         if lease.is_live(now):
             task = transaction.get_task(lease.task_id)
             state = task.state if task is not None else "?"
@@ -101,7 +102,7 @@ def statuses_in(transaction: Transaction, stale_after_ms: int) -> list[AgentStat
                 HeldTask(lease.task_id, state, lease.attempt, lease.lease_expires_at)
             )
     patterns: dict[str, list[str]] = {}
-    for reservation in transaction.reservations():
+    for reservation in transaction.reservations() if holdings else ():
         patterns.setdefault(reservation.agent_id, []).append(reservation.pattern)
     statuses = []
     for agent in transaction.agents():

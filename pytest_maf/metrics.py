@@ -43,6 +43,7 @@ from pytest_maf.records import ESCALATION_STATUSES, EVIDENCE_RESULTS, TASK_STATE
 
 if TYPE_CHECKING:
     from pytest_maf.config import Settings
+    from pytest_maf.store import Transaction
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series say nothing about values derived from the store
 
@@ -63,9 +64,9 @@ class StoreCollector:
         started = time.perf_counter()
         stale_after_ms = self.settings.agent_stale_after_s * 1000
         with open_store_for(self.settings) as store:
-            snapshot, agents, buckets, open_since = store.read(lambda transaction: (
-                transaction.metrics_snapshot(), statuses_in(transaction, stale_after_ms), transaction.duration_buckets(),
-                (transaction.now, [escalation.created_at for escalation in transaction.escalations(status="active")]),
+            snapshot, agents, buckets, oldest_open_ms = store.read(lambda transaction: (
+                transaction.metrics_snapshot(), statuses_in(transaction, stale_after_ms, holdings=False),
+                transaction.duration_buckets(), _oldest_open_escalation_ms(transaction),
             ))
         self.query_duration.observe(time.perf_counter() - started)
         yield from self.query_duration.collect()  # after observing, so a scrape includes its own probe
@@ -90,10 +91,9 @@ class StoreCollector:
         for status in ESCALATION_STATUSES:
             escalations.add_metric([status], snapshot["escalations"].get(status, 0))
         yield escalations
-        now, created = open_since
         yield GaugeMetricFamily(
             "maf_escalation_oldest_open_seconds", "How long the oldest active escalation has been open (0: none is).",
-            value=max(0, now - min(created)) / 1000 if created else 0,
+            value=oldest_open_ms / 1000,
         )
         evidence = CounterMetricFamily("maf_evidence", "Evidence rows by result.", labels=["result"])
         for result in EVIDENCE_RESULTS:
@@ -119,6 +119,11 @@ class StoreCollector:
             value=availability(agents),
         )
         yield from duration_families(histograms(buckets))
+
+
+def _oldest_open_escalation_ms(transaction: Transaction) -> int:
+    return max((transaction.now - escalation.created_at for escalation in transaction.escalations(status="active")),
+               default=0)
 
 
 # Each recorded operation's histogram family, and what it measures.
