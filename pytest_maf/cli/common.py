@@ -74,18 +74,23 @@ def prints_no_result(parser: argparse.ArgumentParser, why: str) -> None:
     parser.set_defaults(prints_no_result=why)
 
 
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
 MAX_LIMIT = 1_000_000
-
-
-def limit_number(text: str) -> int:
-    """An argument type: a whole number from 1 to :data:`MAX_LIMIT`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_LIMIT}, got {value}")
-    return value
+limit_number = whole_number(1, MAX_LIMIT)
 
 
 def add_limit(parser: argparse.ArgumentParser, what: str, default: int | None = None) -> None:

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
 from pytest_maf.cli import db_backups, db_health
-from pytest_maf.cli.common import add_json, add_output, number, print_json, print_table, prints_no_result
+from pytest_maf.cli.common import (
+    add_json, add_output, number, print_json, print_table, prints_no_result, whole_number,
+)
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
 from pytest_maf.errors import FAILED, UsageError
@@ -23,21 +25,6 @@ from pytest_maf.terminal import Progress
 
 DAY_MS = 24 * 60 * 60 * 1000
 MAX_CLEANUP_DAYS = 36_500  # a hundred years: any older cut-off keeps nothing more
-
-
-def whole_number(low: int, high: int) -> Callable[[str], int]:
-    """An argument type: a whole number from ``low`` to ``high``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {text}")
-        return value
-
-    return parse
 
 
 def positive_number(high: float) -> Callable[[str], float]:
