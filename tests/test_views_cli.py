@@ -159,6 +159,7 @@ VIEW_REFUSALS = [
     (["history", "--task", "no-such-task"], "no task"),
     (["history", "--kind", "claimed"], "unknown event kind"),
     (["status", "--watch", "0"], "--watch"),
+    (["status", "--watch", "0.001"], "at least 0.1"),  # a busy loop of store reads, not a view
     (["status", "--watch", "nan"], "--watch"),
     (["status", "--watch", "soon"], "--watch"),
 ]

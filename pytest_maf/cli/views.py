@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 DEFAULT_WATCH_S = 2.0
 DEFAULT_HISTORY_LIMIT = 100  # pytest_maf.history.DEFAULT_LIMIT, not imported here: that module is heavier
-MAX_WATCH_S = 3600.0
+MIN_WATCH_S, MAX_WATCH_S = 0.1, 3600.0  # watch(1)'s floor: faster only re-reads the store in a busy loop
 # The terminal's alternate screen and cursor: entered once, each redraw from the top left, left on exit.
 ENTER_SCREEN, LEAVE_SCREEN = "\x1b[?1049h\x1b[?25l", "\x1b[?25h\x1b[?1049l"
 HOME, CLEAR_LINE_END, CLEAR_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
@@ -71,8 +71,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _watch_interval(value: float | None) -> float | None:
-    if value is not None and not (math.isfinite(value) and 0 < value <= MAX_WATCH_S):
-        raise UsageError(f"--watch takes seconds between redraws, above 0 and at most {MAX_WATCH_S:g}; got {value:g}")
+    if value is not None and not (math.isfinite(value) and MIN_WATCH_S <= value <= MAX_WATCH_S):
+        raise UsageError(
+            f"--watch takes seconds between redraws, at least {MIN_WATCH_S:g} and at most {MAX_WATCH_S:g}; got {value:g}"
+        )
     return value
 
 
@@ -306,7 +308,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     status.add_argument(
         "--watch", nargs="?", type=_seconds, const=DEFAULT_WATCH_S, metavar="SECONDS",
-        help=f"redraw every SECONDS (default when given: {DEFAULT_WATCH_S:g}) until Ctrl-C, which exits 0;"
+        help=f"redraw every SECONDS ({MIN_WATCH_S:g} to {MAX_WATCH_S:g}; default when given: {DEFAULT_WATCH_S:g})"
+        " until Ctrl-C, which exits 0;"
         " in place on a terminal, one snapshot after another when piped (default: show once)",
     )
     add_json(status)
