@@ -107,7 +107,9 @@ def test_status_names_the_failed_checks_of_the_last_preflight(
 ) -> None:
     run = tasks.add_and_claim_task(known_store, "ci-bot", MINUTE, kind="preflight", payload={"agent": "ci-bot"}, start=True)
     evidence.record_evidence_batch(known_store, run.task_id, run.attempt, [
-        ("ci/test_db.py::test_reachable", "FAIL", {"message": "AssertionError\nconnection refused", "blocking": True}),
+        ("ci/test_db.py::test_reachable", "FAIL", {
+            "message": "connection refused; start it with `make db`\nassert False\n +  where False = ping()", "blocking": True,
+        }),
         ("env.sqlite-wal-reset", "FAIL", {"message": "SQLite 3.40.1 is affected", "blocking": False}),
         ("store.schema", "PASS", {}),
     ], agent_id="ci-bot")
@@ -116,7 +118,7 @@ def test_status_names_the_failed_checks_of_the_last_preflight(
 
     out = capsys.readouterr().out.split("last preflight")[1]
     assert f"{run.task_id} by ci-bot" in out and "1 passed, 1 failed, 1 warning(s)" in out
-    assert "FAIL ci/test_db.py::test_reachable: connection refused" in out
+    assert "FAIL ci/test_db.py::test_reachable: connection refused; start it with `make db`" in out  # the first line
     assert "WARN env.sqlite-wal-reset: SQLite 3.40.1 is affected" in out
 
 

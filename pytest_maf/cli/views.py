@@ -243,7 +243,8 @@ def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
         for failure in run.failures:  # a check that failed without blocking the run is a warning
             label = paint("yellow", "WARN") if failure.details.get("blocking") is False else paint("red", "FAIL")
             message = str(failure.details.get("message", "")).strip().splitlines()
-            lines.append(f"  {label}" + printable(f" {failure.verifier}" + (f": {message[-1]}" if message else "")))
+            # the first line, as the preflight's summary and the report show it: what is wrong and what to do
+            lines.append(f"  {label}" + printable(f" {failure.verifier}" + (f": {message[0]}" if message else "")))
     lines += heading(f"overrides and force-releases, last 24h ({len(snapshot.overrides)})")
     if not snapshot.overrides:
         lines.append("none")
