@@ -17,7 +17,10 @@ reservations at the same moment. An agent silent for longer than
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
+
+from pytest_maf.errors import NotFoundError, UsageError
+from pytest_maf.ids import validate_id
 
 if TYPE_CHECKING:
     from pytest_maf.records import Observation
@@ -118,6 +121,40 @@ def statuses_in(transaction: Transaction, stale_after_ms: int, *, holdings: bool
 def agent_statuses(store: Store, stale_after_ms: int) -> list[AgentStatus]:
     """Every agent the store has seen, by id, as of the store's time now."""
     return store.read(lambda transaction: statuses_in(transaction, stale_after_ms))
+
+
+def forget(store: Store, agent_ids: Sequence[str], stale_after_ms: int) -> list[AgentStatus]:
+    """Remove stale agents that hold nothing from the record (an agent gone for good), all or none.
+
+    An agent that is unknown, still active, or holds a live lease or
+    reservation is refused, and nothing is removed; one that comes back is
+    recorded afresh by its next command.
+    """
+    for agent_id in agent_ids:
+        validate_id("agent", agent_id)
+
+    def remove(transaction: Transaction) -> list[AgentStatus]:
+        known = {status.agent_id: status for status in statuses_in(transaction, stale_after_ms)}
+        chosen = []
+        for agent_id in dict.fromkeys(agent_ids):
+            status = known.get(agent_id)
+            if status is None:
+                raise NotFoundError(f"no agent {agent_id!r} has been seen (see `maf agents`)")
+            if status.state != STALE:
+                raise UsageError(
+                    f"agent {agent_id!r} was seen {ago(status.silent_ms)}; only a stale agent is forgotten"
+                )
+            holds = [f"task {task.task_id}" for task in status.tasks] + [f"reservation {p}" for p in status.reservations]
+            if holds:
+                raise UsageError(
+                    f"agent {agent_id!r} still holds {', '.join(holds)}; wait for its leases and reservations"
+                    " to expire (or release them) before forgetting it"
+                )
+            transaction.delete_agent(agent_id)
+            chosen.append(status)
+        return chosen
+
+    return store.write(remove)
 
 
 def availability(statuses: list[AgentStatus]) -> float:

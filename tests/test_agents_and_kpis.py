@@ -12,9 +12,10 @@ import pytest
 
 from backends import environment_store, open_environment_store
 from pytest_maf import escalation, kpi, reservations, tasks
-from pytest_maf.agents import agent_statuses, availability
+from pytest_maf.agents import agent_statuses, availability, forget
 from pytest_maf.clock import ManualClock, system_clock
 from pytest_maf.config import Settings, load_settings
+from pytest_maf.errors import NothingToClaimError, NotFoundError, UsageError
 from pytest_maf.evidence import record_evidence
 from pytest_maf.metrics import exposition
 from pytest_maf.records import UNBOUNDED_US, DurationBucket
@@ -41,6 +42,32 @@ def test_an_agent_is_stale_once_silent_past_the_window(store: Store, clock: Manu
     assert [(task.task_id, task.state) for task in past_it["alice"].tasks] == [("t1", "LEASED")]
     assert past_it["bob"].reservations == ("docs/**",) and past_it["bob"].tasks == ()
     assert availability(list(past_it.values())) == 0.5
+
+
+def test_only_a_stale_agent_holding_nothing_is_forgotten_and_a_refusal_forgets_none(
+    store: Store, clock: ManualClock
+) -> None:
+    tasks.add_task(store, task_id="t1")
+    tasks.claim_next_task(store, "alice", 2 * HOUR_MS)
+    reservations.acquire(store, ["docs/**"], "bob", 60_000)
+    with pytest.raises(NothingToClaimError):
+        tasks.claim_next_task(store, "carol", HOUR_MS)  # waiting for work counts as being seen
+    clock.advance(WINDOW_MS + 1)
+    tasks.add_task(store, task_id="t2")
+    tasks.claim_next_task(store, "dave", HOUR_MS)
+
+    with pytest.raises(UsageError, match="'alice' still holds task t1"):
+        forget(store, ["carol", "alice"], WINDOW_MS)
+    with pytest.raises(UsageError, match="'dave' was seen just now; only a stale agent is forgotten"):
+        forget(store, ["dave"], WINDOW_MS)
+    with pytest.raises(NotFoundError):
+        forget(store, ["zed"], WINDOW_MS)
+    assert [s.agent_id for s in agent_statuses(store, WINDOW_MS)] == ["alice", "bob", "carol", "dave"]
+
+    forgotten = forget(store, ["carol", "bob"], WINDOW_MS)  # bob's reservation has expired
+
+    assert [s.agent_id for s in forgotten] == ["carol", "bob"]
+    assert [s.agent_id for s in agent_statuses(store, WINDOW_MS)] == ["alice", "dave"]
 
 
 def test_every_write_that_names_an_agent_marks_it_seen_without_changing_when_it_was_first(
@@ -213,6 +240,8 @@ def test_maf_agents_shows_a_silent_agent_as_stale_and_a_preflight_agent_by_its_c
 
     values = metric_values(workspace.maf(main, "metrics", MAF_AGENT_STALE_AFTER="600").stdout)
     assert values[("maf_agents", (("state", "stale"),))] == 1 and values[("maf_agent_availability", ())] == 0.5
+    refused = workspace.maf(main, "agents", "--forget", "carol", MAF_AGENT_STALE_AFTER="600")
+    assert refused.returncode == 2 and "'carol' still holds reservation src/**" in refused.stderr
     assert values[("maf_preflight_duration_seconds_count", (("outcome", "pass"),))] + values[
         ("maf_preflight_duration_seconds_count", (("outcome", "fail"),))
     ] == 1

@@ -7,13 +7,21 @@ from dataclasses import asdict
 
 from pytest_maf.cli.common import add_json, open_configured_store, print_json, print_table
 from pytest_maf.config import Settings, default_note
+from pytest_maf.terminal import printable
 
 
 def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
-    from pytest_maf.agents import STALE, agent_statuses, ago
+    from pytest_maf.agents import STALE, agent_statuses, ago, forget
 
     stale_after_s = settings.agent_stale_after_s
     with open_configured_store(settings) as store:
+        if args.forget:
+            forgotten = forget(store, args.forget, stale_after_s * 1000)
+            if args.json:
+                print_json({"forgotten": [status.agent_id for status in forgotten]})
+            for status in [] if args.json else forgotten:
+                print(printable(f"forgot {status.agent_id} (last seen {ago(status.silent_ms)})"))
+            return 0
         found = agent_statuses(store, stale_after_s * 1000)
     if args.json:
         print_json([
@@ -49,6 +57,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " recorded with the client it came through (maf, pytest, mcp) and when it was first and last seen;"
         " what it holds is read from its live leases and reservations. An agent silent for longer than"
         f" agents.stale_after_seconds ({default_note('agents.stale_after_seconds')}) is stale.",
+    )
+    agents.add_argument(
+        "--forget", nargs="+", metavar="ID",
+        help="remove stale agents that hold nothing (gone for good) from the record, all or none;"
+        " an agent that comes back is recorded afresh",
     )
     add_json(agents)
     agents.set_defaults(handler=cmd_agents)

@@ -508,6 +508,9 @@ class PostgresTransaction:
         rows = self._all(f"SELECT agent_id, client, first_seen, last_seen FROM agents ORDER BY agent_id {C}")
         return [AgentSeen(*row) for row in rows]
 
+    def delete_agent(self, agent_id: str) -> None:
+        self._execute("DELETE FROM agents WHERE agent_id = %s", (agent_id,))
+
     def duration_buckets(self) -> list[DurationBucket]:
         rows = self._all(
             "SELECT operation, outcome, le_us, SUM(count), SUM(sum_us), MAX(max_us) FROM operation_durations"

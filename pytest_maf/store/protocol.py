@@ -122,6 +122,7 @@ class Transaction(Protocol):
         """Mark ``agent_id`` (when given) seen now, through ``client`` ('' keeps the one known), and add
         ``observation`` (when given) to its operation's histogram: one cheap statement each."""
     def agents(self) -> list[AgentSeen]: ...
+    def delete_agent(self, agent_id: str) -> None: ...
     def duration_buckets(self) -> list[DurationBucket]:
         """Every operation's histogram, by operation, outcome and bucket (non-cumulative)."""
     def operation_stats(self) -> list[OperationStats]:

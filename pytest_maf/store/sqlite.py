@@ -519,6 +519,9 @@ class SQLiteTransaction:
         ).fetchall()
         return [AgentSeen(*row) for row in rows]
 
+    def delete_agent(self, agent_id: str) -> None:
+        self.connection.execute("DELETE FROM agents WHERE agent_id = ?", (agent_id,))
+
     def duration_buckets(self) -> list[DurationBucket]:
         rows = self.connection.execute(
             "SELECT operation, outcome, le_us, SUM(count), SUM(sum_us), MAX(max_us) FROM operation_durations"
