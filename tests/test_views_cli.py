@@ -189,7 +189,7 @@ def views_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 class Terminal:
     """`maf status --watch` running under a pseudo-terminal of 60 rows by 160 columns; what it drew is ``seen``."""
 
-    def __init__(self, workspace: Workspace, *args: str) -> None:
+    def __init__(self, workspace: Workspace, *args: str, **env: str) -> None:
         import fcntl
         import struct
         import termios
@@ -197,7 +197,7 @@ class Terminal:
         self.controller, terminal = pty.openpty()
         fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 160, 0, 0))
         self.process = subprocess.Popen(
-            [*maf_command(), "status", *args], cwd=workspace.main, env=workspace.env(),
+            [*maf_command(), "status", *args], cwd=workspace.main, env=workspace.env(**env),
             stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True,
         )
         os.close(terminal)
@@ -267,6 +267,19 @@ def test_a_watch_killed_by_sigterm_still_gives_the_screen_back(views_workspace: 
         assert screen.stop(signal.SIGTERM) == 128 + signal.SIGTERM
         assert screen.seen.rstrip().endswith(LEAVE_SCREEN.encode())
         assert b"Traceback" not in screen.seen
+    finally:
+        screen.close()
+
+
+@pytest.mark.slow
+def test_a_watch_on_a_dumb_terminal_prints_snapshot_after_snapshot_without_escapes(views_workspace: Workspace) -> None:
+    screen = Terminal(views_workspace, "--watch", "0.2", TERM="dumb")  # Emacs' shell, a serial console
+    try:
+        screen.read_until(b"maf status", times=3)
+
+        assert screen.stop(signal.SIGINT) == 0
+        assert b"\x1b" not in screen.seen  # no alternate screen, cursor movement or colour it cannot show
+        assert screen.seen.count(b"leases (0)") >= 3 and b"Traceback" not in screen.seen
     finally:
         screen.close()
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Sequence, TextIO
 from pytest_maf.cli.common import add_json, add_limit, open_configured_store, print_json, table_lines, when
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
-from pytest_maf.terminal import printable
+from pytest_maf.terminal import on_a_terminal, printable
 
 if TYPE_CHECKING:
     from pytest_maf.history import HistoryEntry
@@ -87,7 +87,7 @@ def _snapshot(store: Store, settings: Settings) -> StatusSnapshot:
 def watch(store: Store, settings: Settings, interval: float, *, json_lines: bool, stream: TextIO) -> int:
     """Redraw the status every ``interval`` seconds until Ctrl-C (exit 0). On a terminal: in place, on
     the alternate screen, cut to its height; piped: each snapshot after the last (or one JSON per line)."""
-    on_screen = stream.isatty() and not json_lines
+    on_screen = on_a_terminal(stream) and not json_lines  # TERM=dumb cannot move the cursor: it gets the piped form
     paint = Paint(wants_colour(stream))
     if on_screen:
         stream.write(ENTER_SCREEN)
