@@ -1,7 +1,7 @@
 """Which agents are alive: the ``agents`` record, kept up to date by the commands agents already run.
 
 Every write that names an agent (a claim, start, verify, finish, evidence, a
-lease renewal or heartbeat, a reservation's acquire, renewal or release, an
+lease renewal or heartbeat, a reservation's acquire, renewal, release or force-release, an
 escalation, a guard run) ends with :func:`seen`, one upsert in that same
 transaction: no extra call, no extra transaction; agent-mail commands, which
 write no store row, mark their agent seen at most once a minute

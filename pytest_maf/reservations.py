@@ -368,6 +368,7 @@ def force_release(
                     notice["path"] = target.path
                 transaction.enqueue_mail(notice)
                 released.append((holder, notice))
+        seen(transaction, agent_id)
         return released
 
     released = store.write(drop)

@@ -71,26 +71,28 @@ def test_only_a_stale_agent_holding_nothing_is_forgotten_and_a_refusal_forgets_n
 
 
 def test_every_write_that_names_an_agent_marks_it_seen_without_changing_when_it_was_first(
-    store: Store, clock: ManualClock
+    store: Store, clock: ManualClock, tmp_path: Path
 ) -> None:
     started = clock()
     tasks.add_task(store, task_id="t1")
     claim = tasks.claim_next_task(store, "alice", HOUR_MS)
     steps = [
-        lambda: tasks.start_task(store, "t1", "alice", claim.attempt),
-        lambda: tasks.renew_held_leases(store, "alice"),
-        lambda: tasks.begin_verification(store, "t1", "alice", claim.attempt),
-        lambda: record_evidence(store, "t1", claim.attempt, "unit", "PASS", agent_id="alice"),
-        lambda: tasks.finish_task(store, "t1", "alice", claim.attempt),
-        lambda: reservations.acquire(store, ["src/**"], "alice", HOUR_MS),
-        lambda: reservations.renew(store, ["src/**"], "alice", HOUR_MS),
-        lambda: reservations.release(store, ["src/**"], "alice"),
+        ("alice", lambda: tasks.start_task(store, "t1", "alice", claim.attempt)),
+        ("alice", lambda: tasks.renew_held_leases(store, "alice")),
+        ("alice", lambda: tasks.begin_verification(store, "t1", "alice", claim.attempt)),
+        ("alice", lambda: record_evidence(store, "t1", claim.attempt, "unit", "PASS", agent_id="alice")),
+        ("alice", lambda: tasks.finish_task(store, "t1", "alice", claim.attempt)),
+        ("alice", lambda: reservations.acquire(store, ["src/**"], "alice", HOUR_MS)),
+        ("alice", lambda: reservations.renew(store, ["src/**"], "alice", HOUR_MS)),
+        ("alice", lambda: reservations.release(store, ["src/**"], "alice")),
+        ("bob", lambda: reservations.acquire(store, ["docs/**"], "bob", HOUR_MS)),
+        ("alice", lambda: reservations.force_release(store, ["docs/**"], "alice", "bob is gone", tmp_path / "mail")),
     ]
-    for step in steps:
+    for agent, step in steps:
         clock.advance(1000)
         step()
-        (alice,) = agent_statuses(store, WINDOW_MS)
-        assert (alice.first_seen, alice.last_seen) == (started, clock())
+        seen_now = {status.agent_id: status for status in agent_statuses(store, WINDOW_MS)}
+        assert seen_now[agent].last_seen == clock() and seen_now["alice"].first_seen == started
 
 
 @contextlib.contextmanager
