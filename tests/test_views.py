@@ -14,7 +14,7 @@ from pytest_maf.history import history
 from pytest_maf.records import Escalation
 from pytest_maf.reservations import check_paths
 from pytest_maf.status import DAY_MS, relative_time, status_snapshot
-from pytest_maf.store import Store
+from pytest_maf.store import Store, Transaction
 from pytest_maf.values import parse_duration
 
 MINUTE = 60_000
@@ -106,6 +106,32 @@ def test_status_shows_the_last_preflight_run_and_why_it_failed(store: Store, clo
     (failure,) = preflight.failures
     assert failure.verifier == "checks/test_env.py::test_database"
     assert failure.details["message"] == "connection refused"
+
+
+
+def test_evidence_and_events_stored_in_an_unexpected_shape_are_shown_not_fatal(store: Store, clock: ManualClock) -> None:
+    from pytest_maf.cli.views import Paint, render_status
+    from pytest_maf.records import Evidence
+    from pytest_maf.report import gather_report
+    from pytest_maf.report_html import render_report
+
+    run = tasks.add_and_claim_task(store, "ci", MINUTE, kind="preflight", payload={"agent": "ci"}, start=True)
+    damaged: list[object] = ["connection refused", [1, 2], None]  # what a hand edit or an older writer may leave
+
+    def damage(transaction: Transaction) -> None:
+        for number, details in enumerate(damaged):
+            transaction.insert_evidence(Evidence(run.task_id, run.attempt, f"check-{number}", "FAIL", details))  # type: ignore[arg-type]
+        transaction.insert_event(run.task_id, "verify", None)  # type: ignore[arg-type]
+
+    store.write(damage)
+
+    snapshot = status_snapshot(store, None)
+    page = render_report(gather_report(store))
+
+    assert snapshot.preflight is not None and snapshot.preflight.failed == 3
+    assert [row.details for row in snapshot.preflight.failures] == [{"value": value} for value in damaged]
+    assert "  FAIL check-0" in "\n".join(render_status(snapshot, Paint(False)))
+    assert page.count("data-testid=failure-detail") == 3 and "connection refused" in page
 
 
 def test_status_counts_unread_and_queued_mail_per_agent(store: Store, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from pytest_maf.records import (
     ReservationEvent, Task,
 )
 from pytest_maf.store.sqlite import _dumps
-from pytest_maf.store.trail import audit_query, audit_row
+from pytest_maf.store.trail import as_object, audit_query, audit_row
 
 # The store's advisory locks: (a key of its schema, one of these).
 MIGRATION_LOCK, RESERVATION_LOCK, ESCALATION_LOCK = 0, 1, 2
@@ -245,7 +245,10 @@ class PostgresTransaction:
     def events(self, task_id: str | None = None, kind: str | None = None) -> list[Event]:
         where, params = _where([("task_id = %s", task_id or None), ("kind = %s", kind)])
         rows = self._all(f"SELECT id, task_id, ts, kind, data_json FROM events {where} ORDER BY id", params)
-        return [Event(row[0], row[1], row[2], row[3], _loads(row[4], f"events.data_json of event {row[0]}")) for row in rows]
+        return [
+            Event(row[0], row[1], row[2], row[3], as_object(_loads(row[4], f"events.data_json of event {row[0]}")))
+            for row in rows
+        ]
 
     # evidence
 
@@ -269,7 +272,10 @@ class PostgresTransaction:
             params,
         )
         return [
-            Evidence(row[0], row[1], row[2], row[3], _loads(row[4], f"evidence.details_json of {row[0]!r}/{row[1]}/{row[2]!r}"))
+            Evidence(
+                row[0], row[1], row[2], row[3],
+                as_object(_loads(row[4], f"evidence.details_json of {row[0]!r}/{row[1]}/{row[2]!r}")),
+            )
             for row in rows
         ]
 

@@ -28,7 +28,7 @@ from pytest_maf.records import (
 )
 from pytest_maf.store import schema
 from pytest_maf.store.writer_lock import Checkpointer, WriterLock
-from pytest_maf.store.trail import audit_query, audit_row
+from pytest_maf.store.trail import as_object, audit_query, audit_row
 
 if TYPE_CHECKING:
     from pytest_maf.store.protocol import WaitEvent
@@ -237,7 +237,10 @@ class SQLiteTransaction:
         rows = self.connection.execute(
             f"SELECT id, task_id, ts, kind, data_json FROM events {where} ORDER BY id", params
         ).fetchall()
-        return [Event(row[0], row[1], row[2], row[3], _loads(row[4], f"events.data_json of event {row[0]}")) for row in rows]
+        return [
+            Event(row[0], row[1], row[2], row[3], as_object(_loads(row[4], f"events.data_json of event {row[0]}")))
+            for row in rows
+        ]
 
     # evidence
 
@@ -268,7 +271,10 @@ class SQLiteTransaction:
             params,
         ).fetchall()
         return [
-            Evidence(row[0], row[1], row[2], row[3], _loads(row[4], f"evidence.details_json of {row[0]!r}/{row[1]}/{row[2]!r}"))
+            Evidence(
+                row[0], row[1], row[2], row[3],
+                as_object(_loads(row[4], f"evidence.details_json of {row[0]!r}/{row[1]}/{row[2]!r}")),
+            )
             for row in rows
         ]
 

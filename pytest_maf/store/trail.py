@@ -82,10 +82,16 @@ def audit_query(
     return query, params
 
 
+def as_object(parsed: Any) -> dict[str, Any]:
+    """A stored JSON column read where an object is expected: a value of another shape (a string, a
+    list, null), which only damage or a hand edit leaves, comes back as ``{"value": ...}``, so a
+    reader's ``.get`` finds nothing instead of failing."""
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
 def audit_row(row: Sequence[Any], loads: Callable[[Any, str], Any]) -> AuditRow:
     """An audit trail row from (source, id, ts, kind, task_id, agent_id, escalation_id, data_json)."""
     source, row_id, ts, kind, task_id, agent_id, escalation_id, data = row
     table = {"task": "events", "reservation": "reservation_events"}.get(source, "escalation_events")
     parsed = loads(data, f"{table}.data_json of event {row_id}")
-    return AuditRow(source, row_id, ts, kind, parsed if isinstance(parsed, dict) else {"value": parsed},
-                    task_id, agent_id, escalation_id)
+    return AuditRow(source, row_id, ts, kind, as_object(parsed), task_id, agent_id, escalation_id)
