@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tools import required_tool
 from workspace import isolated_env, maf_command
 
 DEADLINE_S = 60
@@ -59,11 +60,25 @@ def test_bash_completes_file_names_where_a_file_is_taken(tmp_path: Path) -> None
     assert completions(tmp_path, ["maf", "db", "backup", "--output", "nigh"]) == ["nightly.db"]
 
 
-def test_the_zsh_script_names_every_command(tmp_path: Path) -> None:
-    text = script(tmp_path, "zsh")
-    assert text.startswith("#compdef maf")
-    for name in ("task", "reservation", "evidence", "completion", "--limit", "--json"):
-        assert name in text
+def test_the_zsh_script_offers_each_command_with_its_one_line_help(tmp_path: Path) -> None:
+    zsh = required_tool("zsh", "zsh", "load the zsh completion script")
+    path = tmp_path / "_maf"
+    path.write_text(script(tmp_path, "zsh"))
+    # _describe is what shows a menu: here it prints the candidates it was given.
+    driver = (
+        f"autoload -U compinit; compinit -u -D -d {tmp_path / 'zcompdump'}; source {path}\n"
+        "_describe() { print -rl -- ${(P)2} }\n"
+        "_shtab_maf_commands; _shtab_maf_task_commands\n"
+    )
+    ran = subprocess.run(
+        [zsh, "-f", "-c", driver], cwd=tmp_path, capture_output=True, text=True, env=isolated_env(tmp_path),
+        timeout=DEADLINE_S,
+    )
+    assert ran.returncode == 0, ran.stderr
+    offered = ran.stdout.splitlines()
+    assert "task:add, claim and drive tasks" in offered
+    assert "completion:print a bash or zsh completion script for maf" in offered
+    assert "claim:lease the next READY task" in offered
 
 
 def test_without_shtab_one_line_names_the_extra(tmp_path: Path) -> None:

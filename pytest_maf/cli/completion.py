@@ -15,13 +15,16 @@ SHELLS = ("bash", "zsh")
 PATH_METAVARS = frozenset({"FILE", "PATH", "PATH|URL", "DIR", "FOLDER"})
 
 
-def _complete_paths(parser: argparse.ArgumentParser, files: Any) -> None:
-    """Mark every action that takes a path, through the whole tree, for shtab's file completion."""
+def _prepare(parser: argparse.ArgumentParser, files: Any) -> None:
+    """Through the whole tree (built for this script alone): every action that takes a path is
+    marked for shtab's file completion, and each command is described by its one-line help
+    (shtab would show a paragraph-long description in zsh's menu)."""
     for action in parser._actions:
         if action.metavar in PATH_METAVARS:
             action.complete = files  # type: ignore[attr-defined]  # shtab reads this attribute
     for _, sub in subcommands(parser):
-        _complete_paths(sub, files)
+        sub.description = None
+        _prepare(sub, files)
 
 
 def completion_script(shell: str) -> str:
@@ -30,7 +33,7 @@ def completion_script(shell: str) -> str:
     from pytest_maf.cli import ALL, build_parser
 
     parser = build_parser(load=ALL)
-    _complete_paths(parser, shtab.FILE)
+    _prepare(parser, shtab.FILE)
     return str(shtab.complete(parser, shell=shell))
 
 
