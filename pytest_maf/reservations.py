@@ -130,7 +130,7 @@ def acquire(
             held_lease(transaction, task_id, agent_id)
         for expired in transaction.delete_expired_reservations():
             transaction.insert_reservation_event(
-                "expire", expired.agent_id, {"pattern": expired.pattern, "expires_at": expired.expires_at}
+                "expire", expired.agent_id, _tied({"pattern": expired.pattern, "expires_at": expired.expires_at}, expired)
             )
         conflicts = _live_conflicts(transaction, requested, exclusive, agent_id)
         if conflicts:
@@ -159,9 +159,7 @@ def acquire(
             )
             transaction.put_reservation(reservation, anchor(pattern))
             data = {"pattern": pattern, "exclusive": exclusive, "expires_at": reservation.expires_at, "reason": reason}
-            if reservation.task_id is not None:
-                data["task"] = reservation.task_id
-            transaction.insert_reservation_event("renew" if existing else "acquire", agent_id, data)
+            transaction.insert_reservation_event("renew" if existing else "acquire", agent_id, _tied(data, reservation))
             granted.append(reservation)
         seen(transaction, agent_id)
         return granted, []
@@ -253,7 +251,7 @@ def renew(store: Store, patterns: Iterable[str], agent_id: str, ttl_ms: int) -> 
             )
             transaction.put_reservation(reservation, anchor(pattern))
             transaction.insert_reservation_event(
-                "renew", agent_id, {"pattern": pattern, "expires_at": reservation.expires_at}
+                "renew", agent_id, _tied({"pattern": pattern, "expires_at": reservation.expires_at}, reservation)
             )
             renewed.append(reservation)
         seen(transaction, agent_id)
@@ -271,7 +269,7 @@ def release(store: Store, patterns: Iterable[str], agent_id: str) -> list[Reserv
         for pattern in requested:
             reservation = _held(transaction, agent_id, pattern)
             transaction.delete_reservation(agent_id, pattern)
-            transaction.insert_reservation_event("release", agent_id, {"pattern": pattern})
+            transaction.insert_reservation_event("release", agent_id, _tied({"pattern": pattern}, reservation))
             released.append(reservation)
         seen(transaction, agent_id)
         return released
@@ -302,6 +300,11 @@ class ReleaseTarget:
 
     def __str__(self) -> str:
         return self.path if self.path is not None and self.path != self.pattern.lstrip("/") else self.pattern
+
+
+def _tied(data: dict[str, Any], reservation: Reservation) -> dict[str, Any]:
+    """An event's data with the task the reservation is tied to, if any: `maf history --task` finds it."""
+    return {**data, "task": reservation.task_id} if reservation.task_id is not None else data
 
 
 def _force_release_holders(transaction: Transaction, target: ReleaseTarget) -> list[Reservation]:
@@ -354,7 +357,7 @@ def force_release(
                 data = {"pattern": holder.pattern, "holder": holder.agent_id, "reason": reason}
                 if target.path is not None and holder.pattern != target.pattern:
                     data["path"] = target.path
-                transaction.insert_reservation_event("force_release", agent_id, data)
+                transaction.insert_reservation_event("force_release", agent_id, _tied(data, holder))
                 notice = {
                     "id": mail.new_message_id(),
                     "type": "RESERVATION_FORCE_RELEASED",

@@ -189,6 +189,28 @@ def _escalation(escalation_id: str, now: int) -> Escalation:
     return Escalation(escalation_id, "claude-1", "fix-1", "lead", 1, "active", "tests hang", now, now)
 
 
+
+def test_history_of_a_task_holds_every_event_of_the_reservations_tied_to_it(
+    store: Store, clock: ManualClock, tmp_path: Path
+) -> None:
+    tasks.add_task(store, task_id="fix-1")
+    tasks.claim_task(store, "fix-1", "claude-1", 60 * MINUTE)
+    reservations.acquire(store, ["src/**", "docs/**", "lib/**"], "claude-1", MINUTE, task_id="fix-1")
+    clock.advance(1000)
+    reservations.renew(store, ["src/**"], "claude-1", 10 * MINUTE)
+    reservations.release(store, ["docs/**"], "claude-1")
+    clock.advance(MINUTE)  # lib/** runs out
+    reservations.force_release(store, ["src/**"], "lead", "claude-1 went quiet", tmp_path / "mail")
+    reservations.acquire(store, ["other/**"], "gemini-2", MINUTE)  # reclaims the expired one on its way
+
+    trail = history(store, task="fix-1", kinds=["renew", "release", "expire", "force_release"])
+
+    assert sorted((entry.kind, entry.data["pattern"]) for entry in trail) == [
+        ("expire", "lib/**"), ("force_release", "src/**"), ("release", "docs/**"), ("renew", "src/**"),
+    ]
+    assert {entry.task_id for entry in trail} == {"fix-1"}
+
+
 def test_history_refuses_what_names_nothing(store: Store) -> None:
     tasks.add_task(store, task_id="fix-1")
     tasks.claim_task(store, "fix-1", "Claude-1", MINUTE)
