@@ -69,6 +69,7 @@ class CheckSelection:
         self.config = config
         self.patterns = patterns
         self.registered: set[str] = set()
+        self.unmatched_on_workers: set[str] = set()  # under xdist: the workers collect, the controller reports
 
     def pytest_itemcollected(self, item: pytest.Item) -> None:
         for tag in _tags(item):
@@ -98,13 +99,31 @@ class CheckSelection:
         if unmatched:
             known = sorted({name for item in items for name in (check_id(item),) if name})
             shown = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
-            items[:] = []  # pytest reports the collection even so: list nothing
-            raise pytest.UsageError(
-                f"{OPTION}: {printable(', '.join(unmatched))} matches no check; the check ids are: {shown or 'none'}"
-            )
+            message = f"{OPTION}: {printable(', '.join(unmatched))} matches no check; the check ids are: {shown or 'none'}"
+            workeroutput = getattr(config, "workeroutput", None)
+            if workeroutput is None:
+                items[:] = []  # pytest reports the collection even so: list nothing
+                raise pytest.UsageError(message)
+            workeroutput["maf_unmatched_checks"] = message  # an xdist worker: its controller says it
         if left:
             config.hook.pytest_deselected(items=left)
             items[:] = chosen
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        message = getattr(node, "workeroutput", {}).get("maf_unmatched_checks")
+        if message:
+            self.unmatched_on_workers.add(str(message))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Under xdist the checks that matched have run; a pattern that matched none is still a usage error."""
+        if self.unmatched_on_workers:
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for message in sorted(self.unmatched_on_workers):
+            terminalreporter.write_line(f"ERROR: {message}")
 
     def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> Any:
         if not config.getoption("collectonly"):

@@ -103,3 +103,16 @@ def test_a_bad_maf_checks_is_one_line_and_a_usage_error(pytester: pytest.Pyteste
     assert "Traceback" not in result.stdout.str() + result.stderr.str() and "\x1b" not in result.stderr.str()
     if value != "nope.*":  # refused before the run begins; an id is only known once the checks are collected
         assert not (pytester.path / ".maf").exists()
+
+
+@pytest.mark.slow
+def test_under_xdist_the_chosen_checks_run_and_an_unmatched_pattern_is_still_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    result = pytester.runpytest_subprocess(
+        "--maf-preflight", "-n", "2", "-p", "no:cacheprovider", "--maf-checks", "env.git,nope.*", timeout=120,
+    )
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["ERROR: --maf-checks: nope.* matches no check; the check ids are: *"])
+    assert recorded_verifiers(pytester) == ["env.git"]  # what matched ran, on the workers
