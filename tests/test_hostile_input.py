@@ -253,6 +253,44 @@ CASES += [
 ]
 
 
+# The views (`maf status`, `maf history`, `maf report`): they only read, and their one output file is never the store.
+
+
+def newer_store(workspace: Workspace) -> None:
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(workspace.main / ".maf" / "runtime.db")) as connection:
+        connection.execute("PRAGMA user_version = 999")  # closed: the last connection folds the WAL in
+
+
+REPORT = ["report", "--html", "report.html"]
+CASES += [
+    ("report-over-the-store", nothing, ["report", "--html", ".maf/runtime.db"], 2, "must not overwrite"),
+    ("report-over-the-lock", nothing, ["report", "--html", ".maf/runtime.db.lock"], 2, "must not overwrite"),
+    ("report-over-the-store-by-a-detour", nothing, ["report", "--html", "src/../.maf/runtime.db-wal"], 2, "must not overwrite"),
+    ("report-into-a-directory", nothing, ["report", "--html", "src"], 2, "is a directory"),
+    ("report-empty-name", nothing, ["report", "--html", ""], 2, "give a file name"),
+    ("report-since-negative", nothing, [*REPORT, "--since", "-1"], 2, "--since"),
+    ("report-since-past-a-century", nothing, [*REPORT, "--since", "99999999999999999999d"], 2, "hundred years"),
+    ("report-limit-past-int64", nothing, [*REPORT, "--limit", str(2**70)], 2, "--limit"),
+    ("report-without-a-store", no_store, REPORT, 2, "maf setup"),
+    ("report-of-a-malformed-store", malformed_store, REPORT, 2, "malformed"),
+    ("report-of-a-newer-store", newer_store, REPORT, 2, "newer than this pytest-maf"),
+    ("status-without-a-store", no_store, ["status"], 2, "maf setup"),
+    ("status-of-a-malformed-store", malformed_store, ["status", "--json"], 2, "malformed"),
+    ("status-of-a-newer-store", newer_store, ["status"], 2, "newer than this pytest-maf"),
+    ("status-watch-infinite", nothing, ["status", "--watch", "inf"], 2, "--watch"),
+    ("status-watch-negative", nothing, ["status", "--watch", "-1"], 2, "--watch"),
+    ("history-without-a-store", no_store, ["history"], 2, "maf setup"),
+    ("history-of-a-malformed-store", malformed_store, ["history"], 2, "malformed"),
+    ("history-since-garbage", nothing, ["history", "--since", "yesterday"], 2, "not a duration"),
+    ("history-limit-negative", nothing, ["history", "--limit", "-1"], 2, "--limit"),
+    ("history-limit-past-int64", nothing, ["history", "--limit", str(2**70)], 2, "--limit"),
+    ("history-agent-with-an-escape", nothing, ["history", "--agent", "\x1b[2Jx"], 2, "agent id"),
+]
+
+
 @pytest.mark.parametrize(
     ("setup", "argv", "code", "words"),
     [pytest.param(setup, argv, code, words, id=case_id) for case_id, setup, argv, code, words in CASES],
@@ -268,6 +306,44 @@ def test_hostile_input_is_one_line_and_changes_nothing(
     one_line_refusal(completed, code)
     assert words in completed.stdout + completed.stderr
     assert snapshot(workspace.main) == before
+
+
+
+@pytest.mark.parametrize("argv", [
+    ["status", "--json"], ["status", "--watch", "1", "--json"], ["history", "--json"], [*REPORT, "--json"],
+])
+def test_a_view_that_fails_with_json_prints_one_error_object(workspace: Workspace, argv: list[str]) -> None:
+    import json
+
+    no_store(workspace)
+
+    completed = workspace.maf(workspace.main, *argv, timeout=60)
+
+    one_line_refusal(completed, 2)
+    assert json.loads(completed.stdout) == {"error": completed.stderr.strip().removeprefix("maf: error: "), "exit_code": 2}
+
+
+
+def test_the_views_show_stored_escapes_and_direction_characters_as_escapes(workspace: Workspace) -> None:
+    import json
+
+    forged = "\x1b[2J\x1b[31mred\u202egnp.exe\r\nmaf status: all clear"
+    assert workspace.maf(workspace.main, "task", "add", "--id", "fix-1").returncode == 0
+    assert workspace.maf(workspace.main, "task", "claim", agent="alice").returncode == 0
+    assert workspace.maf(workspace.main, "reservation", "acquire", "src/**", "--task", "fix-1", "--reason", forged,
+                         agent="alice").returncode == 0
+    assert workspace.maf(workspace.main, "reservation", "release", "src/**", "--force", "--reason", forged,
+                         agent="lead").returncode == 0
+
+    status = workspace.maf(workspace.main, "status", agent="lead")
+    trail = workspace.maf(workspace.main, "history", agent="lead")
+    exact = workspace.maf(workspace.main, "history", "--kind", "force_release", "--json", agent="lead")
+
+    for shown in (status, trail):
+        assert shown.returncode == 0 and not any(c in shown.stdout for c in "\x1b\r\u202e"), shown.stdout
+        assert "\\x1b[2J\\x1b[31mred\\u202egnp.exe\\r\\nmaf status: all clear" in shown.stdout
+        assert not any(line.startswith("maf status: all clear") for line in shown.stdout.splitlines())
+    assert json.loads(exact.stdout)[0]["data"]["reason"] == forged  # --json stays exact
 
 
 def test_a_corrupt_stored_row_is_reported_and_does_not_break_its_neighbours(workspace: Workspace) -> None:
