@@ -122,6 +122,27 @@ def test_status_names_the_failed_checks_of_the_last_preflight(
     assert "WARN env.sqlite-wal-reset: SQLite 3.40.1 is affected" in out
 
 
+
+def test_a_very_long_stored_text_is_cut_on_its_line_and_whole_in_json(
+    known_store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long = "why " * 25_000
+    reservations.acquire(known_store, ["lib/**"], "claude-1", 20 * MINUTE, reason=long)
+    record_override(known_store, "gemini-2", check_paths(known_store, ["lib/x.py"], "gemini-2"), long, content="tree:d")
+
+    assert main(["status"]) == 0
+    status = capsys.readouterr().out
+    assert main(["history"]) == 0
+    trail = capsys.readouterr().out
+    assert main(["status", "--json"]) == 0
+    exact = json.loads(capsys.readouterr().out)
+
+    for shown in (status, trail):
+        assert max(len(line) for line in shown.splitlines()) < 1_000  # not a screenful of one reason
+        assert "more characters; --json shows all" in shown
+    assert long in [reservation["reason"] for reservation in exact["reservations"]]
+
+
 @pytest.mark.parametrize(("tty", "no_color", "term", "coloured"), [
     (True, "", "xterm-256color", True), (True, "1", "xterm", False), (True, "", "dumb", False), (False, "", "xterm", False),
 ])

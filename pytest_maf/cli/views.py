@@ -35,6 +35,7 @@ MIN_WATCH_S, MAX_WATCH_S = 0.1, 3600.0  # watch(1)'s floor: faster only re-reads
 # The terminal's alternate screen and cursor: entered once, each redraw from the top left, left on exit.
 ENTER_SCREEN, LEAVE_SCREEN = "\x1b[?1049h\x1b[?25l", "\x1b[?25h\x1b[?1049l"
 HOME, CLEAR_LINE_END, CLEAR_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
+BRIEF_LIMIT = 200  # characters of free text (a reason, a message, a summary) on one line; --json has it all
 
 
 class Paint:
@@ -208,14 +209,14 @@ def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
     lines += _table(
         ["PATTERN", "AGENT", "MODE", "TASK", "EXPIRES", "REASON"],
         [[r.pattern, r.agent_id, "exclusive" if r.exclusive else "shared", r.task_id or "-",
-          relative_time(r.expires_in_ms), r.reason]
+          relative_time(r.expires_in_ms), brief(r.reason)]
          for r in snapshot.reservations],
         paint, [], "no file is reserved",
     )
     lines += heading(f"escalations open ({len(snapshot.escalations)})")
     lines += _table(
         ["ID", "LEVEL", "AGENT", "TARGET", "BEAD", "OPEN FOR", "CONTEXT"],
-        [[e.id, e.level, e.agent_id, e.target, e.bead_id, span(snapshot.now - e.created_at), e.context]
+        [[e.id, e.level, e.agent_id, e.target, e.bead_id, span(snapshot.now - e.created_at), brief(e.context)]
          for e in snapshot.escalations],
         paint, [], "no escalation is open",
     )
@@ -244,13 +245,22 @@ def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
             label = paint("yellow", "WARN") if failure.details.get("blocking") is False else paint("red", "FAIL")
             message = str(failure.details.get("message", "")).strip().splitlines()
             # the first line, as the preflight's summary and the report show it: what is wrong and what to do
-            lines.append(f"  {label}" + printable(f" {failure.verifier}" + (f": {message[0]}" if message else "")))
+            lines.append(f"  {label} {printable(failure.verifier)}" + (f": {brief(message[0])}" if message else ""))
     lines += heading(f"overrides and force-releases, last 24h ({len(snapshot.overrides)})")
     if not snapshot.overrides:
         lines.append("none")
     for entry in snapshot.overrides:
-        lines.append(f"{when(entry.ts)}  " + paint("yellow", printable(entry.summary)))
+        lines.append(f"{when(entry.ts)}  " + paint("yellow", brief(entry.summary)))
     return lines
+
+
+def brief(text: object) -> str:
+    """``text`` escaped for a terminal and cut to :data:`BRIEF_LIMIT` characters, saying how much is left
+    out: a reason of 100,000 characters is one line, not a screenful."""
+    shown = printable(text)
+    if len(shown) <= BRIEF_LIMIT:
+        return shown
+    return f"{shown[:BRIEF_LIMIT]}... ({len(shown) - BRIEF_LIMIT} more characters; --json shows all)"
 
 
 def _table(
@@ -292,7 +302,7 @@ def print_history(shown: Sequence[HistoryEntry], more: bool, limit: int, paint: 
 
     for line in _table(
         ["TIME", "KIND", "AGENT", "TASK", "WHAT"],
-        [[when(entry.ts), entry.kind, entry.agent or "-", entry.task_id or "-", entry.summary] for entry in shown],
+        [[when(entry.ts), entry.kind, entry.agent or "-", entry.task_id or "-", brief(entry.summary)] for entry in shown],
         paint, [entry.kind in OVERRIDE_KINDS for entry in shown], "", colour="yellow",
     ):
         print(line)
