@@ -1,6 +1,6 @@
 """Claims on SQLite side by side with litequeue; on PostgreSQL beside a bare claim (--db).
 
-Run:  python benchmarks/claims.py [--duration 5] [--processes 8] [--baseline TREE] [--done-rows 1000000]
+Run:  python benchmarks/claims.py [--duration 5] [--processes 8] [--rounds 3] [--baseline TREE] [--done-rows 1000000]
       python benchmarks/claims.py --db postgresql://postgres@127.0.0.1:5432/test [--duration 5]
 
 Without --db it prints JSON, every figure measured in the same run on one file
@@ -25,7 +25,10 @@ run in a fresh interpreter so every engine starts alike:
 
 With --baseline TREE (a checkout of another pytest-maf, such as `git worktree
 add --detach /tmp/maf-base main`) every pytest-maf figure is measured again
-with that tree's code, interleaved with the others, as "baseline". litequeue
+with that tree's code, interleaved with the others, as "baseline". Each
+figure is the median of --rounds runs (the max latency: the worst of them),
+the engines taking turns in each round, so drift in the machine's load
+touches all of them alike. litequeue
 comes from `pip install -e '.[bench]'`.
 
 With --db (PostgreSQL; every run in a scratch schema, dropped afterwards) it
@@ -43,6 +46,7 @@ import json
 import multiprocessing
 import os
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -243,7 +247,7 @@ def drain_rounds(engine: str, db: Path, processes: int, duration_s: float, depth
     reports = [results.get() for _ in workers]
     for worker in workers:
         worker.join()
-    return {**_summary(reports, processes, draining), "queue_depth": depth, "rounds": rounds}
+    return {**_summary(reports, processes, draining), "queue_depth": depth, "refills": rounds}
 
 
 def cycles(engine: str, db: Path, processes: int, duration_s: float) -> dict[str, Any]:
@@ -342,6 +346,34 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
+def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one workload by one engine: the median rate and percentiles, the worst max, the errors summed."""
+    first = runs[0]
+    latencies = [run["claim_ms"] for run in runs if run["claim_ms"]]
+    return {
+        **first,
+        "per_s": statistics.median(run["per_s"] for run in runs),
+        "per_s_each_round": [run["per_s"] for run in runs],
+        "claim_ms": {
+            **{key: statistics.median(ms[key] for ms in latencies) for key in ("p50", "p95", "p99") if latencies},
+            "max": max((ms["max"] for ms in latencies), default=None),
+        },
+        **({"errors": {k: v for run in runs for k, v in run["errors"].items()}} if "errors" in first else {}),
+        **({"invariants_ok": all(run["invariants_ok"] for run in runs)} if "invariants_ok" in first else {}),
+        **({"lock_errors_reaching_callers": sum(run["lock_errors_reaching_callers"] for run in runs)}
+           if "lock_errors_reaching_callers" in first else {}),
+    }
+
+
+def rounds(name: str, engines: list[str], args: argparse.Namespace, processes: int) -> dict[str, Any]:
+    """``args.rounds`` rounds of ``name``, the engines taking turns in each, so drift in the machine's load hits all."""
+    runs: dict[str, list[dict[str, Any]]] = {engine: [] for engine in engines}
+    for turn in range(args.rounds):
+        for engine in engines[turn % len(engines):] + engines[: turn % len(engines)]:
+            runs[engine].append(measure(name, engine, args, processes))
+    return {engine: combined(runs[engine]) for engine in engines}
+
+
 def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -350,28 +382,28 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "sqlite_version": sqlite3.sqlite_version, "litequeue_version": version("litequeue"),
         "durability": "journal_mode=WAL, synchronous=NORMAL for both", "duration_s": args.duration,
-        "baseline": str(args.baseline) if args.baseline else None,
+        "rounds": args.rounds, "baseline": str(args.baseline) if args.baseline else None,
     }
     for name, processes in (("claim_only", n), ("cycle", 1), ("cycle", n)):
-        row = {engine: measure(name, engine, args, processes) for engine in engines}
+        row = rounds(name, engines, args, processes)
         for engine in engines:
             if engine != "litequeue":
                 row[f"{engine}_ratio_to_litequeue"] = ratio(row[engine]["per_s"], row["litequeue"]["per_s"])
         if args.baseline:
             row["ratio_to_baseline"] = ratio(row["pytest_maf"]["per_s"], row["baseline"]["per_s"])
         report[f"{name}_{processes}"] = row
-    load: dict[str, Any] = {}
-    for engine in engines:
-        if engine == "litequeue":
-            continue
-        one, many = measure("load_test", engine, args, 1), measure("load_test", engine, args, n)
-        load[engine] = {
-            "cycles_per_s_1": one["per_s"], f"cycles_per_s_{n}": many["per_s"],
-            f"ratio_{n}_to_1": ratio(many["per_s"], one["per_s"]),
-            f"claim_p95_ms_{n}": many["claim_ms"].get("p95"), "errors": {**one["errors"], **many["errors"]},
-            "invariants_ok": one["invariants_ok"] and many["invariants_ok"],
+    mafs = [engine for engine in engines if engine != "litequeue"]
+    one, many = rounds("load_test", mafs, args, 1), rounds("load_test", mafs, args, n)
+    report["load_test"] = {
+        engine: {
+            "cycles_per_s_1": one[engine]["per_s"], f"cycles_per_s_{n}": many[engine]["per_s"],
+            f"ratio_{n}_to_1": ratio(many[engine]["per_s"], one[engine]["per_s"]),
+            f"claim_p95_ms_{n}": many[engine]["claim_ms"].get("p95"),
+            "errors": {**one[engine]["errors"], **many[engine]["errors"]},
+            "invariants_ok": one[engine]["invariants_ok"] and many[engine]["invariants_ok"],
         }
-    report["load_test"] = load
+        for engine in mafs
+    }
     if args.done_rows:
         report["large_table"] = measure("large_table", "pytest_maf", args, 1)
     return report
@@ -505,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         "--pool", type=int, default=2_000,
         help="queue depth of the claim-only runs: filled to this many READY tasks, drained, again (default 2000)",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each run, engines taking turns; medians (default 3)")
     parser.add_argument("--baseline", metavar="TREE", help="also measure pytest-maf from this checkout, as 'baseline'")
     parser.add_argument("--db", metavar="URL", help="a postgresql:// server: measure there, against the bare-claim floor")
     parser.add_argument("--workload", choices=("claim_only", "cycle", "load_test", "large_table"), help=argparse.SUPPRESS)
