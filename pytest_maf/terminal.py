@@ -57,12 +57,14 @@ def printable(text: object) -> str:
     return "".join(_escaped(character) if _hidden(character) else character for character in shown)
 
 
-def printable_json(value: Any) -> str:
-    """``value`` as indented JSON that shows every control character as a ``\\u`` escape.
-
-    It parses back to exactly ``value``.
+def printable_json(value: Any, indent: int | None = 2) -> str:
+    """``value`` as JSON (indented, or on one line with ``indent`` None) that shows every control,
+    direction and other format character as a ``\\u`` escape: ``--json`` printed to a terminal
+    cannot recolour it or reorder what it shows. It parses back to exactly ``value``.
     """
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    text = json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False)
+    if text.replace("\n", "").isprintable():  # the common case, checked in C
+        return text
     # Outside strings JSON has only ASCII and the indent's newlines.
     return "".join(
         json.dumps(character)[1:-1] if character != "\n" and _hidden(character) else character

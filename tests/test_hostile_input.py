@@ -343,7 +343,8 @@ def test_the_views_show_stored_escapes_and_direction_characters_as_escapes(works
         assert shown.returncode == 0 and not any(c in shown.stdout for c in "\x1b\r\u202e"), shown.stdout
         assert "\\x1b[2J\\x1b[31mred\\u202egnp.exe\\r\\nmaf status: all clear" in shown.stdout
         assert not any(line.startswith("maf status: all clear") for line in shown.stdout.splitlines())
-    assert json.loads(exact.stdout)[0]["data"]["reason"] == forged  # --json stays exact
+    assert json.loads(exact.stdout)[0]["data"]["reason"] == forged  # --json stays exact,
+    assert not any(c in exact.stdout for c in "\x1b\r\u202e"), exact.stdout  # and shows each as \\u001b ...
 
 
 def test_a_corrupt_stored_row_is_reported_and_does_not_break_its_neighbours(workspace: Workspace) -> None:

@@ -20,7 +20,6 @@ walks every subcommand):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -29,7 +28,7 @@ from pytest_maf.clock import iso_utc
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
 from pytest_maf.ids import validate_id
-from pytest_maf.terminal import printable
+from pytest_maf.terminal import printable, printable_json
 from pytest_maf.store import Store, open_store_for
 from pytest_maf.values import parse_json
 
@@ -168,7 +167,8 @@ def resolving_agent(handler: Handler, *, required: bool = True) -> Handler:
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+    """``value`` as indented JSON; a control or direction character in a string is a ``\\u`` escape."""
+    print(printable_json(value))
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import signal
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Sequence, TextIO
 from pytest_maf.cli.common import add_json, add_limit, open_configured_store, print_json, table_lines, when
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
-from pytest_maf.terminal import on_a_terminal, printable
+from pytest_maf.terminal import on_a_terminal, printable, printable_json
 
 if TYPE_CHECKING:
     from pytest_maf.history import HistoryEntry
@@ -134,10 +133,10 @@ def _redraw(
         except MafError as error:  # a busy or unreachable store: say so, and look again
             lines = [f"maf: the store could not be read ({printable(error)}); trying again in {interval:g}s"]
             if json_lines:
-                lines = [json.dumps({"error": str(error)}, ensure_ascii=False)]
+                lines = [printable_json({"error": str(error)}, indent=None)]
         else:
             if json_lines:
-                lines = [json.dumps(snapshot.to_json(), sort_keys=True, ensure_ascii=False)]
+                lines = [printable_json(snapshot.to_json(), indent=None)]
             else:
                 lines = render_status(snapshot, paint)
         if on_screen:
