@@ -298,7 +298,6 @@ def test_slow_two():
     result = pytester.runpytest("--maf-preflight", "-p", "no:randomly")
 
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    assert result.duration < 8, "the 10 s check was not interrupted"
     result.stdout.fnmatch_lines(["*maf preflight took over 1 s (MAF_PREFLIGHT_TIMEOUT)*"])
     results = {row[1]: row[2] for row in evidence_rows(pytester)}
     assert results["custom.slow-1"] == "FAIL" and "custom.slow-2" not in results
