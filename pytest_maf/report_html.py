@@ -62,7 +62,7 @@ main{max-width:1240px;margin:0 auto;padding:16px 24px 48px}
 h1{font-size:22px;margin:8px 0 2px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid var(--line);padding-bottom:4px}
 h3{font-size:14px;margin:12px 0 4px}
 .muted,.m{color:var(--muted)}code,pre,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
-code{overflow-wrap:anywhere}
+code{overflow-wrap:anywhere}td code{overflow-wrap:normal;white-space:nowrap}
 pre{white-space:pre-wrap;word-break:break-word;background:var(--soft);padding:8px;margin:4px 0;border-radius:4px;max-height:24em;overflow:auto}
 nav{display:flex;flex-wrap:wrap;gap:4px 16px;margin:8px 0 4px}nav a{color:#0969da}
 .cards{display:flex;flex-wrap:wrap;gap:8px;margin:12px 0}
@@ -79,8 +79,8 @@ table.tl td:nth-child(-n+5),table.ev td:nth-child(-n+2){width:1%;white-space:now
 .s{display:inline-block;padding:0 6px;border-radius:10px;font-size:12px;border:1px solid var(--line);background:var(--soft)}
 .s-DONE,.s-COMMITTED{color:var(--pass);border-color:var(--pass)}.s-DEAD,.s-ROLLBACK{color:var(--fail);border-color:var(--fail)}
 .s-LEASED,.s-RUNNING,.s-VERIFYING{color:#0969da;border-color:#0969da}
-.grid{display:grid;grid-template-columns:1fr 1fr;gap:0 24px}
-@media (max-width:1180px){.grid{grid-template-columns:1fr}}
+.grid{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:0 24px}
+@media (max-width:1180px){.grid{grid-template-columns:minmax(0,1fr)}}
 svg.chart{width:100%;height:auto;max-height:300px;display:block}
 svg.chart .axis{stroke:#8c959f;stroke-width:1}svg.chart .grid-line{stroke:#eaeef2}
 svg.chart text{font-size:11px;fill:var(--muted)}
