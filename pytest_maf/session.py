@@ -12,6 +12,10 @@ Example::
     session.keep_lease()
     session.record([("unit", "PASS", {"passed": 120})])
     session.finish().final_state  # "DONE"
+
+or, recording and finishing in one transaction::
+
+    verdict, rows = session.complete([("unit", "PASS", {"passed": 120})])
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ from pytest_maf.errors import LeaseLostError, MafError
 from pytest_maf.evidence import record_evidence_batch
 from pytest_maf.keeper import LeaseKeeper
 from pytest_maf.leases import require_task
+from pytest_maf.records import Evidence
 
 if TYPE_CHECKING:
-    from pytest_maf.records import Evidence
     from pytest_maf.store import Store
 
 Entry = tuple[str, str, "dict[str, Any] | None"]  # (verifier, PASS or FAIL, details)
@@ -100,6 +104,23 @@ class VerificationSession:
         if self.preflight:
             tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
         return tasks.finish_task(self.store, self.task_id, self.agent_id, self.attempt)
+
+    def complete(self, entries: Sequence[Entry]) -> tuple[tasks.FinishResult, list[Evidence]]:
+        """Record ``entries`` and decide the task, in one fenced transaction (:func:`tasks.complete_task`);
+        return the verdict and the rows written.
+
+        If that is refused (a verifier that already reported, details that are
+        not JSON, a lost lease), nothing of it is written, and the rows are
+        recorded as :meth:`record` does, then the task finished as by :meth:`finish`.
+        """
+        self.stop_keeping()
+        try:
+            verdict = tasks.complete_task(self.store, self.task_id, self.agent_id, self.attempt, entries)
+        except MafError:
+            rows = self.record(entries)
+            return self.finish(), rows
+        # The rows as complete_task checked and wrote them.
+        return verdict, [Evidence(self.task_id, self.attempt, v, r.upper(), d or {}) for v, r, d in entries]
 
     def close(self) -> None:
         self.stop_keeping()

@@ -7,10 +7,11 @@ its evidence are the library's :class:`pytest_maf.session.VerificationSession`;
 this module turns pytest's reports into its rows.
 
 Per test, the hooks only gather plain data (an outcome on the item, a row
-appended to a list); the rows are written when the run ends, in one
-transaction, so a verification run costs about what ``--junitxml`` does
-(``benchmarks/plugin.py``). The preflight's time limit is a hook of its own
-(:class:`BudgetKeeper`), registered for a preflight only.
+appended to a list); the rows are written when the run ends, in the one
+transaction that also decides the task, so a verification run costs about
+what ``--junitxml`` does (``benchmarks/plugin.py``). The preflight's time
+limit is a hook of its own (:class:`BudgetKeeper`), registered for a
+preflight only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generator
+from typing import TYPE_CHECKING, Any, Generator
 
 import pytest
 
@@ -35,6 +36,9 @@ from pytest_maf.session import VerificationSession
 from pytest_maf.store import Store, open_store_for
 from pytest_maf.terminal import printable
 
+if TYPE_CHECKING:
+    from pytest_maf.records import Evidence
+
 OUTCOME_KEY = pytest.StashKey["ItemOutcome"]()
 BUDGET_TIMEOUT_KEY = pytest.StashKey[float]()  # the pytest-timeout limit a preflight check ran under
 SEVERITIES = ("critical", "warning")
@@ -43,8 +47,9 @@ ACKNOWLEDGED_PREFIX = "maf acknowledged warning: "
 # What a verifier came to, in the order the summary counts them; only "passed" is PASS evidence.
 KINDS = ("passed", "failed", "skipped", "xfailed", "xpassed", "deselected", "warning", "acknowledged")
 NOT_EVIDENCE = ("skipped", "xfailed", "xpassed", "deselected")
-# Evidence rows are kept in memory as tests end and written when the run ends, in one
-# transaction; a suite of more than FLUSH_ROWS verifiers writes one more per FLUSH_ROWS.
+# Evidence rows are kept in memory as tests end and written when the run ends, in the
+# transaction that decides the task; a suite of more than FLUSH_ROWS verifiers writes
+# one transaction more per FLUSH_ROWS rows.
 FLUSH_ROWS = 10_000
 
 
@@ -376,7 +381,9 @@ class MafRun:
         pending, self._pending = self._pending, []
         if not pending or self.session is None:
             return
-        rows = self.session.record(pending)
+        self._tell_recorded(self.session.record(pending))
+
+    def _tell_recorded(self, rows: list[Evidence]) -> None:
         recorded = self.config.hook.pytest_maf_evidence_recorded
         if recorded.get_hookimpls():
             for row in rows:
@@ -386,10 +393,10 @@ class MafRun:
         if not self.writes or self.session is None:
             return
         self._record_unfinished_preflight(session)
-        self.flush_evidence()
-        assert self.session is not None
+        pending, self._pending = self._pending, []
         try:
-            self.verdict = self.session.finish()
+            self.verdict, rows = self.session.complete(pending)  # the rows and the verdict: one transaction
+            self._tell_recorded(rows)
         except MafError as error:
             self.problems.append(f"task {self.task_id} could not be finished: {error}")
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,69 @@
+"""A verification session records its evidence and decides the task in one transaction,
+and, when that is refused, keeps every row it can, as recording them one by one would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from backends import backend_store
+from pytest_maf import tasks
+from pytest_maf.evidence import list_evidence, record_evidence
+from pytest_maf.session import VerificationSession
+from pytest_maf.store import Store
+
+TTL = 60_000
+
+
+class TickingClock:
+    """A clock one millisecond later at every reading: each transaction has a time of its own."""
+
+    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
+        self.now_ms = start_ms
+
+    def __call__(self) -> int:
+        self.now_ms += 1
+        return self.now_ms
+
+
+@pytest.fixture
+def ticking_store(backend: str, tmp_path: Path) -> Iterator[Store]:
+    with backend_store(backend, tmp_path, clock=TickingClock()) as opened:
+        yield opened
+
+
+def verifying(store: Store, task_id: str = "t1") -> VerificationSession:
+    tasks.add_task(store, task_id=task_id)
+    claimed = tasks.claim_task(store, task_id, "agent-a", TTL)
+    tasks.start_task(store, task_id, "agent-a", claimed.attempt)
+    return VerificationSession.start_verification(store, task_id, "agent-a", TTL)
+
+
+def test_complete_writes_the_evidence_and_the_verdict_in_one_transaction(ticking_store: Store) -> None:
+    session = verifying(ticking_store)
+
+    result, rows = session.complete([("lint", "PASS", {"files": 3}), ("unit", "pass", None)])
+
+    assert (result.verdict, result.final_state) == ("COMMITTED", "DONE")
+    assert [(row.verifier, row.result, row.details) for row in rows] == [
+        ("lint", "PASS", {"files": 3}), ("unit", "PASS", {}),
+    ]
+    assert sorted(row.verifier for row in list_evidence(ticking_store, "t1")) == ["lint", "unit"]
+    events = tasks.describe_task(ticking_store, "t1").events
+    assert [event.kind for event in events][-4:] == ["evidence", "evidence", "commit", "done"]
+    assert len({event.ts for event in events[-4:]}) == 1  # one transaction: one time for all four
+    assert session.problems == []
+
+
+def test_a_refused_complete_keeps_every_row_it_can_then_finishes(ticking_store: Store) -> None:
+    session = verifying(ticking_store)
+    record_evidence(ticking_store, "t1", session.attempt, "lint", "PASS", agent_id="agent-a")
+
+    result, rows = session.complete([("lint", "FAIL", {}), ("unit", "PASS", {})])
+
+    assert [row.verifier for row in rows] == ["unit"]  # the repeated verifier costs only itself
+    assert len(session.problems) == 1 and "lint" in session.problems[0]
+    assert (result.verdict, result.final_state) == ("COMMITTED", "DONE")
+    assert {row.verifier: row.result for row in list_evidence(ticking_store, "t1")} == {"lint": "PASS", "unit": "PASS"}
