@@ -236,7 +236,7 @@ def test_maf_agents_shows_a_silent_agent_as_stale_and_a_preflight_agent_by_its_c
 
     listed = workspace.maf(main, "agents", MAF_AGENT_STALE_AFTER="600")
     by_agent = {line.split()[0]: line for line in listed.stdout.splitlines()[1:-1]}
-    assert by_agent["carol"].split()[1:5] == ["-", "20m", "ago", "stale"] and "src/**" in by_agent["carol"]
+    assert by_agent["carol"].split()[2:5] == ["20m", "ago", "stale"] and "src/**" in by_agent["carol"]
     assert by_agent["dave"].split()[1] == "pytest" and " active " in by_agent["dave"]
     assert listed.stdout.splitlines()[-1] == "2 agent(s), 1 stale (silent for more than 600 s)"
 
@@ -244,6 +244,11 @@ def test_maf_agents_shows_a_silent_agent_as_stale_and_a_preflight_agent_by_its_c
     assert values[("maf_agents", (("state", "stale"),))] == 1 and values[("maf_agent_availability", ())] == 0.5
     refused = workspace.maf(main, "agents", "--forget", "carol", MAF_AGENT_STALE_AFTER="600")
     assert refused.returncode == 2 and "'carol' still holds reservation src/**" in refused.stderr
+    with open_store(main / ".maf" / "runtime.db", clock=twenty_minutes_ago) as store, pytest.raises(NothingToClaimError):
+        tasks.claim_next_task(store, "hank", HOUR_MS)  # seen, holding nothing
+    forgotten = workspace.maf(main, "agents", "--forget", "hank", MAF_AGENT_STALE_AFTER="600")
+    assert (forgotten.returncode, forgotten.stdout) == (0, "forgot hank (last seen 20m ago)\n")
+    assert [a["agent_id"] for a in agents_json(workspace)] == ["carol", "dave"]
     assert values[("maf_preflight_duration_seconds_count", (("outcome", "pass"),))] + values[
         ("maf_preflight_duration_seconds_count", (("outcome", "fail"),))
     ] == 1

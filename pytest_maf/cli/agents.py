@@ -19,15 +19,13 @@ def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
             forgotten = forget(store, args.forget, stale_after_s * 1000)
             if args.json:
                 print_json({"forgotten": [status.agent_id for status in forgotten]})
-            for status in [] if args.json else forgotten:
-                print(printable(f"forgot {status.agent_id} (last seen {ago(status.silent_ms)})"))
+            else:
+                for status in forgotten:
+                    print(printable(f"forgot {status.agent_id} (last seen {ago(status.silent_ms)})"))
             return 0
         found = agent_statuses(store, stale_after_s * 1000)
     if args.json:
-        print_json([
-            {**asdict(status), "stale_after_seconds": stale_after_s}
-            for status in found
-        ])
+        print_json([{**asdict(status), "stale_after_seconds": stale_after_s} for status in found])
         return 0
     if not found:
         print("no agent seen yet: an agent is recorded by its first claim, reservation, evidence or guard run")
