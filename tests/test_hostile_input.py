@@ -270,6 +270,7 @@ CASES += [
     ("report-over-the-lock", nothing, ["report", "--html", ".maf/runtime.db.lock"], 2, "must not overwrite"),
     ("report-over-the-store-by-a-detour", nothing, ["report", "--html", "src/../.maf/runtime.db-wal"], 2, "must not overwrite"),
     ("report-into-a-directory", nothing, ["report", "--html", "src"], 2, "is a directory"),
+    ("report-under-a-file", nothing, ["report", "--html", "README.md/report.html"], 2, "README.md is not a folder"),
     ("report-empty-name", nothing, ["report", "--html", ""], 2, "give a file name"),
     ("report-since-negative", nothing, [*REPORT, "--since", "-1"], 2, "--since"),
     ("report-since-past-a-century", nothing, [*REPORT, "--since", "99999999999999999999d"], 2, "hundred years"),

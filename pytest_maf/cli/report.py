@@ -28,7 +28,12 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     with open_configured_store(settings, deliver_queued_mail=False) as store:
         data = gather_report(store, args.since, args.limit)
     page = render_report(data)
-    write_text_atomic(output, page)
+    try:
+        write_text_atomic(output, page)
+    except OSError as error:  # a folder that is a file, no permission, no space: said about the file named
+        blocking = next((parent for parent in output.parents if parent.exists() and not parent.is_dir()), None)
+        reason = f"{blocking} is not a folder" if blocking is not None else error.strerror or str(error)
+        raise UsageError(f"cannot write {output}: {reason}; choose another file for --html") from None
     size = len(page.encode("utf-8"))
     if args.json:
         print_json({"path": str(output), "bytes": size, "tasks": len(data.tasks)})
