@@ -143,6 +143,18 @@ def test_a_very_long_stored_text_is_cut_on_its_line_and_whole_in_json(
     assert long in [reservation["reason"] for reservation in exact["reservations"]]
 
 
+
+def test_a_preflight_still_running_is_not_painted_as_failed(known_store: Store) -> None:
+    from pytest_maf.cli.views import render_status
+    from pytest_maf.status import status_snapshot
+
+    tasks.add_and_claim_task(known_store, "ci-bot", MINUTE, kind="preflight", payload={"agent": "ci-bot"}, start=True)
+
+    (line,) = [line for line in render_status(status_snapshot(known_store, None), Paint(True)) if " by ci-bot, " in line]
+
+    assert "RUNNING" in line and "\x1b[31mRUNNING" not in line  # not red: nothing has failed yet
+
+
 @pytest.mark.parametrize(("tty", "no_color", "term", "coloured"), [
     (True, "", "xterm-256color", True), (True, "1", "xterm", False), (True, "", "dumb", False), (False, "", "xterm", False),
 ])

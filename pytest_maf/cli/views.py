@@ -34,6 +34,7 @@ MIN_WATCH_S, MAX_WATCH_S = 0.1, 3600.0  # watch(1)'s floor: faster only re-reads
 # The terminal's alternate screen and cursor: entered once, each redraw from the top left, left on exit.
 ENTER_SCREEN, LEAVE_SCREEN = "\x1b[?1049h\x1b[?25l", "\x1b[?25h\x1b[?1049l"
 HOME, CLEAR_LINE_END, CLEAR_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
+PREFLIGHT_COLOURS = {"COMMITTED": "green", "DONE": "green", "ROLLBACK": "red", "DEAD": "red"}
 BRIEF_LIMIT = 200  # characters of free text (a reason, a message, a summary) on one line; --json has it all
 
 
@@ -234,7 +235,8 @@ def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
     if run is None:
         lines.append("no preflight has run (pytest --maf-preflight)")
     else:
-        verdict = paint("green", run.state) if run.state == "DONE" else paint("red", run.state)
+        # red only for a run that failed: one still running (or committing) has not failed yet
+        verdict = paint(PREFLIGHT_COLOURS.get(run.state, "yellow"), run.state)
         warnings = sum(failure.details.get("blocking") is False for failure in run.failures)
         lines.append(printable(
             f"{run.task_id} by {run.agent or '?'}, {span(snapshot.now - run.started_at)} ago: "
