@@ -348,6 +348,23 @@ def test_the_views_show_stored_escapes_and_direction_characters_as_escapes(works
     assert not any(c in exact.stdout for c in "\x1b\r\u202e"), exact.stdout  # and shows each as \\u001b ...
 
 
+
+def test_a_lone_surrogate_escaped_in_stored_json_is_shown_not_fatal(workspace: Workspace) -> None:
+    import json
+    import sqlite3
+
+    assert workspace.maf(workspace.main, "reservation", "acquire", "src/**", "--reason", "r", agent="alice").returncode == 0
+    with sqlite3.connect(workspace.main / ".maf" / "runtime.db") as connection:  # valid JSON, not valid UTF-8 text
+        connection.execute("""UPDATE reservation_events SET data_json = '{"pattern":"src/**","reason":"a\\ud800b"}'""")
+
+    shown = {argv: workspace.maf(workspace.main, *argv.split()) for argv in ("history", "history --json", "status --json")}
+
+    for completed in shown.values():
+        assert completed.returncode == 0 and "Traceback" not in completed.stderr, completed.stderr
+    assert json.loads(shown["history --json"].stdout)[0]["data"]["reason"] == "a\ud800b"
+    assert "a\\ud800b" in shown["history"].stdout
+
+
 def test_a_corrupt_stored_row_is_reported_and_does_not_break_its_neighbours(workspace: Workspace) -> None:
     import json
     import sqlite3
