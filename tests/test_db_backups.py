@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import time
 from contextlib import closing, nullcontext
 from pathlib import Path
 
@@ -116,6 +117,22 @@ def test_keep_never_counts_the_live_store_or_a_restore_s_kept_copy(workspace: Wo
     assert (store_folder / "runtime.db").is_file() and kept_copy.is_file()
     assert not (store_folder / "backup-1.db").exists() and (store_folder / "backup-2.db").is_file()
     assert maf(workspace, {}, "task", "list").returncode == 0
+
+
+def test_keep_never_deletes_a_backup_made_while_it_ran(workspace: Workspace, tmp_path: Path) -> None:
+    """Two `maf db backup --keep 1` at once: neither deletes the other's fresh backup (and so its own)."""
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    backup(workspace, {}, folder / "old.db")
+    dated(folder / "old.db", 0)
+    beside = backup(workspace, {}, folder / "beside.db")
+    later = time.time() + 3600  # finished by the run beside this one after this one began
+    os.utime(folder / "beside.db", (later, later))
+
+    made = backup(workspace, {}, folder / "mine.db", "--keep", "1")
+
+    assert "deleted 1: old.db" in made.stdout, made.stdout
+    assert {path.name for path in folder.iterdir()} == {"mine.db", "beside.db"}, beside.stdout
 
 
 def test_listing_shows_size_time_and_verification_of_our_backups_only(

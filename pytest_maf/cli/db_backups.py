@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,13 +51,17 @@ def _kind(settings: Settings) -> str:
     return POSTGRESQL if settings.database_url is not None else SQLITE
 
 
-def _pruned(output: Path, keep: int | None, settings: Settings) -> list[Path] | None:
-    """Delete all but the ``keep`` newest backups beside ``output``; those deleted (None: no --keep)."""
+def _pruned(output: Path, keep: int | None, settings: Settings, started_ms: int) -> list[Path] | None:
+    """Delete all but the ``keep`` newest backups beside ``output``, none made since ``started_ms``; those deleted.
+
+    None: no --keep.
+    """
     if keep is None:
         return None
     from pytest_maf.store.backups import prune_backups
 
-    return [backup.path for backup in prune_backups(output.parent, keep, _kind(settings), store_files(settings.db_path))]
+    protected = store_files(settings.db_path)
+    return [backup.path for backup in prune_backups(output.parent, keep, _kind(settings), protected, started_ms)]
 
 
 def _said_pruned(output: Path, keep: int | None, removed: list[Path] | None) -> str:
@@ -74,13 +79,14 @@ def _backup_json(
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    started_ms = time.time_ns() // 1_000_000  # a backup made since then is this run's or a concurrent run's
     if settings.database_url is not None:
         if args.gzip:
             raise UsageError("a PostgreSQL backup (pg_dump -Fc) is compressed already: leave out --gzip")
         output = checked_output(args.output, [], "--output")
         with Progress(f"backing up {settings.store_shown} with pg_dump"):
             pg_report = _postgres_backups().backup(settings.database_url, settings.database_schema, output)
-        removed = _pruned(output, args.keep, settings)
+        removed = _pruned(output, args.keep, settings, started_ms)
         if args.json:
             print_json(_backup_json(pg_report.path, pg_report.bytes, pg_report.rows, pg_report.seconds, "pg_dump", removed))
             return 0
@@ -93,7 +99,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     output = checked_output(args.output, store_files(settings.db_path), "--output")
     with Progress(f"backing up {settings.db_path}"):
         report = maintenance.backup(settings.db_path, output, compress=args.gzip)
-    removed = _pruned(output, args.keep, settings)
+    removed = _pruned(output, args.keep, settings, started_ms)
     if args.json:
         print_json(_backup_json(report.path, report.bytes, report.rows, report.seconds, "sqlite", removed))
         return 0

@@ -140,11 +140,20 @@ def check_keep(keep: int) -> int:
     return keep
 
 
-def prune_backups(folder: Path, keep: int, kind: str, protected: Iterable[Path] = ()) -> list[BackupFile]:
-    """Delete all but the ``keep`` newest of pytest-maf's ``kind`` backups in ``folder``; the ones deleted."""
+def prune_backups(
+    folder: Path, keep: int, kind: str, protected: Iterable[Path] = (), started_ms: int | None = None
+) -> list[BackupFile]:
+    """Delete all but the ``keep`` newest of pytest-maf's ``kind`` backups in ``folder``; the ones deleted.
+
+    A backup modified at or after ``started_ms`` (when the run pruning began) is
+    never deleted: it is this run's own, or one a run beside it is still
+    reporting; the next run prunes it when it is old.
+    """
     check_keep(keep)
     removed = []
     for backup in find_backups(folder, protected, kind)[keep:]:
+        if started_ms is not None and backup.modified_ms >= started_ms:
+            continue
         try:
             backup.path.unlink()
         except FileNotFoundError:
