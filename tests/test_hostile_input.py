@@ -365,6 +365,22 @@ def test_a_lone_surrogate_escaped_in_stored_json_is_shown_not_fatal(workspace: W
     assert "a\\ud800b" in shown["history"].stdout
 
 
+
+def test_a_stored_text_that_is_not_utf8_is_shown_and_hides_nothing_else(workspace: Workspace) -> None:
+    import sqlite3
+
+    assert workspace.maf(workspace.main, "task", "add", "--id", "fix-1").returncode == 0
+    assert workspace.maf(workspace.main, "reservation", "acquire", "src/**", "--reason", "r", agent="alice").returncode == 0
+    with sqlite3.connect(workspace.main / ".maf" / "runtime.db") as connection:  # as another tool might write it
+        connection.execute("UPDATE reservations SET reason = CAST(X'636166e9' AS TEXT)")  # Latin-1 'café'
+
+    shown = [workspace.maf(workspace.main, *argv) for argv in (["status"], ["reservation", "list"], ["history"])]
+
+    for completed in shown:
+        assert completed.returncode == 0 and "Traceback" not in completed.stderr, completed.stderr
+    assert "caf\ufffd" in shown[0].stdout and "READY 1" in shown[0].stdout  # the byte, marked; the rest as it is
+
+
 def test_a_corrupt_stored_row_is_reported_and_does_not_break_its_neighbours(workspace: Workspace) -> None:
     import json
     import sqlite3

@@ -86,6 +86,10 @@ def _loads(text: Any, where: str) -> Any:
         }
 
 
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
 def _dumps(value: Any) -> str:
     text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
     try:
@@ -665,8 +669,22 @@ class SQLiteStore:
         return result
 
     def read(self, operation: Callable[[SQLiteTransaction], T]) -> T:
-        """Run ``operation`` against one consistent snapshot."""
-        return self._run("BEGIN", operation)
+        """Run ``operation`` against one consistent snapshot.
+
+        Text that is not UTF-8 (written by another tool, or damage) fails a read; it is read
+        again with each such byte shown as U+FFFD, so one bad row does not hide the store from
+        every view. Writes still refuse it.
+        """
+        try:
+            return self._run("BEGIN", operation)
+        except StoreError as error:
+            if "Could not decode to UTF-8" not in str(error):
+                raise
+        self.connection.text_factory = _lenient_text
+        try:
+            return self._run("BEGIN", operation)
+        finally:
+            self.connection.text_factory = str
 
     # schema
 
