@@ -85,18 +85,26 @@ def take_snapshot(base: Path) -> Snapshot:
     return snapshot
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def read_snapshot(path: Path) -> Snapshot:
     """A snapshot file, checked whole: its format, its checksum, and its layer's configuration."""
     try:
         if path.stat().st_size > 2 * MAX_CONFIG_BYTES:
             raise UsageError(f"{path}: is too large for a configuration snapshot")
         document = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         detail = error.strerror if isinstance(error, OSError) and error.strerror else "not JSON"
         raise UsageError(f"{path}: not a configuration snapshot ({detail}); nothing was restored") from None
     if not isinstance(document, dict) or document.get("format") != SNAPSHOT_FORMAT:
         raise UsageError(f"{path}: not a configuration snapshot (made by `maf config snapshot`); nothing was restored")
-    if document.get("version") != SNAPSHOT_VERSION:
+    if document.get("version") != SNAPSHOT_VERSION or isinstance(document.get("version"), bool):
         raise UsageError(f"{path}: snapshot version {document.get('version')!r} is not one this pytest-maf reads"
                          f" ({SNAPSHOT_VERSION}); nothing was restored")
     name, content, checksum = document.get("file"), document.get("content"), document.get("sha256")
@@ -104,6 +112,8 @@ def read_snapshot(path: Path) -> Snapshot:
     if not well_formed or not isinstance(checksum, str):
         raise UsageError(f"{path}: a snapshot's file must be one of {', '.join(LOCAL_NAMES)} with its content,"
                          " or null with null; nothing was restored")
+    if isinstance(content, str) and not _is_utf8(content):
+        raise UsageError(f"{path}: the content is not UTF-8 text (a lone surrogate escape); nothing was restored")
     if checksum != _checksum(name, content):
         raise UsageError(f"{path}: the checksum does not match the content: the snapshot was changed or damaged"
                          " after it was taken; nothing was restored")

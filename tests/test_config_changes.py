@@ -148,7 +148,11 @@ def _tampered(document: dict[str, object], **changes: object) -> dict[str, objec
     (lambda text, document: json.dumps(_tampered(document, content="tasks: [1,")), "does not parse"),
     (lambda text, document: json.dumps({**document, "format": "other"}), "not a configuration snapshot"),
     (lambda text, document: "", "not a configuration snapshot"),
-], ids=["truncated", "edited", "bad-checksum", "invalid-setting", "path-escape", "unparsable", "foreign", "empty"])
+    (lambda text, document: "[" * 100_000 + "]" * 100_000, "not a configuration snapshot (not JSON)"),
+    (lambda text, document: text.replace("level: info", "level: \\ud800"), "not UTF-8 text"),
+    (lambda text, document: json.dumps({**document, "version": True}), "snapshot version True"),
+], ids=["truncated", "edited", "bad-checksum", "invalid-setting", "path-escape", "unparsable", "foreign", "empty",
+        "nested-too-deep", "lone-surrogate", "version-not-a-number"])
 def test_a_damaged_or_tampered_snapshot_is_refused_with_nothing_written(workspace: Workspace, damage: object, expected: str) -> None:
     main = workspace.main
     workspace.write(main, "maf-config/local.yaml", "logging:\n  level: info\n")
