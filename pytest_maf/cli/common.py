@@ -30,7 +30,7 @@ from pytest_maf.errors import MafError, UsageError
 from pytest_maf.ids import validate_id
 from pytest_maf.terminal import printable, printable_json
 from pytest_maf.store import Store, open_store_for
-from pytest_maf.values import parse_json
+from pytest_maf.values import parse_duration, parse_json
 
 if TYPE_CHECKING:
     from pytest_maf.git_exclude import ExcludeReport
@@ -58,6 +58,15 @@ def number(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def duration(text: str) -> int:
+    """An argument type: a span of time such as ``30m``, ``2h``, ``1d`` or ``1h30m``, in milliseconds
+    (:func:`pytest_maf.values.parse_duration`)."""
+    try:
+        return parse_duration("", text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error).strip()) from None
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from pytest_maf.cli.common import add_json, add_limit, open_configured_store, print_json
+from pytest_maf.cli.common import add_json, add_limit, duration, open_configured_store, print_json
 from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
 from pytest_maf.files import checked_output, store_files, write_text_atomic
 from pytest_maf.terminal import printable
-from pytest_maf.values import parse_duration
-
-
-def duration(text: str) -> int:
-    try:
-        return parse_duration("--since", text)
-    except UsageError as error:
-        raise argparse.ArgumentTypeError(str(error).removeprefix("--since ")) from None
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,7 +18,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Sequence, TextIO
 
-from pytest_maf.cli.common import add_json, add_limit, open_configured_store, print_json, table_lines, when
+from pytest_maf.cli.common import (
+    add_json, add_limit, duration, number, open_configured_store, print_json, table_lines, when,
+)
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
 from pytest_maf.terminal import on_a_terminal, printable, printable_json
@@ -281,12 +283,9 @@ def _table(
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.history import history, parse_kinds
-    from pytest_maf.values import parse_duration
-
-    within_ms = parse_duration("--since", args.since) if args.since is not None else None
     kinds = parse_kinds(args.kind) if args.kind is not None else None
     with open_configured_store(settings, deliver_queued_mail=False) as store:
-        found = history(store, agent=args.agent, task=args.task, kinds=kinds, within_ms=within_ms, limit=args.limit + 1)
+        found = history(store, agent=args.agent, task=args.task, kinds=kinds, within_ms=args.since, limit=args.limit + 1)
     shown, more = found[: args.limit], len(found) > args.limit
     if args.json:
         print_json([entry.to_json() for entry in shown])
@@ -319,7 +318,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " and force-releases of the last 24 hours. Only reads the store (queued mail is counted, not delivered).",
     )
     status.add_argument(
-        "--watch", nargs="?", type=_seconds, const=DEFAULT_WATCH_S, metavar="SECONDS",
+        "--watch", nargs="?", type=number, const=DEFAULT_WATCH_S, metavar="SECONDS",
         help=f"redraw every SECONDS ({MIN_WATCH_S:g} to {MAX_WATCH_S:g}; default when given: {DEFAULT_WATCH_S:g})"
         " until Ctrl-C, which exits 0;"
         " in place on a terminal, one snapshot after another when piped (default: show once)",
@@ -336,15 +335,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                        " that bead) (default: every task)")
     trail.add_argument("--kind", metavar="KIND[,KIND]", help="only these event kinds, e.g. claim,expire,override,"
                        "force_release (default: every kind)")
-    trail.add_argument("--since", metavar="DURATION", help="only the last DURATION: 30m, 2h, 1d, 1h30m (default: all time)")
+    trail.add_argument("--since", type=duration, metavar="DURATION", help="only the last DURATION: 30m, 2h, 1d, 1h30m (default: all time)")
     add_limit(trail, "entries, the newest", default=DEFAULT_HISTORY_LIMIT)
     add_json(trail)
     trail.set_defaults(handler=cmd_history)
-
-
-def _seconds(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds between redraws, got {text!r}") from None
 
