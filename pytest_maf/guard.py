@@ -281,6 +281,11 @@ def record_override(
     paths = sorted({block.path for block in blocks})
     holders = sorted([holder, pattern] for holder, pattern in {(b.holder.agent_id, b.holder.pattern) for b in blocks})
     data: dict[str, Any] = {"paths": paths, "holders": holders, "reason": reason, "content": content}
+    tied = sorted({b.holder.task_id for b in blocks if b.holder.task_id is not None})
+    if len(tied) == 1:  # the task whose reservation was set aside: `maf history --task` finds it
+        data["task"] = tied[0]
+    elif tied:
+        data["tasks"] = tied
 
     def record(transaction: Transaction) -> list[dict[str, Any]] | None:
         if content is not None and any(

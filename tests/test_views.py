@@ -211,6 +211,17 @@ def test_history_of_a_task_holds_every_event_of_the_reservations_tied_to_it(
     assert {entry.task_id for entry in trail} == {"fix-1"}
 
 
+def test_history_of_a_task_holds_the_override_of_its_reservation(store: Store) -> None:
+    tasks.add_task(store, task_id="fix-1")
+    tasks.claim_task(store, "fix-1", "claude-1", 60 * MINUTE)
+    reservations.acquire(store, ["src/**"], "claude-1", 30 * MINUTE, task_id="fix-1")
+    override(store, "gemini-2", "src/app.py", "hotfix")
+
+    (overridden,) = history(store, task="fix-1", kinds=["override"])
+
+    assert overridden.task_id == "fix-1" and overridden.agent == "gemini-2" and overridden.data["reason"] == "hotfix"
+
+
 def test_history_refuses_what_names_nothing(store: Store) -> None:
     tasks.add_task(store, task_id="fix-1")
     tasks.claim_task(store, "fix-1", "Claude-1", MINUTE)
