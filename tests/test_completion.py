@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from tools import required_tool
 from workspace import isolated_env, maf_command
@@ -37,15 +34,15 @@ def completions(tmp_path: Path, words: list[str]) -> list[str]:
         "_shtab_maf\n"
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
+    bash = required_tool("bash", "bash", "load the bash completion script")
     ran = subprocess.run(
-        ["bash", "--norc", "--noprofile", "-c", driver], cwd=tmp_path, capture_output=True, text=True,
+        [bash, "--norc", "--noprofile", "-c", driver], cwd=tmp_path, capture_output=True, text=True,
         env=isolated_env(tmp_path), timeout=DEADLINE_S,
     )
     assert ran.returncode == 0, ran.stderr
     return sorted(ran.stdout.split())
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_bash_completes_commands_actions_and_options(tmp_path: Path) -> None:
     assert completions(tmp_path, ["maf", "ta"]) == ["task"]
     assert completions(tmp_path, ["maf", "task", "cl"]) == ["claim"]
@@ -54,7 +51,6 @@ def test_bash_completes_commands_actions_and_options(tmp_path: Path) -> None:
     assert completions(tmp_path, ["maf", "completion", ""]) == ["bash", "zsh"]
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_bash_completes_file_names_where_a_file_is_taken(tmp_path: Path) -> None:
     (tmp_path / "nightly.db").write_text("")
     assert completions(tmp_path, ["maf", "db", "backup", "--output", "nigh"]) == ["nightly.db"]
