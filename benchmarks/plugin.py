@@ -173,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     median_wall = {name: statistics.median(values) for name, values in wall.items()}
     median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
 
-    def over_junitxml(medians: dict[str, float], name: str = "maf_task") -> float:
-        return round((medians[name] - medians["plain"]) / max(medians["junitxml"] - medians["plain"], 1e-9), 2)
+    def over_junitxml(medians: dict[str, float], name: str = "maf_task") -> float | None:
+        """``name``'s cost over plain as a ratio to junitxml's (None when junitxml measured no cost)."""
+        junitxml = medians["junitxml"] - medians["plain"]
+        return round((medians[name] - medians["plain"]) / junitxml, 2) if junitxml > 0 else None
 
     report = {
         "tests": args.tests,
