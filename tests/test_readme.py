@@ -1,7 +1,8 @@
-"""The README's Python examples run as written."""
+"""The README's Python examples run as written, and every `maf` command line it shows names a real command and options."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -19,3 +20,47 @@ def test_python_example_runs(block: str, tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_there_are_examples() -> None:
     assert len(BLOCKS) >= 3
+
+
+def maf_command_problems(text: str) -> list[str]:
+    """Each `maf ...` line of ``text``'s shell blocks whose command, or one of whose options, `maf` lacks."""
+    from pytest_maf.cli import build_parser
+
+    def commands_of(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        found = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        return dict(found[0].choices) if found else {}
+
+    problems = []
+    for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.DOTALL):
+        for line in block.splitlines():
+            line = re.split(r"\s#\s", f"{line} ", maxsplit=1)[0].strip()
+            for part in re.split(r"&&|\|\||;|\$\(|\|\s", line):
+                words = re.sub(r"^(\w+=\S+\s+)+", "", part.strip()).split()
+                if words[:1] != ["maf"]:
+                    continue
+                words = words[: words.index("--")] if "--" in words else words  # what follows is another program's
+                parser, named = build_parser(), "maf"
+                for word in words[1:]:
+                    choices = commands_of(parser)
+                    if not choices or word.startswith(("-", "[")):
+                        break
+                    if word not in choices:
+                        problems.append(f"{' '.join(words)}: {named} has no command {word!r}")
+                        break
+                    parser, named = choices[word], f"{named} {word}"
+                for option in re.findall(r"(?<![\w-])--?[a-zA-Z][\w-]*", " ".join(words)):
+                    if option not in parser._option_string_actions:
+                        problems.append(f"{' '.join(words)}: {named} has no option {option}")
+    return problems
+
+
+def test_every_maf_command_in_the_readme_exists_with_its_options() -> None:
+    assert maf_command_problems(README) == []
+
+
+def test_a_command_or_option_maf_lacks_is_found() -> None:
+    text = "```bash\nmaf db frobnicate\nmaf status --watch 2 --colour  # on a terminal\nmaf task run t -- pytest -x\n```\n"
+    assert maf_command_problems(text) == [
+        "maf db frobnicate: maf db has no command 'frobnicate'",
+        "maf status --watch 2 --colour: maf status has no option --colour",
+    ]
