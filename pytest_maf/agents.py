@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+from pytest_maf.clock import span
 from pytest_maf.errors import NotFoundError, UsageError
 from pytest_maf.ids import validate_id
 
@@ -166,10 +167,4 @@ def availability(statuses: list[AgentStatus]) -> float:
 
 def ago(ms: int) -> str:
     """A silence as a person reads it: ``just now``, ``42s ago``, ``5m ago``, ``3h ago``, ``2d ago``."""
-    seconds = ms // 1000
-    if seconds < 1:
-        return "just now"
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+    return "just now" if ms < 1000 else f"{span(ms, units=1)} ago"

@@ -45,3 +45,16 @@ def iso_utc(epoch_ms: int, timespec: str = "milliseconds") -> str:
     except (OverflowError, OSError, ValueError):
         return f"{epoch_ms} ms since 1970"
     return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def span(ms: int, units: int = 2) -> str:
+    """A length of time in its ``units`` largest units, each whole: ``42s``, ``4m 12s``, ``2h 5m``,
+    ``3d 4h``; with ``units=1``, ``4m``."""
+    seconds = max(0, ms) // 1000
+    days, seconds = divmod(seconds, 86_400)
+    hours, seconds = divmod(seconds, 3_600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    return " ".join(f"{amount}{unit}" for amount, unit in parts[:units] if amount or unit == parts[0][1])

@@ -20,11 +20,11 @@ import json
 from html import escape
 from typing import Any, Iterable, Sequence
 
-from pytest_maf.clock import iso_utc
+from pytest_maf.clock import iso_utc, span
 from pytest_maf.evidence import is_blocking_failure
 from pytest_maf.records import TASK_STATES, Evidence, Event
 from pytest_maf.report import Attempt, CheckResult, PreflightRun, ReportData, TaskHistory
-from pytest_maf.status import relative_time, span
+from pytest_maf.status import relative_time
 from pytest_maf.tasks import DEFAULT_PRIORITY
 from pytest_maf.terminal import printable
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_maf import mail
 from pytest_maf.errors import MafError
-from pytest_maf.clock import iso_utc
+from pytest_maf.clock import iso_utc, span
 from pytest_maf.history import OVERRIDE_KINDS, HistoryEntry, entries
 from pytest_maf.records import TASK_STATES
 
@@ -197,15 +197,3 @@ def relative_time(delta_ms: int) -> str:
     if delta_ms <= 0:
         return "expired"
     return f"in {span(-(-delta_ms // 1000) * 1000)}"  # rounded up: "in 0s" would read as expired
-
-
-def span(ms: int) -> str:
-    """A length of time in its two largest units: ``42s``, ``4m 12s``, ``2h 5m``, ``3d 4h``."""
-    seconds = max(0, ms) // 1000
-    days, seconds = divmod(seconds, 86_400)
-    hours, seconds = divmod(seconds, 3_600)
-    minutes, seconds = divmod(seconds, 60)
-    units = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
-    while len(units) > 1 and units[0][0] == 0:
-        units.pop(0)
-    return " ".join(f"{amount}{unit}" for amount, unit in units[:2] if amount or unit == units[0][1])

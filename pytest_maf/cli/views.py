@@ -184,7 +184,8 @@ def clip(line: str, width: int) -> str:
 
 def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
     """The status screen's lines (escaped for a terminal; coloured by ``paint``)."""
-    from pytest_maf.status import relative_time, span
+    from pytest_maf.clock import span
+    from pytest_maf.status import relative_time
 
     def heading(title: str) -> list[str]:
         return ["", paint("bold", title)]
