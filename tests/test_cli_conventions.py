@@ -63,6 +63,15 @@ def test_every_option_with_a_default_says_it(name: str, parser: argparse.Argumen
 
 
 @pytest.mark.parametrize("name,parser", ALL, ids=[name for name, _ in ALL])
+def test_every_shown_option_says_what_it_does(name: str, parser: argparse.ArgumentParser) -> None:
+    unexplained = [
+        action.option_strings for action in parser._actions
+        if action.option_strings and action.help != argparse.SUPPRESS and not (action.help or "").strip()
+    ]
+    assert not unexplained, f"{name}: {unexplained} have no help"
+
+
+@pytest.mark.parametrize("name,parser", ALL, ids=[name for name, _ in ALL])
 def test_every_command_that_prints_a_result_takes_json(name: str, parser: argparse.ArgumentParser) -> None:
     if is_command_group(parser):
         return

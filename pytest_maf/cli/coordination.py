@@ -177,7 +177,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     resolve.add_argument("--cancel", action="store_true", help="close it as cancelled instead of resolved")
     add_json(resolve)
     listing = actions.add_parser("list", help="list escalations")
-    listing.add_argument("--status", choices=("active", "resolved", "cancelled"))
+    listing.add_argument(
+        "--status", choices=("active", "resolved", "cancelled"), help="only escalations in this state (default: all)"
+    )
     add_json(listing)
     escalate.set_defaults(handler=cmd_escalate)
 
@@ -206,8 +208,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     send = mail_parser.add_parser("send", help="send a message")
     send.add_argument("--from", dest="sender", metavar="ID", help="the sender (default: --agent, else MAF_AGENT_ID)")
     add_agent(send, "the agent sending, when --from is not given")
-    send.add_argument("--to", required=True)
-    send.add_argument("--subject", required=True)
-    send.add_argument("--body", required=True)
+    send.add_argument("--to", required=True, metavar="ID", help="the agent whose inbox receives it")
+    send.add_argument("--subject", required=True, help="the subject line")
+    send.add_argument("--body", required=True, help="the message text")
     add_json(send)
     send.set_defaults(handler=cmd_mail_send)

@@ -231,7 +231,7 @@ def register(db: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_output(backup, "the backup file to write", required=True)
     backup.add_argument("--gzip", action="store_true", help="compress the copy")
     backup.add_argument(
-        "--keep", type=_keep, metavar="N", help="then delete all but the N newest backups in FILE's folder (1 to 10000)"
+        "--keep", type=_keep, metavar="N", help="then delete all but the N newest backups in FILE's folder (1 to 10000; default: delete none)"
     )
     add_json(backup)
     backup.set_defaults(handler=cmd_backup)

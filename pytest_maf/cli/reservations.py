@@ -268,12 +268,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " after 0.05 s, the pause doubling up to 1 s)",
     )
     acquire.add_argument(
-        "--timeout", type=number, metavar="SECONDS", help="with --wait, give up after this long (exit 1, with the conflicts)"
+        "--timeout", type=number, metavar="SECONDS", help="with --wait, give up after this long (exit 1, with the conflicts; default: wait until granted)"
     )
     acquire.set_defaults(handler=resolving_agent(cmd_acquire))
 
     renew = with_patterns("renew", "extend reservations you hold (exit 4 if another agent holds them)")
-    renew.add_argument("--ttl", type=number, metavar="MINUTES")
+    renew.add_argument(
+        "--ttl", type=number, metavar="MINUTES",
+        help=f"new reservation length from now ({default_note('reservations.default_ttl_minutes', 'reservations.max_ttl_minutes')})",
+    )
     renew.set_defaults(handler=resolving_agent(cmd_renew))
 
     release = with_patterns("release", "release reservations you hold; --force releases anyone's")
@@ -300,7 +303,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.set_defaults(handler=resolving_agent(cmd_check, required=False))
 
     status = reservation.add_parser("status", help="every reservation covering a file")
-    status.add_argument("--file", required=True, metavar="PATH")
+    status.add_argument("--file", required=True, metavar="PATH", help="the file, relative to the current directory")
     add_json(status)
     status.set_defaults(handler=cmd_status)
 

@@ -332,7 +332,7 @@ def _add_holder(parser: argparse.ArgumentParser, ttl: bool) -> None:
     )
     if ttl:
         parser.add_argument(
-            "--ttl", type=number, metavar="SECONDS", help="also extend the lease to SECONDS from now"
+            "--ttl", type=number, metavar="SECONDS", help="also extend the lease to SECONDS from now (default: its expiry stays as it is)"
         )
     add_json(parser)
 
@@ -369,7 +369,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="wait until a task is READY instead of exiting 3 (on PostgreSQL woken at once by the commit"
         " that makes it READY; on SQLite polled, at most a second apart)",
     )
-    claim.add_argument("--timeout", type=number, metavar="SECONDS", help="with --wait, give up after this long (exit 3)")
+    claim.add_argument("--timeout", type=number, metavar="SECONDS", help="with --wait, give up after this long (exit 3; default: wait until a task is ready)")
     claim.add_argument("--ttl", type=number, metavar="SECONDS", help=f"lease length ({LEASE_TTL_NOTE})")
     add_json(claim)
     claim.set_defaults(handler=cmd_task_claim)
@@ -437,7 +437,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cancel.set_defaults(handler=cmd_task_cancel)
 
     listing = task.add_parser("list", help="list tasks in claim order")
-    listing.add_argument("--state", help="only tasks in this state")
+    listing.add_argument("--state", help="only tasks in this state (default: every state)")
     listing.add_argument(
         "--all", action="store_true",
         help="also the tasks pytest-maf makes for itself (preflight runs, fixture and load-test tasks)",
@@ -465,9 +465,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "add", help="record a verifier's PASS or FAIL for a task attempt"
     )
     evidence_add.add_argument("task", metavar="TASK")
-    evidence_add.add_argument("--attempt", required=True, type=positive_int)
+    evidence_add.add_argument("--attempt", required=True, type=positive_int, help="the attempt the evidence is for")
     evidence_add.add_argument("--verifier", required=True, help="the verifier's name, once per attempt")
-    evidence_add.add_argument("--result", required=True, type=str.upper, choices=("PASS", "FAIL"))
+    evidence_add.add_argument("--result", required=True, type=str.upper, choices=("PASS", "FAIL"), help="the verdict")
     evidence_add.add_argument("--details", type=json_argument, metavar="JSON", help="a JSON object")
     add_agent(evidence_add, "the agent holding the task's lease")
     add_json(evidence_add)
