@@ -6,9 +6,10 @@ import contextlib
 import logging
 import logging.handlers
 import os
+import stat
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from pytest_maf.logs import JsonFormatter, LogFile, redact, secrets_to_redact
 
@@ -59,10 +60,18 @@ class RotatingJsonFileHandler(logging.handlers.RotatingFileHandler):
             print(f"maf: warning: cannot write the log file {self.baseFilename}: {reason};"
                   " events go to stderr only", file=sys.stderr)
 
+    def _open(self) -> Any:
+        """Append to the file; a FIFO with no reader is refused at once (ENXIO) instead of blocking the command."""
+        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+        os.set_blocking(descriptor, True)
+        return open(descriptor, "a", encoding="utf-8")
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
+        if fcntl is None or not _regular_or_absent(self.baseFilename):
+            yield  # a device or FIFO is never rotated: no FILE.lock is made beside /dev/stdout
+            return
             yield
             return
         with open(f"{self.baseFilename}.lock", "a", encoding="utf-8") as lock:
@@ -84,3 +93,10 @@ class RotatingJsonFileHandler(logging.handlers.RotatingFileHandler):
         if at_path is None or (at_path.st_dev, at_path.st_ino) != (mine.st_dev, mine.st_ino):
             self.stream.close()
             self.stream = None
+
+
+def _regular_or_absent(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True

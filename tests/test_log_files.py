@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -144,6 +145,19 @@ def test_a_log_file_that_cannot_be_written_warns_once_and_the_command_goes_on(wo
     assert result.returncode == 0 and "t1" in result.stdout
     (warning,) = result.stderr.splitlines()
     assert warning.startswith("maf: warning: cannot write the log file ") and "blocker/maf.log" in warning
+
+
+def test_a_log_file_that_is_a_fifo_without_reader_warns_and_the_command_goes_on(workspace: Workspace) -> None:
+    fifo = workspace.main / "maf.pipe"
+    os.mkfifo(fifo)
+    workspace.maf(workspace.main, "task", "add", "--id", "t1")
+
+    result = workspace.maf(workspace.main, "task", "claim", agent="claude-1", MAF_LOG_FILE=str(fifo))
+
+    assert result.returncode == 0 and "t1" in result.stdout
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith("maf: warning: cannot write the log file ") and "maf.pipe" in warning
+    assert not (workspace.main / "maf.pipe.lock").exists()
 
 
 def _events_in_code() -> set[str]:
