@@ -10,6 +10,7 @@ import re
 import select
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -325,7 +326,14 @@ def test_a_piped_watch_prints_one_json_object_per_redraw_and_ends_on_ctrl_c(view
     )
     try:
         assert watcher.stdout is not None
-        snapshots = [json.loads(watcher.stdout.readline()) for _ in range(3)]  # each redraw is one line
+        stalled = threading.Timer(DEADLINE_S, watcher.kill)  # a watch that prints nothing ends the read with ''
+        stalled.start()
+        try:
+            lines = [watcher.stdout.readline() for _ in range(3)]  # each redraw is one line
+        finally:
+            stalled.cancel()
+        assert all(lines), f"the watch printed {lines} within {DEADLINE_S} s"
+        snapshots = [json.loads(line) for line in lines]
         assert all(snapshot["tasks_by_state"]["READY"] == 1 for snapshot in snapshots)
         assert snapshots[0]["now"] < snapshots[-1]["now"]
         watcher.send_signal(signal.SIGINT)
