@@ -1,4 +1,4 @@
-"""The `maf` command: output, JSON for scripts, and the exit codes of DESIGN.md."""
+"""The `maf` command: output, JSON for scripts, and the exit codes of pytest_maf/errors.py."""
 
 from __future__ import annotations
 

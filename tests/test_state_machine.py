@@ -68,7 +68,7 @@ class Refused(Exception):
 
 
 class TaskModel:
-    """The rules of DESIGN.md written as plainly as possible."""
+    """The task and lease rules written as plainly as possible, apart from pytest_maf.tasks."""
 
     def __init__(self) -> None:
         self.tasks: dict[str, ModelTask] = {}
