@@ -181,3 +181,18 @@ def test_a_snapshot_never_overwrites_the_store_or_a_configuration_file(workspace
 
     assert result.returncode == 2 and "must not overwrite" in result.stderr
     assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("output", ["maf-config/local.json", "maf-config/default.json", "maf-config/notes/snapshot.json"])
+def test_a_snapshot_is_never_written_into_the_configuration_folder(workspace: Workspace, output: str) -> None:
+    """A new file there can be a layer of its own: local.json beside local.yaml made every command exit 2."""
+    workspace.write(workspace.main, "maf-config/local.yaml", "tasks:\n  max_attempts: 4\n")
+    before = sorted(str(path) for path in (workspace.main / "maf-config").rglob("*"))
+
+    result = workspace.maf(workspace.main, "config", "snapshot", "--output", output)
+
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("maf: error: ") and "holds the configuration" in line
+    assert sorted(str(path) for path in (workspace.main / "maf-config").rglob("*")) == before
+    assert workspace.maf(workspace.main, "config", "show").returncode == 0

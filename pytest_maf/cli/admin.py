@@ -166,7 +166,11 @@ def _checked_output(text: str, db: str | None, what: str) -> Path:
         db_path = _base() / config_module.DB_RELATIVE_PATH
     directory = _base() / config_module.CONFIG_DIRECTORY
     layers = [path for path in directory.rglob("*") if path.is_file()] if directory.is_dir() else []
-    return checked_output(text, [*store_files(db_path), *layers, _base() / DOTENV_NAME], what)
+    output = checked_output(text, [*store_files(db_path), *layers, _base() / DOTENV_NAME], what)
+    if Path(os.path.realpath(output)).is_relative_to(os.path.realpath(directory)):
+        # a new file there can be a layer of its own (local.json beside local.yaml breaks every command)
+        raise UsageError(f"{text} is in {directory}, which holds the configuration; choose a file outside it for {what}")
+    return output
 
 
 def cmd_config_report(args: argparse.Namespace, settings: None) -> int:
