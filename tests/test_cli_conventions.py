@@ -166,6 +166,18 @@ def test_a_usage_error_with_json_is_a_json_object_too(capsys: pytest.CaptureFixt
     assert (code, out) == (2, "") and "error: argument --state" in err
 
 
+def test_a_direction_character_in_an_error_is_shown_escaped_and_parses_back(capsys: pytest.CaptureFixture[str]) -> None:
+    name = "backup\u202egz.db"  # a right-to-left override would show the name reversed on a terminal
+    code, out, err = run(capsys, "db", "verify-backup", name, "--json")
+    assert code == 2
+    assert err == "maf: error: no such file: backup\\u202egz.db\n"
+    assert "\u202e" not in out and json.loads(out) == {"error": f"no such file: {name}", "exit_code": 2}
+
+    code, out, err = run(capsys, "task", "list", "\u202e", "--json")  # a usage error
+    assert code == 2 and "\u202e" not in err + out
+    assert json.loads(out) == {"error": "unrecognized arguments: \u202e", "exit_code": 2}
+
+
 def test_json_after_a_double_dash_is_not_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "task", "run", "nope", "--agent", "a1", "--", "echo", "--json")
     assert code == 2 and out == ""

@@ -1,6 +1,6 @@
 """The `maf` parser's own rules, applied once to the whole tree of subcommands.
 
-Light on purpose (argparse, json, sys and the exit codes): `maf --help` and
+Light on purpose (argparse, sys, the exit codes and terminal escapes): `maf --help` and
 `maf guard` import it before any command's module. The option helpers the
 commands use (``add_json``, ``add_output``, ``add_limit``, ``add_agent``) are
 in :mod:`pytest_maf.cli.common`.
@@ -9,11 +9,11 @@ in :mod:`pytest_maf.cli.common`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any, NoReturn, Sequence
 
 from pytest_maf.errors import BAD_INPUT
+from pytest_maf.terminal import printable, printable_json
 
 # Options of the `maf` command itself, accepted before or after the subcommand.
 GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
@@ -110,11 +110,12 @@ def json_wanted(arguments: Sequence[str]) -> bool:
 
 
 def report_failure(message: str, exit_code: int, *, as_json: bool) -> int:
-    """A failure: ``message`` (one line) on stderr, and with ``--json`` an error object on stdout."""
-    print(message, file=sys.stderr)
+    """A failure: ``message`` (one line) on stderr, and with ``--json`` an error object on stdout; a
+    control or direction character in it (from a file name, say) is shown escaped in both."""
+    print(printable(message), file=sys.stderr)
     if as_json:
         shown = message.removeprefix("maf: error: ").removeprefix("maf: ")
-        print(json.dumps({"error": shown, "exit_code": exit_code}, ensure_ascii=False))
+        print(printable_json({"error": shown, "exit_code": exit_code}, indent=None))
     return exit_code
 
 
@@ -142,7 +143,7 @@ def maf_parser(**settings: Any) -> argparse.ArgumentParser:
 def report_usage_error(error: ParserError, *, as_json: bool) -> int:
     """As argparse says it (usage, then ``PROG: error: MESSAGE``), plus the JSON object when asked."""
     error.parser.print_usage(sys.stderr)
-    print(f"{error.parser.prog}: error: {error.message}", file=sys.stderr)
+    print(f"{error.parser.prog}: error: {printable(error.message)}", file=sys.stderr)
     if as_json:
-        print(json.dumps({"error": error.message, "exit_code": BAD_INPUT}, ensure_ascii=False))
+        print(printable_json({"error": error.message, "exit_code": BAD_INPUT}, indent=None))
     return BAD_INPUT
