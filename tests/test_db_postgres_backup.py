@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -12,11 +11,19 @@ from backends import scratch_schema, server_url
 from pytest_maf import tasks
 from pytest_maf.cli import main
 from pytest_maf.store import Store, open_store
+from tools import required_tool
 
 pytestmark = pytest.mark.postgres
-needs_tools = pytest.mark.skipif(
-    not all(shutil.which(tool) for tool in ("pg_dump", "pg_restore", "psql")), reason="needs pg_dump, pg_restore, psql"
-)
+
+
+@pytest.fixture
+def postgres_tools() -> None:
+    """PostgreSQL's own tools, which a PostgreSQL backup and restore run: skipped without them, failed under CI."""
+    for tool in ("pg_dump", "pg_restore", "psql"):
+        required_tool(tool, "postgresql-client", "back up and restore a PostgreSQL store")
+
+
+needs_tools = pytest.mark.usefixtures("postgres_tools")
 
 
 @pytest.fixture
