@@ -555,7 +555,7 @@ def load_settings(
         },
         log_level=values["logging.level"],
         log_format=values["logging.format"],
-        log_file=_log_file(values, sources, located("logging.file"), located("runtime.db_path")),
+        log_file=_log_file(values, sources, located("logging.file"), located("runtime.db_path"), base),
         log_file_level=values["logging.file_level"],
         log_max_bytes=values["logging.max_bytes"],
         log_backup_count=values["logging.backup_count"],
@@ -564,14 +564,19 @@ def load_settings(
     )
 
 
-def _log_file(values: Mapping[str, Any], sources: Mapping[str, str], path: Path, db_path: Path) -> Path | None:
-    """``logging.file`` as a path, or None when unset; never the store or a file beside it."""
+def _log_file(
+    values: Mapping[str, Any], sources: Mapping[str, str], path: Path, db_path: Path, base: Path
+) -> Path | None:
+    """``logging.file`` as a path, or None when unset; never the store or a file beside it, nor the configuration."""
     if not values["logging.file"].strip():
         return None
     from pytest_maf.files import checked_output, store_files  # tempfile and more: only when a log file is set
 
     try:
-        checked_output(str(path), store_files(db_path), "the log file")
+        checked_output(str(path), [*store_files(db_path), base / DOTENV_NAME], "the log file")
+        if Path(os.path.realpath(path)).is_relative_to(os.path.realpath(base / CONFIG_DIRECTORY)):
+            raise UsageError(f"{path} is in {base / CONFIG_DIRECTORY}, which holds the configuration;"
+                             " choose a file outside it for the log file")
         log_folder, log_name = os.path.split(os.path.realpath(path))
         for store_file in store_files(db_path):  # the rotated FILE.1 ... and FILE.lock must not be one either
             folder, name = os.path.split(os.path.realpath(store_file))

@@ -125,7 +125,10 @@ def test_processes_sharing_a_file_lose_no_line_across_rotations(tmp_path: Path) 
     (".maf/runtime.db", ".maf/runtime.db-wal", "which this command must not overwrite"),
     (".maf/runtime.db", ".maf/runtime.db", "which this command must not overwrite"),
     (".maf/maf.log.1", ".maf/maf.log", "maf.log would overwrite"),  # FILE.1 is the store
-], ids=["wal", "database", "rotated-name"])
+    (".maf/runtime.db", "maf-config/default.yaml", "holds the configuration"),  # lines appended broke every command
+    (".maf/runtime.db", "maf-config/local.json", "holds the configuration"),  # a new layer of JSON lines
+    (".maf/runtime.db", ".env", "which this command must not overwrite"),
+], ids=["wal", "database", "rotated-name", "config-file", "new-config-layer", "dotenv"])
 def test_a_log_file_that_names_the_store_is_refused(workspace: Workspace, db_path: str, log_file: str, expected: str) -> None:
     result = workspace.maf(workspace.main, "task", "add", "--id", "t1", MAF_DB_PATH=db_path, MAF_LOG_FILE=log_file)
 
