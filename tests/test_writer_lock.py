@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -47,15 +48,36 @@ def test_a_waiter_that_has_waited_too_long_goes_first(tmp_path: Path) -> None:
     other.close()
 
 
+def marked_token(path: Path) -> int:
+    data = path.read_bytes()[MARK_AT : MARK_AT + _MARK.size]
+    return _MARK.unpack(data)[0] if len(data) == _MARK.size else 0
+
+
 def test_a_waiter_marks_itself_and_leaves_no_mark_when_it_gives_up(tmp_path: Path) -> None:
     path = tmp_path / "runtime.db.lock"
     holder, waiter = lock_at(path), lock_at(path)
-    with holder.turn(time.monotonic() + 5):
-        with pytest.raises(Waited):
-            with waiter.turn(time.monotonic() + 5 * writer_lock.STARVING_AFTER_S):
+    outcome: list[BaseException] = []
+
+    def wait_in_vain() -> None:
+        try:
+            with waiter.turn(time.monotonic() + 40 * writer_lock.STARVING_AFTER_S):
                 pass
-        token, _ = _MARK.unpack(path.read_bytes()[MARK_AT : MARK_AT + _MARK.size])
-        assert token == 0
+        except BaseException as error:  # noqa: BLE001 - read by the test below
+            outcome.append(error)
+
+    with holder.turn(time.monotonic() + 5):
+        waiting = threading.Thread(target=wait_in_vain)
+        waiting.start()
+        deadline = time.monotonic() + 5
+        while marked_token(path) == 0 and waiting.is_alive():  # it marks itself once it has waited too long
+            assert time.monotonic() < deadline, "the waiter never marked itself"
+            time.sleep(0.005)
+        seen = marked_token(path)
+        waiting.join(timeout=5)
+        assert not waiting.is_alive()
+    assert seen != 0  # marked while it waited
+    assert len(outcome) == 1 and isinstance(outcome[0], Waited)
+    assert marked_token(path) == 0  # and gave up without leaving the mark behind
     with waiter.turn(time.monotonic() + 5):  # and once the holder is done, it writes at once
         pass
     holder.close()
