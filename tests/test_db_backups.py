@@ -119,6 +119,23 @@ def test_keep_never_counts_the_live_store_or_a_restore_s_kept_copy(workspace: Wo
     assert maf(workspace, {}, "task", "list").returncode == 0
 
 
+def test_keep_never_deletes_another_repository_s_store_in_the_same_folder(workspace: Workspace, tmp_path: Path) -> None:
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    other = folder / "other-project.db"
+    assert maf(workspace, {}, "setup", "--db", str(other)).returncode == 0
+    add_task(workspace, {"MAF_DB_PATH": str(other)}, "theirs")
+    dated(other, 0)  # older than any backup: first in line to be pruned were it one
+
+    made = backup(workspace, {}, folder / "mine.db", "--keep", "1")
+    listed = maf(workspace, {}, "db", "backups", "--dir", str(folder), "--json")
+
+    assert "deleted" not in made.stdout and other.is_file()
+    with closing(sqlite3.connect(other)) as connection:
+        assert connection.execute("SELECT id FROM tasks").fetchall() == [("theirs",)]
+    assert [Path(row["path"]).name for row in json.loads(listed.stdout)["backups"]] == ["mine.db"]
+
+
 def test_keep_never_deletes_a_backup_made_while_it_ran(workspace: Workspace, tmp_path: Path) -> None:
     """Two `maf db backup --keep 1` at once: neither deletes the other's fresh backup (and so its own)."""
     folder = tmp_path / "backups"

@@ -98,7 +98,14 @@ def backup_kind(path: Path) -> str | None:
     return None
 
 
+def _is_live_store(path: Path) -> bool:
+    """A store in use, this one's or another repository's: its lock file or write-ahead log is beside it."""
+    return any(os.path.lexists(f"{path}{suffix}") for suffix in (".lock", "-wal", "-shm"))
+
+
 def _is_protected(path: Path, protected: Iterable[Path]) -> bool:
+    if _is_live_store(path):
+        return True
     for guarded in protected:
         try:
             if os.path.samefile(path, guarded):
@@ -114,7 +121,8 @@ def find_backups(folder: Path, protected: Iterable[Path] = (), kind: str | None 
     """pytest-maf's backups in ``folder`` (of ``kind``, when given), newest first.
 
     ``protected`` names the live store's files: they, and the copies a restore
-    kept beside them, are not backups even when the folder holds them.
+    kept beside them, are not backups even when the folder holds them; nor is
+    any store in use (another repository's), known by the lock file beside it.
     """
     if not folder.is_dir():
         raise UsageError(f"no backup folder {folder}: give the folder `maf db backup --output` wrote into")
