@@ -151,7 +151,11 @@ def restore_snapshot(base: Path, snapshot: Snapshot) -> RestoreOutcome:
     if target is not None and data is not None:
         if target in present and target.read_bytes() == data and not others:
             return RestoreOutcome(None, (), True)
-        write_bytes_atomic(target, data)
+        try:
+            write_bytes_atomic(target, data)
+        except OSError as error:  # said of the file named, not of the temporary file beside it
+            reason = "it is a directory" if target.is_dir() else error.strerror or str(error)
+            raise UsageError(f"cannot write {target}: {reason}; nothing was restored") from None
     for path in others:
         os.unlink(path)
     return RestoreOutcome(target, others, target is None and not others)

@@ -196,3 +196,19 @@ def test_a_snapshot_is_never_written_into_the_configuration_folder(workspace: Wo
     assert line.startswith("maf: error: ") and "holds the configuration" in line
     assert sorted(str(path) for path in (workspace.main / "maf-config").rglob("*")) == before
     assert workspace.maf(workspace.main, "config", "show").returncode == 0
+
+
+def test_a_restore_over_a_folder_of_the_layer_s_name_says_so_and_writes_nothing(workspace: Workspace) -> None:
+    main = workspace.main
+    workspace.write(main, "maf-config/local.yaml", "tasks:\n  max_attempts: 4\n")
+    assert workspace.maf(main, "config", "snapshot", "--output", "snapshot.json").returncode == 0
+    (main / "maf-config" / "local.yaml").unlink()
+    (main / "maf-config" / "local.yaml").mkdir()
+    before = sorted(path.name for path in (main / "maf-config").iterdir())
+
+    result = workspace.maf(main, "config", "restore", "snapshot.json")
+
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line == f"maf: error: cannot write {main / 'maf-config' / 'local.yaml'}: it is a directory; nothing was restored"
+    assert sorted(path.name for path in (main / "maf-config").iterdir()) == before
