@@ -271,6 +271,20 @@ def unread_dotenv_variables(base: Path) -> list[str]:
     return sorted(name for name in names if name.startswith("MAF_") and name not in (*ENVIRONMENT_VARIABLES, "MAF_ENV"))
 
 
+def shadowed_dotenv_variables(base: Path, sources: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """``.env`` variables whose setting a higher layer sets after all: (variable, key, that layer's source).
+
+    ``maf init``'s starter ``default.yaml`` sets every key, so a ``.env`` beside it sets nothing.
+    """
+    dotenv_path, names = dotenv_variables(base)
+    shadowed = []
+    for name in sorted(names):
+        key = ENVIRONMENT_VARIABLES[name][0] if name in ENVIRONMENT_VARIABLES else None
+        if key is not None and sources.get(key) not in (None, str(dotenv_path)):
+            shadowed.append((name, key, sources[key]))
+    return shadowed
+
+
 def config_environment(base: Path, environ: Mapping[str, str], explicit: str | None = None) -> str | None:
     """The environment that selects ``maf-config/<env>.*``: --env, else MAF_ENV or NODE_ENV, else from ``.env``."""
     return environment_name({**dotenv_variables(base)[1], **environ}, explicit)

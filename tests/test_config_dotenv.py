@@ -78,6 +78,24 @@ def test_validate_notes_maf_variables_in_dotenv_that_no_setting_reads(repo: Path
     assert all(note.startswith(f"note: {repo / '.env'}: ") for note in notes)
 
 
+def test_validate_notes_dotenv_variables_a_configuration_file_overrides(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """maf init's starter default.yaml sets every key: a .env beside it sets nothing, and validate says so."""
+    write(repo / ".env", "MAF_TASK_LEASE_TTL=60\nLOG_LEVEL=info\nMAF_DB_PATH=.maf/other.db\n")
+    write(repo / "maf-config" / "default.yaml", "tasks:\n  lease_ttl_seconds: 1800\n")
+    monkeypatch.setenv("LOG_LEVEL", "error")
+
+    assert main(["config", "validate"]) == 0
+
+    valid, *notes = capsys.readouterr().out.splitlines()
+    assert notes == [
+        f"note: {repo / '.env'}: LOG_LEVEL does not set logging.level: environment sets it, and wins over .env",
+        f"note: {repo / '.env'}: MAF_TASK_LEASE_TTL does not set tasks.lease_ttl_seconds:"
+        f" {repo / 'maf-config' / 'default.yaml'} sets it, and wins over .env",
+    ]
+
+
 def test_node_env_in_dotenv_selects_the_environment_unless_the_environment_does(repo: Path) -> None:
     write(repo / ".env", "NODE_ENV=production\n")
     write(repo / "maf-config" / "production.yaml", "tasks:\n  max_attempts: 7\n")

@@ -106,9 +106,10 @@ def _layers(args: argparse.Namespace) -> list[config_module.Layer]:
 
 
 def cmd_config_validate(args: argparse.Namespace, settings: None) -> int:
+    sources: dict[str, str] = {}
     try:
         layers = _layers(args)
-        _, _, problems = config_module.resolve(layers)
+        _, sources, problems = config_module.resolve(layers)
     except ConfigError as error:
         problems, layers = error.problems, []
     files = [layer.source for layer in layers if layer.source not in ("defaults", "environment", "command line")]
@@ -116,6 +117,9 @@ def cmd_config_validate(args: argparse.Namespace, settings: None) -> int:
     unread = [] if problems else config_module.unread_dotenv_variables(_base())
     notes = [f"{dotenv}: {name} is no setting, so .env does not set it (a typo? variables such as MAF_AGENT_ID"
              " are read from the real environment only)" for name in unread]
+    if not problems:
+        notes += [f"{dotenv}: {name} does not set {key}: {source} sets it, and wins over .env"
+                  for name, key, source in config_module.shadowed_dotenv_variables(_base(), sources)]
     if args.json:
         print_json({"valid": not problems, "problems": problems, "files": files, "notes": notes})
     if problems:
