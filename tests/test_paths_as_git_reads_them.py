@@ -101,8 +101,8 @@ def test_a_pattern_escaping_the_repository_exits_2_and_writes_nothing(
     refused = acquire(workspace, workspace.main / where, "alice", pattern)
 
     assert refused.returncode == 2, refused.stdout
-    assert refused.stdout == "" and len(refused.stderr.splitlines()) == 1, refused.stderr
-    assert refused.stderr.startswith("maf: error: ")
+    assert len(refused.stderr.splitlines()) == 1 and refused.stderr.startswith("maf: error: "), refused.stderr
+    assert json.loads(refused.stdout) == {"error": refused.stderr.removeprefix("maf: error: ").strip(), "exit_code": 2}
     assert {path.name: path.read_bytes() for path in database.iterdir()} == before
 
 
