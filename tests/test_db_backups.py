@@ -136,6 +136,19 @@ def test_keep_never_deletes_another_repository_s_store_in_the_same_folder(worksp
     assert [Path(row["path"]).name for row in json.loads(listed.stdout)["backups"]] == ["mine.db"]
 
 
+def test_a_backup_named_with_terminal_escapes_is_shown_escaped(workspace: Workspace, tmp_path: Path) -> None:
+    path = tmp_path / "a\x1b[2Jb.db"  # ESC [2J clears the terminal it reaches
+
+    made = backup(workspace, {}, path)
+    checked = maf(workspace, {}, "db", "verify-backup", str(path))
+    damaged(path)
+    failed = maf(workspace, {}, "db", "verify-backup", str(path))
+
+    assert checked.returncode == 0 and failed.returncode == 1
+    for shown in (made.stdout, checked.stdout, failed.stderr):
+        assert "\x1b" not in shown and "a\\x1b[2Jb.db" in shown, shown
+
+
 def test_keep_never_deletes_a_backup_made_while_it_ran(workspace: Workspace, tmp_path: Path) -> None:
     """Two `maf db backup --keep 1` at once: neither deletes the other's fresh backup (and so its own)."""
     folder = tmp_path / "backups"

@@ -90,7 +90,8 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print_json(_backup_json(pg_report.path, pg_report.bytes, pg_report.rows, pg_report.seconds, "pg_dump", removed))
             return 0
-        print(f"backed up {settings.store_shown} to {pg_report.path} with pg_dump: {pg_report.bytes} bytes,"
+        print(f"backed up {printable(settings.store_shown)} to {printable(str(pg_report.path))} with pg_dump:"
+              f" {pg_report.bytes} bytes,"
               f" {sum(pg_report.rows.values())} rows, verified, in {pg_report.seconds:.2f} s"
               + _said_pruned(output, args.keep, removed))
         return 0
@@ -104,8 +105,8 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
         print_json(_backup_json(report.path, report.bytes, report.rows, report.seconds, "sqlite", removed))
         return 0
     total = sum(report.rows.values())
-    print(f"backed up {settings.db_path} to {report.path}: {report.bytes} bytes, {total} rows,"
-          f" verified, in {report.seconds:.2f} s" + _said_pruned(output, args.keep, removed))
+    print(f"backed up {printable(str(settings.db_path))} to {printable(str(report.path))}: {report.bytes} bytes,"
+          f" {total} rows, verified, in {report.seconds:.2f} s" + _said_pruned(output, args.keep, removed))
     return 0
 
 
@@ -125,14 +126,14 @@ def cmd_verify_backup(args: argparse.Namespace, settings: Settings) -> int:
     except maintenance.VerificationError as error:
         if args.json:
             print_json({"file": args.file, "ok": False, "problems": error.problems, "rows": None})
-        print(f"{args.file}: BAD", file=sys.stderr)
+        print(f"{printable(args.file)}: BAD", file=sys.stderr)
         for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {printable(problem)}", file=sys.stderr)
         return 1
     if args.json:
         print_json({"file": args.file, "ok": True, "problems": [], "rows": rows})
         return 0
-    print(f"{args.file}: ok (integrity, schema version, canonical schema); "
+    print(f"{printable(args.file)}: ok (integrity, schema version, canonical schema); "
           + ", ".join(f"{table} {count}" for table, count in rows.items()))
     return 0
 
