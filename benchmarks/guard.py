@@ -33,7 +33,6 @@ codes (1: blocked).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -42,10 +41,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
+from revisions import source_of  # benchmarks/revisions.py: this script's folder is first on sys.path
 from pytest_maf.timing import percentiles, stopwatch
 
 TARGET_MS = 100  # 10 staged files against 50 reservations, whole process, bytecode cached
@@ -103,17 +102,6 @@ def populate(db: Path, files: int, count: int) -> int:
         for pattern in patterns(count, staged_names(files)):
             reservations.acquire(store, [pattern], "bench-holder", 60 * 60_000)
         return len(reservations.list_reservations(store))
-
-
-def source_of(revision: str, into: Path) -> Path:
-    """The ``pytest_maf`` package of ``revision`` of this repository, extracted under ``into``."""
-    repository = Path(__file__).resolve().parents[1]
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", revision, "pytest_maf"], cwd=repository, capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 def figures(samples: list[float], cpu: list[float]) -> dict[str, float]:

@@ -33,7 +33,6 @@ times `pytest --maf-preflight` in a new git repository each run (target: under
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import resource
@@ -41,12 +40,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
+from revisions import source_of  # benchmarks/revisions.py: this script's folder is first on sys.path
 from pytest_maf import tasks
 from pytest_maf.store import open_store
 
@@ -76,16 +75,6 @@ def leased_task(db: Path) -> str:
         claim = tasks.claim_task(store, task.id, AGENT, 600_000)
         tasks.start_task(store, task.id, AGENT, claim.attempt)
     return task.id
-
-
-def source_of(revision: str, into: Path) -> Path:
-    """The ``pytest_maf`` package of ``revision`` of this repository, extracted under ``into``."""
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", revision, "pytest_maf"], cwd=HERE, capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 def write_suite(suite: Path, tests: int) -> None:
