@@ -19,12 +19,12 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from pytest_maf import kpi
 from pytest_maf.agents import seen
+from pytest_maf.clock import iso_utc
 from pytest_maf.config import DB_RELATIVE_PATH
 from pytest_maf.errors import MafError, StoreError, UsageError
 from pytest_maf.ids import validate_id
@@ -352,9 +352,8 @@ def tell_holders(store: Store, mail_root: Path, notices: list[dict[str, Any]]) -
 def describe_holder(reservation: Reservation) -> str:
     """``alice holds docs/** (exclusive) until 2026-01-01T10:00:00Z, reason: docs``."""
     mode = "exclusive" if reservation.exclusive else "shared"
-    until = datetime.fromtimestamp(reservation.expires_at / 1000, tz=timezone.utc)
     reason = f", reason: {reservation.reason}" if reservation.reason else ""
     return (
         f"{reservation.agent_id} holds {reservation.pattern} ({mode})"
-        f" until {until.isoformat(timespec='seconds').replace('+00:00', 'Z')}{reason}"
+        f" until {iso_utc(reservation.expires_at, 'seconds')}{reason}"
     )
