@@ -166,6 +166,27 @@ def test_a_usage_error_with_json_is_a_json_object_too(capsys: pytest.CaptureFixt
     assert (code, out) == (2, "") and "error: argument --state" in err
 
 
+@pytest.mark.parametrize(
+    "argv, command",
+    [
+        (["task", "list", "--frob"], "maf task list"),
+        (["reservation", "acquire", "src/", "--bogus", "--json"], "maf reservation acquire"),
+        (["db", "backup", "--output", "copy.db", "extra"], "maf db backup"),
+        (["--frob"], "maf"),
+    ],
+    ids=["option", "nested-option-json", "positional", "top-level"],
+)
+def test_an_unknown_argument_shows_the_usage_of_its_own_command(
+    capsys: pytest.CaptureFixture[str], argv: list[str], command: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    usage, *_, line = err.splitlines()
+    assert usage.startswith(f"usage: {command} [-h]")  # as git shows `git commit`'s usage, not git's
+    assert line == f"{command}: error: unrecognized arguments: {argv[-2] if argv[-1] == '--json' else argv[-1]}"
+    assert out == ("" if "--json" not in argv else '{"error": "unrecognized arguments: --bogus", "exit_code": 2}\n')
+
+
 def test_a_direction_character_in_an_error_is_shown_escaped_and_parses_back(capsys: pytest.CaptureFixture[str]) -> None:
     name = "backup\u202egz.db"  # a right-to-left override would show the name reversed on a terminal
     code, out, err = run(capsys, "db", "verify-backup", name, "--json")

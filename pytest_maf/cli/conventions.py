@@ -128,11 +128,32 @@ class ParserError(Exception):
         self.message = message
 
 
+PARSED_BY = "_maf_parsed_by"  # the innermost (sub)command parser that parsed, while parsing
+
+
 class MafParser(argparse.ArgumentParser):
-    """The `maf` parser: a usage error raises :class:`ParserError` (main prints it and exits 2)."""
+    """The `maf` parser: a usage error raises :class:`ParserError` (main prints it and exits 2),
+    with the usage of the command it belongs to, as git does (`maf task list --frob` shows
+    `maf task list`'s usage, not the top-level one)."""
 
     def error(self, message: str) -> NoReturn:
         raise ParserError(self, message)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if not hasattr(parsed, PARSED_BY):  # a subcommand's parser, run inside this one, set it first
+            setattr(parsed, PARSED_BY, self)
+        return parsed, extras
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        command: argparse.ArgumentParser = getattr(parsed, PARSED_BY, self)
+        delattr(parsed, PARSED_BY)
+        if extras:
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 def maf_parser(**settings: Any) -> argparse.ArgumentParser:
