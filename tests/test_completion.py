@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,52 @@ def test_an_unknown_shell_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert ran.returncode == 2 and ran.stdout == "" and "\x1b" not in ran.stderr
     assert "maf completion: error: argument SHELL: invalid choice" in ran.stderr
+
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def readme_install_line(shell: str) -> str:
+    """The README's line that installs the completion of ``shell`` (the line ending in ``# SHELL``)."""
+    (line,) = [line for line in README.splitlines() if line.startswith("maf completion") or line.startswith("mkdir")
+               if line.rstrip().endswith(f"# {shell}")]
+    return line
+
+
+def new_user(tmp_path: Path) -> dict[str, str]:
+    """A fresh home folder, with the installed `maf` on PATH."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = isolated_env(home, {"PATH": os.pathsep.join([str(Path(maf_command()[0]).parent), os.environ.get("PATH", "")])})
+    env.pop("ZDOTDIR", None)
+    return env
+
+
+def test_the_readme_bash_line_gives_a_new_interactive_bash_the_nested_commands(tmp_path: Path) -> None:
+    bash = required_tool("bash", "bash", "load the bash completion script")
+    env = new_user(tmp_path)
+    installed = subprocess.run([bash, "--norc", "-c", readme_install_line("bash")], cwd=tmp_path, capture_output=True,
+                               text=True, env=env, timeout=DEADLINE_S)
+    assert installed.returncode == 0, installed.stderr
+    driver = (
+        "offer() { COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1)); COMP_LINE=\"$*\"; COMP_POINT=${#COMP_LINE};"
+        " COMPREPLY=(); _shtab_maf; echo \"$*: ${COMPREPLY[*]}\"; }\n"
+        "offer maf reservation ac\noffer maf db ''\n"
+    )
+    ran = subprocess.run([bash, "-i", "-c", driver], cwd=tmp_path, capture_output=True, text=True, env=env,
+                         stdin=subprocess.DEVNULL, timeout=DEADLINE_S)  # -i: reads ~/.bashrc, as a new terminal does
+    assert ran.returncode == 0, ran.stderr
+    offered = dict(line.split(": ", 1) for line in ran.stdout.splitlines())
+    assert offered["maf reservation ac"] == "acquire"
+    assert {"backup", "restore", "recover"} <= set(offered["maf db "].split())
+
+
+def test_the_readme_zsh_line_registers_maf_with_a_new_interactive_zsh(tmp_path: Path) -> None:
+    zsh = required_tool("zsh", "zsh", "load the zsh completion script")
+    env = new_user(tmp_path)
+    installed = subprocess.run([zsh, "-f", "-c", readme_install_line("zsh")], cwd=tmp_path, capture_output=True,
+                               text=True, env=env, timeout=DEADLINE_S)
+    assert installed.returncode == 0, installed.stderr
+    ran = subprocess.run([zsh, "-i", "-c", "print -r -- maf=$_comps[maf]"], cwd=tmp_path, capture_output=True,
+                         text=True, env=env, stdin=subprocess.DEVNULL, timeout=DEADLINE_S)  # -i: reads ~/.zshrc
+    assert "maf=_maf" in ran.stdout.splitlines(), (ran.stdout, ran.stderr)
