@@ -64,3 +64,10 @@ def test_a_command_or_option_maf_lacks_is_found() -> None:
         "maf db frobnicate: maf db has no command 'frobnicate'",
         "maf status --watch 2 --colour: maf status has no option --colour",
     ]
+
+
+def test_the_exit_code_table_lists_every_exit_code() -> None:
+    from pytest_maf.errors import EXIT_CODES
+
+    listed = {int(code) for code in re.findall(r"^\| (\d+) \| ", README, flags=re.MULTILINE)}
+    assert listed == set(EXIT_CODES), "the README's exit code table and pytest_maf.errors.EXIT_CODES differ"
