@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 from pytest_maf.config_files import CONFIG_SUFFIXES as CONFIG_SUFFIXES
 from pytest_maf.config_files import DOTENV_NAME, layer_file, read_config_file, read_dotenv
 from pytest_maf.config_files import ConfigError as ConfigError
-from pytest_maf.database_url import is_database_url, redact_url, schema_problem, url_problem
+from pytest_maf.database_url import is_database_url, is_other_url, redact_url, schema_problem, url_problem
 from pytest_maf.errors import UsageError
 from pytest_maf.ids import id_problem
 from pytest_maf.repository import find_repository_root as find_repository_root
@@ -407,6 +407,8 @@ def _value_problem(path: str, value: Any) -> str | None:
         return f"must be at most {setting.maximum}, got {value}"
     if path in ("runtime.db_path", "agent_mail.root") and (not value.strip() or not value.isprintable()):
         return f"expected a file path without control characters, got {value!r}"
+    if path == "runtime.db_path" and is_other_url(value):  # never echoes the value: it may hold a password
+        return "expected a file path or a postgresql:// (or postgres://) URL, got a URL of another scheme"
     if path == "runtime.database_url" and value.strip():
         return url_problem(value)  # never echoes the value: it may hold a password
     if path == "runtime.database_schema":

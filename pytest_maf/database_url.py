@@ -18,6 +18,15 @@ SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&]*")
 
 
+_ANY_URL = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_other_url(location: str) -> bool:
+    """Whether ``location`` has a URL's ``scheme://`` but not a PostgreSQL one (``postgresq://``, ``mysql://``):
+    a mistake, never a file path meant (taken as one, it would become folders named after the URL)."""
+    return bool(_ANY_URL.match(location)) and not is_database_url(location)
+
+
 def is_database_url(location: str | os.PathLike[str]) -> bool:
     """Whether ``location`` is a PostgreSQL URL rather than a file path."""
     return isinstance(location, str) and location.strip().lower().startswith(URL_SCHEMES)

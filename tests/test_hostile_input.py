@@ -292,6 +292,14 @@ CASES += [
 ]
 
 
+# A --db with a URL's scheme:// that is not PostgreSQL's is a mistake, not a file path to create folders for.
+CASES += [
+    ("db-url-scheme-typo", nothing, ["setup", "--db", "postgresq://u:s3cr3t@127.0.0.1/test"], 2, "another scheme"),
+    ("db-url-other-scheme-after-command", nothing, ["task", "list", "--db", "mysql://x/maf"], 2, "another scheme"),
+    ("db-file-uri-before-command", nothing, ["--db", "file:///tmp/x.db", "task", "add", "--id", "t"], 2, "another scheme"),
+]
+
+
 @pytest.mark.parametrize(
     ("setup", "argv", "code", "words"),
     [pytest.param(setup, argv, code, words, id=case_id) for case_id, setup, argv, code, words in CASES],
