@@ -19,6 +19,7 @@ import pytest
 from cli_run import run, scratch_folder
 from pytest_maf.cli import build_parser
 from pytest_maf.cli.conventions import GLOBAL_OPTIONS, is_command_group, subcommands
+from pytest_maf.cli.examples import EXAMPLES
 from workspace import Workspace
 
 # Spellings that mean an option another command already names: use the one way (or keep it hidden).
@@ -267,3 +268,27 @@ def test_a_bad_global_option_after_the_command_is_one_line(
     assert (code, out) == (2, "")
     (line,) = [line for line in err.splitlines() if not line.startswith(("usage:", " "))]
     assert line.startswith(says) and "\x1b" not in err
+
+
+
+COMMANDS_ONLY = [(name, parser) for name, parser in ALL if not is_command_group(parser)]
+
+
+@pytest.mark.parametrize("name,parser", COMMANDS_ONLY, ids=[name for name, _ in COMMANDS_ONLY])
+def test_every_commands_help_ends_with_an_example(name: str, parser: argparse.ArgumentParser) -> None:
+    shown = parser.format_help()
+    epilog = shown.rsplit("  --debug", 1)[-1]  # what follows the last option: the epilog
+    assert "maf " in epilog, f"`{name} --help` shows no example"
+
+
+@pytest.mark.parametrize("command,example", sorted(EXAMPLES.items()))
+def test_each_example_in_the_help_parses(command: str, example: str) -> None:
+    import shlex
+
+    words = shlex.split(example.split(" #", 1)[0].split(" > ", 1)[0])
+    assert words[: 1 + command.count(" ") + 1] == ["maf", *command.split()], example
+    try:
+        build_parser().parse_args(words[1:])
+    except Exception as refused:  # the parser's ParserError: the example went stale
+        raise AssertionError(f"`maf {command} --help`: its example {example!r} does not parse: {refused}") from None
+    assert f"example:\n  {example}\n" in dict(ALL)[f"maf {command}"].format_help()  # shown as written, unwrapped

@@ -48,8 +48,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Print the completion script of SHELL, generated from maf's own parser: every"
         " command, option and choice, and file names where a command takes a file. Needs the"
         " completion extra: pip install 'pytest-maf[completion]'.",
-        epilog="bash: maf completion bash > ~/.local/share/bash-completion/completions/maf;"
-        " zsh: maf completion zsh > \"${fpath[1]}/_maf\" (then start a new shell)",
+        epilog="bash: maf completion bash > ~/.maf-completion.bash, sourced from ~/.bashrc;"
+        " zsh: maf completion zsh > ~/.zfunc/_maf, with fpath=(~/.zfunc $fpath) before compinit"
+        " in ~/.zshrc (then start a new shell)",
     )
     completion.add_argument("shell", choices=SHELLS, metavar="SHELL", help=f"one of: {', '.join(SHELLS)}")
     prints_no_result(completion, "its output is the script itself")

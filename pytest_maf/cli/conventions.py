@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Any, NoReturn, Sequence
 
+from pytest_maf.cli.examples import EXAMPLES
 from pytest_maf.errors import BAD_INPUT
 from pytest_maf.terminal import printable, printable_json
 
@@ -85,11 +86,27 @@ def is_command_group(parser: argparse.ArgumentParser) -> bool:
     return isinstance(parser.get_default("handler"), HelpPrinter)
 
 
+class ExampleFormatter(argparse.HelpFormatter):
+    """argparse's formatter, but the example at the end of a help is shown as written (not rewrapped),
+    so that it can be copied whole."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example:\n"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
 def apply_conventions(parser: argparse.ArgumentParser) -> None:
     """Once the whole tree is built: every subcommand also takes the global options
-    (after it; what was given before it stays unless given again), and a command
+    (after it; what was given before it stays unless given again), a command shows its
+    example (:data:`pytest_maf.cli.examples.EXAMPLES`) at the end of its help, and a command
     group given without its action prints its help on stdout (exit 0)."""
     for _, sub in subcommands(parser):
+        example = EXAMPLES.get(sub.prog.removeprefix("maf "))
+        if sub.epilog is None and example is not None:
+            sub.epilog = f"example:\n  {example}"
+            if sub.formatter_class is argparse.HelpFormatter:
+                sub.formatter_class = ExampleFormatter
         group = sub.add_argument_group("global options (also accepted before the command)")
         for names, settings in GLOBAL_OPTIONS:
             group.add_argument(*names, **{**settings, "default": argparse.SUPPRESS})
