@@ -80,8 +80,8 @@ def _worker(db: str, agent: str, seed: int, start_at: float, stop_at: float, bus
     errors: Counter[str] = Counter()
     conflicts = 0
 
-    def timed(name: str, operation: Callable[[], T]) -> T:
-        if time.time() >= stop_at:
+    def timed(name: str, operation: Callable[[], T], *, cleanup: bool = False) -> T:
+        if time.time() >= stop_at and not cleanup:  # what was acquired is still given back
             raise _DeadlinePassed
         started = time.perf_counter()
         try:
@@ -110,7 +110,7 @@ def _worker(db: str, agent: str, seed: int, start_at: float, stop_at: float, bus
                     except reservations.ReservationConflictError:
                         conflicts += 1
                         continue
-                    timed("release", lambda: reservations.release(store, [pattern], agent))
+                    timed("release", lambda: reservations.release(store, [pattern], agent), cleanup=True)
                 except NothingToClaimError:
                     continue  # another process took the task this one added
                 except LeaseLostError:

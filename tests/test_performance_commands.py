@@ -56,3 +56,33 @@ def test_bench_records_a_baseline_and_compares_against_it(capsys: pytest.Capture
     capsys.readouterr()
     assert main(["bench", "--compare", str(baseline)]) == 1
     assert "REGRESSION" in capsys.readouterr().out
+
+
+def test_a_reservation_taken_just_before_the_deadline_is_released(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Else a second `maf load-test` on the same --database refused it: "holds 1 live reservation"."""
+    import queue
+    import time
+
+    from pytest_maf import loadtest, reservations, tasks
+    from pytest_maf.store import open_store
+
+    database = tmp_path / "load.db"
+    open_store(database, create=True).close()  # as `maf load-test` makes it
+    stop_at = time.time() + 1.0
+    acquire = reservations.acquire
+
+    def acquire_then_reach_the_deadline(*args: object, **kwargs: object) -> object:
+        taken = acquire(*args, **kwargs)  # type: ignore[arg-type]
+        time.sleep(max(0.0, stop_at - time.time()) + 0.05)  # the deadline passes between reserve and release
+        return taken
+
+    monkeypatch.setattr(reservations, "acquire", acquire_then_reach_the_deadline)
+    results: queue.Queue[dict[str, object]] = queue.Queue()
+    loadtest._worker(str(database), "load-0", 1, time.time(), stop_at, 5.0, results)
+
+    report = results.get(timeout=30)
+    assert report["errors"] == {}
+    with open_store(database) as store:
+        assert reservations.list_reservations(store) == []
+        assert tasks.list_tasks(store) == []  # the load test's own tasks are not agents' work
+    loadtest.refuse_real_work(database)  # a second load test may use it
