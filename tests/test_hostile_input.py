@@ -78,6 +78,7 @@ CASES: list[tuple[str, Setup, list[str], int, str]] = [
     ("claim-ttl-nan", nothing, ["task", "claim", "--agent", "a", "--ttl", "nan"], 2, "--ttl"),
     ("claim-ttl-huge", nothing, ["task", "claim", "--agent", "a", "--ttl", "1e308"], 2, "--ttl"),
     ("unknown-task", nothing, ["task", "show", "nope"], 2, "no task"),
+    ("evidence-of-an-unknown-task", nothing, ["evidence", "list", "--task", "nope", "--json"], 2, "no task with id 'nope'"),
     ("junit-over-the-store", nothing, ["evidence", "export", "--junit", ".maf/runtime.db"], 2, "must not overwrite"),
     ("junit-over-the-wal", nothing, ["evidence", "export", "--junit", ".maf/runtime.db-wal"], 2, "must not overwrite"),
     ("junit-into-a-directory", nothing, ["evidence", "export", "--junit", "src"], 2, "is a directory"),

@@ -290,6 +290,8 @@ def cmd_evidence_add(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_evidence_list(args: argparse.Namespace, settings: Settings) -> int:
     with open_configured_store(settings) as store:
+        if args.task:
+            tasks.get_task(store, args.task)  # an unknown id is an error, as in `evidence export`, not "no evidence"
         rows = evidence_ops.list_recorded_evidence(store, args.task, args.limit)
     if args.json:
         print_json([{**asdict(row.evidence), "recorded_at": row.recorded_at} for row in rows])
