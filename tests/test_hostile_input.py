@@ -293,6 +293,19 @@ CASES += [
 ]
 
 
+def bob_holds_src(workspace: Workspace) -> None:
+    held = workspace.maf(workspace.main, "reservation", "acquire", "src/**", agent="bob")
+    assert held.returncode == 0, held.stderr
+
+
+# An option is taken only as spelled in full: a prefix of --force must not force anything.
+CASES += [
+    ("force-by-a-prefix", bob_holds_src, ["reservation", "release", "src/**", "--for", "--reason", "x"], 2,
+     "unrecognized arguments: --for"),
+    ("restore-force-by-a-prefix", nothing, ["db", "restore", "backup.db", "--forc"], 2, "unrecognized arguments: --forc"),
+]
+
+
 # A --db with a URL's scheme:// that is not PostgreSQL's is a mistake, not a file path to create folders for.
 CASES += [
     ("db-url-scheme-typo", nothing, ["setup", "--db", "postgresq://u:s3cr3t@127.0.0.1/test"], 2, "another scheme"),

@@ -151,7 +151,11 @@ PARSED_BY = "_maf_parsed_by"  # the innermost (sub)command parser that parsed, w
 class MafParser(argparse.ArgumentParser):
     """The `maf` parser: a usage error raises :class:`ParserError` (main prints it and exits 2),
     with the usage of the command it belongs to, as git does (`maf task list --frob` shows
-    `maf task list`'s usage, not the top-level one)."""
+    `maf task list`'s usage, not the top-level one). Options are taken only as spelled in full."""
+
+    def __init__(self, *args: Any, **settings: Any) -> None:
+        # An option is spelled in full: no prefix stands for it (`--for` is not `--force`).
+        super().__init__(*args, **{"allow_abbrev": False, **settings})
 
     def error(self, message: str) -> NoReturn:
         raise ParserError(self, message)
