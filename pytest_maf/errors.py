@@ -10,6 +10,8 @@ error (:data:`INTERNAL_ERROR`): one line, and the traceback only with
 
 from __future__ import annotations
 
+from typing import Sequence
+
 DONE = 0
 FAILED = 1
 BAD_INPUT = 2
@@ -56,6 +58,12 @@ class AlreadyExistsError(MafError):
     """An id that is already taken."""
 
     exit_code = 2
+
+
+def evidence_already_recorded(task_id: str, attempt: int, verifiers: Sequence[str]) -> AlreadyExistsError:
+    """A verifier reporting twice in one attempt; named when ``verifiers`` is one, the batch's first otherwise."""
+    who = f"verifier {verifiers[0]!r}" if len(verifiers) == 1 else f"one of {len(verifiers)} verifiers ({verifiers[0]!r}, ...)"
+    return AlreadyExistsError(f"evidence from {who} is already recorded for task {task_id!r} attempt {attempt}")
 
 
 class IllegalTransitionError(MafError):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from pytest_maf.agents import seen
-from pytest_maf.errors import UsageError
+from pytest_maf.errors import UsageError, evidence_already_recorded
 from pytest_maf.leases import fenced_lease, validate_id
 from pytest_maf.records import EVIDENCE_RESULTS, Evidence
 from pytest_maf.values import check_json
@@ -103,7 +103,7 @@ def record_evidence_batch(
 
     def record(transaction: Transaction) -> list[Evidence]:
         _, lease = fenced_lease(transaction, task_id, agent_id, attempt)
-        insert_evidence_rows(transaction, rows, agent_id, lease.lease_expires_at)
+        insert_evidence_rows(transaction, task_id, attempt, rows, agent_id, lease.lease_expires_at)
         seen(transaction, agent_id)
         return rows
 
@@ -125,19 +125,35 @@ def evidence_rows(
 
 
 def insert_evidence_rows(
-    transaction: Transaction, rows: Sequence[Evidence], agent_id: str, lease_expires_at: int
-) -> None:
-    """Write ``rows`` and an 'evidence' event for each, inside a transaction whose caller checked the lease."""
+    transaction: Transaction, task_id: str, attempt: int, rows: Sequence[Evidence], agent_id: str,
+    lease_expires_at: int,
+) -> list[Evidence]:
+    """Write ``rows`` of ``attempt`` and an 'evidence' event for each, inside a transaction whose caller
+    checked the lease: one statement for the rows and one for their events, however many there are.
+
+    Returns every row of the attempt, those recorded before first: what the attempt's verdict is
+    decided from. A verifier that already reported refuses the whole call (:class:`AlreadyExistsError`).
+    """
+    before = transaction.evidence(task_id, attempt)
+    reported = {row.verifier for row in before}
     for evidence in rows:
-        transaction.insert_evidence(evidence)
-        transaction.insert_event(
-            evidence.task_id,
-            "evidence",
+        if evidence.verifier in reported:
+            raise evidence_already_recorded(task_id, attempt, [evidence.verifier])
+        reported.add(evidence.verifier)
+    if not rows:
+        return before
+    transaction.insert_evidence_batch(rows)
+    transaction.insert_events(
+        (
+            task_id, "evidence",
             {
-                "agent": agent_id, "attempt": evidence.attempt, "verifier": evidence.verifier,
+                "agent": agent_id, "attempt": attempt, "verifier": evidence.verifier,
                 "result": evidence.result, "lease_expires_at": lease_expires_at,
             },
         )
+        for evidence in rows
+    )
+    return [*before, *rows]
 
 
 def list_evidence(store: Store, task_id: str | None = None) -> list[Evidence]:

@@ -115,12 +115,10 @@ class VerificationSession:
         """
         self.stop_keeping()
         try:
-            verdict = tasks.complete_task(self.store, self.task_id, self.agent_id, self.attempt, entries)
+            return tasks.complete_task_rows(self.store, self.task_id, self.agent_id, self.attempt, entries)
         except MafError:
             rows = self.record(entries)
             return self.finish(), rows
-        # The rows as complete_task checked and wrote them.
-        return verdict, [Evidence(self.task_id, self.attempt, v, r.upper(), d or {}) for v, r, d in entries]
 
     def close(self) -> None:
         self.stop_keeping()

@@ -496,26 +496,29 @@ def finish_task(store: Store, task_id: str, agent_id: str, attempt: int) -> Fini
             raise IllegalTransitionError(
                 task_id, task.state, "finish", "VERIFYING -> COMMITTED or ROLLBACK"
             )
-        return _decide(transaction, task, agent_id, attempt)
+        return _decide(transaction, task, agent_id, attempt, transaction.evidence(task_id, attempt))
 
     return store.write(finish)
 
 
-def _decide(transaction: Transaction, task: Task, agent_id: str, attempt: int) -> FinishResult:
-    """COMMITTED -> DONE or ROLLBACK -> READY/DEAD, from the attempt's evidence: the end of :func:`finish_task`."""
-    passed, reason = evidence_verdict(transaction.evidence(task.id, attempt))
+def _decide(
+    transaction: Transaction, task: Task, agent_id: str, attempt: int, evidence: Sequence[Evidence]
+) -> FinishResult:
+    """COMMITTED -> DONE or ROLLBACK -> READY/DEAD, from every evidence row of the attempt: the end of
+    :func:`finish_task`."""
+    passed, reason = evidence_verdict(evidence)
     task = apply_transition(transaction, task, "commit" if passed else "rollback", agent=agent_id, reason=reason)
     seen(transaction, agent_id, kpi.preflight_run(task, transaction.now, passed))
     return FinishResult(task.id, attempt, "COMMITTED" if passed else "ROLLBACK", task.state, reason)
 
 
-def complete_task(
+def complete_task_rows(
     store: Store,
     task_id: str,
     agent_id: str,
     attempt: int,
     evidence: Sequence[tuple[str, str, dict[str, Any] | None]] = (),
-) -> FinishResult:
+) -> tuple[FinishResult, list[Evidence]]:
     """Verify, record ``evidence`` and finish, in one fenced transaction: all of it or none.
 
     What :func:`begin_verification` (for a RUNNING task), :func:`pytest_maf.evidence.record_evidence_batch`
@@ -525,10 +528,11 @@ def complete_task(
     details)``; the task is decided from every row of this attempt, those
     recorded before included. A verifier that already reported refuses the
     whole call (:class:`AlreadyExistsError`), and nothing is written.
+    Returns the verdict and the rows written.
     """
     rows = evidence_rows(task_id, attempt, evidence)
 
-    def complete(transaction: Transaction) -> FinishResult:
+    def complete(transaction: Transaction) -> tuple[FinishResult, list[Evidence]]:
         task, lease = fenced_lease(transaction, task_id, agent_id, attempt, extend=False)
         if task.state == "RUNNING":
             task = apply_transition(transaction, task, "verify", agent=agent_id, lease_expires_at=lease.lease_expires_at)
@@ -536,10 +540,21 @@ def complete_task(
             raise IllegalTransitionError(
                 task_id, task.state, "complete", "RUNNING or VERIFYING -> COMMITTED or ROLLBACK"
             )
-        insert_evidence_rows(transaction, rows, agent_id, lease.lease_expires_at)
-        return _decide(transaction, task, agent_id, attempt)
+        every_row = insert_evidence_rows(transaction, task_id, attempt, rows, agent_id, lease.lease_expires_at)
+        return _decide(transaction, task, agent_id, attempt, every_row), rows
 
     return store.write(complete)
+
+
+def complete_task(
+    store: Store,
+    task_id: str,
+    agent_id: str,
+    attempt: int,
+    evidence: Sequence[tuple[str, str, dict[str, Any] | None]] = (),
+) -> FinishResult:
+    """:func:`complete_task_rows`' verdict: verify, record ``evidence`` and finish, in one fenced transaction."""
+    return complete_task_rows(store, task_id, agent_id, attempt, evidence)[0]
 
 
 def cancel_task(store: Store, task_id: str) -> Task:

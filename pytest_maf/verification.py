@@ -337,7 +337,7 @@ class MafRun:
         evidence = getattr(report, "maf_evidence", None)
         if evidence is None:
             return
-        verifier, result, kind, details = evidence["verifier"], evidence["result"], evidence["kind"], dict(evidence["details"])
+        verifier, result, kind, details = evidence["verifier"], evidence["result"], evidence["kind"], evidence["details"]
         self.tally[kind] += 1
         if kind != "passed":  # the summary names each verifier that did not simply pass
             self.outcomes.append(CheckOutcome(verifier, kind, details["message"], details.get("acknowledged")))
@@ -346,6 +346,7 @@ class MafRun:
         if result is None:
             return  # skipped, xfailed or xpassed: no evidence either way
         if self._details_hook.get_hookimpls():
+            details = dict(details)  # the hook's changes are the row's, not the report's
             self._details_hook(
                 config=self.config, nodeid=report.nodeid, verifier=verifier, result=result, details=details,
             )

@@ -14,8 +14,9 @@ from pytest_maf.errors import (
     NotFoundError,
     UsageError,
 )
-from pytest_maf.evidence import record_evidence
+from pytest_maf.evidence import record_evidence, record_evidence_batch
 from pytest_maf.store import Store
+from pytest_maf.values import MAX_JSON_BYTES
 
 TTL = 30_000
 
@@ -537,3 +538,49 @@ def test_complete_is_refused_whole(store: Store) -> None:
     with pytest.raises(IllegalTransitionError, match="LEASED"):
         tasks.complete_task(store, "leased", "agent-a", leased.attempt, [("unit", "PASS", None)])
     assert state_of(store, "leased") == "LEASED"
+
+
+def test_a_verifier_twice_in_one_batch_is_refused_whole(store: Store) -> None:
+    """Rows and events are written one statement per table: a batch with a verifier twice writes nothing."""
+    tasks.add_task(store, task_id="t1")
+    claimed = tasks.claim_next_task(store, "agent-a", TTL, start=True)
+    before = tasks.describe_task(store, "t1")
+
+    twice = [("unit", "PASS", None), ("lint", "PASS", None), ("unit", "FAIL", None)]
+    with pytest.raises(AlreadyExistsError, match="verifier 'unit' is already recorded for task 't1' attempt 1"):
+        record_evidence_batch(store, "t1", claimed.attempt, twice, agent_id="agent-a")
+    with pytest.raises(AlreadyExistsError, match="verifier 'unit'"):
+        tasks.complete_task(store, "t1", "agent-a", claimed.attempt, twice)
+
+    after = tasks.describe_task(store, "t1")
+    assert (after.task.state, len(after.events), after.evidence) == ("RUNNING", len(before.events), [])
+
+
+def test_complete_decides_from_the_rows_recorded_before_it_too(store: Store) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = tasks.claim_next_task(store, "agent-a", TTL, start=True)
+    record_evidence(store, "t1", claimed.attempt, "unit", "FAIL", {"log": "1 failed"}, agent_id="agent-a")
+
+    result = tasks.complete_task(store, "t1", "agent-a", claimed.attempt, [("lint", "PASS", {"n": 1})])
+
+    assert (result.verdict, result.reason) == ("ROLLBACK", "1 of 2 verifiers failed: unit")
+    detail = tasks.describe_task(store, "t1")
+    assert [(row.verifier, row.result) for row in detail.evidence] == [("lint", "PASS"), ("unit", "FAIL")]
+    assert [event.data["verifier"] for event in detail.events if event.kind == "evidence"] == ["unit", "lint"]
+
+
+@pytest.mark.parametrize("details", [
+    {"log": "x" * MAX_JSON_BYTES},  # flat, as the plugin's details are
+    {"log": ["x" * (MAX_JSON_BYTES // 2), "y" * (MAX_JSON_BYTES // 2)]},
+    {"nested": {"log": "x" * MAX_JSON_BYTES}},
+])
+def test_evidence_details_over_the_json_limit_are_refused(store: Store, details: dict[str, object]) -> None:
+    tasks.add_task(store, task_id="t1")
+    claimed = tasks.claim_next_task(store, "agent-a", TTL, start=True)
+
+    with pytest.raises(UsageError, match=f"characters of JSON; the limit is {MAX_JSON_BYTES}"):
+        record_evidence(store, "t1", claimed.attempt, "unit", "PASS", details, agent_id="agent-a")
+    just_under = {"log": "x" * (MAX_JSON_BYTES - len('{"log": ""}'))}
+    record_evidence(store, "t1", claimed.attempt, "unit", "PASS", just_under, agent_id="agent-a")
+    (row,) = tasks.describe_task(store, "t1").evidence
+    assert row.details == just_under

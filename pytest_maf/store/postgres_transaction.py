@@ -17,13 +17,13 @@ commit that makes a task READY tells waiting claimers (``pg_notify``).
 from __future__ import annotations
 
 import json
-from typing import Any, Collection, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 import psycopg
 from psycopg import errors as pg_errors
 
 from pytest_maf.clock import Clock
-from pytest_maf.errors import AlreadyExistsError
+from pytest_maf.errors import AlreadyExistsError, evidence_already_recorded
 from pytest_maf.records import (
     AgentSeen, AuditRow, DurationBucket, Escalation, Event, Evidence, Lease, Observation, OperationStats, Reservation,
     ReservationEvent, Task,
@@ -259,10 +259,24 @@ class PostgresTransaction:
                 (evidence.task_id, evidence.attempt, evidence.verifier, evidence.result, _dumps(evidence.details)),
             )
         except pg_errors.UniqueViolation:
-            raise AlreadyExistsError(
-                f"evidence from verifier {evidence.verifier!r} is already recorded for task"
-                f" {evidence.task_id!r} attempt {evidence.attempt}"
-            ) from None
+            raise evidence_already_recorded(evidence.task_id, evidence.attempt, [evidence.verifier]) from None
+
+    def insert_evidence_batch(self, rows: Sequence[Evidence]) -> None:
+        """Insert ``rows`` in one statement, executed for each in a pipeline (:meth:`insert_evidence` for one)."""
+        try:
+            self._connection.cursor().executemany(
+                b"INSERT INTO evidence (task_id, attempt, verifier, result, details_json) VALUES (%s, %s, %s, %s, %s)",
+                [(row.task_id, row.attempt, row.verifier, row.result, _dumps(row.details)) for row in rows],
+            )
+        except pg_errors.UniqueViolation:
+            raise evidence_already_recorded(rows[0].task_id, rows[0].attempt, [row.verifier for row in rows]) from None
+
+    def insert_events(self, events: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+        """Insert ``(task_id, kind, data)`` events in one statement, executed for each in a pipeline."""
+        self._connection.cursor().executemany(
+            b"INSERT INTO events (task_id, ts, kind, data_json) VALUES (%s, %s, %s, %s)",
+            [(task_id, self.now, kind, _dumps(data)) for task_id, kind, data in events],
+        )
 
     def evidence(self, task_id: str | None = None, attempt: int | None = None) -> list[Evidence]:
         where, params = _where([("task_id = %s", task_id), ("attempt = %s", attempt)])

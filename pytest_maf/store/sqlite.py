@@ -17,11 +17,11 @@ import random
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Collection, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Sequence, TypeVar
 
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.clock import Clock, system_clock
-from pytest_maf.errors import AlreadyExistsError, StoreBusyError, StoreError
+from pytest_maf.errors import AlreadyExistsError, StoreBusyError, StoreError, evidence_already_recorded
 from pytest_maf.records import (
     AgentSeen, AuditRow, DurationBucket, Escalation, Event, Evidence, Lease, Observation, OperationStats, Reservation,
     ReservationEvent, Task,
@@ -90,12 +90,17 @@ def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
+# One encoder each, made once: json.dumps with options builds a new encoder every call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+_COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+
+
 def _dumps(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    text = _COMPACT.encode(value)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate (bytes that were not UTF-8): escaped, it round-trips
-        text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+        text = _COMPACT_ASCII.encode(value)
     return text
 
 
@@ -262,10 +267,24 @@ class SQLiteTransaction:
                 ),
             )
         except sqlite3.IntegrityError:
-            raise AlreadyExistsError(
-                f"evidence from verifier {evidence.verifier!r} is already recorded for task"
-                f" {evidence.task_id!r} attempt {evidence.attempt}"
-            ) from None
+            raise evidence_already_recorded(evidence.task_id, evidence.attempt, [evidence.verifier]) from None
+
+    def insert_evidence_batch(self, rows: Sequence[Evidence]) -> None:
+        """Insert ``rows`` in one statement, executed for each (:meth:`insert_evidence` for one)."""
+        try:
+            self.connection.executemany(
+                "INSERT INTO evidence (task_id, attempt, verifier, result, details_json) VALUES (?, ?, ?, ?, ?)",
+                ((row.task_id, row.attempt, row.verifier, row.result, _dumps(row.details)) for row in rows),
+            )
+        except sqlite3.IntegrityError:
+            raise evidence_already_recorded(rows[0].task_id, rows[0].attempt, [row.verifier for row in rows]) from None
+
+    def insert_events(self, events: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+        """Insert ``(task_id, kind, data)`` events in one statement, executed for each."""
+        self.connection.executemany(
+            "INSERT INTO events (task_id, ts, kind, data_json) VALUES (?, ?, ?, ?)",
+            ((task_id, self.now, kind, _dumps(data)) for task_id, kind, data in events),
+        )
 
     def evidence(self, task_id: str | None = None, attempt: int | None = None) -> list[Evidence]:
         where, params = _where([("task_id = ?", task_id), ("attempt = ?", attempt)])
