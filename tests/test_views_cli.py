@@ -220,6 +220,13 @@ def views_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return workspace
 
 
+def ctrl_c_as_on_a_terminal() -> None:
+    """In the child: Ctrl-C delivered and acted on, as in a shell's foreground job, whatever
+    disposition or mask the test process had when it started the child."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Terminal:
     """`maf status --watch` running under a pseudo-terminal of 60 rows by 160 columns; what it drew is ``seen``."""
 
@@ -232,7 +239,7 @@ class Terminal:
         fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 160, 0, 0))
         self.process = subprocess.Popen(
             [*maf_command(), "status", *args], cwd=workspace.main, env=workspace.env(**env),
-            stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True,
+            stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True, preexec_fn=ctrl_c_as_on_a_terminal,
         )
         os.close(terminal)
         self.seen = b""
@@ -322,7 +329,7 @@ def test_a_watch_on_a_dumb_terminal_prints_snapshot_after_snapshot_without_escap
 def test_a_piped_watch_prints_one_json_object_per_redraw_and_ends_on_ctrl_c(views_workspace: Workspace) -> None:
     watcher = subprocess.Popen(
         [*maf_command(), "status", "--watch", "0.2", "--json"], cwd=views_workspace.main, env=views_workspace.env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_on_a_terminal,
     )
     try:
         assert watcher.stdout is not None
