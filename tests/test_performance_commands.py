@@ -61,6 +61,7 @@ def test_bench_records_a_baseline_and_compares_against_it(capsys: pytest.Capture
 def test_a_reservation_taken_just_before_the_deadline_is_released(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Else a second `maf load-test` on the same --database refused it: "holds 1 live reservation"."""
     import queue
+    import signal
     import time
 
     from pytest_maf import loadtest, reservations, tasks
@@ -78,7 +79,11 @@ def test_a_reservation_taken_just_before_the_deadline_is_released(monkeypatch: p
 
     monkeypatch.setattr(reservations, "acquire", acquire_then_reach_the_deadline)
     results: queue.Queue[dict[str, object]] = queue.Queue()
-    loadtest._worker(str(database), "load-0", 1, time.time(), stop_at, 5.0, results)
+    interrupt = signal.getsignal(signal.SIGINT)
+    try:
+        loadtest._worker(str(database), "load-0", 1, time.time(), stop_at, 5.0, results)
+    finally:  # a worker ignores Ctrl-C; this test process, and what it starts later, must not
+        signal.signal(signal.SIGINT, interrupt)
 
     report = results.get(timeout=30)
     assert report["errors"] == {}
