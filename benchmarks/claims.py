@@ -252,19 +252,24 @@ def drain_rounds(engine: str, db: Path, processes: int, duration_s: float, depth
 
 def cycles(engine: str, db: Path, processes: int, duration_s: float) -> dict[str, Any]:
     """Enqueue + claim + complete by ``processes`` processes from one start, for ``duration_s``."""
+    start_at = time.time() + 1.0 + 0.1 * processes  # let every process import and connect first
+    reports = run_processes(
+        _cycle_worker, processes, lambda n: (engine, str(db), f"agent-{n}", duration_s, start_at)
+    )
+    return _summary(reports, processes, duration_s)
+
+
+def run_processes(target: Callable[..., None], processes: int, args_of: Callable[[int], tuple[Any, ...]]) -> list[Any]:
+    """Start ``processes`` fresh interpreters running ``target(*args_of(n), results)``; each puts one report."""
     context = multiprocessing.get_context("spawn")
     results: Any = context.Queue()
-    start_at = time.time() + 1.0 + 0.1 * processes  # let every process import and connect first
-    workers = [
-        context.Process(target=_cycle_worker, args=(engine, str(db), f"agent-{n}", duration_s, start_at, results))
-        for n in range(processes)
-    ]
+    workers = [context.Process(target=target, args=(*args_of(n), results)) for n in range(processes)]
     for worker in workers:
         worker.start()
     reports = [results.get() for _ in workers]
     for worker in workers:
         worker.join()
-    return _summary(reports, processes, duration_s)
+    return reports
 
 
 def workload(name: str, engine: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -472,26 +477,18 @@ def postgres_run(mode: str, url: str, processes: int, duration_s: float, pool: i
         else:
             open_store(url, create=True, schema=schema).close()
             postgres_bench.seed_ready_tasks(url, schema, pool)
-        context = multiprocessing.get_context("spawn")
-        results: multiprocessing.Queue = context.Queue()
         start_at = time.time() + 1.5  # let every process import and connect first
-        workers = [
-            context.Process(target=_postgres_worker, args=(mode, url, schema, f"agent-{n}", duration_s, start_at, results))
-            for n in range(processes)
-        ]
-        for worker in workers:
-            worker.start()
-        reports = [results.get() for _ in workers]
-        for worker in workers:
-            worker.join()
+        reports = run_processes(
+            _postgres_worker, processes, lambda n: (mode, url, schema, f"agent-{n}", duration_s, start_at)
+        )
     finally:
         postgres_bench.drop_schema(url, schema)
-    samples = [sample for report in reports for sample in report["claim_ms"]]  # type: ignore[attr-defined]
-    done = sum(report["cycles"] for report in reports)  # type: ignore[misc]
+    samples = [sample for report in reports for sample in report["claim_ms"]]
+    done = sum(report["cycles"] for report in reports)
     return {
         "per_s": round(done / duration_s, 1),
         "claim_ms": percentiles(samples),
-        "errors": sum(report["errors"] for report in reports),  # type: ignore[misc]
+        "errors": sum(report["errors"] for report in reports),
     }
 
 
