@@ -124,12 +124,29 @@ def evidence_rows(
     return rows
 
 
+def evidence_events(
+    rows: Sequence[Evidence], agent_id: str, attempt: int, lease_expires_at: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """The 'evidence' event of each row, in order."""
+    return [
+        (
+            "evidence",
+            {
+                "agent": agent_id, "attempt": attempt, "verifier": evidence.verifier,
+                "result": evidence.result, "lease_expires_at": lease_expires_at,
+            },
+        )
+        for evidence in rows
+    ]
+
+
 def insert_evidence_rows(
     transaction: Transaction, task_id: str, attempt: int, rows: Sequence[Evidence], agent_id: str,
-    lease_expires_at: int,
+    lease_expires_at: int, *, events: bool = True,
 ) -> list[Evidence]:
     """Write ``rows`` of ``attempt`` and an 'evidence' event for each, inside a transaction whose caller
     checked the lease: one statement for the rows and one for their events, however many there are.
+    With ``events=False`` the caller writes the events (:func:`evidence_events`) with others.
 
     Returns every row of the attempt, those recorded before first: what the attempt's verdict is
     decided from. A verifier that already reported refuses the whole call (:class:`AlreadyExistsError`).
@@ -143,16 +160,10 @@ def insert_evidence_rows(
     if not rows:
         return before
     transaction.insert_evidence_batch(rows)
-    transaction.insert_events(
-        (
-            task_id, "evidence",
-            {
-                "agent": agent_id, "attempt": attempt, "verifier": evidence.verifier,
-                "result": evidence.result, "lease_expires_at": lease_expires_at,
-            },
+    if events:
+        transaction.insert_events(
+            (task_id, kind, data) for kind, data in evidence_events(rows, agent_id, attempt, lease_expires_at)
         )
-        for evidence in rows
-    )
     return [*before, *rows]
 
 

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 from pytest_maf import kpi
 from pytest_maf.agents import seen
 from pytest_maf.errors import IllegalTransitionError, LeaseLostError, NothingToClaimError, UsageError
-from pytest_maf.evidence import evidence_rows, evidence_verdict, insert_evidence_rows
+from pytest_maf.evidence import evidence_events, evidence_rows, evidence_verdict, insert_evidence_rows
 from pytest_maf.leases import fenced_lease, held_lease, require_task, validate_id
 from pytest_maf.logs import log_event
 from pytest_maf.records import TASK_KINDS, TASK_STATES, Event, Evidence, Lease, Task
@@ -111,29 +111,66 @@ def next_move(task_id: str, state: str, action: Action) -> Move:
     return move
 
 
+@dataclass(frozen=True)
+class Steps:
+    """What one or more moves do to a task, worked out before anything is written: the task after
+    them, each move's event in order, and whether a move ended the lease."""
+
+    task: Task
+    events: list[tuple[str, dict[str, Any]]]
+    ends_lease: bool
+
+
+def plan_transition(task: Task, action: Action, **event_data: Any) -> Steps:
+    """The moves ``action`` makes from ``task``'s state, the moves that follow from it
+    (``Move.then``) included, with the event each records; raises if the table forbids one."""
+    state, attempts = task.state, task.attempts
+    follow = {"agent": event_data["agent"]} if "agent" in event_data else {}
+    events: list[tuple[str, dict[str, Any]]] = []
+    ends_lease = False
+    while True:
+        move = next_move(task.id, state, action)
+        if move.new_attempt:
+            attempts += 1
+        events.append((action, {"from": state, "to": move.target, "attempt": attempts, **event_data}))
+        state = move.target
+        ends_lease = ends_lease or move.ends_lease
+        if move.then == "done":
+            action, event_data = "done", follow
+        elif move.then == "settle" and attempts >= task.max_attempts:
+            action, event_data = "exhaust", {"max_attempts": task.max_attempts, **follow}
+        elif move.then == "settle" and state == "ROLLBACK":
+            action, event_data = "retry", follow
+        else:
+            break
+    return Steps(dataclasses.replace(task, state=state, attempts=attempts), events, ends_lease)
+
+
+def write_steps(transaction: Transaction, before: Task, *planned: Steps) -> Task:
+    """Write what :func:`plan_transition` worked out (several plans of one task, in order): the
+    task's state once, every event in one statement, and the end of the lease."""
+    task = dataclasses.replace(planned[-1].task, updated_at=transaction.now)
+    transaction.write_task_state(task.id, task.state, task.attempts)
+    events = [event for steps in planned for event in steps.events]
+    if len(events) == 1:
+        transaction.insert_event(task.id, *events[0])
+    else:
+        transaction.insert_events((task.id, action, data) for action, data in events)
+    for action, data in events:
+        if "to" in data:  # a move, not a row recorded between moves (evidence)
+            log_event(action, task_id=task.id, agent_id=data.get("agent"), attempt=data["attempt"], to=data["to"])
+    if any(steps.ends_lease for steps in planned):
+        _end_lease(transaction, task.id)
+    return task
+
+
 def apply_transition(transaction: Transaction, task: Task, action: Action, **event_data: Any) -> Task:
     """Move ``task`` by ``action``, record the event and carry out the row's effects.
 
-    The one writer of ``tasks.state``: every move, and every move that follows
-    from it (``Move.then``), passes through here and writes its event.
+    The one writer of ``tasks.state`` (through :func:`write_steps`): every move, and every move that
+    follows from it (``Move.then``), writes its event; the state is written once, as it ends.
     """
-    move = next_move(task.id, task.state, action)
-    attempts = task.attempts + 1 if move.new_attempt else task.attempts
-    transaction.write_task_state(task.id, move.target, attempts)
-    data = {"from": task.state, "to": move.target, "attempt": attempts, **event_data}
-    transaction.insert_event(task.id, action, data)
-    log_event(action, task_id=task.id, agent_id=event_data.get("agent"), attempt=attempts, to=move.target)
-    task = dataclasses.replace(task, state=move.target, attempts=attempts, updated_at=transaction.now)
-    if move.ends_lease:
-        _end_lease(transaction, task.id)
-    follow = {"agent": event_data["agent"]} if "agent" in event_data else {}
-    if move.then == "done":
-        return apply_transition(transaction, task, "done", **follow)
-    if move.then == "settle" and task.attempts >= task.max_attempts:
-        return apply_transition(transaction, task, "exhaust", max_attempts=task.max_attempts, **follow)
-    if move.then == "settle" and task.state == "ROLLBACK":
-        return apply_transition(transaction, task, "retry", **follow)
-    return task
+    return write_steps(transaction, task, plan_transition(task, action, **event_data))
 
 
 @dataclass(frozen=True)
@@ -261,10 +298,12 @@ def reclaim_expired_leases(store: Store) -> list[Reclaimed]:
 def _lease_to(transaction: Transaction, task: Task, agent_id: str, ttl_ms: int, start: bool = False) -> Claim:
     """Claim ``task`` for ``agent_id`` (and with ``start`` start it: LEASED -> RUNNING, its own event)."""
     expires = transaction.now + ttl_ms
-    task = apply_transition(transaction, task, "claim", agent=agent_id, lease_expires_at=expires)
-    transaction.put_lease(Lease(task.id, agent_id, expires, task.attempts))
+    claimed = plan_transition(task, "claim", agent=agent_id, lease_expires_at=expires)
+    moves = [claimed]
     if start:
-        apply_transition(transaction, task, "start", agent=agent_id, lease_expires_at=expires)
+        moves.append(plan_transition(claimed.task, "start", agent=agent_id, lease_expires_at=expires))
+    task = write_steps(transaction, task, *moves)
+    transaction.put_lease(Lease(task.id, agent_id, expires, task.attempts))
     return Claim(task.id, task.attempts, agent_id, expires)
 
 
@@ -496,20 +535,22 @@ def finish_task(store: Store, task_id: str, agent_id: str, attempt: int) -> Fini
             raise IllegalTransitionError(
                 task_id, task.state, "finish", "VERIFYING -> COMMITTED or ROLLBACK"
             )
-        return _decide(transaction, task, agent_id, attempt, transaction.evidence(task_id, attempt))
+        decision, passed, reason = _decide(task, agent_id, transaction.evidence(task_id, attempt))
+        return _decided(transaction, agent_id, attempt, write_steps(transaction, task, decision), passed, reason)
 
     return store.write(finish)
 
 
-def _decide(
-    transaction: Transaction, task: Task, agent_id: str, attempt: int, evidence: Sequence[Evidence]
-) -> FinishResult:
-    """COMMITTED -> DONE or ROLLBACK -> READY/DEAD, from every evidence row of the attempt: the end of
-    :func:`finish_task`."""
+def _decide(task: Task, agent_id: str, evidence: Sequence[Evidence]) -> tuple[Steps, bool, str]:
+    """COMMITTED -> DONE or ROLLBACK -> READY/DEAD, from every evidence row of the attempt, planned:
+    the end of :func:`finish_task`. Returns the moves, whether they commit, and why."""
     passed, reason = evidence_verdict(evidence)
-    task = apply_transition(transaction, task, "commit" if passed else "rollback", agent=agent_id, reason=reason)
-    seen(transaction, agent_id, kpi.preflight_run(task, transaction.now, passed))
-    return FinishResult(task.id, attempt, "COMMITTED" if passed else "ROLLBACK", task.state, reason)
+    return plan_transition(task, "commit" if passed else "rollback", agent=agent_id, reason=reason), passed, reason
+
+
+def _decided(transaction: Transaction, agent_id: str, attempt: int, written: Task, passed: bool, reason: str) -> FinishResult:
+    seen(transaction, agent_id, kpi.preflight_run(written, transaction.now, passed))
+    return FinishResult(written.id, attempt, "COMMITTED" if passed else "ROLLBACK", written.state, reason)
 
 
 def complete_task_rows(
@@ -524,9 +565,9 @@ def complete_task_rows(
     What :func:`begin_verification` (for a RUNNING task), :func:`pytest_maf.evidence.record_evidence_batch`
     and :func:`finish_task` do one after another, with the same events
     ('verify', one 'evidence' per row, 'commit' and 'done' or 'rollback'
-    ...), in one round trip. ``evidence`` is ``(verifier, PASS or FAIL,
-    details)``; the task is decided from every row of this attempt, those
-    recorded before included. A verifier that already reported refuses the
+    ...), in one round trip: the task's state is written once and the events in one statement.
+    ``evidence`` is ``(verifier, PASS or FAIL, details)``; the task is decided from every row of
+    this attempt, those recorded before included. A verifier that already reported refuses the
     whole call (:class:`AlreadyExistsError`), and nothing is written.
     Returns the verdict and the rows written.
     """
@@ -534,14 +575,21 @@ def complete_task_rows(
 
     def complete(transaction: Transaction) -> tuple[FinishResult, list[Evidence]]:
         task, lease = fenced_lease(transaction, task_id, agent_id, attempt, extend=False)
+        moves = []
         if task.state == "RUNNING":
-            task = apply_transition(transaction, task, "verify", agent=agent_id, lease_expires_at=lease.lease_expires_at)
-        if task.state != "VERIFYING":
+            moves.append(plan_transition(task, "verify", agent=agent_id, lease_expires_at=lease.lease_expires_at))
+        verifying = moves[-1].task if moves else task
+        if verifying.state != "VERIFYING":
             raise IllegalTransitionError(
                 task_id, task.state, "complete", "RUNNING or VERIFYING -> COMMITTED or ROLLBACK"
             )
-        every_row = insert_evidence_rows(transaction, task_id, attempt, rows, agent_id, lease.lease_expires_at)
-        return _decide(transaction, task, agent_id, attempt, every_row), rows
+        every_row = insert_evidence_rows(
+            transaction, task_id, attempt, rows, agent_id, lease.lease_expires_at, events=False
+        )
+        recorded = Steps(verifying, evidence_events(rows, agent_id, attempt, lease.lease_expires_at), False)
+        decision, passed, reason = _decide(verifying, agent_id, every_row)
+        written = write_steps(transaction, task, *moves, recorded, decision)
+        return _decided(transaction, agent_id, attempt, written, passed, reason), rows
 
     return store.write(complete)
 
