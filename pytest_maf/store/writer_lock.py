@@ -1,18 +1,24 @@
 """The writers' turn on one SQLite store: an advisory lock file beside the database.
 
-Writers take ``flock`` on ``<db>.lock`` before ``BEGIN IMMEDIATE``: a waiter
-looks again every :data:`POLL_S`, where SQLite's busy handler would sleep in
-steps of up to 100 ms, and every wait is bounded by the caller's deadline, so
-a stopped or slow writer never hangs the others. ``BEGIN IMMEDIATE`` still
-decides; this lock only orders the writers of pytest-maf.
+Writers take ``flock`` on ``<db>.lock`` before ``BEGIN IMMEDIATE``; every wait
+is bounded by the caller's deadline, so a stopped or slow writer never hangs
+the others. ``BEGIN IMMEDIATE`` still decides; this lock only orders the
+writers of pytest-maf.
 
-Whoever finds the lock free takes it, which keeps the lock busy, but a writer
-that has just finished is back before sleeping waiters wake, so one of them
-could wait half a second while hundreds of writes go by. A waiter that has
-waited :data:`STARVING_AFTER_S` therefore marks itself in the lock file
-(bytes 16-31: a token of its own and when it marked), and until it has had
-its turn (or its mark is :data:`MARK_STALE_S` old: it died or gave up) nobody
-else takes the lock. The holder's pid is at bytes 0-9, for the error that
+A turn is short (a fraction of a millisecond), so a waiter first keeps
+looking, giving its processor to any other process that wants it
+(``sched_yield``) between looks, for up to :data:`SPIN_S`; only then does it
+sleep between looks (:data:`POLL_S`). A process that sleeps and is woken for
+every turn runs each turn several times slower (its caches are cold), and
+SQLite's own busy handler would sleep in steps of up to 100 ms.
+
+Whoever finds the lock free takes it, so a writer that has just finished can
+take it again and again while another waits. A waiter that has waited
+:data:`STARVING_AFTER_S` therefore marks itself in the lock file (bytes 16-31:
+a token of its own and when it marked), and until it has had its turn (or its
+mark is :data:`MARK_STALE_S` old: it died or gave up) nobody else takes the
+lock: the writers that have waited longest go first, and the longest wait
+stays a few turns long. The holder's pid is at bytes 0-9, for the error that
 says who keeps the database busy.
 
 Example::
@@ -38,11 +44,12 @@ try:
 except ImportError:  # Windows: SQLite's own locking alone
     fcntl = None  # type: ignore[assignment]
 
-# A waiter looks again every POLL_S; one that has waited STARVING_AFTER_S marks itself and then
-# looks every MARKED_POLL_S, so the lock the others leave free for it is not left idle for long.
-# Marking sooner costs throughput: the lock waits for a sleeping process more often.
-POLL_S, STARVING_AFTER_S, MARKED_POLL_S = 0.0005, 0.05, 0.0001
+# A waiter looks again at once, yielding its processor, for SPIN_S, then every POLL_S (MARKED_POLL_S
+# once it has marked itself); it marks itself once it has waited STARVING_AFTER_S: a few turns.
+SPIN_S, POLL_S = 0.02, 0.0005
+STARVING_AFTER_S, MARKED_POLL_S = 0.003, 0.0001
 MARK_STALE_S = 0.1
+_sched_yield = getattr(os, "sched_yield", None)  # not on every platform: there the waiter sleeps at once
 MARK_AT = 16
 _MARK = struct.Struct("<qq")  # token, marked at (ms, CLOCK_MONOTONIC: the same clock for every process)
 
@@ -111,7 +118,10 @@ class WriterLock:
                 if now - started >= STARVING_AFTER_S and not self._someone_else_starving(fd):
                     os.pwrite(fd, _MARK.pack(self._token, _now_ms()), MARK_AT)  # renewed while it waits
                     marked = True
-                time.sleep(MARKED_POLL_S if marked else POLL_S)
+                if now - started < SPIN_S and _sched_yield is not None:
+                    _sched_yield()
+                else:
+                    time.sleep(MARKED_POLL_S if marked else POLL_S)
         finally:
             if marked:
                 self._unmark(fd)
