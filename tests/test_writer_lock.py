@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -103,8 +104,31 @@ def test_the_store_checkpoints_its_wal_after_writes_not_inside_them(
     with open_store(tmp_path / "runtime.db", create=True) as store:
         for _ in range(100):  # several frames each: without a checkpoint, hundreds would pile up
             tasks.add_task(store)
-        pending = store._checkpointer._pending()  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10  # the checkpoint runs beside the writer, not in its way
+        while (pending := store._checkpointer._pending()) is None or pending >= 40:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, f"{pending} frames still pending"
+            time.sleep(0.01)
         autocheckpoint = store.pragma("wal_autocheckpoint")[0][0]
 
     assert autocheckpoint == 0  # SQLite's own, inside COMMIT, is off on the store's connection
+
+
+def test_closing_the_store_waits_for_its_checkpoint_and_leaves_no_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_lock, "CHECKPOINT_FRAMES", 20)
+    db = tmp_path / "runtime.db"
+    open_store(db, create=True).close()
+    reader = sqlite3.connect(db)  # another connection open: closing the store is not SQLite's last close
+    try:
+        reader.execute("SELECT COUNT(*) FROM tasks").fetchall()
+        store = open_store(db)
+        for _ in range(100):
+            tasks.add_task(store)
+        store.close()
+        left = [thread.name for thread in threading.enumerate() if thread.name.startswith("maf-checkpoint")]
+        pending = writer_lock.Checkpointer(db)._pending()
+    finally:
+        reader.close()
+    assert left == []
     assert pending is not None and pending < 40

@@ -35,6 +35,7 @@ import contextlib
 import os
 import sqlite3
 import struct
+import threading
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -148,24 +149,33 @@ class WriterLock:
 _U32 = struct.Struct("=I")  # native byte order, as SQLite writes the WAL-index
 MX_FRAME_AT, N_BACKFILL_AT = 16, 96
 CHECKPOINT_FRAMES = 1000  # SQLite's own wal_autocheckpoint
+CHECKPOINTER_IDLE_S = 5.0
 
 
 class Checkpointer:
-    """Checkpoints a store's WAL after a write, outside the writers' turn.
+    """Checkpoints a store's WAL after a write, outside the writers' turn and off the writer's path.
 
     SQLite's automatic checkpoint runs inside the COMMIT that crosses
     :data:`CHECKPOINT_FRAMES`, so with the lock file it would hold every other
     writer up for its copying and two fsyncs. The store's connection turns it
     off (``wal_autocheckpoint = 0``) and, once a write has let go of the lock,
-    this looks at the WAL-index and runs a PASSIVE checkpoint past the same
-    threshold, while the others write on. Where the WAL-index cannot be read,
-    SQLite's automatic checkpoint is left as it is.
+    this looks at the WAL-index and, past the same threshold, asks a thread of
+    its own to run a PASSIVE checkpoint on a connection of its own, while this
+    process and the others write on. :meth:`close` waits for a checkpoint under
+    way, so a process that exits does not leave its WAL growing. Where no
+    thread can be started, the checkpoint runs in the writer's thread; where
+    the WAL-index cannot be read, SQLite's automatic checkpoint is left as it is.
     """
 
     def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
         self.shm_path = Path(f"{db_path}-shm")
         self._shm: int | None = None
         self._taken_over: sqlite3.Connection | None = None
+        self._wanted = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._thread_pid = 0
+        self._closing = False
 
     def _pending(self) -> int | None:
         """Frames in the WAL not yet copied back, or None when the WAL-index cannot be read."""
@@ -189,14 +199,57 @@ class Checkpointer:
         if connection is not self._taken_over:
             connection.execute("PRAGMA wal_autocheckpoint = 0")  # the WAL-index reads: from now on, here
             self._taken_over = connection
-        if pending >= CHECKPOINT_FRAMES:
+        if pending >= CHECKPOINT_FRAMES and not self._in_background():
+            _checkpoint(connection)
+
+    def _in_background(self) -> bool:
+        """Ask the checkpointing thread for a checkpoint, starting it (again, after a fork) if need be."""
+        if self._thread is None or self._thread_pid != os.getpid() or not self._thread.is_alive():
+            thread = threading.Thread(target=self._run, name=f"maf-checkpoint {self.db_path.name}", daemon=True)
             try:
-                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error:  # busy, or the file went away: the next write tries again
-                pass
+                thread.start()
+            except RuntimeError:  # the interpreter is shutting down
+                return False
+            self._thread, self._thread_pid, self._closing = thread, os.getpid(), False
+        self._wanted.set()
+        return True
+
+    def _run(self) -> None:
+        connection: sqlite3.Connection | None = None
+        try:
+            while self._wanted.wait(CHECKPOINTER_IDLE_S):  # idle that long: it ends, and starts again when wanted
+                self._wanted.clear()
+                closing = self._closing  # read first: a close during the checkpoint below is one more round
+                if connection is None:
+                    try:  # mode=rw: never creates a database where the store's went away
+                        connection = sqlite3.connect(
+                            f"{self.db_path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None
+                        )
+                    except (sqlite3.Error, OSError, ValueError, RuntimeError):
+                        return  # the next write that wants a checkpoint starts a thread again
+                _checkpoint(connection)  # closing too: what the last writes left is copied back first
+                if closing:
+                    return
+        finally:
+            if connection is not None:
+                connection.close()
 
     def close(self) -> None:
+        """Stop the checkpointing thread after one last checkpoint (and the one under way)."""
+        thread = self._thread
+        if thread is not None and self._thread_pid == os.getpid():
+            self._closing = True
+            self._wanted.set()
+            thread.join()
+        self._thread = None
         self._taken_over = None
         if self._shm is not None:
             os.close(self._shm)
             self._shm = None
+
+
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    try:
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error:  # busy, or the file went away: the next write tries again
+        pass
