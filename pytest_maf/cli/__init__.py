@@ -10,7 +10,8 @@ hook) starts in the time it takes to import what the guard uses, not the whole
 package. :data:`COMMANDS` names, for each module of ``pytest_maf.cli``, the
 commands its ``register`` function adds, with their one-line help: `maf --help`
 is built from this table alone, and `maf NAME ...` imports only the module
-that owns NAME, lets it register its commands in full, and parses again.
+that owns NAME, lets the one register function that adds NAME register it in
+full, and parses again.
 
 Adding a command:
 
@@ -65,9 +66,10 @@ COMMANDS: dict[tuple[str, str], dict[str, str]] = {
         "leases": "lease maintenance",
         "evidence": "verification evidence",
     },
-    ("reservations", "register"): {
-        "reservation": "reserve files for an agent",
-        "guard": "block a commit touching files reserved by other agents",
+    ("reservations", "register"): {"reservation": "reserve files for an agent"},
+    # Apart, so that `maf guard` (run by every commit's hook) builds its own parser and no other.
+    ("reservations", "register_guard"): {"guard": "block a commit touching files reserved by other agents"},
+    ("reservations", "register_install_hooks"): {
         "install-hooks": "install git pre-commit and pre-push hooks running the guard",
     },
     ("coordination", "register"): {
@@ -101,18 +103,19 @@ COMMANDS: dict[tuple[str, str], dict[str, str]] = {
 ALL = "*"
 
 
-def module_of(command: str) -> str | None:
-    """The module of ``pytest_maf.cli`` that registers ``command`` (None for an unknown one)."""
-    for (module, _), names in COMMANDS.items():
+def registrar_of(command: str) -> tuple[str, str] | None:
+    """The (module of ``pytest_maf.cli``, register function) that adds ``command`` (None for an unknown one)."""
+    for registrar, names in COMMANDS.items():
         if command in names:
-            return module
+            return registrar
     return None
 
 
 def build_parser(load: str | None = ALL) -> argparse.ArgumentParser:
     """The `maf` parser. ``ALL``: every module imported and registered in full. None: no module
     imported, every command a placeholder that has its help and parses nothing (enough for `maf
-    --help` and to find which command was chosen). A command: only its module, in full."""
+    --help` and to find which command was chosen). A command: only its module, and of it only the
+    register function that adds that command (in full): no other command's parser is built."""
     parser = maf_parser(
         prog="maf",
         description="Tasks, leases, file reservations and evidence for repositories"
@@ -122,9 +125,9 @@ def build_parser(load: str | None = ALL) -> argparse.ArgumentParser:
     )
     add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    wanted = module_of(load) if load not in (None, ALL) else None
+    wanted = registrar_of(load) if load not in (None, ALL) else None
     for (module, function), names in COMMANDS.items():
-        if load == ALL or module == wanted:
+        if load == ALL or (module, function) == wanted:
             register = getattr(importlib.import_module(f"pytest_maf.cli.{module}"), function)
             register(commands)
         elif load is None:  # a placeholder: named with its help, parses nothing
@@ -143,7 +146,7 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
     full parser would). Then the arguments are parsed with that command's
     module registered.
     """
-    if arguments and module_of(arguments[0]) is not None:
+    if arguments and registrar_of(arguments[0]) is not None:
         command = arguments[0]
     else:
         command = build_parser(load=None).parse_known_args(arguments)[0].command

@@ -307,6 +307,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_json(status)
     status.set_defaults(handler=cmd_status)
 
+
+def register_guard(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     guard_parser = commands.add_parser(
         "guard", help="block a commit touching files reserved by other agents",
         description="Check the staged paths (or, with --pre-push, the pushed commits' paths)"
@@ -321,6 +323,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     prints_no_result(guard_parser, "a git hook: its exit code is the answer")
     guard_parser.set_defaults(handler=cmd_guard)
 
+
+def register_install_hooks(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     install = commands.add_parser(
         "install-hooks", help="install git pre-commit and pre-push hooks running the guard",
         description="For repositories without the pre-commit framework. Honours core.hooksPath"
