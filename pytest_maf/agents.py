@@ -16,12 +16,12 @@ reservations at the same moment. An agent silent for longer than
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from pytest_maf.clock import span
 from pytest_maf.errors import NotFoundError, UsageError
 from pytest_maf.ids import validate_id
+from pytest_maf.light_dataclass import dataclass
 
 if TYPE_CHECKING:
     from pytest_maf.records import Observation

@@ -27,7 +27,6 @@ import copy
 import datetime
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -37,6 +36,7 @@ from pytest_maf.config_files import ConfigError as ConfigError
 from pytest_maf.database_url import is_database_url, is_other_url, redact_url, schema_problem, url_problem
 from pytest_maf.errors import UsageError
 from pytest_maf.ids import id_problem
+from pytest_maf.light_dataclass import dataclass, field
 from pytest_maf.repository import find_repository_root as find_repository_root
 
 DB_RELATIVE_PATH = Path(".maf") / "runtime.db"

@@ -18,7 +18,6 @@ import logging
 import re
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -28,6 +27,7 @@ from pytest_maf.clock import iso_utc
 from pytest_maf.config import DB_RELATIVE_PATH
 from pytest_maf.errors import MafError, StoreError, UsageError
 from pytest_maf.ids import validate_id
+from pytest_maf.light_dataclass import dataclass, field
 from pytest_maf.logs import log_event
 from pytest_maf.reservations import Block, check_paths
 

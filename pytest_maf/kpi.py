@@ -14,9 +14,9 @@ and `maf db stats` into the slowest recorded operations::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
+from pytest_maf.light_dataclass import dataclass
 from pytest_maf.records import UNBOUNDED_US, DurationBucket, Observation
 
 if TYPE_CHECKING:

@@ -20,12 +20,12 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
 from pytest_maf import __version__
+from pytest_maf.light_dataclass import dataclass
 
 LOGGER = logging.getLogger("pytest_maf")
 LOGGER.addHandler(logging.NullHandler())  # a library is silent until its application configures logging

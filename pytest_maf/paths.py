@@ -26,10 +26,10 @@ Example::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pytest_maf.errors import UsageError
+from pytest_maf.light_dataclass import dataclass
 from pytest_maf.patterns import check_pattern_text, normalize_path, normalize_pattern
 
 

@@ -34,10 +34,10 @@ from __future__ import annotations
 import functools
 import re
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Hashable, NamedTuple, TypeVar
 
 from pytest_maf.errors import UsageError
+from pytest_maf.light_dataclass import dataclass, field
 
 MAX_CODEPOINT = 0x10FFFF
 # Bounds at the door: matching and overlap stay fast for every pattern stored.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from pytest_maf.light_dataclass import dataclass, field
 
 TASK_STATES = (
     "READY",

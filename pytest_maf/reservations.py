@@ -13,16 +13,15 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from pytest_maf.agents import seen
 from pytest_maf.errors import MafError, NotFoundError, UsageError
 from pytest_maf.leases import held_lease, validate_id
+from pytest_maf.light_dataclass import dataclass
 from pytest_maf.logs import log_event
 from pytest_maf.patterns import (
     anchor,
@@ -241,6 +240,8 @@ def _held(transaction: Transaction, agent_id: str, pattern: str) -> Reservation:
 
 def renew(store: Store, patterns: Iterable[str], agent_id: str, ttl_ms: int) -> list[Reservation]:
     """Extend the agent's live reservations to ``ttl_ms`` from now."""
+    import dataclasses  # kept off the guard's path, which imports this module
+
     requested = _normalized(patterns)
 
     def extend(transaction: Transaction) -> list[Reservation]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from pytest_maf import guard
@@ -29,6 +28,12 @@ from pytest_maf.patterns import GLOB_CHARACTERS
 from pytest_maf.records import Reservation
 from pytest_maf.reservations import Block, Conflict, ReservationConflictError
 from pytest_maf.terminal import printable
+
+
+def _as_json(reservation: Reservation) -> dict[str, object]:
+    from dataclasses import asdict  # kept off the guard's path, which imports this module
+
+    return asdict(reservation)
 
 
 def _describe(reservation: Reservation) -> str:
@@ -92,7 +97,7 @@ def cmd_acquire(args: argparse.Namespace, settings: Settings) -> int:
                 )
             return error.exit_code
     if args.json:
-        print_json({"granted": [asdict(r) for r in granted], "conflicts": []})
+        print_json({"granted": [_as_json(r) for r in granted], "conflicts": []})
     else:
         for reservation in granted:
             mode = "exclusive" if reservation.exclusive else "shared"
@@ -107,7 +112,7 @@ def cmd_renew(args: argparse.Namespace, settings: Settings) -> int:
     with open_configured_store(settings) as store:
         renewed = reservation_ops.renew(store, patterns, args.agent, ttl_ms)
     if args.json:
-        print_json([asdict(r) for r in renewed])
+        print_json([_as_json(r) for r in renewed])
         return 0
     for reservation in renewed:
         print(f"renewed {reservation.pattern} until {when(reservation.expires_at)}")
@@ -146,7 +151,7 @@ def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
             released = reservation_ops.release(store, patterns, args.agent)
     untold = _untold(released)
     if args.json:
-        print_json([asdict(r) for r in released])
+        print_json([_as_json(r) for r in released])
         return 0
     for reservation in released:
         told = f" ({reservation.agent_id} was told by agent-mail)" if args.force and reservation not in untold else ""
@@ -158,7 +163,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     with open_configured_store(settings) as store:
         found = reservation_ops.list_reservations(store, args.agent, include_expired=args.all)
     if args.json:
-        print_json([asdict(r) for r in found])
+        print_json([_as_json(r) for r in found])
         return 0
     if not found:
         print("no reservations")
@@ -195,7 +200,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with open_configured_store(settings) as store:
         covering = reservation_ops.reservations_covering(store, path)
     if args.json:
-        print_json({"path": path, "reservations": [asdict(r) for r in covering]})
+        print_json({"path": path, "reservations": [_as_json(r) for r in covering]})
     elif not covering:
         print(f"{path}: no live reservation")
     else:

@@ -17,7 +17,6 @@ The library only knows the :class:`Store` and :class:`Transaction` Protocols
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from pytest_maf.clock import Clock, system_clock
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.database_url import is_database_url
 from pytest_maf.errors import StoreError
+from pytest_maf.light_dataclass import dataclass
 from pytest_maf.store.postgres_schema import DEFAULT_SCHEMA
 from pytest_maf.store.protocol import Store, Transaction
 from pytest_maf.store.schema import SCHEMA_VERSION
