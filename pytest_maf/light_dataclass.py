@@ -86,6 +86,7 @@ def _process(cls: type[T], frozen: bool) -> type[T]:
             raise TypeError(f"non-default argument {name!r} follows default argument")
     names = tuple(annotations)
     setattr(cls, "_light_fields", names)
+    setattr(cls, "_light_names", frozenset(names))
     setattr(cls, "_light_defaults", defaults)
     setattr(cls, "_light_factories", factories)
     setattr(cls, "_light_frozen", frozen)
@@ -106,10 +107,12 @@ def _process(cls: type[T], frozen: bool) -> type[T]:
 
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:
     names: tuple[str, ...] = self._light_fields
-    if kwargs or len(args) != len(names):
-        self.__dict__.update(_bound(type(self), args, kwargs))
-    else:
+    if not kwargs and len(args) == len(names):
         self.__dict__.update(zip(names, args))
+    elif not args and kwargs.keys() == self._light_names:  # every field by name, as dataclasses.replace calls it
+        self.__dict__.update(kwargs)
+    else:
+        self.__dict__.update(_bound(type(self), args, kwargs))
 
 
 def _bound(cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
