@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import logging
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from pytest_maf.agents import seen
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, NotFoundError, UsageError
 from pytest_maf.leases import validate_id
-from pytest_maf.logs import log_event
+from pytest_maf.logs import INFO, log_event
 from pytest_maf.records import ESCALATION_STATUSES, Escalation
 
 if TYPE_CHECKING:
@@ -121,7 +120,7 @@ def escalate(
 
     outcome = store.write(record)
     outcome = dataclasses.replace(outcome, undelivered=_deliver(store, settings, outcome))
-    log_event("escalation_raise" if outcome.raised else "escalation_open", logging.INFO,
+    log_event("escalation_raise" if outcome.raised else "escalation_open", INFO,
               agent_id=agent_id, escalation_id=outcome.escalation.id, bead_id=bead_id,
               target=outcome.escalation.target, escalation_level=outcome.escalation.level, error_context=error_context)
     return outcome

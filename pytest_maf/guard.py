@@ -14,7 +14,6 @@ so by the git hooks) and by the preflight's ``reservations.staged`` check::
 
 from __future__ import annotations
 
-import logging
 import re
 import subprocess
 import time
@@ -28,7 +27,7 @@ from pytest_maf.config import DB_RELATIVE_PATH
 from pytest_maf.errors import MafError, StoreError, UsageError
 from pytest_maf.ids import validate_id
 from pytest_maf.light_dataclass import dataclass, field
-from pytest_maf.logs import log_event
+from pytest_maf.logs import WARNING, log_event
 from pytest_maf.reservations import Block, check_paths
 
 if TYPE_CHECKING:
@@ -229,7 +228,7 @@ def _record_guard_run(store: Store, agent_id: str | None, observation: Observati
     try:
         store.write(lambda transaction: seen(transaction, agent_id, observation))
     except MafError as error:
-        log_event("guard_duration_not_recorded", logging.WARNING, agent_id=agent_id, error=str(error))
+        log_event("guard_duration_not_recorded", WARNING, agent_id=agent_id, error=str(error))
 
 
 def _is_default_location(settings: Settings) -> bool:
@@ -302,7 +301,7 @@ def record_override(
 
     notices = store.write(record)
     if notices is not None:
-        log_event("guard_override", logging.WARNING, agent_id=agent_id, reason=reason, paths=paths)
+        log_event("guard_override", WARNING, agent_id=agent_id, reason=reason, paths=paths)
     return notices
 
 

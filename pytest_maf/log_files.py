@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from pytest_maf.logs import JsonFormatter, LogFile, redact, secrets_to_redact
+from pytest_maf.log_lines import JsonFormatter
+from pytest_maf.logs import LogFile, redact, secrets_to_redact
 
 try:
     import fcntl

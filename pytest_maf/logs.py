@@ -12,55 +12,73 @@ line carries ``timestamp``, ``level``, ``service``, ``version``, ``event`` and
 the event's context (``task_id``, ``agent_id``, ...); a context field never
 replaces one of those. The values of the configured required environment
 variables never appear: they are replaced by ``***`` in every line.
+
+:mod:`logging` itself is imported when the first event is to be written (or
+:data:`LOGGER` is first asked for): a `maf` command that writes no event, as
+the guard of a commit at the default level, never imports it.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from pytest_maf import __version__
 from pytest_maf.light_dataclass import dataclass
 
-LOGGER = logging.getLogger("pytest_maf")
-LOGGER.addHandler(logging.NullHandler())  # a library is silent until its application configures logging
+if TYPE_CHECKING:
+    import logging
+    from pathlib import Path
+
+# logging's levels, so that naming one does not import logging.
+DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
+LEVELS = {"DEBUG": DEBUG, "INFO": INFO, "WARNING": WARNING, "ERROR": ERROR, "CRITICAL": CRITICAL}
 REDACTED = "***"
 SERVICE = "pytest-maf"
 # The fields every JSON line has; an event's context field of the same name is written as context_<name>.
 LINE_FIELDS = ("timestamp", "level", "service", "version", "event")
 
-
-def log_event(event: str, level: int = logging.INFO, /, **fields: Any) -> None:
-    if LOGGER.isEnabledFor(level):
-        LOGGER.log(level, event, extra={"maf_fields": fields})
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "service": SERVICE,
-            "version": __version__,
-            "event": record.getMessage(),
-        }
-        for key, value in getattr(record, "maf_fields", {}).items():
-            line[f"context_{key}" if key in LINE_FIELDS else key] = value
-        if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, sort_keys=False, default=str, ensure_ascii=False)
+_logger: logging.Logger | None = None
+# What configure() asked for while logging was not yet set up: (level, format, secrets, stream).
+# Its handler is made when the first event at that level or above comes.
+_deferred: tuple[int, str, list[str], Any] | None = None
 
 
-class TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{key}={value}" for key, value in getattr(record, "maf_fields", {}).items())
-        stamp = datetime.fromtimestamp(record.created, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{stamp} {record.levelname.lower():<7} {record.getMessage()} {fields}".rstrip()
+def log_event(event: str, level: int = INFO, /, **fields: Any) -> None:
+    if _deferred is not None and level < _deferred[0]:
+        return  # below the configured level: nothing to write, and no need for logging
+    logger = package_logger()
+    if logger.isEnabledFor(level):
+        logger.log(level, event, extra={"maf_fields": fields})
+
+
+def package_logger() -> logging.Logger:
+    """The ``pytest_maf`` logger (:data:`LOGGER`), with the handlers :func:`configure` set.
+
+    A library is silent until its application configures logging: until
+    :func:`configure` is called, its only handler is a :class:`logging.NullHandler`.
+    """
+    global _logger, _deferred
+    if _logger is None:
+        import logging
+
+        _logger = logging.getLogger("pytest_maf")
+        _logger.addHandler(logging.NullHandler())
+    if _deferred is not None:
+        level, fmt, secrets, stream = _deferred
+        _deferred = None
+        _install(level, fmt, secrets, stream, None)
+    return _logger
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LOGGER":
+        return package_logger()
+    if name in ("JsonFormatter", "TextFormatter", "RedactingHandler"):
+        from pytest_maf import log_lines
+
+        return getattr(log_lines, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def secrets_to_redact(secrets: Iterable[str]) -> list[str]:
@@ -73,17 +91,6 @@ def redact(line: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         line = line.replace(secret, REDACTED)
     return line
-
-
-class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Replaces every secret value in the formatted line, whatever field carried it."""
-
-    def __init__(self, secrets: Iterable[str], stream: Any = None) -> None:
-        super().__init__(stream or sys.stderr)
-        self.secrets = secrets_to_redact(secrets)
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self.secrets)
 
 
 @dataclass(frozen=True)
@@ -105,19 +112,33 @@ def configure(
     level: str, fmt: str, secrets: Iterable[str], stream: Any = None, log_file: LogFile | None = None
 ) -> None:
     """Send pytest-maf's events to ``stream`` (stderr) at ``level``, as ``fmt``, and to ``log_file`` if given."""
-    secrets = list(secrets)
+    global _deferred
+    secrets, stream = list(secrets), stream or sys.stderr
+    if _logger is None and log_file is None and level.upper() in LEVELS:
+        # Nothing set up yet and nothing that can fail: the handler is made with the first event.
+        _deferred = (LEVELS[level.upper()], fmt, secrets, stream)
+        return
+    _deferred = None
+    package_logger()
+    _install(level, fmt, secrets, stream, log_file)
+
+
+def _install(level: str | int, fmt: str, secrets: list[str], stream: Any, log_file: LogFile | None) -> None:
+    from pytest_maf.log_lines import JsonFormatter, RedactingHandler, TextFormatter
+
+    assert _logger is not None
     handler = RedactingHandler(secrets, stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.setLevel(level.upper())
+    handler.setLevel(level.upper() if isinstance(level, str) else level)
     handlers: list[logging.Handler] = [handler]
     if log_file is not None:
         from pytest_maf.log_files import RotatingJsonFileHandler  # logging.handlers: only when a file is kept
 
         handlers.append(RotatingJsonFileHandler(log_file, secrets))
-    for existing in list(LOGGER.handlers):
-        LOGGER.removeHandler(existing)
+    for existing in list(_logger.handlers):
+        _logger.removeHandler(existing)
         existing.close()
     for new in handlers:
-        LOGGER.addHandler(new)
-    LOGGER.setLevel(min(new.level for new in handlers))
-    LOGGER.propagate = False
+        _logger.addHandler(new)
+    _logger.setLevel(min(new.level for new in handlers))
+    _logger.propagate = False

@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
@@ -22,7 +21,7 @@ from pytest_maf.agents import seen
 from pytest_maf.errors import MafError, NotFoundError, UsageError
 from pytest_maf.leases import held_lease, validate_id
 from pytest_maf.light_dataclass import dataclass
-from pytest_maf.logs import log_event
+from pytest_maf.logs import INFO, WARNING, log_event
 from pytest_maf.patterns import (
     anchor,
     compile_pattern,
@@ -167,7 +166,7 @@ def acquire(
     # the transaction (which would roll the record back).
     granted, conflicts = store.write(reserve)
     if conflicts:
-        log_event("reservation_conflict", logging.INFO, agent_id=agent_id, requested=requested,
+        log_event("reservation_conflict", INFO, agent_id=agent_id, requested=requested,
                   holders=sorted({c.holder.agent_id for c in conflicts}))
         raise ReservationConflictError(conflicts)
     log_event("reservation_acquire", agent_id=agent_id, patterns=requested, exclusive=exclusive)
@@ -376,7 +375,7 @@ def force_release(
         return released
 
     released = store.write(drop)
-    log_event("reservation_force_release", logging.WARNING, agent_id=agent_id, reason=reason,
+    log_event("reservation_force_release", WARNING, agent_id=agent_id, reason=reason,
               holders=sorted({r.agent_id for r, _ in released}), patterns=requested)
     notice_ids = [notice["id"] for _, notice in released]
     try:

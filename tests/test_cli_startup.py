@@ -24,6 +24,7 @@ from tests.workspace import GIT_IDENTITY, git, isolated_env
 NOT_FOR_THE_GUARD = (
     "pytest", "_pytest", "sqlite_utils", "yaml", "prometheus_client", "psycopg", "psycopg2", "mcp",
     "dataclasses", "inspect",  # pytest_maf.light_dataclass makes the classes on its path
+    "logging",  # imported by the first event written: none at the default level
     "pytest_maf.plugin", "pytest_maf.verification", "pytest_maf.health", "pytest_maf.git_hooks",
     "pytest_maf.tasks", "pytest_maf.escalation", "pytest_maf.metrics", "pytest_maf.loadtest",
     "pytest_maf.store.maintenance", "pytest_maf.store.export", "pytest_maf.store.postgres",
