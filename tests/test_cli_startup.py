@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pytest_maf import cli, reservations
+from pytest_maf.cli import reservations as cli_reservations
 from pytest_maf.store import open_store, setup_store
 from tests.workspace import GIT_IDENTITY, git, isolated_env
 
@@ -72,6 +73,11 @@ def test_choosing_a_command_registers_it_in_full(command: str) -> None:
     full = subcommands(cli.build_parser(load=cli.ALL))[command]
     chosen = subcommands(cli.build_parser(load=command))[command]
     assert chosen.format_help() == full.format_help()
+
+
+@pytest.mark.parametrize("arguments", cli_reservations.HOOK_COMMAND_LINES, ids=" ".join)
+def test_the_hooks_command_lines_give_what_the_parser_gives(arguments: list[str]) -> None:
+    assert cli.parse(arguments) == cli.build_parser(load="guard").parse_args(arguments)
 
 
 def test_maf_help_lists_every_command_and_imports_none(tmp_path: Path) -> None:

@@ -144,8 +144,14 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
     that is the command. Otherwise a first pass, with placeholders, finds it
     (and answers `maf --help`, and a missing or unknown command, exactly as the
     full parser would). Then the arguments are parsed with that command's
-    module registered.
+    module registered. The git hooks' own command lines are not parsed: their
+    arguments are known (:func:`pytest_maf.cli.reservations.hook_arguments`).
     """
+    if list(arguments[:1]) == ["guard"]:  # the guard's module is needed in any case
+        from pytest_maf.cli.reservations import HOOK_COMMAND_LINES, hook_arguments
+
+        if list(arguments) in HOOK_COMMAND_LINES:
+            return hook_arguments(arguments)
     if arguments and registrar_of(arguments[0]) is not None:
         command = arguments[0]
     else:

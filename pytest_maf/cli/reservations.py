@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from pytest_maf import guard
 from pytest_maf import reservations as reservation_ops
@@ -313,6 +314,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     status.set_defaults(handler=cmd_status)
 
 
+GUARD_PRINTS_NO_RESULT = "a git hook: its exit code is the answer"
+# The command lines the git hooks run (pytest_maf.git_hooks, .pre-commit-hooks.yaml).
+HOOK_COMMAND_LINES = (["guard"], ["guard", "--pre-push"])
+
+
+def hook_arguments(arguments: Sequence[str]) -> argparse.Namespace:
+    """What the parser gives for one of :data:`HOOK_COMMAND_LINES`, made without building it: every
+    commit runs one (``tests/test_cli_startup.py`` compares the two)."""
+    return argparse.Namespace(
+        db=None, log_format=None, debug=False, command="guard", handler=cmd_guard, needs_settings=True,
+        agent=None, pre_push=list(arguments) == ["guard", "--pre-push"], prints_no_result=GUARD_PRINTS_NO_RESULT,
+    )
+
+
 def register_guard(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     guard_parser = commands.add_parser(
         "guard", help="block a commit touching files reserved by other agents",
@@ -325,7 +340,7 @@ def register_guard(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     add_agent(guard_parser, "the committing agent")
     guard_parser.add_argument("--pre-push", action="store_true", help="read a pre-push hook's stdin")
-    prints_no_result(guard_parser, "a git hook: its exit code is the answer")
+    prints_no_result(guard_parser, GUARD_PRINTS_NO_RESULT)
     guard_parser.set_defaults(handler=cmd_guard)
 
 
