@@ -178,6 +178,9 @@ out.write_text(json.dumps({"claimed": claimed, "attempts": attempts}))
 """
 
 
+PREFLIGHT_RUNS = 8  # each a whole pytest process: a few seconds apiece on a slow machine
+
+
 @pytest.mark.slow
 def test_a_polling_agent_never_takes_a_preflight_run(workspace: Workspace) -> None:
     stop, out = workspace.home / "stop", workspace.home / "claims.json"
@@ -186,7 +189,7 @@ def test_a_polling_agent_never_takes_a_preflight_run(workspace: Workspace) -> No
         env=workspace.env(),
     )
     try:
-        runs = [workspace.pytest(workspace.main, "--maf-preflight", agent="alice") for _ in range(20)]
+        runs = [workspace.pytest(workspace.main, "--maf-preflight", agent="alice") for _ in range(PREFLIGHT_RUNS)]
     finally:
         stop.touch()
         poller.wait(timeout=DEADLINE_S)
@@ -194,10 +197,10 @@ def test_a_polling_agent_never_takes_a_preflight_run(workspace: Workspace) -> No
     failed = [run.stdout[-800:] for run in runs if run.returncode != 0]
     assert not failed, failed
     report = json.loads(out.read_text())
-    assert report["attempts"] > 20  # it really polled while the runs went on
+    assert report["attempts"] > PREFLIGHT_RUNS  # it really polled while the runs went on
     assert report["claimed"] == []
     every = json.loads(ok(workspace.maf(workspace.main, "task", "list", "--all", "--json")).stdout)
-    assert sorted(t["state"] for t in every) == ["DONE"] * 20
+    assert sorted(t["state"] for t in every) == ["DONE"] * PREFLIGHT_RUNS
 
 
 def test_a_reservation_tied_to_a_task_is_released_with_its_lease(workspace: Workspace) -> None:
