@@ -37,8 +37,8 @@ are released in the same transaction.
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
@@ -229,6 +229,12 @@ def _end_lease(transaction: Transaction, task_id: str) -> None:
         )
 
 
+def _new_task_id() -> str:
+    """48 random bits, as ``uuid4().hex[:12]`` gave, without a system call for each: ``random`` is
+    seeded from the system's randomness in every process (after a fork too)."""
+    return f"task-{random.getrandbits(48):012x}"
+
+
 def add_task(
     store: Store,
     *,
@@ -243,7 +249,7 @@ def add_task(
     ``kind`` other than ``"work"`` marks a task pytest-maf made for itself:
     it is claimed only by id, never by :func:`claim_next_task`.
     """
-    task_id = validate_id("task", task_id) if task_id is not None else f"task-{uuid.uuid4().hex[:12]}"
+    task_id = validate_id("task", task_id) if task_id is not None else _new_task_id()
     max_attempts = store.default_max_attempts if max_attempts is None else max_attempts
     check_integer("max attempts", max_attempts, 1, MAX_ATTEMPTS_LIMIT)
     check_integer("priority", priority, INT64_MIN, INT64_MAX)
@@ -403,7 +409,7 @@ def add_and_claim_task(
     _validate_kind(kind)
     check_integer("max attempts", max_attempts, 1, MAX_ATTEMPTS_LIMIT)
     check_json("the payload", payload)
-    task_id = f"task-{uuid.uuid4().hex[:12]}"
+    task_id = _new_task_id()
 
     def add_and_claim(transaction: Transaction) -> Claim:
         _reclaim_expired(transaction)
