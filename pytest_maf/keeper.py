@@ -19,11 +19,11 @@ import os
 import signal
 import subprocess
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from pytest_maf import tasks
 from pytest_maf.errors import COMMAND_NOT_FOUND, LeaseLostError, MafError, UsageError
+from pytest_maf.light_dataclass import dataclass
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store

@@ -8,7 +8,8 @@ process. Here every class shares one set of methods that read the class's field 
 class costs what a plain class costs.
 
 What a class decorated here does is what the same class under :func:`dataclasses.dataclass`
-does, for the options used in pytest-maf (``frozen``, ``field(default_factory=...)``, defaults):
+does, for the options used in pytest-maf (``frozen``, ``eq``, ``field(default_factory=...)``,
+defaults, ``__post_init__``):
 the same ``__init__`` arguments and errors, ``repr``, equality with its own class only, a hash
 of the fields when frozen (none when not), :class:`dataclasses.FrozenInstanceError` on
 assignment when frozen, ``__match_args__``; and :func:`dataclasses.fields`, ``asdict``,
@@ -48,17 +49,17 @@ def light_field(*, default: Any = _MISSING, default_factory: Callable[[], Any] =
     return _Field(default, default_factory)
 
 
-def light_dataclass(cls: type[T] | None = None, /, *, frozen: bool = False) -> Any:
-    """:func:`dataclasses.dataclass`, with ``frozen`` its only option (``init``, ``repr`` and
-    ``eq`` as by default)."""
+def light_dataclass(cls: type[T] | None = None, /, *, frozen: bool = False, eq: bool = True) -> Any:
+    """:func:`dataclasses.dataclass`, with ``frozen`` and ``eq`` its only options (``init`` and
+    ``repr`` as by default); ``__post_init__`` is called as dataclasses calls it."""
 
     def wrap(cls: type[T]) -> type[T]:
-        return _process(cls, frozen)
+        return _process(cls, frozen, eq)
 
     return wrap if cls is None else wrap(cls)
 
 
-def _process(cls: type[T], frozen: bool) -> type[T]:
+def _process(cls: type[T], frozen: bool, eq: bool) -> type[T]:
     if cls.__bases__ != (object,):
         raise TypeError(f"{cls.__qualname__}: base classes are not supported here; use dataclasses")
     for name in _GENERATED:
@@ -90,16 +91,17 @@ def _process(cls: type[T], frozen: bool) -> type[T]:
     setattr(cls, "_light_defaults", defaults)
     setattr(cls, "_light_factories", factories)
     setattr(cls, "_light_frozen", frozen)
-    setattr(cls, "__init__", _init)
+    setattr(cls, "_light_eq", eq)
+    setattr(cls, "__init__", _init_and_post_init if "__post_init__" in cls.__dict__ else _init)
     setattr(cls, "__repr__", _repr)
-    setattr(cls, "__eq__", _eq)
     setattr(cls, "__match_args__", names)
+    if eq:
+        setattr(cls, "__eq__", _eq)
+        # As dataclasses does: a hash of the fields when frozen, else unhashable.
+        setattr(cls, "__hash__", _hash if frozen else None)
     if frozen:
-        setattr(cls, "__hash__", _hash)
         setattr(cls, "__setattr__", _frozen_setattr(cls))
         setattr(cls, "__delattr__", _frozen_delattr(cls))
-    else:
-        setattr(cls, "__hash__", None)  # as dataclasses does for eq without frozen: unhashable
     setattr(cls, "__dataclass_fields__", _BuiltByDataclasses("__dataclass_fields__"))
     setattr(cls, "__dataclass_params__", _BuiltByDataclasses("__dataclass_params__"))
     return cls
@@ -113,6 +115,11 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
         self.__dict__.update(kwargs)
     else:
         self.__dict__.update(_bound(type(self), args, kwargs))
+
+
+def _init_and_post_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    _init(self, *args, **kwargs)
+    self.__post_init__()
 
 
 def _bound(cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -211,7 +218,7 @@ class _BuiltByDataclasses:
             else (name, annotation)
             for name, annotation in owner.__dict__["__annotations__"].items()
         ]
-        made = dataclasses.make_dataclass(owner.__name__, declared, frozen=owner._light_frozen)
+        made = dataclasses.make_dataclass(owner.__name__, declared, frozen=owner._light_frozen, eq=owner._light_eq)
         for attribute in ("__dataclass_fields__", "__dataclass_params__"):
             type.__setattr__(owner, attribute, getattr(made, attribute))
         return getattr(made, self.attribute)

@@ -23,11 +23,12 @@ import contextlib
 import getpass
 import importlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
+
+from pytest_maf.light_dataclass import dataclass
 
 if TYPE_CHECKING:
     from pytest_maf.config import Settings

@@ -20,7 +20,6 @@ or, recording and finishing in one transaction::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from pytest_maf import tasks
@@ -28,6 +27,7 @@ from pytest_maf.errors import LeaseLostError, MafError
 from pytest_maf.evidence import record_evidence_batch
 from pytest_maf.keeper import LeaseKeeper
 from pytest_maf.leases import require_task
+from pytest_maf.light_dataclass import dataclass, field
 from pytest_maf.records import Evidence
 
 if TYPE_CHECKING:

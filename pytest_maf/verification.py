@@ -19,7 +19,6 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generator
 
@@ -31,6 +30,7 @@ from pytest_maf.config import Settings, load_settings
 from pytest_maf.errors import MafError
 from pytest_maf.evidence import NO_EVIDENCE_REASON
 from pytest_maf.files import checked_output, store_files
+from pytest_maf.light_dataclass import dataclass, field
 from pytest_maf.plugin import EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
 from pytest_maf.session import VerificationSession
 from pytest_maf.store import Store, open_store_for
@@ -249,11 +249,13 @@ class MafRun:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report: pytest.TestReport = yield
+        outcome = report.outcome
+        if outcome == "passed" and report.when == "call" and not hasattr(report, "wasxfail"):
+            return report  # a call that passed adds nothing to what the setup found and the teardown attaches
         seen = item.stash.get(OUTCOME_KEY, None)
         if seen is None:
             marker = item.get_closest_marker("maf_check")
             seen = item.stash[OUTCOME_KEY] = ItemOutcome(marker, _severity(marker), _verifier_id(item, marker))
-        outcome = report.outcome
         if outcome == "passed":
             if report.when == "call" and hasattr(report, "wasxfail"):
                 seen.skipped = "xpassed"  # non-strict: pytest counts it apart from passed, and so does maf

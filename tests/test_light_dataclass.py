@@ -12,7 +12,9 @@ from typing import Any, Callable
 
 import pytest
 
-from pytest_maf import agents, config, guard, kpi, logs, paths, patterns, records, reservations, store
+from pytest_maf import (
+    agents, config, guard, keeper, kpi, logs, paths, patterns, plugin, records, reservations, session, store, verification,
+)
 from pytest_maf.light_dataclass import light_dataclass, light_field
 
 LIGHT_CLASSES = [
@@ -21,6 +23,8 @@ LIGHT_CLASSES = [
     records.OperationStats, kpi.Histogram, agents.HeldTask, agents.AgentStatus, config.Setting, config.Settings,
     config.Layer, logs.LogFile, patterns.Token, patterns.Automaton, reservations.Conflict, reservations.Block,
     reservations.ReleaseTarget, guard.GuardVerdict, store.SetupReport, paths.WorkingDirectory,
+    verification.CheckOutcome, verification.ItemOutcome, verification.PreflightBudget, session.VerificationSession,
+    keeper.RunOutcome, plugin.LeaseHandle,
 ]
 
 
@@ -34,7 +38,9 @@ def as_dataclass(light: type) -> type:
             declared.append((name, annotation, dataclasses.field(default_factory=light._light_factories[name])))  # type: ignore[attr-defined]
         else:
             declared.append((name, annotation))
-    return dataclasses.make_dataclass(light.__name__, declared, frozen=light._light_frozen)  # type: ignore[attr-defined]
+    return dataclasses.make_dataclass(
+        light.__name__, declared, frozen=light._light_frozen, eq=light._light_eq,  # type: ignore[attr-defined]
+    )
 
 
 def sample_values(light: type) -> list[Any]:
@@ -56,7 +62,8 @@ def test_a_light_class_behaves_as_the_dataclass_would(light: type) -> None:
     made, twin = light(*values), real(*values)
 
     assert repr(made) == repr(twin)
-    assert made == light(*values) and made != twin and made != tuple(values)
+    assert made == made and made != twin and made != tuple(values)
+    assert (made == light(*values)) is light._light_eq  # type: ignore[attr-defined]
     assert dataclasses.is_dataclass(made) and dataclasses.is_dataclass(light)
     assert [f.name for f in dataclasses.fields(made)] == [f.name for f in dataclasses.fields(twin)]
     assert dataclasses.asdict(made) == dataclasses.asdict(twin)
@@ -67,7 +74,9 @@ def test_a_light_class_behaves_as_the_dataclass_would(light: type) -> None:
     assert type(changed) is light and getattr(changed, first) == "changed" and changed != made
     assert copy.deepcopy(made) == made
 
-    if light._light_frozen:  # type: ignore[attr-defined]
+    if not light._light_eq:  # type: ignore[attr-defined]
+        assert made != light(*values) and hash(made) != hash(light(*values))
+    elif light._light_frozen:  # type: ignore[attr-defined]
         assert hash(made) == hash(light(*values))
         assert outcome(lambda: setattr(made, first, 1)) == outcome(lambda: setattr(twin, first, 1))
         assert outcome(lambda: delattr(made, first)) == outcome(lambda: delattr(twin, first))
@@ -85,6 +94,21 @@ def test_defaults_and_factories_are_applied_per_instance_and_keyword_arguments_w
     assert first == second and first.details == {} and first.details is not second.details
     assert records.Task("t", "READY", 0, None, 1, 1, 0, 3).kind == "work"
     assert pickle.loads(pickle.dumps(first)) == first
+
+
+def test_post_init_runs_after_the_fields_are_set_and_eq_false_keeps_identity() -> None:
+    @light_dataclass(eq=False)
+    class Run:
+        name: str
+        items: list[str] = light_field(default_factory=list)
+
+        def __post_init__(self) -> None:
+            self.label = f"{self.name}: {len(self.items)}"
+
+    first, second = Run("a", ["x"]), Run("a", ["x"])
+    assert first.label == "a: 1" and Run(name="b").label == "b: 0"
+    assert first != second and len({first, second}) == 2
+    assert repr(first) == "test_post_init_runs_after_the_fields_are_set_and_eq_false_keeps_identity.<locals>.Run(name='a', items=['x'])"
 
 
 def test_what_the_light_decorator_does_not_do_is_refused_at_class_creation() -> None:
