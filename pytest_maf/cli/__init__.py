@@ -31,6 +31,7 @@ imports a module they do not need.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import io
 import os
@@ -172,10 +173,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"maf: error: argument {position} ({shown[:60]!r}) is not UTF-8 text; pass it as UTF-8", file=sys.stderr)
             return BAD_INPUT
     as_json = json_wanted(arguments)
+    collecting = gc.isenabled()
+    gc.disable()  # importing the command's modules makes thousands of objects and no garbage cycles
     try:
         args = parse(arguments)
     except ParserError as error:  # exits as argparse would, for callers of main() too
         raise SystemExit(report_usage_error(error, as_json=as_json)) from None
+    finally:
+        if collecting:
+            gc.enable()
     try:
         from pytest_maf import logs
         from pytest_maf.agents import set_client
