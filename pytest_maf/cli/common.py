@@ -29,11 +29,12 @@ from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
 from pytest_maf.ids import validate_id
 from pytest_maf.terminal import printable, printable_json
-from pytest_maf.store import Store, open_store_for
+from pytest_maf.store import open_store_for
 from pytest_maf.values import parse_duration, parse_json
 
 if TYPE_CHECKING:
     from pytest_maf.git_exclude import ExcludeReport
+    from pytest_maf.store import Store
 
 
 def json_argument(text: str) -> Any:

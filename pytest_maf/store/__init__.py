@@ -27,14 +27,24 @@ from pytest_maf.database_url import is_database_url
 from pytest_maf.errors import StoreError
 from pytest_maf.light_dataclass import dataclass
 from pytest_maf.store.postgres_schema import DEFAULT_SCHEMA
-from pytest_maf.store.protocol import Store, Transaction
 from pytest_maf.store.schema import SCHEMA_VERSION
 from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S, DEFAULT_LEASE_TTL_MS, SQLiteStore
 
 if TYPE_CHECKING:
     from pytest_maf.config import Settings
+    from pytest_maf.store.protocol import Store, Transaction
 
 __all__ = ["SCHEMA_VERSION", "SetupReport", "Store", "Transaction", "open_store", "open_store_for", "setup_store"]
+
+
+def __getattr__(name: str) -> Any:
+    # The Protocols are imported when asked for: type checkers and readers need them, no backend
+    # does at run time, and `maf guard` need not make their classes.
+    if name in ("Store", "Transaction"):
+        from pytest_maf.store import protocol
+
+        return getattr(protocol, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_store(
