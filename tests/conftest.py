@@ -71,3 +71,12 @@ def store_env(backend: str, workspace: "Workspace") -> Iterator[dict[str, str]]:
         completed = workspace.maf(workspace.main, "setup", **env)
         assert completed.returncode == 0, completed.stderr
         yield env
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``-n`` with ``--dist loadgroup`` (the default here), the slow tests, each of which starts
+    several processes of its own, run one after another on one worker while the others run the rest."""
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.xdist_group("slow"))
