@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from backends import scratch_schema, server_url
 from pytest_maf import tasks
 from pytest_maf.cli import main
-from pytest_maf.store import Store, open_store
+from pytest_maf.store import Store, open_store, postgres_backup
 from tools import required_tool
 
 pytestmark = pytest.mark.postgres
@@ -58,16 +60,28 @@ def _drop(url: str, schema: str) -> None:
 
 @needs_tools
 def test_a_backup_verifies_and_restores_the_store_as_it_was(
-    configured: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    configured: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backup = tmp_path / "store.dump"
     assert main(["db", "backup", "--output", str(backup)]) == 0
     assert "with pg_dump" in capsys.readouterr().out
     assert backup.read_bytes()[:5] == b"PGDMP"
+    # This verification's scratch schema by name: other tests may be verifying backups on the server meanwhile.
+    ours = uuid.uuid4()
+    monkeypatch.setattr(postgres_backup, "uuid", SimpleNamespace(uuid4=lambda: ours))
+    restored_into: list[str] = []
+    restore_script = postgres_backup._restore_script
+
+    def recording(url: str, path: Path, schema: str) -> tuple[str, str]:
+        restored_into.append(schema)
+        return restore_script(url, path, schema)
+
+    monkeypatch.setattr(postgres_backup, "_restore_script", recording)
 
     assert main(["db", "verify-backup", str(backup)]) == 0
     assert "tasks 1" in capsys.readouterr().out
-    assert not [name for name in _schemas(configured) if name.startswith("maf_verify_")]  # the scratch schema is gone
+    assert restored_into == [f"maf_verify_{ours.hex[:12]}"]
+    assert restored_into[0] not in _schemas(configured)  # the scratch schema is gone
 
     tasks.add_task(configured, task_id="after-the-backup")
     assert main(["db", "restore", str(backup)]) == 0
