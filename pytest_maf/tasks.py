@@ -146,7 +146,7 @@ def plan_transition(task: Task, action: Action, **event_data: Any) -> Steps:
     return Steps(dataclasses.replace(task, state=state, attempts=attempts), events, ends_lease)
 
 
-def write_steps(transaction: Transaction, before: Task, *planned: Steps) -> Task:
+def write_steps(transaction: Transaction, *planned: Steps) -> Task:
     """Write what :func:`plan_transition` worked out (several plans of one task, in order): the
     task's state once, every event in one statement, and the end of the lease."""
     task = dataclasses.replace(planned[-1].task, updated_at=transaction.now)
@@ -170,7 +170,7 @@ def apply_transition(transaction: Transaction, task: Task, action: Action, **eve
     The one writer of ``tasks.state`` (through :func:`write_steps`): every move, and every move that
     follows from it (``Move.then``), writes its event; the state is written once, as it ends.
     """
-    return write_steps(transaction, task, plan_transition(task, action, **event_data))
+    return write_steps(transaction, plan_transition(task, action, **event_data))
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,7 @@ def _lease_to(transaction: Transaction, task: Task, agent_id: str, ttl_ms: int, 
     moves = [claimed]
     if start:
         moves.append(plan_transition(claimed.task, "start", agent=agent_id, lease_expires_at=expires))
-    task = write_steps(transaction, task, *moves)
+    task = write_steps(transaction, *moves)
     transaction.put_lease(Lease(task.id, agent_id, expires, task.attempts))
     return Claim(task.id, task.attempts, agent_id, expires)
 
@@ -542,7 +542,7 @@ def finish_task(store: Store, task_id: str, agent_id: str, attempt: int) -> Fini
                 task_id, task.state, "finish", "VERIFYING -> COMMITTED or ROLLBACK"
             )
         decision, passed, reason = _decide(task, agent_id, transaction.evidence(task_id, attempt))
-        return _decided(transaction, agent_id, attempt, write_steps(transaction, task, decision), passed, reason)
+        return _decided(transaction, agent_id, attempt, write_steps(transaction, decision), passed, reason)
 
     return store.write(finish)
 
@@ -594,7 +594,7 @@ def complete_task_rows(
         )
         recorded = Steps(verifying, evidence_events(rows, agent_id, attempt, lease.lease_expires_at), False)
         decision, passed, reason = _decide(verifying, agent_id, every_row)
-        written = write_steps(transaction, task, *moves, recorded, decision)
+        written = write_steps(transaction, *moves, recorded, decision)
         return _decided(transaction, agent_id, attempt, written, passed, reason), rows
 
     return store.write(complete)
