@@ -75,7 +75,7 @@ def store_env(backend: str, workspace: "Workspace") -> Iterator[dict[str, str]]:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``-n`` with ``--dist loadgroup`` (the default here), the slow tests, each of which starts
+    """Under ``-n`` with ``--dist loadgroup`` (as the README runs the suite), the slow tests, each of which starts
     several processes of its own, run one after another on one worker while the others run the rest."""
     for item in items:
         if item.get_closest_marker("slow") is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,15 @@ def test_the_exit_code_table_lists_every_exit_code() -> None:
 
     listed = {int(code) for code in re.findall(r"^\| (\d+) \| ", README, flags=re.MULTILINE)}
     assert listed == set(EXIT_CODES), "the README's exit code table and pytest_maf.errors.EXIT_CODES differ"
+
+
+def test_the_first_command_needs_nothing_from_the_test_extras() -> None:
+    # `pip install . && pytest --maf-preflight` runs in this repository with its pyproject.toml's addopts
+    # and without pytest-xdist (a test extra): an xdist option there would make it a usage error.
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "--collect-only", "-q",
+         "tests/test_typing.py"],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
