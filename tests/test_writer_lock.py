@@ -132,3 +132,16 @@ def test_closing_the_store_waits_for_its_checkpoint_and_leaves_no_thread(
         reader.close()
     assert left == []
     assert pending is not None and pending < 40
+
+
+def test_a_store_opened_through_a_symlink_takes_the_same_writers_lock(tmp_path: Path) -> None:
+    db = tmp_path / "runtime.db"
+    open_store(db, create=True).close()
+    (tmp_path / "link.db").symlink_to(db)
+    holder = WriterLock(Path(f"{db}.lock"), on_timeout=lambda waited: Waited(waited))
+    with holder.turn(time.monotonic() + 5):
+        with open_store(tmp_path / "link.db", busy_timeout_s=0.3) as through_link:
+            with pytest.raises(StoreBusyError):
+                tasks.add_task(through_link)
+    holder.close()
+    assert not (tmp_path / "link.db.lock").exists()

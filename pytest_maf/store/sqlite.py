@@ -566,6 +566,13 @@ class SQLiteTransaction:
         return [OperationStats(*row) for row in rows]
 
 
+def _real_path(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: connecting says what is wrong
+        return path
+
+
 class SQLiteStore:
     """The runtime store in one SQLite file. Open it with :func:`pytest_maf.store.open_store`."""
 
@@ -584,8 +591,11 @@ class SQLiteStore:
         self.lease_ttl_ms = lease_ttl_ms
         self.busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None
-        self._writer_lock = WriterLock(Path(f"{path}.lock"), self._busy)
-        self._checkpointer = Checkpointer(path)
+        # Beside the file itself, as SQLite puts its -wal and -shm: a store opened through a symlink
+        # takes the same writers' lock as one opened by its own name.
+        real = _real_path(path)
+        self._writer_lock = WriterLock(Path(f"{real}.lock"), self._busy)
+        self._checkpointer = Checkpointer(real)
 
     @property
     def connection(self) -> sqlite3.Connection:
