@@ -30,25 +30,24 @@ imports a module they do not need.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import importlib
 import io
 import os
 import sys
-import textwrap
-from typing import Sequence
 
-from pytest_maf.cli.conventions import (
-    ParserError, add_global_options, apply_conventions, json_wanted, maf_parser, report_failure,
-    report_usage_error,
-)
 from pytest_maf.errors import BAD_INPUT, EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, MafError
+from pytest_maf.terminal import printable, printable_json
 
-EPILOG = "exit codes:\n" + "".join(
-    textwrap.fill(meaning, 79, initial_indent=f"  {code:>3}  ", subsequent_indent=" " * 7) + "\n"
-    for code, meaning in EXIT_CODES.items()
-) + """
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+    from types import SimpleNamespace
+
+# The command lines the git hooks run (pytest_maf.git_hooks, .pre-commit-hooks.yaml): answered
+# without argparse (pytest_maf.cli.guard.hook_arguments), since every commit runs one.
+HOOK_COMMAND_LINES = (["guard"], ["guard", "--pre-push"])
+EPILOG_AFTER_EXIT_CODES = """
 The runtime database is .maf/runtime.db at the repository root (the current
 directory outside a git repository); MAF_DB_PATH or --db overrides it.
 MAF_DATABASE_URL (or --db postgresql://...) puts the store on PostgreSQL,
@@ -69,7 +68,7 @@ COMMANDS: dict[tuple[str, str], dict[str, str]] = {
     },
     ("reservations", "register"): {"reservation": "reserve files for an agent"},
     # Apart, so that `maf guard` (run by every commit's hook) builds its own parser and no other.
-    ("reservations", "register_guard"): {"guard": "block a commit touching files reserved by other agents"},
+    ("guard", "register_guard"): {"guard": "block a commit touching files reserved by other agents"},
     ("reservations", "register_install_hooks"): {
         "install-hooks": "install git pre-commit and pre-push hooks running the guard",
     },
@@ -112,16 +111,31 @@ def registrar_of(command: str) -> tuple[str, str] | None:
     return None
 
 
+def epilog() -> str:
+    """The end of `maf --help`: the exit codes' table, then where the database is and who acts."""
+    import textwrap
+
+    return "exit codes:\n" + "".join(
+        textwrap.fill(meaning, 79, initial_indent=f"  {code:>3}  ", subsequent_indent=" " * 7) + "\n"
+        for code, meaning in EXIT_CODES.items()
+    ) + EPILOG_AFTER_EXIT_CODES
+
+
 def build_parser(load: str | None = ALL) -> argparse.ArgumentParser:
     """The `maf` parser. ``ALL``: every module imported and registered in full. None: no module
     imported, every command a placeholder that has its help and parses nothing (enough for `maf
     --help` and to find which command was chosen). A command: only its module, and of it only the
     register function that adds that command (in full): no other command's parser is built."""
+    import argparse
+    import importlib
+
+    from pytest_maf.cli.conventions import add_global_options, apply_conventions, maf_parser
+
     parser = maf_parser(
         prog="maf",
         description="Tasks, leases, file reservations and evidence for repositories"
         " worked on by several agents.",
-        epilog=EPILOG,
+        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_global_options(parser)
@@ -138,7 +152,7 @@ def build_parser(load: str | None = ALL) -> argparse.ArgumentParser:
     return parser
 
 
-def parse(arguments: Sequence[str]) -> argparse.Namespace:
+def parse(arguments: Sequence[str]) -> argparse.Namespace | SimpleNamespace:
     """Parse `maf` arguments, importing only the chosen command's module.
 
     When the first argument names a command (as in the git hooks' `maf guard`),
@@ -146,13 +160,12 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
     (and answers `maf --help`, and a missing or unknown command, exactly as the
     full parser would). Then the arguments are parsed with that command's
     module registered. The git hooks' own command lines are not parsed: their
-    arguments are known (:func:`pytest_maf.cli.reservations.hook_arguments`).
+    arguments are known (:func:`pytest_maf.cli.guard.hook_arguments`).
     """
-    if list(arguments[:1]) == ["guard"]:  # the guard's module is needed in any case
-        from pytest_maf.cli.reservations import HOOK_COMMAND_LINES, hook_arguments
+    if list(arguments) in HOOK_COMMAND_LINES:  # argparse is not even imported
+        from pytest_maf.cli.guard import hook_arguments
 
-        if list(arguments) in HOOK_COMMAND_LINES:
-            return hook_arguments(arguments)
+        return hook_arguments(arguments)
     if arguments and registrar_of(arguments[0]) is not None:
         command = arguments[0]
     else:
@@ -177,8 +190,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.disable()  # importing the command's modules makes thousands of objects and no garbage cycles
     try:
         args = parse(arguments)
-    except ParserError as error:  # exits as argparse would, for callers of main() too
-        raise SystemExit(report_usage_error(error, as_json=as_json)) from None
+    except Exception as error:  # the parser's module is loaded only when a parser was built
+        from pytest_maf.cli.conventions import ParserError, report_usage_error
+
+        if not isinstance(error, ParserError):
+            raise
+        raise SystemExit(report_usage_error(error, as_json=as_json)) from None  # exits as argparse would
     finally:
         if collecting:
             gc.enable()
@@ -225,6 +242,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             " (a bug in pytest-maf; rerun with --debug for the traceback, and report it)",
             INTERNAL_ERROR, as_json=as_json,
         )
+
+
+def json_wanted(arguments: Sequence[str]) -> bool:
+    """``--json`` among the command line's own options (not after a ``--``)."""
+    options = arguments[: list(arguments).index("--")] if "--" in arguments else arguments
+    return "--json" in options
+
+
+def report_failure(message: str, exit_code: int, *, as_json: bool) -> int:
+    """A failure: ``message`` (one line) on stderr, and with ``--json`` an error object on stdout; a
+    control or direction character in it (from a file name, say) is shown escaped in both."""
+    print(printable(message), file=sys.stderr)
+    if as_json:
+        shown = message.removeprefix("maf: error: ").removeprefix("maf: ")
+        print(printable_json({"error": shown, "exit_code": exit_code}, indent=None))
+    return exit_code
 
 
 def _shortened(text: str, limit: int = 120) -> str:

@@ -10,7 +10,7 @@ walks every subcommand):
 - ``--json`` on every command that prints a result (:func:`add_json`), or the
   command says why not with :func:`prints_no_result`; with ``--json`` a
   failure also prints ``{"error": ..., "exit_code": N}`` on stdout
-  (:func:`pytest_maf.cli.conventions.report_failure`);
+  (:func:`pytest_maf.cli.report_failure`);
 - every option with a default says it in its help ("default: ...");
 - the global options (``--db``, ``--log-format``, ``--debug``) work before or
   after the subcommand, and a command group without its action prints its
@@ -24,6 +24,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from pytest_maf.cli.acting_agent import AGENT_VARIABLE as AGENT_VARIABLE
+from pytest_maf.cli.acting_agent import agent_of as agent_of
+from pytest_maf.cli.acting_agent import optional_agent_of as optional_agent_of
 from pytest_maf.clock import iso_utc
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
@@ -137,30 +140,11 @@ def output_of(args: argparse.Namespace) -> str:
 
 
 
-AGENT_VARIABLE = "MAF_AGENT_ID"
-
-
 def add_agent(parser: argparse.ArgumentParser, help_text: str, *, hidden_aliases: Sequence[str] = ()) -> None:
     """``--agent ID`` (read by :func:`agent_of`, default MAF_AGENT_ID); aliases are accepted but not shown."""
     parser.add_argument("--agent", dest="agent", metavar="ID", help=f"{help_text} (default: {AGENT_VARIABLE})")
     for alias in hidden_aliases:
         parser.add_argument(alias, dest="agent", help=argparse.SUPPRESS)
-
-
-def optional_agent_of(args: argparse.Namespace) -> str | None:
-    """``--agent``, else MAF_AGENT_ID (read now, not when the parser was built), else None; validated."""
-    agent = getattr(args, "agent", None)
-    if agent is None:
-        agent = os.environ.get(AGENT_VARIABLE) or None
-    return validate_id("agent", agent) if agent is not None else None
-
-
-def agent_of(args: argparse.Namespace) -> str:
-    """The acting agent: ``--agent``, else MAF_AGENT_ID; neither is a usage error (exit 2)."""
-    agent = optional_agent_of(args)
-    if agent is None:
-        raise UsageError(f"give --agent or set {AGENT_VARIABLE}")
-    return agent
 
 
 Handler = Callable[[argparse.Namespace, Any], int]

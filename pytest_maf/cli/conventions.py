@@ -1,7 +1,8 @@
 """The `maf` parser's own rules, applied once to the whole tree of subcommands.
 
-Light on purpose (argparse, sys, the exit codes and terminal escapes): `maf --help` and
-`maf guard` import it before any command's module. The option helpers the
+Light on purpose (argparse, sys, the exit codes and terminal escapes): `maf --help`
+imports it before any command's module (the git hooks' `maf guard` lines, parsed
+by none, do not import it). The option helpers the
 commands use (``add_json``, ``add_output``, ``add_limit``, ``add_agent``) are
 in :mod:`pytest_maf.cli.common`.
 """
@@ -118,22 +119,6 @@ def apply_conventions(parser: argparse.ArgumentParser) -> None:
                 parser.set_defaults(handler=HelpPrinter(parser), needs_settings=False)
     if parser.get_default("needs_settings") is None:  # not the group's False: its commands need settings
         parser.set_defaults(needs_settings=True)
-
-
-def json_wanted(arguments: Sequence[str]) -> bool:
-    """``--json`` among the command line's own options (not after a ``--``)."""
-    options = arguments[: list(arguments).index("--")] if "--" in arguments else arguments
-    return "--json" in options
-
-
-def report_failure(message: str, exit_code: int, *, as_json: bool) -> int:
-    """A failure: ``message`` (one line) on stderr, and with ``--json`` an error object on stdout; a
-    control or direction character in it (from a file name, say) is shown escaped in both."""
-    print(printable(message), file=sys.stderr)
-    if as_json:
-        shown = message.removeprefix("maf: error: ").removeprefix("maf: ")
-        print(printable_json({"error": shown, "exit_code": exit_code}, indent=None))
-    return exit_code
 
 
 class ParserError(Exception):

@@ -1,12 +1,10 @@
-"""`maf reservation ...`, `maf guard` and `maf install-hooks`."""
+"""`maf reservation ...` and `maf install-hooks` (`maf guard` is :mod:`pytest_maf.cli.guard`)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
-from typing import Sequence
 
 from pytest_maf import guard
 from pytest_maf import reservations as reservation_ops
@@ -15,10 +13,8 @@ from pytest_maf.cli.common import (
     add_json,
     number,
     open_configured_store,
-    optional_agent_of,
     print_json,
     print_table,
-    prints_no_result,
     resolving_agent,
     when,
 )
@@ -210,23 +206,6 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_guard(args: argparse.Namespace, settings: Settings) -> int:
-    pushed = sys.stdin.read() if args.pre_push else None
-    verdict = guard.guard_verdict(settings, Path.cwd(), optional_agent_of(args), os.environ, pushed=pushed)
-    if verdict.status == guard.BLOCKED:
-        print(f"maf guard: {printable(verdict.summary)}")
-        for line in verdict.details:  # paths and reasons are shown as stored, escapes escaped
-            print(f"  {printable(line)}")
-        print(guard.WAYS_OUT.format(what="push" if args.pre_push else "commit"))
-    elif verdict.status == guard.OVERRIDDEN:
-        print(f"maf guard: warning: {printable(verdict.summary)}", file=sys.stderr)
-        for line in verdict.details:
-            print(f"  {printable(line)}", file=sys.stderr)
-        for warning in verdict.warnings:
-            print(f"maf guard: warning: {printable(warning)}", file=sys.stderr)
-    return verdict.exit_code
-
-
 def cmd_install_hooks(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf import git_hooks  # not imported by the guard, which every commit runs
 
@@ -312,36 +291,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     status.add_argument("--file", required=True, metavar="PATH", help="the file, relative to the current directory")
     add_json(status)
     status.set_defaults(handler=cmd_status)
-
-
-GUARD_PRINTS_NO_RESULT = "a git hook: its exit code is the answer"
-# The command lines the git hooks run (pytest_maf.git_hooks, .pre-commit-hooks.yaml).
-HOOK_COMMAND_LINES = (["guard"], ["guard", "--pre-push"])
-
-
-def hook_arguments(arguments: Sequence[str]) -> argparse.Namespace:
-    """What the parser gives for one of :data:`HOOK_COMMAND_LINES`, made without building it: every
-    commit runs one (``tests/test_cli_startup.py`` compares the two)."""
-    return argparse.Namespace(
-        db=None, log_format=None, debug=False, command="guard", handler=cmd_guard, needs_settings=True,
-        agent=None, pre_push=list(arguments) == ["guard", "--pre-push"], prints_no_result=GUARD_PRINTS_NO_RESULT,
-    )
-
-
-def register_guard(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    guard_parser = commands.add_parser(
-        "guard", help="block a commit touching files reserved by other agents",
-        description="Check the staged paths (or, with --pre-push, the pushed commits' paths)"
-        " against other agents' exclusive reservations. Exit 1 when blocked. No repository, no"
-        " database at the default place, or nothing staged: exit 0. A named database that is"
-        " missing or unreadable fails closed (exit 2). MAF_RESERVATION_OVERRIDE=true with"
-        " MAF_OVERRIDE_REASON=\"why\" lets a blocked commit through: recorded, and each holder"
-        " is told by agent-mail (no reason: exit 2).",
-    )
-    add_agent(guard_parser, "the committing agent")
-    guard_parser.add_argument("--pre-push", action="store_true", help="read a pre-push hook's stdin")
-    prints_no_result(guard_parser, GUARD_PRINTS_NO_RESULT)
-    guard_parser.set_defaults(handler=cmd_guard)
 
 
 def register_install_hooks(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
