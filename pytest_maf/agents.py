@@ -16,14 +16,16 @@ reservations at the same moment. An agent silent for longer than
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
 
 from pytest_maf.clock import span
 from pytest_maf.errors import NotFoundError, UsageError
 from pytest_maf.ids import validate_id
 from pytest_maf.light_dataclass import dataclass
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from pytest_maf.records import Observation
     from pytest_maf.store import Store, Transaction
 

@@ -11,8 +11,8 @@ time forward instead of sleeping until a lease expires::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable
 
 Clock = Callable[[], int]
 

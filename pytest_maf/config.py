@@ -27,8 +27,8 @@ import copy
 import datetime
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Mapping
 
 from pytest_maf.config_files import CONFIG_SUFFIXES as CONFIG_SUFFIXES
 from pytest_maf.config_files import DOTENV_NAME, layer_file, read_config_file, read_dotenv
@@ -38,6 +38,11 @@ from pytest_maf.errors import UsageError
 from pytest_maf.ids import id_problem
 from pytest_maf.light_dataclass import dataclass, field
 from pytest_maf.repository import find_repository_root as find_repository_root
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 DB_RELATIVE_PATH = Path(".maf") / "runtime.db"
 CONFIG_DIRECTORY = "maf-config"

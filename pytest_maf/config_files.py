@@ -11,9 +11,12 @@ import datetime
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 from pytest_maf.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 MAX_CONFIG_BYTES = 1024 * 1024

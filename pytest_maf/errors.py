@@ -10,7 +10,9 @@ error (:data:`INTERNAL_ERROR`): one line, and the traceback only with
 
 from __future__ import annotations
 
-from typing import Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 DONE = 0
 FAILED = 1

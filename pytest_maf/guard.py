@@ -18,7 +18,6 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
 
 from pytest_maf import kpi
 from pytest_maf.agents import seen
@@ -30,7 +29,11 @@ from pytest_maf.light_dataclass import dataclass, field
 from pytest_maf.logs import WARNING, log_event
 from pytest_maf.reservations import Block, check_paths
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     from pytest_maf.config import Settings
     from pytest_maf.records import Observation, Reservation
     from pytest_maf.store import Store, Transaction

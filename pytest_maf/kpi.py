@@ -14,12 +14,14 @@ and `maf db stats` into the slowest recorded operations::
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Iterable
 
 from pytest_maf.light_dataclass import dataclass
 from pytest_maf.records import UNBOUNDED_US, DurationBucket, Observation
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pytest_maf.records import Task
 
 # Each operation's bucket upper bounds in seconds, around the guide's KPI thresholds

@@ -8,12 +8,11 @@ what makes a slow or paused agent harmless.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pytest_maf import ids
 from pytest_maf.errors import LeaseLostError, NotFoundError
 from pytest_maf.records import Lease, Task
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pytest_maf.store import Transaction
 

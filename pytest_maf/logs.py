@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Iterable
 
 from pytest_maf.light_dataclass import dataclass
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Iterable
+    from typing import Any
     from pathlib import Path
 
 # logging's levels, so that naming one does not import logging.

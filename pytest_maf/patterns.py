@@ -34,10 +34,16 @@ from __future__ import annotations
 import functools
 import re
 from collections import deque
-from typing import Hashable, NamedTuple, TypeVar
 
 from pytest_maf.errors import UsageError
 from pytest_maf.light_dataclass import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+    from typing import TypeVar
+
+    Node = TypeVar("Node", bound=Hashable)
 
 MAX_CODEPOINT = 0x10FFFF
 # Bounds at the door: matching and overlap stay fast for every pattern stored.
@@ -366,12 +372,15 @@ def _build_regex(segments: list[str]) -> re.Pattern[str]:
     return re.compile("".join(parts), re.DOTALL)
 
 
-class Step(NamedTuple):
+class Step:
     """A move of an automaton: on which characters other than '/', whether on '/', to where."""
 
-    characters: Charset
-    slash: bool
-    target: int
+    __slots__ = ("characters", "slash", "target")
+
+    def __init__(self, characters: Charset, slash: bool, target: int) -> None:
+        self.characters = characters
+        self.slash = slash
+        self.target = target
 
 
 class CompiledPattern:
@@ -525,9 +534,6 @@ def _pick(charset: Charset) -> str:
 
 # Well-formed paths: non-empty segments separated by single '/'.
 _AT_SEGMENT_START, _IN_SEGMENT = 0, 1
-
-
-Node = TypeVar("Node", bound=Hashable)
 
 
 def _spelled(parents: dict[Node, tuple[Node, str] | None], node: Node) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from pytest_maf.agents import seen
 from pytest_maf.errors import MafError, NotFoundError, UsageError
@@ -33,7 +32,11 @@ from pytest_maf.patterns import (
 )
 from pytest_maf.records import Reservation
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+    from typing import Any
+
     from pytest_maf.store import Store, Transaction
 
 

@@ -19,10 +19,11 @@ import sys
 import time
 import unicodedata
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TextIO
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import threading
+    from typing import Any, TextIO
 
 # What a terminal would act on instead of show: C0 and C1 controls (ESC starts
 # colour and cursor sequences), line and paragraph separators, bidirectional

@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
 
 from pytest_maf.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_JSON_DEPTH = 64

@@ -30,8 +30,9 @@ NOT_FOR_THE_GUARD = (
     "pytest_maf.store.maintenance", "pytest_maf.store.export", "pytest_maf.store.postgres",
     *(f"pytest_maf.cli.{module}" for (module, _) in cli.COMMANDS if module != "guard"),
 )
-# The git hooks' own command lines are answered without a parser.
-NOT_FOR_THE_HOOKS = ("argparse", "pytest_maf.cli.conventions", "pytest_maf.cli.common")
+# The git hooks' own command lines are answered without a parser, and no module on their path
+# imports typing at run time (its names are for the type checker: `if TYPE_CHECKING:`).
+NOT_FOR_THE_HOOKS = ("argparse", "typing", "pytest_maf.cli.conventions", "pytest_maf.cli.common")
 RECORD_MODULES = (
     "import atexit, json, sys\n"
     "atexit.register(lambda: open(sys.argv[1], 'w').write(json.dumps(sorted(sys.modules))))\n"

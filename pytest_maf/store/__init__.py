@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
 from pytest_maf.clock import Clock, system_clock
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
@@ -30,7 +29,10 @@ from pytest_maf.store.postgres_schema import DEFAULT_SCHEMA
 from pytest_maf.store.schema import SCHEMA_VERSION
 from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S, DEFAULT_LEASE_TTL_MS, SQLiteStore
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from pytest_maf.config import Settings
     from pytest_maf.store.protocol import Store, Transaction
 

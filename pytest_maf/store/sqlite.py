@@ -17,7 +17,6 @@ import random
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Sequence, TypeVar
 
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.clock import Clock, system_clock
@@ -30,10 +29,14 @@ from pytest_maf.store import schema
 from pytest_maf.store.writer_lock import Checkpointer, WriterLock
 from pytest_maf.store.trail import as_object, audit_query, audit_row
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable, Sequence
+    from typing import Any, TypeVar
+
     from pytest_maf.store.protocol import WaitEvent
 
-T = TypeVar("T")
+    T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5
 DEFAULT_LEASE_TTL_MS = 30 * 60_000

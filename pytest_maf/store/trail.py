@@ -8,9 +8,13 @@ and its PostgreSQL twin; :mod:`pytest_maf.history` turns the rows into entries p
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Collection, Sequence
 
 from pytest_maf.records import AuditRow
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Sequence
+    from typing import Any
 
 
 def json_fragment(key: str | None, value: str, before: str = "") -> str:

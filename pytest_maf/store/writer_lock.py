@@ -38,7 +38,11 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import BinaryIO
 
 try:
     import fcntl
