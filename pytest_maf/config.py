@@ -23,7 +23,6 @@ are errors. The store, the plugin and every command read settings from here.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import os
 import re
@@ -140,11 +139,20 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
 
 
+def _copied(value: Any) -> Any:
+    """A deep copy of plain data (dicts, lists and scalars, as a setting's value is), without the copy module."""
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copied(item) for item in value]
+    return value
+
+
 def _defaults_tree() -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for setting in SETTINGS:
         section, key = setting.key.split(".", 1)
-        tree.setdefault(section, {})[key] = copy.deepcopy(setting.default)
+        tree.setdefault(section, {})[key] = _copied(setting.default)
     return tree
 
 
@@ -310,7 +318,7 @@ def config_layers(
     """
     read_layer = read_layer or files_on_disk(base / CONFIG_DIRECTORY)
     dotenv_path, dotenv = dotenv_variables(base)
-    layers = [Layer("defaults", copy.deepcopy(DEFAULTS))]
+    layers = [Layer("defaults", _copied(DEFAULTS))]
     if dotenv_path.is_file():
         layers.append(Layer(str(dotenv_path), _variables_layer(str(dotenv_path), dotenv)))
     stems = ["default"]

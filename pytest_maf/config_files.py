@@ -103,7 +103,7 @@ def layer_file(directory: Path, stem: str) -> Path | None:
 
 # .env: KEY=VALUE lines, read as data, never run by a shell.
 
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY = r"[A-Za-z_][A-Za-z0-9_]*"  # compiled when a .env is first read
 _DOUBLE_QUOTED_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$", "`": "`"}
 
 
@@ -138,7 +138,7 @@ def parse_dotenv_line(line: str) -> tuple[str, str] | None:
     key = key.rstrip()
     if not equals:
         raise ValueError("expected KEY=VALUE (a line that sets one variable)")
-    if not _KEY.fullmatch(key):
+    if not re.fullmatch(_KEY, key):
         raise ValueError(f"{_shown(key)} is not a variable name (letters, digits and _, not starting with a digit)")
     value = _dotenv_value(rest.lstrip())
     if any(ord(character) < 32 and character not in "\t\n" or ord(character) == 127 for character in value):

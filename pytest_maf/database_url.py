@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&]*")
+_QUERY_PASSWORD = r"(?i)(password=)[^&]*"  # compiled when a URL is first shown
 
 
 _ANY_URL = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
@@ -42,7 +42,7 @@ def redact_url(url: str) -> str:
     user, at, host = netloc.rpartition("@")
     if at and ":" in user:
         netloc = f"{user.split(':', 1)[0]}:****@{host}"
-    shown = parts._replace(netloc=netloc, query=_QUERY_PASSWORD.sub(r"\1****", parts.query)).geturl()
+    shown = parts._replace(netloc=netloc, query=re.sub(_QUERY_PASSWORD, r"\1****", parts.query)).geturl()
     return shown
 
 

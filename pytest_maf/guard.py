@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
 
 ZERO_SHA = "0" * 40
-_OBJECT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256
+_OBJECT_NAME = r"[0-9a-f]{40}|[0-9a-f]{64}"  # SHA-1 or SHA-256; compiled by a pre-push only
 
 if TYPE_CHECKING:
     import signal as _signals
@@ -151,7 +151,7 @@ def pushed_paths(cwd: Path, hook_input: str) -> list[str]:
         if not fields:
             continue
         # Anything else than git's own four fields fails closed, and no field reaches git as an option.
-        if len(fields) != 4 or not all(_OBJECT_NAME.fullmatch(sha) for sha in (fields[1], fields[3])):
+        if len(fields) != 4 or not all(re.fullmatch(_OBJECT_NAME, sha) for sha in (fields[1], fields[3])):
             raise UsageError(
                 f"maf guard --pre-push reads git's pre-push input (<local ref> <local sha> <remote ref>"
                 f" <remote sha> per line), got {line[:80]!r}"

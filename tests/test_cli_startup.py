@@ -31,8 +31,13 @@ NOT_FOR_THE_GUARD = (
     *(f"pytest_maf.cli.{module}" for (module, _) in cli.COMMANDS if module != "guard"),
 )
 # The git hooks' own command lines are answered without a parser, and no module on their path
-# imports typing at run time (its names are for the type checker: `if TYPE_CHECKING:`).
-NOT_FOR_THE_HOOKS = ("argparse", "typing", "pytest_maf.cli.conventions", "pytest_maf.cli.common")
+# imports typing at run time (its names are for the type checker: `if TYPE_CHECKING:`). git runs
+# through os.posix_spawnp; threading is for the store's checkpoints, random for a busy store's
+# retries, copy for nothing the guard does.
+NOT_FOR_THE_HOOKS = (
+    "argparse", "typing", "pytest_maf.cli.conventions", "pytest_maf.cli.common",
+    "subprocess", "threading", "random", "copy",
+)
 RECORD_MODULES = (
     "import atexit, json, sys\n"
     "atexit.register(lambda: open(sys.argv[1], 'w').write(json.dumps(sorted(sys.modules))))\n"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sqlite3
 import time
 from pathlib import Path
@@ -666,6 +665,8 @@ class SQLiteStore:
                 if time.monotonic() >= deadline:
                     raise self._busy(time.monotonic() - started) from None
                 retries += 1
+                import random  # here: most processes never wait, and the import costs each of them
+
                 # Jittered, capped backoff: contenders spread out instead of
                 # waking together and colliding again.
                 time.sleep(random.uniform(0, min(0.0001 * (2 ** min(retries, 6)), 0.004)))

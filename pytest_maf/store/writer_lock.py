@@ -35,12 +35,12 @@ import contextlib
 import os
 import sqlite3
 import struct
-import threading
 import time
 from pathlib import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable, Iterator
     from typing import BinaryIO
 
@@ -176,7 +176,7 @@ class Checkpointer:
         self.shm_path = Path(f"{db_path}-shm")
         self._shm: int | None = None
         self._taken_over: sqlite3.Connection | None = None
-        self._wanted = threading.Event()
+        self._wanted: threading.Event | None = None  # made with the first thread
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
         self._closing = False
@@ -209,20 +209,30 @@ class Checkpointer:
     def _in_background(self) -> bool:
         """Ask the checkpointing thread for a checkpoint, starting it (again, after a fork) if need be."""
         if self._thread is None or self._thread_pid != os.getpid() or not self._thread.is_alive():
+            import threading  # here: a process that never checkpoints (the guard) does without it
+
+            if self._wanted is None:
+                self._wanted = threading.Event()
             thread = threading.Thread(target=self._run, name=f"maf-checkpoint {self.db_path.name}", daemon=True)
             try:
                 thread.start()
             except RuntimeError:  # the interpreter is shutting down
                 return False
             self._thread, self._thread_pid, self._closing = thread, os.getpid(), False
-        self._wanted.set()
+        self._wake()
         return True
 
+    def _wake(self) -> None:
+        if self._wanted is not None:
+            self._wanted.set()
+
     def _run(self) -> None:
+        wanted = self._wanted
+        assert wanted is not None  # made before the thread
         connection: sqlite3.Connection | None = None
         try:
-            while self._wanted.wait(CHECKPOINTER_IDLE_S):  # idle that long: it ends, and starts again when wanted
-                self._wanted.clear()
+            while wanted.wait(CHECKPOINTER_IDLE_S):  # idle that long: it ends, and starts again when wanted
+                wanted.clear()
                 closing = self._closing  # read first: a close during the checkpoint below is one more round
                 if connection is None:
                     try:  # mode=rw: never creates a database where the store's went away
@@ -243,7 +253,7 @@ class Checkpointer:
         thread = self._thread
         if thread is not None and self._thread_pid == os.getpid():
             self._closing = True
-            self._wanted.set()
+            self._wake()
             thread.join()
         self._thread = None
         self._taken_over = None
