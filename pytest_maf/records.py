@@ -135,6 +135,12 @@ class AgentSeen:
     last_seen: int
 
 
+# A write that names an agent moves its last sighting on only when that is at least this old (or the
+# agent's client changed): an agent writing many times a second rewrites its row ten times a second,
+# not at every write, and last_seen is never more than this behind.
+SEEN_REFRESH_MS = 100
+
+
 # The upper bound of the last bucket of an operation's durations (Prometheus' +Inf).
 UNBOUNDED_US = 2**63 - 1
 

@@ -18,7 +18,7 @@ from pytest_maf.config import Settings, load_settings
 from pytest_maf.errors import NothingToClaimError, NotFoundError, UsageError
 from pytest_maf.evidence import record_evidence
 from pytest_maf.metrics import exposition
-from pytest_maf.records import UNBOUNDED_US, DurationBucket
+from pytest_maf.records import SEEN_REFRESH_MS, UNBOUNDED_US, DurationBucket
 from pytest_maf.store import Store, open_store
 from test_operations import metric_values
 from workspace import Workspace
@@ -93,6 +93,28 @@ def test_every_write_that_names_an_agent_marks_it_seen_without_changing_when_it_
         step()
         seen_now = {status.agent_id: status for status in agent_statuses(store, WINDOW_MS)}
         assert seen_now[agent].last_seen == clock() and seen_now["alice"].first_seen == started
+
+
+def test_an_agent_writing_many_times_a_second_is_seen_to_a_tenth_of_a_second_and_a_new_client_at_once(
+    store: Store, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = clock()
+    tasks.add_task(store, task_id="t1")
+    claim = tasks.claim_next_task(store, "alice", HOUR_MS)
+
+    def last_seen() -> tuple[int, str]:
+        (alice,) = [status for status in agent_statuses(store, WINDOW_MS) if status.agent_id == "alice"]
+        return alice.last_seen, alice.client
+
+    clock.advance(SEEN_REFRESH_MS - 1)
+    tasks.renew_lease(store, "t1", "alice", claim.attempt, HOUR_MS)
+    assert last_seen() == (first, "")  # not rewritten for a sighting under a tenth of a second newer
+    monkeypatch.setattr("pytest_maf.agents._client", "mcp")
+    tasks.renew_lease(store, "t1", "alice", claim.attempt, HOUR_MS)
+    assert last_seen() == (first + SEEN_REFRESH_MS - 1, "mcp")  # another client: recorded at once
+    clock.advance(SEEN_REFRESH_MS)
+    tasks.start_task(store, "t1", "alice", claim.attempt)
+    assert last_seen() == (first + 2 * SEEN_REFRESH_MS - 1, "mcp")
 
 
 @contextlib.contextmanager

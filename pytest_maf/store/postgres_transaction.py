@@ -26,7 +26,7 @@ from pytest_maf.clock import Clock
 from pytest_maf.errors import AlreadyExistsError, evidence_already_recorded
 from pytest_maf.records import (
     AgentSeen, AuditRow, DurationBucket, Escalation, Event, Evidence, Lease, Observation, OperationStats, Reservation,
-    ReservationEvent, Task,
+    ReservationEvent, SEEN_REFRESH_MS, Task,
 )
 from pytest_maf.store.sqlite import _dumps
 from pytest_maf.store.trail import as_object, audit_query, audit_row
@@ -504,6 +504,8 @@ class PostgresTransaction:
             "INSERT INTO agents (agent_id, client, first_seen, last_seen) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (agent_id) DO UPDATE SET last_seen = GREATEST(agents.last_seen, EXCLUDED.last_seen),"
             " client = CASE WHEN EXCLUDED.client = '' THEN agents.client ELSE EXCLUDED.client END"
+            f" WHERE EXCLUDED.last_seen >= agents.last_seen + {SEEN_REFRESH_MS}"
+            " OR EXCLUDED.client NOT IN ('', agents.client)"
         )
         observed = (
             "INSERT INTO operation_durations (operation, outcome, le_us, shard, count, sum_us, max_us)"

@@ -22,7 +22,7 @@ from pytest_maf.clock import Clock, system_clock
 from pytest_maf.errors import AlreadyExistsError, StoreBusyError, StoreError, evidence_already_recorded
 from pytest_maf.records import (
     AgentSeen, AuditRow, DurationBucket, Escalation, Event, Evidence, Lease, Observation, OperationStats, Reservation,
-    ReservationEvent, Task,
+    ReservationEvent, SEEN_REFRESH_MS, Task,
 )
 from pytest_maf.store import schema
 from pytest_maf.store.writer_lock import Checkpointer, WriterLock
@@ -532,8 +532,9 @@ class SQLiteTransaction:
             self.connection.execute(
                 "INSERT INTO agents (agent_id, client, first_seen, last_seen) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (agent_id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen),"
-                " client = CASE WHEN excluded.client = '' THEN client ELSE excluded.client END",
-                (agent_id, client, self.now, self.now),
+                " client = CASE WHEN excluded.client = '' THEN client ELSE excluded.client END"
+                " WHERE excluded.last_seen >= last_seen + ? OR excluded.client NOT IN ('', client)",
+                (agent_id, client, self.now, self.now, SEEN_REFRESH_MS),
             )
         if observation is not None:
             self.connection.execute(
