@@ -66,7 +66,7 @@ def fenced_lease(
         )
     if extend and lease.lease_expires_at < transaction.now + transaction.lease_ttl_ms:
         lease = Lease(lease.task_id, lease.agent_id, transaction.now + transaction.lease_ttl_ms, lease.attempt)
-        transaction.put_lease(lease)
+        transaction.extend_lease(lease)
     return task, lease
 
 

@@ -428,7 +428,7 @@ def renew_lease(store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms:
     def renew(transaction: Transaction) -> Lease:
         _, lease = fenced_lease(transaction, task_id, agent_id, attempt, extend=False)
         renewed = dataclasses.replace(lease, lease_expires_at=transaction.now + ttl_ms)
-        transaction.put_lease(renewed)
+        transaction.extend_lease(renewed)
         transaction.insert_event(
             task_id,
             "renew",
@@ -469,7 +469,7 @@ def renew_held_leases(
         renewed = []
         for lease in held:
             lease = dataclasses.replace(lease, lease_expires_at=transaction.now + ttl)
-            transaction.put_lease(lease)
+            transaction.extend_lease(lease)
             transaction.insert_event(
                 lease.task_id, "renew",
                 {"agent": agent_id, "attempt": lease.attempt, "lease_expires_at": lease.lease_expires_at},
@@ -499,7 +499,7 @@ def _fenced_transition(
         extra: dict[str, Any] = {"agent": agent_id}
         if ttl_ms is not None:
             lease = dataclasses.replace(lease, lease_expires_at=transaction.now + ttl_ms)
-            transaction.put_lease(lease)
+            transaction.extend_lease(lease)
         if not ending:
             extra["lease_expires_at"] = lease.lease_expires_at
         moved = apply_transition(transaction, task, action, **extra)

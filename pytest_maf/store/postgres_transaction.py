@@ -212,6 +212,11 @@ class PostgresTransaction:
             (lease.task_id, lease.agent_id, lease.lease_expires_at, lease.attempt),
         )
 
+    def extend_lease(self, lease: Lease) -> None:
+        self._execute(
+            "UPDATE leases SET lease_expires_at = %s WHERE task_id = %s", (lease.lease_expires_at, lease.task_id)
+        )
+
     def delete_lease(self, task_id: str) -> None:
         self._execute("DELETE FROM leases WHERE task_id = %s", (task_id,))
 

@@ -216,6 +216,13 @@ class SQLiteTransaction:
             (lease.task_id, lease.agent_id, lease.lease_expires_at, lease.attempt),
         )
 
+    def extend_lease(self, lease: Lease) -> None:
+        """Move the expiry of the lease ``lease`` continues (same task, agent and attempt): only that column is
+        written, so the (task_id, attempt) index is left alone."""
+        self.connection.execute(
+            "UPDATE leases SET lease_expires_at = ? WHERE task_id = ?", (lease.lease_expires_at, lease.task_id)
+        )
+
     def delete_lease(self, task_id: str) -> None:
         self.connection.execute("DELETE FROM leases WHERE task_id = ?", (task_id,))
 
