@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(
                 [sys.executable, __file__, "--populate", str(base_db),
                  "--files", str(args.files), "--reservations", str(args.reservations)],
-                env={**plain, "PYTHONPATH": str(base_source)}, check=True,
+                # No bytecode cache written into the base's source: its guard is timed without one too.
+                env={**plain, "PYTHONPATH": str(base_source), "PYTHONDONTWRITEBYTECODE": "1"}, check=True,
             )
             here = str(Path(__file__).resolve().parents[1])
             commands["guard_from_source"] = ([sys.executable, "-c", SOURCE_MAF, here, "guard"], plain)
