@@ -8,7 +8,6 @@ stacks what these functions return into layers. Every problem is a
 from __future__ import annotations
 
 import datetime
-import json
 import re
 from pathlib import Path
 
@@ -51,6 +50,8 @@ def parse_config_text(text: str, suffix: str, source: str) -> dict[str, Any]:
     """Parse the text of a configuration file (``suffix`` says JSON or YAML); problems name ``source``."""
     try:
         if suffix == ".json":
+            import json  # here: most repositories keep no JSON configuration
+
             document = json.loads(text) if text.strip() else {}
         else:
             document = _load_yaml(text) or {}

@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -63,6 +62,8 @@ def printable_json(value: Any, indent: int | None = 2) -> str:
     direction and other format character as a ``\\u`` escape: ``--json`` printed to a terminal
     cannot recolour it or reorder what it shows. It parses back to exactly ``value``.
     """
+    import json  # here: the guard prints no JSON
+
     text = json.dumps(value, indent=indent, sort_keys=True, ensure_ascii=False)
     if text.replace("\n", "").isprintable():  # the common case, checked in C
         return text

@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 import re
 
@@ -95,6 +94,8 @@ def check_json(name: str, value: Any) -> Any:
         else:
             bound += 26
     if bound > MAX_JSON_BYTES:
+        import json  # only a value that might be too long is serialised
+
         size = len(json.dumps(value, ensure_ascii=False))
         if size > MAX_JSON_BYTES:
             raise UsageError(f"{name} is {size} characters of JSON; the limit is {MAX_JSON_BYTES}")
@@ -106,6 +107,8 @@ def parse_json(name: str, text: str) -> Any:
 
     def refuse_constant(constant: str) -> Any:
         raise UsageError(f"{name} holds {constant}, which is not JSON; use a number or a string")
+
+    import json  # here: the guard parses no JSON
 
     try:
         value = json.loads(text, parse_constant=refuse_constant)

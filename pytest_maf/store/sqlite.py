@@ -11,7 +11,6 @@ write has let go of it (:mod:`pytest_maf.store.writer_lock`).
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
@@ -78,7 +77,7 @@ def _where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
 def _loads(text: Any, where: str) -> Any:
     """A stored JSON column; a value that does not parse is shown, not fatal for its neighbours."""
     try:
-        return json.loads(text)
+        return (_JSON or _load_json())[0](text)
     except (TypeError, ValueError, RecursionError):
         shown = text[:120] if isinstance(text, str) else repr(text)[:120]
         return {
@@ -92,17 +91,29 @@ def _lenient_text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-# One encoder each, made once: json.dumps with options builds a new encoder every call.
-_COMPACT = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-_COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+# json.loads, then an encoder for each of compact text and compact ASCII, made once (json.dumps with
+# options builds a new encoder every call) when first used: the guard reads and writes no JSON.
+_JSON: list[Callable[[Any], Any]] = []
+
+
+def _load_json() -> list[Callable[[Any], Any]]:
+    import json
+
+    if not _JSON:
+        _JSON.extend([json.loads, *(
+            json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=escaped).encode
+            for escaped in (False, True)
+        )])
+    return _JSON
 
 
 def _dumps(value: Any) -> str:
-    text = _COMPACT.encode(value)
+    encoders = _JSON or _load_json()
+    text: str = encoders[1](value)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate (bytes that were not UTF-8): escaped, it round-trips
-        text = _COMPACT_ASCII.encode(value)
+        text = encoders[2](value)
     return text
 
 
