@@ -454,7 +454,10 @@ class ReservationIndex:
         for reservation in reservations:
             node = self._root
             for segment in literal_prefix(reservation.pattern):
-                node = node.children.setdefault(segment, _Node())
+                child = node.children.get(segment)
+                if child is None:  # made only when missing: most segments are shared
+                    child = node.children[segment] = _Node()
+                node = child
             node.add(reservation)
 
     def _nodes_along(self, segments: Sequence[str]) -> Iterator[_Node]:
