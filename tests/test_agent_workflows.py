@@ -34,22 +34,23 @@ def task_state(workspace: Workspace, task_id: str) -> str:
 
 @pytest.mark.slow
 def test_the_readme_workflow_outlives_the_lease_length_between_steps(workspace: Workspace) -> None:
-    # An 8 s lease with 5 s pauses: the whole workflow takes longer than one lease,
-    # and passes only because every step of the holder extends it (3 s are left
-    # for each command to start, even on a busy machine).
-    short = {"MAF_TASK_LEASE_TTL": "8"}
+    # An 11 s lease with 6 s pauses: the pauses alone outlast one lease, and the
+    # workflow passes only because every step of the holder extends it (5 s are
+    # left for each command to start, even on a machine busy with other tests).
+    lease_s, pause_s = 11, 6
+    short = {"MAF_TASK_LEASE_TTL": str(lease_s)}
     tree = workspace.second
     workspace.write(tree, "tests/test_fix.py", VERIFIER)
     ok(workspace.maf(tree, "task", "add", "--id", "fix-42", "--priority", "10"))
     claimed = json.loads(ok(workspace.maf(tree, "task", "claim", "--json", agent="claude-1", **short)).stdout)
     assert (claimed["task_id"], claimed["attempt"]) == ("fix-42", 1)
     started = time.monotonic()
-    time.sleep(5)
+    time.sleep(pause_s)
     ok(workspace.maf(tree, "task", "start", "fix-42", "--attempt", "1", agent="claude-1", **short))
-    time.sleep(5)
+    time.sleep(pause_s)
     run = workspace.pytest(tree, "--maf-task", "fix-42", "tests/test_fix.py", agent="claude-1", **short)
 
-    assert time.monotonic() - started > 8  # longer than one lease
+    assert time.monotonic() - started > lease_s  # longer than one lease
     assert run.returncode == 0, run.stdout + run.stderr
     assert "COMMITTED -> DONE" in run.stdout
     assert task_state(workspace, "fix-42") == "DONE"
