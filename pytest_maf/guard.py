@@ -71,6 +71,20 @@ def run_git(cwd: Path, *args: str) -> tuple[int, bytes, bytes]:
 
         completed = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False)
         return completed.returncode, completed.stdout, completed.stderr
+    ignoring_children = _signals.getsignal(_signals.SIGCHLD) == _signals.SIG_IGN
+    if ignoring_children:  # inherited from whoever started us: git would be reaped unseen, its exit status lost
+        try:
+            _signals.signal(_signals.SIGCHLD, _signals.SIG_DFL)
+        except ValueError:  # not the main thread: git's exit status is lost, a GitError (fails closed)
+            ignoring_children = False
+    try:
+        return _spawn_git(cwd, args)
+    finally:
+        if ignoring_children:
+            _signals.signal(_signals.SIGCHLD, _signals.SIG_IGN)
+
+
+def _spawn_git(cwd: Path, args: tuple[str, ...]) -> tuple[int, bytes, bytes]:
     output_read, output_write = os.pipe()
     errors_read, errors_write = os.pipe()
     try:
@@ -90,12 +104,19 @@ def run_git(cwd: Path, *args: str) -> tuple[int, bytes, bytes]:
         output, errors = _read_both(output_read, errors_read)
     except BaseException:
         os.kill(pid, _signals.SIGKILL)
-        os.waitpid(pid, 0)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # already reaped by the system (SIGCHLD ignored)
+            pass
         raise
     finally:
         for descriptor in (output_read, errors_read):
             os.close(descriptor)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), output, errors
+    try:
+        status = os.waitpid(pid, 0)[1]
+    except ChildProcessError:  # reaped by the system: SIGCHLD ignored, and we could not set it back
+        raise GitError(f"git {' '.join(args[:2])}: its exit status was lost (SIGCHLD is ignored)") from None
+    return os.waitstatus_to_exitcode(status), output, errors
 
 
 def _read_both(*descriptors: int) -> list[bytes]:

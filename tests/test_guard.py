@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -217,6 +218,33 @@ def test_installed_hooks_block_a_real_commit_and_push(repo: Path, tmp_path: Path
     with open_store(repo / ".maf" / "runtime.db") as store:
         reservations.release(store, ["src/**"], "agent-a")
     assert git(repo, "push", "-q", "origin", "main", check=False, env=hook_env).returncode == 0
+
+
+def test_a_guard_started_with_sigchld_ignored_still_reads_gits_answers(repo: Path) -> None:
+    # A parent that ignores SIGCHLD passes that on: the system then reaps git by itself.
+    def ignore_children() -> None:
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+
+    def guard(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest_maf", "guard", *args], cwd=repo, input=stdin, capture_output=True,
+            text=True, env=clean_env(MAF_AGENT_ID="agent-b"), preexec_fn=ignore_children,
+        )
+
+    reserve(repo, "src/**", "agent-a")
+    stage(repo, "src/app.py")
+    blocked = guard()
+    assert (blocked.returncode, blocked.stderr) == (1, "")
+    assert "src/app.py: agent-a holds src/**" in blocked.stdout
+
+    git(repo, "commit", "-q", "--no-verify", "-m", "touch app")
+    head = git(repo, "rev-parse", "HEAD").stdout.strip()
+    # A force push over a commit this clone does not have: git cat-file's failure says so.
+    pushed = guard("--pre-push", stdin=f"refs/heads/main {head} refs/heads/main {'ab' * 20}\n")
+    assert pushed.returncode == 1 and "push blocked" in pushed.stdout
+
+    unknown = guard("--pre-push", stdin=f"refs/heads/main {'cd' * 20} refs/heads/main {'0' * 40}\n")
+    assert unknown.returncode == 2 and "bad object" in unknown.stderr  # git's failure fails closed
 
 
 def test_install_hooks_chains_and_uninstall_restores_the_original_bytes(repo: Path) -> None:
