@@ -521,8 +521,18 @@ def blocking_reservations(
 
 def reservations_for_paths(store: Store, paths: Sequence[str]) -> list[Reservation]:
     """The live reservations that could cover any of ``paths`` (by anchor)."""
-    anchors = {path.split("/", 1)[0] for path in paths} | {""}
+    anchors = {path.split("/", 1)[0] for path in paths}
+    # A name git gave that is not UTF-8 (surrogate escapes) is no stored pattern's anchor, nor text the store takes.
+    anchors = {anchor for anchor in anchors if anchor.isascii() or _is_text(anchor)} | {""}
     return store.read(lambda transaction: transaction.reservations(anchors=anchors))
+
+
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_paths(store: Store, paths: Iterable[str], agent_id: str | None) -> list[Block]:

@@ -290,3 +290,19 @@ def test_a_file_name_that_is_not_utf8_is_reported_not_a_traceback(repo: Path) ->
 
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "docs/bad" in result.stdout
+
+
+@pytest.mark.parametrize("name", [b"bad\xff.md", b"bad\xff/app.md"], ids=["file", "folder"])
+def test_a_name_not_utf8_at_the_repository_root_is_checked_like_any_other(repo: Path, name: bytes) -> None:
+    (repo / os.fsdecode(name)).parent.mkdir(exist_ok=True)
+    (repo / os.fsdecode(name)).write_text("x")
+    git(repo, "add", "-A")
+    reserve(repo, "src/**", "agent-a")
+
+    passed = maf(repo, "guard", MAF_AGENT_ID="agent-b")
+    assert (passed.returncode, passed.stdout, passed.stderr) == (0, "", "")
+
+    reserve(repo, "*.md", "agent-a")  # at any depth: no anchor
+    blocked = maf(repo, "guard", MAF_AGENT_ID="agent-b")
+    assert blocked.returncode == 1 and blocked.stderr == ""
+    assert "\n  bad" in blocked.stdout and "agent-a holds *.md" in blocked.stdout
