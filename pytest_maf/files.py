@@ -51,7 +51,8 @@ def checked_output(text: str, protected: Iterable[Path], what: str = "the output
 def write_json_atomic(path: Path, payload: Any, *, overwrite: bool = True) -> bool:
     """Write ``payload`` as JSON to ``path``: temporary file, fsync, rename (see :func:`write_text_atomic`)."""
     text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    return write_text_atomic(path, text, overwrite=overwrite)
+    # A file name that is not UTF-8 (a surrogate escape) is written as the JSON escape \udcff, read back as it was.
+    return write_bytes_atomic(path, text.encode("utf-8", "backslashreplace"), overwrite=overwrite)
 
 
 def write_text_atomic(path: Path, text: str, *, overwrite: bool = True) -> bool:

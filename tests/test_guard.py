@@ -306,3 +306,20 @@ def test_a_name_not_utf8_at_the_repository_root_is_checked_like_any_other(repo: 
     blocked = maf(repo, "guard", MAF_AGENT_ID="agent-b")
     assert blocked.returncode == 1 and blocked.stderr == ""
     assert "\n  bad" in blocked.stdout and "agent-a holds *.md" in blocked.stdout
+
+
+def test_an_override_of_a_name_not_utf8_tells_the_holder_and_leaves_maf_working(repo: Path) -> None:
+    reserve(repo, "docs/**", "agent-a")
+    (repo / "docs").mkdir()
+    (repo / os.fsdecode(b"docs/bad\xff.md")).write_text("x")
+    git(repo, "add", "-A")
+
+    overridden = maf(
+        repo, "guard", MAF_AGENT_ID="agent-b", MAF_RESERVATION_OVERRIDE="true", MAF_OVERRIDE_REASON="hotfix",
+    )
+    assert overridden.returncode == 0, overridden.stderr
+    assert "was not told" not in overridden.stderr
+
+    inbox = maf(repo, "mail", "list", "--agent", "agent-a", "--json")
+    assert inbox.returncode == 0, inbox.stderr
+    assert "RESERVATION_OVERRIDDEN" in inbox.stdout and "docs/bad" in inbox.stdout
