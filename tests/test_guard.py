@@ -323,3 +323,15 @@ def test_an_override_of_a_name_not_utf8_tells_the_holder_and_leaves_maf_working(
     inbox = maf(repo, "mail", "list", "--agent", "agent-a", "--json")
     assert inbox.returncode == 0, inbox.stderr
     assert "RESERVATION_OVERRIDDEN" in inbox.stdout and "docs/bad" in inbox.stdout
+
+
+def test_a_pre_push_guard_with_its_input_closed_fails_closed(repo: Path) -> None:
+    reserve(repo, "src/**", "agent-a")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_maf", "guard", "--pre-push"], cwd=repo, capture_output=True, text=True,
+        env=clean_env(MAF_AGENT_ID="agent-b"), preexec_fn=lambda: os.close(0),
+    )
+
+    assert result.returncode == 2
+    assert result.stderr == "maf: error: maf guard --pre-push reads the refs being pushed from standard input, which is closed\n"

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 from pytest_maf import guard
 from pytest_maf.cli.acting_agent import optional_agent_of
+from pytest_maf.errors import UsageError
 from pytest_maf.terminal import printable
 
 TYPE_CHECKING = False
@@ -27,7 +28,7 @@ GUARD_PRINTS_NO_RESULT = "a git hook: its exit code is the answer"
 
 
 def cmd_guard(args: argparse.Namespace | SimpleNamespace, settings: Settings) -> int:
-    pushed = sys.stdin.read() if args.pre_push else None
+    pushed = _pushed_refs() if args.pre_push else None
     verdict = guard.guard_verdict(settings, Path.cwd(), optional_agent_of(args), os.environ, pushed=pushed)
     if verdict.status == guard.BLOCKED:
         print(f"maf guard: {printable(verdict.summary)}")
@@ -41,6 +42,13 @@ def cmd_guard(args: argparse.Namespace | SimpleNamespace, settings: Settings) ->
         for warning in verdict.warnings:
             print(f"maf guard: warning: {printable(warning)}", file=sys.stderr)
     return verdict.exit_code
+
+
+def _pushed_refs() -> str:
+    """A pre-push hook's standard input: the refs being pushed."""
+    if sys.stdin is None:  # closed: the push is not known, so it is not let through
+        raise UsageError("maf guard --pre-push reads the refs being pushed from standard input, which is closed")
+    return sys.stdin.read()
 
 
 def hook_arguments(arguments: Sequence[str]) -> SimpleNamespace:
