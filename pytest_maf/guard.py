@@ -102,6 +102,9 @@ def _spawn_git(cwd: Path, args: tuple[str, ...]) -> tuple[int, bytes, bytes]:
             os.close(descriptor)
     try:
         output, errors = _read_both(output_read, errors_read)
+        status = os.waitpid(pid, 0)[1]  # git may outlive its output: interrupted here, it is killed too
+    except ChildProcessError:  # reaped by the system: SIGCHLD ignored, and we could not set it back
+        raise GitError(f"git {' '.join(args[:2])}: its exit status was lost (SIGCHLD is ignored)") from None
     except BaseException:
         os.kill(pid, _signals.SIGKILL)
         try:
@@ -112,10 +115,6 @@ def _spawn_git(cwd: Path, args: tuple[str, ...]) -> tuple[int, bytes, bytes]:
     finally:
         for descriptor in (output_read, errors_read):
             os.close(descriptor)
-    try:
-        status = os.waitpid(pid, 0)[1]
-    except ChildProcessError:  # reaped by the system: SIGCHLD ignored, and we could not set it back
-        raise GitError(f"git {' '.join(args[:2])}: its exit status was lost (SIGCHLD is ignored)") from None
     return os.waitstatus_to_exitcode(status), output, errors
 
 

@@ -7,6 +7,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -335,3 +336,34 @@ def test_a_pre_push_guard_with_its_input_closed_fails_closed(repo: Path) -> None
 
     assert result.returncode == 2
     assert result.stderr == "maf: error: maf guard --pre-push reads the refs being pushed from standard input, which is closed\n"
+
+
+def test_ctrl_c_kills_a_git_that_outlives_its_output(repo: Path, tmp_path: Path) -> None:
+    reserve(repo, "src/**", "agent-a")
+    stage(repo, "src/app.py")
+    pid_file = tmp_path / "git.pid"
+    slow = tmp_path / "bin"
+    slow.mkdir()
+    (slow / "git").write_text(f'#!/bin/sh\nexec >&- 2>&-\necho $$ > "{pid_file}.tmp"\nmv "{pid_file}.tmp" "{pid_file}"\nexec sleep 60\n')
+    (slow / "git").chmod(0o755)
+    env = clean_env(MAF_AGENT_ID="agent-b")
+    env["PATH"] = f"{slow}{os.pathsep}{env['PATH']}"
+    guard = subprocess.Popen(
+        [sys.executable, "-m", "pytest_maf", "guard"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    git_pid = int(pid_file.read_text())
+    try:
+        guard.send_signal(signal.SIGINT)
+        _, errors = guard.communicate(timeout=30)
+
+        assert guard.returncode == 130 and errors == b"maf: interrupted\n"
+        with pytest.raises(ProcessLookupError):  # killed and reaped, not left sleeping
+            os.kill(git_pid, 0)
+    finally:
+        try:
+            os.kill(git_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
