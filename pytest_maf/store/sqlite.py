@@ -98,22 +98,46 @@ _JSON: list[Callable[[Any], Any]] = []
 
 def _load_json() -> list[Callable[[Any], Any]]:
     import json
+    from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 
     if not _JSON:
-        _JSON.extend([json.loads, *(
-            json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=escaped).encode
-            for escaped in (False, True)
-        )])
+        compact, escaped = (
+            json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=ascii_only).encode
+            for ascii_only in (False, True)
+        )
+        _JSON.extend([json.loads, _direct_encoder(compact, c_make_encoder, encode_basestring), escaped])
     return _JSON
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+def _direct_encoder(
+    compact: Callable[[Any], str], make_encoder: Any, encode_string: Callable[[str], str]
+) -> Callable[[Any], str]:
+    """``compact``, by json's C encoder called directly: the same text, without the Python layers
+    JSONEncoder puts around it (a third of the cost of a small object's JSON)."""
+    if make_encoder is None:  # no C accelerator: json's own path
+        return compact
+
+    def encode(value: Any) -> str:
+        if isinstance(value, (str, float)):  # json's own path for these
+            return compact(value)
+        # A new circular-reference table each call, as json makes it: a circular value is refused alike.
+        return "".join(make_encoder({}, _not_json, encode_string, None, ":", ",", True, False, True)(value, 0))
+
+    return encode
 
 
 def _dumps(value: Any) -> str:
     encoders = _JSON or _load_json()
     text: str = encoders[1](value)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (bytes that were not UTF-8): escaped, it round-trips
-        text = encoders[2](value)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (bytes that were not UTF-8): escaped, it round-trips
+            text = encoders[2](value)
     return text
 
 
