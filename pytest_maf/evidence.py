@@ -7,12 +7,13 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from pytest_maf import ids
 from pytest_maf.agents import seen
 from pytest_maf.errors import UsageError, evidence_already_recorded
-from pytest_maf.leases import fenced_lease, validate_id
+from pytest_maf.leases import fenced_lease
+from pytest_maf.light_dataclass import dataclass
 from pytest_maf.records import EVIDENCE_RESULTS, Evidence
 from pytest_maf.values import check_json
 
@@ -42,12 +43,19 @@ def evidence_verdict(rows: Iterable[Evidence]) -> tuple[bool, str]:
     rows = list(rows)
     if not rows:
         return False, NO_EVIDENCE_REASON
-    failed = sorted(row.verifier for row in rows if is_blocking_failure(row))
-    acknowledged = sorted(row.verifier for row in rows if is_acknowledged(row))
-    warned = sorted(
-        row.verifier for row in rows
-        if row.result != "PASS" and not is_blocking_failure(row) and not is_acknowledged(row)
-    )
+    failed, acknowledged, warned = [], [], []
+    for row in rows:
+        if row.result == "PASS":
+            continue  # neither a failure nor a warning: most rows, looked at once
+        if is_blocking_failure(row):
+            failed.append(row.verifier)
+        elif is_acknowledged(row):
+            acknowledged.append(row.verifier)
+        else:
+            warned.append(row.verifier)
+    failed.sort()
+    acknowledged.sort()
+    warned.sort()
     if failed:
         return False, f"{len(failed)} of {len(rows)} verifiers failed: {', '.join(failed)}"
     notes = [f"{len(warned)} warning(s): {', '.join(warned)}"] if warned else []
@@ -114,13 +122,15 @@ def evidence_rows(
     task_id: str, attempt: int, entries: Sequence[tuple[str, str, dict[str, Any] | None]]
 ) -> list[Evidence]:
     """The rows ``entries`` ask for, each checked (verifier id, PASS or FAIL, JSON details), before any transaction."""
-    rows = []
+    rows: list[Evidence] = []
+    append = rows.append
     for verifier, result, details in entries:
-        validate_id("verifier", verifier)
+        ids.validate_id("verifier", verifier)
         if details is not None and not isinstance(details, dict):
             raise UsageError("evidence details must be a JSON object, such as {\"log\": \"...\"}")
         check_json("evidence details", details)
-        rows.append(Evidence(task_id, attempt, verifier, parse_result(result), details or {}))
+        # A result already spelled as stored needs no parsing: what every runner passes.
+        append(Evidence(task_id, attempt, verifier, result if result in EVIDENCE_RESULTS else parse_result(result), details or {}))
     return rows
 
 

@@ -249,23 +249,34 @@ class MafRun:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report: pytest.TestReport = yield
-        outcome = report.outcome
-        if outcome == "passed" and report.when == "call" and not hasattr(report, "wasxfail"):
-            return report  # a call that passed adds nothing to what the setup found and the teardown attaches
+        outcome, when = report.outcome, report.when
+        if outcome == "passed" and not hasattr(report, "wasxfail"):
+            if when == "call":
+                return report  # a call that passed adds nothing to what the setup found and the teardown attaches
+            if when == "setup":
+                marker = item.get_closest_marker("maf_check")
+                if marker is None:
+                    return report  # nothing to keep until the teardown: a plain test that has passed so far
+                item.stash[OUTCOME_KEY] = ItemOutcome(marker, _severity(marker), _verifier_id(item, marker))
+                return report
+            if OUTCOME_KEY not in item.stash:  # a plain test (no maf_check marker) that passed every phase
+                self._attach_passed(item, report)
+                return report
         seen = item.stash.get(OUTCOME_KEY, None)
         if seen is None:
-            marker = item.get_closest_marker("maf_check")
+            # After a setup that passed, the item has no maf_check marker (its setup report looked).
+            marker = item.get_closest_marker("maf_check") if when == "setup" else None
             seen = item.stash[OUTCOME_KEY] = ItemOutcome(marker, _severity(marker), _verifier_id(item, marker))
         if outcome == "passed":
-            if report.when == "call" and hasattr(report, "wasxfail"):
+            if when == "call" and hasattr(report, "wasxfail"):
                 seen.skipped = "xpassed"  # non-strict: pytest counts it apart from passed, and so does maf
         elif outcome == "failed":
             if self.budget is not None and self.budget.interrupted(item, call):
                 seen.timed_out = True
-                seen.failures.setdefault(report.when, self.budget.check_message)
+                seen.failures.setdefault(when, self.budget.check_message)
             else:
-                seen.failures.setdefault(report.when, _failure_message(call, report))
-            if report.when == "call" and seen.severity == "warning" and not seen.timed_out:
+                seen.failures.setdefault(when, _failure_message(call, report))
+            if when == "call" and seen.severity == "warning" and not seen.timed_out:
                 seen.acknowledged = self._acknowledgement(seen)
                 if seen.acknowledged or not self.strict:
                     # Reported as xfailed: visible, but it does not fail the run.
@@ -274,11 +285,36 @@ class MafRun:
                     report.wasxfail = prefix + seen.failures["call"]
         else:
             seen.skipped = "xfailed" if hasattr(report, "wasxfail") else "skipped"
-        if report.when == "teardown":
+        if when == "teardown":
             if self.budget is not None:
                 self.budget.cancel(item)
             self._attach_evidence(item, report, seen)
         return report
+
+    def _attach_passed(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        """What :meth:`_attach_evidence` attaches for a test without a ``maf_check`` marker whose
+        every phase passed, made without an :class:`ItemOutcome`: what most verifiers come to."""
+        if self.budget is not None:
+            self.budget.cancel(item)
+        verifier = item.nodeid
+        details: dict[str, Any] = {
+            "nodeid": verifier, "severity": "critical", "blocking": True, "tags": [], "message": "", "outcome": "passed",
+        }
+        added = item.stash.get(EVIDENCE_DETAILS_KEY, None)  # through maf_evidence
+        if added:
+            details.update(added)
+        acknowledged = self.acknowledged
+        report.maf_evidence = {  # type: ignore[attr-defined]
+            "verifier": verifier, "result": "PASS", "kind": "passed", "details": details,
+            "acknowledgement_named": bool(acknowledged) and bool(acknowledged.get(verifier) or acknowledged.get("")),
+        }
+        report.user_properties += [
+            ("maf.task_id", self.task_id or ""),
+            ("maf.attempt", self.attempt),
+            ("maf.verifier", verifier),
+            ("maf.result", "PASS"),
+            ("maf.severity", "critical"),
+        ]
 
     def _acknowledgement(self, seen: ItemOutcome) -> dict[str, str] | None:
         """The acknowledgement of a warning check, by its verifier id (``mcp.client[codex]``) or check id."""

@@ -162,6 +162,53 @@ def test_maf_task_runs_verifiers_and_finishes_the_task(pytester: pytest.Pytester
     ]
 
 
+def test_a_plain_passing_verifier_records_its_details_and_junit_properties(
+    pytester: pytest.Pytester, on_backend: str
+) -> None:
+    pytester.makepyfile(test_feature="""
+import pytest
+
+def test_plain(maf_evidence):
+    maf_evidence["checked"] = 3
+
+@pytest.mark.maf_check(id="feature.marked", severity="warning", tags=("b", "a"))
+def test_marked():
+    pass
+""")
+    with open_environment_store(pytester.path, create=True) as store:
+        tasks.add_task(store, task_id="fix-42")
+        claim = tasks.claim_next_task(store, "claude-1", 60_000)
+        tasks.start_task(store, "fix-42", "claude-1", claim.attempt)
+    report = pytester.path / "junit.xml"
+
+    result = pytester.runpytest(
+        "--maf-task", "fix-42", "--maf-agent", "claude-1", f"--junitxml={report}", "-o", "junit_family=xunit1",
+        "test_feature.py",
+    )
+
+    assert result.ret == 0, result.stdout.str()
+    details = {row[1]: json.loads(row[3]) for row in evidence_rows(pytester)}
+    assert details == {
+        "test_feature.py::test_plain": {
+            "nodeid": "test_feature.py::test_plain", "severity": "critical", "blocking": True, "tags": [],
+            "message": "", "outcome": "passed", "checked": 3,
+        },
+        "feature.marked": {
+            "nodeid": "test_feature.py::test_marked", "severity": "warning", "blocking": True, "tags": ["a", "b"],
+            "message": "", "outcome": "passed",
+        },
+    }
+    cases = {case.get("name"): case for case in ET.parse(report).getroot().iter("testcase")}
+    properties = {p.get("name"): p.get("value") for p in cases["test_plain"].iter("property")}
+    assert properties == {
+        "maf.task_id": "fix-42",
+        "maf.attempt": "1",
+        "maf.verifier": "test_feature.py::test_plain",
+        "maf.result": "PASS",
+        "maf.severity": "critical",
+    }
+
+
 @pytest.mark.parametrize("holder", ["someone-else", None], ids=["other-agent", "not-claimed"])
 def test_maf_task_without_a_live_lease_is_a_usage_error(
     pytester: pytest.Pytester, on_backend: str, holder: str | None
