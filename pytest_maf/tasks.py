@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from dataclasses import dataclass
+from pytest_maf.light_dataclass import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from pytest_maf import kpi

@@ -13,7 +13,8 @@ from typing import Any, Callable
 import pytest
 
 from pytest_maf import (
-    agents, config, guard, keeper, kpi, logs, paths, patterns, plugin, records, reservations, session, store, verification,
+    agents, config, evidence, guard, keeper, kpi, logs, paths, patterns, plugin, records, reservations, session, store,
+    tasks, verification,
 )
 from pytest_maf.light_dataclass import light_dataclass, light_field
 
@@ -24,7 +25,8 @@ LIGHT_CLASSES = [
     config.Layer, logs.LogFile, patterns.Token, patterns.Automaton, reservations.Conflict, reservations.Block,
     reservations.ReleaseTarget, guard.GuardVerdict, store.SetupReport, paths.WorkingDirectory,
     verification.CheckOutcome, verification.ItemOutcome, verification.PreflightBudget, session.VerificationSession,
-    keeper.RunOutcome, plugin.LeaseHandle,
+    keeper.RunOutcome, plugin.LeaseHandle, evidence.RecordedEvidence, tasks.Move, tasks.Steps, tasks.Claim,
+    tasks.FinishResult, tasks.Reclaimed, tasks.TaskDetail,
 ]
 
 
