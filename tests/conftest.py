@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -8,6 +9,12 @@ import pytest
 from backends import BACKENDS, backend_param, backend_store, environment_store, server_url
 from pytest_maf.clock import ManualClock
 from pytest_maf.store import Store
+
+# pytester's in-process runs (tests/test_plugin.py) drop, when they end, the modules first imported
+# during them: a psycopg first imported there would be imported again later, and the PostgreSQL
+# store would no longer catch the new psycopg's errors. Imported here, once for the session.
+with contextlib.suppress(ImportError):
+    import pytest_maf.store.postgres  # noqa: F401
 
 if TYPE_CHECKING:
     from workspace import Workspace
