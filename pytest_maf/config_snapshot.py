@@ -32,6 +32,7 @@ from pytest_maf.config import (
 from pytest_maf.config_files import CONFIG_SUFFIXES, MAX_CONFIG_BYTES, ConfigError, layer_file, parse_config_text
 from pytest_maf.errors import UsageError
 from pytest_maf.files import write_bytes_atomic
+from pytest_maf.values import is_utf8
 
 SNAPSHOT_FORMAT = "pytest-maf config snapshot"
 SNAPSHOT_VERSION = 1
@@ -85,14 +86,6 @@ def take_snapshot(base: Path) -> Snapshot:
     return snapshot
 
 
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def read_snapshot(path: Path) -> Snapshot:
     """A snapshot file, checked whole: its format, its checksum, and its layer's configuration."""
     try:
@@ -112,7 +105,7 @@ def read_snapshot(path: Path) -> Snapshot:
     if not well_formed or not isinstance(checksum, str):
         raise UsageError(f"{path}: a snapshot's file must be one of {', '.join(LOCAL_NAMES)} with its content,"
                          " or null with null; nothing was restored")
-    if isinstance(content, str) and not _is_utf8(content):
+    if isinstance(content, str) and not is_utf8(content):
         raise UsageError(f"{path}: the content is not UTF-8 text (a lone surrogate escape); nothing was restored")
     if checksum != _checksum(name, content):
         raise UsageError(f"{path}: the checksum does not match the content: the snapshot was changed or damaged"

@@ -72,6 +72,8 @@ NO_EVIDENCE_REASON = (
 
 
 def parse_result(text: str) -> str:
+    if text in EVIDENCE_RESULTS:  # spelled as stored: what every runner passes
+        return text
     result = text.upper()
     if result not in EVIDENCE_RESULTS:
         raise UsageError(f"unknown result {text!r}; use PASS or FAIL")
@@ -129,8 +131,7 @@ def evidence_rows(
         if details is not None and not isinstance(details, dict):
             raise UsageError("evidence details must be a JSON object, such as {\"log\": \"...\"}")
         check_json("evidence details", details)
-        # A result already spelled as stored needs no parsing: what every runner passes.
-        append(Evidence(task_id, attempt, verifier, result if result in EVIDENCE_RESULTS else parse_result(result), details or {}))
+        append(Evidence(task_id, attempt, verifier, parse_result(result), details or {}))
     return rows
 
 

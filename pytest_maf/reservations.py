@@ -31,6 +31,7 @@ from pytest_maf.patterns import (
     overlap_witness,
 )
 from pytest_maf.records import Reservation
+from pytest_maf.values import is_utf8
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -523,16 +524,8 @@ def reservations_for_paths(store: Store, paths: Sequence[str]) -> list[Reservati
     """The live reservations that could cover any of ``paths`` (by anchor)."""
     anchors = {path.split("/", 1)[0] for path in paths}
     # A name git gave that is not UTF-8 (surrogate escapes) is no stored pattern's anchor, nor text the store takes.
-    anchors = {anchor for anchor in anchors if anchor.isascii() or _is_text(anchor)} | {""}
+    anchors = {anchor for anchor in anchors if is_utf8(anchor)} | {""}
     return store.read(lambda transaction: transaction.reservations(anchors=anchors))
-
-
-def _is_text(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def check_paths(store: Store, paths: Iterable[str], agent_id: str | None) -> list[Block]:

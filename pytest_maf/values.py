@@ -27,6 +27,18 @@ MAX_JSON_DEPTH = 64
 MAX_JSON_BYTES = 1024 * 1024
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8: it holds no lone surrogate (how Python keeps a byte of
+    a file name or an argument that was not UTF-8)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_integer(name: str, value: int, low: int, high: int) -> int:
     """``value`` if ``low <= value <= high``, else a :class:`UsageError` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

@@ -300,21 +300,9 @@ class MafRun:
         details: dict[str, Any] = {
             "nodeid": verifier, "severity": "critical", "blocking": True, "tags": [], "message": "", "outcome": "passed",
         }
-        added = item.stash.get(EVIDENCE_DETAILS_KEY, None)  # through maf_evidence
-        if added:
-            details.update(added)
         acknowledged = self.acknowledged
-        report.maf_evidence = {  # type: ignore[attr-defined]
-            "verifier": verifier, "result": "PASS", "kind": "passed", "details": details,
-            "acknowledgement_named": bool(acknowledged) and bool(acknowledged.get(verifier) or acknowledged.get("")),
-        }
-        report.user_properties += [
-            ("maf.task_id", self.task_id or ""),
-            ("maf.attempt", self.attempt),
-            ("maf.verifier", verifier),
-            ("maf.result", "PASS"),
-            ("maf.severity", "critical"),
-        ]
+        named = bool(acknowledged) and bool(acknowledged.get(verifier) or acknowledged.get(""))
+        self._put_evidence(item, report, verifier, "PASS", "passed", "critical", details, named)
 
     def _acknowledgement(self, seen: ItemOutcome) -> dict[str, str] | None:
         """The acknowledgement of a warning check, by its verifier id (``mcp.client[codex]``) or check id."""
@@ -350,16 +338,26 @@ class MafRun:
             details["acknowledged"] = seen.acknowledged
         if seen.timed_out:
             details["timed_out"] = True
-        added: dict[str, Any] = item.stash.get(EVIDENCE_DETAILS_KEY, {})  # through maf_evidence
-        details.update(added)
+        named = bool(self.acknowledged) and self._acknowledgement(seen) is not None
+        self._put_evidence(item, report, seen.verifier, result, kind, severity, details, named)
+
+    def _put_evidence(
+        self, item: pytest.Item, report: pytest.TestReport, verifier: str, result: str | None, kind: str,
+        severity: str, details: dict[str, Any], acknowledgement_named: bool,
+    ) -> None:
+        """Put the evidence on the item's last report as plain data that survives xdist, with what the
+        test added through ``maf_evidence`` in its details, and the JUnit XML properties."""
+        added = item.stash.get(EVIDENCE_DETAILS_KEY, None)
+        if added:
+            details.update(added)
         report.maf_evidence = {  # type: ignore[attr-defined]
-            "verifier": seen.verifier, "result": result, "kind": kind, "details": details,
-            "acknowledgement_named": bool(self.acknowledged) and self._acknowledgement(seen) is not None,
+            "verifier": verifier, "result": result, "kind": kind, "details": details,
+            "acknowledgement_named": acknowledgement_named,
         }
         report.user_properties += [
             ("maf.task_id", self.task_id or ""),
             ("maf.attempt", self.attempt),
-            ("maf.verifier", seen.verifier),
+            ("maf.verifier", verifier),
             ("maf.result", result or kind.upper()),
             ("maf.severity", severity),
         ]

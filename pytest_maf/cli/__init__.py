@@ -111,6 +111,17 @@ def registrar_of(command: str) -> tuple[str, str] | None:
     return None
 
 
+class ParserError(Exception):
+    """argparse refused the command line (raised instead of its exit, so main can answer in JSON too).
+    Here, not beside the parser (:mod:`pytest_maf.cli.conventions`): main catches it without
+    importing argparse for the hooks' command lines, which build no parser."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
 def epilog() -> str:
     """The end of `maf --help`: the exit codes' table, then where the database is and who acts."""
     import textwrap
@@ -190,12 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.disable()  # importing the command's modules makes thousands of objects and no garbage cycles
     try:
         args = parse(arguments)
-    except Exception as error:  # the parser's module is loaded only when a parser was built
-        from pytest_maf.cli.conventions import ParserError, report_usage_error
+    except ParserError as error:  # exits as argparse would, for callers of main() too
+        from pytest_maf.cli.conventions import report_usage_error
 
-        if not isinstance(error, ParserError):
-            raise
-        raise SystemExit(report_usage_error(error, as_json=as_json)) from None  # exits as argparse would
+        raise SystemExit(report_usage_error(error, as_json=as_json)) from None
     finally:
         if collecting:
             gc.enable()

@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import Any, NoReturn, Sequence
 
+from pytest_maf.cli import ParserError
 from pytest_maf.cli.examples import EXAMPLES
 from pytest_maf.errors import BAD_INPUT
 from pytest_maf.terminal import printable, printable_json
@@ -119,15 +120,6 @@ def apply_conventions(parser: argparse.ArgumentParser) -> None:
                 parser.set_defaults(handler=HelpPrinter(parser), needs_settings=False)
     if parser.get_default("needs_settings") is None:  # not the group's False: its commands need settings
         parser.set_defaults(needs_settings=True)
-
-
-class ParserError(Exception):
-    """argparse refused the command line (raised instead of its exit, so main can answer in JSON too)."""
-
-    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
-        super().__init__(message)
-        self.parser = parser
-        self.message = message
 
 
 PARSED_BY = "_maf_parsed_by"  # the innermost (sub)command parser that parsed, while parsing

@@ -26,6 +26,7 @@ from pytest_maf.records import (
 from pytest_maf.store import schema
 from pytest_maf.store.writer_lock import Checkpointer, WriterLock
 from pytest_maf.store.trail import as_object, audit_query, audit_row
+from pytest_maf.values import is_utf8
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,13 +132,10 @@ def _direct_encoder(
 
 
 def _dumps(value: Any) -> str:
-    encoders = _JSON or _load_json()
-    text: str = encoders[1](value)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate (bytes that were not UTF-8): escaped, it round-trips
-            text = encoders[2](value)
+    _, compact, escaped = _JSON or _load_json()
+    text: str = compact(value)
+    if not is_utf8(text):  # a lone surrogate (bytes that were not UTF-8): escaped, it round-trips
+        text = escaped(value)
     return text
 
 
