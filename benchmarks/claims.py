@@ -20,7 +20,9 @@ run in a fresh interpreter so every engine starts alike:
                 litequeue put, pop, done
   cycle_N       the same by N processes
   load_test     `maf load-test` cycles per second at 1 and at N processes,
-                their ratio, and the claim p95 at N
+                their ratio, the claim p95 at N, and the processor time
+                a cycle took at 1 and at N (every process's, waiting
+                included)
   large_table   claim p95 with --done-rows DONE tasks, as a ratio to an empty table
 
 With --baseline TREE (a checkout of another pytest-maf, such as `git worktree
@@ -291,6 +293,7 @@ def workload(name: str, engine: str, args: argparse.Namespace) -> dict[str, Any]
                 "processes": args.processes, "per_s": report["cycles_per_s"],
                 "claim_ms": {key: claim[key] for key in ("p50", "p95", "p99", "max") if key in claim},
                 "errors": report["errors"], "invariants_ok": report["invariants"]["ok"],
+                "cpu_ms_per_cycle": report.get("cpu_ms_per_cycle"),  # absent from an older --baseline tree
             }
         if name == "large_table":
             empty_db, large_db = Path(tmp) / "empty.db", Path(tmp) / "large.db"
@@ -365,6 +368,8 @@ def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
         },
         **({"errors": {k: v for run in runs for k, v in run["errors"].items()}} if "errors" in first else {}),
         **({"invariants_ok": all(run["invariants_ok"] for run in runs)} if "invariants_ok" in first else {}),
+        **({"cpu_ms_per_cycle": statistics.median(run["cpu_ms_per_cycle"] for run in runs)}
+           if first.get("cpu_ms_per_cycle") is not None else {}),
         **({"lock_errors_reaching_callers": sum(run["lock_errors_reaching_callers"] for run in runs)}
            if "lock_errors_reaching_callers" in first else {}),
     }
@@ -404,6 +409,8 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
             "cycles_per_s_1": one[engine]["per_s"], f"cycles_per_s_{n}": many[engine]["per_s"],
             f"ratio_{n}_to_1": ratio(many[engine]["per_s"], one[engine]["per_s"]),
             f"claim_p95_ms_{n}": many[engine]["claim_ms"].get("p95"),
+            "cpu_ms_per_cycle_1": one[engine].get("cpu_ms_per_cycle"),
+            f"cpu_ms_per_cycle_{n}": many[engine].get("cpu_ms_per_cycle"),
             "errors": {**one[engine]["errors"], **many[engine]["errors"]},
             "invariants_ok": one[engine]["invariants_ok"] and many[engine]["invariants_ok"],
         }

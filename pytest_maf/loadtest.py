@@ -5,7 +5,10 @@ renew, start, verify, record evidence, finish, then reserve and release a file
 pattern (some patterns shared between processes, so conflicts happen). No
 operation starts after the deadline, and every wait for the database is
 bounded, so the processes stop on time; the parent waits for their figures a
-bounded grace period and then stops any that are left. Afterwards the recorded
+bounded grace period and then stops any that are left. Each reports the
+processor time it spent from the shared start (its waits for the writers'
+turn included), so the run says what a cycle costs the machine as well as
+how many it made. Afterwards the recorded
 events are replayed, one task at a time, to check that no task was held by two
 agents at once, no fenced operation was accepted from a stale holder, no two
 agents held overlapping exclusive reservations, no task was lost, and the
@@ -90,7 +93,7 @@ def _worker(db: str, agent: str, seed: int, start_at: float, stop_at: float, bus
             samples[name].append((time.perf_counter() - started) * 1000)
 
     time.sleep(max(0.0, start_at - time.time()))
-    started_at = time.time()
+    started_at, processor_started = time.time(), time.process_time()
     try:
         with open_store(db, busy_timeout_s=busy_timeout_s) as store:
             while True:
@@ -125,7 +128,7 @@ def _worker(db: str, agent: str, seed: int, start_at: float, stop_at: float, bus
         errors[f"stopped by {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"] += 1
     results.put({
         "samples": samples, "errors": dict(errors), "conflicts": conflicts,
-        "started": started_at, "stopped": time.time(),
+        "started": started_at, "stopped": time.time(), "cpu_s": time.process_time() - processor_started,
     })
 
 
@@ -267,6 +270,8 @@ def run_load_test(db_path: Path, concurrent: int, duration_s: float) -> dict[str
         errors.update(report["errors"])
     if len(reports) < concurrent:
         errors[f"no figures: stopped by the parent {grace:g} s after the deadline, or died"] += concurrent - len(reports)
+    cpu_s = sum(report["cpu_s"] for report in reports)
+    finished = operations["finish"]["count"]
     audit_began = time.monotonic()
     invariants = check_invariants(db_path)
     audit_s = time.monotonic() - audit_began
@@ -279,8 +284,10 @@ def run_load_test(db_path: Path, concurrent: int, duration_s: float) -> dict[str
             "processes_stopped_by_parent": stopped,
             "run_s": round(run_s, 3),
             "audit_s": round(audit_s, 3),
+            "cpu_s": round(cpu_s, 3),
         },
         "cycles_per_s": operations["finish"]["per_s"],
+        "cpu_ms_per_cycle": round(cpu_s * 1000 / finished, 3) if finished else None,
         "operations": operations,
         "reservation_conflicts": sum(report["conflicts"] for report in reports),
         "errors": dict(errors),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,9 @@ def test_load_test_reports_every_operation_and_holds_the_invariants(capsys: pyte
     assert 0 <= timing["last_stop_after_deadline_s"] <= grace_s(1.0)
     finished = report["operations"]["finish"]
     assert finished["per_s"] == pytest.approx(finished["count"] / timing["measured_s"], rel=0.01)  # per measured second
+    # the processor time of both processes from the shared start: some, and no more than the run had to give
+    assert 0 < timing["cpu_s"] <= timing["run_s"] * (os.cpu_count() or 1)
+    assert report["cpu_ms_per_cycle"] == pytest.approx(timing["cpu_s"] * 1000 / finished["count"], rel=0.01)
 
 
 def test_bench_comparison_flags_ratios_above_the_threshold() -> None:

@@ -267,7 +267,8 @@ def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
         print_json(report)
     else:
         timing = report["timing"]
-        print(f"{args.concurrent} process(es) for {args.duration:g} s: {report['cycles_per_s']} claim-to-finish cycles/s")
+        print(f"{args.concurrent} process(es) for {args.duration:g} s: {report['cycles_per_s']} claim-to-finish cycles/s,"
+              f" {report['cpu_ms_per_cycle']} ms of processor time each (all processes, waiting included)")
         print(f"measured {timing['measured_s']} s; the last process stopped {timing['last_stop_after_deadline_s']} s"
               f" after the deadline; {timing['processes_stopped_by_parent']} stopped by the parent;"
               f" audit {timing['audit_s']} s; whole run {timing['run_s']} s")
@@ -328,7 +329,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 def register_performance(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     load = commands.add_parser(
         "load-test", help="N processes drive one database for S seconds; then the history is audited",
-        description="Reports throughput and p50/p95/p99/max latency per operation, errors, and"
+        description="Reports throughput, the processor time a cycle took (every process's, waiting included),"
+        " p50/p95/p99/max latency per operation, errors, and"
         " checks the invariants (no double grant, no stale operation accepted, no overlapping"
         " exclusive reservations, no lost task, integrity). Exit 1 if any invariant fails. Uses a"
         " new temporary database unless --database is given; a database that holds agents' tasks"
