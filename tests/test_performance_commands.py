@@ -37,6 +37,16 @@ def test_load_test_reports_every_operation_and_holds_the_invariants(capsys: pyte
     assert report["cpu_ms_per_cycle"] == pytest.approx(timing["cpu_s"] * 1000 / finished["count"], rel=0.01)
 
 
+def test_a_load_test_too_short_for_a_cycle_says_so_without_a_per_cycle_figure(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = main(["load-test", "--concurrent", "1", "--duration", "0.0001", "--database", str(tmp_path / "load.db")])
+    first = capsys.readouterr().out.splitlines()[0]
+
+    assert code == 0
+    assert first == "1 process(es) for 0.0001 s: 0.0 claim-to-finish cycles/s"  # no operation can start in 100 µs
+
+
 def test_bench_comparison_flags_ratios_above_the_threshold() -> None:
     baseline = {"metrics": {"claim": 1.0, "guard": 10.0, "gone": 3.0}}
     current = {"metrics": {"claim": 1.2, "guard": 13.0, "new": 1.0}}

@@ -267,8 +267,9 @@ def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
         print_json(report)
     else:
         timing = report["timing"]
-        print(f"{args.concurrent} process(es) for {args.duration:g} s: {report['cycles_per_s']} claim-to-finish cycles/s,"
-              f" {report['cpu_ms_per_cycle']} ms of processor time each (all processes, waiting included)")
+        each = report["cpu_ms_per_cycle"]  # None when no cycle finished
+        print(f"{args.concurrent} process(es) for {args.duration:g} s: {report['cycles_per_s']} claim-to-finish cycles/s"
+              + ("" if each is None else f", {each} ms of processor time each (all processes, waiting included)"))
         print(f"measured {timing['measured_s']} s; the last process stopped {timing['last_stop_after_deadline_s']} s"
               f" after the deadline; {timing['processes_stopped_by_parent']} stopped by the parent;"
               f" audit {timing['audit_s']} s; whole run {timing['run_s']} s")
