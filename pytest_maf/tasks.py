@@ -36,10 +36,9 @@ are released in the same transaction.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
-from pytest_maf.light_dataclass import dataclass
+from pytest_maf.light_dataclass import dataclass, light_replace
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from pytest_maf import kpi
@@ -143,13 +142,13 @@ def plan_transition(task: Task, action: Action, **event_data: Any) -> Steps:
             action, event_data = "retry", follow
         else:
             break
-    return Steps(dataclasses.replace(task, state=state, attempts=attempts), events, ends_lease)
+    return Steps(light_replace(task, state=state, attempts=attempts), events, ends_lease)
 
 
 def write_steps(transaction: Transaction, *planned: Steps) -> Task:
     """Write what :func:`plan_transition` worked out (several plans of one task, in order): the
     task's state once, every event in one statement, and the end of the lease."""
-    task = dataclasses.replace(planned[-1].task, updated_at=transaction.now)
+    task = light_replace(planned[-1].task, updated_at=transaction.now)
     transaction.write_task_state(task.id, task.state, task.attempts)
     events = [event for steps in planned for event in steps.events]
     if len(events) == 1:
@@ -427,7 +426,7 @@ def renew_lease(store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms:
 
     def renew(transaction: Transaction) -> Lease:
         _, lease = fenced_lease(transaction, task_id, agent_id, attempt, extend=False)
-        renewed = dataclasses.replace(lease, lease_expires_at=transaction.now + ttl_ms)
+        renewed = light_replace(lease, lease_expires_at=transaction.now + ttl_ms)
         transaction.extend_lease(renewed)
         transaction.insert_event(
             task_id,
@@ -468,7 +467,7 @@ def renew_held_leases(
             )
         renewed = []
         for lease in held:
-            lease = dataclasses.replace(lease, lease_expires_at=transaction.now + ttl)
+            lease = light_replace(lease, lease_expires_at=transaction.now + ttl)
             transaction.extend_lease(lease)
             transaction.insert_event(
                 lease.task_id, "renew",
@@ -498,7 +497,7 @@ def _fenced_transition(
         task, lease = fenced_lease(transaction, task_id, agent_id, attempt, extend=not ending)
         extra: dict[str, Any] = {"agent": agent_id}
         if ttl_ms is not None:
-            lease = dataclasses.replace(lease, lease_expires_at=transaction.now + ttl_ms)
+            lease = light_replace(lease, lease_expires_at=transaction.now + ttl_ms)
             transaction.extend_lease(lease)
         if not ending:
             extra["lease_expires_at"] = lease.lease_expires_at

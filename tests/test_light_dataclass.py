@@ -16,7 +16,7 @@ from pytest_maf import (
     agents, config, evidence, guard, keeper, kpi, logs, paths, patterns, plugin, records, reservations, session, store,
     tasks, verification,
 )
-from pytest_maf.light_dataclass import light_dataclass, light_field
+from pytest_maf.light_dataclass import light_dataclass, light_field, light_replace
 
 LIGHT_CLASSES = [
     records.Task, records.Lease, records.Event, records.Evidence, records.Reservation, records.ReservationEvent,
@@ -74,6 +74,10 @@ def test_a_light_class_behaves_as_the_dataclass_would(light: type) -> None:
     first = light._light_fields[0]  # type: ignore[attr-defined]
     changed = dataclasses.replace(made, **{first: "changed"})
     assert type(changed) is light and getattr(changed, first) == "changed" and changed != made
+    quick = light_replace(made, **{first: "changed"})  # what the state transitions use
+    assert type(quick) is light and repr(quick) == repr(changed) and (quick == changed) is light._light_eq  # type: ignore[attr-defined]
+    assert repr(made) == repr(twin)  # the original untouched
+    assert outcome(lambda: light_replace(made, unknown=1)) == outcome(lambda: dataclasses.replace(twin, unknown=1))
     assert copy.deepcopy(made) == made
 
     if not light._light_eq:  # type: ignore[attr-defined]
@@ -111,6 +115,11 @@ def test_post_init_runs_after_the_fields_are_set_and_eq_false_keeps_identity() -
     assert first.label == "a: 1" and Run(name="b").label == "b: 0"
     assert first != second and len({first, second}) == 2
     assert repr(first) == "test_post_init_runs_after_the_fields_are_set_and_eq_false_keeps_identity.<locals>.Run(name='a', items=['x'])"
+
+    first.extra = "set later"  # replacing copies the fields only, and __post_init__ runs again
+    renamed = light_replace(first, name="b")
+    assert renamed.label == "b: 1" and not hasattr(renamed, "extra") and renamed.items is first.items
+    assert vars(renamed) == vars(dataclasses.replace(first, name="b"))
 
 
 def test_what_the_light_decorator_does_not_do_is_refused_at_class_creation() -> None:
