@@ -737,8 +737,12 @@ class SQLiteStore:
     def write(self, operation: Callable[[SQLiteTransaction], T]) -> T:
         """Run ``operation`` in one ``BEGIN IMMEDIATE`` transaction; all of it or none."""
         deadline = time.monotonic() + self.busy_timeout_s  # one bound for the lock and the transaction
-        with self._writer_lock.turn(deadline):
+        held = self._writer_lock.acquire(deadline)
+        try:
             result = self._run("BEGIN IMMEDIATE", operation, deadline)
+        finally:
+            if held:
+                self._writer_lock.release()
         self._checkpointer.after_write(self.connection)  # the others write on meanwhile
         return result
 

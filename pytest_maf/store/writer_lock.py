@@ -102,10 +102,19 @@ class WriterLock:
     @contextlib.contextmanager
     def turn(self, deadline: float) -> Iterator[None]:
         """Hold the writers' lock for the block; :attr:`on_timeout` once ``deadline`` (monotonic) passes."""
+        held = self.acquire(deadline)
+        try:
+            yield
+        finally:
+            if held:
+                self.release()
+
+    def acquire(self, deadline: float) -> bool:
+        """Take the writers' lock (:meth:`turn` without a block, for the store's every write); False
+        where there is no lock file to take (SQLite's own locking alone), so nothing to release."""
         lock_file = self._open() if fcntl is not None else None
         if lock_file is None:
-            yield
-            return
+            return False
         fd = lock_file.fileno()
         started = time.monotonic()
         marked = False
@@ -132,9 +141,14 @@ class WriterLock:
                 self._unmark(fd)
         try:
             os.pwrite(fd, f"{os.getpid():<10}".encode(), 0)
-            yield
-        finally:
+        except BaseException:
             fcntl.flock(fd, fcntl.LOCK_UN)
+            raise
+        return True
+
+    def release(self) -> None:
+        """Let go of the lock :meth:`acquire` took."""
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)  # type: ignore[union-attr]
 
     def holder(self) -> int | None:
         """The pid that last held the lock, if it is still running and is not this process."""
