@@ -300,14 +300,16 @@ class MafRun:
         details: dict[str, Any] = {
             "nodeid": verifier, "severity": "critical", "blocking": True, "tags": [], "message": "", "outcome": "passed",
         }
-        acknowledged = self.acknowledged
-        named = bool(acknowledged) and bool(acknowledged.get(verifier) or acknowledged.get(""))
+        named = bool(self.acknowledged) and self._acknowledged_as(verifier, "") is not None
         self._put_evidence(item, report, verifier, "PASS", "passed", "critical", details, named)
 
     def _acknowledgement(self, seen: ItemOutcome) -> dict[str, str] | None:
         """The acknowledgement of a warning check, by its verifier id (``mcp.client[codex]``) or check id."""
         check = str(seen.marker.kwargs.get("id", "")) if seen.marker else ""
-        found = self.acknowledged.get(seen.verifier) or self.acknowledged.get(check)
+        return self._acknowledged_as(seen.verifier, check)
+
+    def _acknowledged_as(self, verifier: str, check: str) -> dict[str, str] | None:
+        found = self.acknowledged.get(verifier) or self.acknowledged.get(check)
         return dict(found) if found else None
 
     def _attach_evidence(self, item: pytest.Item, report: pytest.TestReport, seen: ItemOutcome) -> None:
