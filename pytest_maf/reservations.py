@@ -19,7 +19,7 @@ from pathlib import Path
 from pytest_maf.agents import seen
 from pytest_maf.errors import MafError, NotFoundError, UsageError
 from pytest_maf.leases import held_lease, validate_id
-from pytest_maf.light_dataclass import dataclass
+from pytest_maf.light_dataclass import dataclass, light_replace
 from pytest_maf.logs import INFO, WARNING, log_event
 from pytest_maf.patterns import (
     anchor,
@@ -243,14 +243,12 @@ def _held(transaction: Transaction, agent_id: str, pattern: str) -> Reservation:
 
 def renew(store: Store, patterns: Iterable[str], agent_id: str, ttl_ms: int) -> list[Reservation]:
     """Extend the agent's live reservations to ``ttl_ms`` from now."""
-    import dataclasses  # kept off the guard's path, which imports this module
-
     requested = _normalized(patterns)
 
     def extend(transaction: Transaction) -> list[Reservation]:
         renewed = []
         for pattern in requested:
-            reservation = dataclasses.replace(
+            reservation = light_replace(
                 _held(transaction, agent_id, pattern), expires_at=transaction.now + ttl_ms
             )
             transaction.put_reservation(reservation, anchor(pattern))
