@@ -142,9 +142,20 @@ def git_output(cwd: Path, *args: str) -> bytes:
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH") from None
     if returncode != 0:
-        message = errors.decode("utf-8", "replace").strip().splitlines()
-        raise GitError(f"git {' '.join(args[:2])} failed: {message[-1] if message else returncode}")
+        raise GitError(f"git {' '.join(args[:2])} failed: {_why_git_failed(cwd, returncode, errors)}")
     return output
+
+
+def _why_git_failed(cwd: Path, returncode: int, errors: bytes) -> str:
+    """git's own reason: that there is no repository where GIT_DIR or the directory says (git
+    outside a repository takes ``diff`` for ``diff --no-index`` and prints that one's usage), else
+    its first ``fatal:`` or ``error:`` line, else its last line, else its exit status."""
+    repository_returncode, _, repository_errors = run_git(cwd, "rev-parse", "--git-dir")
+    if repository_returncode != 0:
+        errors = repository_errors
+    lines = errors.decode("utf-8", "replace").strip().splitlines()
+    reasons = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return (reasons or lines or [str(returncode)])[0 if reasons else -1]
 
 
 def _split_z(output: bytes) -> list[str]:

@@ -248,6 +248,14 @@ def test_a_guard_started_with_sigchld_ignored_still_reads_gits_answers(repo: Pat
     assert unknown.returncode == 2 and "bad object" in unknown.stderr  # git's failure fails closed
 
 
+def test_a_git_dir_that_is_not_a_repository_fails_closed_saying_so(repo: Path, tmp_path: Path) -> None:
+    # Outside a repository git takes `diff --cached` for `diff --no-index` and prints that one's usage.
+    reserve(repo, "src/**", "agent-a")
+    guarded = maf(repo, "guard", MAF_AGENT_ID="agent-b", GIT_DIR=str(tmp_path / "nowhere"))
+    assert guarded.returncode == 2
+    assert "not a git repository" in guarded.stderr and "--no-index" not in guarded.stderr + guarded.stdout
+
+
 def test_install_hooks_chains_and_uninstall_restores_the_original_bytes(repo: Path) -> None:
     hooks_dir = repo / "custom-hooks"
     hooks_dir.mkdir()
