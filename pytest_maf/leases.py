@@ -31,6 +31,14 @@ def require_task(transaction: Transaction, task_id: str) -> Task:
     return task
 
 
+def require_task_and_lease(transaction: Transaction, task_id: str) -> tuple[Task, Lease | None]:
+    """:func:`require_task` and the task's lease, if it has one."""
+    task, lease = transaction.task_and_lease(task_id)
+    if task is None:
+        raise NotFoundError(f"no task with id {task_id!r} (see `maf task list`)")
+    return task, lease
+
+
 def fenced_lease(
     transaction: Transaction, task_id: str, agent_id: str, attempt: int, *, extend: bool = True
 ) -> tuple[Task, Lease]:
@@ -41,8 +49,7 @@ def fenced_lease(
     working keeps its lease; the lease returned is the extended one, and
     callers put its ``lease_expires_at`` in their event.
     """
-    task = require_task(transaction, task_id)
-    lease = transaction.get_lease(task_id)
+    task, lease = require_task_and_lease(transaction, task_id)
     if lease is None:
         raise LeaseLostError(
             f"task {task_id!r} has no lease (it is {task.state});"
@@ -73,8 +80,7 @@ def fenced_lease(
 def held_lease(transaction: Transaction, task_id: str, agent_id: str) -> Lease:
     """The live lease ``agent_id`` holds on ``task_id``, whatever its attempt; else
     :class:`LeaseLostError` saying who has it instead."""
-    task = require_task(transaction, task_id)
-    lease = transaction.get_lease(task_id)
+    task, lease = require_task_and_lease(transaction, task_id)
     if lease is not None and lease.agent_id == agent_id and lease.is_live(transaction.now):
         return lease
     if lease is not None and lease.agent_id != agent_id:

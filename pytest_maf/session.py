@@ -26,7 +26,7 @@ from pytest_maf import tasks
 from pytest_maf.errors import LeaseLostError, MafError
 from pytest_maf.evidence import record_evidence_batch
 from pytest_maf.keeper import LeaseKeeper
-from pytest_maf.leases import require_task
+from pytest_maf.leases import require_task_and_lease
 from pytest_maf.light_dataclass import dataclass, field
 from pytest_maf.records import Evidence
 
@@ -60,7 +60,7 @@ class VerificationSession:
     @classmethod
     def start_verification(cls, store: Store, task_id: str, agent_id: str, ttl_ms: int) -> VerificationSession:
         """Verify ``task_id``, which ``agent_id`` must hold: RUNNING -> VERIFYING, fenced."""
-        task, lease = store.read(lambda t: (require_task(t, task_id), t.get_lease(task_id)))
+        task, lease = store.read(lambda t: require_task_and_lease(t, task_id))
         if lease is None or lease.agent_id != agent_id:
             holder = f"it is leased to {lease.agent_id!r}" if lease else f"it is {task.state} with no lease"
             raise LeaseLostError(

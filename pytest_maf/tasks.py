@@ -45,7 +45,7 @@ from pytest_maf import kpi
 from pytest_maf.agents import seen
 from pytest_maf.errors import IllegalTransitionError, LeaseLostError, NothingToClaimError, UsageError
 from pytest_maf.evidence import evidence_events, evidence_rows, evidence_verdict, insert_evidence_rows
-from pytest_maf.leases import fenced_lease, held_lease, require_task, validate_id
+from pytest_maf.leases import fenced_lease, held_lease, require_task, require_task_and_lease, validate_id
 from pytest_maf.logs import log_event
 from pytest_maf.records import TASK_KINDS, TASK_STATES, Event, Evidence, Lease, Task
 from pytest_maf.values import INT64_MAX, INT64_MIN, check_integer, check_json
@@ -456,8 +456,7 @@ def renew_held_leases(
             if lease.is_live(transaction.now) and task_id in (None, lease.task_id)
         ]
         if task_id is not None and not held:
-            task = require_task(transaction, task_id)
-            lease = transaction.get_lease(task_id)
+            task, lease = require_task_and_lease(transaction, task_id)
             holder = f"its lease is {lease.agent_id}'s" if lease and lease.agent_id != agent_id else (
                 "its lease expired" if lease else f"it is {task.state} with no lease"
             )
@@ -627,12 +626,8 @@ def describe_task(store: Store, task_id: str) -> TaskDetail:
     """The task with its lease, events and evidence, from one snapshot."""
 
     def describe(transaction: Transaction) -> TaskDetail:
-        return TaskDetail(
-            task=require_task(transaction, task_id),
-            lease=transaction.get_lease(task_id),
-            events=transaction.events(task_id),
-            evidence=transaction.evidence(task_id),
-        )
+        task, lease = require_task_and_lease(transaction, task_id)
+        return TaskDetail(task, lease, transaction.events(task_id), transaction.evidence(task_id))
 
     return store.read(describe)
 

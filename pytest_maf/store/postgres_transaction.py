@@ -197,6 +197,10 @@ class PostgresTransaction:
 
     # leases
 
+    def task_and_lease(self, task_id: str) -> tuple[Task | None, Lease | None]:
+        """:meth:`get_task` then :meth:`get_lease`, each row locked (no lock reaches a LEFT JOIN's nullable side)."""
+        return self.get_task(task_id), self.get_lease(task_id)
+
     def get_lease(self, task_id: str) -> Lease | None:
         row = self._one(
             f"SELECT {_LEASE_COLUMNS} FROM leases AS l WHERE l.task_id = %s{self._locking('FOR NO KEY UPDATE')}",

@@ -201,6 +201,17 @@ class SQLiteTransaction:
         ).fetchone()
         return None if row is None else self._task(row)
 
+    def task_and_lease(self, task_id: str) -> tuple[Task | None, Lease | None]:
+        """:meth:`get_task` and :meth:`get_lease` in one statement: what every fenced operation reads first."""
+        row = self.connection.execute(
+            f"SELECT {_TASK_COLUMNS}, l.agent_id, l.lease_expires_at, l.attempt"
+            f" FROM {_TASK_FROM} LEFT JOIN leases AS l ON l.task_id = t.id WHERE t.id = ?",
+            (self._default_max_attempts, task_id),
+        ).fetchone()
+        if row is None:
+            return None, None
+        return self._task(row), None if row[9] is None else Lease(row[0], row[9], row[10], row[11])
+
     def next_ready_task(self, kind: str = "work") -> Task | None:
         """The READY task of ``kind`` with the lowest priority, then the oldest, then first inserted."""
         row = self.connection.execute(
@@ -419,7 +430,8 @@ class SQLiteTransaction:
     def delete_task_reservations(self, task_id: str) -> list[Reservation]:
         """Delete and return the reservations tied to ``task_id`` (live or not)."""
         tied = self.reservations(task_id=task_id, live_only=False)
-        self.connection.execute("DELETE FROM reservations WHERE task_id = ?", (task_id,))
+        if tied:  # most leases end with none: no second statement for them
+            self.connection.execute("DELETE FROM reservations WHERE task_id = ?", (task_id,))
         return tied
 
     def insert_reservation_event(self, kind: str, agent_id: str, data: dict[str, Any]) -> None:
