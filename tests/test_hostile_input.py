@@ -8,6 +8,7 @@ byte for byte as they were. Every command runs with a deadline.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 from typing import Callable
@@ -535,6 +536,34 @@ def test_arguments_that_are_not_utf8_are_one_line(workspace: Workspace) -> None:
     one_line_refusal(completed, 2)
     assert "not UTF-8" in completed.stderr
     assert snapshot(workspace.main) == before
+
+
+def test_an_argument_that_is_not_utf8_with_json_prints_the_error_object(workspace: Workspace) -> None:
+    import json
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest_maf", "task", "add", "--id", b"\xff", "--json"],
+        cwd=workspace.main, capture_output=True, text=True, env=workspace.env("alice"), timeout=60,
+    )
+
+    one_line_refusal(completed, 2)
+    report = json.loads(completed.stdout)
+    assert (sorted(report), report["exit_code"]) == (["error", "exit_code"], 2)
+    assert "is not UTF-8 text" in report["error"]
+
+
+@pytest.mark.parametrize("view", [["status"], ["history"], ["agents"], ["task", "list"]])
+def test_a_view_with_standard_output_closed_is_not_an_internal_error(workspace: Workspace, view: list[str]) -> None:
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest_maf", *view], cwd=workspace.main, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, env=workspace.env("alice"), timeout=60,
+        preexec_fn=lambda: os.close(1),  # as `maf status >&-`
+    )
+
+    assert (completed.returncode, completed.stderr) == (0, "")
 
 
 def test_a_failure_message_with_bytes_that_are_not_utf8_is_recorded(workspace: Workspace) -> None:

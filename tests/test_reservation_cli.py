@@ -34,6 +34,7 @@ def test_acquire_conflict_lists_every_holder_and_grants_nothing(capsys: pytest.C
     assert code == 1
     report = json.loads(out)
     assert report["granted"] == []
+    assert report["exit_code"] == 1 and "reserved" in report["error"]  # a failure, shaped as every --json failure
     assert {(c["requested"], c["holder"], c["holder_pattern"], c["reason"]) for c in report["conflicts"]} == {
         ("src/app.py", "a", "src/**", "refactor"),
         ("docs/*.md", "c", "docs/x.md", ""),

@@ -189,14 +189,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
     arguments = list(sys.argv[1:] if argv is None else argv)
+    as_json = json_wanted(arguments)
     for position, argument in enumerate(arguments, start=1):
         try:
             argument.encode("utf-8")
         except UnicodeEncodeError:  # bytes the shell passed that are not UTF-8
             shown = argument.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            print(f"maf: error: argument {position} ({shown[:60]!r}) is not UTF-8 text; pass it as UTF-8", file=sys.stderr)
-            return BAD_INPUT
-    as_json = json_wanted(arguments)
+            return report_failure(
+                f"maf: error: argument {position} ({shown[:60]!r}) is not UTF-8 text; pass it as UTF-8",
+                BAD_INPUT, as_json=as_json,
+            )
     collecting = gc.isenabled()
     gc.disable()  # importing the command's modules makes thousands of objects and no garbage cycles
     try:

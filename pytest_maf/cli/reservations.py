@@ -84,7 +84,10 @@ def cmd_acquire(args: argparse.Namespace, settings: Settings) -> int:
                 )
         except ReservationConflictError as error:
             if args.json:
-                print_json({"granted": [], "conflicts": [_conflict_json(c) for c in error.conflicts]})
+                print_json({
+                    "error": str(error), "exit_code": error.exit_code,  # a failure, as every command's --json says it
+                    "granted": [], "conflicts": [_conflict_json(c) for c in error.conflicts],
+                })
             print(f"maf: {error}", file=sys.stderr)
             for conflict in error.conflicts:
                 print(

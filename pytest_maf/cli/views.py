@@ -54,7 +54,7 @@ class Paint:
 
 def wants_colour(stream: TextIO) -> bool:
     """Colour only for a terminal, and not when NO_COLOR is set (to anything but empty) or TERM is dumb."""
-    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    return on_a_terminal(stream) and not os.environ.get("NO_COLOR")
 
 
 # maf status
