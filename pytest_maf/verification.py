@@ -164,6 +164,7 @@ class MafRun:
     verdict: tasks.FinishResult | None = None
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    interrupted: str = ""  # how the run was stopped before its end (Ctrl-C, pytest.exit()), if it was
     _pending: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     @property
@@ -402,18 +403,29 @@ class MafRun:
         elif kind == "passed":
             self.notes.append(f"{verifier} passes now: its entry in preflight.acknowledged_warnings can go")
 
-    def _record_unfinished_preflight(self, session: pytest.Session) -> None:
-        """A preflight stopped at its time limit must not commit: the checks it did not run count as a failure."""
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        """Ctrl-C, or a test or plugin calling ``pytest.exit()``: the run stops before its end."""
+        reason = str(excinfo.value).strip().splitlines()[0] if str(excinfo.value).strip() else ""
+        how = "Ctrl-C" if excinfo.errisinstance(KeyboardInterrupt) else "pytest.exit()"
+        self.interrupted = f"{how}{': ' + reason if reason and how != 'Ctrl-C' else ''}"
+
+    def _record_unfinished_run(self, session: pytest.Session) -> None:
+        """A run stopped at the preflight's time limit, or interrupted, must not commit: the checks it
+        did not run (the one it was in among them) count as a failure, and the task rolls back."""
         not_run = session.testscollected - sum(self.tally[kind] for kind in KINDS if kind != "deselected")
-        if self.budget is None or not self.budget.spent() or not_run <= 0:
+        if self.budget is not None and self.budget.spent() and not_run > 0:
+            verifier, message = "preflight.timeout", f"{self.budget.reason}: {not_run} check(s) were not run"
+        elif self.interrupted:
+            verifier = f"{'preflight' if self.preflight else 'verification'}.interrupted"
+            message = f"the run was interrupted ({self.interrupted}): {max(not_run, 0)} check(s) did not finish"
+        else:
             return
-        message = f"{self.budget.reason}: {not_run} check(s) were not run"
         self._pending.append((
-            "preflight.timeout", "FAIL",
+            verifier, "FAIL",
             {"severity": "critical", "blocking": True, "message": message, "outcome": "failed", "tags": []},
         ))
         # Shown with the failures, but not counted: it is no test, and the counts are pytest's.
-        self.outcomes.append(CheckOutcome("preflight.timeout", "failed", message))
+        self.outcomes.append(CheckOutcome(verifier, "failed", message))
 
     def flush_evidence(self) -> None:
         """Write the buffered rows in one transaction (one by one if that is refused)."""
@@ -431,7 +443,7 @@ class MafRun:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.writes or self.session is None:
             return
-        self._record_unfinished_preflight(session)
+        self._record_unfinished_run(session)
         pending, self._pending = self._pending, []
         try:
             self.verdict, rows = self.session.complete(pending)  # the rows and the verdict: one transaction

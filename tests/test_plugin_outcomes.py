@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -255,6 +259,71 @@ def test_a_hung_check_is_interrupted_and_recorded_as_a_failure(pytester: pytest.
     rows = evidence_rows(pytester)
     assert rows["svc.slow"][0] == "FAIL" and rows["svc.slow"][1]["timed_out"] is True
     assert "svc.after" not in rows
+
+
+INTERRUPTED_TESTS = """
+import pytest
+
+def test_a():
+    pass
+
+def test_b():
+    pytest.exit("the agent gave up")
+
+def test_c():
+    assert False
+"""
+
+
+def test_a_verification_stopped_by_pytest_exit_rolls_back(pytester: pytest.Pytester, on_backend: str) -> None:
+    pytester.makepyfile(test_feature=INTERRUPTED_TESTS)
+    running_task(pytester)
+
+    result = pytester.runpytest("--maf-task", "fix-42", "--maf-agent", "claude-1", "-p", "no:randomly", "test_feature.py")
+
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([
+        "FAIL verification.interrupted: the run was interrupted (pytest.exit(): the agent gave up):"
+        " 2 check(s) did not finish",
+        "task fix-42: ROLLBACK -> READY*",
+    ])
+    rows = evidence_rows(pytester)
+    assert {verifier: row[0] for verifier, row in rows.items()} == {
+        "test_feature.py::test_a": "PASS", "verification.interrupted": "FAIL",
+    }
+    assert task_state(pytester, "fix-42") == "READY"
+
+
+def test_a_preflight_stopped_by_ctrl_c_does_not_commit(pytester: pytest.Pytester) -> None:
+    with_checks(pytester, interrupted="""
+import pathlib
+import time
+import pytest
+
+@pytest.mark.maf_check(id="svc.first")
+def test_first():
+    pass
+
+@pytest.mark.maf_check(id="svc.hung")
+def test_hung():
+    pathlib.Path("started").write_text("")
+    time.sleep(60)
+""")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--maf-preflight", "-p", "no:randomly", "-p", "no:cacheprovider"],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (pytester.path / "started").exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)  # Ctrl-C
+    output = run.communicate(timeout=60)[0]
+
+    assert run.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert re.search(r"^FAIL preflight.interrupted: the run was interrupted \(Ctrl-C\)", output, re.MULTILINE), output
+    assert re.search(r"^task task-\S+: ROLLBACK -> DEAD", output, re.MULTILINE) and "COMMITTED" not in output
+    rows = evidence_rows(pytester)
+    assert (rows["svc.first"][0], rows["preflight.interrupted"][0]) == ("PASS", "FAIL") and "svc.hung" not in rows
 
 
 def test_the_time_limit_holds_without_plugin_autoloading(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
