@@ -18,8 +18,32 @@ STORE_SUFFIXES = ("", "-wal", "-shm", "-journal", ".lock")
 
 
 def store_files(db_path: Path) -> list[Path]:
-    """The runtime database and the files beside it that are part of it."""
-    return [Path(f"{db_path}{suffix}") for suffix in STORE_SUFFIXES]
+    """The runtime database and the files beside it that are part of it: beside the file a symbolic
+    link names too, where SQLite keeps them when the database is opened through the link."""
+    real = os.path.realpath(db_path)
+    bases = [os.fspath(db_path)] if real == os.path.abspath(db_path) else [os.fspath(db_path), real]
+    return [Path(f"{base}{suffix}") for base in bases for suffix in STORE_SUFFIXES]
+
+
+def replaced_output(path: Path, what: str = "the output") -> Path:
+    """Where an output that is written beside ``path`` and renamed over it goes (a backup, an export):
+    the file a symbolic link names (the link stays); refused when that is no regular file (a device,
+    a pipe: renaming over it would replace it, not write to it) or is a database in use (files beside
+    it, as beside a live store: a backup over another repository's store would replace that store).
+    """
+    real = Path(os.path.realpath(path))
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:  # nothing there yet
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError(f"{path} is not a regular file (a device, a pipe or a socket); give a file name for {what}")
+    for beside in store_files(real)[1:]:
+        if os.path.lexists(beside):
+            raise UsageError(
+                f"{path} is a database in use ({beside.name} is beside it); choose another file for {what}"
+            )
+    return real
 
 
 def _same_file(left: Path, right: Path) -> bool:

@@ -136,6 +136,40 @@ def test_keep_never_deletes_another_repository_s_store_in_the_same_folder(worksp
     assert [Path(row["path"]).name for row in json.loads(listed.stdout)["backups"]] == ["mine.db"]
 
 
+def test_a_backup_never_replaces_a_store_in_use_a_pipe_or_a_device(
+    workspace: Workspace, store_env: dict[str, str], tmp_path: Path
+) -> None:
+    other = tmp_path / "other-project" / "runtime.db"
+    assert maf(workspace, {}, "setup", "--db", str(other)).returncode == 0
+    add_task(workspace, {"MAF_DB_PATH": str(other)}, "theirs")  # a store in use: its lock file is beside it
+    fifo = tmp_path / "backup.fifo"
+    os.mkfifo(fifo)
+
+    for target in (other, fifo):
+        refused = maf(workspace, store_env, "db", "backup", "--output", str(target))
+        one_line_refusal(refused, 2)
+    assert "is a database in use" in maf(workspace, store_env, "db", "backup", "--output", str(other)).stderr
+
+    assert fifo.is_fifo()
+    with closing(sqlite3.connect(other)) as connection:
+        assert connection.execute("SELECT id FROM tasks").fetchall() == [("theirs",)]
+
+
+def test_a_backup_through_a_symbolic_link_replaces_the_file_it_names(workspace: Workspace, tmp_path: Path) -> None:
+    add_task(workspace, {}, "t1")
+    target = tmp_path / "backups" / "nightly.db"
+    target.parent.mkdir()
+    target.write_bytes(b"last night's backup, to be replaced")
+    link = tmp_path / "latest.db"
+    link.symlink_to(target)
+
+    backup(workspace, {}, link)
+
+    assert link.is_symlink() and link.resolve() == target
+    with closing(sqlite3.connect(target)) as connection:
+        assert connection.execute("SELECT id FROM tasks").fetchall() == [("t1",)]
+
+
 def test_a_backup_named_with_terminal_escapes_is_shown_escaped(workspace: Workspace, tmp_path: Path) -> None:
     path = tmp_path / "a\x1b[2Jb.db"  # ESC [2J clears the terminal it reaches
 

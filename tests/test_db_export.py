@@ -178,6 +178,37 @@ def test_a_refused_export_is_one_line_and_touches_nothing(
     assert sorted(path.name for path in known_store.parent.iterdir()) == files  # not even opened
 
 
+def test_a_store_opened_through_a_symbolic_link_guards_its_real_files(
+    known_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link = tmp_path / "elsewhere" / "link.db"
+    link.parent.mkdir()
+    link.symlink_to(known_store)  # SQLite keeps the WAL beside the file the link names, not beside the link
+
+    code = main(["--db", str(link), "db", "export", "--output", f"{known_store}-wal"])
+
+    assert code == 2 and "must not overwrite" in capsys.readouterr().err
+    assert not Path(f"{known_store}-wal").exists()
+
+
+def test_an_export_to_a_pipe_writes_through_it(known_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "export.fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+
+    code = export(known_store, "--output", str(fifo))
+    reader.join(timeout=30)
+
+    assert code == 0 and not reader.is_alive()
+    assert fifo.is_fifo()  # written to, not replaced by a regular file
+    assert [row["verifier"] for row in json.loads(received[0])["evidence"]] == ["unit", "lint", "spelling"]
+
+
 def test_a_database_that_is_not_a_store_is_refused_untouched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as connection:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
 
 from pytest_maf.errors import StoreError, UsageError
+from pytest_maf.files import replaced_output
 from pytest_maf.store import schema
 from pytest_maf.store.verify import current_tables, introspect, user_tables
 
@@ -156,7 +157,12 @@ def export(db_path: Path, output_format: str, tables: Sequence[str], handle: Tex
 
 
 def export_to_file(db_path: Path, output_format: str, tables: Sequence[str], output: Path) -> dict[str, int]:
-    """:func:`export` into ``output``, which appears whole or not at all (temporary file, fsync, rename)."""
+    """:func:`export` into ``output``, which appears whole or not at all (temporary file, fsync, rename);
+    a device or a pipe (``/dev/stdout``, a FIFO) is written to, and a symbolic link's file replaced."""
+    if output.exists() and not output.is_file():  # not a directory: the caller refused that
+        with open(output, "w", encoding="utf-8", newline="") as handle:
+            return export(db_path, output_format, tables, handle)
+    output = replaced_output(output, "the export")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         descriptor, staged = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)

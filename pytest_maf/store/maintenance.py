@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from pytest_maf.clock import system_clock
 from pytest_maf.errors import MafError, StoreError, UsageError
-from pytest_maf.files import checked_output, store_files
+from pytest_maf.files import checked_output, replaced_output, store_files
 from pytest_maf.records import Event, ReservationEvent
 from pytest_maf.store import schema
 from pytest_maf.store.sqlite import _loads, connect
@@ -155,7 +155,7 @@ class BackupReport:
 def backup(db_path: Path, output: Path, compress: bool = False) -> BackupReport:
     """Take a consistent copy of the live database while others keep writing."""
     started = time.perf_counter()
-    output = checked_output(str(output), store_files(db_path), "the backup")
+    output = replaced_output(checked_output(str(output), store_files(db_path), "the backup"), "the backup")
     _require_store(db_path)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pytest_maf.database_url import hide_password, redact_url
 from pytest_maf.errors import StoreError, UsageError
+from pytest_maf.files import replaced_output
 from pytest_maf.store.postgres import PostgresStore
 
 _COPY_START = re.compile(r"^COPY \S+ \(.*\) FROM stdin;$")
@@ -148,6 +149,7 @@ class PostgresBackupReport:
 def backup(url: str, schema: str, output: Path) -> PostgresBackupReport:
     """``pg_dump -Fc`` of the store's schema into ``output`` (whole or not at all), verified before it is kept."""
     started = time.monotonic()
+    output = replaced_output(output, "the backup")  # before any work
     pg_dump = _tool("pg_dump")
     with PostgresStore(url, schema=schema) as store:
         store.check_schema_version()  # a missing or foreign schema is refused before a file is made
