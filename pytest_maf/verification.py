@@ -415,6 +415,10 @@ class MafRun:
         not_run = session.testscollected - sum(self.tally[kind] for kind in KINDS if kind != "deselected")
         if self.budget is not None and self.budget.spent() and not_run > 0:
             verifier, message = "preflight.timeout", f"{self.budget.reason}: {not_run} check(s) were not run"
+        elif self.budget is not None and self.budget.spent() and not hasattr(self.config.hook, "pytest_timeout_set_timer"):
+            # pytest-timeout blocked (-p no:timeout): the check that overran the limit was not interrupted
+            verifier = "preflight.timeout"
+            message = f"{self.budget.reason}; with pytest-timeout blocked (-p no:timeout) no check was interrupted"
         elif self.interrupted:
             verifier = f"{'preflight' if self.preflight else 'verification'}.interrupted"
             message = f"the run was interrupted ({self.interrupted}): {max(not_run, 0)} check(s) did not finish"

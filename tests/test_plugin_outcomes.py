@@ -326,6 +326,28 @@ def test_hung():
     assert (rows["svc.first"][0], rows["preflight.interrupted"][0]) == ("PASS", "FAIL") and "svc.hung" not in rows
 
 
+def test_a_preflight_that_overran_with_pytest_timeout_blocked_does_not_commit(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAF_PREFLIGHT_TIMEOUT", "1")
+    with_checks(pytester, slow="""
+import time
+import pytest
+
+@pytest.mark.maf_check(id="svc.slow")
+def test_slow():
+    time.sleep(2)
+""")
+
+    result = pytester.runpytest("--maf-preflight", "-p", "no:timeout", "-p", "no:randomly")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        "FAIL preflight.timeout: maf preflight took over 1 s (MAF_PREFLIGHT_TIMEOUT); with pytest-timeout blocked*",
+        "task task-*: ROLLBACK -> DEAD*",
+    ])
+
+
 def test_the_time_limit_holds_without_plugin_autoloading(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAF_PREFLIGHT_TIMEOUT", "2")
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
