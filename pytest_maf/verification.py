@@ -406,8 +406,12 @@ class MafRun:
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         """Ctrl-C, or a test or plugin calling ``pytest.exit()``: the run stops before its end."""
         reason = str(excinfo.value).strip().splitlines()[0] if str(excinfo.value).strip() else ""
-        how = "Ctrl-C" if excinfo.errisinstance(KeyboardInterrupt) else "pytest.exit()"
-        self.interrupted = f"{how}{': ' + reason if reason and how != 'Ctrl-C' else ''}"
+        if excinfo.errisinstance(pytest.Session.Interrupted):  # pytest stopping itself: "1 error during collection"
+            self.interrupted = reason or "stopped by pytest"
+        elif excinfo.errisinstance(KeyboardInterrupt):
+            self.interrupted = "Ctrl-C"
+        else:
+            self.interrupted = f"pytest.exit(){': ' + reason if reason else ''}"
 
     def _record_unfinished_run(self, session: pytest.Session) -> None:
         """A run stopped at the preflight's time limit, or interrupted, must not commit: the checks it
@@ -421,7 +425,9 @@ class MafRun:
             message = f"{self.budget.reason}; with pytest-timeout blocked (-p no:timeout) no check was interrupted"
         elif self.interrupted:
             verifier = f"{'preflight' if self.preflight else 'verification'}.interrupted"
-            message = f"the run was interrupted ({self.interrupted}): {max(not_run, 0)} check(s) did not finish"
+            message = f"the run was interrupted ({self.interrupted})" + (
+                f": {not_run} check(s) did not finish" if not_run > 0 else ""
+            )
         else:
             return
         self._pending.append((

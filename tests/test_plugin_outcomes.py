@@ -294,6 +294,20 @@ def test_a_verification_stopped_by_pytest_exit_rolls_back(pytester: pytest.Pytes
     assert task_state(pytester, "fix-42") == "READY"
 
 
+def test_a_verification_with_a_collection_error_says_so_and_rolls_back(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_feature="def test_one():\n    pass\n", test_broken="def test_x(:\n    pass\n")
+    running_task(pytester)
+
+    result = pytester.runpytest("--maf-task", "fix-42", "--maf-agent", "claude-1", "test_feature.py", "test_broken.py")
+
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([
+        "FAIL verification.interrupted: the run was interrupted (1 error during collection): 1 check(s) did not finish",
+        "task fix-42: ROLLBACK -> READY*",
+    ])
+    assert evidence_rows(pytester)["verification.interrupted"][0] == "FAIL"
+
+
 def test_a_preflight_stopped_by_ctrl_c_does_not_commit(pytester: pytest.Pytester) -> None:
     with_checks(pytester, interrupted="""
 import pathlib
