@@ -218,3 +218,24 @@ def test_a_store_path_that_is_a_dangling_link_is_refused_not_created_through(tmp
         with pytest.raises(StoreError, match="symbolic link to .* which does not exist"):
             attempt()
     assert not target.parent.exists()
+
+
+def test_a_read_only_file_beside_the_store_is_named_in_the_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A read of a read-only store leaves a read-only -shm behind: once the store is writable again
+    # every write still fails, and the error must say which file is in the way, not "check the file".
+    # (Permissions bind no one here if the tests run as root: the user's view of them is faked.)
+    import os
+
+    from pytest_maf.store import sqlite as sqlite_store
+
+    db = tmp_path / "runtime.db"
+    with open_store(db, create=True) as store:
+        tasks.add_task(store, task_id="t1")
+        shm = Path(f"{db}-shm")
+        assert shm.exists()
+        real_access = os.access
+        monkeypatch.setattr(sqlite_store.os, "access", lambda path, mode: real_access(path, mode) and Path(path) != shm)
+
+        error = store._unreadable(sqlite3.OperationalError("attempt to write a readonly database"))
+
+    assert f"{shm} cannot be written by this user" in str(error) and "check the file" not in str(error)

@@ -59,6 +59,17 @@ def connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Conne
     return connection
 
 
+def _unwritable(db_path: Path) -> list[str]:
+    """The database's files, and its folder, that exist and that this user may not write: SQLite needs
+    to write all of them (the WAL and shared-memory files beside it, even to read)."""
+    files = [Path(f"{db_path}{suffix}") for suffix in ("", "-wal", "-shm")]
+    found = [str(path) for path in files if path.exists() and not os.access(path, os.W_OK)]
+    folder = db_path.parent
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        found.append(f"the folder {folder}")
+    return found
+
+
 def _is_busy(error: sqlite3.OperationalError) -> bool:
     code = getattr(error, "sqlite_errorcode", None)
     if code is not None:
@@ -691,10 +702,13 @@ class SQLiteStore:
 
     def _unreadable(self, error: sqlite3.Error) -> StoreError:
         damaged = any(word in str(error) for word in ("not a database", "malformed", "corrupt"))
-        way_out = (
-            "it is damaged: run `maf db recover` to rebuild it into a new file, or `maf db restore BACKUP`"
-            if damaged else "check the file, restore a backup, or point MAF_DB_PATH elsewhere"
-        )
+        unwritable = [] if damaged else _unwritable(self.path)
+        if damaged:
+            way_out = "it is damaged: run `maf db recover` to rebuild it into a new file, or `maf db restore BACKUP`"
+        elif unwritable:  # a -shm left read-only by a read of a read-only store, say: the store itself looks fine
+            way_out = f"{' and '.join(unwritable)} cannot be written by this user: give them write permission (chmod u+w)"
+        else:
+            way_out = "check the file, restore a backup, or point MAF_DB_PATH elsewhere"
         return StoreError(f"cannot use the runtime database {self.path}: {error}; {way_out}")
 
     def _busy(self, waited_s: float) -> StoreBusyError:
