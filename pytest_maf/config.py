@@ -37,6 +37,7 @@ from pytest_maf.errors import UsageError
 from pytest_maf.ids import id_problem
 from pytest_maf.light_dataclass import dataclass, field
 from pytest_maf.repository import find_repository_root as find_repository_root
+from pytest_maf.values import is_utf8
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -418,10 +419,16 @@ def _value_problem(path: str, value: Any) -> str | None:
     setting = SETTINGS_BY_KEY[path]
     if setting.maximum is not None and isinstance(value, int) and value > setting.maximum:
         return f"must be at most {setting.maximum}, got {value}"
-    if path in ("runtime.db_path", "agent_mail.root") and (not value.strip() or not value.isprintable()):
+    if path in ("runtime.db_path", "agent_mail.root") and not value.strip():
+        return f"expected a file path, got an empty value ({value!r})"
+    if path in ("runtime.db_path", "agent_mail.root") and not is_utf8(value):
+        return f"expected a file path in UTF-8, got {value!r} (a byte that is not UTF-8)"
+    if path in ("runtime.db_path", "agent_mail.root") and not value.isprintable():
         return f"expected a file path without control characters, got {value!r}"
     if path == "runtime.db_path" and is_other_url(value):  # never echoes the value: it may hold a password
         return "expected a file path or a postgresql:// (or postgres://) URL, got a URL of another scheme"
+    if path == "runtime.db_path" and not is_database_url(value) and value.endswith(("/", os.sep)):
+        return f"{value!r} names a folder; give the database file, such as {value.rstrip('/' + os.sep) or '.'}/runtime.db"
     if path == "runtime.database_url" and value.strip():
         return url_problem(value)  # never echoes the value: it may hold a password
     if path == "runtime.database_schema":

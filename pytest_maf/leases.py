@@ -62,8 +62,8 @@ def fenced_lease(
         )
     if lease.attempt != attempt or task.attempts != attempt:
         raise LeaseLostError(
-            f"attempt {attempt} of task {task_id!r} is stale: the current attempt is"
-            f" {task.attempts}; claim a task again with `maf task claim`"
+            f"attempt {attempt} of task {task_id!r} is {'stale' if attempt < task.attempts else 'not one it has had'}:"
+            f" the current attempt is {task.attempts}; claim a task again with `maf task claim`"
         )
     if not lease.is_live(transaction.now):
         raise LeaseLostError(

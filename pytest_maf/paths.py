@@ -42,7 +42,7 @@ def _climb(text: str, directory: str) -> list[str]:
         if segment != "..":
             segments.append(segment)
         elif not segments:
-            raise UsageError(f"{text!r} climbs out of the repository with '..'")
+            raise UsageError(f"{text!r} leads out of the repository: a '..' above its top")
         elif segments.pop() == "**":
             raise UsageError(f"{text!r} has '..' after '**', which names no one directory")
     return segments
@@ -66,7 +66,10 @@ def repository_pattern(text: str, directory: str = "") -> str:
     if text.startswith("/") or "/" in body or body in (".", ".."):
         trailing = "/" if text.endswith("/") and body else ""
         base = "" if text.startswith("/") else directory
-        return normalize_pattern("/" + "/".join(_climb(body, base)) + trailing)
+        segments = _climb(body, base)
+        if not segments:  # ".", "/", "src/.." at the root: not "/", which the user did not type
+            raise UsageError(f"pattern {text!r} names the repository root itself; use '**' for everything")
+        return normalize_pattern("/" + "/".join(segments) + trailing)
     floating = normalize_pattern(text)  # read at the root first: "**/" is "*/" there
     return normalize_pattern(f"{directory}/**/{floating}") if directory else floating
 

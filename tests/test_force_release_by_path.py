@@ -101,7 +101,7 @@ def test_a_glob_is_still_released_by_its_exact_pattern_only(workspace: Workspace
     "name, said",
     [
         ("/etc/hosts", "is outside the work tree"),
-        ("../elsewhere/app.py", "climbs out of the repository"),
+        ("../elsewhere/app.py", "leads out of the repository"),
         ("README.md", "nobody holds a live reservation on 'README.md'"),
     ],
     ids=["absolute-outside", "climbing-out", "covered-by-nothing"],

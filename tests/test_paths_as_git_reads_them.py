@@ -200,8 +200,9 @@ def test_command_line_patterns_become_repository_patterns(text: str, directory: 
     [("../x", ""), ("../../x", "src"), ("a/**/../b", "src"), ("", "src"), (".", ""), ("/", "src")],
 )
 def test_patterns_that_leave_the_repository_or_name_nothing_are_refused(text: str, directory: str) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError) as refused:
         repository_pattern(text, directory)
+    assert repr(text) in str(refused.value) or not text  # what was typed, not what it was read as
 
 
 def test_paths_are_concrete() -> None:

@@ -123,6 +123,9 @@ def test_operations_from_a_stale_holder_are_refused(store: Store, clock: ManualC
     # Same agent name, old attempt: still stale.
     with pytest.raises(LeaseLostError, match="stale"):
         tasks.start_task(store, "t1", "fast-agent", first.attempt)
+    # An attempt the task has not reached is no stale one: the error says which it is.
+    with pytest.raises(LeaseLostError, match="attempt 3 of task 't1' is not one it has had: the current attempt is 2"):
+        tasks.start_task(store, "t1", "fast-agent", 3)
     assert state_of(store, "t1") == "LEASED"
 
 
