@@ -78,7 +78,7 @@ def test_maf_mail_list_is_newest_first_and_takes_limit(capsys: pytest.CaptureFix
     assert code == 0 and len(out.splitlines()) == 1 and out.rstrip().endswith("three")
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "many", "1e3", "", "99999999999999999999", "\x1b[31m"])
+@pytest.mark.parametrize("value", ["0", "-3", "many", "1e3", "", "99999999999999999999", "\x1b[31m", "1_000", "\u0663"])
 @pytest.mark.parametrize("command", [["task", "list"], ["evidence", "list"], ["mail", "list", "--agent", "b2"]])
 def test_a_bad_limit_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], in_tmp: Path, command: list[str], value: str) -> None:
     code, out, err = run(capsys, *command, "--limit", value)
@@ -86,4 +86,12 @@ def test_a_bad_limit_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], 
     (line,) = [line for line in err.splitlines() if not line.startswith(("usage:", " "))]
     assert line.startswith(f"maf {' '.join(command[:2])}: error: argument --limit: expected a whole number")
     assert "\x1b" not in err
+    assert not (in_tmp / ".maf").exists()
+
+
+@pytest.mark.parametrize("value", ["\u0663", "1_000", "1.5", "99999999999999999999", ""])
+def test_a_priority_is_a_whole_number_in_plain_digits(capsys: pytest.CaptureFixture[str], in_tmp: Path, value: str) -> None:
+    # Python's int() reads "\u0663" (ARABIC-INDIC DIGIT THREE) as 3 and "1_000" as 1000; a user reads neither so.
+    code, out, err = run(capsys, "task", "add", "--id", "t1", "--priority", value)
+    assert code == 2 and out == "" and "argument --priority: expected a whole number" in err
     assert not (in_tmp / ".maf").exists()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -47,11 +48,16 @@ def json_argument(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(error).replace("the value ", "", 1)) from None
 
 
+def _whole(text: str) -> int:
+    """``text`` as a whole number written with the digits 0-9 (Python's int() also takes other scripts'
+    digits and underscores: ``٣``, ``1_000``)."""
+    if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(text)
+
+
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
     return value
@@ -59,6 +65,8 @@ def positive_int(text: str) -> int:
 
 def number(text: str) -> float:
     try:
+        if not text.isascii() or "_" in text:  # float() also takes other scripts' digits and underscores
+            raise ValueError(text)
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
@@ -90,10 +98,7 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
     """An argument type: a whole number from ``low`` to ``high``."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        value = _whole(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {value}")
         return value

@@ -25,11 +25,13 @@ from pytest_maf.cli.common import (
     prints_no_result,
     print_table,
     when,
+    whole_number,
 )
 from pytest_maf.config import Settings, default_note
 from pytest_maf.errors import LeaseLostError, UsageError
 from pytest_maf.files import checked_output, store_files, write_text_atomic
 from pytest_maf.records import Task
+from pytest_maf.values import INT64_MAX, INT64_MIN
 from pytest_maf.store import setup_store
 
 # The lease's default as every --ttl of a task command says it (from config.SETTINGS).
@@ -353,7 +355,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add = task.add_parser("add", help="add a READY task and print its id")
     add.add_argument("--id", help="task id (default: generated)")
-    add.add_argument("--priority", type=int, default=tasks.DEFAULT_PRIORITY, help="lower is claimed first (default: %(default)s)")
+    add.add_argument(
+        "--priority", type=whole_number(INT64_MIN, INT64_MAX), default=tasks.DEFAULT_PRIORITY,
+        help="a whole number; lower is claimed first (default: %(default)s)",
+    )
     add.add_argument("--payload", type=json_argument, metavar="JSON", help="task payload, a JSON value (default: {})")
     add.add_argument("--max-attempts", type=positive_int, metavar="N", help=f"claims before the task is DEAD ({default_note('tasks.max_attempts')})")
     add_json(add)
@@ -433,8 +438,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_holder(finish, ttl=False)
     finish.set_defaults(handler=cmd_task_finish)
 
-    cancel = task.add_parser("cancel", help="READY -> DEAD")
-    cancel.add_argument("task", metavar="TASK")
+    cancel = task.add_parser("cancel", help="READY -> DEAD", description="Cancel a READY task: it becomes DEAD and is never claimed.")
+    cancel.add_argument("task", metavar="TASK", help="a READY task's id")
     add_json(cancel)
     cancel.set_defaults(handler=cmd_task_cancel)
 
@@ -449,7 +454,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     listing.set_defaults(handler=cmd_task_list)
 
     show = task.add_parser("show", help="a task with its lease, events and evidence")
-    show.add_argument("task", metavar="TASK")
+    show.add_argument("task", metavar="TASK", help="task id")
     add_json(show)
     show.set_defaults(handler=cmd_task_show)
 
