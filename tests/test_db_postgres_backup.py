@@ -148,3 +148,28 @@ def test_a_postgresql_backup_is_verified_only_with_a_server_named(
     capsys.readouterr()
     assert main(["db", "verify-backup", str(backup)]) == 2
     assert "name the server with MAF_DATABASE_URL" in capsys.readouterr().err
+
+
+@needs_tools
+def test_a_backup_of_the_other_backend_is_refused_saying_which_way_it_goes(
+    configured: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dump = tmp_path / "store.dump"
+    assert main(["db", "backup", "--output", str(dump)]) == 0
+    sqlite_store = tmp_path / "files" / "runtime.db"
+    with open_store(sqlite_store, create=True) as store:
+        tasks.add_task(store, task_id="in-the-file")
+    sqlite_backup = tmp_path / "files.db.gz"
+    assert main(["db", "backup", "--db", str(sqlite_store), "--output", str(sqlite_backup), "--gzip"]) == 0
+    capsys.readouterr()
+
+    assert main(["db", "restore", str(sqlite_backup), "--force"]) == 2  # into the PostgreSQL store
+    assert "is a backup of a SQLite store, and this store is PostgreSQL" in capsys.readouterr().err
+    monkeypatch.delenv("MAF_DATABASE_URL")
+    assert main(["db", "restore", str(dump), "--db", str(sqlite_store), "--force"]) == 2  # into the SQLite file
+    assert "is a backup of a PostgreSQL store (pg_dump)" in capsys.readouterr().err
+
+    with open_store(sqlite_store) as store:
+        assert [task.id for task in tasks.list_tasks(store)] == ["in-the-file"]
+    with open_store(server_url(), schema=configured.schema) as store:  # type: ignore[attr-defined]
+        assert [task.id for task in tasks.list_tasks(store)] == ["kept"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -162,6 +163,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     if args.dir is not None and args.file != LATEST:
         raise UsageError(f"--dir names the folder `maf db restore {LATEST}` looks in; leave it out with a FILE")
     backup, skipped = _latest(args, settings) if args.file == LATEST else (Path(args.file), [])
+    _refuse_the_other_backend(backup, settings)
     if settings.database_url is not None:
         with Progress(f"restoring {settings.store_shown} from {backup} with pg_restore"):
             kept_schema = _postgres_backups().restore(
@@ -186,6 +188,25 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     kept = f"the previous database is kept as {report.kept_as}" if report.kept_as else "there was no database to keep"
     print(printable(f"restored {settings.db_path} from {backup}; {kept}"))
     return 0
+
+
+def _refuse_the_other_backend(backup: Path, settings: Settings) -> None:
+    """A backup of the other backend's store is sound, but not this store's to restore: say which way it goes."""
+    from pytest_maf.store.backups import POSTGRESQL, SQLITE, backup_kind
+
+    kind = backup_kind(Path(os.path.realpath(backup)))
+    if settings.database_url is not None and kind == SQLITE:
+        raise UsageError(
+            f"{backup} is a backup of a SQLite store, and this store is PostgreSQL ({settings.store_shown}):"
+            " restore it into a file (maf db restore FILE --db restored.db), then copy that here with"
+            " maf db copy restored.db URL"
+        )
+    if settings.database_url is None and kind == POSTGRESQL:
+        raise UsageError(
+            f"{backup} is a backup of a PostgreSQL store (pg_dump), and this store is the SQLite file"
+            f" {settings.db_path}: restore it with MAF_DATABASE_URL set to that server"
+            " (then maf db copy moves it into a file)"
+        )
 
 
 def _state_json(state: BackupState) -> dict[str, Any]:
