@@ -8,6 +8,7 @@ stacks what these functions return into layers. Every problem is a
 from __future__ import annotations
 
 import datetime
+import os
 import re
 from pathlib import Path
 
@@ -93,7 +94,14 @@ def _plain_acknowledgements(document: dict[str, Any]) -> None:
 
 def layer_file(directory: Path, stem: str) -> Path | None:
     """The one ``stem.{json,yaml,yml}`` in ``directory``, or None; two of them are an error naming both."""
-    found = [directory / f"{stem}{suffix}" for suffix in CONFIG_SUFFIXES if (directory / f"{stem}{suffix}").is_file()]
+    named = [directory / f"{stem}{suffix}" for suffix in CONFIG_SUFFIXES]
+    found = [path for path in named if path.is_file()]
+    odd = [path for path in named if not path.is_file() and os.path.lexists(path)]
+    if odd:  # a folder, say: not silently no layer at all
+        raise ConfigError([
+            f"{path}: {'a folder' if path.is_dir() else 'not a regular file (or a link to nothing)'} where a"
+            f" configuration layer is read; remove it or make it the layer's file" for path in odd
+        ])
     if len(found) > 1:
         raise ConfigError([
             f"{' and '.join(str(path) for path in found)}: one layer in {len(found)} files;"

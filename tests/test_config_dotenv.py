@@ -158,6 +158,16 @@ def test_two_files_for_one_layer_are_an_error_naming_both(repo: Path, capsys: py
     assert main(["task", "list"]) == 2  # every command refuses, rather than pick one silently
 
 
+def test_a_folder_where_a_layer_is_read_is_an_error_not_no_layer(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(repo / "maf-config" / "default.yaml", "tasks:\n  max_attempts: 5\n")
+    (repo / "maf-config" / "local.yaml").mkdir()  # the local overrides, made a folder by mistake
+
+    assert main(["config", "validate"]) == 2
+
+    (problem,) = capsys.readouterr().out.splitlines()
+    assert f"{repo / 'maf-config' / 'local.yaml'}: a folder where a configuration layer is read" in problem
+
+
 def test_init_never_writes_a_starter_beside_another_default(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write(repo / "maf-config" / "default.json", '{"tasks": {"max_attempts": 4}}')
 
