@@ -47,6 +47,7 @@ from pytest_maf.errors import (
     StoreError,
 )
 from pytest_maf.guard import describe_holder
+from pytest_maf.paths import WorkingDirectory
 from pytest_maf.patterns import normalize_path
 from pytest_maf.ids import validate_id
 from pytest_maf.records import TASK_STATES, Reservation
@@ -157,13 +158,9 @@ class AgentTools:
             yield store
 
     def _relative(self, text: str) -> str:
-        """An absolute path inside the work tree as the repository-relative path it names."""
-        if os.path.isabs(text):
-            top = str(self._top)
-            if text == top or text.startswith(top.rstrip(os.sep) + os.sep):
-                rest = text[len(top):].replace(os.sep, "/").strip("/")
-                return "/" + rest if rest else text
-        return text
+        """A pattern or path given to a tool, read from the work tree's top as the command line reads
+        it there: an absolute path inside is the repository path it names, one outside is refused."""
+        return WorkingDirectory(self._top, "").anchored(text)
 
     # Tasks.
 

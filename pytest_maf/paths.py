@@ -148,15 +148,16 @@ class WorkingDirectory:
             )
         return None
 
+    def anchored(self, text: str) -> str:
+        """``text`` with an absolute path inside the work tree made root-anchored ('/src/app.py');
+        a root anchor and a relative ``text`` as they are; :class:`UsageError` for a path outside."""
+        return (self._absolute(text) or text) if text.startswith("/") else text
+
     def pattern(self, text: str) -> str:
         """A command-line pattern as a canonical repository-relative pattern."""
         check_pattern_text(text)
-        if text.startswith("/"):
-            text = self._absolute(text) or text
-        return repository_pattern(text, self.inside)
+        return repository_pattern(self.anchored(text), self.inside)
 
     def path(self, text: str) -> str:
         """A command-line path as a concrete repository-relative path."""
-        if text.startswith("/"):
-            text = self._absolute(text) or text
-        return repository_path(text, self.inside)
+        return repository_path(self.anchored(text), self.inside)

@@ -137,6 +137,20 @@ def test_an_argument_naming_another_agent_is_refused_and_nothing_is_recorded(wor
     run(scenario())
 
 
+@pytest.mark.slow
+def test_an_absolute_path_outside_the_work_tree_is_refused_as_the_command_line_refuses_it(workspace: Workspace) -> None:
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "claude-1") as agent:
+            outside = str(workspace.second / "src" / "app")  # another worktree's file: not this one's src/app
+            for tool, argument in (("reservation_acquire", "patterns"), ("reservation_check", "paths")):
+                error = await agent.refused(tool, **{argument: [outside]})
+                assert error["kind"] == "bad_input" and "is outside the work tree" in error["message"]
+            inside = await agent.ok("reservation_acquire", patterns=[str(workspace.main / "src" / "app")])
+            assert [r["pattern"] for r in inside["granted"]] == ["src/app"]
+
+    run(scenario())
+
+
 def test_the_server_refuses_to_start_without_an_agent_id(workspace: Workspace) -> None:
     for agent in (None, "", "team/alice"):
         extra = {} if agent is None else {"MAF_AGENT_ID": agent}
