@@ -21,14 +21,15 @@ import json
 from typing import TYPE_CHECKING, Any, Callable
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import ValidationError
 
 from pytest_maf import __version__
 from pytest_maf.agents import set_client
 from pytest_maf.agent_tools import AgentTools, error_payload, error_text
-from pytest_maf.errors import MafError
+from pytest_maf.errors import MafError, UsageError
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
@@ -107,15 +108,30 @@ class AgentServer(MCPServer[Any]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
-        unknown = sorted(set(arguments) - self.parameters.get(name, frozenset(arguments)))
+        if name not in self.parameters:
+            return refusal(UsageError(f"there is no tool {name!r}; the tools are {', '.join(self.parameters)}"))
+        unknown = sorted(set(arguments) - self.parameters[name])
         if unknown:
-            from pytest_maf.errors import UsageError
-
             return refusal(UsageError(
                 f"{name} takes no argument {', '.join(map(repr, unknown))}; this server acts for"
                 f" agent {self.agent_id} only, and an agent id is never an argument"
             ))
-        return await super().call_tool(name, arguments, context)
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as error:
+            if not isinstance(error.__cause__, ValidationError):
+                raise
+            return refusal(UsageError(f"{name}: {invalid_arguments(error.__cause__)}"))
+
+
+def invalid_arguments(error: ValidationError) -> str:
+    """What is wrong with a call's arguments, one clause per argument: ``attempt: a value is required``."""
+    problems = []
+    for problem in error.errors(include_url=False):
+        where = ".".join(str(part) for part in problem["loc"]) or "the arguments"
+        said = "a value is required" if problem["type"] == "missing" else str(problem["msg"])
+        problems.append(f"{where}: {said}")
+    return "; ".join(problems)
 
 
 def _tool(tools: AgentTools, name: str, read_only: bool) -> Tool:

@@ -151,6 +151,24 @@ def test_an_absolute_path_outside_the_work_tree_is_refused_as_the_command_line_r
     run(scenario())
 
 
+@pytest.mark.slow
+def test_arguments_of_the_wrong_shape_and_an_unknown_tool_are_refusals_of_kind_bad_input(workspace: Workspace) -> None:
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "claude-1") as agent:
+            for tool, arguments, said in (
+                ("task_renew", {"task_id": "t1"}, "task_renew: attempt: a value is required"),
+                ("task_claim", {"task_id": 123}, "task_claim: task_id: "),
+                ("reservation_acquire", {"patterns": "src/**"}, "reservation_acquire: patterns: "),
+                ("no_such_tool", {}, "there is no tool 'no_such_tool'; the tools are task_claim, "),
+            ):
+                error = await agent.refused(tool, **arguments)
+                assert error["kind"] == "bad_input" and said in error["message"], error
+                assert "pydantic" not in error["message"]
+        assert cli_json(workspace, "reservation", "list") == []
+
+    run(scenario())
+
+
 def test_the_server_refuses_to_start_without_an_agent_id(workspace: Workspace) -> None:
     for agent in (None, "", "team/alice"):
         extra = {} if agent is None else {"MAF_AGENT_ID": agent}
