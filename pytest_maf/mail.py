@@ -319,7 +319,13 @@ def acknowledge(mail_root: Path, message_id: str, agent: str, now_ms: int) -> di
     return message
 
 
+# What a message's mark of having been read adds to its file: room kept so it can still be read after.
+READ_MARK_BYTES = 64
+
+
 def send(mail_root: Path, sender: str, recipient: str, subject: str, body: str, now_ms: int) -> dict[str, Any]:
+    """Deliver a message; one that would be larger than :data:`MAX_MESSAGE_BYTES` (which no reader
+    would open) is refused before anything is written."""
     message = {
         "id": new_message_id(),
         "type": "MESSAGE",
@@ -329,6 +335,12 @@ def send(mail_root: Path, sender: str, recipient: str, subject: str, body: str, 
         "body": body,
         "created_at": now_ms,
     }
+    size = len(json.dumps(message, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8", "backslashreplace"))
+    if size + READ_MARK_BYTES > MAX_MESSAGE_BYTES:
+        raise UsageError(
+            f"the message would be {size} bytes, and a message may be at most"
+            f" {MAX_MESSAGE_BYTES - READ_MARK_BYTES}; put the text in a file and send its path"
+        )
     deliver(mail_root, message)
     return message
 

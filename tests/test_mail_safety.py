@@ -253,6 +253,23 @@ def test_stored_text_is_shown_escaped_and_json_stays_exact(repo: Path, capsys: p
     assert json.loads(capsys.readouterr().out)[0]["reason"] == HOSTILE
 
 
+def test_a_message_too_large_to_be_read_is_refused_and_nothing_is_written(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = "z" * mail.MAX_MESSAGE_BYTES  # a reader would refuse the file: it must never be written
+    before = files_under(repo)
+
+    code, out, err = run(capsys, "mail", "send", "--from", "alice", "--to", "bob", "--subject", "big", "--body", body)
+
+    assert code == 2 and out == "" and "a message may be at most" in err and len(err) < 300
+    assert files_under(repo) == before
+    fits = "z" * (mail.MAX_MESSAGE_BYTES - mail.READ_MARK_BYTES - 1_000)
+    assert run(capsys, "mail", "send", "--from", "alice", "--to", "bob", "--subject", "s", "--body", fits)[0] == 0
+    (message,) = json.loads(run(capsys, "mail", "list", "--agent", "bob", "--json")[1])
+    assert run(capsys, "mail", "ack", message["id"], "--agent", "bob")[0] == 0  # marked read, still readable
+    assert run(capsys, "mail", "show", message["id"])[0] == 0
+
+
 # Notices: after the commit, none lost.
 
 
