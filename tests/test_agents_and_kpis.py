@@ -317,3 +317,30 @@ def agents_json(workspace: Workspace) -> list[dict[str, object]]:
     assert completed.returncode == 0, completed.stderr
     listed: list[dict[str, object]] = json.loads(completed.stdout)
     return listed
+
+
+def test_an_agent_holding_many_tasks_keeps_the_table_narrow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_maf.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with open_store(tmp_path / ".maf" / "runtime.db", create=True) as store:
+        for n in range(50):
+            tasks.add_task(store, task_id=f"task-number-{n:02}")
+            tasks.claim_task(store, f"task-number-{n:02}", "busy", HOUR_MS)
+        reservations.acquire(store, [f"src/module_{n}/**" for n in range(20)], "busy", HOUR_MS)
+        tasks.add_task(store, task_id="idle-task")
+        tasks.claim_task(store, "idle-task", "idle", HOUR_MS)
+    capsys.readouterr()
+
+    assert main(["agents"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) < 200, lines
+    busy = next(line for line in lines if line.startswith("busy "))
+    assert "task-number-00 (LEASED), task-number-01 (LEASED), task-number-02 (LEASED) +47 more" in busy
+    assert "+17 more" in busy
+    assert main(["agents", "--json"]) == 0
+    (held,) = [agent for agent in json.loads(capsys.readouterr().out) if agent["agent_id"] == "busy"]
+    assert len(held["tasks"]) == 50 and len(held["reservations"]) == 20  # --json keeps them all

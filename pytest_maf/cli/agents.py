@@ -35,8 +35,8 @@ def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
         [
             [
                 status.agent_id, status.client or "-", ago(status.silent_ms), status.state,
-                ", ".join(f"{task.task_id} ({task.state})" for task in status.tasks) or "-",
-                ", ".join(status.reservations) or "-",
+                _first([f"{task.task_id} ({task.state})" for task in status.tasks]),
+                _first(status.reservations),
             ]
             for status in found
         ],
@@ -44,6 +44,16 @@ def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
     stale = sum(1 for status in found if status.state == STALE)
     print(f"{len(found)} agent(s), {stale} stale (silent for more than {stale_after_s} s)")
     return 0
+
+
+SHOWN_PER_CELL = 3  # tasks or reservations named in one cell of the table; --json has them all
+
+
+def _first(items: list[str]) -> str:
+    """The first :data:`SHOWN_PER_CELL` of ``items``, saying how many more there are: one agent
+    holding fifty tasks keeps its row, and every other row, narrow."""
+    shown = ", ".join(items[:SHOWN_PER_CELL]) or "-"
+    return f"{shown} +{len(items) - SHOWN_PER_CELL} more" if len(items) > SHOWN_PER_CELL else shown
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
