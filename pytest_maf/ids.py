@@ -28,10 +28,10 @@ def id_problem(value: str, *, path_segment: bool = True) -> str | None:
         return "must not be empty"
     if len(value) > MAX_ID_LENGTH:
         return f"is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
+    if not value.isprintable():  # before the spaces: strip() takes a trailing newline for one
+        return "may not contain '/', '\\', NUL or control characters" if path_segment else "contains control characters"
     if value != value.strip():
         return "may not start or end with a space"
-    if not value.isprintable():
-        return "may not contain '/', '\\', NUL or control characters" if path_segment else "contains control characters"
     if path_segment and (value in (".", "..") or any(character in value for character in PATH_CHARACTERS)):
         return "may not be '.' or '..'" if value in (".", "..") else "may not contain '/', '\\', NUL or control characters"
     return None

@@ -251,3 +251,17 @@ def test_setup_and_init_keep_runtime_files_out_of_git(workspace: Workspace, wher
     workspace.git(workspace.main, "add", "-A")
     staged = workspace.git(workspace.main, "diff", "--cached", "--name-only")
     assert staged.split() == ["maf-config/default.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("v\x00\n", "may not contain '/', '\\', NUL or control characters"),
+        ("alice\n", "may not contain '/', '\\', NUL or control characters"),  # a newline is no space
+        (" alice", "may not start or end with a space"),
+    ],
+)
+def test_an_id_is_refused_for_what_is_wrong_with_it(value: str, problem: str) -> None:
+    from pytest_maf.ids import id_problem
+
+    assert id_problem(value) == problem
