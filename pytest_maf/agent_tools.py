@@ -48,7 +48,7 @@ from pytest_maf.errors import (
 )
 from pytest_maf.guard import describe_holder
 from pytest_maf.paths import WorkingDirectory
-from pytest_maf.patterns import normalize_path
+from pytest_maf.patterns import check_pattern_text, normalize_path
 from pytest_maf.ids import validate_id
 from pytest_maf.records import TASK_STATES, Reservation
 from pytest_maf.reservations import Block, Conflict, NotHolderError, ReservationConflictError
@@ -160,6 +160,7 @@ class AgentTools:
     def _relative(self, text: str) -> str:
         """A pattern or path given to a tool, read from the work tree's top as the command line reads
         it there: an absolute path inside is the repository path it names, one outside is refused."""
+        check_pattern_text(text)  # NUL and control characters first: no file system call sees them
         return WorkingDirectory(self._top, "").anchored(text)
 
     # Tasks.

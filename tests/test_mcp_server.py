@@ -145,6 +145,8 @@ def test_an_absolute_path_outside_the_work_tree_is_refused_as_the_command_line_r
             for tool, argument in (("reservation_acquire", "patterns"), ("reservation_check", "paths")):
                 error = await agent.refused(tool, **{argument: [outside]})
                 assert error["kind"] == "bad_input" and "is outside the work tree" in error["message"]
+                nul = await agent.refused(tool, **{argument: ["/src/a\x00b"]})  # never reaches the file system
+                assert nul["kind"] == "bad_input" and "control characters" in nul["message"]
             inside = await agent.ok("reservation_acquire", patterns=[str(workspace.main / "src" / "app")])
             assert [r["pattern"] for r in inside["granted"]] == ["src/app"]
 

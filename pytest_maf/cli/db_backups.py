@@ -204,8 +204,8 @@ def _refuse_the_other_backend(backup: Path, settings: Settings) -> None:
     if settings.database_url is None and kind == POSTGRESQL:
         raise UsageError(
             f"{backup} is a backup of a PostgreSQL store (pg_dump), and this store is the SQLite file"
-            f" {settings.db_path}: restore it with MAF_DATABASE_URL set to that server"
-            " (then maf db copy moves it into a file)"
+            f" {settings.db_path}: restore it into a scratch schema of a server (MAF_DATABASE_URL=URL"
+            " MAF_DATABASE_SCHEMA=restored maf db restore FILE), then move it into a file with maf db copy"
         )
 
 
