@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import asdict
 
 from pytest_maf.cli.common import add_json, open_configured_store, print_json, print_table
@@ -49,7 +50,7 @@ def cmd_agents(args: argparse.Namespace, settings: Settings) -> int:
 SHOWN_PER_CELL = 3  # tasks or reservations named in one cell of the table; --json has them all
 
 
-def _first(items: list[str]) -> str:
+def _first(items: Sequence[str]) -> str:
     """The first :data:`SHOWN_PER_CELL` of ``items``, saying how many more there are: one agent
     holding fifty tasks keeps its row, and every other row, narrow."""
     shown = ", ".join(items[:SHOWN_PER_CELL]) or "-"
