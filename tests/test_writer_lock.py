@@ -11,7 +11,7 @@ import pytest
 
 from pytest_maf import tasks
 from pytest_maf.errors import StoreBusyError
-from pytest_maf.store import open_store, writer_lock
+from pytest_maf.store import open_store, sqlite, writer_lock
 from pytest_maf.store.writer_lock import MARK_AT, MARK_STALE_S, WriterLock, _MARK, _now_ms
 
 
@@ -111,6 +111,71 @@ def test_the_store_checkpoints_its_wal_after_writes_not_inside_them(
         autocheckpoint = store.pragma("wal_autocheckpoint")[0][0]
 
     assert autocheckpoint == 0  # SQLite's own, inside COMMIT, is off on the store's connection
+
+
+def wal_frames(db: Path) -> int:
+    """Frames the WAL file has room for: its size, which SQLite never shrinks by itself."""
+    return Path(f"{db}-wal").stat().st_size // (4096 + 24)
+
+
+def wal_header_frames(db: Path) -> int:
+    """The frames in the WAL now, from the WAL-index: a WAL started over holds only the writes since."""
+    return int(writer_lock._U32.unpack_from(Path(f"{db}-shm").read_bytes(), writer_lock.MX_FRAME_AT)[0])
+
+
+def test_what_writers_append_while_the_checkpoint_copies_is_copied_back_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Or the WAL is never copied back whole, never starts over, and grows by every write under steady work."""
+    monkeypatch.setattr(writer_lock, "CHECKPOINT_FRAMES", 20)
+    db = tmp_path / "runtime.db"
+    open_store(db, create=True).close()
+    copy = writer_lock._checkpoint
+    appended = threading.Event()
+
+    def another_writer_meanwhile(connection: sqlite3.Connection) -> None:
+        copy(connection)
+        if not appended.is_set():  # another process writes while the first copy ends
+            other = sqlite3.connect(db, isolation_level=None)
+            other.execute("INSERT INTO counters (name, label, value) VALUES ('elsewhere', '', 1)")
+            other.close()
+            appended.set()
+
+    monkeypatch.setattr(writer_lock, "_checkpoint", another_writer_meanwhile)
+    with open_store(db) as store:
+        while (store._checkpointer._pending() or 0) < 20:  # type: ignore[attr-defined]
+            tasks.add_task(store)  # until a write asks for a checkpoint; then no more from here
+        assert appended.wait(10)
+        deadline = time.monotonic() + 10
+        while store._checkpointer._pending() != 0:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "the frames written during the checkpoint were never copied back"
+            time.sleep(0.01)
+        tasks.add_task(store)
+        frames = wal_header_frames(db)
+    assert frames < 20  # this write started the WAL over
+
+
+def test_a_wal_grown_behind_a_long_read_shrinks_once_it_starts_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer_lock, "CHECKPOINT_FRAMES", 20)
+    monkeypatch.setattr(sqlite, "WAL_SIZE_LIMIT_BYTES", 200 * (4096 + 24))
+    db = tmp_path / "runtime.db"
+    open_store(db, create=True).close()
+    reader = sqlite3.connect(db, isolation_level=None)
+    with open_store(db) as store:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM tasks").fetchall()  # a snapshot no checkpoint may pass
+        for _ in range(100):
+            tasks.add_task(store)
+        grown = wal_frames(db)
+        reader.execute("COMMIT")
+        for _ in range(300):  # checkpoints that reach the WAL's end, then a write that starts it over
+            tasks.add_task(store)
+            if wal_frames(db) <= 200:
+                break
+        shrunk = wal_frames(db)
+    reader.close()
+    assert grown > 500
+    assert shrunk <= 200
 
 
 def test_closing_the_store_waits_for_its_checkpoint_and_leaves_no_thread(

@@ -42,6 +42,9 @@ DEFAULT_LEASE_TTL_MS = 30 * 60_000
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
+# What a WAL that grew (a long read let no checkpoint reach its end) is cut back to when it starts over:
+# room for four checkpoints' worth of frames, so the file is reused, not regrown, in steady work.
+WAL_SIZE_LIMIT_BYTES = 4 * 1000 * (4096 + 24)
 
 
 def connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
@@ -56,6 +59,7 @@ def connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Conne
     connection.execute("PRAGMA foreign_keys = ON")
     # WAL makes commits durable against process crashes without an fsync each.
     connection.execute("PRAGMA synchronous = NORMAL")
+    connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
     return connection
 
 
@@ -661,7 +665,7 @@ class SQLiteStore:
         # takes the same writers' lock as one opened by its own name.
         real = _real_path(path)
         self._writer_lock = WriterLock(Path(f"{real}.lock"), self._busy)
-        self._checkpointer = Checkpointer(real)
+        self._checkpointer = Checkpointer(real, self._writer_lock.path)
 
     @property
     def connection(self) -> sqlite3.Connection:

@@ -168,6 +168,7 @@ _U32 = struct.Struct("=I")  # native byte order, as SQLite writes the WAL-index
 MX_FRAME_AT, N_BACKFILL_AT = 16, 96
 CHECKPOINT_FRAMES = 1000  # SQLite's own wal_autocheckpoint
 CHECKPOINTER_IDLE_S = 5.0
+CATCH_UP_WAIT_S = 0.5  # how long the checkpoint waits for the writers' turn to copy back their last frames
 
 
 class Checkpointer:
@@ -183,10 +184,19 @@ class Checkpointer:
     way, so a process that exits does not leave its WAL growing. Where no
     thread can be started, the checkpoint runs in the writer's thread; where
     the WAL-index cannot be read, SQLite's automatic checkpoint is left as it is.
+
+    The writers append while it copies, so one copy never reaches the WAL's
+    end, and SQLite starts a WAL over only once all of it is copied back: the
+    WAL would grow by every write, for ever (hundreds of MB in a minute of
+    steady work, each frame appended to a new page of the file, each read
+    looking through a WAL-index as long). So the frames appended meanwhile are
+    copied in the writers' turn (``lock_path``, with a lock of the thread's
+    own): a few frames, then the next write starts the WAL over.
     """
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, lock_path: Path | None = None) -> None:
         self.db_path = db_path
+        self.lock_path = lock_path
         self.shm_path = Path(f"{db_path}-shm")
         self._shm: int | None = None
         self._taken_over: sqlite3.Connection | None = None
@@ -244,6 +254,7 @@ class Checkpointer:
         wanted = self._wanted
         assert wanted is not None  # made before the thread
         connection: sqlite3.Connection | None = None
+        turn = None if self.lock_path is None else WriterLock(self.lock_path, on_timeout=TimeoutError)
         try:
             while wanted.wait(CHECKPOINTER_IDLE_S):  # idle that long: it ends, and starts again when wanted
                 wanted.clear()
@@ -256,9 +267,17 @@ class Checkpointer:
                     except (sqlite3.Error, OSError, ValueError, RuntimeError):
                         return  # the next write that wants a checkpoint starts a thread again
                 _checkpoint(connection)  # closing too: what the last writes left is copied back first
+                if turn is not None and self._pending():  # appended while it copied
+                    try:
+                        with turn.turn(time.monotonic() + CATCH_UP_WAIT_S):
+                            _checkpoint(connection)
+                    except TimeoutError:
+                        pass  # the writers are that busy: the next checkpoint catches up
                 if closing:
                     return
         finally:
+            if turn is not None:
+                turn.close()
             if connection is not None:
                 connection.close()
 
