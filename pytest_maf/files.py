@@ -25,6 +25,13 @@ def store_files(db_path: Path) -> list[Path]:
     return [Path(f"{base}{suffix}") for base in bases for suffix in STORE_SUFFIXES]
 
 
+def in_use_mark(path: Path) -> Path | None:
+    """A file beside ``path`` that is only ever beside a database in use (its write-ahead log, shared
+    memory or rollback journal, or the writers' lock file), or None."""
+    marks = (Path(f"{path}{suffix}") for suffix in STORE_SUFFIXES if suffix)
+    return next((mark for mark in marks if os.path.lexists(mark)), None)
+
+
 def replaced_output(path: Path, what: str = "the output") -> Path:
     """Where an output that is written beside ``path`` and renamed over it goes (a backup, an export):
     the file a symbolic link names (the link stays); refused when that is no regular file (a device,
@@ -38,11 +45,9 @@ def replaced_output(path: Path, what: str = "the output") -> Path:
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
         raise UsageError(f"{path} is not a regular file (a device, a pipe or a socket); give a file name for {what}")
-    for beside in store_files(real)[1:]:
-        if os.path.lexists(beside):
-            raise UsageError(
-                f"{path} is a database in use ({beside.name} is beside it); choose another file for {what}"
-            )
+    beside = in_use_mark(real)
+    if beside is not None:
+        raise UsageError(f"{path} is a database in use ({beside.name} is beside it); choose another file for {what}")
     return real
 
 

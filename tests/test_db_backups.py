@@ -136,6 +136,21 @@ def test_keep_never_deletes_another_repository_s_store_in_the_same_folder(worksp
     assert [Path(row["path"]).name for row in json.loads(listed.stdout)["backups"]] == ["mine.db"]
 
 
+def test_a_store_copy_with_a_rollback_journal_beside_it_is_no_backup(workspace: Workspace, tmp_path: Path) -> None:
+    # A -journal beside a database is a transaction under way (or one to roll back): the file is in use.
+    add_task(workspace, {}, "t1")
+    folder = tmp_path / "backups"
+    backup(workspace, {}, folder / "mine.db")
+    shutil.copyfile(folder / "mine.db", folder / "in-use.db")
+    (folder / "in-use.db-journal").write_bytes(b"")
+
+    listed = maf(workspace, {}, "db", "backups", "--dir", str(folder), "--json")
+    refused = maf(workspace, {}, "db", "backup", "--output", str(folder / "in-use.db"))
+
+    assert [Path(row["path"]).name for row in json.loads(listed.stdout)["backups"]] == ["mine.db"]
+    assert refused.returncode == 2 and "is a database in use (in-use.db-journal is beside it)" in refused.stderr
+
+
 def test_a_backup_never_replaces_a_store_in_use_a_pipe_or_a_device(
     workspace: Workspace, store_env: dict[str, str], tmp_path: Path
 ) -> None:

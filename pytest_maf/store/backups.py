@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pytest_maf.errors import MafError, UsageError
+from pytest_maf.files import in_use_mark
 from pytest_maf.store import schema
 from pytest_maf.store.postgres_schema import VERSION_TABLE
 
@@ -98,13 +99,8 @@ def backup_kind(path: Path) -> str | None:
     return None
 
 
-def _is_live_store(path: Path) -> bool:
-    """A store in use, this one's or another repository's: its lock file or write-ahead log is beside it."""
-    return any(os.path.lexists(f"{path}{suffix}") for suffix in (".lock", "-wal", "-shm"))
-
-
 def _is_protected(path: Path, protected: Iterable[Path]) -> bool:
-    if _is_live_store(path):
+    if in_use_mark(path) is not None:  # a store in use, this one's or another repository's
         return True
     for guarded in protected:
         try:
