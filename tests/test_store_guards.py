@@ -239,3 +239,28 @@ def test_a_read_only_file_beside_the_store_is_named_in_the_error(tmp_path: Path,
         error = store._unreadable(sqlite3.OperationalError("attempt to write a readonly database"))
 
     assert f"{shm} cannot be written by this user" in str(error) and "check the file" not in str(error)
+
+
+def test_a_read_only_file_beside_a_store_opened_through_a_link_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite keeps the -wal and -shm beside the file the link names, not beside the link.
+    import os
+
+    from pytest_maf.store import sqlite as sqlite_store
+
+    real_db = tmp_path / "elsewhere" / "runtime.db"
+    real_db.parent.mkdir()
+    open_store(real_db, create=True).close()
+    link = tmp_path / "runtime.db"
+    link.symlink_to(real_db)
+    with open_store(link) as store:
+        tasks.add_task(store, task_id="t1")
+        shm = Path(f"{real_db}-shm")
+        assert shm.exists() and not Path(f"{link}-shm").exists()
+        real_access = os.access
+        monkeypatch.setattr(sqlite_store.os, "access", lambda path, mode: real_access(path, mode) and Path(path) != shm)
+
+        error = store._unreadable(sqlite3.OperationalError("attempt to write a readonly database"))
+
+    assert f"{shm} cannot be written by this user" in str(error)

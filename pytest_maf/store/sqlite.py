@@ -66,7 +66,9 @@ def connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Conne
 def _unwritable(db_path: Path) -> list[str]:
     """The database's files, and its folder, that exist and that this user may not write: SQLite needs
     to write all of them (the WAL and shared-memory files beside it, even to read)."""
-    files = [Path(f"{db_path}{suffix}") for suffix in ("", "-wal", "-shm")]
+    from pytest_maf.files import store_files  # here: only a store that failed to open asks
+
+    files = [path for path in store_files(db_path) if path.suffix != ".lock"]  # without it, SQLite's locking alone
     found = [str(path) for path in files if path.exists() and not os.access(path, os.W_OK)]
     folder = db_path.parent
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
