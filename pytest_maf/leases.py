@@ -24,10 +24,14 @@ def validate_id(kind: str, value: str) -> str:
     return ids.validate_id(kind, value)
 
 
+def _no_task(task_id: str) -> NotFoundError:
+    return NotFoundError(f"no task with id {task_id!r} (see `maf task list`)")
+
+
 def require_task(transaction: Transaction, task_id: str) -> Task:
     task = transaction.get_task(task_id)
     if task is None:
-        raise NotFoundError(f"no task with id {task_id!r} (see `maf task list`)")
+        raise _no_task(task_id)
     return task
 
 
@@ -35,7 +39,7 @@ def require_task_and_lease(transaction: Transaction, task_id: str) -> tuple[Task
     """:func:`require_task` and the task's lease, if it has one."""
     task, lease = transaction.task_and_lease(task_id)
     if task is None:
-        raise NotFoundError(f"no task with id {task_id!r} (see `maf task list`)")
+        raise _no_task(task_id)
     return task, lease
 
 

@@ -120,7 +120,7 @@ class PreflightBudget:
 
     def limit(self, item: pytest.Item) -> None:
         """Let the check run for the time left, unless the user's own pytest-timeout limit is shorter."""
-        if not hasattr(item.config.hook, "pytest_timeout_set_timer"):
+        if not _interrupts_checks(item.config):
             return  # pytest-timeout is blocked (-p no:timeout): the preflight stops between checks only
         left = max(self.deadline - time.time(), 0.01)  # 0 would mean "no limit" to pytest-timeout
         own = _own_timeout(item)
@@ -419,7 +419,7 @@ class MafRun:
         not_run = session.testscollected - sum(self.tally[kind] for kind in KINDS if kind != "deselected")
         if self.budget is not None and self.budget.spent() and not_run > 0:
             verifier, message = "preflight.timeout", f"{self.budget.reason}: {not_run} check(s) were not run"
-        elif self.budget is not None and self.budget.spent() and not hasattr(self.config.hook, "pytest_timeout_set_timer"):
+        elif self.budget is not None and self.budget.spent() and not _interrupts_checks(self.config):
             # pytest-timeout blocked (-p no:timeout): the check that overran the limit was not interrupted
             verifier = "preflight.timeout"
             message = f"{self.budget.reason}; with pytest-timeout blocked (-p no:timeout) no check was interrupted"
@@ -548,6 +548,11 @@ def _verifier_id(item: pytest.Item, marker: pytest.Mark | None) -> str:
         return item.nodeid
     callspec = getattr(item, "callspec", None)
     return f"{marker.kwargs['id']}[{callspec.id}]" if callspec else str(marker.kwargs["id"])
+
+
+def _interrupts_checks(config: pytest.Config) -> bool:
+    """pytest-timeout is there to stop a check that overruns the preflight's limit (not -p no:timeout)."""
+    return hasattr(config.hook, "pytest_timeout_set_timer")
 
 
 def _own_timeout(item: pytest.Item) -> float | None:
