@@ -97,11 +97,17 @@ def test_a_store_whose_writer_lock_is_held_says_busy_and_who_holds_it(tmp_path: 
         assert tasks.get_task(store, "after").state == "READY"
 
 
-def test_the_store_checkpoints_its_wal_after_writes_not_inside_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def often_checkpointed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A new store whose WAL is checkpointed past 20 frames, not 1,000: a few writes make a checkpoint."""
     monkeypatch.setattr(writer_lock, "CHECKPOINT_FRAMES", 20)
-    with open_store(tmp_path / "runtime.db", create=True) as store:
+    db = tmp_path / "runtime.db"
+    open_store(db, create=True).close()
+    return db
+
+
+def test_the_store_checkpoints_its_wal_after_writes_not_inside_them(often_checkpointed: Path) -> None:
+    with open_store(often_checkpointed) as store:
         for _ in range(100):  # several frames each: without a checkpoint, hundreds would pile up
             tasks.add_task(store)
         deadline = time.monotonic() + 10  # the checkpoint runs beside the writer, not in its way
@@ -124,12 +130,10 @@ def wal_header_frames(db: Path) -> int:
 
 
 def test_what_writers_append_while_the_checkpoint_copies_is_copied_back_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    often_checkpointed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Or the WAL is never copied back whole, never starts over, and grows by every write under steady work."""
-    monkeypatch.setattr(writer_lock, "CHECKPOINT_FRAMES", 20)
-    db = tmp_path / "runtime.db"
-    open_store(db, create=True).close()
+    db = often_checkpointed
     copy = writer_lock._checkpoint
     appended = threading.Event()
 
@@ -155,11 +159,11 @@ def test_what_writers_append_while_the_checkpoint_copies_is_copied_back_too(
     assert frames < 20  # this write started the WAL over
 
 
-def test_a_wal_grown_behind_a_long_read_shrinks_once_it_starts_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writer_lock, "CHECKPOINT_FRAMES", 20)
+def test_a_wal_grown_behind_a_long_read_shrinks_once_it_starts_over(
+    often_checkpointed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sqlite, "WAL_SIZE_LIMIT_BYTES", 200 * (4096 + 24))
-    db = tmp_path / "runtime.db"
-    open_store(db, create=True).close()
+    db = often_checkpointed
     reader = sqlite3.connect(db, isolation_level=None)
     with open_store(db) as store:
         reader.execute("BEGIN")
@@ -178,12 +182,8 @@ def test_a_wal_grown_behind_a_long_read_shrinks_once_it_starts_over(tmp_path: Pa
     assert shrunk <= 200
 
 
-def test_closing_the_store_waits_for_its_checkpoint_and_leaves_no_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(writer_lock, "CHECKPOINT_FRAMES", 20)
-    db = tmp_path / "runtime.db"
-    open_store(db, create=True).close()
+def test_closing_the_store_waits_for_its_checkpoint_and_leaves_no_thread(often_checkpointed: Path) -> None:
+    db = often_checkpointed
     reader = sqlite3.connect(db)  # another connection open: closing the store is not SQLite's last close
     try:
         reader.execute("SELECT COUNT(*) FROM tasks").fetchall()
