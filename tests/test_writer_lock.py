@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import time
@@ -99,8 +100,10 @@ def test_a_store_whose_writer_lock_is_held_says_busy_and_who_holds_it(tmp_path: 
 
 @pytest.fixture
 def often_checkpointed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A new store whose WAL is checkpointed past 20 frames, not 1,000: a few writes make a checkpoint."""
+    """A new store whose WAL is checkpointed past 20 frames, not 1,000, and is made to start over by
+    every checkpoint, not past 3,000 frames: a few writes make a checkpoint."""
     monkeypatch.setattr(writer_lock, "CHECKPOINT_FRAMES", 20)
+    monkeypatch.setattr(writer_lock, "RESTART_FRAMES", 1)
     db = tmp_path / "runtime.db"
     open_store(db, create=True).close()
     return db
@@ -141,7 +144,10 @@ def test_what_writers_append_while_the_checkpoint_copies_is_copied_back_too(
         copy(connection)
         if not appended.is_set():  # another process writes while the first copy ends
             other = sqlite3.connect(db, isolation_level=None)
-            other.execute("INSERT INTO counters (name, label, value) VALUES ('elsewhere', '', 1)")
+            other.execute(
+                "INSERT INTO counters (name, label, value) VALUES ('elsewhere', '', 1)"
+                " ON CONFLICT (name, label) DO UPDATE SET value = value + 1"
+            )
             other.close()
             appended.set()
 
@@ -157,6 +163,47 @@ def test_what_writers_append_while_the_checkpoint_copies_is_copied_back_too(
         tasks.add_task(store)
         frames = wal_header_frames(db)
     assert frames < 20  # this write started the WAL over
+
+
+def test_closing_the_store_copies_back_what_was_written_while_its_last_checkpoint_copied(
+    often_checkpointed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However few frames the WAL holds: the next process to write starts it over."""
+    monkeypatch.setattr(writer_lock, "RESTART_FRAMES", 1_000_000)  # steady work would not start it over yet
+    db = often_checkpointed
+    reader = sqlite3.connect(db)  # another connection open: closing the store is not SQLite's last close
+    reader.execute("SELECT COUNT(*) FROM tasks").fetchall()
+    store = open_store(db)
+    copy = writer_lock._checkpoint
+    appended = threading.Event()
+
+    def another_writer_during_the_last(connection: sqlite3.Connection) -> None:
+        """Once the store closes, another writer writes after every copy, in the writers' turn."""
+        copy(connection)
+        if not store._checkpointer._closing:  # type: ignore[attr-defined]
+            return
+        with open(f"{db}.lock", "a+b") as turn:
+            try:
+                fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # the checkpoint holds the writers' turn
+            other = sqlite3.connect(db, isolation_level=None)
+            other.execute(
+                "INSERT INTO counters (name, label, value) VALUES ('elsewhere', '', 1)"
+                " ON CONFLICT (name, label) DO UPDATE SET value = value + 1"
+            )
+            other.close()
+            appended.set()
+
+    monkeypatch.setattr(writer_lock, "_checkpoint", another_writer_during_the_last)
+    for _ in range(100):
+        tasks.add_task(store)
+    store.close()
+    pending = writer_lock.Checkpointer(db)._pending()
+    reader.close()
+
+    assert appended.is_set()
+    assert pending == 0
 
 
 def test_a_wal_grown_behind_a_long_read_shrinks_once_it_starts_over(

@@ -24,7 +24,7 @@ from pytest_maf.records import (
     ReservationEvent, SEEN_REFRESH_MS, Task,
 )
 from pytest_maf.store import schema
-from pytest_maf.store.writer_lock import Checkpointer, WriterLock
+from pytest_maf.store.writer_lock import CHECKPOINT_FRAMES, RESTART_FRAMES, Checkpointer, WriterLock
 from pytest_maf.store.trail import as_object, audit_query, audit_row
 from pytest_maf.values import is_utf8
 
@@ -43,8 +43,9 @@ DEFAULT_BUSY_TIMEOUT_S = 30.0
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
 # What a WAL that grew (a long read let no checkpoint reach its end) is cut back to when it starts over:
-# room for four checkpoints' worth of frames, so the file is reused, not regrown, in steady work.
-WAL_SIZE_LIMIT_BYTES = 4 * 1000 * (4096 + 24)
+# room for the frames it holds before it starts over and a checkpoint's more, so the file is reused, not
+# regrown, in steady work.
+WAL_SIZE_LIMIT_BYTES = (RESTART_FRAMES + CHECKPOINT_FRAMES) * (4096 + 24)
 
 
 def connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:

@@ -169,6 +169,9 @@ MX_FRAME_AT, N_BACKFILL_AT = 16, 96
 CHECKPOINT_FRAMES = 1000  # SQLite's own wal_autocheckpoint
 CHECKPOINTER_IDLE_S = 5.0
 CATCH_UP_WAIT_S = 0.5  # how long the checkpoint waits for the writers' turn to copy back their last frames
+# The frames a WAL holds before a checkpoint copies back the last of them in the writers' turn, so that
+# the next write starts it over: 12 MB of WAL, and one such turn in three checkpoints.
+RESTART_FRAMES = 3 * CHECKPOINT_FRAMES
 
 
 class Checkpointer:
@@ -189,9 +192,11 @@ class Checkpointer:
     end, and SQLite starts a WAL over only once all of it is copied back: the
     WAL would grow by every write, for ever (hundreds of MB in a minute of
     steady work, each frame appended to a new page of the file, each read
-    looking through a WAL-index as long). So the frames appended meanwhile are
+    looking through a WAL-index as long). So once the WAL holds
+    :data:`RESTART_FRAMES`, and at close, the frames appended meanwhile are
     copied in the writers' turn (``lock_path``, with a lock of the thread's
-    own): a few frames, then the next write starts the WAL over.
+    own): a few frames, then the next write starts the WAL over. Not after
+    every checkpoint: that copy syncs the database with the writers held up.
     """
 
     def __init__(self, db_path: Path, lock_path: Path | None = None) -> None:
@@ -205,8 +210,9 @@ class Checkpointer:
         self._thread_pid = 0
         self._closing = False
 
-    def _pending(self) -> int | None:
-        """Frames in the WAL not yet copied back, or None when the WAL-index cannot be read."""
+    def _frames(self) -> tuple[int, int] | None:
+        """The frames in the WAL and how many of them are copied back, or None when the WAL-index
+        cannot be read."""
         try:
             if self._shm is None:
                 self._shm = os.open(self.shm_path, os.O_RDONLY)
@@ -217,7 +223,17 @@ class Checkpointer:
             return None
         (frames,) = _U32.unpack_from(data, MX_FRAME_AT)
         (copied,) = _U32.unpack_from(data, N_BACKFILL_AT)
-        return int(frames) - int(copied)
+        return int(frames), int(copied)
+
+    def _pending(self) -> int | None:
+        """Frames in the WAL not yet copied back, or None when the WAL-index cannot be read."""
+        frames = self._frames()
+        return None if frames is None else frames[0] - frames[1]
+
+    def _restart_due(self, closing: bool) -> bool:
+        """Whether to copy back, in the writers' turn, what was appended while the checkpoint copied."""
+        frames = self._frames()
+        return frames is not None and frames[0] > frames[1] and (closing or frames[0] >= RESTART_FRAMES)
 
     def after_write(self, connection: sqlite3.Connection) -> None:
         """Checkpoint if the WAL holds :data:`CHECKPOINT_FRAMES` not copied back; called with the lock let go."""
@@ -267,7 +283,7 @@ class Checkpointer:
                     except (sqlite3.Error, OSError, ValueError, RuntimeError):
                         return  # the next write that wants a checkpoint starts a thread again
                 _checkpoint(connection)  # closing too: what the last writes left is copied back first
-                if turn is not None and self._pending():  # appended while it copied
+                if turn is not None and self._restart_due(closing):
                     try:
                         with turn.turn(time.monotonic() + CATCH_UP_WAIT_S):
                             _checkpoint(connection)
