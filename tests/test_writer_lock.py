@@ -132,6 +132,16 @@ def wal_header_frames(db: Path) -> int:
     return int(writer_lock._U32.unpack_from(Path(f"{db}-shm").read_bytes(), writer_lock.MX_FRAME_AT)[0])
 
 
+def write_elsewhere(db: Path) -> None:
+    """A write by another process: a frame or two appended to the WAL."""
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute(
+        "INSERT INTO counters (name, label, value) VALUES ('elsewhere', '', 1)"
+        " ON CONFLICT (name, label) DO UPDATE SET value = value + 1"
+    )
+    other.close()
+
+
 def test_what_writers_append_while_the_checkpoint_copies_is_copied_back_too(
     often_checkpointed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,12 +153,7 @@ def test_what_writers_append_while_the_checkpoint_copies_is_copied_back_too(
     def another_writer_meanwhile(connection: sqlite3.Connection) -> None:
         copy(connection)
         if not appended.is_set():  # another process writes while the first copy ends
-            other = sqlite3.connect(db, isolation_level=None)
-            other.execute(
-                "INSERT INTO counters (name, label, value) VALUES ('elsewhere', '', 1)"
-                " ON CONFLICT (name, label) DO UPDATE SET value = value + 1"
-            )
-            other.close()
+            write_elsewhere(db)
             appended.set()
 
     monkeypatch.setattr(writer_lock, "_checkpoint", another_writer_meanwhile)
@@ -187,12 +192,7 @@ def test_closing_the_store_copies_back_what_was_written_while_its_last_checkpoin
                 fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return  # the checkpoint holds the writers' turn
-            other = sqlite3.connect(db, isolation_level=None)
-            other.execute(
-                "INSERT INTO counters (name, label, value) VALUES ('elsewhere', '', 1)"
-                " ON CONFLICT (name, label) DO UPDATE SET value = value + 1"
-            )
-            other.close()
+            write_elsewhere(db)
             appended.set()
 
     monkeypatch.setattr(writer_lock, "_checkpoint", another_writer_during_the_last)
