@@ -206,6 +206,35 @@ def test_closing_the_store_copies_back_what_was_written_while_its_last_checkpoin
     assert pending == 0
 
 
+def test_closing_a_store_whose_wal_is_copied_back_whole_starts_no_checkpoint(
+    often_checkpointed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One started there could race the write that starts the WAL over (SQLite's WAL-reset bug)."""
+    db = often_checkpointed
+    reader = sqlite3.connect(db)  # another connection open: closing the store is not SQLite's last close
+    reader.execute("SELECT COUNT(*) FROM tasks").fetchall()
+    store = open_store(db)
+    for _ in range(100):  # a checkpointing thread started
+        tasks.add_task(store)
+    deadline = time.monotonic() + 10
+    while store._checkpointer._pending() != 0:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the WAL was never copied back whole"
+        reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # another process's copies the rest back
+        time.sleep(0.01)
+    started = []
+    copy = writer_lock._checkpoint
+
+    def counted(connection: sqlite3.Connection) -> None:
+        started.append(connection)
+        copy(connection)
+
+    monkeypatch.setattr(writer_lock, "_checkpoint", counted)
+    store.close()
+    reader.close()
+
+    assert started == []
+
+
 def test_a_wal_grown_behind_a_long_read_shrinks_once_it_starts_over(
     often_checkpointed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -197,6 +197,12 @@ class Checkpointer:
     copied in the writers' turn (``lock_path``, with a lock of the thread's
     own): a few frames, then the next write starts the WAL over. Not after
     every checkpoint: that copy syncs the database with the writers held up.
+
+    Nothing to copy, no checkpoint: in SQLite before 3.51.3 a checkpoint that
+    starts as another connection's write starts a WAL copied back whole over
+    can miss that it did, and a later checkpoint then skips frames (SQLite's
+    "WAL-reset bug", https://sqlite.org/wal.html#walresetbug). Every
+    checkpoint here starts only while frames wait to be copied back.
     """
 
     def __init__(self, db_path: Path, lock_path: Path | None = None) -> None:
@@ -282,7 +288,9 @@ class Checkpointer:
                         )
                     except (sqlite3.Error, OSError, ValueError, RuntimeError):
                         return  # the next write that wants a checkpoint starts a thread again
-                _checkpoint(connection)  # closing too: what the last writes left is copied back first
+                pending = self._pending()
+                if pending is None or pending > 0:  # closing too: what the last writes left is copied back first
+                    _checkpoint(connection)  # (not a WAL copied back whole: see "Nothing to copy" above)
                 if turn is not None and self._restart_due(closing):
                     try:
                         with turn.turn(time.monotonic() + CATCH_UP_WAIT_S):
