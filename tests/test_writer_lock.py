@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from pytest_maf import tasks
 from pytest_maf.errors import StoreBusyError
 from pytest_maf.store import open_store, sqlite, writer_lock
+from pytest_maf.store.sqlite import SQLiteStore
 from pytest_maf.store.writer_lock import MARK_AT, MARK_STALE_S, WriterLock, _MARK, _now_ms
 
 
@@ -150,15 +153,18 @@ def test_what_writers_append_while_the_checkpoint_copies_is_copied_back_too(
     copy = writer_lock._checkpoint
     appended = threading.Event()
 
-    def another_writer_meanwhile(connection: sqlite3.Connection) -> None:
-        copy(connection)
+    def another_writer_meanwhile(connection: sqlite3.Connection) -> bool:
+        reached_end = copy(connection)
         if not appended.is_set():  # another process writes while the first copy ends
             write_elsewhere(db)
             appended.set()
+        return reached_end
 
     monkeypatch.setattr(writer_lock, "_checkpoint", another_writer_meanwhile)
     with open_store(db) as store:
+        deadline = time.monotonic() + 10
         while (store._checkpointer._pending() or 0) < 20:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "no write ever asked for a checkpoint"
             tasks.add_task(store)  # until a write asks for a checkpoint; then no more from here
         assert appended.wait(10)
         deadline = time.monotonic() + 10
@@ -170,34 +176,59 @@ def test_what_writers_append_while_the_checkpoint_copies_is_copied_back_too(
     assert frames < 20  # this write started the WAL over
 
 
+def idle(store: SQLiteStore) -> None:
+    """Once the store's checkpointing thread has stopped, idle, and another connection has copied back
+    what it left: nothing of the store's runs a checkpoint until it is asked again."""
+    checkpointer = store._checkpointer  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while checkpointer._thread is not None and checkpointer._thread.is_alive():
+        assert time.monotonic() < deadline, "the checkpointing thread never stopped"
+        time.sleep(0.01)
+    other = sqlite3.connect(store.path)
+    try:
+        while checkpointer._pending() != 0:
+            assert time.monotonic() < deadline, "the WAL was never copied back whole"
+            other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        other.close()
+
+
+@pytest.fixture
+def soon_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer_lock, "CHECKPOINTER_IDLE_S", 0.05)
+
+
+@pytest.mark.usefixtures("soon_idle")
 def test_closing_the_store_copies_back_what_was_written_while_its_last_checkpoint_copied(
     often_checkpointed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """However few frames the WAL holds: the next process to write starts it over."""
+    """However few frames the WAL holds, and its checkpointing thread stopped for want of work: the next
+    process to write starts it over."""
     monkeypatch.setattr(writer_lock, "RESTART_FRAMES", 1_000_000)  # steady work would not start it over yet
     db = often_checkpointed
     reader = sqlite3.connect(db)  # another connection open: closing the store is not SQLite's last close
     reader.execute("SELECT COUNT(*) FROM tasks").fetchall()
     store = open_store(db)
+    for _ in range(100):
+        tasks.add_task(store)
+    idle(store)
+    write_elsewhere(db)  # frames to copy back at close, none asking for a checkpoint
     copy = writer_lock._checkpoint
     appended = threading.Event()
 
-    def another_writer_during_the_last(connection: sqlite3.Connection) -> None:
-        """Once the store closes, another writer writes after every copy, in the writers' turn."""
-        copy(connection)
-        if not store._checkpointer._closing:  # type: ignore[attr-defined]
-            return
+    def another_writer_during_the_last(connection: sqlite3.Connection) -> bool:
+        """Another writer writes after every copy of the closing store, outside the writers' turn."""
+        reached_end = copy(connection)
         with open(f"{db}.lock", "a+b") as turn:
             try:
                 fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return  # the checkpoint holds the writers' turn
+                return reached_end  # the checkpoint holds the writers' turn
             write_elsewhere(db)
             appended.set()
+        return reached_end
 
     monkeypatch.setattr(writer_lock, "_checkpoint", another_writer_during_the_last)
-    for _ in range(100):
-        tasks.add_task(store)
     store.close()
     pending = writer_lock.Checkpointer(db)._pending()
     reader.close()
@@ -206,6 +237,7 @@ def test_closing_the_store_copies_back_what_was_written_while_its_last_checkpoin
     assert pending == 0
 
 
+@pytest.mark.usefixtures("soon_idle")
 def test_closing_a_store_whose_wal_is_copied_back_whole_starts_no_checkpoint(
     often_checkpointed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -216,23 +248,63 @@ def test_closing_a_store_whose_wal_is_copied_back_whole_starts_no_checkpoint(
     store = open_store(db)
     for _ in range(100):  # a checkpointing thread started
         tasks.add_task(store)
-    deadline = time.monotonic() + 10
-    while store._checkpointer._pending() != 0:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, "the WAL was never copied back whole"
-        reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # another process's copies the rest back
-        time.sleep(0.01)
+    idle(store)
     started = []
     copy = writer_lock._checkpoint
 
-    def counted(connection: sqlite3.Connection) -> None:
+    def counted(connection: sqlite3.Connection) -> bool:
         started.append(connection)
-        copy(connection)
+        return copy(connection)
 
     monkeypatch.setattr(writer_lock, "_checkpoint", counted)
     store.close()
     reader.close()
 
     assert started == []
+
+
+def test_a_long_read_holds_no_writer_up_behind_the_checkpoint(
+    often_checkpointed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy that a reader's snapshot stopped short is not finished in the writers' turn: the writers
+    would wait for the reader, or, once it lets go, for the whole backlog to be copied and synced."""
+    db = often_checkpointed
+    waiting: list[int | None] = []  # frames not copied back as the checkpoint took the writers' turn
+    take = WriterLock.turn
+
+    @contextlib.contextmanager
+    def recorded(self: WriterLock, deadline: float) -> Iterator[None]:
+        with take(self, deadline):
+            waiting.append(writer_lock.Checkpointer(db)._pending())
+            yield
+
+    monkeypatch.setattr(WriterLock, "turn", recorded)
+    reader = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM tasks").fetchall()  # a snapshot no checkpoint may pass
+    copy = writer_lock._checkpoint
+    copies = []
+    turns_while_reading = []
+
+    def the_read_ends_after_the_third(connection: sqlite3.Connection) -> bool:
+        reached_end = copy(connection)
+        copies.append(reached_end)
+        if len(copies) == 3:  # the read ends between this copy and what follows it
+            turns_while_reading.extend(waiting)
+            reader.execute("COMMIT")
+        return reached_end
+
+    monkeypatch.setattr(writer_lock, "_checkpoint", the_read_ends_after_the_third)
+    with open_store(db) as store:
+        deadline = time.monotonic() + 10
+        while len(copies) < 3:
+            assert time.monotonic() < deadline, "no checkpoint ran"
+            tasks.add_task(store)
+    reader.close()
+
+    assert turns_while_reading == []
+    assert copies[:3] == [False, False, False]  # the reader stopped each short
+    assert all(frames is not None and frames <= 20 for frames in waiting), waiting
 
 
 def test_a_wal_grown_behind_a_long_read_shrinks_once_it_starts_over(

@@ -197,6 +197,9 @@ class Checkpointer:
     copied in the writers' turn (``lock_path``, with a lock of the thread's
     own): a few frames, then the next write starts the WAL over. Not after
     every checkpoint: that copy syncs the database with the writers held up.
+    Nor after a copy that a reader's snapshot stopped short of the WAL's end,
+    nor while more than :data:`CHECKPOINT_FRAMES` wait: the writers would wait
+    for that reader, or for the whole backlog once it lets go.
 
     Nothing to copy, no checkpoint: in SQLite before 3.51.3 a checkpoint that
     starts as another connection's write starts a WAL copied back whole over
@@ -237,9 +240,13 @@ class Checkpointer:
         return None if frames is None else frames[0] - frames[1]
 
     def _restart_due(self, closing: bool) -> bool:
-        """Whether to copy back, in the writers' turn, what was appended while the checkpoint copied."""
+        """Whether to copy back, in the writers' turn, what was appended while the checkpoint copied:
+        a few frames, once the WAL is long enough to start over (or the store closes)."""
         frames = self._frames()
-        return frames is not None and frames[0] > frames[1] and (closing or frames[0] >= RESTART_FRAMES)
+        if frames is None:
+            return False
+        appended = frames[0] - frames[1]
+        return 0 < appended <= CHECKPOINT_FRAMES and (closing or frames[0] >= RESTART_FRAMES)
 
     def after_write(self, connection: sqlite3.Connection) -> None:
         """Checkpoint if the WAL holds :data:`CHECKPOINT_FRAMES` not copied back; called with the lock let go."""
@@ -289,12 +296,14 @@ class Checkpointer:
                     except (sqlite3.Error, OSError, ValueError, RuntimeError):
                         return  # the next write that wants a checkpoint starts a thread again
                 pending = self._pending()
+                reached_end = False
                 if pending is None or pending > 0:  # closing too: what the last writes left is copied back first
-                    _checkpoint(connection)  # (not a WAL copied back whole: see "Nothing to copy" above)
-                if turn is not None and self._restart_due(closing):
+                    reached_end = _checkpoint(connection)  # (not a WAL copied back whole: see "Nothing to copy")
+                if turn is not None and reached_end and self._restart_due(closing):
                     try:
                         with turn.turn(time.monotonic() + CATCH_UP_WAIT_S):
-                            _checkpoint(connection)
+                            if self._pending():  # still: another process's checkpoint may have copied them
+                                _checkpoint(connection)
                     except TimeoutError:
                         pass  # the writers are that busy: the next checkpoint catches up
                 if closing:
@@ -312,6 +321,8 @@ class Checkpointer:
             self._closing = True
             self._wake()
             thread.join()
+            if self._wanted is not None and self._wanted.is_set():
+                self._run()  # it had stopped, idle, before it saw the close: the last round here
         self._thread = None
         self._taken_over = None
         if self._shm is not None:
@@ -319,8 +330,12 @@ class Checkpointer:
             self._shm = None
 
 
-def _checkpoint(connection: sqlite3.Connection) -> None:
+def _checkpoint(connection: sqlite3.Connection) -> bool:
+    """A PASSIVE checkpoint; whether it copied back every frame the WAL held as it started (no reader's
+    snapshot, no other checkpoint under way, stopped it short)."""
     try:
-        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     except sqlite3.Error:  # busy, or the file went away: the next write tries again
-        pass
+        return False
+    busy, frames, copied = row
+    return not busy and 0 <= frames <= copied
