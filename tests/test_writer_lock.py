@@ -307,6 +307,34 @@ def test_a_long_read_holds_no_writer_up_behind_the_checkpoint(
     assert all(frames is not None and frames <= 20 for frames in waiting), waiting
 
 
+def test_a_checkpoint_that_a_long_read_stopped_short_is_not_tried_again_after_every_write(
+    often_checkpointed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each try would find the same snapshot in its way: only once as many frames again are written."""
+    monkeypatch.setattr(writer_lock, "CHECKPOINT_FRAMES", 100)
+    db = often_checkpointed
+    copy = writer_lock._checkpoint
+    copies = []
+
+    def counted(connection: sqlite3.Connection) -> bool:
+        copies.append(connection)
+        return copy(connection)
+
+    monkeypatch.setattr(writer_lock, "_checkpoint", counted)
+    reader = sqlite3.connect(db, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM tasks").fetchall()  # a snapshot no checkpoint may pass
+    with open_store(db) as store:
+        for _ in range(200):
+            tasks.add_task(store)
+        written = wal_header_frames(db)
+        tried = len(copies)
+    reader.close()
+
+    assert written > 1000  # a write is some 9 frames: one try per write would be 200
+    assert tried <= 2 * (written // 100) + 2, f"{tried} checkpoints for {written} frames"
+
+
 def test_a_wal_grown_behind_a_long_read_shrinks_once_it_starts_over(
     often_checkpointed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -199,7 +199,9 @@ class Checkpointer:
     every checkpoint: that copy syncs the database with the writers held up.
     Nor after a copy that a reader's snapshot stopped short of the WAL's end,
     nor while more than :data:`CHECKPOINT_FRAMES` wait: the writers would wait
-    for that reader, or for the whole backlog once it lets go.
+    for that reader, or for the whole backlog once it lets go. Such a copy is
+    tried again only once another :data:`CHECKPOINT_FRAMES` are written, not
+    after every write: each try would find the same snapshot in its way.
 
     Nothing to copy, no checkpoint: in SQLite before 3.51.3 a checkpoint that
     starts as another connection's write starts a WAL copied back whole over
@@ -218,6 +220,7 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
         self._closing = False
+        self._tried_at = 0  # the WAL's last frame as the last checkpoint started, until one reaches its end
 
     def _frames(self) -> tuple[int, int] | None:
         """The frames in the WAL and how many of them are copied back, or None when the WAL-index
@@ -250,14 +253,30 @@ class Checkpointer:
 
     def after_write(self, connection: sqlite3.Connection) -> None:
         """Checkpoint if the WAL holds :data:`CHECKPOINT_FRAMES` not copied back; called with the lock let go."""
-        pending = self._pending()
-        if pending is None:
+        frames = self._frames()
+        if frames is None:
             return
         if connection is not self._taken_over:
             connection.execute("PRAGMA wal_autocheckpoint = 0")  # the WAL-index reads: from now on, here
             self._taken_over = connection
-        if pending >= CHECKPOINT_FRAMES and not self._in_background():
-            _checkpoint(connection)
+        last, copied = frames
+        if last < self._tried_at:  # the WAL started over since
+            self._tried_at = 0
+        if last - copied < CHECKPOINT_FRAMES or last < self._tried_at + CHECKPOINT_FRAMES:
+            return
+        if not self._in_background():
+            self._copy_back(connection)
+
+    def _copy_back(self, connection: sqlite3.Connection) -> bool:
+        """A PASSIVE checkpoint; until it reaches the WAL's end, the next waits for another
+        :data:`CHECKPOINT_FRAMES` to be written."""
+        frames = self._frames()
+        if frames is not None:
+            self._tried_at = frames[0]
+        reached_end = _checkpoint(connection)
+        if reached_end:
+            self._tried_at = 0
+        return reached_end
 
     def _in_background(self) -> bool:
         """Ask the checkpointing thread for a checkpoint, starting it (again, after a fork) if need be."""
@@ -298,7 +317,7 @@ class Checkpointer:
                 pending = self._pending()
                 reached_end = False
                 if pending is None or pending > 0:  # closing too: what the last writes left is copied back first
-                    reached_end = _checkpoint(connection)  # (not a WAL copied back whole: see "Nothing to copy")
+                    reached_end = self._copy_back(connection)  # (not a WAL copied back whole: "Nothing to copy")
                 if turn is not None and reached_end and self._restart_due(closing):
                     try:
                         with turn.turn(time.monotonic() + CATCH_UP_WAIT_S):
