@@ -197,9 +197,9 @@ class Checkpointer:
     copied in the writers' turn (``lock_path``, with a lock of the thread's
     own): a few frames, then the next write starts the WAL over. Not after
     every checkpoint: that copy syncs the database with the writers held up.
-    Nor after a copy that a reader's snapshot stopped short of the WAL's end,
-    nor while more than :data:`CHECKPOINT_FRAMES` wait: the writers would wait
-    for that reader, or for the whole backlog once it lets go. Such a copy is
+    Not after a copy that a reader's snapshot stopped short of the WAL's end:
+    once the read ended, the turn would copy and sync the whole backlog with
+    the writers held up; that backlog is copied beside them first. Such a copy is
     tried again only once another :data:`CHECKPOINT_FRAMES` are written, not
     after every write: each try would find the same snapshot in its way.
 
@@ -243,13 +243,10 @@ class Checkpointer:
         return None if frames is None else frames[0] - frames[1]
 
     def _restart_due(self, closing: bool) -> bool:
-        """Whether to copy back, in the writers' turn, what was appended while the checkpoint copied:
-        a few frames, once the WAL is long enough to start over (or the store closes)."""
+        """Whether to copy back, in the writers' turn, what was appended while the checkpoint copied,
+        once the WAL is long enough to start over (or the store closes)."""
         frames = self._frames()
-        if frames is None:
-            return False
-        appended = frames[0] - frames[1]
-        return 0 < appended <= CHECKPOINT_FRAMES and (closing or frames[0] >= RESTART_FRAMES)
+        return frames is not None and frames[0] > frames[1] and (closing or frames[0] >= RESTART_FRAMES)
 
     def after_write(self, connection: sqlite3.Connection) -> None:
         """Checkpoint if the WAL holds :data:`CHECKPOINT_FRAMES` not copied back; called with the lock let go."""
@@ -323,8 +320,8 @@ class Checkpointer:
                         with turn.turn(time.monotonic() + CATCH_UP_WAIT_S):
                             if self._pending():  # still: another process's checkpoint may have copied them
                                 _checkpoint(connection)
-                    except TimeoutError:
-                        pass  # the writers are that busy: the next checkpoint catches up
+                    except (TimeoutError, OSError):
+                        pass  # the writers are that busy (or the lock file went away): the next catches up
                 if closing:
                     return
         finally:
