@@ -262,12 +262,11 @@ class Checkpointer:
         if last - copied < CHECKPOINT_FRAMES or last < self._tried_at + CHECKPOINT_FRAMES:
             return
         if not self._in_background():
-            self._copy_back(connection)
+            self._copy_back(connection, frames)
 
-    def _copy_back(self, connection: sqlite3.Connection) -> bool:
-        """A PASSIVE checkpoint; until it reaches the WAL's end, the next waits for another
-        :data:`CHECKPOINT_FRAMES` to be written."""
-        frames = self._frames()
+    def _copy_back(self, connection: sqlite3.Connection, frames: tuple[int, int] | None) -> bool:
+        """A PASSIVE checkpoint of the WAL as ``frames`` (:meth:`_frames`) found it; until one reaches the
+        WAL's end, the next waits for another :data:`CHECKPOINT_FRAMES` to be written."""
         if frames is not None:
             self._tried_at = frames[0]
         reached_end = _checkpoint(connection)
@@ -311,10 +310,10 @@ class Checkpointer:
                         )
                     except (sqlite3.Error, OSError, ValueError, RuntimeError):
                         return  # the next write that wants a checkpoint starts a thread again
-                pending = self._pending()
+                frames = self._frames()
                 reached_end = False
-                if pending is None or pending > 0:  # closing too: what the last writes left is copied back first
-                    reached_end = self._copy_back(connection)  # (not a WAL copied back whole: "Nothing to copy")
+                if frames is None or frames[0] > frames[1]:  # closing too: what the last writes left goes first
+                    reached_end = self._copy_back(connection, frames)  # (never a WAL copied back whole)
                 if turn is not None and reached_end and self._restart_due(closing):
                     try:
                         with turn.turn(time.monotonic() + CATCH_UP_WAIT_S):
