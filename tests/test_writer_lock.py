@@ -132,9 +132,16 @@ def wal_frames(db: Path) -> int:
     return Path(f"{db}-wal").stat().st_size // (4096 + 24)
 
 
+def wal_index(db: Path) -> tuple[int, int]:
+    """The frames in the WAL now and how many of them are copied back, from its WAL-index."""
+    frames = writer_lock.wal_index_frames(Path(f"{db}-shm").read_bytes())
+    assert frames is not None, "no WAL-index"
+    return frames
+
+
 def wal_header_frames(db: Path) -> int:
-    """The frames in the WAL now, from the WAL-index: a WAL started over holds only the writes since."""
-    return int(writer_lock._U32.unpack_from(Path(f"{db}-shm").read_bytes(), writer_lock.MX_FRAME_AT)[0])
+    """The frames in the WAL now: a WAL started over holds only the writes since."""
+    return wal_index(db)[0]
 
 
 def write_elsewhere(db: Path) -> None:
@@ -179,10 +186,9 @@ def test_what_writers_append_while_the_checkpoint_copies_is_copied_back_too(
 
 
 def pending_frames(db: Path) -> int:
-    """Frames in the WAL not yet copied back, from the WAL-index."""
-    index = Path(f"{db}-shm").read_bytes()
-    last = writer_lock._U32.unpack_from(index, writer_lock.MX_FRAME_AT)[0]
-    return int(last - writer_lock._U32.unpack_from(index, writer_lock.N_BACKFILL_AT)[0])
+    """Frames in the WAL not yet copied back."""
+    last, copied = wal_index(db)
+    return last - copied
 
 
 def checkpointing_stopped(store: object, db: Path) -> None:

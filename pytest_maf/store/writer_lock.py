@@ -228,14 +228,9 @@ class Checkpointer:
         try:
             if self._shm is None:
                 self._shm = os.open(self.shm_path, os.O_RDONLY)
-            data = os.pread(self._shm, N_BACKFILL_AT + 4, 0)
+            return wal_index_frames(os.pread(self._shm, N_BACKFILL_AT + 4, 0))
         except OSError:
             return None
-        if len(data) < N_BACKFILL_AT + 4:
-            return None
-        (frames,) = _U32.unpack_from(data, MX_FRAME_AT)
-        (copied,) = _U32.unpack_from(data, N_BACKFILL_AT)
-        return int(frames), int(copied)
 
     def _pending(self) -> int | None:
         """Frames in the WAL not yet copied back, or None when the WAL-index cannot be read."""
@@ -343,6 +338,16 @@ class Checkpointer:
         if self._shm is not None:
             os.close(self._shm)
             self._shm = None
+
+
+def wal_index_frames(data: bytes) -> tuple[int, int] | None:
+    """The frames in the WAL and how many of them are copied back, from the start of its WAL-index
+    (the ``-shm`` file); None when ``data`` is too short to hold them."""
+    if len(data) < N_BACKFILL_AT + 4:
+        return None
+    (frames,) = _U32.unpack_from(data, MX_FRAME_AT)
+    (copied,) = _U32.unpack_from(data, N_BACKFILL_AT)
+    return int(frames), int(copied)
 
 
 def _checkpoint(connection: sqlite3.Connection) -> bool:
