@@ -22,7 +22,9 @@ run in a fresh interpreter so every engine starts alike:
   load_test     `maf load-test` cycles per second at 1 and at N processes,
                 their ratio, the claim p95 at N, and the processor time
                 a cycle took at 1 and at N (every process's, waiting
-                included)
+                included), and the writers' turn at 1 and at N: the
+                mean time a write held it and the share of the run
+                some process held it
   large_table   claim p95 with --done-rows DONE tasks, as a ratio to an empty table
 
 With --baseline TREE (a checkout of another pytest-maf, such as `git worktree
@@ -294,6 +296,8 @@ def workload(name: str, engine: str, args: argparse.Namespace) -> dict[str, Any]
                 "claim_ms": {key: claim[key] for key in ("p50", "p95", "p99", "max") if key in claim},
                 "errors": report["errors"], "invariants_ok": report["invariants"]["ok"],
                 "cpu_ms_per_cycle": report.get("cpu_ms_per_cycle"),  # absent from an older --baseline tree
+                "turn_held_ms_each": report.get("writers_turn", {}).get("held_ms_each"),  # likewise
+                "turn_held_share": report.get("writers_turn", {}).get("held_share"),
             }
         if name == "large_table":
             empty_db, large_db = Path(tmp) / "empty.db", Path(tmp) / "large.db"
@@ -368,8 +372,8 @@ def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
         },
         **({"errors": {k: v for run in runs for k, v in run["errors"].items()}} if "errors" in first else {}),
         **({"invariants_ok": all(run["invariants_ok"] for run in runs)} if "invariants_ok" in first else {}),
-        **({"cpu_ms_per_cycle": statistics.median(run["cpu_ms_per_cycle"] for run in runs)}
-           if first.get("cpu_ms_per_cycle") is not None else {}),
+        **{key: statistics.median(run[key] for run in runs)
+           for key in ("cpu_ms_per_cycle", "turn_held_ms_each", "turn_held_share") if first.get(key) is not None},
         **({"lock_errors_reaching_callers": sum(run["lock_errors_reaching_callers"] for run in runs)}
            if "lock_errors_reaching_callers" in first else {}),
     }
@@ -411,6 +415,11 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
             f"claim_p95_ms_{n}": many[engine]["claim_ms"].get("p95"),
             "cpu_ms_per_cycle_1": one[engine].get("cpu_ms_per_cycle"),
             f"cpu_ms_per_cycle_{n}": many[engine].get("cpu_ms_per_cycle"),
+            # the writers' turn: the mean time a write held it, and the share of the run it was held
+            "turn_held_ms_each_1": one[engine].get("turn_held_ms_each"),
+            f"turn_held_ms_each_{n}": many[engine].get("turn_held_ms_each"),
+            "turn_held_share_1": one[engine].get("turn_held_share"),
+            f"turn_held_share_{n}": many[engine].get("turn_held_share"),
             "errors": {**one[engine]["errors"], **many[engine]["errors"]},
             "invariants_ok": one[engine]["invariants_ok"] and many[engine]["invariants_ok"],
         }

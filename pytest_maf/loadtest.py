@@ -38,6 +38,7 @@ from pytest_maf.errors import LeaseLostError, MafError, NothingToClaimError, Sto
 from pytest_maf.evidence import record_evidence
 from pytest_maf.store import open_store
 from pytest_maf.store.maintenance import read_history
+from pytest_maf.store.sqlite import SQLiteStore
 from pytest_maf.timing import percentiles
 
 T = TypeVar("T")
@@ -94,6 +95,7 @@ def _worker(db: str, agent: str, seed: int, start_at: float, stop_at: float, bus
 
     time.sleep(max(0.0, start_at - time.time()))
     started_at, processor_started = time.time(), time.process_time()
+    store = None
     try:
         with open_store(db, busy_timeout_s=busy_timeout_s) as store:
             while True:
@@ -129,6 +131,7 @@ def _worker(db: str, agent: str, seed: int, start_at: float, stop_at: float, bus
     results.put({
         "samples": samples, "errors": dict(errors), "conflicts": conflicts,
         "started": started_at, "stopped": time.time(), "cpu_s": time.process_time() - processor_started,
+        "writer_turns": store.writer_turns() if isinstance(store, SQLiteStore) else None,
     })
 
 
@@ -271,6 +274,7 @@ def run_load_test(db_path: Path, concurrent: int, duration_s: float) -> dict[str
     if len(reports) < concurrent:
         errors[f"no figures: stopped by the parent {grace:g} s after the deadline, or died"] += concurrent - len(reports)
     cpu_s = sum(report["cpu_s"] for report in reports)
+    turns = [report["writer_turns"] for report in reports if report["writer_turns"] is not None]
     finished = operations["finish"]["count"]
     audit_began = time.monotonic()
     invariants = check_invariants(db_path)
@@ -290,8 +294,24 @@ def run_load_test(db_path: Path, concurrent: int, duration_s: float) -> dict[str
         "cpu_ms_per_cycle": round(cpu_s * 1000 / finished, 3) if finished else None,
         "operations": operations,
         "reservation_conflicts": sum(report["conflicts"] for report in reports),
+        "writers_turn": writers_turn(turns, measured_s),
         "errors": dict(errors),
         "invariants": invariants,
+    }
+
+
+def writers_turn(turns: list[dict[str, float]], measured_s: float) -> dict[str, Any]:
+    """The processes' use of the writers' turn, added up: the turns their writes took, the mean time
+    each waited for and held, and the share of the measured time some process held it (near 1, the
+    writes are bound by the turn: more processes add waiting, not throughput)."""
+    taken = sum(int(each["turns"]) for each in turns)
+    held_s = sum(each["held_s"] for each in turns)
+    waited_s = sum(each["waited_s"] for each in turns)
+    return {
+        "turns": taken,
+        "held_ms_each": round(held_s * 1000 / taken, 3) if taken else None,
+        "waited_ms_each": round(waited_s * 1000 / taken, 3) if taken else None,
+        "held_share": round(held_s / measured_s, 3) if taken and measured_s > 0 else None,
     }
 
 

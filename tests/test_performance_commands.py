@@ -35,6 +35,11 @@ def test_load_test_reports_every_operation_and_holds_the_invariants(capsys: pyte
     # the processor time of both processes from the shared start: some, and no more than the run had to give
     assert 0 < timing["cpu_s"] <= timing["run_s"] * (os.cpu_count() or 1)
     assert report["cpu_ms_per_cycle"] == pytest.approx(timing["cpu_s"] * 1000 / finished["count"], rel=0.01)
+    turn = report["writers_turn"]
+    assert turn["turns"] >= sum(stats["count"] for stats in report["operations"].values())  # a turn a write at least
+    assert 0 < turn["held_share"] <= 1  # one process at a time holds it, within the measured time
+    assert turn["held_share"] == pytest.approx(turn["turns"] * turn["held_ms_each"] / 1000 / timing["measured_s"], rel=0.01)
+    assert turn["waited_ms_each"] >= 0
 
 
 def test_a_load_test_too_short_for_a_cycle_says_so_without_a_per_cycle_figure(

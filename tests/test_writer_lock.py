@@ -103,6 +103,32 @@ def test_a_store_whose_writer_lock_is_held_says_busy_and_who_holds_it(tmp_path: 
         assert tasks.get_task(store, "after").state == "READY"
 
 
+def test_a_store_counts_the_turns_its_writes_took_and_how_long_they_waited_for_and_held_them(tmp_path: Path) -> None:
+    db = tmp_path / "runtime.db"
+    path = Path(f"{db}.lock")
+    with open_store(db, create=True) as store:
+        before = store.writer_turns()
+        holder = lock_at(path)
+        holder.acquire(time.monotonic() + 5)
+        adding = threading.Thread(target=tasks.add_task, args=(store,), kwargs={"task_id": "waited"})
+        adding.start()
+        deadline = time.monotonic() + 5
+        while marked_token(path) == 0:  # it has waited STARVING_AFTER_S at least
+            assert time.monotonic() < deadline, "the write never waited for the holder"
+            time.sleep(0.001)
+        holder.release()
+        adding.join(timeout=5)
+        assert not adding.is_alive()
+        store.write(lambda transaction: time.sleep(0.05))
+        store.read(lambda transaction: transaction.get_task("waited"))  # a read takes no turn
+        after = store.writer_turns()
+        holder.close()
+
+    assert after["turns"] - before["turns"] == 2
+    assert after["waited_s"] - before["waited_s"] >= writer_lock.STARVING_AFTER_S
+    assert after["held_s"] - before["held_s"] >= 0.05
+
+
 @pytest.fixture
 def often_checkpointed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A new store whose WAL is checkpointed past 20 frames, not 1,000, and is made to start over by

@@ -278,6 +278,10 @@ def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
             [[name, stats["count"], stats["per_s"], *(stats.get(key, 0.0) for key in ("p50", "p95", "p99", "max"))]
              for name, stats in report["operations"].items()],
         )
+        turn = report["writers_turn"]
+        if turn["turns"]:
+            print(f"writers' turn: {turn['turns']} taken, held {turn['held_ms_each']} ms each"
+                  f" ({turn['held_share']:.0%} of the measured time), waited for {turn['waited_ms_each']} ms each")
         print(f"reservation conflicts: {report['reservation_conflicts']}; errors: {report['errors'] or 'none'}")
         for name, check in report["invariants"].items():
             if name != "ok":
@@ -331,7 +335,9 @@ def register_performance(commands: argparse._SubParsersAction[argparse.ArgumentP
     load = commands.add_parser(
         "load-test", help="N processes drive one database for S seconds; then the history is audited",
         description="Reports throughput, the processor time a cycle took (every process's, waiting included),"
-        " p50/p95/p99/max latency per operation, errors, and"
+        " p50/p95/p99/max latency per operation, how long the writes waited for and held the writers' turn"
+        " (and the share of the time it was held: near 100%, more processes add waiting, not throughput),"
+        " errors, and"
         " checks the invariants (no double grant, no stale operation accepted, no overlapping"
         " exclusive reservations, no lost task, integrity). Exit 1 if any invariant fails. Uses a"
         " new temporary database unless --database is given; a database that holds agents' tasks"

@@ -855,6 +855,12 @@ class SQLiteStore:
         """SQLite cannot tell another process that a task became READY or a reservation was released: this only waits."""
         time.sleep(max(0.0, timeout_s))
 
+    def writer_turns(self) -> dict[str, float]:
+        """How this process's writes used the writers' turn on this store (its lock file): the turns
+        they took, and the seconds they waited for them and held them; all 0 without a lock file."""
+        lock = self._writer_lock
+        return {"turns": lock.turns, "waited_s": lock.waited_s, "held_s": lock.held_s}
+
     def integrity_problems(self) -> list[str]:
         """SQLite's ``quick_check``: [] when the file is sound."""
         problems = [str(row[0]) for row in self.pragma("quick_check")]

@@ -71,6 +71,9 @@ class WriterLock:
         self.on_timeout = on_timeout  # the error to raise after waiting that many seconds
         self._file: BinaryIO | bool | None = None
         self._token = int.from_bytes(os.urandom(7), "little") + 1
+        # This process's use of the turn: how many it took, the seconds it waited for them and held them.
+        self.turns, self.waited_s, self.held_s = 0, 0.0, 0.0
+        self._taken_at = 0.0
 
     def _open(self) -> BinaryIO | None:
         if self._file is None:
@@ -144,10 +147,14 @@ class WriterLock:
         except BaseException:
             fcntl.flock(fd, fcntl.LOCK_UN)
             raise
+        self._taken_at = time.monotonic()
+        self.turns += 1
+        self.waited_s += self._taken_at - started
         return True
 
     def release(self) -> None:
         """Let go of the lock :meth:`acquire` took."""
+        self.held_s += time.monotonic() - self._taken_at
         fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)  # type: ignore[union-attr]
 
     def holder(self) -> int | None:
