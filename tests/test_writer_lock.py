@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -127,6 +132,153 @@ def test_a_store_counts_the_turns_its_writes_took_and_how_long_they_waited_for_a
     assert after["turns"] - before["turns"] == 2
     assert after["waited_s"] - before["waited_s"] >= writer_lock.STARVING_AFTER_S
     assert after["held_s"] - before["held_s"] >= 0.05
+
+
+def lock_is_free(path: Path) -> bool:
+    """Whether a writer of another process could take the writers' lock at ``path`` now."""
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(descriptor)  # lets go of it too
+
+
+def test_ctrl_c_as_the_writers_lock_is_taken_leaves_it_free(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "runtime.db"
+    real_flock = fcntl.flock
+
+    def interrupted_once_taken(descriptor: int, operation: int) -> None:
+        real_flock(descriptor, operation)
+        if operation & fcntl.LOCK_EX:
+            raise KeyboardInterrupt  # Ctrl-C as flock returns
+
+    with open_store(db, create=True) as store:
+        monkeypatch.setattr(writer_lock.fcntl, "flock", interrupted_once_taken)
+        with pytest.raises(KeyboardInterrupt):
+            tasks.add_task(store, task_id="interrupted")
+        monkeypatch.setattr(writer_lock.fcntl, "flock", real_flock)
+
+        assert lock_is_free(Path(f"{db}.lock"))  # no other process is held up
+        tasks.add_task(store, task_id="after")
+        assert [task.id for task in tasks.list_tasks(store)] == ["after"]
+
+
+class InterruptedAfterBegin:
+    """The store's connection, with Ctrl-C arriving as its transaction has just begun."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, *parameters: object) -> sqlite3.Cursor:
+        cursor = self.connection.execute(sql, *parameters)
+        if sql.startswith("BEGIN"):
+            raise KeyboardInterrupt
+        return cursor
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.connection, name)
+
+
+def test_ctrl_c_as_a_write_begins_rolls_it_back(tmp_path: Path) -> None:
+    db = tmp_path / "runtime.db"
+    with open_store(db, create=True) as store:
+        connection = store.connection
+        store._connection = InterruptedAfterBegin(connection)  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):
+            tasks.add_task(store, task_id="interrupted")
+        store._connection = connection
+
+        assert not connection.in_transaction  # else every other writer waits, and this store's next write fails
+        tasks.add_task(store, task_id="after")
+        with open_store(db, busy_timeout_s=1) as other:
+            tasks.add_task(other, task_id="other")
+        assert sorted(task.id for task in tasks.list_tasks(store)) == ["after", "other"]
+
+
+WRITER_WITH_A_FORKED_WORKER = textwrap.dedent("""
+    import multiprocessing, sys, time
+    from pytest_maf import tasks
+    from pytest_maf.store import open_store
+
+    store = open_store(sys.argv[1])
+    tasks.add_task(store)  # its lock file is open from here on
+    worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,), daemon=True)
+    worker.start()  # a worker that never writes
+    print(worker.pid, flush=True)
+
+    def stuck(transaction):
+        print("writing", flush=True)
+        time.sleep(60)
+
+    store.write(stuck)
+""")
+
+
+@pytest.mark.timeout(60)
+def test_a_writer_killed_in_its_write_holds_nobody_up_though_a_worker_it_forked_lives_on(tmp_path: Path) -> None:
+    db = tmp_path / "runtime.db"
+    open_store(db, create=True).close()
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_WITH_A_FORKED_WORKER, str(db)], stdout=subprocess.PIPE, text=True)
+    worker = 0
+    try:
+        assert writer.stdout is not None
+        worker = int(writer.stdout.readline())
+        assert writer.stdout.readline().strip() == "writing"
+        writer.kill()
+        writer.wait(timeout=10)
+        os.kill(worker, 0)  # still alive, with the file descriptors it was forked with
+
+        with open_store(db, busy_timeout_s=2) as store:
+            tasks.add_task(store, task_id="after")  # before: "stayed busy (pid ... holds the writer lock)"
+            assert tasks.get_task(store, "after") is not None
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
+        if worker:
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_a_forked_child_waits_for_the_writers_turn_its_parent_holds(tmp_path: Path) -> None:
+    import multiprocessing
+
+    db = tmp_path / "runtime.db"
+    context = multiprocessing.get_context("fork")
+    with open_store(db, create=True, busy_timeout_s=0.2) as store:
+        tasks.add_task(store)  # its lock file is open from here on
+        outcome = context.Queue()
+
+        def child() -> None:
+            try:
+                tasks.add_task(store, task_id="child")
+                outcome.put("wrote")
+            except StoreBusyError:
+                outcome.put("busy")
+            store.close()
+
+        def holding(transaction: object) -> str:
+            process = context.Process(target=child)
+            process.start()
+            process.join(timeout=30)
+            assert lock_is_free(Path(f"{db}.lock")) is False  # the child's try let go of nothing of the parent's
+            return str(outcome.get(timeout=5))
+
+        assert store.write(holding) == "busy"
+
+
+def test_a_store_writes_where_the_system_has_no_pread_and_no_flock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows: no os.pread, no fcntl; SQLite's own locking and checkpoints alone."""
+    monkeypatch.setattr(writer_lock, "fcntl", None)
+    monkeypatch.setattr(writer_lock, "_pread", None, raising=False)
+    monkeypatch.delattr(os, "pread")
+    db = tmp_path / "runtime.db"
+
+    with open_store(db, create=True) as store:
+        for number in range(3):
+            tasks.add_task(store, task_id=f"task-{number}")  # before: AttributeError after committing
+        assert [task.id for task in tasks.list_tasks(store)] == ["task-0", "task-1", "task-2"]
 
 
 @pytest.fixture

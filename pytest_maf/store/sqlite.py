@@ -752,8 +752,8 @@ class SQLiteStore:
 
         def attempt() -> T:
             connection = self.connection
-            connection.execute(begin)
             try:
+                connection.execute(begin)  # in the try: interrupted once it has begun, it is rolled back
                 transaction = SQLiteTransaction(
                     connection, self.clock(), self.default_max_attempts, self.lease_ttl_ms
                 )
@@ -770,12 +770,11 @@ class SQLiteStore:
     def write(self, operation: Callable[[SQLiteTransaction], T]) -> T:
         """Run ``operation`` in one ``BEGIN IMMEDIATE`` transaction; all of it or none."""
         deadline = time.monotonic() + self.busy_timeout_s  # one bound for the lock and the transaction
-        held = self._writer_lock.acquire(deadline)
         try:
+            self._writer_lock.acquire(deadline)
             result = self._run("BEGIN IMMEDIATE", operation, deadline)
         finally:
-            if held:
-                self._writer_lock.release()
+            self._writer_lock.release()  # whatever was taken, whatever interrupted
         self._checkpointer.after_write(self.connection)  # the others write on meanwhile
         return result
 

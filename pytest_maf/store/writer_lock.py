@@ -36,6 +36,7 @@ import os
 import sqlite3
 import struct
 import time
+from _weakref import ref  # weakref's own, without importing weakref at start-up
 from pathlib import Path
 
 TYPE_CHECKING = False
@@ -54,9 +55,36 @@ except ImportError:  # Windows: SQLite's own locking alone
 SPIN_S, POLL_S = 0.02, 0.0005
 STARVING_AFTER_S, MARKED_POLL_S = 0.003, 0.0001
 MARK_STALE_S = 0.1
+_pread = getattr(os, "pread", None)  # not on Windows
 _sched_yield = getattr(os, "sched_yield", None)  # not on every platform: there the waiter sleeps at once
 MARK_AT = 16
 _MARK = struct.Struct("<qq")  # token, marked at (ms, CLOCK_MONOTONIC: the same clock for every process)
+
+
+_OPEN_LOCKS: dict[int, ref[WriterLock]] = {}  # the lock files open in this process, by their WriterLock's id
+
+
+def _opened(lock: WriterLock) -> None:
+    key = id(lock)
+    _OPEN_LOCKS[key] = ref(lock, lambda _: _OPEN_LOCKS.pop(key, None))  # gone with the lock
+
+
+def _forget_inherited_locks() -> None:
+    """In a forked child, every lock file inherited open is let go of and opened anew on use.
+
+    A lock belongs to the open file, which a fork shares: the child would take a turn its parent
+    holds, let go of the parent's turn with its own, and a child that never writes (a
+    multiprocessing worker) would keep the turn of a parent killed in its write held for as long
+    as it lives. Closing the child's copy leaves the parent's hold as it is.
+    """
+    for each in list(_OPEN_LOCKS.values()):
+        lock = each()
+        if lock is not None:
+            lock._forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_locks)
 
 
 def _now_ms() -> int:
@@ -74,6 +102,7 @@ class WriterLock:
         # This process's use of the turn: how many it took, the seconds it waited for them and held them.
         self.turns, self.waited_s, self.held_s = 0, 0.0, 0.0
         self._taken_at = 0.0
+        self._holding = False  # may hold: set as flock is tried, so no interruption leaves a turn held unknown
 
     def _open(self) -> BinaryIO | None:
         if self._file is None:
@@ -81,6 +110,7 @@ class WriterLock:
                 # Not O_APPEND: the holder's pid is written at offset 0.
                 descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
                 self._file = os.fdopen(descriptor, "r+b", buffering=0)
+                _opened(self)
             except OSError:
                 self._file = False
         return self._file or None  # type: ignore[return-value]
@@ -89,6 +119,15 @@ class WriterLock:
         if self._file:
             self._file.close()  # type: ignore[union-attr]
         self._file = None
+        self._holding = False
+        _OPEN_LOCKS.pop(id(self), None)
+
+    def _forget(self) -> None:
+        """In a forked child: let go of the parent's lock file, to be opened anew on the next write."""
+        if self._file:
+            self._file.close()  # type: ignore[union-attr]  # the parent's hold, if any, stays the parent's
+        self._file = None
+        self._holding = False
 
     def _someone_else_starving(self, fd: int) -> bool:
         data = os.pread(fd, _MARK.size, MARK_AT)
@@ -105,30 +144,48 @@ class WriterLock:
     @contextlib.contextmanager
     def turn(self, deadline: float) -> Iterator[None]:
         """Hold the writers' lock for the block; :attr:`on_timeout` once ``deadline`` (monotonic) passes."""
-        held = self.acquire(deadline)
         try:
+            self.acquire(deadline)
             yield
         finally:
-            if held:
-                self.release()
+            self.release()
 
     def acquire(self, deadline: float) -> bool:
         """Take the writers' lock (:meth:`turn` without a block, for the store's every write); False
-        where there is no lock file to take (SQLite's own locking alone), so nothing to release."""
+        where there is no lock file to take (SQLite's own locking alone), so nothing to release.
+
+        Whatever interrupts it (Ctrl-C included), the lock is not left held: a caller that calls
+        :meth:`release` in a ``finally`` around both lets go of exactly what was taken."""
         lock_file = self._open() if fcntl is not None else None
         if lock_file is None:
             return False
         fd = lock_file.fileno()
         started = time.monotonic()
+        try:
+            self._wait_for(fd, started, deadline)
+            os.pwrite(fd, f"{os.getpid():<10}".encode(), 0)
+        except BaseException:
+            self.release()
+            raise
+        self._taken_at = time.monotonic()
+        self.turns += 1
+        self.waited_s += self._taken_at - started
+        return True
+
+    def _wait_for(self, fd: int, started: float, deadline: float) -> None:
+        """Look for the lock until it is this process's (:attr:`_holding`) or ``deadline`` passes."""
         marked = False
         try:
             while True:
                 if not self._someone_else_starving(fd):
+                    # Set first: an interruption as flock returns must still find it. Letting go
+                    # of a lock this file does not hold changes nothing.
+                    self._holding = True
                     try:
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         break
                     except BlockingIOError:
-                        pass
+                        self._holding = False
                 now = time.monotonic()
                 if now >= deadline:
                     raise self.on_timeout(now - started)
@@ -142,20 +199,16 @@ class WriterLock:
         finally:
             if marked:
                 self._unmark(fd)
-        try:
-            os.pwrite(fd, f"{os.getpid():<10}".encode(), 0)
-        except BaseException:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            raise
-        self._taken_at = time.monotonic()
-        self.turns += 1
-        self.waited_s += self._taken_at - started
-        return True
 
     def release(self) -> None:
-        """Let go of the lock :meth:`acquire` took."""
-        self.held_s += time.monotonic() - self._taken_at
-        fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)  # type: ignore[union-attr]
+        """Let go of the lock :meth:`acquire` took; nothing when this lock holds none."""
+        if not self._holding:
+            return
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)  # type: ignore[union-attr]  # first: nothing to interrupt
+        self._holding = False
+        if self._taken_at:  # a turn acquire counted
+            self.held_s += time.monotonic() - self._taken_at
+            self._taken_at = 0.0
 
     def holder(self) -> int | None:
         """The pid that last held the lock, if it is still running and is not this process."""
@@ -232,10 +285,12 @@ class Checkpointer:
     def _frames(self) -> tuple[int, int] | None:
         """The frames in the WAL and how many of them are copied back, or None when the WAL-index
         cannot be read."""
+        if _pread is None:  # Windows: SQLite's automatic checkpoint stays
+            return None
         try:
             if self._shm is None:
                 self._shm = os.open(self.shm_path, os.O_RDONLY)
-            return wal_index_frames(os.pread(self._shm, N_BACKFILL_AT + 4, 0))
+            return wal_index_frames(_pread(self._shm, N_BACKFILL_AT + 4, 0))
         except OSError:
             return None
 
