@@ -281,6 +281,27 @@ def test_a_store_writes_where_the_system_has_no_pread_and_no_flock(tmp_path: Pat
         assert [task.id for task in tasks.list_tasks(store)] == ["task-0", "task-1", "task-2"]
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc/self/fd")
+def test_stores_dropped_without_closing_leave_no_file_descriptor_open(tmp_path: Path) -> None:
+    import gc
+
+    db = tmp_path / "runtime.db"
+    open_store(db, create=True).close()
+
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    gc.collect()
+    before = descriptors()
+    for _ in range(10):
+        store = open_store(db)
+        tasks.add_task(store)  # the write reads the WAL-index (-shm) through a descriptor of the store's own
+        del store
+    gc.collect()
+
+    assert descriptors() == before
+
+
 @pytest.fixture
 def often_checkpointed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A new store whose WAL is checkpointed past 20 frames, not 1,000, and is made to start over by

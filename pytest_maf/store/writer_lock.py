@@ -386,6 +386,13 @@ class Checkpointer:
             if connection is not None:
                 connection.close()
 
+    def __del__(self) -> None:
+        if self._shm is not None:  # a store dropped without close(): its WAL-index descriptor goes with it
+            try:
+                os.close(self._shm)
+            except Exception:  # noqa: BLE001 - closed already, or the interpreter is shutting down
+                pass
+
     def close(self) -> None:
         """Stop the checkpointing thread after one last checkpoint (and the one under way)."""
         thread = self._thread
