@@ -80,7 +80,7 @@ def _forget_inherited_locks() -> None:
     for each in list(_OPEN_LOCKS.values()):
         lock = each()
         if lock is not None:
-            lock._forget()
+            lock.close()  # the parent's hold, if any, stays the parent's
 
 
 if hasattr(os, "register_at_fork"):
@@ -122,13 +122,6 @@ class WriterLock:
         self._holding = False
         _OPEN_LOCKS.pop(id(self), None)
 
-    def _forget(self) -> None:
-        """In a forked child: let go of the parent's lock file, to be opened anew on the next write."""
-        if self._file:
-            self._file.close()  # type: ignore[union-attr]  # the parent's hold, if any, stays the parent's
-        self._file = None
-        self._holding = False
-
     def _someone_else_starving(self, fd: int) -> bool:
         data = os.pread(fd, _MARK.size, MARK_AT)
         if len(data) < _MARK.size:
@@ -150,15 +143,15 @@ class WriterLock:
         finally:
             self.release()
 
-    def acquire(self, deadline: float) -> bool:
-        """Take the writers' lock (:meth:`turn` without a block, for the store's every write); False
-        where there is no lock file to take (SQLite's own locking alone), so nothing to release.
+    def acquire(self, deadline: float) -> None:
+        """Take the writers' lock (:meth:`turn` without a block, for the store's every write); nothing
+        where there is no lock file to take (SQLite's own locking alone).
 
         Whatever interrupts it (Ctrl-C included), the lock is not left held: a caller that calls
         :meth:`release` in a ``finally`` around both lets go of exactly what was taken."""
         lock_file = self._open() if fcntl is not None else None
         if lock_file is None:
-            return False
+            return
         fd = lock_file.fileno()
         started = time.monotonic()
         try:
@@ -170,7 +163,6 @@ class WriterLock:
         self._taken_at = time.monotonic()
         self.turns += 1
         self.waited_s += self._taken_at - started
-        return True
 
     def _wait_for(self, fd: int, started: float, deadline: float) -> None:
         """Look for the lock until it is this process's (:attr:`_holding`) or ``deadline`` passes."""
