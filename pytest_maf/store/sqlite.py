@@ -23,7 +23,7 @@ from pytest_maf.records import (
     AgentSeen, AuditRow, DurationBucket, Escalation, Event, Evidence, Lease, Observation, OperationStats, Reservation,
     ReservationEvent, SEEN_REFRESH_MS, Task,
 )
-from pytest_maf.store import schema
+from pytest_maf.store import forks, schema
 from pytest_maf.store.writer_lock import CHECKPOINT_FRAMES, RESTART_FRAMES, Checkpointer, WriterLock
 from pytest_maf.store.trail import as_object, audit_query, audit_row
 from pytest_maf.values import is_utf8
@@ -664,6 +664,7 @@ class SQLiteStore:
         self.lease_ttl_ms = lease_ttl_ms
         self.busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None
+        self._opened_in = 0  # the fork generation (forks.generation()) the connection was opened in
         # Beside the file itself, as SQLite puts its -wal and -shm: a store opened through a symlink
         # takes the same writers' lock as one opened by its own name.
         real = _real_path(path)
@@ -672,7 +673,11 @@ class SQLiteStore:
 
     @property
     def connection(self) -> sqlite3.Connection:
-        """The open connection; opened (and waited for, while busy) on first use."""
+        """The open connection; opened (and waited for, while busy) on first use, and anew in a forked
+        child (:mod:`~pytest_maf.store.forks`: through its parent's, the child's writes could be lost)."""
+        if self._connection is not None and self._opened_in != forks.generation():
+            forks.let_go(self._connection, self._opened_in)
+            self._connection = None
         if self._connection is None:
             self._retrying_busy(self._open, time.monotonic() + self.busy_timeout_s)
         assert self._connection is not None
@@ -680,7 +685,7 @@ class SQLiteStore:
 
     def _open(self) -> None:
         connection = connect(self.path)
-        self._connection = connection
+        self._connection, self._opened_in = connection, forks.generation()
 
     backend = "sqlite"
 
@@ -698,7 +703,7 @@ class SQLiteStore:
         self._writer_lock.close()
         self._checkpointer.close()
         if self._connection is not None:
-            self._connection.close()
+            forks.let_go(self._connection, self._opened_in)
             self._connection = None
 
     def __enter__(self) -> SQLiteStore:

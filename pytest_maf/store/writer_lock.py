@@ -268,7 +268,7 @@ class Checkpointer:
         self.shm_path = Path(f"{db_path}-shm")
         self._shm: int | None = None
         self._taken_over: sqlite3.Connection | None = None
-        self._wanted: threading.Event | None = None  # made with the first thread
+        self._wanted: threading.Event | None = None  # made with each thread
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
         self._closing = False
@@ -328,8 +328,8 @@ class Checkpointer:
         if self._thread is None or self._thread_pid != os.getpid() or not self._thread.is_alive():
             import threading  # here: a process that never checkpoints (the guard) does without it
 
-            if self._wanted is None:
-                self._wanted = threading.Event()
+            # A new one with each thread: after a fork, the parent's may be held by its thread for good.
+            self._wanted = threading.Event()
             thread = threading.Thread(target=self._run, name=f"maf-checkpoint {self.db_path.name}", daemon=True)
             try:
                 thread.start()

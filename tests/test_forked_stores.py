@@ -1,0 +1,103 @@
+"""A store opened before a fork and used in the children (multiprocessing's "fork" start, a forked test
+runner): nothing a child writes is lost, no reply reaches the wrong process, and a child's close leaves
+its parent's store working, on both backends."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from pathlib import Path
+
+import pytest
+
+from backends import BACKENDS, backend_param, backend_store
+from pytest_maf import tasks
+from pytest_maf.store import open_store
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no fork on Windows")
+
+CHILDREN = 3
+TASKS_EACH = 150
+JOIN_S = 60
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", [backend_param(backend) for backend in BACKENDS])
+def test_what_forked_children_write_through_their_parents_store_is_all_there_after_the_parent_closes_it(
+    backend: str, tmp_path: Path
+) -> None:
+    context = multiprocessing.get_context("fork")
+    with backend_store(backend, tmp_path) as store:
+        tasks.add_task(store, task_id="parent")  # its connection is open as the children are forked
+        parent_closed = context.Event()
+        outcome = context.Queue()
+
+        def child(number: int) -> None:
+            if not parent_closed.wait(JOIN_S):
+                outcome.put((number, "the parent never closed its store"))
+                return
+            try:
+                for each in range(TASKS_EACH):
+                    tasks.add_task(store, task_id=f"child-{number}-{each}")
+            except Exception as error:  # noqa: BLE001 - reported to the parent, which fails the test
+                outcome.put((number, f"{type(error).__name__}: {error}"))
+                return
+            outcome.put((number, "wrote"))
+
+        children = [context.Process(target=child, args=(number,)) for number in range(CHILDREN)]
+        for process in children:
+            process.start()
+        later = store.reopen()
+        store.close()  # SQLite: the last close the parent knows of deletes the WAL the children were given
+        parent_closed.set()
+        said = sorted(outcome.get(timeout=JOIN_S) for _ in children)
+        for process in children:
+            process.join(timeout=JOIN_S)
+        with later:
+            ids = {task.id for task in tasks.list_tasks(later)}
+
+    assert said == [(number, "wrote") for number in range(CHILDREN)]
+    assert [process.exitcode for process in children] == [0] * CHILDREN
+    expected = {"parent"} | {f"child-{number}-{each}" for number in range(CHILDREN) for each in range(TASKS_EACH)}
+    assert ids == expected  # before: none of the children's tasks on SQLite, protocol errors on PostgreSQL
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", [backend_param(backend) for backend in BACKENDS])
+def test_a_forked_childs_close_of_its_parents_store_leaves_the_parent_writing(backend: str, tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    with backend_store(backend, tmp_path) as store:
+        tasks.add_task(store, task_id="before")
+
+        def child() -> None:
+            tasks.add_task(store, task_id="child")
+            store.close()
+
+        process = context.Process(target=child)
+        process.start()
+        process.join(timeout=JOIN_S)
+        assert process.exitcode == 0
+
+        tasks.add_task(store, task_id="after")  # before, on PostgreSQL: the child's close ended this session
+        assert sorted(task.id for task in tasks.list_tasks(store)) == ["after", "before", "child"]
+
+
+@pytest.mark.timeout(120)
+def test_a_child_forked_while_the_checkpointer_was_being_woken_still_checkpoints(tmp_path: Path) -> None:
+    """The parent's checkpointing thread may hold its wake-up event's lock at the fork: the child's writes
+    must not wait on it for ever."""
+    context = multiprocessing.get_context("fork")
+    db = tmp_path / "runtime.db"
+    with open_store(db, create=True) as store:
+        for number in range(120):  # past a checkpoint's worth of WAL frames: the thread is started
+            tasks.add_task(store, task_id=f"parent-{number}")
+        wanted = store._checkpointer._wanted  # type: ignore[attr-defined]
+        assert wanted is not None
+        with wanted._cond:  # as the thread holds it, clearing the event, at the moment of the fork
+            process = context.Process(target=lambda: [tasks.add_task(store) for _ in range(300)])
+            process.start()
+        process.join(timeout=JOIN_S)
+        if process.exitcode is None:
+            process.kill()
+            process.join(timeout=JOIN_S)
+        assert process.exitcode == 0  # before: the child hung at its first checkpoint
