@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import signal
@@ -610,3 +611,34 @@ def test_a_store_opened_through_a_symlink_takes_the_same_writers_lock(tmp_path: 
                 tasks.add_task(through_link)
     holder.close()
     assert not (tmp_path / "link.db.lock").exists()
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP], ids=["ENOLCK", "EOPNOTSUPP"])
+def test_a_store_writes_where_the_file_system_cannot_lock_the_lock_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """NFS without its lock daemon, a file system without flock: SQLite's own locking alone, as on Windows."""
+
+    def cannot_lock(fd: int, operation: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(writer_lock.fcntl, "flock", cannot_lock)
+    db = tmp_path / "runtime.db"
+    with open_store(db, create=True) as store:  # before: "No locks available" from every write, setup's first
+        for number in range(3):
+            tasks.add_task(store, task_id=f"task-{number}")
+        assert [task.id for task in tasks.list_tasks(store)] == ["task-0", "task-1", "task-2"]
+
+
+def test_a_writer_that_waited_past_its_deadline_is_told_so_whatever_the_error_it_raises(tmp_path: Path) -> None:
+    """The checkpointer's turn times out with TimeoutError, an OSError: it is still a timeout, the lock still used."""
+    path = tmp_path / "runtime.db.lock"
+    holder, waiter = lock_at(path), WriterLock(path, on_timeout=TimeoutError)
+    with holder.turn(time.monotonic() + 5):
+        with pytest.raises(TimeoutError):
+            with waiter.turn(time.monotonic() + 0.02):
+                pass
+    with waiter.turn(time.monotonic() + 5):
+        assert lock_is_free(path) is False  # the waiter took the lock file, not SQLite's locking alone
+    holder.close()
+    waiter.close()

@@ -87,6 +87,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_inherited_locks)
 
 
+class _WaitedTooLong(Exception):
+    """The deadline passed (args: the seconds waited); :attr:`WriterLock.on_timeout` says so to the caller."""
+
+
 def _now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
@@ -145,7 +149,7 @@ class WriterLock:
 
     def acquire(self, deadline: float) -> None:
         """Take the writers' lock (:meth:`turn` without a block, for the store's every write); nothing
-        where there is no lock file to take (SQLite's own locking alone).
+        where there is no lock file to take or the file system cannot lock it (SQLite's own locking alone).
 
         Whatever interrupts it (Ctrl-C included), the lock is not left held: a caller that calls
         :meth:`release` in a ``finally`` around both lets go of exactly what was taken."""
@@ -156,7 +160,15 @@ class WriterLock:
         started = time.monotonic()
         try:
             self._wait_for(fd, started, deadline)
-            os.pwrite(fd, f"{os.getpid():<10}".encode(), 0)
+            with contextlib.suppress(OSError):  # only for the message that names who holds the turn (a full disk)
+                os.pwrite(fd, f"{os.getpid():<10}".encode(), 0)
+        except _WaitedTooLong as waited:
+            self.release()
+            raise self.on_timeout(waited.args[0]) from None
+        except OSError:  # no flock on this file system (ENOLCK on NFS without its lock daemon, EOPNOTSUPP)
+            self.close()  # lets go of whatever the file held
+            self._file = False  # from now on SQLite's own locking alone, as where there is no lock file
+            return
         except BaseException:
             self.release()
             raise
@@ -180,7 +192,7 @@ class WriterLock:
                         self._holding = False
                 now = time.monotonic()
                 if now >= deadline:
-                    raise self.on_timeout(now - started)
+                    raise _WaitedTooLong(now - started)
                 if now - started >= STARVING_AFTER_S and not self._someone_else_starving(fd):
                     os.pwrite(fd, _MARK.pack(self._token, _now_ms()), MARK_AT)  # renewed while it waits
                     marked = True
