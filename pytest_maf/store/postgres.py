@@ -41,7 +41,7 @@ from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.clock import Clock, system_clock
 from pytest_maf.database_url import hide_password, redact_url, schema_problem
 from pytest_maf.errors import StoreBusyError, StoreError, UsageError
-from pytest_maf.store import forks, postgres_schema
+from pytest_maf.store import postgres_schema, sharing
 from pytest_maf.store.postgres_schema import DEFAULT_SCHEMA, VERSION_TABLE
 from pytest_maf.store.postgres_transaction import MIGRATION_LOCK, NOW_MS, PostgresTransaction
 from pytest_maf.store.schema import split_statements
@@ -93,7 +93,8 @@ class PostgresStore:
         self._released_channel = f"maf_released_{schema}"[:63]
         self._listening: set[str] = set()
         self._connection: psycopg.Connection[Any] | None = None
-        self._opened_in = 0  # the fork generation (forks.generation()) the connection was opened in
+        self._opened_in = 0  # the fork generation (sharing.generation()) the connection was opened in
+        self._one_at_a_time = sharing.OneAtATime()
 
     @property
     def location(self) -> str:
@@ -109,8 +110,8 @@ class PostgresStore:
     @property
     def connection(self) -> psycopg.Connection[Any]:
         """The open connection (autocommit: transactions are begun explicitly); opened on first use."""
-        if self._connection is not None and self._opened_in != forks.generation():
-            forks.let_go(self._connection, self._opened_in)  # a parent's, in a forked child: its socket is the parent's
+        if self._connection is not None and self._opened_in != sharing.generation():
+            sharing.let_go(self._connection, self._opened_in)  # a parent's, in a forked child: its socket is the parent's
             self._connection, self._listening = None, set()
         if self._connection is None or self._connection.closed:
             try:
@@ -123,7 +124,7 @@ class PostgresStore:
                     " MAF_DATABASE_URL (runtime.database_url) and that the server is running"
                 ) from None
             connection.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-            self._connection, self._opened_in = connection, forks.generation()
+            self._connection, self._opened_in = connection, sharing.generation()
         return self._connection
 
     @property
@@ -134,7 +135,7 @@ class PostgresStore:
 
     def close(self) -> None:
         if self._connection is not None:
-            forks.let_go(self._connection, self._opened_in)
+            sharing.let_go(self._connection, self._opened_in)
             self._connection = None
         self._listening = set()
 
@@ -180,8 +181,17 @@ class PostgresStore:
             self.close()
 
     def _transaction(self, begin: str, body: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """Run ``body`` in one transaction, retried whole on contention until the busy timeout."""
+        """Run ``body`` in one transaction, retried whole on contention until the busy timeout; one
+        thread at a time (:mod:`~pytest_maf.store.sharing`)."""
         started = time.monotonic()
+        if not self._one_at_a_time.acquire(self.busy_timeout_s):
+            raise self._busy(self.busy_timeout_s)
+        try:
+            return self._retried(begin, body, started)
+        finally:
+            self._one_at_a_time.release()
+
+    def _retried(self, begin: str, body: Callable[[psycopg.Connection[Any]], T], started: float) -> T:
         deadline = started + self.busy_timeout_s
         retries = 0
         while True:

@@ -23,7 +23,7 @@ from pytest_maf.records import (
     AgentSeen, AuditRow, DurationBucket, Escalation, Event, Evidence, Lease, Observation, OperationStats, Reservation,
     ReservationEvent, SEEN_REFRESH_MS, Task,
 )
-from pytest_maf.store import forks, schema
+from pytest_maf.store import schema, sharing
 from pytest_maf.store.writer_lock import CHECKPOINT_FRAMES, RESTART_FRAMES, Checkpointer, WriterLock
 from pytest_maf.store.trail import as_object, audit_query, audit_row
 from pytest_maf.values import is_utf8
@@ -664,7 +664,8 @@ class SQLiteStore:
         self.lease_ttl_ms = lease_ttl_ms
         self.busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None
-        self._opened_in = 0  # the fork generation (forks.generation()) the connection was opened in
+        self._opened_in = 0  # the fork generation (sharing.generation()) the connection was opened in
+        self._one_at_a_time = sharing.OneAtATime()
         # Beside the file itself, as SQLite puts its -wal and -shm: a store opened through a symlink
         # takes the same writers' lock as one opened by its own name.
         real = _real_path(path)
@@ -674,9 +675,9 @@ class SQLiteStore:
     @property
     def connection(self) -> sqlite3.Connection:
         """The open connection; opened (and waited for, while busy) on first use, and anew in a forked
-        child (:mod:`~pytest_maf.store.forks`: through its parent's, the child's writes could be lost)."""
-        if self._connection is not None and self._opened_in != forks.generation():
-            forks.let_go(self._connection, self._opened_in)
+        child (:mod:`~pytest_maf.store.sharing`: through its parent's, the child's writes could be lost)."""
+        if self._connection is not None and self._opened_in != sharing.generation():
+            sharing.let_go(self._connection, self._opened_in)
             self._connection = None
         if self._connection is None:
             self._retrying_busy(self._open, time.monotonic() + self.busy_timeout_s)
@@ -685,7 +686,7 @@ class SQLiteStore:
 
     def _open(self) -> None:
         connection = connect(self.path)
-        self._connection, self._opened_in = connection, forks.generation()
+        self._connection, self._opened_in = connection, sharing.generation()
 
     backend = "sqlite"
 
@@ -703,7 +704,7 @@ class SQLiteStore:
         self._writer_lock.close()
         self._checkpointer.close()
         if self._connection is not None:
-            forks.let_go(self._connection, self._opened_in)
+            sharing.let_go(self._connection, self._opened_in)
             self._connection = None
 
     def __enter__(self) -> SQLiteStore:
@@ -772,15 +773,25 @@ class SQLiteStore:
 
         return self._retrying_busy(attempt, deadline)
 
+    def _one_thread(self, deadline: float) -> None:
+        """Wait until ``deadline`` (monotonic) at most for another thread's transaction on this store to
+        end (:mod:`~pytest_maf.store.sharing`); the caller lets the next in when its own has ended."""
+        if not self._one_at_a_time.acquire(deadline - time.monotonic()):
+            raise self._busy(self.busy_timeout_s)
+
     def write(self, operation: Callable[[SQLiteTransaction], T]) -> T:
         """Run ``operation`` in one ``BEGIN IMMEDIATE`` transaction; all of it or none."""
-        deadline = time.monotonic() + self.busy_timeout_s  # one bound for the lock and the transaction
+        deadline = time.monotonic() + self.busy_timeout_s  # one bound for the thread, the lock and the transaction
+        self._one_thread(deadline)
         try:
-            self._writer_lock.acquire(deadline)
-            result = self._run("BEGIN IMMEDIATE", operation, deadline)
+            try:
+                self._writer_lock.acquire(deadline)
+                result = self._run("BEGIN IMMEDIATE", operation, deadline)
+            finally:
+                self._writer_lock.release()  # whatever was taken, whatever interrupted
+            self._checkpointer.after_write(self.connection)  # the others write on meanwhile
         finally:
-            self._writer_lock.release()  # whatever was taken, whatever interrupted
-        self._checkpointer.after_write(self.connection)  # the others write on meanwhile
+            self._one_at_a_time.release()
         return result
 
     def read(self, operation: Callable[[SQLiteTransaction], T]) -> T:
@@ -790,16 +801,20 @@ class SQLiteStore:
         again with each such byte shown as U+FFFD, so one bad row does not hide the store from
         every view. Writes still refuse it.
         """
+        self._one_thread(time.monotonic() + self.busy_timeout_s)
         try:
-            return self._run("BEGIN", operation)
-        except StoreError as error:
-            if "Could not decode to UTF-8" not in str(error):
-                raise
-        self.connection.text_factory = _lenient_text
-        try:
-            return self._run("BEGIN", operation)
+            try:
+                return self._run("BEGIN", operation)
+            except StoreError as error:
+                if "Could not decode to UTF-8" not in str(error):
+                    raise
+            self.connection.text_factory = _lenient_text
+            try:
+                return self._run("BEGIN", operation)
+            finally:
+                self.connection.text_factory = str
         finally:
-            self.connection.text_factory = str
+            self._one_at_a_time.release()
 
     # schema
 
