@@ -254,7 +254,7 @@ def guard_verdict(
 ) -> GuardVerdict:
     """Decide whether the staged commit (or, given a pre-push hook's stdin, the push) may go ahead.
 
-    * No repository, or no store where the default puts it: passed, quietly.
+    * No repository, or no store where the default puts it (nor a link to nothing): passed, quietly.
     * No path under another agent's exclusive reservation: passed.
     * Otherwise blocked, unless ``MAF_RESERVATION_OVERRIDE`` is true: then the
       override needs ``MAF_OVERRIDE_REASON`` (else :class:`UsageError`, nothing
@@ -274,7 +274,10 @@ def guard_verdict(
     what = "push" if pushed is not None else "commit"
     if settings.repo_root is None:
         return GuardVerdict(PASSED, "not inside a git repository")
-    if settings.database_url is None and not settings.db_path.exists() and _is_default_location(settings):
+    if (
+        settings.database_url is None and not settings.db_path.exists() and not settings.db_path.is_symlink()
+        and _is_default_location(settings)
+    ):  # a link to nothing there is a store that went away: it fails closed below
         return GuardVerdict(PASSED, "no runtime database: nothing is reserved")
     override = parse_override(environ.get(OVERRIDE_VARIABLE))
     paths = pushed_paths(cwd, pushed) if pushed is not None else staged_paths(cwd)

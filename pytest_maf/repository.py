@@ -10,8 +10,12 @@ def find_repository_root(start: Path) -> Path | None:
 
     For a linked worktree (``git worktree add``) the main work tree's root is
     returned, so every worktree of one repository shares one runtime store.
-    Reads ``.git`` files directly instead of running git: it is called on
-    every command, including the pre-commit guard.
+    A repository with no main work tree beside its git directory (a bare
+    repository's worktrees, or a git directory kept apart) has its root where
+    git lists its first worktree: the folder whose ``.git`` file names that git
+    directory (``project/.git`` of ``project/.bare``), else the git directory
+    itself. Reads ``.git`` files directly instead of running git: it is called
+    on every command, including the pre-commit guard.
     """
     for directory in (start, *start.parents):
         dot_git = directory / ".git"
@@ -22,16 +26,34 @@ def find_repository_root(start: Path) -> Path | None:
     return None
 
 
-def _main_worktree_root(directory: Path, dot_git_file: Path) -> Path:
+def _git_dir_named(dot_git_file: Path) -> Path | None:
+    """The git directory a ``.git`` file names (``gitdir: PATH``), or None."""
     try:
         first_line = dot_git_file.read_text(encoding="utf-8").splitlines()[0]
     except (OSError, IndexError, UnicodeDecodeError):
-        return directory
+        return None
     if not first_line.startswith("gitdir:"):
+        return None
+    try:
+        return (dot_git_file.parent / first_line[len("gitdir:") :].strip()).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
+def _main_worktree_root(directory: Path, dot_git_file: Path) -> Path:
+    git_dir = _git_dir_named(dot_git_file)
+    if git_dir is None:
         return directory
-    git_dir = (directory / first_line[len("gitdir:") :].strip()).resolve()
     commondir_file = git_dir / "commondir"
-    if not commondir_file.is_file():
-        return directory  # a submodule: its own repository
-    common_dir = (git_dir / commondir_file.read_text(encoding="utf-8").strip()).resolve()
-    return common_dir.parent if common_dir.name == ".git" else directory
+    try:
+        if not commondir_file.is_file():
+            return directory  # a main work tree with its git directory elsewhere, or a submodule
+        common_dir = (git_dir / commondir_file.read_text(encoding="utf-8").strip()).resolve()
+    except (OSError, RuntimeError, UnicodeDecodeError, ValueError):
+        return directory
+    if common_dir.name == ".git":
+        return common_dir.parent
+    holder = common_dir.parent  # project/ of project/.bare, when project/.git names it
+    if (holder / ".git").is_file() and _git_dir_named(holder / ".git") == common_dir:
+        return holder
+    return common_dir

@@ -197,6 +197,55 @@ def test_the_guard_in_a_linked_worktree_uses_the_main_store(repo: Path, tmp_path
     assert result.returncode == 1 and "src/app.py: agent-a" in result.stdout
 
 
+def bare_worktrees(repo: Path, tmp_path: Path, layout: str) -> tuple[Path, Path]:
+    """Two worktrees of a bare clone of ``repo``: beside ``bare.git``, or in ``project/`` whose ``.git``
+    file names ``project/.bare``."""
+    if layout == "bare.git":
+        git_dir = tmp_path / "bare.git"
+        git(tmp_path, "clone", "-q", "--bare", str(repo), str(git_dir))
+        trees = tmp_path / "agent-a-tree", tmp_path / "agent-b-tree"
+    else:
+        project = tmp_path / "project"
+        project.mkdir()
+        git_dir = project / ".bare"
+        git(tmp_path, "clone", "-q", "--bare", str(repo), str(git_dir))
+        (project / ".git").write_text("gitdir: ./.bare\n")
+        trees = project / "agent-a", project / "agent-b"
+    for number, tree in enumerate(trees):
+        git(git_dir, "worktree", "add", "-q", str(tree), "-b", f"agent-{number}")
+        git(tree, "config", "user.email", "dev@example.invalid")
+    return trees
+
+
+@pytest.mark.parametrize("layout", ["bare.git", "project/.bare"])
+def test_the_worktrees_of_a_bare_repository_share_one_store_and_the_guard_blocks(
+    repo: Path, tmp_path: Path, layout: str
+) -> None:
+    mine, theirs = bare_worktrees(repo, tmp_path, layout)
+    assert maf(mine, "setup").returncode == 0
+    held = maf(mine, "reservation", "acquire", "src/**", "--agent", "agent-a")
+    assert held.returncode == 0, held.stderr
+    stage(theirs, "src/app.py")
+
+    result = maf(theirs, "guard", MAF_AGENT_ID="agent-b")
+
+    # before: each worktree had a store of its own; the other's had no reservation, and the commit went in
+    assert result.returncode == 1 and "src/app.py: agent-a" in result.stdout
+    assert not (mine / ".maf").exists() and not (theirs / ".maf").exists()
+
+
+def test_a_link_to_nothing_at_the_default_store_place_fails_closed(repo: Path, tmp_path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        (repo / ".maf" / f"runtime.db{suffix}").unlink(missing_ok=True)
+    (repo / ".maf" / "runtime.db").symlink_to(tmp_path / "moved-away.db")
+    stage(repo, "src/app.py")
+
+    result = maf(repo, "guard", MAF_AGENT_ID="agent-b")
+
+    assert result.returncode == 2  # before: 0, as if no store had ever been set up
+    assert "fails closed" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_installed_hooks_block_a_real_commit_and_push(repo: Path, tmp_path: Path) -> None:
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))

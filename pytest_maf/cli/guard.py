@@ -67,7 +67,7 @@ def register_guard(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "guard", help="block a commit touching files reserved by other agents",
         description="Check the staged paths (or, with --pre-push, the pushed commits' paths)"
         " against other agents' exclusive reservations. Exit 1 when blocked. No repository, no"
-        " database at the default place, or nothing staged: exit 0. A named database that is"
+        " database at the default place (a link there to nothing fails closed), or nothing staged: exit 0. A named database that is"
         " missing or unreadable fails closed (exit 2). MAF_RESERVATION_OVERRIDE=true with"
         " MAF_OVERRIDE_REASON=\"why\" lets a blocked commit through: recorded, and each holder"
         " is told by agent-mail (no reason: exit 2).",
