@@ -331,7 +331,7 @@ def config_layers(
     layers += [layer for layer in map(read_layer, [*stems, LOCAL_STEM]) if layer is not None]
     if config_file is not None:
         if not config_file.is_file():
-            raise ConfigError([f"{config_file}: no such file"])
+            raise ConfigError([f"{config_file}: {_not_a_file(config_file)}"])
         layers.append(Layer(str(config_file), read_config_file(config_file)))
     layers.append(Layer("environment", _variables_layer("environment", environ)))
     if flags:
@@ -537,6 +537,14 @@ def _chosen_database_url(layers: list[Layer], values: Mapping[str, Any], sources
 def shown_value(key_path: str, value: Any) -> Any:
     """A configured value as output may show it: a database URL without its password."""
     return redact_url(value) if key_path == "runtime.database_url" and value else value
+
+
+def _not_a_file(path: Path) -> str:
+    if path.is_dir():
+        return "a folder, not a configuration file"
+    if os.path.lexists(path):
+        return "not a regular file (a device, a pipe, a socket or a link to nothing)"
+    return "no such file"
 
 
 def load_settings(

@@ -33,11 +33,13 @@ class ConfigError(UsageError):
 
 
 def _read_bounded(path: Path) -> str:
+    from pytest_maf.files import read_at_most
+
     try:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
             raise ConfigError([f"{path}: is {size} bytes; a configuration file may be at most {MAX_CONFIG_BYTES}"])
-        return path.read_text(encoding="utf-8")
+        return read_at_most(path, MAX_CONFIG_BYTES).decode("utf-8")  # a device or a pipe: refused, not read for ever
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ConfigError([f"{path}: cannot read: {error}"]) from None
 

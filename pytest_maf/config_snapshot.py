@@ -31,7 +31,7 @@ from pytest_maf.config import (
 )
 from pytest_maf.config_files import CONFIG_SUFFIXES, MAX_CONFIG_BYTES, ConfigError, layer_file, parse_config_text
 from pytest_maf.errors import UsageError
-from pytest_maf.files import write_bytes_atomic
+from pytest_maf.files import read_at_most, write_bytes_atomic
 from pytest_maf.values import is_utf8
 
 SNAPSHOT_FORMAT = "pytest-maf config snapshot"
@@ -91,7 +91,7 @@ def read_snapshot(path: Path) -> Snapshot:
     try:
         if path.stat().st_size > 2 * MAX_CONFIG_BYTES:
             raise UsageError(f"{path}: is too large for a configuration snapshot")
-        document = json.loads(path.read_bytes().decode("utf-8"))
+        document = json.loads(read_at_most(path, 2 * MAX_CONFIG_BYTES).decode("utf-8"))  # not a device's endless bytes
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         detail = error.strerror if isinstance(error, OSError) and error.strerror else "not JSON"
         raise UsageError(f"{path}: not a configuration snapshot ({detail}); nothing was restored") from None

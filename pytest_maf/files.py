@@ -25,6 +25,19 @@ def store_files(db_path: Path) -> list[Path]:
     return [Path(f"{base}{suffix}") for base in bases for suffix in STORE_SUFFIXES]
 
 
+def read_at_most(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file at ``path``; ValueError when it holds more than ``limit``, OSError
+    (ESPIPE) when it is no regular file: a device or a pipe never ends, or never starts, a read of it."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens without a writer
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.ESPIPE, "not a regular file (a device, a pipe or a socket)", str(path))
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"more than {limit} bytes")
+    return data
+
+
 def in_use_mark(path: Path) -> Path | None:
     """A file beside ``path`` that is only ever beside a database in use (its write-ahead log, shared
     memory or rollback journal, or the writers' lock file), or None."""

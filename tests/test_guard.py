@@ -197,6 +197,19 @@ def test_the_guard_in_a_linked_worktree_uses_the_main_store(repo: Path, tmp_path
     assert result.returncode == 1 and "src/app.py: agent-a" in result.stdout
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_pre_push_input_that_never_ends_fails_closed_with_one_line(repo: Path) -> None:
+    reserve(repo, "src/**", "agent-a")
+    with open("/dev/zero", "rb") as endless:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest_maf", "guard", "--pre-push"], cwd=repo, stdin=endless,
+            capture_output=True, text=True, env=clean_env(MAF_AGENT_ID="agent-b"), timeout=120,
+        )
+
+    assert result.returncode == 2  # before: "internal error: MemoryError" (exit 70), after eating the memory
+    assert "standard input" in result.stderr and "Traceback" not in result.stderr
+
+
 def bare_worktrees(repo: Path, tmp_path: Path, layout: str) -> tuple[Path, Path]:
     """Two worktrees of a bare clone of ``repo``: beside ``bare.git``, or in ``project/`` whose ``.git``
     file names ``project/.bare``."""

@@ -197,6 +197,25 @@ CASES += [
 ]
 
 
+def a_pipe(workspace: Workspace) -> None:
+    os.mkfifo(workspace.main / "pipe")  # nothing ever writes to it: a read of it would wait for ever
+
+
+# A device or a pipe given as an input file: refused before a byte is read (/dev/zero never ends: it
+# filled the disk, or the memory, before; a pipe with no writer hung the command).
+CASES += [
+    ("verify-the-zero-device", nothing, ["db", "verify-backup", "/dev/zero"], 2, "not a regular file"),
+    ("verify-a-pipe", a_pipe, ["db", "verify-backup", "pipe"], 2, "not a regular file"),
+    ("restore-the-zero-device", nothing, ["db", "restore", "/dev/zero"], 2, "not a regular file"),
+    ("restore-a-pipe", a_pipe, ["db", "restore", "pipe"], 2, "not a regular file"),
+    ("config-restore-the-zero-device", nothing, ["config", "restore", "/dev/zero"], 2, "not a regular file"),
+    ("config-restore-a-pipe", a_pipe, ["config", "restore", "pipe"], 2, "not a regular file"),
+    ("config-diff-the-zero-device", nothing, ["config", "diff", "--snapshot", "/dev/zero"], 2, "not a regular file"),
+    ("config-validate-a-pipe", a_pipe, ["config", "validate", "--config", "pipe"], 2, "not a regular file"),
+    ("config-validate-a-folder", nothing, ["config", "validate", "--config", "src"], 2, "a folder"),
+]
+
+
 # Agent-mail: no symbolic link is followed out of the mail root, and a message id is never a glob.
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -141,6 +142,8 @@ def cmd_verify_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 def _is_postgres_backup(path: Path) -> bool:
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe is not opened here: it would wait for a writer
+            return False
         with path.open("rb") as handle:
             return handle.read(5) == b"PGDMP"  # pg_dump's custom format
     except OSError:

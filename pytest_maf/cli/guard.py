@@ -44,11 +44,21 @@ def cmd_guard(args: argparse.Namespace | SimpleNamespace, settings: Settings) ->
     return verdict.exit_code
 
 
+# A pre-push hook's standard input: a line of some 100 bytes per ref pushed.
+MAX_PUSHED_BYTES = 64 * 1024 * 1024
+
+
 def _pushed_refs() -> str:
     """A pre-push hook's standard input: the refs being pushed."""
     if sys.stdin is None:  # closed: the push is not known, so it is not let through
         raise UsageError("maf guard --pre-push reads the refs being pushed from standard input, which is closed")
-    return sys.stdin.read()
+    pushed = sys.stdin.read(MAX_PUSHED_BYTES + 1)
+    if len(pushed) > MAX_PUSHED_BYTES:  # /dev/zero, say: not a push git describes, so it is not let through
+        raise UsageError(
+            f"maf guard --pre-push: more than {MAX_PUSHED_BYTES} bytes on standard input, which is not the"
+            " list of refs git gives a pre-push hook"
+        )
+    return pushed
 
 
 def hook_arguments(arguments: Sequence[str]) -> SimpleNamespace:

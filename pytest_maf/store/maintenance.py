@@ -19,6 +19,7 @@ import itertools
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import tempfile
 import time
@@ -86,6 +87,8 @@ def _private_copy(path: Path) -> Iterator[Path]:
     if path.is_dir():
         raise StoreError(f"{path} is a directory; give a backup file")
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a device never ends, a pipe may never start: not copied
+            raise StoreError(f"{path} is not a regular file (a device, a pipe or a socket): it is not a backup")
         with open(path, "rb") as handle:
             head = handle.read(2)
     except FileNotFoundError:
