@@ -20,6 +20,7 @@ from cli_run import run, scratch_folder
 from pytest_maf.cli import build_parser
 from pytest_maf.cli.conventions import GLOBAL_OPTIONS, is_command_group, subcommands
 from pytest_maf.cli.examples import EXAMPLES
+from pytest_maf.errors import INTERRUPTED
 from workspace import Workspace
 
 # Spellings that mean an option another command already names: use the one way (or keep it hidden).
@@ -292,3 +293,22 @@ def test_each_example_in_the_help_parses(command: str, example: str) -> None:
     except Exception as refused:  # the parser's ParserError: the example went stale
         raise AssertionError(f"`maf {command} --help`: its example {example!r} does not parse: {refused}") from None
     assert f"example:\n  {example}\n" in dict(ALL)[f"maf {command}"].format_help()  # shown as written, unwrapped
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_as_the_command_loads_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    import pytest_maf.cli as cli
+
+    def interrupted(arguments: list[str]) -> argparse.Namespace:
+        raise KeyboardInterrupt  # as Ctrl-C lands while the command's modules are imported
+
+    monkeypatch.setattr(cli, "parse", interrupted)
+    code = cli.main(["task", "list", *(["--json"] if as_json else [])])
+
+    out, err = capsys.readouterr()
+    assert code == INTERRUPTED  # before: a traceback ending in KeyboardInterrupt
+    assert "maf: interrupted" in err and "Traceback" not in err
+    if as_json:
+        assert json.loads(out)["exit_code"] == INTERRUPTED

@@ -9,18 +9,20 @@ import multiprocessing
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from backends import BACKENDS, backend_param, backend_store
 from pytest_maf import tasks
 from pytest_maf.audit import task_violations
-from pytest_maf.errors import StoreBusyError
+from pytest_maf.errors import StoreError, UsageError
 from pytest_maf.store import open_store
 
 no_fork = pytest.mark.skipif(sys.platform == "win32", reason="no fork on Windows")
 CHILDREN = 3
 TASKS_EACH = 150
+PEEKS = 20
 JOIN_S = 60
 THREADS = 4
 CYCLES_EACH = 60
@@ -61,27 +63,64 @@ def test_threads_sharing_one_store_each_write_whole(backend: str, tmp_path: Path
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", [backend_param(backend) for backend in BACKENDS])
-def test_a_thread_waits_for_anothers_transaction_on_the_same_store_within_the_busy_timeout(
-    backend: str, tmp_path: Path
-) -> None:
-    inside, leave = threading.Event(), threading.Event()
+def test_a_thread_waits_for_anothers_transaction_on_the_same_store_then_writes(backend: str, tmp_path: Path) -> None:
+    inside, leave, written = threading.Event(), threading.Event(), threading.Event()
 
     def slow(transaction: object) -> None:
         inside.set()
-        leave.wait(JOIN_S)
+        assert leave.wait(JOIN_S)
+
+    def add() -> None:
+        tasks.add_task(store, task_id="waited")
+        written.set()
 
     with backend_store(backend, tmp_path, busy_timeout_s=0.2) as store:
         holder = threading.Thread(target=store.write, args=(slow,))
         holder.start()
+        assert inside.wait(JOIN_S)
+        waiter = threading.Thread(target=add)
+        waiter.start()
         try:
-            assert inside.wait(JOIN_S)
-            with pytest.raises(StoreBusyError):
-                tasks.add_task(store, task_id="waited")
+            assert not written.wait(0.5)  # not inside the other's transaction, nor refused as busy
         finally:
             leave.set()
             holder.join(timeout=JOIN_S)
-        tasks.add_task(store, task_id="after")
-        assert [task.id for task in tasks.list_tasks(store)] == ["after"]
+        waiter.join(timeout=JOIN_S)
+        assert written.is_set()
+        assert [task.id for task in tasks.list_tasks(store)] == ["waited"]
+
+
+@pytest.mark.parametrize("backend", [backend_param(backend) for backend in BACKENDS])
+@pytest.mark.parametrize("inner", ["write", "read"])
+def test_the_store_used_from_inside_its_own_write_is_refused_and_the_write_stays_whole(
+    backend: str, inner: str, tmp_path: Path
+) -> None:
+    refused: list[str] = []
+
+    def outer(transaction: Any) -> None:
+        transaction.insert_event("before", "note", {})
+        try:
+            if inner == "write":
+                tasks.add_task(store, task_id="nested")
+            else:
+                tasks.list_tasks(store)
+        except UsageError as error:
+            refused.append(str(error))
+        transaction.insert_event("before", "note", {"after": True})
+        raise RuntimeError("the operation fails after all: none of it may stay")
+
+    with backend_store(backend, tmp_path) as store:
+        tasks.add_task(store, task_id="before")
+        events_before = len(store.read(lambda transaction: transaction.events("before")))
+        with pytest.raises(RuntimeError):
+            store.write(outer)
+        events_after = len(store.read(lambda transaction: transaction.events("before")))
+        ids = sorted(task.id for task in tasks.list_tasks(store))
+
+    # before: SQLite said "cannot start a transaction within a transaction" (as if damaged) and rolled the
+    # outer write back, whose rest was then committed statement by statement; PostgreSQL committed it
+    assert refused and "from inside one of its own operations" in refused[0]
+    assert (events_after, ids) == (events_before, ["before"])
 
 
 @no_fork
@@ -93,37 +132,45 @@ def test_what_forked_children_write_through_their_parents_store_is_all_there_aft
     context = multiprocessing.get_context("fork")
     with backend_store(backend, tmp_path) as store:
         tasks.add_task(store, task_id="parent")  # its connection is open as the children are forked
-        parent_closed = context.Event()
+        parent_closed, stop = context.Event(), context.Event()
         outcome = context.Queue()
 
         def child(number: int) -> None:
             if not parent_closed.wait(JOIN_S):
-                outcome.put((number, "the parent never closed its store"))
+                outcome.put((number, -1, "the parent never closed its store"))
                 return
+            written = 0
             try:
-                for each in range(TASKS_EACH):
-                    tasks.add_task(store, task_id=f"child-{number}-{each}")
+                while written < TASKS_EACH or not stop.is_set():
+                    tasks.add_task(store, task_id=f"child-{number}-{written}")
+                    written += 1
             except Exception as error:  # noqa: BLE001 - reported to the parent, which fails the test
-                outcome.put((number, f"{type(error).__name__}: {error}"))
+                outcome.put((number, written, f"{type(error).__name__}: {error}"))
                 return
-            outcome.put((number, "wrote"))
+            outcome.put((number, written, "wrote"))
 
         children = [context.Process(target=child, args=(number,)) for number in range(CHILDREN)]
         for process in children:
             process.start()
-        later = store.reopen()
-        store.close()  # SQLite: the last close the parent knows of deletes the WAL the children were given
+        store.close()  # SQLite: the last close the parent knows of, with the children's writes to come
         parent_closed.set()
+        for _ in range(PEEKS):  # as `maf task list` would, meanwhile: each close looks for other users
+            with store.reopen() as peek:
+                tasks.list_tasks(peek)
+        stop.set()
         said = sorted(outcome.get(timeout=JOIN_S) for _ in children)
         for process in children:
             process.join(timeout=JOIN_S)
-        with later:
+        with store.reopen() as later:
             ids = {task.id for task in tasks.list_tasks(later)}
 
-    assert said == [(number, "wrote") for number in range(CHILDREN)]
+    assert [(number, message) for number, _, message in said] == [(number, "wrote") for number in range(CHILDREN)]
     assert [process.exitcode for process in children] == [0] * CHILDREN
-    expected = {"parent"} | {f"child-{number}-{each}" for number in range(CHILDREN) for each in range(TASKS_EACH)}
-    assert ids == expected  # before: none of the children's tasks on SQLite, protocol errors on PostgreSQL
+    expected = {"parent"} | {f"child-{number}-{each}" for number, written, _ in said for each in range(written)}
+    # before: a child's connection took no SQLite lock while the parent's, inherited, stayed open in it, so
+    # the last close deleted the WAL the children wrote to (writes lost, the database damaged); on
+    # PostgreSQL, protocol errors on the shared socket
+    assert ids == expected
 
 
 @no_fork
@@ -167,3 +214,45 @@ def test_a_child_forked_while_the_checkpointer_was_being_woken_still_checkpoints
             process.kill()
             process.join(timeout=JOIN_S)
         assert process.exitcode == 0  # before: the child hung at its first checkpoint
+
+
+@no_fork
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", [backend_param(backend) for backend in BACKENDS])
+def test_a_child_forked_as_another_thread_writes_is_told_or_writes(backend: str, tmp_path: Path) -> None:
+    """SQLite: the writing thread's connection cannot be closed in the child (its mutex may be held, its
+    rollback would undo the parent's commit) and, open, it keeps the child's own from locking: the child
+    is told so at once. PostgreSQL: the child writes on a connection of its own."""
+    context = multiprocessing.get_context("fork")
+    inside, leave = threading.Event(), threading.Event()
+    outcome = context.Queue()
+
+    def slow(transaction: Any) -> None:
+        transaction.insert_event("before", "note", {})
+        inside.set()
+        assert leave.wait(JOIN_S)
+
+    def child() -> None:
+        try:
+            tasks.add_task(store, task_id="child")
+            outcome.put("wrote")
+        except StoreError as error:
+            outcome.put(str(error))
+
+    with backend_store(backend, tmp_path, busy_timeout_s=5) as store:
+        tasks.add_task(store, task_id="before")
+        writer = threading.Thread(target=store.write, args=(slow,))
+        writer.start()
+        assert inside.wait(JOIN_S)
+        process = context.Process(target=child)
+        process.start()
+        leave.set()
+        writer.join(timeout=JOIN_S)
+        said = outcome.get(timeout=JOIN_S)
+        process.join(timeout=JOIN_S)
+        ids = sorted(task.id for task in tasks.list_tasks(store))
+
+    if backend == "sqlite":  # before: "stayed busy for 5.0 s" on every try, long after the parent's write ended
+        assert "forked during a write" in said and ids == ["before"]
+    else:
+        assert said == "wrote" and ids == ["before", "child"]

@@ -207,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pytest_maf.cli.conventions import report_usage_error
 
         raise SystemExit(report_usage_error(error, as_json=as_json)) from None
+    except KeyboardInterrupt:  # Ctrl-C as the command's modules load
+        return report_failure("maf: interrupted", INTERRUPTED, as_json=as_json)
     finally:
         if collecting:
             gc.enable()

@@ -181,15 +181,17 @@ class PostgresStore:
             self.close()
 
     def _transaction(self, begin: str, body: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """Run ``body`` in one transaction, retried whole on contention until the busy timeout; one
-        thread at a time (:mod:`~pytest_maf.store.sharing`)."""
-        started = time.monotonic()
-        if not self._one_at_a_time.acquire(self.busy_timeout_s):
-            raise self._busy(self.busy_timeout_s)
-        try:
-            return self._retried(begin, body, started)
-        finally:
-            self._one_at_a_time.release()
+        """Run ``body`` in one transaction, retried whole on contention until the busy timeout; another
+        thread's transaction on this store is waited for (:mod:`~pytest_maf.store.sharing`)."""
+        guard = self._one_at_a_time
+        held_before = guard.held_here()
+        with guard.lock():
+            guard.refuse_nested(held_before)
+            try:
+                guard.inside = True
+                return self._retried(begin, body, time.monotonic())
+            finally:
+                guard.inside = False
 
     def _retried(self, begin: str, body: Callable[[psycopg.Connection[Any]], T], started: float) -> T:
         deadline = started + self.busy_timeout_s

@@ -5,25 +5,35 @@ statements on it: two threads in a transaction at once would run in one
 another's (a rollback by one undoes what the other wrote, and the rest of that
 write is then committed statement by statement, half of it). So each store
 lets one thread at a time run a transaction (:class:`OneAtATime`); the others
-wait, within the store's busy timeout.
+wait for it. A thread that uses the store again from inside one of its own
+operations is refused, and the operation it is in goes on whole.
 
 **Forks.** A fork copies a store's open connection into the child, but not
-what it stands for. On SQLite the locks stay the parent's: the child writes as
-if nobody else had the database open, and its writes go to a WAL that the
-parent's close deletes (every one of them lost, each reported done). On
+what it stands for. On SQLite the locks stay the parent's, and SQLite keeps
+per process which locks its connections to a file hold: while a connection
+inherited from the parent is open in the child, every connection the child
+opens to that file takes no lock at all, so the others take the database for
+unused (a close deletes the WAL the child writes to: its writes are lost, each
+reported done, and the database can be damaged). So every holder of a SQLite
+connection registers with :func:`close_in_children`, and a forked child
+closes the inherited connections at once (:meth:`close_inherited`), before it
+opens any; one a thread of the parent was writing in at the fork is not
+closed (its rollback would undo the parent's commit in the shared WAL index),
+and its file is not used by the child (:func:`written_at_fork`). On
 PostgreSQL the child shares the parent's socket: the replies of one process
-reach the other, and closing the connection ends the parent's session. So a
-store notes :func:`generation` as it opens its connection; when the number has
-changed, it is in a child: :func:`let_go` sets the parent's connection aside
-(referenced, never closed, for as long as the child lives) and the store opens
-one of its own. A thread of the parent may have been in a transaction at the
-fork: the child's :class:`OneAtATime` starts free.
+reach the other, and closing the connection ends the parent's session; the
+store notes :func:`generation` as it opens its connection and, when the
+number has changed, :func:`let_go` sets the parent's connection aside
+(referenced, never closed, for as long as the child lives) and opens one of
+its own. A thread of the parent may have been in a transaction at the fork:
+the child's :class:`OneAtATime` starts free.
 """
 
 from __future__ import annotations
 
 import os
 from _thread import RLock  # threading's own, without importing threading at start-up
+from _weakref import ref  # weakref's own, without importing weakref at start-up
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,39 +48,118 @@ def generation() -> int:
     return _forks
 
 
+_holders: dict[int, ref[Any]] = {}  # what holds a SQLite connection in this process, by its id
+_written_at_fork: set[str] = set()  # files a thread of the parent was writing to as this process was forked
+
+
+def close_in_children(holder: Any) -> None:
+    """Have a forked child call ``holder.close_inherited()`` at once: it closes the SQLite connection
+    the holder has open, unless a write is under way in it (then it returns that database's path).
+    A holder with ``before_fork()`` and ``after_fork()`` has them called around each fork, the latter
+    in both processes: one whose own thread uses its connection lets that thread finish first."""
+    key = id(holder)
+    _holders[key] = ref(holder, lambda _: _holders.pop(key, None))
+
+
+def _nothing() -> None:
+    pass
+
+
+def _each_holder() -> list[Any]:
+    return [holder for holder in (each() for each in list(_holders.values())) if holder is not None]
+
+
+def _before_fork() -> None:
+    for holder in _each_holder():
+        try:
+            getattr(holder, "before_fork", _nothing)()
+        except Exception:  # noqa: BLE001 - a fork is never stopped by it
+            pass
+
+
+def _after_fork_in_parent() -> None:
+    for holder in _each_holder():
+        try:
+            getattr(holder, "after_fork", _nothing)()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def written_at_fork(path: str) -> bool:
+    """Whether a thread of the parent was writing to the database ``path`` (its real path) at the fork."""
+    return path in _written_at_fork
+
+
 def _forked() -> None:
     global _forks
     _forks += 1
+    for holder in _each_holder():
+        try:
+            writing = holder.close_inherited()
+            getattr(holder, "after_fork", _nothing)()
+        except Exception:  # noqa: BLE001 - a child must start whatever its parent left
+            continue
+        if writing:
+            _written_at_fork.add(writing)
+
+
+def set_aside(connection: Any) -> None:
+    """Keep a parent's connection in a forked child, neither used nor closed (nor rolled back) by it."""
+    _abandoned.append(connection)
 
 
 def let_go(connection: Any, opened_in: int) -> None:
     """Close ``connection``, opened in fork generation ``opened_in``; in a forked child, a parent's
-    is set aside instead: neither used nor closed by the child."""
+    is set aside instead."""
     if opened_in == _forks:
         connection.close()
     else:
-        _abandoned.append(connection)
+        set_aside(connection)
 
 
 class OneAtATime:
-    """One thread at a time in a store's transactions. Reentrant: an operation that uses its store
-    again from inside a transaction goes on as it did."""
+    """One thread at a time in a store's transactions::
 
-    __slots__ = ("_lock", "_generation")
+        guard = store._one_at_a_time
+        held_before = guard.held_here()
+        with guard.lock():  # a C lock: Ctrl-C cannot leave it held; another thread's transaction is waited for
+            guard.refuse_nested(held_before)
+            try:
+                guard.inside = True
+                ...
+            finally:
+                guard.inside = False
+
+    Reentrant, so a thread that uses its store again from inside one of its own operations is told
+    so (:meth:`refuse_nested`) instead of waiting for itself; ``inside`` counts only when the thread
+    held the lock before (a flag left set by an interruption misleads nobody).
+    """
+
+    __slots__ = ("_lock", "_generation", "inside")
 
     def __init__(self) -> None:
         self._lock = RLock()
         self._generation = _forks
+        self.inside = False  # a transaction is under way: in a forked child, one of the parent's threads'
 
-    def acquire(self, timeout_s: float) -> bool:
-        """Whether this thread now holds it; False once ``timeout_s`` passed with another thread in."""
+    def lock(self) -> Any:
         if self._generation != _forks:  # a forked child: the parent's thread that held it is not here
-            self._lock, self._generation = RLock(), _forks
-        return bool(self._lock.acquire(True, max(timeout_s, 0.0)))
+            self._lock, self._generation, self.inside = RLock(), _forks, False
+        return self._lock
 
-    def release(self) -> None:
-        self._lock.release()
+    def held_here(self) -> bool:
+        """Whether this thread holds it already: it is inside one of the store's operations."""
+        return bool(self.lock()._is_owned())
+
+    def refuse_nested(self, held_before: bool) -> None:
+        if held_before and self.inside:
+            from pytest_maf.errors import UsageError
+
+            raise UsageError(
+                "the store was used again from inside one of its own operations (a transaction is under way"
+                " on its connection); do it after that operation, or on a connection of its own (store.reopen())"
+            )
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_forked)

@@ -664,29 +664,42 @@ class SQLiteStore:
         self.lease_ttl_ms = lease_ttl_ms
         self.busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None
-        self._opened_in = 0  # the fork generation (sharing.generation()) the connection was opened in
         self._one_at_a_time = sharing.OneAtATime()
         # Beside the file itself, as SQLite puts its -wal and -shm: a store opened through a symlink
         # takes the same writers' lock as one opened by its own name.
         real = _real_path(path)
         self._writer_lock = WriterLock(Path(f"{real}.lock"), self._busy)
         self._checkpointer = Checkpointer(real, self._writer_lock.path)
+        sharing.close_in_children(self)
+
+    def close_inherited(self) -> str | None:
+        """In a forked child, close the parent's connection (:mod:`~pytest_maf.store.sharing`); one in a
+        write is left as it is, and its database's path returned."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return None
+        if self._one_at_a_time.inside or connection.in_transaction:  # a thread of the parent in it
+            sharing.set_aside(connection)  # its mutex may be held for good; its rollback would undo the parent's commit
+            return str(self._checkpointer.db_path)
+        connection.close()
+        return None
 
     @property
     def connection(self) -> sqlite3.Connection:
         """The open connection; opened (and waited for, while busy) on first use, and anew in a forked
-        child (:mod:`~pytest_maf.store.sharing`: through its parent's, the child's writes could be lost)."""
-        if self._connection is not None and self._opened_in != sharing.generation():
-            sharing.let_go(self._connection, self._opened_in)
-            self._connection = None
+        child (:mod:`~pytest_maf.store.sharing`)."""
         if self._connection is None:
             self._retrying_busy(self._open, time.monotonic() + self.busy_timeout_s)
         assert self._connection is not None
         return self._connection
 
     def _open(self) -> None:
-        connection = connect(self.path)
-        self._connection, self._opened_in = connection, sharing.generation()
+        if sharing.written_at_fork(str(self._checkpointer.db_path)):
+            raise StoreError(
+                f"this process was forked during a write to {self.path}: SQLite cannot be used safely from"
+                " it; fork outside the store's operations, before opening it, or start workers with 'spawn'"
+            )
+        self._connection = connect(self.path)
 
     backend = "sqlite"
 
@@ -704,7 +717,7 @@ class SQLiteStore:
         self._writer_lock.close()
         self._checkpointer.close()
         if self._connection is not None:
-            sharing.let_go(self._connection, self._opened_in)
+            self._connection.close()
             self._connection = None
 
     def __enter__(self) -> SQLiteStore:
@@ -773,25 +786,24 @@ class SQLiteStore:
 
         return self._retrying_busy(attempt, deadline)
 
-    def _one_thread(self, deadline: float) -> None:
-        """Wait until ``deadline`` (monotonic) at most for another thread's transaction on this store to
-        end (:mod:`~pytest_maf.store.sharing`); the caller lets the next in when its own has ended."""
-        if not self._one_at_a_time.acquire(deadline - time.monotonic()):
-            raise self._busy(self.busy_timeout_s)
-
     def write(self, operation: Callable[[SQLiteTransaction], T]) -> T:
-        """Run ``operation`` in one ``BEGIN IMMEDIATE`` transaction; all of it or none."""
-        deadline = time.monotonic() + self.busy_timeout_s  # one bound for the thread, the lock and the transaction
-        self._one_thread(deadline)
-        try:
+        """Run ``operation`` in one ``BEGIN IMMEDIATE`` transaction; all of it or none. Another thread's
+        transaction on this store is waited for (:mod:`~pytest_maf.store.sharing`)."""
+        guard = self._one_at_a_time
+        held_before = guard.held_here()
+        with guard.lock():
+            guard.refuse_nested(held_before)
             try:
-                self._writer_lock.acquire(deadline)
-                result = self._run("BEGIN IMMEDIATE", operation, deadline)
+                guard.inside = True
+                deadline = time.monotonic() + self.busy_timeout_s  # one bound for the lock and the transaction
+                try:
+                    self._writer_lock.acquire(deadline)
+                    result = self._run("BEGIN IMMEDIATE", operation, deadline)
+                finally:
+                    self._writer_lock.release()  # whatever was taken, whatever interrupted
+                self._checkpointer.after_write(self.connection)  # the others write on meanwhile
             finally:
-                self._writer_lock.release()  # whatever was taken, whatever interrupted
-            self._checkpointer.after_write(self.connection)  # the others write on meanwhile
-        finally:
-            self._one_at_a_time.release()
+                guard.inside = False
         return result
 
     def read(self, operation: Callable[[SQLiteTransaction], T]) -> T:
@@ -801,20 +813,24 @@ class SQLiteStore:
         again with each such byte shown as U+FFFD, so one bad row does not hide the store from
         every view. Writes still refuse it.
         """
-        self._one_thread(time.monotonic() + self.busy_timeout_s)
-        try:
+        guard = self._one_at_a_time
+        held_before = guard.held_here()
+        with guard.lock():
+            guard.refuse_nested(held_before)
             try:
-                return self._run("BEGIN", operation)
-            except StoreError as error:
-                if "Could not decode to UTF-8" not in str(error):
-                    raise
-            self.connection.text_factory = _lenient_text
-            try:
-                return self._run("BEGIN", operation)
+                guard.inside = True
+                try:
+                    return self._run("BEGIN", operation)
+                except StoreError as error:
+                    if "Could not decode to UTF-8" not in str(error):
+                        raise
+                self.connection.text_factory = _lenient_text
+                try:
+                    return self._run("BEGIN", operation)
+                finally:
+                    self.connection.text_factory = str
             finally:
-                self.connection.text_factory = str
-        finally:
-            self._one_at_a_time.release()
+                guard.inside = False
 
     # schema
 

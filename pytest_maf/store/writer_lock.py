@@ -36,8 +36,11 @@ import os
 import sqlite3
 import struct
 import time
+from _thread import allocate_lock
 from _weakref import ref  # weakref's own, without importing weakref at start-up
 from pathlib import Path
+
+from pytest_maf.store import sharing
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -233,6 +236,7 @@ MX_FRAME_AT, N_BACKFILL_AT = 16, 96
 CHECKPOINT_FRAMES = 1000  # SQLite's own wal_autocheckpoint
 CHECKPOINTER_IDLE_S = 5.0
 CATCH_UP_WAIT_S = 0.5  # how long the checkpoint waits for the writers' turn to copy back their last frames
+FORK_WAITS_FOR_ROUND_S = 2.0  # how long a fork waits for a checkpoint under way in the parent to end
 # The frames a WAL holds before a checkpoint copies back the last of them in the writers' turn, so that
 # the next write starts it over: 12 MB of WAL, and one such turn in three checkpoints.
 RESTART_FRAMES = 3 * CHECKPOINT_FRAMES
@@ -285,6 +289,38 @@ class Checkpointer:
         self._thread_pid = 0
         self._closing = False
         self._tried_at = 0  # the WAL's last frame as the last checkpoint started, until one reaches its end
+        self._thread_connection: sqlite3.Connection | None = None  # the checkpointing thread's
+        self._thread_in_sqlite = False  # the thread is checkpointing, or opening or closing its connection
+        self._round = allocate_lock()  # held by the thread for each round: a fork waits for it (before_fork)
+        self._paused_for_fork = False
+        sharing.close_in_children(self)
+
+    def before_fork(self) -> None:
+        """Let a round under way end (within :data:`FORK_WAITS_FOR_ROUND_S`), none start, until the fork is made."""
+        self._paused_for_fork = self._round.acquire(True, FORK_WAITS_FOR_ROUND_S)
+
+    def after_fork(self) -> None:
+        if self._paused_for_fork:
+            self._paused_for_fork = False
+            self._round.release()
+
+    def close_inherited(self) -> str | None:
+        """In a forked child, close the connection of the parent's checkpointing thread (which is not
+        there): SQLite would otherwise take no lock for the child's own connections to the database.
+        Forked as the thread was in SQLite (its connection's mutex held for good): left as it is, and
+        the database's path returned (:func:`~pytest_maf.store.sharing.written_at_fork`)."""
+        connection, self._thread_connection = self._thread_connection, None
+        self._taken_over = None
+        unfinished = self._thread_in_sqlite and not self._paused_for_fork  # the round did not end in time
+        if not self._paused_for_fork:  # held for good by the parent's thread, which is not here
+            self._round, self._thread_in_sqlite = allocate_lock(), False
+        if unfinished:
+            if connection is not None:
+                sharing.set_aside(connection)
+            return str(self.db_path)
+        if connection is not None:
+            connection.close()  # idle: nothing of the parent's is undone
+        return None
 
     def _frames(self) -> tuple[int, int] | None:
         """The frames in the WAL and how many of them are copied back, or None when the WAL-index
@@ -363,12 +399,16 @@ class Checkpointer:
         try:
             while wanted.wait(CHECKPOINTER_IDLE_S):  # idle that long: it ends, and starts again when wanted
                 wanted.clear()
+                self._round.acquire()  # a fork waits for the round to end (before_fork)
+                self._thread_in_sqlite = True  # until the round ends: a child forked meanwhile cannot close it
                 closing = self._closing  # read first: a close during the checkpoint below is one more round
                 if connection is None:
                     try:  # mode=rw: never creates a database where the store's went away
-                        connection = sqlite3.connect(
-                            f"{self.db_path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None
+                        connection = sqlite3.connect(  # closed by a forked child too (close_inherited)
+                            f"{self.db_path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None,
+                            check_same_thread=False,
                         )
+                        self._thread_connection = connection
                     except (sqlite3.Error, OSError, ValueError, RuntimeError):
                         return  # the next write that wants a checkpoint starts a thread again
                 frames = self._frames()
@@ -382,13 +422,21 @@ class Checkpointer:
                                 _checkpoint(connection)
                     except (TimeoutError, OSError):
                         pass  # the writers are that busy (or the lock file went away): the next catches up
+                self._thread_in_sqlite = False
+                self._round.release()
                 if closing:
                     return
         finally:
+            if not self._thread_in_sqlite:
+                self._round.acquire()
+            self._thread_in_sqlite = True
             if turn is not None:
                 turn.close()
             if connection is not None:
+                self._thread_connection = None
                 connection.close()
+            self._thread_in_sqlite = False
+            self._round.release()
 
     def __del__(self) -> None:
         if self._shm is not None:  # a store dropped without close(): its WAL-index descriptor goes with it
