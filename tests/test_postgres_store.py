@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from backends import scratch_schema, server_url
+from backends import _admin, scratch_schema, server_url
 from pytest_maf import tasks
 from pytest_maf.cli import main
 from pytest_maf.config import load_settings
@@ -196,3 +196,17 @@ def test_the_schema_check_names_each_difference() -> None:
                 "table evidence: columns differ from the canonical schema",
                 "table tasks: indexes differ from the canonical schema",
             ]
+
+
+def test_the_first_operation_after_the_server_ended_the_idle_connection_goes_through() -> None:
+    url = server_url()
+    with scratch_schema(url) as name, open_store(url, create=True, schema=name) as store:
+        tasks.add_task(store, task_id="before")
+        backend = store.connection.info.backend_pid
+        with _admin(url) as admin:  # as a restart, a failover or idle_session_timeout would
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+
+        tasks.add_task(store, task_id="after")  # before: "terminating connection due to administrator command"
+
+        assert store.connection.info.backend_pid != backend
+        assert sorted(task.id for task in tasks.list_tasks(store)) == ["after", "before"]

@@ -196,10 +196,20 @@ class PostgresStore:
     def _retried(self, begin: str, body: Callable[[psycopg.Connection[Any]], T], started: float) -> T:
         deadline = started + self.busy_timeout_s
         retries = 0
+        reopened = False
         while True:
             connection = self.connection
             try:
                 connection.execute(begin.encode())
+            except psycopg.OperationalError as error:
+                # Nothing of the operation was sent: the server ended the connection while it was idle
+                # (a restart, a failover, idle_session_timeout). Once more, on a new connection.
+                self.close()
+                if reopened:
+                    raise self._unusable(error) from None
+                reopened = True
+                continue
+            try:
                 if "READ ONLY" not in begin:  # a lock wait ends at the deadline, as a busy timeout
                     remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
                     connection.execute(f"SET LOCAL lock_timeout = {remaining_ms}".encode())
