@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from itertools import groupby
 from typing import Iterable
 
@@ -9,6 +10,16 @@ from junit_xml import TestCase, TestSuite, to_xml_report_string  # type: ignore[
 
 from pytest_maf.evidence import is_blocking_failure
 from pytest_maf.records import Evidence
+
+
+# What XML 1.0 cannot hold: control characters but tab and line ends, lone surrogates, U+FFFE and U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    """``text`` with each character XML cannot hold written as an escape (``\\ufffe``): one such
+    character in a failure message must not cost the whole report."""
+    return _NOT_XML.sub(lambda found: found.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
 
 
 def evidence_report(rows: Iterable[Evidence]) -> str:
@@ -22,8 +33,8 @@ def evidence_report(rows: Iterable[Evidence]) -> str:
     for (task_id, attempt), group in groupby(ordered, key=lambda row: (row.task_id, row.attempt)):
         cases = []
         for row in group:
-            case = TestCase(row.verifier, classname=task_id, elapsed_sec=row.details.get("duration_s"))
-            message = str(row.details.get("message", "")) or f"{row.verifier} failed"
+            case = TestCase(_xml_text(row.verifier), classname=_xml_text(task_id), elapsed_sec=row.details.get("duration_s"))
+            message = _xml_text(str(row.details.get("message", "")) or f"{row.verifier} failed")
             if is_blocking_failure(row):
                 case.add_failure_info(message=message)
             elif row.result == "FAIL":
@@ -31,9 +42,9 @@ def evidence_report(rows: Iterable[Evidence]) -> str:
             cases.append(case)
         suites.append(
             TestSuite(
-                f"{task_id} attempt {attempt}",
+                _xml_text(f"{task_id} attempt {attempt}"),
                 cases,
-                properties={"maf.task_id": task_id, "maf.attempt": str(attempt)},
+                properties={"maf.task_id": _xml_text(task_id), "maf.attempt": str(attempt)},
             )
         )
     return str(to_xml_report_string(suites, prettyprint=True))

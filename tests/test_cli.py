@@ -274,3 +274,25 @@ def test_evidence_list_and_junit_export(capsys: pytest.CaptureFixture[str], in_t
     assert cases["cache"].find("skipped").get("message") == "warning: cold"  # type: ignore[union-attr]
     assert list(cases["unit"]) == []
     assert run(capsys, "evidence", "export", "--junit", "x.xml", "--task", "nope")[0] == 2
+
+
+def test_evidence_whose_text_xml_cannot_hold_is_exported_with_escapes(
+    capsys: pytest.CaptureFixture[str], in_tmp: Path
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    run(capsys, "setup")
+    run(capsys, "task", "add", "--id", "t1")
+    run(capsys, "task", "claim", "--agent", "a")
+    for verifier, message in (("nonchar", "got \\ufffe"), ("surrogate", "half \\ud800 of it"), ("control", "bell \\u0007")):
+        code, _, err = run(capsys, "evidence", "add", "t1", "--agent", "a", "--attempt", "1", "--verifier", verifier,
+                           "--result", "FAIL", "--details", f'{{"message": "{message}"}}')
+        assert code == 0, err
+
+    code, out, err = run(capsys, "evidence", "export", "--output", "evidence.xml")
+
+    assert code == 0, err  # before: "internal error: ExpatError: reference to invalid character number" (70)
+    suite = ET.parse(in_tmp / "evidence.xml").getroot().find("testsuite")
+    assert suite is not None
+    messages = {case.get("name"): case.find("failure").get("message") for case in suite.iter("testcase")}  # type: ignore[union-attr]
+    assert messages == {"nonchar": "got \\ufffe", "surrogate": "half \\ud800 of it", "control": "bell \\x07"}
