@@ -90,6 +90,29 @@ def checked_output(text: str, protected: Iterable[Path], what: str = "the output
     return path
 
 
+SQLITE_HEADER = b"SQLite format 3\0"
+
+
+def checked_text_output(text: str, protected: Iterable[Path], what: str = "the output") -> Path:
+    """:func:`checked_output` for a text, JSON or HTML file, which is never written over a database:
+    one in use (a write-ahead log, shared memory, journal or writers' lock beside it: another
+    repository's store, say) or one whose first bytes say SQLite (a store or a backup)."""
+    path = checked_output(text, protected, what)
+    real = Path(os.path.realpath(path))
+    beside = in_use_mark(real)
+    if beside is not None:
+        raise UsageError(f"{text} is a database in use ({beside.name} is beside it); choose another file for {what}")
+    try:
+        if stat.S_ISREG(os.stat(real).st_mode):
+            with open(real, "rb") as existing:
+                is_database = existing.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+            if is_database:
+                raise UsageError(f"{text} is a SQLite database; choose another file for {what}")
+    except OSError:  # nothing there yet, or unreadable: writing it says what is wrong
+        pass
+    return path
+
+
 def write_json_atomic(path: Path, payload: Any, *, overwrite: bool = True) -> bool:
     """Write ``payload`` as JSON to ``path``: temporary file, fsync, rename (see :func:`write_text_atomic`)."""
     text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

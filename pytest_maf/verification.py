@@ -29,7 +29,7 @@ from pytest_maf.agents import set_client
 from pytest_maf.config import Settings, load_settings
 from pytest_maf.errors import MafError
 from pytest_maf.evidence import NO_EVIDENCE_REASON
-from pytest_maf.files import checked_output, store_files
+from pytest_maf.files import checked_text_output, store_files
 from pytest_maf.light_dataclass import dataclass, field
 from pytest_maf.plugin import EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
 from pytest_maf.session import VerificationSession
@@ -232,7 +232,7 @@ class MafRun:
             if not value:
                 continue
             try:
-                checked_output(str(value), store_files(self.settings.db_path), flag)
+                checked_text_output(str(value), store_files(self.settings.db_path), flag)
             except MafError as error:
                 raise pytest.UsageError(str(error)) from None
 

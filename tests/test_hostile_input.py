@@ -216,6 +216,26 @@ CASES += [
 ]
 
 
+def another_store_and_a_backup(workspace: Workspace) -> None:
+    for argv in (["setup", "--db", "other.db"], ["db", "backup", "--output", "old-backup.db"]):
+        made = workspace.maf(workspace.main, *argv, agent="alice")
+        assert made.returncode == 0, made.stderr
+
+
+# A text, JSON or HTML output is never written over a database: not the store of another --db (the
+# configured one is protected by name), not a backup.
+CASES += [
+    ("report-over-the-store-another-db-names", another_store_and_a_backup,
+     ["report", "--db", "other.db", "--html", ".maf/runtime.db"], 2, "choose another file"),
+    ("evidence-export-over-a-backup", another_store_and_a_backup,
+     ["evidence", "export", "--output", "old-backup.db"], 2, "is a SQLite database"),
+    ("config-snapshot-over-another-store", another_store_and_a_backup,
+     ["config", "snapshot", "--output", "other.db"], 2, "choose another file"),
+    ("db-export-over-a-backup", another_store_and_a_backup,
+     ["db", "export", "--output", "old-backup.db"], 2, "is a SQLite database"),
+]
+
+
 # Agent-mail: no symbolic link is followed out of the mail root, and a message id is never a glob.
 
 

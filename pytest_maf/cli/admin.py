@@ -15,7 +15,7 @@ from pytest_maf.cli.common import add_json, add_output, keep_runtime_files_out_o
 from pytest_maf.config import ConfigError, Settings
 from pytest_maf.config_files import DOTENV_NAME
 from pytest_maf.errors import UsageError
-from pytest_maf.files import checked_output, store_files, write_json_atomic, write_text_atomic
+from pytest_maf.files import checked_text_output, store_files, write_json_atomic, write_text_atomic
 from pytest_maf.terminal import printable
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ def _checked_output(text: str, db: str | None, what: str) -> Path:
         db_path = _base() / config_module.DB_RELATIVE_PATH
     directory = _base() / config_module.CONFIG_DIRECTORY
     layers = [path for path in directory.rglob("*") if path.is_file()] if directory.is_dir() else []
-    output = checked_output(text, [*store_files(db_path), *layers, _base() / DOTENV_NAME], what)
+    output = checked_text_output(text, [*store_files(db_path), *layers, _base() / DOTENV_NAME], what)
     if Path(os.path.realpath(output)).is_relative_to(os.path.realpath(directory)):
         # a new file there can be a layer of its own (local.json beside local.yaml breaks every command)
         raise UsageError(f"{text} is in {directory}, which holds the configuration; choose a file outside it for {what}")

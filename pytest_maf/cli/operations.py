@@ -18,7 +18,7 @@ from pytest_maf.cli.common import (
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
 from pytest_maf.errors import FAILED, UsageError
-from pytest_maf.files import checked_output, store_files
+from pytest_maf.files import checked_output, checked_text_output, store_files
 from pytest_maf.store import maintenance
 from pytest_maf.store import export as db_export
 from pytest_maf.terminal import Progress
@@ -116,7 +116,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         with _utf8_stdout() as stdout:
             db_export.export(settings.db_path, args.format, tables, stdout)
         return 0
-    output = checked_output(args.output, store_files(settings.db_path), "--output")
+    output = checked_text_output(args.output, store_files(settings.db_path), "--output")
     counts = db_export.export_to_file(settings.db_path, args.format, tables, output)
     print(f"exported {', '.join(f'{table} {count}' for table, count in counts.items())} row(s) to {output}")
     return 0
@@ -301,7 +301,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     output = None
     if args.output is not None:
         protected = store_files(settings.db_path) + ([Path(args.compare)] if args.compare else [])
-        output = checked_output(args.output, protected, "--output")
+        output = checked_text_output(args.output, protected, "--output")
     current = run_benchmarks()
     if output is not None:
         write_json_atomic(output, current)

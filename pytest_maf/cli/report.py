@@ -7,7 +7,7 @@ import argparse
 from pytest_maf.cli.common import add_json, add_limit, duration, open_configured_store, print_json
 from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
-from pytest_maf.files import checked_output, store_files, write_text_atomic
+from pytest_maf.files import checked_text_output, store_files, write_text_atomic
 from pytest_maf.terminal import printable
 
 
@@ -16,7 +16,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.report_html import render_report
 
     protected = store_files(settings.db_path) if settings.database_url is None else []
-    output = checked_output(args.output, protected, "--html")  # refused before the store is opened
+    output = checked_text_output(args.output, protected, "--html")  # refused before the store is opened
     with open_configured_store(settings, deliver_queued_mail=False) as store:
         data = gather_report(store, args.since, args.limit)
     page = render_report(data)

@@ -29,7 +29,7 @@ from pytest_maf.cli.common import (
 )
 from pytest_maf.config import Settings, default_note
 from pytest_maf.errors import LeaseLostError, UsageError
-from pytest_maf.files import checked_output, store_files, write_text_atomic
+from pytest_maf.files import checked_text_output, store_files, write_text_atomic
 from pytest_maf.records import Task
 from pytest_maf.values import INT64_MAX, INT64_MIN
 from pytest_maf.store import setup_store
@@ -312,7 +312,7 @@ def cmd_evidence_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_evidence_export(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.junit import evidence_report
 
-    output = checked_output(output_of(args), store_files(settings.db_path), "the JUnit report")
+    output = checked_text_output(output_of(args), store_files(settings.db_path), "the JUnit report")
     with open_configured_store(settings) as store:
         if args.task:
             tasks.get_task(store, args.task)  # an unknown id is an error, not an empty report
