@@ -233,6 +233,11 @@ CASES += [
      ["config", "snapshot", "--output", "other.db"], 2, "choose another file"),
     ("db-export-over-a-backup", another_store_and_a_backup,
      ["db", "export", "--output", "old-backup.db"], 2, "is a SQLite database"),
+    # A new database is never made where SQLite keeps another one's journal or WAL: it would be deleted.
+    ("db-copy-into-the-stores-journal", nothing, ["db", "copy", ".maf/runtime.db", ".maf/runtime.db-journal"], 2,
+     "where SQLite keeps a file of the database"),
+    ("setup-at-another-stores-wal", another_store_and_a_backup, ["setup", "--db", "other.db-wal"], 2,
+     "where SQLite keeps a file of the database"),
 ]
 
 

@@ -99,6 +99,18 @@ def open_store(
     return store
 
 
+def _refuse_a_companion(db_path: Path) -> None:
+    """A new database is never made where SQLite keeps another one's files (``X-journal``, ``X-wal``,
+    ``X-shm`` beside a database ``X``, or its writers' lock): SQLite would delete it, or use it as its own."""
+    name = db_path.name
+    for suffix in ("-wal", "-shm", "-journal", ".lock"):
+        if name.endswith(suffix) and len(name) > len(suffix) and db_path.with_name(name[: -len(suffix)]).is_file():
+            raise StoreError(
+                f"{db_path} is where SQLite keeps a file of the database {db_path.with_name(name[: -len(suffix)])}"
+                " beside it: a database made there would be deleted or taken over; name another file"
+            )
+
+
 def open_store_for(settings: Settings, *, create: bool = False, clock: Clock = system_clock) -> Store:
     """The store ``settings`` name (``runtime.database_url``, else ``runtime.db_path``), with their
     attempt, lease and busy-timeout settings. What every command, the plugin and the guard open."""
@@ -133,6 +145,7 @@ def _create_whole(db_path: Path) -> bool:
     The schema is laid in a scratch file that is then linked into place, so a
     store at ``db_path`` is never seen empty: an empty one was damaged.
     """
+    _refuse_a_companion(db_path)
     if db_path.is_symlink():  # a link to nothing: creating through it would make an empty file there
         raise StoreError(
             f"the runtime database {db_path} is a symbolic link to {os.readlink(db_path)}, which does not"
