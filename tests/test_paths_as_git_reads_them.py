@@ -224,3 +224,17 @@ def test_a_leading_slash_is_an_anchor_unless_it_is_a_path_on_this_machine(tmp_pa
         here.pattern("/etc/hosts")
     with pytest.raises(UsageError, match="outside the work tree"):
         here.path(str(tmp_path / "elsewhere" / "x.py"))
+
+
+def test_a_path_with_brackets_that_exists_is_reserved_as_written_as_git_reads_it(workspace: Workspace) -> None:
+    route = workspace.main / "app" / "[slug]"
+    route.mkdir(parents=True)
+    (route / "page.tsx").write_text("export default 1\n")
+
+    assert granted(acquire(workspace, workspace.main, "alice", "app/[slug]/page.tsx")) == ["app/\\[slug]/page.tsx"]
+
+    taken = check(workspace, workspace.main, "bob", "app/[slug]/page.tsx")
+    assert taken.returncode == 1 and "blocked, alice" in taken.stdout  # before: free; only app/s/page.tsx was
+    assert check(workspace, workspace.main, "bob", "app/s/page.tsx").returncode == 0
+    # A class that names nothing as written stays a class.
+    assert granted(acquire(workspace, workspace.main, "carol", "docs/[ab].md")) == ["docs/[ab].md"]
