@@ -187,10 +187,11 @@ def _read(root: str, folder: str, named: Path) -> dict[str, Any] | None:
         if error.errno == errno.ELOOP:
             raise MailRootError(f"{_shown(named)} became a symbolic link while it was read; try again") from None
         raise
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):  # a folder or a FIFO named like a message: not one
+        os.close(descriptor)
+        return None
     with os.fdopen(descriptor, "rb") as handle:
-        status = os.fstat(handle.fileno())
-        if not stat.S_ISREG(status.st_mode):
-            return None
         if status.st_size > MAX_MESSAGE_BYTES:
             raise UsageError(
                 f"{_shown(named)} is {status.st_size} bytes, more than a message may be ({MAX_MESSAGE_BYTES});"

@@ -270,6 +270,17 @@ def test_a_message_too_large_to_be_read_is_refused_and_nothing_is_written(
     assert run(capsys, "mail", "show", message["id"])[0] == 0
 
 
+def test_a_folder_named_like_a_message_is_no_message_and_hides_none(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "mail", "send", "--from", "alice", "--to", "bob", "--subject", "s", "--body", "b")[0] == 0
+    (repo / ".agent-mail" / "messages" / "bob" / "msg-x.json").mkdir()
+
+    code, out, err = run(capsys, "mail", "list", "--agent", "bob", "--json")
+
+    assert code == 0, err  # before: "maf: error: Is a directory: 3", in `maf status` too
+    assert [message["subject"] for message in json.loads(out)] == ["s"]
+    assert run(capsys, "status")[0] == 0
+
+
 # Notices: after the commit, none lost.
 
 
