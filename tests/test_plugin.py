@@ -356,3 +356,15 @@ def test_the_maf_agent_fixture_is_the_runs_agent(pytester: pytest.Pytester) -> N
     pytester.makepyfile(test_agent="def test_agent(maf_agent):\n    assert maf_agent == 'claude-7'\n")
 
     pytester.runpytest("--maf-agent", "claude-7").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("option", ["--maf-task", "--maf-agent", "--maf-db"])
+def test_an_empty_maf_option_value_is_a_usage_error_not_no_option(pytester: pytest.Pytester, option: str) -> None:
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    extra = [] if option == "--maf-task" else ["--maf-preflight"]
+
+    result = pytester.runpytest(f"{option}=", *extra)  # as "$TASK" does with the variable unset
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # before: the tests ran and nothing was recorded
+    result.stderr.fnmatch_lines([f"*{option} was given an empty value*"])
+    assert not (pytester.path / ".maf").exists()
