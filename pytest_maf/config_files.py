@@ -55,7 +55,7 @@ def parse_config_text(text: str, suffix: str, source: str) -> dict[str, Any]:
         if suffix == ".json":
             import json  # here: most repositories keep no JSON configuration
 
-            document = json.loads(text) if text.strip() else {}
+            document = json.loads(text, object_pairs_hook=_without_repeats) if text.strip() else {}
         else:
             document = _load_yaml(text) or {}
     except Exception as error:  # json.JSONDecodeError, yaml.YAMLError, RecursionError, refused aliases
@@ -80,7 +80,31 @@ def _load_yaml(text: str) -> Any:
                 )
             return super().compose_node(parent, index)
 
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+                if not isinstance(key, (str, int, float, bool)):
+                    continue  # not a key a configuration has: refused where it is read
+                if key in seen:
+                    raise ValueError(
+                        f"line {key_node.start_mark.line + 1}: {key!r} is given twice in one mapping; the"
+                        " second would silently replace the first: merge them"
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
     return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader)
+
+
+def _without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: a repeated one would silently replace the first."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise ValueError(f"{key!r} is given twice in one object; the second would silently replace the first: merge them")
+        document[key] = value
+    return document
 
 
 def _plain_acknowledgements(document: dict[str, Any]) -> None:

@@ -66,9 +66,20 @@ def alias_bomb(workspace: Workspace) -> None:
     workspace.write(workspace.main, "maf-config/default.yaml", BILLION_LAUGHS)
 
 
+def a_section_twice(workspace: Workspace) -> None:
+    workspace.write(workspace.main, "maf-config/default.yaml", "tasks:\n  max_attempts: 2\ntasks:\n  lease_ttl_seconds: 60\n")
+
+
+def a_key_twice_in_json(workspace: Workspace) -> None:
+    workspace.write(workspace.main, "maf-config/default.json", '{"tasks": {"max_attempts": 2, "max_attempts": 5}}')
+
+
 # (id, set-up, argv, exit code, words the one line must contain)
 CASES: list[tuple[str, Setup, list[str], int, str]] = [
     ("alias-bomb-validate", alias_bomb, ["config", "validate"], 2, "aliases"),
+    # before: "valid", and the first section's settings silently dropped
+    ("a-yaml-section-twice", a_section_twice, ["config", "validate"], 2, "'tasks' is given twice"),
+    ("a-json-key-twice", a_key_twice_in_json, ["config", "show"], 2, "'max_attempts' is given twice"),
     ("alias-bomb-show", alias_bomb, ["config", "show"], 2, "aliases"),
     ("alias-bomb-guard", alias_bomb, ["guard"], 2, "aliases"),
     ("priority-past-int64", nothing, ["task", "add", "--priority", "100000000000000000000"], 2, "priority"),
