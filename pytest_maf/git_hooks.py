@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_maf.errors import UsageError
-from pytest_maf.guard import git_output
+from pytest_maf.guard import git_output, run_git
 
 MARKER = "# installed by pytest-maf (maf install-hooks)"
 PREVIOUS_SUFFIX = ".pre-maf"
@@ -23,8 +23,26 @@ HOOKS = ("pre-commit", "pre-push")
 
 
 def hooks_directory(cwd: Path) -> Path:
+    """The folder git runs hooks from; :class:`UsageError` when ``core.hooksPath`` leaves it none."""
+    if _set_but_empty(cwd):
+        raise UsageError(
+            "core.hooksPath is set to nothing, so git runs no hook at all (a commit is never guarded);"
+            " unset it (git config --unset core.hooksPath) or name a folder, then install again"
+        )
     relative = git_output(cwd, "rev-parse", "--git-path", "hooks").decode().strip()
-    return (cwd / relative).resolve()
+    directory = (cwd / relative).resolve()
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(
+            f"core.hooksPath names {directory}, which is not a folder, so git runs no hook from it;"
+            " unset it (git config --unset core.hooksPath) or name a folder, then install again"
+        )
+    return directory
+
+
+def _set_but_empty(cwd: Path) -> bool:
+    """Whether ``core.hooksPath`` is given, as an empty value."""
+    returncode, listed, _ = run_git(cwd, "config", "--get-all", "core.hooksPath")
+    return returncode == 0 and listed.strip() == b""
 
 
 def _script(hook: str, python: str) -> str:

@@ -437,3 +437,13 @@ def test_ctrl_c_kills_a_git_that_outlives_its_output(repo: Path, tmp_path: Path)
             os.kill(git_pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@pytest.mark.parametrize(("hooks_path", "words"), [("", "set to nothing"), ("/dev/null", "not a folder")])
+def test_install_hooks_refuses_a_hooks_path_git_runs_no_hook_from(repo: Path, hooks_path: str, words: str) -> None:
+    git(repo, "config", "core.hooksPath", hooks_path)
+
+    result = maf(repo, "install-hooks")
+
+    assert result.returncode == 2 and words in result.stderr  # before: "installed", and no commit was guarded
+    assert "pre-" not in git(repo, "status", "--porcelain").stdout  # no hook file left in the work tree
