@@ -182,6 +182,7 @@ CASES += [
     ("restore-without-the-maf-folder", backup_then_no_maf_folder, ["db", "restore", "backup.db"], 2, "maf setup"),
     ("restore-a-missing-backup", nothing, ["db", "restore", "missing.db"], 2, "no such file"),
     ("restore-an-empty-backup", empty_backup, ["db", "restore", "empty.db"], 2, "is empty"),
+    ("restore-a-file-that-is-no-backup", not_json_baseline, ["db", "restore", "baseline.json"], 2, "nothing was restored"),
     ("restore-a-directory", nothing, ["db", "restore", "src"], 2, "is a directory"),
     ("verify-a-directory", nothing, ["db", "verify-backup", "src"], 2, "is a directory"),
     ("verify-a-missing-file", nothing, ["db", "verify-backup", "missing.db"], 2, "no such file"),

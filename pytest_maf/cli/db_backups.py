@@ -181,8 +181,11 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from pytest_maf.store import maintenance
 
-    with Progress(f"verifying {backup} and restoring {settings.db_path}"):
-        report = maintenance.restore(settings.db_path, backup, force=args.force)
+    try:
+        with Progress(f"verifying {backup} and restoring {settings.db_path}"):
+            report = maintenance.restore(settings.db_path, backup, force=args.force)
+    except maintenance.VerificationError as error:  # bad input for a restore, refused before anything changed
+        raise UsageError(f"{error}; nothing was restored") from None
     if args.json:
         print_json({"restored": str(settings.db_path), "from": str(backup),
                     "kept_as": None if report.kept_as is None else str(report.kept_as), "rows": report.rows,
