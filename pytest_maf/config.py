@@ -292,11 +292,18 @@ def shadowed_dotenv_variables(base: Path, sources: Mapping[str, str]) -> list[tu
     """
     dotenv_path, names = dotenv_variables(base)
     shadowed = []
-    for name in sorted(names):
+    for name, value in sorted(names.items()):
         key = ENVIRONMENT_VARIABLES[name][0] if name in ENVIRONMENT_VARIABLES else None
-        if key is not None and sources.get(key) not in (None, str(dotenv_path)):
+        if key is not None and value.strip() and sources.get(key) not in (None, "defaults", str(dotenv_path)):
             shadowed.append((name, key, sources[key]))
     return shadowed
+
+
+def empty_dotenv_variables(base: Path) -> list[tuple[str, str]]:
+    """``.env`` settings given an empty value, which sets nothing: (variable, key)."""
+    names = dotenv_variables(base)[1]
+    return [(name, ENVIRONMENT_VARIABLES[name][0]) for name, value in sorted(names.items())
+            if name in ENVIRONMENT_VARIABLES and not value.strip()]
 
 
 def config_environment(base: Path, environ: Mapping[str, str], explicit: str | None = None) -> str | None:

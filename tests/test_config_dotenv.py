@@ -96,6 +96,18 @@ def test_validate_notes_dotenv_variables_a_configuration_file_overrides(
     ]
 
 
+def test_validate_says_an_empty_dotenv_value_sets_nothing(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(repo / ".env", "MAF_TASK_MAX_ATTEMPTS=\n")
+
+    assert main(["config", "validate"]) == 0
+
+    valid, *notes = capsys.readouterr().out.splitlines()
+    assert notes == [  # before: "defaults sets it, and wins over .env", which defaults never do
+        f"note: {repo / '.env'}: MAF_TASK_MAX_ATTEMPTS is empty, so it does not set tasks.max_attempts;"
+        " give it a value or remove the line",
+    ]
+
+
 def test_node_env_in_dotenv_selects_the_environment_unless_the_environment_does(repo: Path) -> None:
     write(repo / ".env", "NODE_ENV=production\n")
     write(repo / "maf-config" / "production.yaml", "tasks:\n  max_attempts: 7\n")

@@ -120,6 +120,8 @@ def cmd_config_validate(args: argparse.Namespace, settings: None) -> int:
     if not problems:
         notes += [f"{dotenv}: {name} does not set {key}: {source} sets it, and wins over .env"
                   for name, key, source in config_module.shadowed_dotenv_variables(_base(), sources)]
+        notes += [f"{dotenv}: {name} is empty, so it does not set {key}; give it a value or remove the line"
+                  for name, key in config_module.empty_dotenv_variables(_base())]
     if args.json:
         print_json({"valid": not problems, "problems": problems, "files": files, "notes": notes})
     if problems:
