@@ -230,13 +230,13 @@ def ctrl_c_as_on_a_terminal() -> None:
 class Terminal:
     """`maf status --watch` running under a pseudo-terminal of 60 rows by 160 columns; what it drew is ``seen``."""
 
-    def __init__(self, workspace: Workspace, *args: str, **env: str) -> None:
+    def __init__(self, workspace: Workspace, *args: str, size: tuple[int, int] = (60, 160), **env: str) -> None:
         import fcntl
         import struct
         import termios
 
         self.controller, terminal = pty.openpty()
-        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 160, 0, 0))
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
         self.process = subprocess.Popen(
             [*maf_command(), "status", *args], cwd=workspace.main, env=workspace.env(**env),
             stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True, preexec_fn=ctrl_c_as_on_a_terminal,
@@ -295,6 +295,18 @@ def test_watch_redraws_in_place_and_shows_a_claim_made_meanwhile(workspace: Work
         assert screen.stop(signal.SIGINT) == 0  # Ctrl-C is how a watch ends
         assert screen.seen.rstrip().endswith(LEAVE_SCREEN.encode())  # the screen the user had is given back
         assert b"Traceback" not in screen.seen and b"interrupted" not in screen.seen
+    finally:
+        screen.close()
+
+
+@pytest.mark.slow
+def test_a_watch_on_a_terminal_that_reports_no_size_draws_as_on_80_by_24(views_workspace: Workspace) -> None:
+    screen = Terminal(views_workspace, "--watch", "0.5", size=(0, 0))  # a pseudo-terminal nobody sized
+    try:
+        screen.read_until(b"leases")  # before: each redraw was "." alone
+
+        assert screen.stop(signal.SIGINT) == 0
+        assert b"maf status" in screen.seen and b"Traceback" not in screen.seen
     finally:
         screen.close()
 

@@ -144,7 +144,8 @@ def _redraw(
                 lines = render_status(snapshot, paint)
         if on_screen:
             size = os.get_terminal_size(stream.fileno())
-            lines = fit_screen(lines, size.lines, size.columns)
+            # A terminal that reports no size (0 x 0: a pseudo-terminal nobody sized) is taken as 80 x 24.
+            lines = fit_screen(lines, size.lines or 24, size.columns or 80)
             stream.write(HOME + "".join(f"{line}{CLEAR_LINE_END}\n" for line in lines) + CLEAR_BELOW)
         else:
             stream.write("\n".join(lines) + ("\n" if json_lines else "\n\n"))
