@@ -594,6 +594,24 @@ def test_arguments_that_are_not_utf8_are_one_line(workspace: Workspace) -> None:
     assert snapshot(workspace.main) == before
 
 
+def test_the_command_maf_task_run_runs_may_take_arguments_that_are_not_utf8(workspace: Workspace) -> None:
+    import sys
+
+    for argv in (["task", "add", "--id", "fix-42"], ["task", "claim"]):
+        assert workspace.maf(workspace.main, *argv, agent="alice").returncode == 0
+    name = b"caf\xe9.txt"  # a Latin-1 file name: the child's argument, not maf's
+    (workspace.main / os.fsdecode(name)).write_text("latin\n")
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest_maf", "task", "run", "fix-42", "--agent", "alice", "--attempt", "1",
+         "--", "cat", name],
+        cwd=workspace.main, capture_output=True, text=True, env=workspace.env("alice"), timeout=60,
+    )
+
+    assert completed.returncode == 0, completed.stderr  # before: "argument 8 ... is not UTF-8 text"
+    assert completed.stdout == "latin\n"
+
+
 def test_an_argument_that_is_not_utf8_with_json_prints_the_error_object(workspace: Workspace) -> None:
     import json
     import sys

@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     arguments = list(sys.argv[1:] if argv is None else argv)
     as_json = json_wanted(arguments)
-    for position, argument in enumerate(arguments, start=1):
+    for position, argument in enumerate(_own_arguments(arguments), start=1):
         try:
             argument.encode("utf-8")
         except UnicodeEncodeError:  # bytes the shell passed that are not UTF-8
@@ -261,6 +261,15 @@ def json_wanted(arguments: Sequence[str]) -> bool:
     """``--json`` among the command line's own options (not after a ``--``)."""
     options = arguments[: list(arguments).index("--")] if "--" in arguments else arguments
     return "--json" in options
+
+
+def _own_arguments(arguments: list[str]) -> list[str]:
+    """The arguments that are maf's: all but a command's after ``--`` in ``maf task run TASK -- CMD``."""
+    if "--" not in arguments:
+        return arguments
+    head = arguments[: arguments.index("--")]
+    words = [argument for argument in head if not argument.startswith("-")]
+    return head if words[:2] == ["task", "run"] else arguments
 
 
 def report_failure(message: str, exit_code: int, *, as_json: bool) -> int:
