@@ -53,7 +53,7 @@ def replaced_output(path: Path, what: str = "the output") -> Path:
     """
     real = Path(os.path.realpath(path))
     try:
-        mode = os.stat(real).st_mode
+        mode = os.stat(path).st_mode  # through every link: /dev/stdout into a pipe is that pipe
     except OSError:  # nothing there yet
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
@@ -150,7 +150,10 @@ def write_bytes_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> bo
         return True
     mode = stat.S_IMODE(status.st_mode) if status is not None else _new_file_mode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:  # said of the file the user named, not of the scratch file beside it
+        raise OSError(error.errno, error.strerror, str(path)) from None
     try:
         os.chmod(temporary, mode)  # mkstemp makes it 0600, private to its owner
         with os.fdopen(descriptor, "wb") as handle:

@@ -170,6 +170,8 @@ CASES += [
     ("backup-over-the-wal", nothing, ["db", "backup", "--output", ".maf/runtime.db-wal"], 2, "must not overwrite"),
     ("backup-over-the-shm", nothing, ["db", "backup", "--output", ".maf/runtime.db-shm"], 2, "must not overwrite"),
     ("backup-into-a-directory", nothing, ["db", "backup", "--output", "src"], 2, "is a directory"),
+    # standard output is a pipe here: before, "No such file or directory: /proc/PID/fd/.maf-backup-..."
+    ("backup-to-standard-output-a-pipe", nothing, ["db", "backup", "--output", "/dev/stdout"], 2, "not a regular file"),
     ("backup-empty-name", nothing, ["db", "backup", "--output", ""], 2, "give a file name"),
     ("backup-without-a-store", no_store, ["db", "backup", "--output", "b.db"], 2, "maf setup"),
     ("backup-of-a-malformed-store", malformed_store, ["db", "backup", "--output", "b.db"], 2, "malformed"),
