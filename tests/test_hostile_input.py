@@ -15,7 +15,7 @@ from typing import Callable
 
 import pytest
 
-from workspace import Workspace
+from workspace import Workspace, maf_command
 
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n" for previous, name in zip("abcdefgh", "bcdefghi")
@@ -726,3 +726,27 @@ def test_config_validate_refuses_what_would_fail_later(workspace: Workspace, set
     assert completed.returncode == 2 and words in completed.stdout + completed.stderr
     assert "Traceback" not in completed.stderr
 
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_sigterm_in_a_backup_check_removes_its_private_copy(workspace: Workspace, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    big = workspace.main / "big.db"
+    with open(big, "wb") as file:  # sparse: gigabytes to copy, no disk used
+        file.truncate(4 * 1024**3)
+    checking = subprocess.Popen(
+        [*maf_command(), "db", "verify-backup", str(big)], cwd=workspace.main,
+        env={**workspace.env("alice"), "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not any(scratch.iterdir()) and checking.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the private copy is under way
+    checking.send_signal(signal.SIGTERM)
+    _, err = checking.communicate(timeout=60)
+
+    assert checking.returncode == 128 + signal.SIGTERM and "maf: terminated" in err
+    assert list(scratch.iterdir()) == []  # before: a copy of gigabytes left in the temporary folder

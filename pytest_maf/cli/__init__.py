@@ -212,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if collecting:
             gc.enable()
+    previous = _ending_on_sigterm()
     try:
         from pytest_maf import logs
         from pytest_maf.agents import set_client
@@ -234,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_failure(f"maf: error: {error}", error.exit_code, as_json=as_json)
     except KeyboardInterrupt:
         return report_failure("maf: interrupted", INTERRUPTED, as_json=as_json)
+    except Terminated as stop:  # what was under way was rolled back, its scratch files removed
+        return report_failure("maf: terminated", 128 + stop.signum, as_json=as_json)
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
@@ -255,6 +258,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             " (a bug in pytest-maf; rerun with --debug for the traceback, and report it)",
             INTERNAL_ERROR, as_json=as_json,
         )
+    finally:
+        _restore_sigterm(previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM (a CI job's time limit, ``kill``, a supervisor) as an exception, so the command ends as
+    Ctrl-C ends it: its transaction rolled back, its scratch files removed. Not an Exception: nothing
+    that handles errors takes it for one."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _ending_on_sigterm() -> object:
+    """SIGTERM raises :class:`Terminated` while the command runs, where nothing else handles it; the
+    handler it had (to put back), or None."""
+    import signal
+
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return None  # the caller's own (a test runner, an embedding program)
+        return signal.signal(signal.SIGTERM, _terminate)
+    except (ValueError, OSError):  # not the main thread
+        return None
+
+
+def _restore_sigterm(previous: object) -> None:
+    if previous is None:
+        return
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, previous)  # type: ignore[arg-type]
+    except (ValueError, OSError):
+        pass
 
 
 def json_wanted(arguments: Sequence[str]) -> bool:
