@@ -83,7 +83,7 @@ def _load_yaml(text: str) -> Any:
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: set[Any] = set()
             for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+                key = self.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int, float, bool)):
                     continue  # not a key a configuration has: refused where it is read
                 if key in seen:

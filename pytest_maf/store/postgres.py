@@ -183,15 +183,7 @@ class PostgresStore:
     def _transaction(self, begin: str, body: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``body`` in one transaction, retried whole on contention until the busy timeout; another
         thread's transaction on this store is waited for (:mod:`~pytest_maf.store.sharing`)."""
-        guard = self._one_at_a_time
-        held_before = guard.held_here()
-        with guard.lock():
-            guard.refuse_nested(held_before)
-            try:
-                guard.inside = True
-                return self._retried(begin, body, time.monotonic())
-            finally:
-                guard.inside = False
+        return self._one_at_a_time.run(lambda: self._retried(begin, body, time.monotonic()))
 
     def _retried(self, begin: str, body: Callable[[psycopg.Connection[Any]], T], started: float) -> T:
         deadline = started + self.busy_timeout_s

@@ -37,7 +37,10 @@ from _weakref import ref  # weakref's own, without importing weakref at start-up
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 _forks = 0  # how many forks separate this process from the one that imported this module
 _abandoned: list[object] = []  # the parents' connections a child set aside: closing one would harm its parent
@@ -118,21 +121,11 @@ def let_go(connection: Any, opened_in: int) -> None:
 
 
 class OneAtATime:
-    """One thread at a time in a store's transactions::
-
-        guard = store._one_at_a_time
-        held_before = guard.held_here()
-        with guard.lock():  # a C lock: Ctrl-C cannot leave it held; another thread's transaction is waited for
-            guard.refuse_nested(held_before)
-            try:
-                guard.inside = True
-                ...
-            finally:
-                guard.inside = False
-
-    Reentrant, so a thread that uses its store again from inside one of its own operations is told
-    so (:meth:`refuse_nested`) instead of waiting for itself; ``inside`` counts only when the thread
-    held the lock before (a flag left set by an interruption misleads nobody).
+    """One thread at a time in a store's transactions: :meth:`run` runs each, another thread's
+    waited for. A ``with`` on the lock itself, a C lock: Ctrl-C cannot leave it held. Reentrant, so
+    a thread that uses its store again from inside one of its own operations is told so instead of
+    waiting for itself; ``inside`` counts only when the thread held the lock before (a flag left set
+    by an interruption misleads nobody).
     """
 
     __slots__ = ("_lock", "_generation", "inside")
@@ -142,23 +135,29 @@ class OneAtATime:
         self._generation = _forks
         self.inside = False  # a transaction is under way: in a forked child, one of the parent's threads'
 
-    def lock(self) -> Any:
+    def _current(self) -> Any:
         if self._generation != _forks:  # a forked child: the parent's thread that held it is not here
             self._lock, self._generation, self.inside = RLock(), _forks, False
         return self._lock
 
-    def held_here(self) -> bool:
-        """Whether this thread holds it already: it is inside one of the store's operations."""
-        return bool(self.lock()._is_owned())
+    def run(self, body: Callable[[], T]) -> T:
+        """``body()`` once no other thread runs one; a second from inside one is refused."""
+        lock = self._current()
+        held_before = bool(lock._is_owned())
+        with lock:
+            if held_before and self.inside:
+                from pytest_maf.errors import UsageError
 
-    def refuse_nested(self, held_before: bool) -> None:
-        if held_before and self.inside:
-            from pytest_maf.errors import UsageError
-
-            raise UsageError(
-                "the store was used again from inside one of its own operations (a transaction is under way"
-                " on its connection); do it after that operation, or on a connection of its own (store.reopen())"
-            )
+                raise UsageError(
+                    "the store was used again from inside one of its own operations (a transaction is under"
+                    " way on its connection); do it after that operation, or on a connection of its own"
+                    " (store.reopen())"
+                )
+            try:
+                self.inside = True
+                return body()
+            finally:
+                self.inside = False
 
 
 if hasattr(os, "register_at_fork"):

@@ -789,21 +789,16 @@ class SQLiteStore:
     def write(self, operation: Callable[[SQLiteTransaction], T]) -> T:
         """Run ``operation`` in one ``BEGIN IMMEDIATE`` transaction; all of it or none. Another thread's
         transaction on this store is waited for (:mod:`~pytest_maf.store.sharing`)."""
-        guard = self._one_at_a_time
-        held_before = guard.held_here()
-        with guard.lock():
-            guard.refuse_nested(held_before)
-            try:
-                guard.inside = True
-                deadline = time.monotonic() + self.busy_timeout_s  # one bound for the lock and the transaction
-                try:
-                    self._writer_lock.acquire(deadline)
-                    result = self._run("BEGIN IMMEDIATE", operation, deadline)
-                finally:
-                    self._writer_lock.release()  # whatever was taken, whatever interrupted
-                self._checkpointer.after_write(self.connection)  # the others write on meanwhile
-            finally:
-                guard.inside = False
+        return self._one_at_a_time.run(lambda: self._write(operation))
+
+    def _write(self, operation: Callable[[SQLiteTransaction], T]) -> T:
+        deadline = time.monotonic() + self.busy_timeout_s  # one bound for the lock and the transaction
+        try:
+            self._writer_lock.acquire(deadline)
+            result = self._run("BEGIN IMMEDIATE", operation, deadline)
+        finally:
+            self._writer_lock.release()  # whatever was taken, whatever interrupted
+        self._checkpointer.after_write(self.connection)  # the others write on meanwhile
         return result
 
     def read(self, operation: Callable[[SQLiteTransaction], T]) -> T:
@@ -813,24 +808,19 @@ class SQLiteStore:
         again with each such byte shown as U+FFFD, so one bad row does not hide the store from
         every view. Writes still refuse it.
         """
-        guard = self._one_at_a_time
-        held_before = guard.held_here()
-        with guard.lock():
-            guard.refuse_nested(held_before)
-            try:
-                guard.inside = True
-                try:
-                    return self._run("BEGIN", operation)
-                except StoreError as error:
-                    if "Could not decode to UTF-8" not in str(error):
-                        raise
-                self.connection.text_factory = _lenient_text
-                try:
-                    return self._run("BEGIN", operation)
-                finally:
-                    self.connection.text_factory = str
-            finally:
-                guard.inside = False
+        return self._one_at_a_time.run(lambda: self._read(operation))
+
+    def _read(self, operation: Callable[[SQLiteTransaction], T]) -> T:
+        try:
+            return self._run("BEGIN", operation)
+        except StoreError as error:
+            if "Could not decode to UTF-8" not in str(error):
+                raise
+        self.connection.text_factory = _lenient_text
+        try:
+            return self._run("BEGIN", operation)
+        finally:
+            self.connection.text_factory = str
 
     # schema
 
