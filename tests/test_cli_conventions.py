@@ -312,3 +312,16 @@ def test_ctrl_c_as_the_command_loads_is_one_line_not_a_traceback(
     assert "maf: interrupted" in err and "Traceback" not in err
     if as_json:
         assert json.loads(out)["exit_code"] == INTERRUPTED
+
+
+@pytest.mark.parametrize("option", ["--agent", "--json", "--config"])
+def test_a_command_option_before_the_command_says_where_it_goes(capsys: pytest.CaptureFixture[str], option: str) -> None:
+    import pytest_maf.cli as cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main([option, "x", "task", "list"])
+
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert f"{option} is not an option of maf itself" in err  # before: "argument COMMAND: invalid choice: 'x'"
+    assert "invalid choice" not in err

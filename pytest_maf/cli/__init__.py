@@ -180,8 +180,34 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace | SimpleNamespace:
     if arguments and registrar_of(arguments[0]) is not None:
         command = arguments[0]
     else:
-        command = build_parser(load=None).parse_known_args(arguments)[0].command
+        first_pass = build_parser(load=None)
+        misplaced = _command_option_first(arguments)
+        if misplaced:
+            first_pass.error(
+                f"{misplaced} is not an option of maf itself (those are --db, --log-format and --debug):"
+                " give it after the command that takes it (`maf COMMAND --help` lists a command's options)"
+            )
+        command = first_pass.parse_known_args(arguments)[0].command
     return build_parser(load=command).parse_args(arguments)
+
+
+_OWN_OPTIONS = ("--db", "--log-format", "--debug", "--version", "-h", "--help")
+
+
+def _command_option_first(arguments: Sequence[str]) -> str | None:
+    """An option before the command that is not one of maf's own (``maf --agent x task list``), else None."""
+    expects_value = False
+    for argument in arguments:
+        if expects_value:
+            expects_value = False
+            continue
+        if not argument.startswith("-") or argument == "--":
+            return None  # the command (or the end of options): what follows is its own
+        name = argument.split("=", 1)[0]
+        if name not in _OWN_OPTIONS:  # said so when a command follows: alone, it is an unknown argument
+            return name if any(not later.startswith("-") for later in arguments) else None
+        expects_value = name in ("--db", "--log-format") and "=" not in argument
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
