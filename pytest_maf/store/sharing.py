@@ -16,8 +16,9 @@ opens to that file takes no lock at all, so the others take the database for
 unused (a close deletes the WAL the child writes to: its writes are lost, each
 reported done, and the database can be damaged). So every holder of a SQLite
 connection registers with :func:`close_in_children`, and a forked child
-closes the inherited connections at once (:meth:`close_inherited`), before it
-opens any; one a thread of the parent was writing in at the fork is not
+closes the inherited connections at once (``close_inherited()``), before it
+opens any; a fork waits (a moment) for the store's own checkpoint under way
+to end, and one a thread of the parent was writing in at the fork is not
 closed (its rollback would undo the parent's commit in the shared WAL index),
 and its file is not used by the child (:func:`written_at_fork`). On
 PostgreSQL the child shares the parent's socket: the replies of one process
