@@ -621,10 +621,10 @@ def _log_file(
     """``logging.file`` as a path, or None when unset; never the store or a file beside it, nor the configuration."""
     if not values["logging.file"].strip():
         return None
-    from pytest_maf.files import checked_text_output, store_files  # tempfile and more: only when a log file is set
+    from pytest_maf.files import checked_output, store_files  # tempfile and more: only when a log file is set
 
     try:
-        checked_text_output(str(path), [*store_files(db_path), base / DOTENV_NAME], "the log file")
+        checked_output(str(path), [*store_files(db_path), base / DOTENV_NAME], "the log file")
         if Path(os.path.realpath(path)).is_relative_to(os.path.realpath(base / CONFIG_DIRECTORY)):
             raise UsageError(f"{path} is in {base / CONFIG_DIRECTORY}, which holds the configuration;"
                              " choose a file outside it for the log file")

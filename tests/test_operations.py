@@ -135,7 +135,7 @@ def test_restoring_a_corrupt_backup_is_refused_and_the_live_database_untouched(
 
     code = main(["db", "restore", str(corrupt)])
 
-    assert code == 1
+    assert code == 2  # bad input, refused before anything changed
     assert "is not a sound pytest-maf database" in capsys.readouterr().err
     assert digest(live) == before
     assert not list(live.parent.glob("*.before-restore-*"))

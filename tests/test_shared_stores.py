@@ -256,3 +256,42 @@ def test_a_child_forked_as_another_thread_writes_is_told_or_writes(backend: str,
         assert "forked during a write" in said and ids == ["before"]
     else:
         assert said == "wrote" and ids == ["before", "child"]
+
+
+@no_fork
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", [backend_param(backend) for backend in BACKENDS])
+def test_a_child_forked_inside_an_operation_neither_commits_nor_rolls_back_its_parents(
+    backend: str, tmp_path: Path
+) -> None:
+    import os
+
+    parent = os.getpid()
+    readable, writable = os.pipe()
+
+    def forking(transaction: Any) -> int:
+        transaction.insert_event("before", "note", {"by": "the parent"})
+        return os.fork()  # the child returns through the operation too
+
+    with backend_store(backend, tmp_path) as store:
+        tasks.add_task(store, task_id="before")
+        try:
+            child = store.write(forking)
+            if os.getpid() != parent:
+                os.write(writable, b"committed")
+        except BaseException as error:
+            if os.getpid() == parent:
+                raise
+            os.write(writable, f"{type(error).__name__}: {error}".encode()[:2000])
+        finally:
+            if os.getpid() != parent:
+                os._exit(0)
+        os.close(writable)
+        os.waitpid(child, 0)
+        said = os.read(readable, 4000).decode()
+        os.close(readable)
+        notes = [event for event in store.read(lambda transaction: transaction.events("before")) if event.kind == "note"]
+
+    # before: the child committed the parent's transaction a second time (SQLite) or over its socket
+    assert said.startswith("StoreError") and "forked inside an operation" in said
+    assert len(notes) == 1  # the parent's, committed once

@@ -192,6 +192,7 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace | SimpleNamespace:
 
 
 _OWN_OPTIONS = ("--db", "--log-format", "--debug", "--version", "-h", "--help")
+_OPTIONS_WITH_VALUES = ("--db", "--log-format")
 
 
 def _command_option_first(arguments: Sequence[str]) -> str | None:
@@ -206,7 +207,7 @@ def _command_option_first(arguments: Sequence[str]) -> str | None:
         name = argument.split("=", 1)[0]
         if name not in _OWN_OPTIONS:  # said so when a command follows: alone, it is an unknown argument
             return name if any(not later.startswith("-") for later in arguments) else None
-        expects_value = name in ("--db", "--log-format") and "=" not in argument
+        expects_value = name in _OPTIONS_WITH_VALUES and "=" not in argument
     return None
 
 
@@ -337,7 +338,14 @@ def _own_arguments(arguments: list[str]) -> list[str]:
     if "--" not in arguments:
         return arguments
     head = arguments[: arguments.index("--")]
-    words = [argument for argument in head if not argument.startswith("-")]
+    words, skip = [], False
+    for argument in head:  # the command's words, not the values of maf's own options (--db PATH)
+        if skip:
+            skip = False
+        elif argument in _OPTIONS_WITH_VALUES:
+            skip = True
+        elif not argument.startswith("-"):
+            words.append(argument)
     return head if words[:2] == ["task", "run"] else arguments
 
 

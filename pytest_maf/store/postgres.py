@@ -95,6 +95,12 @@ class PostgresStore:
         self._connection: psycopg.Connection[Any] | None = None
         self._opened_in = 0  # the fork generation (sharing.generation()) the connection was opened in
         self._one_at_a_time = sharing.OneAtATime()
+        sharing.close_in_children(self)
+
+    def close_inherited(self) -> None:
+        """In a forked child: its turn among threads starts free (the parent's connection is set aside
+        on first use, :attr:`connection`)."""
+        self._one_at_a_time.reset()
 
     @property
     def location(self) -> str:
@@ -171,8 +177,8 @@ class PostgresStore:
 
     def _rollback(self) -> None:
         connection = self._connection
-        if connection is None or connection.closed:
-            return
+        if connection is None or connection.closed or self._opened_in != sharing.generation():
+            return  # none, or the parent's (in a forked child): its socket is the parent's
         if connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             return
         try:
@@ -201,11 +207,16 @@ class PostgresStore:
                     raise self._unusable(error) from None
                 reopened = True
                 continue
+            except BaseException:  # Ctrl-C, say, once the server may have begun it
+                self._rollback()
+                raise
             try:
                 if "READ ONLY" not in begin:  # a lock wait ends at the deadline, as a busy timeout
                     remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
                     connection.execute(f"SET LOCAL lock_timeout = {remaining_ms}".encode())
                 result = body(connection)
+                if self._opened_in != sharing.generation():  # forked inside the operation
+                    raise sharing.forked_inside(self.location)
                 connection.execute("COMMIT")
                 return result
             except RETRYABLE:

@@ -98,13 +98,29 @@ def _forked() -> None:
     global _forks
     _forks += 1
     for holder in _each_holder():
+        writing = None
         try:
             writing = holder.close_inherited()
-            getattr(holder, "after_fork", _nothing)()
         except Exception:  # noqa: BLE001 - a child must start whatever its parent left
-            continue
+            pass
+        finally:
+            try:
+                getattr(holder, "after_fork", _nothing)()
+            except Exception:  # noqa: BLE001
+                pass
         if writing:
             _written_at_fork.add(writing)
+
+
+def forked_inside(where: object) -> Exception:
+    """The error of a forked child that returns through a store operation its parent was in: that
+    transaction is the parent's, neither committed nor rolled back by the child."""
+    from pytest_maf.errors import StoreError
+
+    return StoreError(
+        f"this process was forked inside an operation on the store {where}: the transaction is its"
+        " parent's, so it is neither committed nor rolled back here; fork outside the store's operations"
+    )
 
 
 def set_aside(connection: Any) -> None:
@@ -135,6 +151,10 @@ class OneAtATime:
         self._lock = RLock()
         self._generation = _forks
         self.inside = False  # a transaction is under way: in a forked child, one of the parent's threads'
+
+    def reset(self) -> None:
+        """In a forked child, before it starts a thread: free, whatever the parent's threads held."""
+        self._lock, self._generation, self.inside = RLock(), _forks, False
 
     def _current(self) -> Any:
         if self._generation != _forks:  # a forked child: the parent's thread that held it is not here

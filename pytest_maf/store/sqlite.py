@@ -676,9 +676,11 @@ class SQLiteStore:
         """In a forked child, close the parent's connection (:mod:`~pytest_maf.store.sharing`); one in a
         write is left as it is, and its database's path returned."""
         connection, self._connection = self._connection, None
+        in_use = self._one_at_a_time.inside  # a thread of the parent was in a transaction
+        self._one_at_a_time.reset()
         if connection is None:
             return None
-        if self._one_at_a_time.inside or connection.in_transaction:  # a thread of the parent in it
+        if in_use or connection.in_transaction:
             sharing.set_aside(connection)  # its mutex may be held for good; its rollback would undo the parent's commit
             return str(self._checkpointer.db_path)
         connection.close()
@@ -771,16 +773,19 @@ class SQLiteStore:
 
         def attempt() -> T:
             connection = self.connection
+            began_in = sharing.generation()
             try:
                 connection.execute(begin)  # in the try: interrupted once it has begun, it is rolled back
                 transaction = SQLiteTransaction(
                     connection, self.clock(), self.default_max_attempts, self.lease_ttl_ms
                 )
                 result = operation(transaction)
+                if sharing.generation() != began_in:
+                    raise sharing.forked_inside(self.path)
                 connection.execute("COMMIT")
                 return result
             except BaseException:
-                if connection.in_transaction:
+                if sharing.generation() == began_in and connection.in_transaction:  # else the parent's to end
                     connection.execute("ROLLBACK")
                 raise
 

@@ -32,11 +32,12 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import struct
 import time
-from _thread import allocate_lock
+from _thread import allocate_lock, get_ident
 from _weakref import ref  # weakref's own, without importing weakref at start-up
 from pathlib import Path
 
@@ -88,6 +89,11 @@ def _forget_inherited_locks() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_inherited_locks)
+
+
+_NO_LOCKS_HERE = frozenset(
+    getattr(errno, name) for name in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EINVAL") if hasattr(errno, name)
+)
 
 
 class _WaitedTooLong(Exception):
@@ -168,7 +174,11 @@ class WriterLock:
         except _WaitedTooLong as waited:
             self.release()
             raise self.on_timeout(waited.args[0]) from None
-        except OSError:  # no flock on this file system (ENOLCK on NFS without its lock daemon, EOPNOTSUPP)
+        except OSError as error:
+            if error.errno not in _NO_LOCKS_HERE:
+                self.release()
+                raise
+            # No flock on this file system (ENOLCK on NFS without its lock daemon, EOPNOTSUPP).
             self.close()  # lets go of whatever the file held
             self._file = False  # from now on SQLite's own locking alone, as where there is no lock file
             return
@@ -290,18 +300,18 @@ class Checkpointer:
         self._closing = False
         self._tried_at = 0  # the WAL's last frame as the last checkpoint started, until one reaches its end
         self._thread_connection: sqlite3.Connection | None = None  # the checkpointing thread's
-        self._thread_in_sqlite = False  # the thread is checkpointing, or opening or closing its connection
-        self._round = allocate_lock()  # held by the thread for each round: a fork waits for it (before_fork)
-        self._paused_for_fork = False
+        # Held by the thread for each round, and while it opens or closes its connection: a fork
+        # waits for it (before_fork), so a child never finds that connection in use.
+        self._round = allocate_lock()
+        self._paused_for_fork: dict[int, bool] = {}  # by the forking thread: whether it holds _round
         sharing.close_in_children(self)
 
     def before_fork(self) -> None:
         """Let a round under way end (within :data:`FORK_WAITS_FOR_ROUND_S`), none start, until the fork is made."""
-        self._paused_for_fork = self._round.acquire(True, FORK_WAITS_FOR_ROUND_S)
+        self._paused_for_fork[get_ident()] = self._round.acquire(True, FORK_WAITS_FOR_ROUND_S)
 
     def after_fork(self) -> None:
-        if self._paused_for_fork:
-            self._paused_for_fork = False
+        if self._paused_for_fork.pop(get_ident(), False):
             self._round.release()
 
     def close_inherited(self) -> str | None:
@@ -311,9 +321,9 @@ class Checkpointer:
         the database's path returned (:func:`~pytest_maf.store.sharing.written_at_fork`)."""
         connection, self._thread_connection = self._thread_connection, None
         self._taken_over = None
-        unfinished = self._thread_in_sqlite and not self._paused_for_fork  # the round did not end in time
-        if not self._paused_for_fork:  # held for good by the parent's thread, which is not here
-            self._round, self._thread_in_sqlite = allocate_lock(), False
+        unfinished = not self._paused_for_fork.get(get_ident(), False)  # the round did not end in time
+        if unfinished:  # held for good by the parent's thread, which is not here
+            self._round, self._paused_for_fork = allocate_lock(), {}
         if unfinished:
             if connection is not None:
                 sharing.set_aside(connection)
@@ -399,44 +409,37 @@ class Checkpointer:
         try:
             while wanted.wait(CHECKPOINTER_IDLE_S):  # idle that long: it ends, and starts again when wanted
                 wanted.clear()
-                self._round.acquire()  # a fork waits for the round to end (before_fork)
-                self._thread_in_sqlite = True  # until the round ends: a child forked meanwhile cannot close it
-                closing = self._closing  # read first: a close during the checkpoint below is one more round
-                if connection is None:
-                    try:  # mode=rw: never creates a database where the store's went away
-                        connection = sqlite3.connect(  # closed by a forked child too (close_inherited)
-                            f"{self.db_path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None,
-                            check_same_thread=False,
-                        )
-                        self._thread_connection = connection
-                    except (sqlite3.Error, OSError, ValueError, RuntimeError):
-                        return  # the next write that wants a checkpoint starts a thread again
-                frames = self._frames()
-                reached_end = False
-                if frames is None or frames[0] > frames[1]:  # closing too: what the last writes left goes first
-                    reached_end = self._copy_back(connection, frames)  # (never a WAL copied back whole)
-                if turn is not None and reached_end and self._restart_due(closing):
-                    try:
-                        with turn.turn(time.monotonic() + CATCH_UP_WAIT_S):
-                            if self._pending():  # still: another process's checkpoint may have copied them
-                                _checkpoint(connection)
-                    except (TimeoutError, OSError):
-                        pass  # the writers are that busy (or the lock file went away): the next catches up
-                self._thread_in_sqlite = False
-                self._round.release()
+                with self._round:  # a fork waits for the round to end (before_fork); a C lock: Ctrl-C leaves it free
+                    closing = self._closing  # read first: a close during the checkpoint below is one more round
+                    if connection is None:
+                        try:  # mode=rw: never creates a database where the store's went away
+                            connection = sqlite3.connect(  # closed by a forked child too (close_inherited)
+                                f"{self.db_path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None,
+                                check_same_thread=False,
+                            )
+                            self._thread_connection = connection
+                        except (sqlite3.Error, OSError, ValueError, RuntimeError):
+                            return  # the next write that wants a checkpoint starts a thread again
+                    frames = self._frames()
+                    reached_end = False
+                    if frames is None or frames[0] > frames[1]:  # closing too: what the last writes left goes first
+                        reached_end = self._copy_back(connection, frames)  # (never a WAL copied back whole)
+                    if turn is not None and reached_end and self._restart_due(closing):
+                        try:
+                            with turn.turn(time.monotonic() + CATCH_UP_WAIT_S):
+                                if self._pending():  # still: another process's checkpoint may have copied them
+                                    _checkpoint(connection)
+                        except (TimeoutError, OSError):
+                            pass  # the writers are that busy (or the lock file went away): the next catches up
                 if closing:
                     return
         finally:
-            if not self._thread_in_sqlite:
-                self._round.acquire()
-            self._thread_in_sqlite = True
-            if turn is not None:
-                turn.close()
-            if connection is not None:
-                self._thread_connection = None
-                connection.close()
-            self._thread_in_sqlite = False
-            self._round.release()
+            with self._round:
+                if turn is not None:
+                    turn.close()
+                if connection is not None:
+                    self._thread_connection = None
+                    connection.close()
 
     def __del__(self) -> None:
         if self._shm is not None:  # a store dropped without close(): its WAL-index descriptor goes with it
