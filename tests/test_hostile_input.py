@@ -249,9 +249,12 @@ CASES += [
      ["db", "export", "--output", "old-backup.db"], 2, "is a SQLite database"),
     # A new database is never made where SQLite keeps another one's journal or WAL: it would be deleted.
     ("db-copy-into-the-stores-journal", nothing, ["db", "copy", ".maf/runtime.db", ".maf/runtime.db-journal"], 2,
-     "where SQLite keeps a file of the database"),
+     "keeps a file of its own"),
     ("setup-at-another-stores-wal", another_store_and_a_backup, ["setup", "--db", "other.db-wal"], 2,
-     "where SQLite keeps a file of the database"),
+     "keeps a file of its own"),
+    # an existing one too: before, "file is not a database; it is damaged: run `maf db recover`"
+    ("task-list-on-the-stores-lock-file", nothing, ["task", "list", "--db", ".maf/runtime.db.lock"], 2,
+     "keeps a file of its own"),
 ]
 
 

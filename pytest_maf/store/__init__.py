@@ -80,6 +80,7 @@ def open_store(
             default_max_attempts=default_max_attempts, lease_ttl_ms=lease_ttl_ms, busy_timeout_s=busy_timeout_s,
         )
     db_path = Path(path)
+    _refuse_a_companion(db_path)
     if not db_path.exists():
         if not create:
             raise StoreError(f"no runtime database at {db_path}: run `maf setup` first")
@@ -106,8 +107,9 @@ def _refuse_a_companion(db_path: Path) -> None:
     for suffix in ("-wal", "-shm", "-journal", ".lock"):
         if name.endswith(suffix) and len(name) > len(suffix) and db_path.with_name(name[: -len(suffix)]).is_file():
             raise StoreError(
-                f"{db_path} is where SQLite keeps a file of the database {db_path.with_name(name[: -len(suffix)])}"
-                " beside it: a database made there would be deleted or taken over; name another file"
+                f"{db_path} is where the database {db_path.with_name(name[: -len(suffix)])} keeps a file of its"
+                " own (its WAL, shared memory, journal or writers' lock): a database there would be deleted or"
+                " taken over; name another file"
             )
 
 
