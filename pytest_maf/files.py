@@ -102,15 +102,21 @@ def checked_text_output(text: str, protected: Iterable[Path], what: str = "the o
     beside = in_use_mark(real)
     if beside is not None:
         raise UsageError(f"{text} is a database in use ({beside.name} is beside it); choose another file for {what}")
-    try:
-        if stat.S_ISREG(os.stat(real).st_mode):
-            with open(real, "rb") as existing:
-                is_database = existing.read(len(SQLITE_HEADER)) == SQLITE_HEADER
-            if is_database:
-                raise UsageError(f"{text} is a SQLite database; choose another file for {what}")
-    except OSError:  # nothing there yet, or unreadable: writing it says what is wrong
-        pass
+    if regular_file_head(real, len(SQLITE_HEADER)) == SQLITE_HEADER:
+        raise UsageError(f"{text} is a SQLite database; choose another file for {what}")
     return path
+
+
+def regular_file_head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of the regular file at ``path``; none when there is no such file (nothing
+    there, unreadable, or a device or pipe, which is not opened: a pipe would wait for a writer)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return b""
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
 
 
 def write_json_atomic(path: Path, payload: Any, *, overwrite: bool = True) -> bool:

@@ -274,10 +274,8 @@ def guard_verdict(
     what = "push" if pushed is not None else "commit"
     if settings.repo_root is None:
         return GuardVerdict(PASSED, "not inside a git repository")
-    if (
-        settings.database_url is None and not settings.db_path.exists() and not settings.db_path.is_symlink()
-        and _is_default_location(settings)
-    ):  # a link to nothing there is a store that went away: it fails closed below
+    # lexists: a link to nothing there is a store that went away, and fails closed below
+    if settings.database_url is None and not os.path.lexists(settings.db_path) and _is_default_location(settings):
         return GuardVerdict(PASSED, "no runtime database: nothing is reserved")
     override = parse_override(environ.get(OVERRIDE_VARIABLE))
     paths = pushed_paths(cwd, pushed) if pushed is not None else staged_paths(cwd)

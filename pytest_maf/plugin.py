@@ -134,10 +134,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line("markers", "maf_task_payload(payload): the payload of the maf_task fixture's task")
     preflight, task_id = config.getoption("maf_preflight"), config.getoption("maf_task")
-    for option, flag in (("maf_task", "--maf-task TASK"), ("maf_agent", "--maf-agent AGENT"), ("maf_db", "--maf-db PATH")):
+    for option, flag, value in (("maf_task", "--maf-task", "TASK"), ("maf_agent", "--maf-agent", "AGENT"), ("maf_db", "--maf-db", "PATH")):
         given = config.getoption(option)
         if given is not None and not given.strip():  # '' from an unset shell variable: not "no option"
-            raise pytest.UsageError(f"{flag.split()[0]} was given an empty value: give {flag.split()[1]}, or leave the option out")
+            raise pytest.UsageError(f"{flag} was given an empty value: give {value}, or leave the option out")
     chosen = config.getoption("maf_checks")
     if preflight or chosen is not None:
         from pytest_maf.check_selection import CheckSelection, check_patterns

@@ -41,7 +41,7 @@ from pytest_maf.terminal import printable, printable_json
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
     from types import SimpleNamespace
 
 # The command lines the git hooks run (pytest_maf.git_hooks, .pre-commit-hooks.yaml): answered
@@ -191,24 +191,37 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace | SimpleNamespace:
     return build_parser(load=command).parse_args(arguments)
 
 
-_OWN_OPTIONS = ("--db", "--log-format", "--debug", "--version", "-h", "--help")
-_OPTIONS_WITH_VALUES = ("--db", "--log-format")
+def _past_own_options(arguments: Sequence[str]) -> Iterator[str]:
+    """``arguments`` up to ``--`` without maf's own options (:data:`conventions.GLOBAL_OPTIONS`, ``--version``,
+    ``--help``) and their values: the command's words, and any option that is not maf's."""
+    from pytest_maf.cli.conventions import GLOBAL_OPTIONS
+
+    own = {"--version", "-h", "--help"}
+    with_values: set[str] = set()
+    for names, settings in GLOBAL_OPTIONS:
+        own.update(names)
+        if settings.get("action") != "store_true":
+            with_values.update(names)
+    skip = False
+    for argument in arguments:
+        if argument == "--":
+            return
+        name = argument.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif name in own:
+            skip = name in with_values and "=" not in argument
+        else:
+            yield argument
 
 
 def _command_option_first(arguments: Sequence[str]) -> str | None:
     """An option before the command that is not one of maf's own (``maf --agent x task list``), else None."""
-    expects_value = False
-    for argument in arguments:
-        if expects_value:
-            expects_value = False
-            continue
-        if not argument.startswith("-") or argument == "--":
-            return None  # the command (or the end of options): what follows is its own
-        name = argument.split("=", 1)[0]
-        if name not in _OWN_OPTIONS:  # said so when a command follows: alone, it is an unknown argument
-            return name if any(not later.startswith("-") for later in arguments) else None
-        expects_value = name in _OPTIONS_WITH_VALUES and "=" not in argument
-    return None
+    first = next(_past_own_options(arguments), None)
+    if first is None or not first.startswith("-"):
+        return None  # the command comes first: what follows is its own
+    # said so when a command follows: alone, it is an unknown argument
+    return first.split("=", 1)[0] if any(not later.startswith("-") for later in arguments) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -338,14 +351,7 @@ def _own_arguments(arguments: list[str]) -> list[str]:
     if "--" not in arguments:
         return arguments
     head = arguments[: arguments.index("--")]
-    words, skip = [], False
-    for argument in head:  # the command's words, not the values of maf's own options (--db PATH)
-        if skip:
-            skip = False
-        elif argument in _OPTIONS_WITH_VALUES:
-            skip = True
-        elif not argument.startswith("-"):
-            words.append(argument)
+    words = [argument for argument in _past_own_options(head) if not argument.startswith("-")]
     return head if words[:2] == ["task", "run"] else arguments
 
 

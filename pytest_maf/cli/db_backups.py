@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_maf.cli.common import add_json, add_output, print_json, print_table, when
 from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
-from pytest_maf.files import checked_output, store_files
+from pytest_maf.files import checked_output, regular_file_head, store_files
 from pytest_maf.terminal import Progress, printable
 
 if TYPE_CHECKING:
@@ -141,13 +140,7 @@ def cmd_verify_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _is_postgres_backup(path: Path) -> bool:
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe is not opened here: it would wait for a writer
-            return False
-        with path.open("rb") as handle:
-            return handle.read(5) == b"PGDMP"  # pg_dump's custom format
-    except OSError:
-        return False
+    return regular_file_head(path, 5) == b"PGDMP"  # pg_dump's custom format
 
 
 def _latest(args: argparse.Namespace, settings: Settings) -> tuple[Path, list[dict[str, str]]]:

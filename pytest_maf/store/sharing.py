@@ -52,41 +52,40 @@ def generation() -> int:
     return _forks
 
 
-_holders: dict[int, ref[Any]] = {}  # what holds a SQLite connection in this process, by its id
+_holders: dict[int, ref[Any]] = {}  # what holds a connection or a lock file in this process, by its id
 _written_at_fork: set[str] = set()  # files a thread of the parent was writing to as this process was forked
 
 
 def close_in_children(holder: Any) -> None:
-    """Have a forked child call ``holder.close_inherited()`` at once: it closes the SQLite connection
-    the holder has open, unless a write is under way in it (then it returns that database's path).
+    """Have a forked child call ``holder.close_inherited()`` at once: it lets go of what the holder
+    has open that is its parent's (a SQLite connection, the writers' lock file), unless a write is
+    under way in it (then it returns that database's path).
     A holder with ``before_fork()`` and ``after_fork()`` has them called around each fork, the latter
     in both processes: one whose own thread uses its connection lets that thread finish first."""
     key = id(holder)
     _holders[key] = ref(holder, lambda _: _holders.pop(key, None))
 
 
-def _nothing() -> None:
-    pass
-
-
 def _each_holder() -> list[Any]:
     return [holder for holder in (each() for each in list(_holders.values())) if holder is not None]
 
 
+def _call(holder: Any, method: str) -> Any:
+    """``holder.method()`` if it has one: whatever it raises, a fork is never stopped by it."""
+    try:
+        return getattr(holder, method, lambda: None)()
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _before_fork() -> None:
     for holder in _each_holder():
-        try:
-            getattr(holder, "before_fork", _nothing)()
-        except Exception:  # noqa: BLE001 - a fork is never stopped by it
-            pass
+        _call(holder, "before_fork")
 
 
 def _after_fork_in_parent() -> None:
     for holder in _each_holder():
-        try:
-            getattr(holder, "after_fork", _nothing)()
-        except Exception:  # noqa: BLE001
-            pass
+        _call(holder, "after_fork")
 
 
 def written_at_fork(path: str) -> bool:
@@ -98,16 +97,10 @@ def _forked() -> None:
     global _forks
     _forks += 1
     for holder in _each_holder():
-        writing = None
         try:
-            writing = holder.close_inherited()
-        except Exception:  # noqa: BLE001 - a child must start whatever its parent left
-            pass
+            writing = _call(holder, "close_inherited")  # a child starts whatever its parent left
         finally:
-            try:
-                getattr(holder, "after_fork", _nothing)()
-            except Exception:  # noqa: BLE001
-                pass
+            _call(holder, "after_fork")
         if writing:
             _written_at_fork.add(writing)
 
@@ -158,7 +151,7 @@ class OneAtATime:
 
     def _current(self) -> Any:
         if self._generation != _forks:  # a forked child: the parent's thread that held it is not here
-            self._lock, self._generation, self.inside = RLock(), _forks, False
+            self.reset()
         return self._lock
 
     def run(self, body: Callable[[], T]) -> T:

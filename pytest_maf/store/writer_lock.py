@@ -38,7 +38,6 @@ import sqlite3
 import struct
 import time
 from _thread import allocate_lock, get_ident
-from _weakref import ref  # weakref's own, without importing weakref at start-up
 from pathlib import Path
 
 from pytest_maf.store import sharing
@@ -63,32 +62,6 @@ _pread = getattr(os, "pread", None)  # not on Windows
 _sched_yield = getattr(os, "sched_yield", None)  # not on every platform: there the waiter sleeps at once
 MARK_AT = 16
 _MARK = struct.Struct("<qq")  # token, marked at (ms, CLOCK_MONOTONIC: the same clock for every process)
-
-
-_OPEN_LOCKS: dict[int, ref[WriterLock]] = {}  # the lock files open in this process, by their WriterLock's id
-
-
-def _opened(lock: WriterLock) -> None:
-    key = id(lock)
-    _OPEN_LOCKS[key] = ref(lock, lambda _: _OPEN_LOCKS.pop(key, None))  # gone with the lock
-
-
-def _forget_inherited_locks() -> None:
-    """In a forked child, every lock file inherited open is let go of and opened anew on use.
-
-    A lock belongs to the open file, which a fork shares: the child would take a turn its parent
-    holds, let go of the parent's turn with its own, and a child that never writes (a
-    multiprocessing worker) would keep the turn of a parent killed in its write held for as long
-    as it lives. Closing the child's copy leaves the parent's hold as it is.
-    """
-    for each in list(_OPEN_LOCKS.values()):
-        lock = each()
-        if lock is not None:
-            lock.close()  # the parent's hold, if any, stays the parent's
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_inherited_locks)
 
 
 _NO_LOCKS_HERE = frozenset(
@@ -116,6 +89,17 @@ class WriterLock:
         self.turns, self.waited_s, self.held_s = 0, 0.0, 0.0
         self._taken_at = 0.0
         self._holding = False  # may hold: set as flock is tried, so no interruption leaves a turn held unknown
+        sharing.close_in_children(self)
+
+    def close_inherited(self) -> None:
+        """In a forked child, the lock file inherited open is let go of and opened anew on use.
+
+        A lock belongs to the open file, which a fork shares: the child would take a turn its parent
+        holds, let go of the parent's turn with its own, and a child that never writes (a
+        multiprocessing worker) would keep the turn of a parent killed in its write held for as long
+        as it lives. Closing the child's copy leaves the parent's hold as it is.
+        """
+        self.close()
 
     def _open(self) -> BinaryIO | None:
         if self._file is None:
@@ -123,7 +107,6 @@ class WriterLock:
                 # Not O_APPEND: the holder's pid is written at offset 0.
                 descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
                 self._file = os.fdopen(descriptor, "r+b", buffering=0)
-                _opened(self)
             except OSError:
                 self._file = False
         return self._file or None  # type: ignore[return-value]
@@ -133,7 +116,6 @@ class WriterLock:
             self._file.close()  # type: ignore[union-attr]
         self._file = None
         self._holding = False
-        _OPEN_LOCKS.pop(id(self), None)
 
     def _someone_else_starving(self, fd: int) -> bool:
         data = os.pread(fd, _MARK.size, MARK_AT)
@@ -321,10 +303,8 @@ class Checkpointer:
         the database's path returned (:func:`~pytest_maf.store.sharing.written_at_fork`)."""
         connection, self._thread_connection = self._thread_connection, None
         self._taken_over = None
-        unfinished = not self._paused_for_fork.get(get_ident(), False)  # the round did not end in time
-        if unfinished:  # held for good by the parent's thread, which is not here
-            self._round, self._paused_for_fork = allocate_lock(), {}
-        if unfinished:
+        if not self._paused_for_fork.get(get_ident(), False):  # the round under way did not end in time
+            self._round, self._paused_for_fork = allocate_lock(), {}  # held for good by a thread not here
             if connection is not None:
                 sharing.set_aside(connection)
             return str(self.db_path)
