@@ -148,7 +148,13 @@ class PreflightBudget:
 
 @dataclass(eq=False)  # registered as a plugin: must stay hashable
 class MafRun:
-    """One preflight or verification run: its task, lease and evidence."""
+    """One preflight or verification run: its task, lease and evidence.
+
+    The task is made (a preflight) or claimed (``--maf-task``) when the tests
+    start, once collection has chosen them: a run refused before then writes
+    nothing. Under xdist, whose workers are handed the task as they start, it
+    is made at ``pytest_configure``.
+    """
 
     config: pytest.Config
     task_id: str | None
@@ -200,11 +206,30 @@ class MafRun:
         if self.preflight:
             seconds = self.settings.preflight_timeout_s
             self._keep_to(PreflightBudget(seconds, time.time() + seconds))
-        if not self.writes:
+        if self.writes and not self.preflight:  # the task must be in a store: say so before collecting
+            try:
+                self.store = open_store_for(self.settings)
+            except MafError as error:
+                raise pytest.UsageError(str(error)) from None
+        if self.writes and _distributed(self.config):
+            self.start()  # the xdist workers are handed the task before anything is collected
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        """The checks are collected and chosen: only now is the run's task made or claimed, so a
+        usage error found while collecting (``--maf-checks`` matching nothing, a bad ``-m``) writes nothing."""
+        if self.writes:
+            self.start()
+
+    def start(self) -> None:
+        """Make and claim the preflight's task, or claim the verified one, and keep its lease."""
+        if self.session is not None:
             return
+        assert self.settings is not None
         ttl_ms = self.settings.task_lease_ttl_s * 1000
         try:
-            self.store = open_store_for(self.settings, create=self.preflight)
+            if self.store is None:
+                self.store = open_store_for(self.settings, create=self.preflight)
             if self.preflight:
                 payload = {"kind": "preflight", "agent": self.agent_id, "cwd": str(Path.cwd())}
                 self.session = VerificationSession.start_preflight(self.store, self.agent_id, ttl_ms, payload)
@@ -476,7 +501,7 @@ class MafRun:
         return ", ".join(parts)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.writes or self.task_id is None:
+        if not self.writes or self.session is None:  # refused before its task was made or claimed
             return
         write = terminalreporter.write_line
         terminalreporter.write_sep("=", "maf preflight" if self.preflight else "maf verification")
@@ -534,6 +559,11 @@ class XdistBridge:
             "acknowledged": self.run.acknowledged,
             "budget": [budget.seconds, budget.deadline] if budget else None,
         }
+
+
+def _distributed(config: pytest.Config) -> bool:
+    """Whether xdist runs the tests on workers (``-n 2``): its controller collects nothing."""
+    return config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") != "no"
 
 
 def _severity(marker: pytest.Mark | None) -> str:

@@ -308,6 +308,24 @@ def test_a_verification_with_a_collection_error_says_so_and_rolls_back(pytester:
     assert evidence_rows(pytester)["verification.interrupted"][0] == "FAIL"
 
 
+@pytest.mark.parametrize("refusal", [["-m", "not ("], ["--maf-checks", "nope.*"]], ids=["bad-m", "unmatched-check"])
+def test_a_usage_error_found_while_collecting_leaves_the_verified_task_as_it_was(
+    pytester: pytest.Pytester, on_backend: str, refusal: list[str]
+) -> None:
+    pytester.makepyfile(test_feature="def test_one():\n    pass\n")
+    running_task(pytester)
+    with open_environment_store(pytester.path) as store:
+        before = tasks.describe_task(store, "fix-42")
+
+    result = pytester.runpytest("--maf-task", "fix-42", "--maf-agent", "claude-1", *refusal)
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "maf verification" not in result.stdout.str()  # no summary of a run that did not begin
+    with open_environment_store(pytester.path) as store:
+        assert tasks.describe_task(store, "fix-42") == before  # not claimed, rolled back or given evidence
+        assert list_evidence(store) == []
+
+
 def test_a_preflight_stopped_by_ctrl_c_does_not_commit(pytester: pytest.Pytester) -> None:
     with_checks(pytester, interrupted="""
 import pathlib
