@@ -731,16 +731,91 @@ def test_config_validate_refuses_what_would_fail_later(workspace: Workspace, set
 
 
 
+def database_header(size: int) -> bytes:
+    """The first 100 bytes of a SQLite database of ``size`` bytes (64 KiB pages), as its header gives it."""
+    header = bytearray(100)
+    header[:16] = b"SQLite format 3\0"
+    header[16:18] = (1).to_bytes(2, "big")  # 1: pages of 65,536 bytes
+    header[24:28] = header[92:96] = (1).to_bytes(4, "big")  # the size is valid: written at change 1
+    header[28:32] = (size // 65536).to_bytes(4, "big")
+    return bytes(header)
+
+
+def verify_with_files_capped(workspace: Workspace, backup: Path, cap: int) -> subprocess.CompletedProcess[str]:
+    """``maf db verify-backup BACKUP`` unable to write a file larger than ``cap`` bytes (RLIMIT_FSIZE)."""
+    import resource
+    import signal
+
+    def capped() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the cap fails (EFBIG), it does not kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+
+    return subprocess.run(
+        [*maf_command(), "db", "verify-backup", str(backup)], cwd=workspace.main, env=workspace.env("alice"),
+        capture_output=True, text=True, timeout=120, preexec_fn=capped,
+    )
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX resource limits")
+def test_a_gzip_bomb_given_as_a_backup_is_refused_from_its_first_bytes(workspace: Workspace) -> None:
+    import gzip
+
+    bomb = workspace.main / "bomb.db.gz"
+    with gzip.open(bomb, "wb") as packed:  # 1 GiB of zeros in about 1 MB
+        for _ in range(1024):
+            packed.write(bytes(1 << 20))
+
+    completed = verify_with_files_capped(workspace, bomb, 16 << 20)
+
+    assert completed.returncode == 1, completed.stderr  # before: EFBIG after writing 16 MiB of its copy
+    assert "bomb.db.gz: BAD" in completed.stdout + completed.stderr
+    assert "not a database" in completed.stdout + completed.stderr and "Traceback" not in completed.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX resource limits")
+def test_a_backup_unpacks_no_further_than_its_database_ends(workspace: Workspace) -> None:
+    import gzip
+
+    workspace.maf(workspace.main, "db", "backup", "--output", "backup.db", agent="alice", timeout=60)
+    padded = workspace.main / "padded.db.gz"
+    with gzip.open(padded, "wb") as packed:  # a sound backup, then 1 GiB of zeros that SQLite never reads
+        packed.write((workspace.main / "backup.db").read_bytes())
+        for _ in range(1024):
+            packed.write(bytes(1 << 20))
+
+    completed = verify_with_files_capped(workspace, padded, 16 << 20)
+
+    assert completed.returncode == 0, completed.stderr  # before: EFBIG after writing 16 MiB of its copy
+    assert "padded.db.gz: ok" in completed.stdout
+
+
+def test_a_backup_larger_than_the_room_to_check_it_is_refused_before_it_is_copied(workspace: Workspace, tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    huge = workspace.main / "huge.db"
+    huge.write_bytes(database_header((1 << 32) * 65536 // 2))  # its header says 128 TiB
+
+    completed = workspace.maf(workspace.main, "db", "verify-backup", str(huge), agent="alice", timeout=60, TMPDIR=str(scratch))
+
+    one_line_refusal(completed, 2)
+    assert "huge.db holds a database of" in completed.stderr and "set TMPDIR to a folder with room" in completed.stderr
+    assert list(scratch.iterdir()) == []
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_sigterm_in_a_backup_check_removes_its_private_copy(workspace: Workspace, tmp_path: Path) -> None:
+    import shutil
     import signal
     import time
 
     scratch = tmp_path / "scratch"
     scratch.mkdir()
+    if shutil.disk_usage(scratch).free < 3 * 1024**3:
+        pytest.skip("needs room for a copy of 1 GiB")
     big = workspace.main / "big.db"
-    with open(big, "wb") as file:  # sparse: gigabytes to copy, no disk used
-        file.truncate(4 * 1024**3)
+    with open(big, "wb") as file:  # sparse: a gigabyte to copy, no disk used
+        file.write(database_header(1024**3))
+        file.truncate(1024**3)
     checking = subprocess.Popen(
         [*maf_command(), "db", "verify-backup", str(big)], cwd=workspace.main,
         env={**workspace.env("alice"), "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import itertools
 import os
 import shutil
@@ -24,14 +25,15 @@ import subprocess
 import tempfile
 import time
 import uuid
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
 from pytest_maf.clock import system_clock
 from pytest_maf.errors import MafError, StoreError, UsageError
-from pytest_maf.files import checked_output, replaced_output, store_files
+from pytest_maf.files import SQLITE_HEADER, checked_output, replaced_output, store_files
 from pytest_maf.records import Event, ReservationEvent
 from pytest_maf.store import schema
 from pytest_maf.store.sqlite import _loads, connect
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from sqlite_utils import Database
 
 GZIP_MAGIC = b"\x1f\x8b"
+SQLITE_HEADER_SIZE = 100  # https://sqlite.org/fileformat2.html#the_database_header
+COPY_CHUNK = 1 << 20
 # Maintenance waits for agents' short transactions instead of failing fast.
 MAINTENANCE_BUSY_TIMEOUT_MS = 10_000
 RECOVER_HINT = "run `maf db recover` to rebuild it into a new file, or `maf db restore BACKUP`"
@@ -100,14 +104,51 @@ def _private_copy(path: Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="maf-backup-") as directory:
         plain = Path(directory) / "backup.db"
         try:
-            if head == GZIP_MAGIC:
-                with gzip.open(path, "rb") as source, open(plain, "wb") as target:
-                    shutil.copyfileobj(source, target)
-            else:
-                shutil.copyfile(path, plain)
-        except (OSError, EOFError) as error:
+            with (gzip.open(path, "rb") if head == GZIP_MAGIC else open(path, "rb")) as source, open(plain, "wb") as target:
+                _unpack_database(source, target, path, shutil.disk_usage(directory).free)
+        except (OSError, EOFError, zlib.error) as error:
             raise VerificationError(path, [f"cannot decompress or copy it: {error}"]) from None
         yield plain
+
+
+def _size_in_header(header: bytes) -> int | None:
+    """The size a SQLite database header gives (page size x page count), or None where it does
+    not give one: no SQLite header, or one a SQLite older than 3.7.0 left stale
+    (https://sqlite.org/fileformat2.html#in_header_database_size)."""
+    if len(header) < SQLITE_HEADER_SIZE or not header.startswith(SQLITE_HEADER):
+        return None
+    page_size = int.from_bytes(header[16:18], "big")
+    pages = int.from_bytes(header[28:32], "big")
+    if header[24:28] != header[92:96] or pages == 0:
+        return None
+    return (65536 if page_size == 1 else page_size) * pages
+
+
+def _unpack_database(source: io.BufferedIOBase, target: BinaryIO, shown: Path, room: int) -> None:
+    """Copy the database ``source`` holds, no further than its header's size: SQLite reads no more.
+
+    What is no database stops at its first bytes, which are enough for the checks to say so, and
+    a file that unpacks without end (a gzip bomb) stops where its database ends; a database larger
+    than the room left where it is copied is refused before a byte is written.
+    """
+    header = source.read(SQLITE_HEADER_SIZE)
+    target.write(header)
+    if not header.startswith(SQLITE_HEADER):
+        return
+    left = _size_in_header(header)
+    if left is not None and left > room:
+        raise StoreError(
+            f"{shown} holds a database of {left:,} bytes and the temporary folder ({tempfile.gettempdir()})"
+            f" has {room:,} free: set TMPDIR to a folder with room for the copy it is checked in"
+        )
+    left = None if left is None else left - len(header)
+    while left is None or left > 0:
+        chunk = source.read(COPY_CHUNK if left is None else min(COPY_CHUNK, left))
+        if not chunk:
+            return
+        target.write(chunk)
+        if left is not None:
+            left -= len(chunk)
 
 
 def _verify_in_place(plain: Path, shown: Path) -> dict[str, int]:
