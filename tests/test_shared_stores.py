@@ -90,6 +90,48 @@ def test_a_thread_waits_for_anothers_transaction_on_the_same_store_then_writes(b
         assert [task.id for task in tasks.list_tasks(store)] == ["waited"]
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", [backend_param(backend) for backend in BACKENDS])
+@pytest.mark.parametrize("look", ["table_names", "schema_version", "check_schema_version", "user_version"])
+def test_a_threads_look_at_the_schema_never_sees_anothers_unfinished_change(
+    backend: str, look: str, tmp_path: Path
+) -> None:
+    inside, leave = threading.Event(), threading.Event()
+    seen: list[object] = []
+
+    def unfinished(transaction: Any) -> None:  # a schema change under way, then given up
+        if backend == "sqlite":
+            transaction.connection.execute("CREATE TABLE half_made (x)")
+            transaction.connection.execute("PRAGMA user_version = 99")
+        else:
+            transaction._execute("CREATE TABLE half_made (x int)")
+        inside.set()
+        assert leave.wait(JOIN_S)
+        raise RuntimeError("given up")
+
+    def looking() -> None:
+        if look == "user_version":
+            seen.append(store.pragma("user_version")[0][0] if backend == "sqlite" else store.schema_version())
+        else:
+            seen.append(getattr(store, look)())
+
+    with backend_store(backend, tmp_path) as store:
+        expected = looking() or seen.pop()
+        changer = threading.Thread(target=lambda: pytest.raises(RuntimeError, store.write, unfinished))
+        changer.start()
+        assert inside.wait(JOIN_S)
+        looker = threading.Thread(target=looking)
+        looker.start()
+        looker.join(timeout=0.5)
+        leave.set()
+        changer.join(timeout=JOIN_S)
+        looker.join(timeout=JOIN_S)
+
+    # before, on SQLite: the look ran inside the other thread's transaction, and saw a table and a version
+    # that never were (schema_version 99: "newer than this pytest-maf knows")
+    assert seen == [expected]
+
+
 @pytest.mark.parametrize("backend", [backend_param(backend) for backend in BACKENDS])
 @pytest.mark.parametrize("inner", ["write", "read"])
 def test_the_store_used_from_inside_its_own_write_is_refused_and_the_write_stays_whole(

@@ -829,10 +829,20 @@ class SQLiteStore:
 
     # schema
 
+    def _alone(self, body: Callable[[], T]) -> T:
+        """``body`` on the connection while no other thread's transaction is under way on it."""
+        return self._one_at_a_time.run(body)
+
     def schema_version(self) -> int:
+        return self._alone(self._schema_version)
+
+    def _schema_version(self) -> int:
         return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
 
     def table_names(self) -> list[str]:
+        return self._alone(self._table_names)
+
+    def _table_names(self) -> list[str]:
         from pytest_maf.store.verify import user_tables
 
         return user_tables(self.connection)
@@ -840,10 +850,13 @@ class SQLiteStore:
     def check_schema_version(self) -> int:
         """Refuse a database that is not a pytest-maf store (foreign, emptied or
         damaged) or that a newer pytest-maf wrote; return its schema version."""
+        return self._alone(self._check_schema_version)
+
+    def _check_schema_version(self) -> int:
         try:
             application_id = int(self.connection.execute("PRAGMA application_id").fetchone()[0])
-            version = self.schema_version()
-            tables = [] if application_id == schema.APPLICATION_ID else self.table_names()
+            version = self._schema_version()
+            tables = [] if application_id == schema.APPLICATION_ID else self._table_names()
         except sqlite3.Error as error:
             raise self._unreadable(error) from None
         problem = schema.not_ours(application_id, version, tables)
@@ -863,12 +876,12 @@ class SQLiteStore:
         is empty and unmarked until its first migration.
         """
         try:
-            self.connection.execute("PRAGMA journal_mode = WAL")
+            self._alone(lambda: self.connection.execute("PRAGMA journal_mode = WAL"))
         except sqlite3.Error as error:
             raise self._unreadable(error) from None
 
         def apply(transaction: SQLiteTransaction) -> list[int]:
-            current = self.schema_version() if fresh else self.check_schema_version()
+            current = self._schema_version() if fresh else self._check_schema_version()
             applied = []
             for version in range(current + 1, schema.SCHEMA_VERSION + 1):
                 for statement in schema.split_statements(schema.MIGRATIONS[version - 1]):
@@ -899,6 +912,6 @@ class SQLiteStore:
     def pragma(self, name: str) -> list[tuple[Any, ...]]:
         """Read a PRAGMA (``integrity_check``, ``foreign_keys``, ``journal_mode`` ...)."""
         try:
-            return [tuple(row) for row in self.connection.execute(f"PRAGMA {name}")]
+            return self._alone(lambda: [tuple(row) for row in self.connection.execute(f"PRAGMA {name}")])
         except sqlite3.Error as error:
             raise self._unreadable(error) from None
