@@ -47,7 +47,7 @@ from pytest_maf.errors import (
     StoreError,
 )
 from pytest_maf.guard import describe_holder
-from pytest_maf.paths import WorkingDirectory, literal_where_it_exists
+from pytest_maf.paths import WorkingDirectory
 from pytest_maf.patterns import check_pattern_text, normalize_path, normalize_pattern
 from pytest_maf.ids import validate_id
 from pytest_maf.records import TASK_STATES, Reservation
@@ -250,7 +250,7 @@ class AgentTools:
         expiry and a path both match. task_id ties them to a lease you hold: released when it ends.
         ttl_minutes: default 30, at most 120. Acquiring again extends."""
         ttl_ms = self.settings.reservation_ttl_ms(ttl_minutes)
-        requested = [literal_where_it_exists(normalize_pattern(self._relative(pattern)), self._top) for pattern in patterns]
+        requested = [normalize_pattern(self._relative(pattern)) for pattern in patterns]
         with self._store() as store:
             granted = reservation_ops.acquire(
                 store, requested, self.agent_id, ttl_ms, exclusive=not shared, reason=reason, task_id=task_id

@@ -26,7 +26,6 @@ Example::
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path, PurePosixPath
 
 from pytest_maf.errors import UsageError
@@ -73,21 +72,6 @@ def repository_pattern(text: str, directory: str = "") -> str:
         return normalize_pattern("/" + "/".join(segments) + trailing)
     floating = normalize_pattern(text)  # read at the root first: "**/" is "*/" there
     return normalize_pattern(f"{directory}/**/{floating}") if directory else floating
-
-
-_GLOB_LITERALS = re.compile(r"([\[*?])")
-
-
-def literal_where_it_exists(pattern: str, top: Path) -> str:
-    """``pattern`` with its glob characters escaped when, written as it is, it names a file or folder
-    under ``top``: ``app/[slug]/page.tsx`` (a route of Next.js or SvelteKit) is that file, not
-    ``app/s/page.tsx``, as git reads a pathspec that names a path. Anything else as it is."""
-    if "\\" in pattern or not _GLOB_LITERALS.search(pattern):
-        return pattern
-    named = pattern.lstrip("/").removesuffix("/**").rstrip("/")
-    if not named or named.startswith("**/") or "/**/" in named or not os.path.lexists(top / named):
-        return pattern
-    return pattern.replace(named, _GLOB_LITERALS.sub(r"\\\1", named), 1)
 
 
 def repository_path(text: str, directory: str = "") -> str:
@@ -170,10 +154,10 @@ class WorkingDirectory:
         return (self._absolute(text) or text) if text.startswith("/") else text
 
     def pattern(self, text: str) -> str:
-        """A command-line pattern as a canonical repository-relative pattern; a name in it that
-        exists as written is taken literally, as git takes a pathspec (:func:`literal_where_it_exists`)."""
+        """A command-line pattern as a canonical repository-relative pattern: the same in every worktree
+        (it covers the path spelled as written too, as git reads a pathspec: :func:`patterns.as_spelled`)."""
         check_pattern_text(text)
-        return literal_where_it_exists(repository_pattern(self.anchored(text), self.inside), self.top)
+        return repository_pattern(self.anchored(text), self.inside)
 
     def path(self, text: str) -> str:
         """A command-line path as a concrete repository-relative path."""

@@ -15,6 +15,12 @@ A pattern is a repository-relative gitignore pattern, read as if written in a
   ``/`` anywhere else anchors it at the root: ``src/app.py`` is that one
   path, and a leading ``/`` anchors a single name: ``/README.md`` is the
   root README only.
+* As git reads a pathspec, a pattern rooted at named folders also covers the
+  path spelled exactly as written: ``app/[slug]/page.tsx`` covers the file
+  of that name (a route of Next.js or SvelteKit), as well as ``app/s/page.tsx``.
+  So one spelling reserves the same in every worktree, whether the file is
+  there yet or not.
+* Trailing spaces are dropped, as in a ``.gitignore``, unless escaped with a backslash.
 * The directory rule: a pattern covers every path it matches and everything
   beneath a matched path. ``docs``, ``docs/`` and ``app/*`` cover
   ``docs/api.md`` and ``app/models/user.py``. A trailing ``/`` matches
@@ -107,6 +113,9 @@ def _render(segments: list[str]) -> str:
     return "/".join(segments)
 
 
+_UNESCAPED_TRAILING_SPACES = re.compile(r"(?<!\\) +$")
+
+
 def normalize_pattern(text: str) -> str:
     """Return the canonical form of a repository-relative pattern, or raise :class:`UsageError`.
 
@@ -118,6 +127,8 @@ def normalize_pattern(text: str) -> str:
     >>> normalize_pattern("/README.md"), normalize_pattern("**/README.md"), normalize_pattern("docs/")
     ('/README.md', 'README.md', 'docs/')
     """
+    check_pattern_text(text)
+    text = _UNESCAPED_TRAILING_SPACES.sub("", text)  # as git reads a .gitignore line
     check_pattern_text(text)
     segments = _explicit_segments(text)
     if ".." in segments:
@@ -394,6 +405,9 @@ class CompiledPattern:
         self.segments = _segments_of(text)
         self.literal = all(_plain(segment) for segment in self.segments)
         self.plain_path = "/".join(self.segments) if self.literal else ""
+        spelled = as_spelled(text)
+        # The path spelled as written (a folder only, where the pattern ends in '/'), or ''.
+        self.spelled_path = "/".join(_segments_of(spelled)).replace("\\", "") if spelled else ""
 
     @functools.cached_property
     def automaton(self) -> Automaton:
@@ -458,7 +472,29 @@ class CompiledPattern:
         """Whether the pattern covers the concrete repository-relative ``path`` (or a directory above it)."""
         if self.literal:
             return path == self.plain_path or path.startswith(self.plain_path + "/")
+        spelled = self.spelled_path
+        if spelled and (path == spelled or path.startswith(spelled.removesuffix("/**") + "/")):
+            return True
         return self.regex.fullmatch(path) is not None
+
+
+_GLOB_CHARACTER = re.compile(r"[*?\[]")
+
+
+@functools.lru_cache(maxsize=65536)
+def as_spelled(pattern: str) -> str | None:
+    """A normalised pattern read as the path spelled as written, its glob characters escaped:
+    ``app/[slug]/page.tsx`` -> ``app/\\[slug]/page.tsx``. None where that adds nothing (no glob
+    character) or where git reads no path so (``**`` before a name: any depth; a backslash).
+
+    >>> as_spelled("app/[slug]/page.tsx"), as_spelled("src/*.py"), as_spelled("*.md")
+    ('app/\\[slug]/page.tsx', 'src/\\*.py', None)
+    """
+    segments = _segments_of(pattern)
+    body = segments[:-1] if segments and segments[-1] == "**" else segments
+    if not body or "**" in body or any("\\" in segment for segment in body) or all(_plain(segment) for segment in body):
+        return None
+    return _render([_GLOB_CHARACTER.sub(lambda found: "\\" + found.group(), segment) for segment in body] + list(segments[len(body):]))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -673,4 +709,16 @@ def overlap_witness(left: str, right: str) -> str | None:
     >>> overlap_witness("/README.md", "docs/README.md") is None
     True
     """
-    return _overlap_compiled(normalize_pattern(left), normalize_pattern(right))
+    witnesses = [
+        witness
+        for mine in _readings(normalize_pattern(left))
+        for theirs in _readings(normalize_pattern(right))
+        if (witness := _overlap_compiled(mine, theirs)) is not None
+    ]
+    return min(witnesses, key=len, default=None)  # the first of the shortest: the glob's own, where it has one
+
+
+def _readings(pattern: str) -> tuple[str, ...]:
+    """The pattern as a glob and, where it is one, as the path spelled as written (:func:`as_spelled`)."""
+    spelled = as_spelled(pattern)
+    return (pattern,) if spelled is None else (pattern, spelled)

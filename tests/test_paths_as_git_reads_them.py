@@ -226,15 +226,29 @@ def test_a_leading_slash_is_an_anchor_unless_it_is_a_path_on_this_machine(tmp_pa
         here.path(str(tmp_path / "elsewhere" / "x.py"))
 
 
-def test_a_path_with_brackets_that_exists_is_reserved_as_written_as_git_reads_it(workspace: Workspace) -> None:
-    route = workspace.main / "app" / "[slug]"
+def test_a_glob_covers_the_path_spelled_as_written_in_every_worktree_as_git_reads_a_pathspec(
+    workspace: Workspace,
+) -> None:
+    assert granted(acquire(workspace, workspace.main, "alice", "app/[slug]/page.tsx")) == ["app/[slug]/page.tsx"]
+    route = workspace.second / "app" / "[slug]"  # made in the other worktree, after the reservation
     route.mkdir(parents=True)
     (route / "page.tsx").write_text("export default 1\n")
 
-    assert granted(acquire(workspace, workspace.main, "alice", "app/[slug]/page.tsx")) == ["app/\\[slug]/page.tsx"]
-
-    taken = check(workspace, workspace.main, "bob", "app/[slug]/page.tsx")
+    taken = check(workspace, workspace.second, "bob", "app/[slug]/page.tsx")
     assert taken.returncode == 1 and "blocked, alice" in taken.stdout  # before: free; only app/s/page.tsx was
-    assert check(workspace, workspace.main, "bob", "app/s/page.tsx").returncode == 0
-    # A class that names nothing as written stays a class.
-    assert granted(acquire(workspace, workspace.main, "carol", "docs/[ab].md")) == ["docs/[ab].md"]
+    assert check(workspace, workspace.second, "bob", "app/s/page.tsx").returncode == 1  # the glob, as git reads it
+    refused = acquire(workspace, workspace.second, "carol", "app/\\[slug]/page.tsx")  # that file alone
+    assert refused.returncode == 1 and "app/[slug]/page.tsx" in refused.stderr
+    # the same spelling is the same reservation from either worktree: alice lets go of it from the other one
+    released = workspace.maf(workspace.second, "reservation", "release", "app/[slug]/page.tsx", agent="alice")
+    assert released.returncode == 0, released.stderr
+    assert check(workspace, workspace.second, "bob", "app/[slug]/page.tsx").returncode == 0
+
+
+def test_trailing_spaces_are_dropped_as_in_a_gitignore_so_the_reservation_protects_the_file(workspace: Workspace) -> None:
+    assert granted(acquire(workspace, workspace.main, "alice", "README.md ")) == ["README.md"]  # before: 'README.md '
+
+    taken = check(workspace, workspace.second, "bob", "README.md")
+    assert taken.returncode == 1 and "blocked, alice" in taken.stdout  # before: free
+    spaces = acquire(workspace, workspace.main, "bob", "   ")
+    assert spaces.returncode == 2 and "an empty pattern reserves nothing" in spaces.stderr

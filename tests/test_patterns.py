@@ -19,13 +19,14 @@ from pytest_maf.patterns import (
 )
 
 SEGMENT_GLOBS = ["a", "b", "ab", "*", "?", "a*", "*b", "[ab]", "[!a]", "[^a]", "[a-b]", "**", "a**", "x.py", "*.py"]
-PATH_SEGMENTS = ["a", "b", "c", "ab", "ba", "aa", "bb", "x.py", "a.py", "ab.py"]
+PATH_SEGMENTS = ["a", "b", "c", "ab", "ba", "aa", "bb", "x.py", "a.py", "ab.py", "[ab]", "*"]
 
 # Gitignore syntax both this module and pathspec read alike: segments from
 # SEGMENT_GLOBS, an optional leading '/' (root anchor), an optional trailing
 # '/' (directories only). Left out on purpose, because they differ: a
-# leading '!' (negation) or '#' (comment) and trailing spaces, which
-# gitignore treats specially and a reservation takes literally.
+# leading '!' (negation) or '#' (comment), which gitignore treats specially
+# and a reservation takes literally. Paths may hold glob characters: a
+# pattern under named folders also covers the path spelled as written.
 patterns = st.builds(
     lambda lead, segments, trail: lead + "/".join(segments) + trail,
     st.sampled_from(["", "", "/"]),
@@ -36,8 +37,16 @@ paths = st.lists(st.sampled_from(PATH_SEGMENTS), min_size=1, max_size=5).map("/"
 
 
 def gitignore_matches(pattern: str, path: str) -> bool:
-    """pathspec's reading of ``pattern`` as one line of a root .gitignore: the oracle."""
-    return pathspec.GitIgnoreSpec.from_lines([pattern]).match_file(path)
+    """pathspec's reading of ``pattern`` as one line of a root .gitignore, or of the same text with its
+    glob characters escaped where git also reads it as a path (no ``**`` before a name): the oracle."""
+    if pathspec.GitIgnoreSpec.from_lines([pattern]).match_file(path):
+        return True
+    body = pattern.rstrip("/").removesuffix("/**")
+    rooted = pattern.startswith("/") or "/" in body.lstrip("/")
+    if not rooted or "**" in body.split("/") or not any(glob in body for glob in "*?["):
+        return False
+    spelled = "".join("\\" + char if char in "*?[" else char for char in body)
+    return pathspec.GitIgnoreSpec.from_lines([spelled + ("/" if pattern.endswith("/") else "")]).match_file(path)
 
 
 def automaton_accepts(pattern: str, path: str) -> bool:
