@@ -171,10 +171,10 @@ def test_a_backup_never_replaces_a_store_in_use_a_pipe_or_a_device(
 
 
 def test_a_backup_through_a_symbolic_link_replaces_the_file_it_names(workspace: Workspace, tmp_path: Path) -> None:
-    add_task(workspace, {}, "t1")
     target = tmp_path / "backups" / "nightly.db"
     target.parent.mkdir()
-    target.write_bytes(b"last night's backup, to be replaced")
+    backup(workspace, {}, target)  # last night's backup, to be replaced
+    add_task(workspace, {}, "t1")
     link = tmp_path / "latest.db"
     link.symlink_to(target)
 

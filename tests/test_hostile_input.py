@@ -258,6 +258,29 @@ CASES += [
 ]
 
 
+def an_application_database_notes_and_a_restores_copy(workspace: Workspace) -> None:
+    import sqlite3
+
+    application = sqlite3.connect(workspace.main / "app.db")
+    application.execute("CREATE TABLE customers (name TEXT)")
+    application.commit()
+    application.close()
+    (workspace.main / "notes.txt").write_text("notes\n")
+    kept = workspace.main / ".maf" / "runtime.db.before-restore-20260101T000000Z"
+    kept.write_bytes((workspace.main / ".maf" / "runtime.db").read_bytes())
+
+
+# A backup replaces only an older backup: before, it replaced any file --output named.
+CASES += [
+    ("backup-over-an-application-database", an_application_database_notes_and_a_restores_copy,
+     ["db", "backup", "--output", "app.db"], 2, "is no pytest-maf backup"),
+    ("backup-over-notes", an_application_database_notes_and_a_restores_copy,
+     ["db", "backup", "--output", "notes.txt", "--gzip"], 2, "is no pytest-maf backup"),
+    ("backup-over-the-copy-a-restore-kept", an_application_database_notes_and_a_restores_copy,
+     ["db", "backup", "--output", ".maf/runtime.db.before-restore-20260101T000000Z"], 2, "`maf db restore` kept"),
+]
+
+
 # Agent-mail: no symbolic link is followed out of the mail root, and a message id is never a glob.
 
 

@@ -79,12 +79,36 @@ def _backup_json(
             "verified": True, "deleted": None if removed is None else [str(path) for path in removed]}
 
 
+def _backup_output(text: str, settings: Settings, kind: str) -> Path:
+    """``--output`` of a backup: a new file, or an older pytest-maf backup of the same kind; never another
+    file (an application's database, notes) nor the copy a restore kept of the database it replaced."""
+    from pytest_maf.store.backups import backup_kind
+
+    protected = [] if settings.database_url is not None else store_files(settings.db_path)
+    output = checked_output(text, protected, "--output")
+    if not os.path.lexists(output):
+        return output
+    real = Path(os.path.realpath(output))
+    if settings.database_url is None and real.name.startswith(f"{settings.db_path.name}.before-restore-"):
+        raise UsageError(
+            f"{text} is the copy `maf db restore` kept of the database it replaced; choose another file for --output"
+        )
+    if os.path.isfile(real) and backup_kind(real) != kind:
+        found = backup_kind(real)
+        what = f"a {found} backup" if found else "no pytest-maf backup"
+        raise UsageError(
+            f"{text} exists and is {what}: a backup replaces only an older {kind} backup;"
+            " choose another file for --output, or remove it first"
+        )
+    return output
+
+
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     started_ms = time.time_ns() // 1_000_000  # a backup made since then is this run's or a concurrent run's
     if settings.database_url is not None:
         if args.gzip:
             raise UsageError("a PostgreSQL backup (pg_dump -Fc) is compressed already: leave out --gzip")
-        output = checked_output(args.output, [], "--output")
+        output = _backup_output(args.output, settings, "postgresql")
         with Progress(f"backing up {settings.store_shown} with pg_dump"):
             pg_report = _postgres_backups().backup(settings.database_url, settings.database_schema, output)
         removed = _pruned(output, args.keep, settings, started_ms)
@@ -98,7 +122,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from pytest_maf.store import maintenance
 
-    output = checked_output(args.output, store_files(settings.db_path), "--output")
+    output = _backup_output(args.output, settings, "sqlite")
     with Progress(f"backing up {settings.db_path}"):
         report = maintenance.backup(settings.db_path, output, compress=args.gzip)
     removed = _pruned(output, args.keep, settings, started_ms)
