@@ -281,6 +281,19 @@ CASES += [
 ]
 
 
+# An option given an empty value (an unset shell variable: --task="$TASK") is refused; before, a filter read
+# it as "every" (an empty evidence report that passed CI) and a file option as none (built-in defaults).
+CASES += [
+    (f"empty-{'-'.join(argv[:-1])}{argv[-1].split('=')[0]}", nothing, argv, 2, "an empty value")
+    for argv in (
+        ["evidence", "list", "--task="], ["evidence", "export", "--output", "ev.xml", "--task="],
+        ["reservation", "list", "--agent="], ["config", "validate", "--config="], ["config", "show", "--config="],
+        ["config", "diff", "--snapshot="], ["history", "--kind="], ["history", "--task="], ["history", "--agent="],
+        ["task", "list", "--state="], ["task", "add", "--id="], ["db", "backups", "--dir="],
+    )
+]
+
+
 # Agent-mail: no symbolic link is followed out of the mail root, and a message id is never a glob.
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_maf import config as config_module
 from pytest_maf import health, mail
-from pytest_maf.cli.common import add_json, add_output, keep_runtime_files_out_of_git, print_json
+from pytest_maf.cli.common import add_json, add_output, given, keep_runtime_files_out_of_git, print_json
 from pytest_maf.config import ConfigError, Settings
 from pytest_maf.config_files import DOTENV_NAME
 from pytest_maf.errors import UsageError
@@ -322,8 +322,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     def layered(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = config.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--env", help="environment name (default: MAF_ENV, else NODE_ENV)")
-        sub.add_argument("--config", metavar="FILE", help="one more file, above local.yaml")
+        sub.add_argument("--env", type=given, help="environment name (default: MAF_ENV, else NODE_ENV)")
+        sub.add_argument("--config", type=given, metavar="FILE", help="one more file, above local.yaml")
         sub.set_defaults(needs_settings=False)
         return sub
 
@@ -342,7 +342,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " or from a snapshot's local layer: each key that differs, its value and source on each side",
     )
     diff.add_argument("revision", nargs="?", metavar="REF", help="the git revision to compare with (default: HEAD)")
-    diff.add_argument("--snapshot", metavar="FILE", help="compare with the local layer saved in FILE instead")
+    diff.add_argument("--snapshot", type=given, metavar="FILE", help="compare with the local layer saved in FILE instead")
     add_json(diff)
     diff.set_defaults(handler=cmd_config_diff)
     snapshot_help = (

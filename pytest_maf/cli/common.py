@@ -48,6 +48,14 @@ def json_argument(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(error).replace("the value ", "", 1)) from None
 
 
+def given(text: str) -> str:
+    """An option's value that must say something: ``--task=`` from an unset shell variable is refused,
+    not read as "every task" (a filter) or as no file at all."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty value: give one, or leave the option out")
+    return text
+
+
 def _whole(text: str) -> int:
     """``text`` as a whole number written with the digits 0-9 (Python's int() also takes other scripts'
     digits and underscores: ``٣``, ``1_000``)."""

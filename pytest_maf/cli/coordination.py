@@ -13,6 +13,7 @@ from pytest_maf.cli.common import (
     add_json,
     add_limit,
     agent_of,
+    given,
     open_configured_store,
     print_json,
     print_table,
@@ -167,8 +168,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_agent(escalate, "the agent that is stuck", hidden_aliases=("--agent-id",))
     escalate.add_argument("--error-context", help="what went wrong")
-    escalate.add_argument("--bead-id", help="the work item (bead) concerned")
-    escalate.add_argument("--target", help="a configured escalation target")
+    escalate.add_argument("--bead-id", type=given, help="the work item (bead) concerned")
+    escalate.add_argument("--target", type=given, help="a configured escalation target")
     escalate.add_argument("--dry-run", action="store_true", help="check everything, print the message, write nothing")
     add_json(escalate)
     actions = escalate.add_subparsers(dest="escalate_command", metavar="ACTION")

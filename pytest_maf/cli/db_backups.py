@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_maf.cli.common import add_json, add_output, print_json, print_table, when
+from pytest_maf.cli.common import add_json, add_output, given, print_json, print_table, when
 from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
 from pytest_maf.files import checked_output, regular_file_head, store_files
@@ -290,7 +290,7 @@ def register(db: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " verification: the checks of `maf db verify-backup` (a PostgreSQL backup needs MAF_DATABASE_URL to be"
         " checked). Other files in the folder are not listed.",
     )
-    listing.add_argument("--dir", metavar="FOLDER", help=folder_help)
+    listing.add_argument("--dir", type=given, metavar="FOLDER", help=folder_help)
     add_json(listing)
     listing.set_defaults(handler=cmd_backups)
     restore = db.add_parser(
@@ -301,7 +301,7 @@ def register(db: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " passes verification, passing over newer ones that fail it (give ./latest for a file of that name).",
     )
     restore.add_argument("file", metavar="FILE", help=f"a backup file, or '{LATEST}'")
-    restore.add_argument("--dir", metavar="FOLDER", help=f"with '{LATEST}': {folder_help}")
+    restore.add_argument("--dir", type=given, metavar="FOLDER", help=f"with '{LATEST}': {folder_help}")
     restore.add_argument("--force", action="store_true", help="restore even while agents hold leases")
     add_json(restore)
     restore.set_defaults(handler=cmd_restore)

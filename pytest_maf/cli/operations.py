@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 from pytest_maf.cli import db_backups, db_health
 from pytest_maf.cli.common import (
-    add_json, add_output, number, print_json, print_table, prints_no_result, whole_number,
+    add_json, add_output, given, number, print_json, print_table, prints_no_result, whole_number,
 )
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
@@ -234,8 +234,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     copy.add_argument("source", metavar="SOURCE", help="a store file, or a postgresql:// URL")
     copy.add_argument("destination", metavar="DEST", help="a store file, or a postgresql:// URL")
     copy.add_argument("--force", action="store_true", help="replace the rows the destination holds")
-    copy.add_argument("--source-schema", metavar="NAME", help="SOURCE's PostgreSQL schema (default: runtime.database_schema)")
-    copy.add_argument("--dest-schema", metavar="NAME", help="DEST's PostgreSQL schema (default: runtime.database_schema)")
+    copy.add_argument("--source-schema", type=given, metavar="NAME", help="SOURCE's PostgreSQL schema (default: runtime.database_schema)")
+    copy.add_argument("--dest-schema", type=given, metavar="NAME", help="DEST's PostgreSQL schema (default: runtime.database_schema)")
     add_json(copy)
     copy.set_defaults(handler=cmd_copy)
 
@@ -350,7 +350,7 @@ def register_performance(commands: argparse._SubParsersAction[argparse.ArgumentP
         help="seconds of load (at most a day; default: %(default)s); the processes stop at the deadline and the"
         " parent waits at most 5%% more (at least 2 s)",
     )
-    load.add_argument("--database", metavar="PATH", help="run against this database file instead of a temporary one (a new or scratch file)")
+    load.add_argument("--database", type=given, metavar="PATH", help="run against this database file instead of a temporary one (a new or scratch file)")
     add_json(load)
     load.set_defaults(handler=cmd_load_test)
 
@@ -361,7 +361,7 @@ def register_performance(commands: argparse._SubParsersAction[argparse.ArgumentP
         " baseline and flags those above --threshold (exit 1).",
     )
     add_output(bench, "write the figures as a baseline", default_note="not written")
-    bench.add_argument("--compare", metavar="FILE", help="a baseline to compare against")
+    bench.add_argument("--compare", type=given, metavar="FILE", help="a baseline to compare against")
     bench.add_argument(
         "--threshold", type=positive_number(1e6), default=1.25, help="ratio counted as a regression (default 1.25)"
     )

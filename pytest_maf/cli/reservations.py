@@ -11,6 +11,7 @@ from pytest_maf import reservations as reservation_ops
 from pytest_maf.cli.common import (
     add_agent,
     add_json,
+    given,
     number,
     open_configured_store,
     print_json,
@@ -279,7 +280,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     release.set_defaults(handler=resolving_agent(cmd_release))
 
     listing = reservation.add_parser("list", help="live reservations")
-    listing.add_argument("--agent", metavar="ID", help="only this agent's (default: every agent's)")
+    listing.add_argument("--agent", type=given, metavar="ID", help="only this agent's (default: every agent's)")
     listing.add_argument("--all", action="store_true", help="include expired ones not yet cleaned up")
     add_json(listing)
     listing.set_defaults(handler=cmd_list)

@@ -16,6 +16,7 @@ from pytest_maf.cli.common import (
     add_limit,
     add_output,
     agent_of,
+    given,
     json_argument,
     number,
     open_configured_store,
@@ -354,7 +355,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         dest="task_command", metavar="ACTION", required=True
     )
     add = task.add_parser("add", help="add a READY task and print its id")
-    add.add_argument("--id", help="task id (default: generated)")
+    add.add_argument("--id", type=given, help="task id (default: generated)")
     add.add_argument(
         "--priority", type=whole_number(INT64_MIN, INT64_MAX), default=tasks.DEFAULT_PRIORITY,
         help="a whole number; lower is claimed first (default: %(default)s)",
@@ -444,7 +445,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cancel.set_defaults(handler=cmd_task_cancel)
 
     listing = task.add_parser("list", help="list tasks in claim order")
-    listing.add_argument("--state", help="only tasks in this state (default: every state)")
+    listing.add_argument("--state", type=given, help="only tasks in this state (default: every state)")
     listing.add_argument(
         "--all", action="store_true",
         help="also the tasks pytest-maf makes for itself (preflight runs, fixture and load-test tasks)",
@@ -481,7 +482,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     evidence_add.set_defaults(handler=cmd_evidence_add)
 
     evidence_list = evidence.add_parser("list", help="list recorded evidence, newest first")
-    evidence_list.add_argument("--task", metavar="TASK", help="only this task's (default: every task's)")
+    evidence_list.add_argument("--task", type=given, metavar="TASK", help="only this task's (default: every task's)")
     add_limit(evidence_list, "rows, the newest")
     add_json(evidence_list)
     evidence_list.set_defaults(handler=cmd_evidence_list)
@@ -492,6 +493,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " that publish evidence gathered by several runs.",
     )
     add_output(export, "the JUnit XML report to write", required=True, hidden_aliases=("--junit",))
-    export.add_argument("--task", metavar="TASK", help="only this task's evidence (default: every task's)")
+    export.add_argument("--task", type=given, metavar="TASK", help="only this task's evidence (default: every task's)")
     add_json(export)
     export.set_defaults(handler=cmd_evidence_export)

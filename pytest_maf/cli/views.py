@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Sequence, TextIO
 
 from pytest_maf.cli.common import (
-    add_json, add_limit, duration, number, open_configured_store, print_json, table_lines, when,
+    add_json, add_limit, duration, given, number, open_configured_store, print_json, table_lines, when,
 )
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
@@ -332,10 +332,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "history", help="the audit trail: claims, expiries, overrides, force-releases, escalations; newest first",
         description="Task events, reservation events and escalation events merged in time order, newest first.",
     )
-    trail.add_argument("--agent", metavar="ID", help="only what this agent did or had done to it (default: every agent)")
-    trail.add_argument("--task", metavar="TASK", help="only this task (its events, tied reservations, escalations of"
+    trail.add_argument("--agent", type=given, metavar="ID", help="only what this agent did or had done to it (default: every agent)")
+    trail.add_argument("--task", type=given, metavar="TASK", help="only this task (its events, tied reservations, escalations of"
                        " that bead) (default: every task)")
-    trail.add_argument("--kind", metavar="KIND[,KIND]", help="only these event kinds, e.g. claim,expire,override,"
+    trail.add_argument("--kind", type=given, metavar="KIND[,KIND]", help="only these event kinds, e.g. claim,expire,override,"
                        "force_release (default: every kind)")
     trail.add_argument("--since", type=duration, metavar="DURATION", help="only the last DURATION: 30m, 2h, 1d, 1h30m (default: all time)")
     add_limit(trail, "entries, the newest", default=DEFAULT_HISTORY_LIMIT)
