@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from pytest_maf.files import regular_file_head
 from pytest_maf.log_lines import JsonFormatter
 from pytest_maf.logs import LogFile, redact, secrets_to_redact
 
@@ -18,6 +19,10 @@ try:
     import fcntl
 except ImportError:  # Windows: rotation is then safe for one writer at a time only
     fcntl = None  # type: ignore[assignment]
+
+
+# As git tells a binary file: a NUL byte among the first 8,000.
+BINARY_SNIFF_BYTES = 8000
 
 
 class RotatingJsonFileHandler(logging.handlers.RotatingFileHandler):
@@ -44,6 +49,9 @@ class RotatingJsonFileHandler(logging.handlers.RotatingFileHandler):
             return
         try:
             line = redact(self.format(record), self.secrets) + "\n"
+            if self.stream is None and b"\0" in regular_file_head(Path(self.baseFilename), BINARY_SNIFF_BYTES):
+                # before its FILE.lock is made too: .git/index.lock beside .git/index would stop git
+                raise OSError(0, "it holds binary data (a database, a git index ...), not log lines")
             with self._locked():
                 self._follow_rotation()
                 if self.stream is None:
@@ -72,8 +80,6 @@ class RotatingJsonFileHandler(logging.handlers.RotatingFileHandler):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         if fcntl is None or not _regular_or_absent(self.baseFilename):
             yield  # a device or FIFO is never rotated: no FILE.lock is made beside /dev/stdout
-            return
-            yield
             return
         with open(f"{self.baseFilename}.lock", "a", encoding="utf-8") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -150,6 +150,26 @@ def test_a_log_file_that_cannot_be_written_warns_once_and_the_command_goes_on(wo
     assert warning.startswith("maf: warning: cannot write the log file ") and "blocker/maf.log" in warning
 
 
+@pytest.mark.parametrize("log_file", [".git/index", "backup.db"])
+def test_a_log_file_that_holds_binary_data_is_left_as_it_was_and_the_command_goes_on(
+    workspace: Workspace, log_file: str
+) -> None:
+    workspace.maf(workspace.main, "db", "backup", "--output", "backup.db")
+    workspace.maf(workspace.main, "task", "add", "--id", "t1")
+    before = (workspace.main / log_file).read_bytes()
+
+    result = workspace.maf(workspace.main, "task", "claim", agent="claude-1", MAF_LOG_FILE=log_file)
+
+    assert result.returncode == 0 and "t1" in result.stdout
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith("maf: warning: cannot write the log file ") and "binary data" in warning
+    # before: JSON lines appended to git's index ("index file corrupt") and a .git/index.lock that stopped git
+    assert (workspace.main / log_file).read_bytes() == before
+    assert not (workspace.main / f"{log_file}.lock").exists()
+    status = subprocess.run(["git", "status", "--short"], cwd=workspace.main, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+
+
 def test_a_log_file_that_is_a_fifo_without_reader_warns_and_the_command_goes_on(workspace: Workspace) -> None:
     fifo = workspace.main / "maf.pipe"
     os.mkfifo(fifo)
