@@ -73,6 +73,13 @@ def _same_file(left: Path, right: Path) -> bool:
         return False
 
 
+def folder_outside(path: Path, base: Path) -> Path | None:
+    """Where the folder of ``path``, under ``base``, really is when a symbolic link takes it out of ``base``
+    (``.cursor -> ~/.cursor``), else None: a file written there would land outside the repository."""
+    real = Path(os.path.realpath(path.parent))
+    return None if real.is_relative_to(os.path.realpath(base)) else real
+
+
 def checked_output(text: str, protected: Iterable[Path], what: str = "the output") -> Path:
     """An output file a user named: not empty, not a directory, and none of ``protected``.
 

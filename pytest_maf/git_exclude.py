@@ -50,11 +50,14 @@ def runtime_entries(settings: Settings) -> list[tuple[str, str]]:
     found: dict[str, str] = {}
     for path, is_database in ((settings.db_path, True), (settings.mail_root, False)):
         directory = path.parent if is_database else path
+        linked = directory.is_symlink()  # git sees the link itself (.maf -> /fast/disk), not a folder
         try:
-            relative = directory.resolve().relative_to(root)
+            relative = (directory.parent.resolve() / directory.name if linked else directory.resolve()).relative_to(root)
         except ValueError:
             continue  # outside the repository: nothing for git to see
-        if relative.parts:
+        if relative.parts and linked:
+            found[relative.as_posix()] = f"/{_escaped(relative.as_posix())}"
+        elif relative.parts:
             found[f"{relative.as_posix()}/"] = f"/{_escaped(relative.as_posix())}/"
         elif is_database:  # the database directly at the root: the file and its companions
             found[f"{path.name}*"] = f"/{_escaped(path.name)}*"

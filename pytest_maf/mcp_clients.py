@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from pytest_maf.errors import UsageError
-from pytest_maf.files import write_text_atomic
+from pytest_maf.files import folder_outside, write_text_atomic
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -193,4 +193,8 @@ def plan_client_file(client: str, path: Path) -> ClientFilePlan:
 def plan_client_files(base: Path, configured: Iterable[tuple[str, str]], clients: Sequence[str]) -> list[ClientFilePlan]:
     """Every client's plan, each file checked before any is written (all or nothing)."""
     paths = dict(configured)
+    for client in clients:
+        outside = folder_outside(base / paths[client], base)
+        if outside is not None:
+            raise _refuse(base / paths[client], f"is in a folder that a symbolic link takes out of the repository, to {outside}")
     return [plan_client_file(client, base / paths[client]) for client in clients]

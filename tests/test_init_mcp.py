@@ -4,8 +4,11 @@ and the preflight's mcp.client checks pass for what it writes."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -119,6 +122,38 @@ def test_a_file_it_cannot_merge_into_is_refused_and_nothing_is_written(
     assert (root / relative).read_text(encoding="utf-8") == text
     assert not (root / ".gemini").exists()
     assert not (root / ".agent-mail").exists() and not (root / "maf-config").exists()
+
+
+@pytest.mark.parametrize("linked", [".cursor", ".codex", "maf-config"])
+def test_a_folder_a_symbolic_link_takes_out_of_the_repository_is_refused_and_nothing_is_written(
+    workspace: Workspace, tmp_path: Path, linked: str
+) -> None:
+    elsewhere = tmp_path / "home" / linked  # a user's own folder, as `.cursor -> ~/.cursor` committed to a repository
+    elsewhere.mkdir(parents=True)
+    (workspace.main / linked).symlink_to(elsewhere)
+
+    refused = workspace.maf(workspace.main, "init", "--mcp", "cursor,codex")
+
+    assert refused.returncode == 2
+    (line,) = refused.stderr.splitlines()
+    assert linked in line and str(elsewhere) in line and "nothing was written" in line
+    assert list(elsewhere.iterdir()) == []  # before: mcp.json, config.toml or default.yaml written there
+    assert not (workspace.main / ".agent-mail").exists()
+
+
+def test_a_runtime_folder_that_is_a_symbolic_link_is_kept_out_of_git(workspace: Workspace, tmp_path: Path) -> None:
+    fast = tmp_path / "fast-disk"
+    fast.mkdir()
+    store = workspace.main / ".maf"
+    for name in os.listdir(store):
+        shutil.move(store / name, fast / name)
+    store.rmdir()
+    store.symlink_to(fast)  # the store on another disk
+
+    ok(workspace.maf(workspace.main, "setup"))
+
+    status = subprocess.run(["git", "status", "--short"], cwd=workspace.main, capture_output=True, text=True, timeout=60)
+    assert ".maf" not in status.stdout  # before: '?? .maf', the link ready to be committed
 
 
 def test_an_unknown_client_is_bad_input(workspace: Workspace) -> None:

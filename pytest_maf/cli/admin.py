@@ -15,7 +15,7 @@ from pytest_maf.cli.common import add_json, add_output, given, keep_runtime_file
 from pytest_maf.config import ConfigError, Settings
 from pytest_maf.config_files import DOTENV_NAME
 from pytest_maf.errors import UsageError
-from pytest_maf.files import checked_text_output, store_files, write_json_atomic, write_text_atomic
+from pytest_maf.files import checked_text_output, folder_outside, store_files, write_json_atomic, write_text_atomic
 from pytest_maf.terminal import printable
 
 if TYPE_CHECKING:
@@ -49,8 +49,14 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     for folder in (settings.mail_root, settings.mail_root / "messages", settings.mail_root / "outbox", starter.parent):
         if folder.exists() and not folder.is_dir():  # checked first: nothing is written on refusal
             raise UsageError(f"{folder} is a file where maf init lays out a folder; move it away and run maf init again")
-    created = mail.initialise(settings.mail_root, settings.escalation_targets)
     existing = [starter.with_suffix(suffix) for suffix in config_module.CONFIG_SUFFIXES if starter.with_suffix(suffix).exists()]
+    outside = None if existing else folder_outside(starter, _base())
+    if outside is not None:
+        raise UsageError(
+            f"{starter.parent} is a symbolic link out of the repository, to {outside}: maf init writes"
+            f" {starter.name} only inside it; nothing was written"
+        )
+    created = mail.initialise(settings.mail_root, settings.escalation_targets)
     if not existing:
         write_text_atomic(starter, starter_config())
         created.append(starter)
