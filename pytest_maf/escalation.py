@@ -28,6 +28,7 @@ from pytest_maf.errors import MafError, NotFoundError, UsageError
 from pytest_maf.leases import validate_id
 from pytest_maf.logs import INFO, log_event
 from pytest_maf.records import ESCALATION_STATUSES, Escalation
+from pytest_maf.values import check_text
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
@@ -68,6 +69,7 @@ def escalate(
         )
     if not error_context.strip():
         raise UsageError("--error-context must say what went wrong")
+    check_text("the error context", error_context)
 
     def plan(transaction: Transaction) -> tuple[Escalation, bool]:
         (active,) = transaction.escalations(status="active", agent_id=agent_id, bead_id=bead_id) or (None,)

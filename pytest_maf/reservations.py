@@ -31,7 +31,7 @@ from pytest_maf.patterns import (
     overlap_witness,
 )
 from pytest_maf.records import Reservation
-from pytest_maf.values import is_utf8
+from pytest_maf.values import check_text, is_utf8
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ def acquire(
     """
     validate_id("agent", agent_id)
     requested = [check_new_pattern(pattern) for pattern in _normalized(patterns)]
+    check_text("the reason", reason)
     if ttl_ms <= 0:
         raise UsageError(f"a reservation TTL must be above 0, got {ttl_ms} ms")
 
@@ -337,6 +338,7 @@ def force_release(
     validate_id("agent", agent_id)
     if not reason.strip():
         raise UsageError("--force needs --reason: the holders are told why")
+    check_text("the reason", reason)
     targets = list(dict.fromkeys(
         item if isinstance(item, ReleaseTarget) else ReleaseTarget(normalize_pattern(item)) for item in patterns
     ))

@@ -39,6 +39,17 @@ def is_utf8(text: str) -> bool:
     return True
 
 
+def check_text(name: str, value: str) -> str:
+    """Free text a user wrote (a reason, an error's context), as both backends can store it: no NUL
+    character (PostgreSQL's text cannot hold one, so a SQLite store holding one could not be copied
+    there) and nothing that is not UTF-8; else a :class:`UsageError` naming ``name``."""
+    if "\0" in value:
+        raise UsageError(f"{name} holds a NUL character, which a store cannot keep: remove it")
+    if not is_utf8(value):
+        raise UsageError(f"{name} holds text that is not UTF-8 (a lone surrogate), which a store cannot keep")
+    return value
+
+
 def check_integer(name: str, value: int, low: int, high: int) -> int:
     """``value`` if ``low <= value <= high``, else a :class:`UsageError` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

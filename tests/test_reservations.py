@@ -235,3 +235,12 @@ def test_index_finds_every_reservation_covering_a_path(held: list[str], path: st
     brute = {h.pattern for h in reservations_held if compile_pattern(h.pattern).matches(path)}
     covering = r.ReservationIndex(reservations_held).covering(path)
     assert {h.pattern for h in covering} == brute and len(covering) == len(brute)
+
+
+@pytest.mark.parametrize("reason", ["a\x00b", "bad \udcff byte"], ids=["nul", "lone-surrogate"])
+def test_a_reason_a_store_cannot_keep_is_refused_on_either_backend_and_nothing_is_reserved(store: Store, reason: str) -> None:
+    # before: SQLite kept the NUL, and the store could then not be copied to PostgreSQL, which refused it
+    with pytest.raises(UsageError, match="the reason holds"):
+        r.acquire(store, ["docs/"], "agent-a", MINUTE, reason=reason)
+
+    assert r.list_reservations(store) == []
