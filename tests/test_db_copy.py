@@ -134,3 +134,18 @@ def test_a_postgresql_store_is_not_copied_onto_itself(capsys: pytest.CaptureFixt
     spelled_otherwise = url.replace("127.0.0.1:5432", "127.0.0.1")  # the default port, left out
     assert main(["db", "copy", url, spelled_otherwise, "--source-schema", "one", "--dest-schema", "one"]) == 2
     assert "the same store" in capsys.readouterr().err
+
+
+def test_a_copy_that_fails_leaves_no_new_schema_behind(original: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    with sqlite3.connect(original) as connection:  # a reason kept before NUL was refused: PostgreSQL cannot hold it
+        connection.execute("UPDATE reservations SET reason = 'a' || char(0) || 'b'")
+    url = server_url()
+    with scratch_schema(url) as schema:
+        assert main(["db", "copy", str(original), url, "--dest-schema", schema]) == 2
+        assert "NUL" in capsys.readouterr().err
+        import psycopg
+
+        with psycopg.connect(url) as connection:  # before: the schema's 14 empty tables were left
+            assert connection.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None

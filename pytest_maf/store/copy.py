@@ -15,6 +15,7 @@ their placeholders differ.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,18 +197,59 @@ def copy_store(
         raise UsageError(f"{destination} is a directory; give a database file name for the destination")
     with open_store(source, schema=source_schema) as source_store:
         rows = read_rows(source_store)
-        with open_store(destination, create=True, schema=destination_schema) as destination_store:
-            replaced = write_rows(destination_store, rows, force=force)
-            expected = {table: len(found) for table, found in rows.items()}
-            counted = count_rows(destination_store)
-            if counted != expected:
-                differ = ", ".join(
-                    f"{table} {counted[table]} (source {expected[table]})" for table in expected
-                    if counted[table] != expected[table]
-                )
-                raise StoreError(f"the copy in {destination_store.location} has other row counts than the source: {differ}")
-            problems = schema_problems_of(destination_store)
-            if problems:
-                raise StoreError(f"the copy in {destination_store.location} fails the schema check: {'; '.join(problems)}")
-            return CopyReport(source_store.location, destination_store.location, counted, replaced)
+        made = not _there(destination, destination_schema)
+        try:
+            return _copy_into(source_store, rows, destination, destination_schema, force)
+        except BaseException:
+            if made:  # a copy that failed leaves no new store behind (a schema of empty tables, a file)
+                _remove(destination, destination_schema)
+            raise
+
+
+def _copy_into(source_store: Store, rows: Rows, destination: str, schema: str, force: bool) -> CopyReport:
+    from pytest_maf.store import open_store
+
+    with open_store(destination, create=True, schema=schema) as destination_store:
+        replaced = write_rows(destination_store, rows, force=force)
+        expected = {table: len(found) for table, found in rows.items()}
+        counted = count_rows(destination_store)
+        if counted != expected:
+            differ = ", ".join(
+                f"{table} {counted[table]} (source {expected[table]})" for table in expected
+                if counted[table] != expected[table]
+            )
+            raise StoreError(f"the copy in {destination_store.location} has other row counts than the source: {differ}")
+        problems = schema_problems_of(destination_store)
+        if problems:
+            raise StoreError(f"the copy in {destination_store.location} fails the schema check: {'; '.join(problems)}")
+        return CopyReport(source_store.location, destination_store.location, counted, replaced)
+
+
+def _there(destination: str, schema: str) -> bool:
+    """Whether the destination file or PostgreSQL schema exists (when that cannot be told: yes, so it is kept)."""
+    if not is_database_url(destination):
+        return os.path.lexists(destination)
+    import psycopg
+
+    try:
+        with psycopg.connect(destination, autocommit=True, connect_timeout=10) as connection:
+            return connection.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None
+    except psycopg.Error:
+        return True
+
+
+def _remove(destination: str, schema: str) -> None:
+    """Remove the store this copy made at ``destination``; what cannot be removed is left as it is."""
+    if not is_database_url(destination):
+        from pytest_maf.files import store_files
+
+        for path in store_files(Path(destination)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return
+    import psycopg
+    from psycopg import sql
+
+    with contextlib.suppress(psycopg.Error), psycopg.connect(destination, autocommit=True, connect_timeout=10) as connection:
+        connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
