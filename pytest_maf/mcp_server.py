@@ -104,6 +104,10 @@ class AgentServer(MCPServer[Any]):
         super().__init__(SERVER_NAME, tools=tools, **options)
         self.agent_id = agent_id
         self.parameters = {tool.name: frozenset(tool.parameters.get("properties", {})) for tool in tools}
+        self.types = {
+            tool.name: {name: json_types(schema) for name, schema in tool.parameters.get("properties", {}).items()}
+            for tool in tools
+        }
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
@@ -116,12 +120,44 @@ class AgentServer(MCPServer[Any]):
                 f"{name} takes no argument {', '.join(map(repr, unknown))}; this server acts for"
                 f" agent {self.agent_id} only, and an agent id is never an argument"
             ))
+        misshapen = [
+            f"{argument}: expected {' or '.join(sorted(self.types[name][argument]))}, got {json_type(value)} {json.dumps(value)[:40]}"
+            for argument, value in arguments.items()
+            if not _of_type(value, self.types[name][argument])
+        ]
+        if misshapen:  # not coerced: true is no attempt 1, nor "no" a false
+            return refusal(UsageError(f"{name}: {'; '.join(misshapen)}"))
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as error:
             if isinstance(error, UnexpectedToolError) or not isinstance(error.__cause__, ValidationError):
                 raise  # a crash of the tool itself, not the agent's arguments: the SDK logs it
             return refusal(UsageError(f"{name}: {invalid_arguments(error.__cause__)}"))
+
+
+_JSON_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("boolean", bool), ("integer", int), ("number", (int, float)), ("string", str), ("array", list),
+    ("object", dict), ("null", type(None)),
+)
+
+
+def json_types(schema: dict[str, Any]) -> frozenset[str]:
+    """The JSON types a parameter's schema admits (``type``, or each of ``anyOf``); none said: any."""
+    said = [schema.get("type")] + [option.get("type") for option in schema.get("anyOf", ())]
+    return frozenset(kind for kind in said if isinstance(kind, str))
+
+
+def json_type(value: Any) -> str:
+    return next((kind for kind, python in _JSON_TYPES if isinstance(value, python)), type(value).__name__)
+
+
+def _of_type(value: Any, types: frozenset[str]) -> bool:
+    """Whether ``value`` is of one of ``types`` as JSON types it (true is no integer, 1.0 no integer
+    either); a string for an array or object is left to the SDK, which reads JSON text there."""
+    kind = json_type(value)
+    if not types or kind in types or (kind == "integer" and "number" in types):
+        return True
+    return kind == "string" and bool(types & {"array", "object"})
 
 
 def invalid_arguments(error: ValidationError) -> str:

@@ -161,6 +161,11 @@ def test_arguments_of_the_wrong_shape_and_an_unknown_tool_are_refusals_of_kind_b
                 ("task_renew", {"task_id": "t1"}, "task_renew: attempt: a value is required"),
                 ("task_claim", {"task_id": 123}, "task_claim: task_id: "),
                 ("reservation_acquire", {"patterns": "src/**"}, "reservation_acquire: patterns: "),
+                # not coerced (before: attempt 1, and shared false)
+                ("task_renew", {"task_id": "t1", "attempt": True}, "attempt: expected integer, got boolean true"),
+                ("task_renew", {"task_id": "t1", "attempt": "1"}, 'attempt: expected integer, got string "1"'),
+                ("task_renew", {"task_id": "t1", "attempt": 1.0}, "attempt: expected integer, got number 1.0"),
+                ("reservation_acquire", {"patterns": ["src/**"], "shared": "no"}, "shared: expected boolean, got string"),
                 ("no_such_tool", {}, "there is no tool 'no_such_tool'; the tools are task_claim, "),
             ):
                 error = await agent.refused(tool, **arguments)
