@@ -17,7 +17,9 @@ Example::
 from __future__ import annotations
 
 import functools
+import inspect
 import json
+import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from mcp.server.mcpserver import MCPServer
@@ -86,15 +88,28 @@ def refusal(error: MafError) -> CallToolResult:
 
 def _refusals_as_tool_errors(operation: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """``operation`` with a :class:`MafError` returned as a tool error; its signature and docstring kept."""
+    arguments = _arguments_of_flags(operation)
+    flags = re.compile("|".join(re.escape(flag) + r"(?![\w-])" for flag in sorted(arguments, key=len, reverse=True)))
 
     @functools.wraps(operation)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return operation(*args, **kwargs)
         except MafError as error:
+            if type(error) is UsageError and arguments:  # in the tool's words: its arguments, not the command's flags
+                error = UsageError(flags.sub(lambda found: arguments[found.group()], str(error)))
             return refusal(error)
 
     return call
+
+
+def _arguments_of_flags(operation: Callable[..., Any]) -> dict[str, str]:
+    """The tool argument for each flag of the command: ``--error-context`` -> ``error_context``,
+    and ``--ttl`` -> ``ttl_seconds`` or ``ttl_minutes``."""
+    names = [name for name in inspect.signature(operation).parameters if name != "self"]
+    arguments = {f"--{name.replace('_', '-')}": name for name in names}
+    arguments.update({"--ttl": name for name in names if name.startswith("ttl_")})
+    return arguments
 
 
 class AgentServer(MCPServer[Any]):

@@ -166,11 +166,15 @@ def test_arguments_of_the_wrong_shape_and_an_unknown_tool_are_refusals_of_kind_b
                 ("task_renew", {"task_id": "t1", "attempt": "1"}, 'attempt: expected integer, got string "1"'),
                 ("task_renew", {"task_id": "t1", "attempt": 1.0}, "attempt: expected integer, got number 1.0"),
                 ("reservation_acquire", {"patterns": ["src/**"], "shared": "no"}, "shared: expected boolean, got string"),
+                # in the tool's words (before: --ttl, --force needs --reason, --error-context)
+                ("task_renew", {"task_id": "t1", "attempt": 1, "ttl_seconds": 0}, "ttl_seconds must be above 0 seconds"),
+                ("reservation_release", {"patterns": ["src/**"], "force": True}, "force needs reason: the holders"),
+                ("escalate", {"bead_id": "b1", "error_context": " ", "target": "codex-senior"}, "error_context must say"),
                 ("no_such_tool", {}, "there is no tool 'no_such_tool'; the tools are task_claim, "),
             ):
                 error = await agent.refused(tool, **arguments)
                 assert error["kind"] == "bad_input" and said in error["message"], error
-                assert "pydantic" not in error["message"]
+                assert "pydantic" not in error["message"] and " --" not in error["message"]
         assert cli_json(workspace, "reservation", "list") == []
 
     run(scenario())
