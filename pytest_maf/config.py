@@ -239,9 +239,9 @@ def _bounded_ttl(value: float | None, default: int, maximum: int, unit: str, var
     """A TTL checked against 0 and the maximum, in thousandths of ``unit`` (ms for seconds)."""
     value = default if value is None else value
     if not value > 0:
-        raise UsageError(f"--ttl must be above 0 {unit}, got {value:g}")
+        raise UsageError(f"--ttl must be above 0 {unit}, got {value:.15g}")
     if value > maximum:
-        raise UsageError(f"--ttl {value:g} is above the maximum of {maximum} {unit} (raise {variable} to allow it)")
+        raise UsageError(f"--ttl {value:.15g} is above the maximum of {maximum} {unit} (raise {variable} to allow it)")
     return int(value * 1000)
 
 

@@ -150,15 +150,15 @@ def parse_duration(name: str, text: str) -> int:
     """A span of time such as ``30m``, ``2h``, ``1d`` or ``1h30m`` in milliseconds (a bare number is
     seconds); anything else, or nothing, or more than a hundred years, is a :class:`UsageError`."""
     spelled = text.strip().lower()
-    parts = re.fullmatch(r"(?:\d+(?:\.\d+)?[smhdw])+|\d+(?:\.\d+)?", spelled)
+    parts = re.fullmatch(r"(?:[0-9]+(?:\.[0-9]+)?[smhdw])+|[0-9]+(?:\.[0-9]+)?", spelled)
     if not spelled or parts is None:
         raise UsageError(
             f"{name} {text!r} is not a duration; write a number with a unit: 90s, 30m, 2h, 1d, 1w (or 1h30m)"
         )
-    if spelled[-1].isdigit():
+    if spelled[-1] in "0123456789":
         spelled += "s"
     total = sum(
-        float(amount) * DURATION_UNITS_MS[unit] for amount, unit in re.findall(r"(\d+(?:\.\d+)?)([smhdw])", spelled)
+        float(amount) * DURATION_UNITS_MS[unit] for amount, unit in re.findall(r"([0-9]+(?:\.[0-9]+)?)([smhdw])", spelled)
     )
     if total > MAX_DURATION_MS:
         raise UsageError(f"{name} {text!r} is longer than a hundred years")

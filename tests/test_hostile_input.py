@@ -294,6 +294,20 @@ CASES += [
 ]
 
 
+# Messages that said something else: ". is a directory" for an empty file name, "run maf db recover" for a
+# text file as a copy's destination, an over-long TTL shown rounded to the maximum, Arabic-Indic digits taken.
+CASES += [
+    ("copy-into-a-text-file", an_application_database_notes_and_a_restores_copy,
+     ["db", "copy", ".maf/runtime.db", "notes.txt"], 2, "notes.txt exists and is no database"),
+    ("copy-into-an-empty-name", nothing, ["db", "copy", ".maf/runtime.db", ""], 2, "argument DEST: an empty value"),
+    ("verify-an-empty-name", nothing, ["db", "verify-backup", ""], 2, "argument FILE: an empty value"),
+    ("restore-an-empty-name", nothing, ["db", "restore", ""], 2, "argument FILE: an empty value"),
+    ("renew-past-the-longest-ttl", nothing, ["task", "renew", "t1", "--attempt", "1", "--ttl", "14400.0000001"], 2,
+     "--ttl 14400.0000001 is above the maximum of 14400 seconds"),
+    ("history-since-arabic-indic-digits", nothing, ["history", "--since", "\u0661h"], 2, "is not a duration"),
+]
+
+
 # Agent-mail: no symbolic link is followed out of the mail root, and a message id is never a glob.
 
 

@@ -375,7 +375,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     scope = check.add_mutually_exclusive_group()
     scope.add_argument("--comprehensive", action="store_true", help="every check (the default)")
-    scope.add_argument("--database-only", action="store_true", help="only the database checks")
+    scope.add_argument("--database-only", action="store_true", help="only the database checks (and config.valid: the configuration names the database)")
     scope.add_argument("--config-only", action="store_true", help="only the configuration checks")
     add_output(check, "also write the report as JSON to FILE", default_note="not written")
     add_json(check)

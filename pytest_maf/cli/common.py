@@ -52,7 +52,7 @@ def given(text: str) -> str:
     """An option's value that must say something: ``--task=`` from an unset shell variable is refused,
     not read as "every task" (a filter) or as no file at all."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("an empty value: give one, or leave the option out")
+        raise argparse.ArgumentTypeError("an empty value: give one")
     return text
 
 

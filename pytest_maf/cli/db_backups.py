@@ -281,7 +281,7 @@ def register(db: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_json(backup)
     backup.set_defaults(handler=cmd_backup)
     verify = db.add_parser("verify-backup", help="integrity and schema checks of a backup (exit 1 when bad)")
-    verify.add_argument("file", metavar="FILE")
+    verify.add_argument("file", type=given, metavar="FILE")
     add_json(verify)
     verify.set_defaults(handler=cmd_verify_backup)
     listing = db.add_parser(
@@ -300,7 +300,7 @@ def register(db: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         f" the schema <schema>_before_restore_<time>). FILE '{LATEST}' restores the newest backup in --dir that"
         " passes verification, passing over newer ones that fail it (give ./latest for a file of that name).",
     )
-    restore.add_argument("file", metavar="FILE", help=f"a backup file, or '{LATEST}'")
+    restore.add_argument("file", type=given, metavar="FILE", help=f"a backup file, or '{LATEST}'")
     restore.add_argument("--dir", type=given, metavar="FOLDER", help=f"with '{LATEST}': {folder_help}")
     restore.add_argument("--force", action="store_true", help="restore even while agents hold leases")
     add_json(restore)

@@ -231,8 +231,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " destination's schema. A destination that holds rows is refused (exit 2, nothing written) unless"
         " --force, which replaces them; so is copying a store onto itself.",
     )
-    copy.add_argument("source", metavar="SOURCE", help="a store file, or a postgresql:// URL")
-    copy.add_argument("destination", metavar="DEST", help="a store file, or a postgresql:// URL")
+    copy.add_argument("source", type=given, metavar="SOURCE", help="a store file, or a postgresql:// URL")
+    copy.add_argument("destination", type=given, metavar="DEST", help="a store file, or a postgresql:// URL")
     copy.add_argument("--force", action="store_true", help="replace the rows the destination holds")
     copy.add_argument("--source-schema", type=given, metavar="NAME", help="SOURCE's PostgreSQL schema (default: runtime.database_schema)")
     copy.add_argument("--dest-schema", type=given, metavar="NAME", help="DEST's PostgreSQL schema (default: runtime.database_schema)")

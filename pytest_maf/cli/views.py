@@ -262,10 +262,17 @@ def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
 def brief(text: object) -> str:
     """``text`` escaped for a terminal and cut to :data:`BRIEF_LIMIT` characters, saying how much is left
     out: a reason of 100,000 characters is one line, not a screenful."""
-    shown = printable(text)
+    original = str(text)
+    shown = printable(original)
     if len(shown) <= BRIEF_LIMIT:
         return shown
-    return f"{shown[:BRIEF_LIMIT]}... ({len(shown) - BRIEF_LIMIT} more characters; --json shows all)"
+    # The most of the text whose escaped form fits: no escape cut in two, and what is left out counted
+    # in the text's own characters (a control character is one, not the four of its escape).
+    low, high = 0, min(len(original), BRIEF_LIMIT)
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if len(printable(original[:middle])) <= BRIEF_LIMIT else (low, middle - 1)
+    return f"{printable(original[:low])}... ({len(original) - low} more characters; --json shows all)"
 
 
 def _table(

@@ -195,6 +195,14 @@ def copy_store(
         raise UsageError("the source and the destination are the same store: copy into another file, database or schema")
     if not is_database_url(destination) and Path(destination).is_dir():
         raise UsageError(f"{destination} is a directory; give a database file name for the destination")
+    if not is_database_url(destination) and os.path.lexists(destination):
+        from pytest_maf.files import SQLITE_HEADER, regular_file_head
+
+        if regular_file_head(Path(destination), len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise UsageError(
+                f"{destination} exists and is no database; nothing was written: copy into a new file,"
+                " or into a store (with --force to replace its rows)"
+            )
     with open_store(source, schema=source_schema) as source_store:
         rows = read_rows(source_store)
         made = not _there(destination, destination_schema)
