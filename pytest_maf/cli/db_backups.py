@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_maf.cli.common import add_json, add_output, given, print_json, print_table, when
 from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
-from pytest_maf.files import checked_output, regular_file_head, store_files
+from pytest_maf.files import checked_output, regular_file_head, replaced_output, store_files
 from pytest_maf.terminal import Progress, printable
 
 if TYPE_CHECKING:
@@ -88,14 +88,14 @@ def _backup_output(text: str, settings: Settings, kind: str) -> Path:
     output = checked_output(text, protected, "--output")
     if not os.path.lexists(output):
         return output
-    real = Path(os.path.realpath(output))
+    real = replaced_output(output, "--output")  # no store in use, device or pipe
     if settings.database_url is None and real.name.startswith(f"{settings.db_path.name}.before-restore-"):
         raise UsageError(
             f"{text} is the copy `maf db restore` kept of the database it replaced; choose another file for --output"
         )
-    if os.path.isfile(real) and backup_kind(real) != kind:
-        found = backup_kind(real)
-        what = f"a {found} backup" if found else "no pytest-maf backup"
+    found = backup_kind(real)
+    if found != kind:
+        what = f"a pytest-maf {found} database, not a {kind} backup" if found else "no pytest-maf backup"
         raise UsageError(
             f"{text} exists and is {what}: a backup replaces only an older {kind} backup;"
             " choose another file for --output, or remove it first"
