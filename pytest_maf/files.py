@@ -6,10 +6,11 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from pytest_maf.errors import UsageError
 
@@ -112,6 +113,29 @@ def checked_text_output(text: str, protected: Iterable[Path], what: str = "the o
     if regular_file_head(real, len(SQLITE_HEADER)) == SQLITE_HEADER:
         raise UsageError(f"{text} is a SQLite database; choose another file for {what}")
     return path
+
+
+_HELD_BACK = frozenset(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)
+) if hasattr(signal, "pthread_sigmask") else frozenset()
+
+
+@contextlib.contextmanager
+def scratch_directory(**options: Any) -> Iterator[Path]:
+    """A temporary directory (``tempfile.TemporaryDirectory`` options) removed whatever ends the block.
+
+    Ctrl-C and SIGTERM are held back while it is made: one that landed between its making and the
+    start of the block would leave it behind, with the copy of a database inside it. Held back, the
+    signal arrives once the block has begun, and the directory goes with the block.
+    """
+    with contextlib.ExitStack() as stack:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_BACK) if _HELD_BACK else None
+        try:
+            made = stack.enter_context(tempfile.TemporaryDirectory(**options))
+        finally:
+            if before is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        yield Path(made)
 
 
 def regular_file_head(path: Path, size: int) -> bytes:

@@ -871,10 +871,42 @@ def test_sigterm_in_a_backup_check_removes_its_private_copy(workspace: Workspace
         env={**workspace.env("alice"), "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 30
-    while not any(scratch.iterdir()) and checking.poll() is None and time.monotonic() < deadline:
+    while not any(scratch.glob("*/backup.db")) and checking.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)  # until the private copy is under way
     checking.send_signal(signal.SIGTERM)
     _, err = checking.communicate(timeout=60)
 
     assert checking.returncode == 128 + signal.SIGTERM and "maf: terminated" in err
     assert list(scratch.iterdir()) == []  # before: a copy of gigabytes left in the temporary folder
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_signal_as_a_scratch_directory_is_made_still_removes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+    import tempfile
+
+    from pytest_maf.files import scratch_directory
+
+    class Terminated(Exception):
+        pass
+
+    def terminated(*_: object) -> None:
+        raise Terminated
+
+    made: list[str] = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def made_then_terminated(*args: object, **options: object) -> str:
+        made.append(real_mkdtemp(*args, **options))  # type: ignore[call-overload]
+        os.kill(os.getpid(), signal.SIGTERM)  # SIGTERM as the directory exists and nothing yet removes it
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", made_then_terminated)
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        with pytest.raises(Terminated), scratch_directory(dir=tmp_path):
+            pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert made and not os.path.exists(made[0])  # before: left behind, with a copy of a database inside

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
 from pytest_maf.clock import system_clock
 from pytest_maf.errors import MafError, StoreError, UsageError
-from pytest_maf.files import SQLITE_HEADER, checked_output, replaced_output, store_files
+from pytest_maf.files import SQLITE_HEADER, checked_output, replaced_output, scratch_directory, store_files
 from pytest_maf.records import Event, ReservationEvent
 from pytest_maf.store import schema
 from pytest_maf.store.sqlite import _loads, connect
@@ -101,8 +101,8 @@ def _private_copy(path: Path) -> Iterator[Path]:
         raise StoreError(f"cannot read {path}: {error.strerror}") from None
     if not head:
         raise StoreError(f"{path} is empty (0 bytes): it is not a backup")
-    with tempfile.TemporaryDirectory(prefix="maf-backup-") as directory:
-        plain = Path(directory) / "backup.db"
+    with scratch_directory(prefix="maf-backup-") as directory:
+        plain = directory / "backup.db"
         try:
             with (gzip.open(path, "rb") if head == GZIP_MAGIC else open(path, "rb")) as source, open(plain, "wb") as target:
                 _unpack_database(source, target, path, shutil.disk_usage(directory).free)
@@ -205,8 +205,8 @@ def backup(db_path: Path, output: Path, compress: bool = False) -> BackupReport:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create the folder {output.parent} for the backup: {error.strerror}") from None
-    with tempfile.TemporaryDirectory(prefix=".maf-backup-", dir=output.parent) as directory:
-        snapshot = Path(directory) / "snapshot.db"
+    with scratch_directory(prefix=".maf-backup-", dir=output.parent) as directory:
+        snapshot = directory / "snapshot.db"
         source = connect(db_path, MAINTENANCE_BUSY_TIMEOUT_MS)
         target = sqlite3.connect(snapshot)
         try:
@@ -223,7 +223,7 @@ def backup(db_path: Path, output: Path, compress: bool = False) -> BackupReport:
                 f"the runtime database {db_path} is damaged ({'; '.join(error.problems)}); no backup was"
                 f" written: {RECOVER_HINT}"
             ) from None
-        staged = Path(directory) / "staged"
+        staged = directory / "staged"
         if compress:
             with open(snapshot, "rb") as plain, gzip.open(staged, "wb") as packed:
                 shutil.copyfileobj(plain, packed)
@@ -385,8 +385,8 @@ def recover(db_path: Path, output: Path, use_shell: bool = True) -> RecoverRepor
     except OSError as error:
         raise UsageError(f"cannot create the folder {output.parent}: {error.strerror}") from None
     before = _countable(db_path)
-    with tempfile.TemporaryDirectory(prefix=".maf-recover-", dir=output.parent) as directory:
-        building = Path(directory) / "recovered.db"
+    with scratch_directory(prefix=".maf-recover-", dir=output.parent) as directory:
+        building = directory / "recovered.db"
         method, notes, lost_and_found, counts = _rebuild(db_path, building, use_shell)
         problems = schema_problems(building)  # in the scratch folder: its -wal and -shm go with it
         recovered = {table: counts.get(table, 0) for table in before}
