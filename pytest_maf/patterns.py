@@ -405,9 +405,6 @@ class CompiledPattern:
         self.segments = _segments_of(text)
         self.literal = all(_plain(segment) for segment in self.segments)
         self.plain_path = "/".join(self.segments) if self.literal else ""
-        spelled = as_spelled(text)
-        # The path spelled as written (a folder only, where the pattern ends in '/'), or ''.
-        self.spelled_path = "/".join(_segments_of(spelled)).replace("\\", "") if spelled else ""
 
     @functools.cached_property
     def automaton(self) -> Automaton:
@@ -429,6 +426,16 @@ class CompiledPattern:
                 for charset, target in automaton.moves[source]
             ])
         return moves, frozenset(accepting)
+
+    @functools.cached_property
+    def spelled_path(self) -> str:
+        """The path the pattern also covers spelled as written (:func:`as_spelled`), with a last
+        ``/**`` where it ends in '/' (a folder only); '' where there is none. Made on first use."""
+        segments = self.segments
+        body = segments[:-1] if segments[-1] == "**" else segments
+        if self.literal or "**" in body or any("\\" in segment for segment in body) or all(map(_plain, body)):
+            return ""
+        return "/".join(segments)
 
     @functools.cached_property
     def regex(self) -> re.Pattern[str]:
@@ -472,10 +479,10 @@ class CompiledPattern:
         """Whether the pattern covers the concrete repository-relative ``path`` (or a directory above it)."""
         if self.literal:
             return path == self.plain_path or path.startswith(self.plain_path + "/")
-        spelled = self.spelled_path
-        if spelled and (path == spelled or path.startswith(spelled.removesuffix("/**") + "/")):
+        if self.regex.fullmatch(path) is not None:
             return True
-        return self.regex.fullmatch(path) is not None
+        spelled = self.spelled_path
+        return bool(spelled) and (path == spelled or path.startswith(spelled.removesuffix("/**") + "/"))
 
 
 _GLOB_CHARACTER = re.compile(r"[*?\[]")
@@ -483,18 +490,19 @@ _GLOB_CHARACTER = re.compile(r"[*?\[]")
 
 @functools.lru_cache(maxsize=65536)
 def as_spelled(pattern: str) -> str | None:
-    """A normalised pattern read as the path spelled as written, its glob characters escaped:
-    ``app/[slug]/page.tsx`` -> ``app/\\[slug]/page.tsx``. None where that adds nothing (no glob
+    r"""A normalised pattern read as the path spelled as written, its glob characters escaped:
+    ``app/[slug]/page.tsx`` -> ``app/\[slug]/page.tsx``. None where that adds nothing (no glob
     character) or where git reads no path so (``**`` before a name: any depth; a backslash).
 
     >>> as_spelled("app/[slug]/page.tsx"), as_spelled("src/*.py"), as_spelled("*.md")
     ('app/\\[slug]/page.tsx', 'src/\\*.py', None)
     """
-    segments = _segments_of(pattern)
-    body = segments[:-1] if segments and segments[-1] == "**" else segments
-    if not body or "**" in body or any("\\" in segment for segment in body) or all(_plain(segment) for segment in body):
+    spelled = compile_pattern(pattern).spelled_path
+    if not spelled:
         return None
-    return _render([_GLOB_CHARACTER.sub(lambda found: "\\" + found.group(), segment) for segment in body] + list(segments[len(body):]))
+    segments = spelled.split("/")
+    body = segments[:-1] if segments[-1] == "**" else segments
+    return _render([_GLOB_CHARACTER.sub(lambda found: "\\" + found.group(), segment) for segment in body] + segments[len(body):])
 
 
 @functools.lru_cache(maxsize=65536)
