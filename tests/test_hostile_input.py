@@ -840,16 +840,42 @@ def test_a_backup_unpacks_no_further_than_its_database_ends(workspace: Workspace
 
 
 def test_a_backup_larger_than_the_room_to_check_it_is_refused_before_it_is_copied(workspace: Workspace, tmp_path: Path) -> None:
+    import gzip
+
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    huge = workspace.main / "huge.db"
-    huge.write_bytes(database_header((1 << 32) * 65536 // 2))  # its header says 128 TiB
+    huge = workspace.main / "huge.db.gz"
+    with gzip.open(huge, "wb") as packed:
+        packed.write(database_header((1 << 32) * 65536 // 2))  # its header says 128 TiB
 
     completed = workspace.maf(workspace.main, "db", "verify-backup", str(huge), agent="alice", timeout=60, TMPDIR=str(scratch))
 
     one_line_refusal(completed, 2)
-    assert "huge.db holds a database of" in completed.stderr and "set TMPDIR to a folder with room" in completed.stderr
+    assert "huge.db.gz holds a database of" in completed.stderr and "set TMPDIR to a folder with room" in completed.stderr
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["cut-short", "no-size"])
+def test_a_backup_whose_header_gives_no_size_or_more_than_it_holds_is_bad(workspace: Workspace, case: str) -> None:
+    import gzip
+
+    header = bytearray(database_header(1 << 30))  # says 1 GiB
+    if case == "no-size":  # a stale size, as SQLite before 3.7.0 left it: no bound on what a gzip unpacks to
+        header[92:96] = (2).to_bytes(4, "big")
+        backup = workspace.main / "stale.db.gz"
+        with gzip.open(backup, "wb", compresslevel=1) as packed:
+            packed.write(bytes(header))
+            for _ in range(64):
+                packed.write(bytes(1 << 20))
+    else:
+        backup = workspace.main / "short.db"
+        backup.write_bytes(bytes(header))  # 100 bytes of a database its header says is 1 GiB
+
+    completed = verify_with_files_capped(workspace, backup, 8 << 20)
+
+    assert completed.returncode == 1, completed.stderr  # BAD; before: unpacked until the cap (or the disk) ran out
+    said = completed.stdout + completed.stderr
+    assert ("gives no size" if case == "no-size" else "the file holds 100: it is cut short") in said
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
@@ -880,10 +906,9 @@ def test_sigterm_in_a_backup_check_removes_its_private_copy(workspace: Workspace
     assert list(scratch.iterdir()) == []  # before: a copy of gigabytes left in the temporary folder
 
 
-@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="POSIX signal masks")
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_a_signal_as_a_scratch_directory_is_made_still_removes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import signal
-    import tempfile
 
     from pytest_maf.files import scratch_directory
 
@@ -894,14 +919,14 @@ def test_a_signal_as_a_scratch_directory_is_made_still_removes_it(tmp_path: Path
         raise Terminated
 
     made: list[str] = []
-    real_mkdtemp = tempfile.mkdtemp
+    real_mkdir = os.mkdir
 
-    def made_then_terminated(*args: object, **options: object) -> str:
-        made.append(real_mkdtemp(*args, **options))  # type: ignore[call-overload]
-        os.kill(os.getpid(), signal.SIGTERM)  # SIGTERM as the directory exists and nothing yet removes it
-        return made[-1]
+    def made_then_terminated(path: str, *args: object, **options: object) -> None:
+        real_mkdir(path, *args, **options)  # type: ignore[arg-type]
+        made.append(str(path))
+        os.kill(os.getpid(), signal.SIGTERM)  # SIGTERM the moment the directory exists
 
-    monkeypatch.setattr(tempfile, "mkdtemp", made_then_terminated)
+    monkeypatch.setattr(os, "mkdir", made_then_terminated)
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         with pytest.raises(Terminated), scratch_directory(dir=tmp_path):

@@ -82,14 +82,14 @@ def _backup_json(
 def _backup_output(text: str, settings: Settings, kind: str) -> Path:
     """``--output`` of a backup: a new file, or an older pytest-maf backup of the same kind; never another
     file (an application's database, notes) nor the copy a restore kept of the database it replaced."""
-    from pytest_maf.store.backups import backup_kind
+    from pytest_maf.store.backups import backup_kind, is_protected
 
     protected = [] if settings.database_url is not None else store_files(settings.db_path)
     output = checked_output(text, protected, "--output")
-    if not os.path.lexists(output):
-        return output
     real = replaced_output(output, "--output")  # no store in use, device or pipe
-    if settings.database_url is None and real.name.startswith(f"{settings.db_path.name}.before-restore-"):
+    if not os.path.lexists(real) or os.path.getsize(real) == 0:  # a new file (through a link too), or an empty one
+        return output
+    if settings.database_url is None and is_protected(real, [settings.db_path]):
         raise UsageError(
             f"{text} is the copy `maf db restore` kept of the database it replaced; choose another file for --output"
         )

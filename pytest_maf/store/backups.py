@@ -99,7 +99,7 @@ def backup_kind(path: Path) -> str | None:
     return None
 
 
-def _is_protected(path: Path, protected: Iterable[Path]) -> bool:
+def is_protected(path: Path, protected: Iterable[Path]) -> bool:
     if in_use_mark(path) is not None:  # a store in use, this one's or another repository's
         return True
     for guarded in protected:
@@ -128,7 +128,7 @@ def find_backups(folder: Path, protected: Iterable[Path] = (), kind: str | None 
         if path.name.startswith("."):
             continue  # a backup being written is staged under a dot-name
         found_kind = backup_kind(path)
-        if found_kind is None or (kind is not None and found_kind != kind) or _is_protected(path, guarded):
+        if found_kind is None or (kind is not None and found_kind != kind) or is_protected(path, guarded):
             continue
         status = path.stat()
         found.append(BackupFile(path, found_kind, status.st_size, status.st_mtime_ns // 1_000_000))

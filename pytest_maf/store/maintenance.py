@@ -104,18 +104,20 @@ def _private_copy(path: Path) -> Iterator[Path]:
     with scratch_directory(prefix="maf-backup-") as directory:
         plain = directory / "backup.db"
         try:
-            with (gzip.open(path, "rb") if head == GZIP_MAGIC else open(path, "rb")) as source, open(plain, "wb") as target:
-                _unpack_database(source, target, path, shutil.disk_usage(directory).free)
+            packed = head == GZIP_MAGIC
+            with (gzip.open(path, "rb") if packed else open(path, "rb")) as source, open(plain, "wb") as target:
+                held = None if packed else os.fstat(source.fileno()).st_size
+                _unpack_database(source, target, path, shutil.disk_usage(directory).free, held)
         except (OSError, EOFError, zlib.error) as error:
             raise VerificationError(path, [f"cannot decompress or copy it: {error}"]) from None
         yield plain
 
 
 def _size_in_header(header: bytes) -> int | None:
-    """The size a SQLite database header gives (page size x page count), or None where it does
-    not give one: no SQLite header, or one a SQLite older than 3.7.0 left stale
+    """The size a SQLite database header gives (page size x page count), or None where it gives
+    none: a header cut short, or one a SQLite older than 3.7.0 left stale
     (https://sqlite.org/fileformat2.html#in_header_database_size)."""
-    if len(header) < SQLITE_HEADER_SIZE or not header.startswith(SQLITE_HEADER):
+    if len(header) < SQLITE_HEADER_SIZE:
         return None
     page_size = int.from_bytes(header[16:18], "big")
     pages = int.from_bytes(header[28:32], "big")
@@ -124,31 +126,36 @@ def _size_in_header(header: bytes) -> int | None:
     return (65536 if page_size == 1 else page_size) * pages
 
 
-def _unpack_database(source: io.BufferedIOBase, target: BinaryIO, shown: Path, room: int) -> None:
-    """Copy the database ``source`` holds, no further than its header's size: SQLite reads no more.
+def _unpack_database(source: io.BufferedIOBase, target: BinaryIO, shown: Path, room: int, held: int | None) -> None:
+    """Copy the database ``source`` holds (a file of ``held`` bytes, or gzipped: None), no further than
+    its header's size: SQLite reads no more.
 
-    What is no database stops at its first bytes, which are enough for the checks to say so, and
-    a file that unpacks without end (a gzip bomb) stops where its database ends; a database larger
-    than the room left where it is copied is refused before a byte is written.
+    What is no database stops at its first bytes, which are enough for the checks to say so; a file
+    that unpacks without end (a gzip bomb) stops where its database ends, and a header that gives no
+    size, or more than the file holds, is refused. A database larger than the room left where it is
+    copied is refused before a byte more is written.
     """
     header = source.read(SQLITE_HEADER_SIZE)
     target.write(header)
     if not header.startswith(SQLITE_HEADER):
         return
-    left = _size_in_header(header)
-    if left is not None and left > room:
+    claimed = _size_in_header(header)
+    if claimed is None:
+        raise VerificationError(shown, ["its SQLite header gives no size (it is damaged, or a SQLite older than 3.7.0 wrote it)"])
+    if held is not None and claimed > held:
+        raise VerificationError(shown, [f"its header gives {claimed:,} bytes and the file holds {held:,}: it is cut short"])
+    if claimed > room:
         raise StoreError(
-            f"{shown} holds a database of {left:,} bytes and the temporary folder ({tempfile.gettempdir()})"
+            f"{shown} holds a database of {claimed:,} bytes and the temporary folder ({tempfile.gettempdir()})"
             f" has {room:,} free: set TMPDIR to a folder with room for the copy it is checked in"
         )
-    left = None if left is None else left - len(header)
-    while left is None or left > 0:
-        chunk = source.read(COPY_CHUNK if left is None else min(COPY_CHUNK, left))
+    left = claimed - len(header)
+    while left > 0:
+        chunk = source.read(min(COPY_CHUNK, left))
         if not chunk:
             return
         target.write(chunk)
-        if left is not None:
-            left -= len(chunk)
+        left -= len(chunk)
 
 
 def _verify_in_place(plain: Path, shown: Path) -> dict[str, int]:
