@@ -205,16 +205,17 @@ def copy_store(
             )
     with open_store(source, schema=source_schema) as source_store:
         rows = read_rows(source_store)
-        made = not _there(destination, destination_schema)
+        made = not _destination_exists(destination, destination_schema)
         try:
             return _copy_into(source_store, rows, destination, destination_schema, force)
         except BaseException:
             if made:  # a copy that failed leaves no new store behind (a schema of empty tables, a file)
-                _remove(destination, destination_schema)
+                _remove_new_store(destination, destination_schema)
             raise
 
 
 def _copy_into(source_store: Store, rows: Rows, destination: str, schema: str, force: bool) -> CopyReport:
+    """Write ``rows`` into the store at ``destination`` (made if missing), then check its row counts and schema."""
     from pytest_maf.store import open_store
 
     with open_store(destination, create=True, schema=schema) as destination_store:
@@ -233,7 +234,7 @@ def _copy_into(source_store: Store, rows: Rows, destination: str, schema: str, f
         return CopyReport(source_store.location, destination_store.location, counted, replaced)
 
 
-def _there(destination: str, schema: str) -> bool:
+def _destination_exists(destination: str, schema: str) -> bool:
     """Whether the destination file or PostgreSQL schema exists (when that cannot be told: yes, so it is kept)."""
     if not is_database_url(destination):
         return os.path.lexists(destination)
@@ -246,8 +247,18 @@ def _there(destination: str, schema: str) -> bool:
         return True
 
 
-def _remove(destination: str, schema: str) -> None:
-    """Remove the store this copy made at ``destination``; what cannot be removed is left as it is."""
+def _remove_new_store(destination: str, schema: str) -> None:
+    """Remove the store this copy made at ``destination``, unless it holds rows by now (a copy into
+    the same new place begun beside this one, that succeeded); what cannot be removed is left as it is."""
+    from pytest_maf.errors import MafError
+    from pytest_maf.store import open_store
+
+    try:
+        with open_store(destination, schema=schema) as made:
+            if any(count_rows(made).values()):
+                return
+    except MafError:
+        pass  # made only in part (no tables yet): nothing in it to keep
     if not is_database_url(destination):
         from pytest_maf.files import store_files
 
