@@ -15,8 +15,9 @@ A pattern is a repository-relative gitignore pattern, read as if written in a
   ``/`` anywhere else anchors it at the root: ``src/app.py`` is that one
   path, and a leading ``/`` anchors a single name: ``/README.md`` is the
   root README only.
-* As git reads a pathspec, a pattern rooted at named folders also covers the
-  path spelled exactly as written: ``app/[slug]/page.tsx`` covers the file
+* As git reads a pathspec, a glob anchored at the root (a ``/`` before its
+  end) with no ``**`` before its last name also covers the path spelled
+  exactly as written: ``app/[slug]/page.tsx`` covers the file
   of that name (a route of Next.js or SvelteKit), as well as ``app/s/page.tsx``.
   So one spelling reserves the same in every worktree, whether the file is
   there yet or not.

@@ -562,8 +562,11 @@ class XdistBridge:
 
 
 def _distributed(config: pytest.Config) -> bool:
-    """Whether xdist runs the tests on workers (``-n 2``): its controller collects nothing."""
-    return config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") != "no"
+    """Whether xdist runs the tests on workers (``-n 2``, ``--tx``): its controller collects nothing."""
+    return (
+        config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") != "no"
+        and bool(config.getoption("numprocesses", None) or config.getoption("tx", None))
+    )
 
 
 def _severity(marker: pytest.Mark | None) -> str:

@@ -164,7 +164,7 @@ def test_arguments_of_the_wrong_shape_and_an_unknown_tool_are_refusals_of_kind_b
                 # not coerced (before: attempt 1, and shared false)
                 ("task_renew", {"task_id": "t1", "attempt": True}, "attempt: expected integer, got boolean true"),
                 ("task_renew", {"task_id": "t1", "attempt": "1"}, 'attempt: expected integer, got string "1"'),
-                ("task_renew", {"task_id": "t1", "attempt": 1.0}, "attempt: expected integer, got number 1.0"),
+                ("task_renew", {"task_id": "t1", "attempt": 1.5}, "attempt: expected integer, got number 1.5"),
                 ("reservation_acquire", {"patterns": ["src/**"], "shared": "no"}, "shared: expected boolean, got string"),
                 # in the tool's words (before: --ttl, --force needs --reason, --error-context)
                 ("task_renew", {"task_id": "t1", "attempt": 1, "ttl_seconds": 0}, "ttl_seconds must be above 0 seconds"),

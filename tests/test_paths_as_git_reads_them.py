@@ -252,3 +252,20 @@ def test_trailing_spaces_are_dropped_as_in_a_gitignore_so_the_reservation_protec
     assert taken.returncode == 1 and "blocked, alice" in taken.stdout  # before: free
     spaces = acquire(workspace, workspace.main, "bob", "   ")
     assert spaces.returncode == 2 and "an empty pattern reserves nothing" in spaces.stderr
+
+
+@pytest.mark.parametrize("pattern", ["app/[slug]/page.tsx", "[ab]/x.py", "docs/v?.md"])
+def test_a_glob_covers_what_git_lists_for_it_as_a_pathspec(workspace: Workspace, pattern: str) -> None:
+    from pytest_maf.patterns import matches
+
+    files = ["app/[slug]/page.tsx", "app/s/page.tsx", "app/x/page.tsx", "[ab]/x.py", "a/x.py", "c/x.py",
+             "docs/v?.md", "docs/v1.md", "docs/v12.md"]
+    for name in files:
+        (workspace.main / name).parent.mkdir(parents=True, exist_ok=True)
+        (workspace.main / name).write_text("x\n")
+    workspace.git(workspace.main, "add", "--", *(f":(literal){name}" for name in files))
+
+    listed = set(workspace.git(workspace.main, "ls-files", "--", pattern).splitlines())  # git, the oracle
+
+    assert listed >= {pattern}  # git takes the path spelled as written, and the glob's matches
+    assert {name for name in files if matches(pattern, name)} == listed
