@@ -50,18 +50,25 @@ def runtime_entries(settings: Settings) -> list[tuple[str, str]]:
     found: dict[str, str] = {}
     for path, is_database in ((settings.db_path, True), (settings.mail_root, False)):
         directory = path.parent if is_database else path
-        linked = directory.is_symlink()  # git sees the link itself (.maf -> /fast/disk), not a folder
-        try:
-            relative = (directory.parent.resolve() / directory.name if linked else directory.resolve()).relative_to(root)
-        except ValueError:
+        if directory.is_symlink():  # git sees the link itself (.maf -> /fast/disk), not a folder
+            link = _inside(directory.parent.resolve() / directory.name, root)
+            if link is not None and link.parts:
+                found[link.as_posix()] = f"/{_escaped(link.as_posix())}"
+        relative = _inside(directory.resolve(), root)  # and the folder a link names, where that is inside
+        if relative is None:
             continue  # outside the repository: nothing for git to see
-        if relative.parts and linked:
-            found[relative.as_posix()] = f"/{_escaped(relative.as_posix())}"
-        elif relative.parts:
+        if relative.parts:
             found[f"{relative.as_posix()}/"] = f"/{_escaped(relative.as_posix())}/"
         elif is_database:  # the database directly at the root: the file and its companions
             found[f"{path.name}*"] = f"/{_escaped(path.name)}*"
     return list(found.items())
+
+
+def _inside(path: Path, root: Path) -> Path | None:
+    try:
+        return path.relative_to(root)
+    except ValueError:
+        return None
 
 
 def exclude_file(repo_root: Path) -> Path:

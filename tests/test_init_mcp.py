@@ -141,9 +141,12 @@ def test_a_folder_a_symbolic_link_takes_out_of_the_repository_is_refused_and_not
     assert not (workspace.main / ".agent-mail").exists()
 
 
-def test_a_runtime_folder_that_is_a_symbolic_link_is_kept_out_of_git(workspace: Workspace, tmp_path: Path) -> None:
-    fast = tmp_path / "fast-disk"
-    fast.mkdir()
+@pytest.mark.parametrize("inside", [False, True], ids=["another-disk", "a-folder-of-the-repository"])
+def test_a_runtime_folder_that_is_a_symbolic_link_is_kept_out_of_git(
+    workspace: Workspace, tmp_path: Path, inside: bool
+) -> None:
+    fast = workspace.main / "build" / "maf" if inside else tmp_path / "fast-disk"
+    fast.mkdir(parents=True)
     store = workspace.main / ".maf"
     for name in os.listdir(store):
         shutil.move(store / name, fast / name)
@@ -153,7 +156,7 @@ def test_a_runtime_folder_that_is_a_symbolic_link_is_kept_out_of_git(workspace: 
     ok(workspace.maf(workspace.main, "setup"))
 
     status = subprocess.run(["git", "status", "--short"], cwd=workspace.main, capture_output=True, text=True, timeout=60)
-    assert ".maf" not in status.stdout  # before: '?? .maf', the link ready to be committed
+    assert ".maf" not in status.stdout and "build" not in status.stdout  # before: '?? .maf', ready to be committed
 
 
 def test_an_unknown_client_is_bad_input(workspace: Workspace) -> None:

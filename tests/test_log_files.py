@@ -128,7 +128,8 @@ def test_processes_sharing_a_file_lose_no_line_across_rotations(tmp_path: Path) 
     (".maf/runtime.db", "maf-config/default.yaml", "holds the configuration"),  # lines appended broke every command
     (".maf/runtime.db", "maf-config/local.json", "holds the configuration"),  # a new layer of JSON lines
     (".maf/runtime.db", ".env", "which this command must not overwrite"),
-], ids=["wal", "database", "rotated-name", "config-file", "new-config-layer", "dotenv"])
+    (".maf/runtime.db", ".git/HEAD", "is in git's own folder"),  # lines appended: git no longer knew HEAD
+], ids=["wal", "database", "rotated-name", "config-file", "new-config-layer", "dotenv", "git-head"])
 def test_a_log_file_that_names_the_store_is_refused(workspace: Workspace, db_path: str, log_file: str, expected: str) -> None:
     result = workspace.maf(workspace.main, "task", "add", "--id", "t1", MAF_DB_PATH=db_path, MAF_LOG_FILE=log_file)
 
@@ -150,11 +151,15 @@ def test_a_log_file_that_cannot_be_written_warns_once_and_the_command_goes_on(wo
     assert warning.startswith("maf: warning: cannot write the log file ") and "blocker/maf.log" in warning
 
 
-@pytest.mark.parametrize("log_file", [".git/index", "backup.db"])
+@pytest.mark.parametrize("log_file", ["app.db", "backup.db"])
 def test_a_log_file_that_holds_binary_data_is_left_as_it_was_and_the_command_goes_on(
     workspace: Workspace, log_file: str
 ) -> None:
+    import sqlite3
+
     workspace.maf(workspace.main, "db", "backup", "--output", "backup.db")
+    with sqlite3.connect(workspace.main / "app.db") as application:  # another application's database
+        application.execute("CREATE TABLE customers (name TEXT)")
     workspace.maf(workspace.main, "task", "add", "--id", "t1")
     before = (workspace.main / log_file).read_bytes()
 
@@ -163,7 +168,7 @@ def test_a_log_file_that_holds_binary_data_is_left_as_it_was_and_the_command_goe
     assert result.returncode == 0 and "t1" in result.stdout
     (warning,) = result.stderr.splitlines()
     assert warning.startswith("maf: warning: cannot write the log file ") and "binary data" in warning
-    # before: JSON lines appended to git's index ("index file corrupt") and a .git/index.lock that stopped git
+    # before: JSON lines appended to the database and a lock file left beside it
     assert (workspace.main / log_file).read_bytes() == before
     assert not (workspace.main / f"{log_file}.lock").exists()
     status = subprocess.run(["git", "status", "--short"], cwd=workspace.main, capture_output=True, text=True, timeout=60)

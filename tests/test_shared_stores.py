@@ -96,7 +96,7 @@ def test_a_thread_waits_for_anothers_transaction_on_the_same_store_then_writes(b
 def test_a_threads_look_at_the_schema_never_sees_anothers_unfinished_change(
     backend: str, look: str, tmp_path: Path
 ) -> None:
-    inside, leave = threading.Event(), threading.Event()
+    inside, leave, looking_now = threading.Event(), threading.Event(), threading.Event()
     seen: list[object] = []
 
     def unfinished(transaction: Any) -> None:  # a schema change under way, then given up
@@ -109,27 +109,32 @@ def test_a_threads_look_at_the_schema_never_sees_anothers_unfinished_change(
         assert leave.wait(JOIN_S)
         raise RuntimeError("given up")
 
-    def looking() -> None:
+    def look_now() -> object:
         if look == "user_version":
-            seen.append(store.pragma("user_version")[0][0] if backend == "sqlite" else store.schema_version())
-        else:
-            seen.append(getattr(store, look)())
+            return store.pragma("user_version")[0][0] if backend == "sqlite" else store.schema_version()
+        return getattr(store, look)()
+
+    def looking() -> None:
+        looking_now.set()
+        seen.append(look_now())
 
     with backend_store(backend, tmp_path) as store:
-        expected = looking() or seen.pop()
+        expected = look_now()
         changer = threading.Thread(target=lambda: pytest.raises(RuntimeError, store.write, unfinished))
         changer.start()
         assert inside.wait(JOIN_S)
         looker = threading.Thread(target=looking)
         looker.start()
+        assert looking_now.wait(JOIN_S)
         looker.join(timeout=0.5)
+        waited = looker.is_alive()  # the look waits for the other thread's transaction to end
         leave.set()
         changer.join(timeout=JOIN_S)
         looker.join(timeout=JOIN_S)
 
     # before, on SQLite: the look ran inside the other thread's transaction, and saw a table and a version
     # that never were (schema_version 99: "newer than this pytest-maf knows")
-    assert seen == [expected]
+    assert waited and seen == [expected]
 
 
 @pytest.mark.parametrize("backend", [backend_param(backend) for backend in BACKENDS])
