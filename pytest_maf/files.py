@@ -128,7 +128,7 @@ def scratch_directory(prefix: str = "maf-", dir: Path | str | None = None) -> It
 
     path = Path(dir if dir is not None else tempfile.gettempdir()) / f"{prefix}{secrets.token_hex(16)}"
     try:
-        path.mkdir(mode=0o700)
+        os.mkdir(path, 0o700)
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
