@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_maf.guard import git_output
+from pytest_maf.patterns import escape_glob
 
 if TYPE_CHECKING:
     from pytest_maf.config import Settings
 
 HEADER = "# pytest-maf runtime files (added by maf setup / maf init)"
-GLOB_CHARACTERS = "\\*?["
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,6 @@ class ExcludeReport:
         return f"kept {' and '.join(self.entries)} out of git ({self.shown_file})"
 
 
-def _escaped(relative: str) -> str:
-    """A repository-relative name as a literal gitignore pattern."""
-    return "".join(f"\\{character}" if character in GLOB_CHARACTERS else character for character in relative)
-
-
 def runtime_entries(settings: Settings) -> list[tuple[str, str]]:
     """(shown name, exclude line) for the database's directory and the mail root inside the repository."""
     if settings.repo_root is None:
@@ -53,14 +48,14 @@ def runtime_entries(settings: Settings) -> list[tuple[str, str]]:
         if directory.is_symlink():  # git sees the link itself (.maf -> /fast/disk), not a folder
             link = _inside(directory.parent.resolve() / directory.name, root)
             if link is not None and link.parts:
-                found[link.as_posix()] = f"/{_escaped(link.as_posix())}"
+                found[link.as_posix()] = f"/{escape_glob(link.as_posix())}"
         relative = _inside(directory.resolve(), root)  # and the folder a link names, where that is inside
         if relative is None:
             continue  # outside the repository: nothing for git to see
         if relative.parts:
-            found[f"{relative.as_posix()}/"] = f"/{_escaped(relative.as_posix())}/"
+            found[f"{relative.as_posix()}/"] = f"/{escape_glob(relative.as_posix())}/"
         elif is_database:  # the database directly at the root: the file and its companions
-            found[f"{path.name}*"] = f"/{_escaped(path.name)}*"
+            found[f"{path.name}*"] = f"/{escape_glob(path.name)}*"
     return list(found.items())
 
 

@@ -128,7 +128,6 @@ def normalize_pattern(text: str) -> str:
     >>> normalize_pattern("/README.md"), normalize_pattern("**/README.md"), normalize_pattern("docs/")
     ('/README.md', 'README.md', 'docs/')
     """
-    check_pattern_text(text)
     text = _UNESCAPED_TRAILING_SPACES.sub("", text)  # as git reads a .gitignore line
     check_pattern_text(text)
     segments = _explicit_segments(text)
@@ -486,9 +485,6 @@ class CompiledPattern:
         return bool(spelled) and (path == spelled or path.startswith(spelled.removesuffix("/**") + "/"))
 
 
-_GLOB_CHARACTER = re.compile(r"[*?\[]")
-
-
 @functools.lru_cache(maxsize=65536)
 def as_spelled(pattern: str) -> str | None:
     r"""A normalised pattern read as the path spelled as written, its glob characters escaped:
@@ -503,7 +499,12 @@ def as_spelled(pattern: str) -> str | None:
         return None
     segments = spelled.split("/")
     body = segments[:-1] if segments[-1] == "**" else segments
-    return _render([_GLOB_CHARACTER.sub(lambda found: "\\" + found.group(), segment) for segment in body] + segments[len(body):])
+    return _render([escape_glob(segment) for segment in body] + segments[len(body):])
+
+
+def escape_glob(text: str) -> str:
+    """``text`` with each glob character escaped: a gitignore pattern that matches that name literally."""
+    return _GLOB.sub(lambda found: "\\" + found.group(), text)
 
 
 @functools.lru_cache(maxsize=65536)

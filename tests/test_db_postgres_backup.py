@@ -53,9 +53,9 @@ def _schemas(store: Store) -> list[str]:
 
 
 def _drop(url: str, schema: str) -> None:
-    from pytest_maf.store.postgres_backup import _drop_schema
+    from pytest_maf.store.postgres import drop_schema
 
-    _drop_schema(url, schema)
+    drop_schema(url, schema)
 
 
 @needs_tools

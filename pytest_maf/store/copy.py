@@ -266,9 +266,8 @@ def _remove_new_store(destination: str, schema: str) -> None:
             with contextlib.suppress(OSError):
                 path.unlink()
         return
-    import psycopg
-    from psycopg import sql
+    from pytest_maf.store.postgres import drop_schema
 
-    with contextlib.suppress(psycopg.Error), psycopg.connect(destination, autocommit=True, connect_timeout=10) as connection:
-        connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    with contextlib.suppress(MafError):
+        drop_schema(destination, schema)
 

@@ -395,6 +395,15 @@ class PostgresStore:
         return self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED", compare)
 
 
+def drop_schema(url: str, schema: str) -> None:
+    """Drop ``schema`` and everything in it, on a connection of its own (a scratch or half-made store)."""
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="pytest-maf") as connection:
+            connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    except psycopg.Error as error:
+        raise StoreError(f"cannot drop the schema {schema} at {redact_url(url)}: {error}") from None
+
+
 def _describe(connection: psycopg.Connection[Any], schema: str) -> dict[str, dict[str, Any]]:
     """Each table of ``schema``: its columns, constraints and indexes, with the schema's name left out."""
     tables: dict[str, dict[str, Any]] = {}

@@ -34,7 +34,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_maf.database_url import hide_password, redact_url
 from pytest_maf.errors import StoreError, UsageError
 from pytest_maf.files import replaced_output
-from pytest_maf.store.postgres import PostgresStore
+from pytest_maf.store.postgres import PostgresStore, drop_schema
 
 _COPY_START = re.compile(r"^COPY \S+ \(.*\) FROM stdin;$")
 
@@ -101,14 +101,6 @@ def _apply(url: str, script: str, what: str) -> None:
     _run([_tool("psql"), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-f", "-"], url, environment, what, script)
 
 
-def _drop_schema(url: str, schema: str) -> None:
-    with PostgresStore(url, schema=schema) as scratch:
-        scratch.run_on_connection(
-            lambda connection: connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))),
-            writing=True,
-        )
-
-
 def verify_backup(url: str, backup_path: Path) -> dict[str, int]:
     """Restore ``backup_path`` into a scratch schema of the database at ``url``, check its schema, count
     its rows per table, and drop it; raises :class:`~pytest_maf.store.maintenance.VerificationError`."""
@@ -135,7 +127,7 @@ def verify_backup(url: str, backup_path: Path) -> dict[str, int]:
                 raise VerificationError(backup_path, problems)
             return count_rows(restored)
     finally:
-        _drop_schema(url, scratch)
+        drop_schema(url, scratch)
 
 
 @dataclass(frozen=True)

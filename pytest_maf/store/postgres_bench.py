@@ -15,6 +15,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pytest_maf.store.postgres import drop_schema  # noqa: F401 (the benchmarks' scratch schemas)
+
 FLOOR_TABLE = "bench_floor"
 
 
@@ -72,6 +74,3 @@ def bare_claims(url: str, schema: str, agent: str, duration_s: float) -> list[fl
     return samples
 
 
-def drop_schema(url: str, schema: str) -> None:
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
