@@ -85,7 +85,7 @@ def escalate(
         ), True
 
     def message_for(escalation: Escalation) -> dict[str, Any]:
-        return {
+        return mail.check_size({
             "id": mail.new_message_id(),
             "type": "ESCALATION_REQUEST",
             "from": agent_id,
@@ -95,7 +95,7 @@ def escalate(
             "level": escalation.level,
             "created_at": escalation.updated_at,
             "escalation_id": escalation.id,
-        }
+        }, "the error context", "put the details in a file and give its path")
 
     planned, raised = store.read(plan)
     # A link out of the mail root is refused before anything is written (even the writers' lock).

@@ -146,11 +146,16 @@ def regular_file_head(path: Path, size: int) -> bytes:
         return b""
 
 
-def write_json_atomic(path: Path, payload: Any, *, overwrite: bool = True) -> bool:
-    """Write ``payload`` as JSON to ``path``: temporary file, fsync, rename (see :func:`write_text_atomic`)."""
+def json_file_bytes(payload: Any) -> bytes:
+    """``payload`` as a JSON file holds it: indented, keys sorted, UTF-8, one line end."""
     text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     # A file name that is not UTF-8 (a surrogate escape) is written as the JSON escape \udcff, read back as it was.
-    return write_bytes_atomic(path, text.encode("utf-8", "backslashreplace"), overwrite=overwrite)
+    return text.encode("utf-8", "backslashreplace")
+
+
+def write_json_atomic(path: Path, payload: Any, *, overwrite: bool = True) -> bool:
+    """Write ``payload`` as JSON to ``path``: temporary file, fsync, rename (see :func:`write_text_atomic`)."""
+    return write_bytes_atomic(path, json_file_bytes(payload), overwrite=overwrite)
 
 
 def write_text_atomic(path: Path, text: str, *, overwrite: bool = True) -> bool:
@@ -212,11 +217,49 @@ def write_bytes_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> bo
     return written
 
 
+# Writing by a folder's descriptor (``dir_fd``) where the platform can: POSIX.
+CAN_WRITE_IN_FOLDER = {os.open, os.link, os.unlink, os.stat, os.mkdir} <= os.supports_dir_fd  # renameat too
+
+
+def write_bytes_in(folder: int, name: str, data: bytes, *, overwrite: bool = True) -> bool:
+    """:func:`write_bytes_atomic` into the folder open as ``folder``, by name only (``dir_fd``): a link
+    put in place of the folder or one above it since it was opened is never followed. Only where
+    :data:`CAN_WRITE_IN_FOLDER`. The file gets the mode of the one it replaces, or a new file's mode."""
+    try:
+        mode = stat.S_IMODE(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode)
+    except OSError:
+        mode = 0o666  # less the umask, as open() makes it
+    temporary = f".{name}.{os.urandom(6).hex()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    descriptor = os.open(temporary, flags, mode, dir_fd=folder)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        written = True
+        if overwrite:
+            os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+        else:
+            written = _link_unless_taken_in(folder, temporary, name)
+            with contextlib.suppress(FileNotFoundError):  # renamed into place when links are not supported
+                os.unlink(temporary, dir_fd=folder)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary, dir_fd=folder)
+        raise
+    os.fsync(folder)
+    return written
+
+
 def _new_file_mode() -> int:
     """The mode ``open()`` gives a new file: 0666 less the process's umask."""
     mask = os.umask(0o077)  # read by setting it; a file another thread makes meanwhile is only more private
     os.umask(mask)
     return 0o666 & ~mask
+
+
+_NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS)
 
 
 def _link_unless_taken(temporary: str, path: Path) -> bool:
@@ -225,10 +268,27 @@ def _link_unless_taken(temporary: str, path: Path) -> bool:
     except FileExistsError:
         return False
     except OSError as error:
-        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+        if error.errno not in _NO_HARD_LINKS:
             raise
         # A file system without hard links: a narrow race instead of none.
         if os.path.lexists(path):
             return False
         os.replace(temporary, path)
+    return True
+
+
+def _link_unless_taken_in(folder: int, temporary: str, name: str) -> bool:
+    """:func:`_link_unless_taken` by name in the folder open as ``folder``."""
+    try:
+        os.link(temporary, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        try:
+            os.stat(name, dir_fd=folder, follow_symlinks=False)
+            return False
+        except FileNotFoundError:
+            os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
     return True

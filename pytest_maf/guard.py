@@ -416,7 +416,7 @@ def override_notices(agent_id: str | None, blocks: list[Block], reason: str, now
     notices = []
     for holder, held in sorted(by_holder.items()):
         paths = sorted({block.path for block in held})
-        notices.append({
+        notice: dict[str, Any] = {
             "id": mail.new_message_id(),
             "type": NOTICE_TYPE,
             "from": sender,
@@ -426,7 +426,12 @@ def override_notices(agent_id: str | None, blocks: list[Block], reason: str, now
             "patterns": sorted({block.holder.pattern for block in held}),
             "reason": reason,
             "created_at": now_ms,
-        })
+        }
+        kept = paths
+        while not mail.fits(notice) and len(kept) > 1:  # the first paths, and how many more
+            kept = kept[: len(kept) // 2]
+            notice.update(paths=kept, more_paths=len(paths) - len(kept))
+        notices.append(mail.check_size(notice, "the override's reason", "say it in fewer words"))
     return notices
 
 

@@ -2,8 +2,9 @@
 
 An agent's inbox is the directory ``messages/<agent id>/`` of the mail root,
 so an id is also a path segment: any id the store accepts can receive mail.
-The rule: 1-128 printable characters, no leading or trailing space, no ``/``,
-``\\``, NUL or control character, and not ``.`` or ``..``.
+The rule: 1-128 printable characters and at most 255 bytes in UTF-8 (a file
+name's limit), no leading or trailing space, no ``/``, ``\\``, NUL or control
+character, and not ``.`` or ``..``.
 
 Example::
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from pytest_maf.errors import UsageError
 
 MAX_ID_LENGTH = 128
+MAX_ID_BYTES = 255  # a file name's limit: an agent's inbox is a folder named after its id
 PATH_CHARACTERS = ("/", "\\", "\0")
 # Kinds of id that never become a path: a verifier is named by a pytest node id
 # ('checks/test_store.py::test_schema'), which contains '/'.
@@ -34,6 +36,9 @@ def id_problem(value: str, *, path_segment: bool = True) -> str | None:
         return "may not start or end with a space"
     if path_segment and (value in (".", "..") or any(character in value for character in PATH_CHARACTERS)):
         return "may not be '.' or '..'" if value in (".", "..") else "may not contain '/', '\\', NUL or control characters"
+    if path_segment and len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        size = len(value.encode("utf-8", "surrogatepass"))
+        return f"is {size} bytes long in UTF-8; the limit is {MAX_ID_BYTES} (a file name's: an inbox is named after it)"
     return None
 
 

@@ -9,7 +9,10 @@ Nothing leaves the mail root. Every folder and message is reached by walking
 its names from the root, and a symbolic link is followed only when it
 resolves inside the root; a mail root named inside a repository (the default
 ``.agent-mail``) must itself resolve inside that repository. Any other link
-is refused (:class:`MailRootError`) before anything is read or written.
+is refused (:class:`MailRootError`) before anything is read or written. The
+folder so checked is then opened one name at a time without following a link,
+and read and written through that descriptor, so a link another process puts in
+its place meanwhile is refused too, not followed.
 
 Messages that a store operation sends (an escalation's request, the notices
 of a force-release or a guard override) are queued in the store in the
@@ -22,6 +25,7 @@ commits, and again by the next command when a process died in between::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -29,11 +33,11 @@ import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Iterator, Sequence
 
 from pytest_maf import ids
 from pytest_maf.errors import MafError, NotFoundError, UsageError
-from pytest_maf.files import write_json_atomic
+from pytest_maf.files import CAN_WRITE_IN_FOLDER, json_file_bytes, write_bytes_atomic, write_bytes_in
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store
@@ -94,6 +98,68 @@ def _inside(path: str, boundary: str) -> bool:
     return path == boundary or path.startswith(boundary.rstrip(os.sep) + os.sep)
 
 
+_FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+@contextlib.contextmanager
+def _opened(real: str, named: Path) -> Iterator[int]:
+    """The folder at ``real`` (a real path: no link on the way when it was checked), opened one name
+    at a time from the top without following a link: a link (or a file) put in place of it, or of a
+    folder above it, since it was checked is refused, never followed out of the mail root. ``named``
+    is how the user knows the folder."""
+    descriptor = os.open(os.sep, _FOLDER_FLAGS)
+    try:
+        for part in Path(real).parts[1:]:
+            try:
+                inner = os.open(part, _FOLDER_FLAGS, dir_fd=descriptor)
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    raise MailRootError(
+                        f"{_shown(named)} was replaced while it was used (by a symbolic link or a file); try again"
+                    ) from None
+                raise OSError(error.errno, error.strerror, str(named)) from None
+            os.close(descriptor)
+            descriptor = inner
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+def _make_folder(parent: str, part: str, named: Path) -> None:
+    """Make the folder ``part`` in the real folder ``parent`` (``named`` is how the user knows it)."""
+    if not CAN_WRITE_IN_FOLDER:
+        os.mkdir(os.path.join(parent, part))
+        return
+    with _opened(parent, named.parent) as folder:
+        os.mkdir(part, dir_fd=folder)
+
+
+def _write(folder: str, named: Path, data: bytes, *, overwrite: bool) -> bool:
+    """Write the file ``named`` in the real, checked ``folder`` whole, through the folder's descriptor."""
+    if not CAN_WRITE_IN_FOLDER:
+        return write_bytes_atomic(Path(folder) / named.name, data, overwrite=overwrite)
+    with _opened(folder, named.parent) as descriptor:
+        return write_bytes_in(descriptor, named.name, data, overwrite=overwrite)
+
+
+def _remove(folder: str, named: Path) -> None:
+    """Remove the file ``named`` from the real, checked ``folder``; nothing if it is gone already."""
+    with contextlib.suppress(FileNotFoundError):
+        if not CAN_WRITE_IN_FOLDER:
+            os.unlink(os.path.join(folder, named.name))
+            return
+        with _opened(folder, named.parent) as descriptor:
+            os.unlink(named.name, dir_fd=descriptor)
+
+
+def _names(folder: str, named: Path) -> list[str]:
+    """The names in the real, checked ``folder``, read through its descriptor."""
+    if not CAN_WRITE_IN_FOLDER:
+        return os.listdir(folder)
+    with _opened(folder, named) as descriptor:
+        return os.listdir(descriptor)
+
+
 def _walk(
     start: str, boundary: str, named: Path, parts: Sequence[str], outside: str, create: bool,
     created: list[Path] | None,
@@ -120,7 +186,7 @@ def _walk(
             if not create:
                 return None
             try:
-                os.mkdir(candidate)
+                _make_folder(current, part, name)
             except FileExistsError:
                 continue  # made meanwhile, perhaps as a link: look again
             if created is not None:
@@ -178,9 +244,15 @@ def _read(root: str, folder: str, named: Path) -> dict[str, Any] | None:
         if not _inside(target, root):
             raise MailRootError(f"{_shown(named)} is a symbolic link to {_shown(target)}, {OUTSIDE_THE_ROOT}")
         path = target
+    # O_NONBLOCK: a FIFO planted in an inbox must not hang the reader (it is then not a regular file).
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        # O_NONBLOCK: a FIFO planted in an inbox must not hang the reader (it is then not a regular file).
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        if CAN_WRITE_IN_FOLDER:
+            place, name = os.path.split(path)
+            with _opened(place, named.parent) as folder_descriptor:
+                descriptor = os.open(name, flags, dir_fd=folder_descriptor)
+        else:
+            descriptor = os.open(path, flags)
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -225,7 +297,7 @@ def list_messages(mail_root: Path, agent: str, unread_only: bool = False) -> lis
     root, inbox = found
     named = Path(os.path.abspath(mail_root)).joinpath(*inbox_parts)
     messages = []
-    for name in sorted(os.listdir(inbox)):
+    for name in sorted(_names(inbox, named)):
         if name.endswith(".json") and not name.startswith("."):
             message = _read(root, inbox, named / name)
             if message is not None:
@@ -247,7 +319,7 @@ def inbox_agents(mail_root: Path) -> list[str]:
         return []
     inboxes = found[1]
     return [
-        agent for agent in sorted(os.listdir(inboxes))
+        agent for agent in sorted(_names(inboxes, Path(os.path.abspath(mail_root)) / "messages"))
         if os.path.islink(os.path.join(inboxes, agent)) or os.path.isdir(os.path.join(inboxes, agent))
     ]
 
@@ -301,8 +373,17 @@ def deliver(mail_root: Path, message: dict[str, Any]) -> Path:
     found_inbox = _folder(mail_root, "messages", recipient, create=True)
     found_outbox = _folder(mail_root, "outbox", create=True)
     assert found_inbox is not None and found_outbox is not None
-    write_json_atomic(Path(found_inbox[1]) / name, message, overwrite=False)
-    write_json_atomic(Path(found_outbox[1]) / name, message, overwrite=False)
+    named_root = Path(os.path.abspath(mail_root))
+    data = json_file_bytes(message)
+    in_inbox = named_root / "messages" / recipient / name
+    new_in_inbox = _write(found_inbox[1], in_inbox, data, overwrite=False)
+    try:
+        _write(found_outbox[1], named_root / "outbox" / name, data, overwrite=False)
+    except BaseException:
+        if new_in_inbox:  # both copies or neither: a retry must not deliver it twice
+            with contextlib.suppress(MafError, OSError):
+                _remove(found_inbox[1], in_inbox)
+        raise
     return mail_root / "messages" / recipient / name
 
 
@@ -316,12 +397,29 @@ def acknowledge(mail_root: Path, message_id: str, agent: str, now_ms: int) -> di
         raise NotFoundError(f"no message {message_id!r} in {agent}'s inbox")
     if not message.get("read_at"):
         message["read_at"] = now_ms
-        write_json_atomic(Path(found[1]) / name, message)
+        _write(found[1], Path(os.path.abspath(mail_root)).joinpath(*parts, name), json_file_bytes(message), overwrite=True)
     return message
 
 
 # What a message's mark of having been read adds to its file: room kept so it can still be read after.
 READ_MARK_BYTES = 64
+
+
+def fits(message: dict[str, Any]) -> bool:
+    """Whether ``message``'s file would be one a reader opens, with room for its read mark."""
+    return len(json_file_bytes(message)) + READ_MARK_BYTES <= MAX_MESSAGE_BYTES
+
+
+def check_size(message: dict[str, Any], what: str, hint: str) -> dict[str, Any]:
+    """``message``, if it :func:`fits`; else a :class:`UsageError` saying so of ``what`` (the text
+    that makes it long), with ``hint``."""
+    if not fits(message):
+        size = len(json_file_bytes(message))
+        raise UsageError(
+            f"{what} is too long: the message would be {size} bytes, and a message may be at most"
+            f" {MAX_MESSAGE_BYTES - READ_MARK_BYTES}; {hint}"
+        )
+    return message
 
 
 def send(mail_root: Path, sender: str, recipient: str, subject: str, body: str, now_ms: int) -> dict[str, Any]:
@@ -336,12 +434,7 @@ def send(mail_root: Path, sender: str, recipient: str, subject: str, body: str, 
         "body": body,
         "created_at": now_ms,
     }
-    size = len(json.dumps(message, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8", "backslashreplace"))
-    if size + READ_MARK_BYTES > MAX_MESSAGE_BYTES:
-        raise UsageError(
-            f"the message would be {size} bytes, and a message may be at most"
-            f" {MAX_MESSAGE_BYTES - READ_MARK_BYTES}; put the text in a file and send its path"
-        )
+    check_size(message, "the subject and body", "put the text in a file and send its path")
     deliver(mail_root, message)
     return message
 

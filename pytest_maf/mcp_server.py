@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from pytest_maf import __version__
 from pytest_maf.agents import set_client
 from pytest_maf.agent_tools import AgentTools, error_payload, error_text
-from pytest_maf.errors import MafError, UsageError
+from pytest_maf.errors import MafError, UsageError, refused_by_the_system
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
@@ -99,6 +99,8 @@ def _refusals_as_tool_errors(operation: Callable[..., dict[str, Any]]) -> Callab
             if type(error) is UsageError and arguments:  # in the tool's words: its arguments, not the command's flags
                 error = UsageError(flags.sub(lambda found: arguments[found.group()], str(error)))
             return refusal(error)
+        except OSError as error:  # what the system refused (the mail folder unwritable, a name too long)
+            return refusal(refused_by_the_system(error))
 
     return call
 

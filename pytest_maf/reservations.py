@@ -373,7 +373,7 @@ def force_release(
                 }
                 if "path" in data:
                     notice["path"] = target.path
-                transaction.enqueue_mail(notice)
+                transaction.enqueue_mail(mail.check_size(notice, "the reason", "say it in fewer words"))
                 released.append((holder, notice))
         seen(transaction, agent_id)
         return released

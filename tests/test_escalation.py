@@ -109,7 +109,7 @@ def test_names_that_would_escape_the_mail_root_are_refused(store: Store, setting
 def test_a_crash_before_the_rename_leaves_no_message_visible(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     mail.initialise(settings.mail_root)
 
-    def crash(source: str, target: str) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
         raise OSError("power cut")
 
     monkeypatch.setattr(os, "replace", crash)
@@ -129,7 +129,7 @@ def test_a_crash_before_the_rename_leaves_no_message_visible(settings: Settings,
 def test_a_failed_delivery_keeps_the_escalation_and_queues_its_message(
     store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def disk_full(source: str, target: str) -> None:
+    def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "link", disk_full)

@@ -35,7 +35,7 @@ import io
 import os
 import sys
 
-from pytest_maf.errors import BAD_INPUT, EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, MafError
+from pytest_maf.errors import BAD_INPUT, EXIT_CODES, INTERNAL_ERROR, INTERRUPTED, MafError, refused_by_the_system
 from pytest_maf.terminal import printable, printable_json
 
 TYPE_CHECKING = False
@@ -285,8 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        name = f": {_shortened(str(error.filename))}" if error.filename else ""
-        return report_failure(f"maf: error: {error.strerror or type(error).__name__}{name}", BAD_INPUT, as_json=as_json)
+        return report_failure(f"maf: error: {refused_by_the_system(error)}", BAD_INPUT, as_json=as_json)
     except Exception as error:  # the outer edge: no traceback reaches a user unasked
         if args.debug or os.environ.get("MAF_DEBUG", "") not in ("", "0"):
             import traceback
@@ -363,7 +362,3 @@ def report_failure(message: str, exit_code: int, *, as_json: bool) -> int:
         shown = message.removeprefix("maf: error: ").removeprefix("maf: ")
         print(printable_json({"error": shown, "exit_code": exit_code}, indent=None))
     return exit_code
-
-
-def _shortened(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
