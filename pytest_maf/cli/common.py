@@ -89,10 +89,12 @@ def duration(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error).strip()) from None
 
 
-def add_json(parser: argparse.ArgumentParser) -> None:
-    """``--json``: the result as JSON on stdout; a failure as ``{"error": ..., "exit_code": N}``."""
+def add_json(parser: argparse.ArgumentParser, *, also_before: bool = False) -> None:
+    """``--json``: the result as JSON on stdout; a failure as ``{"error": ..., "exit_code": N}``.
+    ``also_before``: an action's, whose command takes ``--json`` before the action too (absent here,
+    the command's is kept, not reset)."""
     parser.add_argument(
-        "--json", action="store_true",
+        "--json", action="store_true", default=argparse.SUPPRESS if also_before else False,
         help='print the result as JSON for scripts (a failure: {"error": ..., "exit_code": N})',
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 
@@ -14,6 +15,7 @@ from pytest_maf.cli.common import (
     add_limit,
     agent_of,
     given,
+    keep_runtime_files_out_of_git,
     open_configured_store,
     print_json,
     print_table,
@@ -27,6 +29,16 @@ from pytest_maf.terminal import printable, printable_json
 
 
 def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.escalate_command is not None:
+        given_for_opening = [flag for flag, value in (
+            ("--agent", args.agent), ("--error-context", args.error_context), ("--bead-id", args.bead_id),
+            ("--target", args.target), ("--dry-run", args.dry_run),
+        ) if value]
+        if given_for_opening:
+            raise UsageError(
+                f"escalate {args.escalate_command} takes no {', '.join(given_for_opening)}: those open or raise"
+                " an escalation (`maf escalate` without an action)"
+            )
     if args.escalate_command == "resolve":
         with open_configured_store(settings) as store:
             closed = escalation.close_escalation(store, args.id, "cancelled" if args.cancel else "resolved")
@@ -150,7 +162,10 @@ def cmd_mail_ack(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_mail_send(args: argparse.Namespace, settings: Settings) -> int:
     sender = validate_id("agent", args.sender) if args.sender is not None else agent_of(args)
+    new_root = not os.path.lexists(settings.mail_root)
     message = mail.send(settings.mail_root, sender, args.to, args.subject, args.body, system_clock())
+    if new_root:  # made by this message: kept out of git, as `maf setup` and `maf init` do
+        keep_runtime_files_out_of_git(settings)
     _seen_by_mail(settings, sender)
     if args.json:
         print_json(message)
@@ -176,12 +191,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     resolve = actions.add_parser("resolve", help="close an active escalation")
     resolve.add_argument("id", metavar="ID")
     resolve.add_argument("--cancel", action="store_true", help="close it as cancelled instead of resolved")
-    add_json(resolve)
+    add_json(resolve, also_before=True)
     listing = actions.add_parser("list", help="list escalations")
     listing.add_argument(
         "--status", choices=("active", "resolved", "cancelled"), help="only escalations in this state (default: all)"
     )
-    add_json(listing)
+    add_json(listing, also_before=True)
     escalate.set_defaults(handler=cmd_escalate)
 
     mail_parser = commands.add_parser("mail", help="read and send agent-mail").add_subparsers(

@@ -59,7 +59,13 @@ def audit_query(
             [agent_id, json_fragment("holder", agent_id), json_fragment(None, agent_id, "[["),
              json_fragment(None, agent_id, "],[")],
         ))
-        escalations.append((f"(e.agent_id = {marker} OR e.target = {marker})", [agent_id, agent_id]))
+        # the escalations it opened or raised, each request sent to it (an open or a raise names its target:
+        # a later raise may send the escalation on), and the end of one whose last target it was
+        escalations.append((
+            f"(e.agent_id = {marker} OR {contains('x.data_json')}"
+            f" OR (e.target = {marker} AND x.kind NOT IN ('open', 'raise')))",
+            [agent_id, json_fragment("target", agent_id), agent_id],
+        ))
     queries: list[str] = []
     params: list[Any] = []
     for number, (select, conditions, alias) in enumerate(
