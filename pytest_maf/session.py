@@ -77,19 +77,45 @@ class VerificationSession:
 
     def record(self, entries: Sequence[Entry]) -> list[Evidence]:
         """Record ``entries`` in one fenced transaction; if that is refused, one by one,
-        keeping every row that can be kept and noting in :attr:`problems` each that cannot."""
+        keeping every row that can be kept and noting in :attr:`problems` each that cannot.
+
+        A FAIL that cannot be kept (a verifier id too long, details that are not JSON, a
+        verifier that already reported) still fails the task: one FAIL row,
+        ``<preflight|verification>.unrecorded``, names each such verifier and why.
+        """
         if not entries:
             return []
         try:
             return record_evidence_batch(self.store, self.task_id, self.attempt, entries, agent_id=self.agent_id)
         except MafError:
             rows: list[Evidence] = []
+            lost: list[str] = []
             for entry in entries:
                 try:
                     rows += record_evidence_batch(self.store, self.task_id, self.attempt, [entry], agent_id=self.agent_id)
                 except MafError as error:
                     self.problems.append(f"evidence for {entry[0]} was not recorded: {error}")
+                    if entry[1] != "PASS":
+                        lost.append(f"{_cut(entry[0], 200)}: {_cut(str(error), 300)}")
+            if lost:
+                rows += self._record_lost_failures(lost)
             return rows
+
+    def _record_lost_failures(self, lost: list[str]) -> list[Evidence]:
+        """The FAIL row that stands for failures whose own rows were refused; [] if it is refused too."""
+        verifier = f"{'preflight' if self.preflight else 'verification'}.unrecorded"
+        shown = "; ".join(lost[:5]) + (f"; and {len(lost) - 5} more" if len(lost) > 5 else "")
+        details = {
+            "severity": "critical", "blocking": True, "outcome": "failed", "tags": [],
+            "message": f"{len(lost)} failure(s) could not be recorded as evidence: {shown}",
+        }
+        try:
+            return record_evidence_batch(
+                self.store, self.task_id, self.attempt, [(verifier, "FAIL", details)], agent_id=self.agent_id
+            )
+        except MafError as error:
+            self.problems.append(f"evidence for {verifier} was not recorded: {error}")
+            return []
 
     def stop_keeping(self) -> None:
         if self.keeper is not None:
@@ -122,3 +148,8 @@ class VerificationSession:
 
     def close(self) -> None:
         self.stop_keeping()
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters with ``...`` where it was cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

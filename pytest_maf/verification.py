@@ -45,6 +45,16 @@ SEVERITIES = ("critical", "warning")
 WARNING_PREFIX = "maf warning: "
 ACKNOWLEDGED_PREFIX = "maf acknowledged warning: "
 # What a verifier came to, in the order the summary counts them; only "passed" is PASS evidence.
+# What stopped a run that pytest failed although no check failed, by pytest's exit code.
+_STOPPED_BY = {
+    int(pytest.ExitCode.TESTS_FAILED): "pytest failed the run outside any check (a module that did not import,"
+    " a crashed worker)",
+    int(pytest.ExitCode.INTERRUPTED): "the run was interrupted",
+    int(pytest.ExitCode.INTERNAL_ERROR): "pytest stopped on an internal error",
+    int(pytest.ExitCode.USAGE_ERROR): "pytest stopped on a usage error",
+}
+# The details the plugin decides (the verdict among them); what a test or a hook adds never replaces them.
+DECIDED_DETAILS = ("nodeid", "severity", "blocking", "outcome", "message", "acknowledged", "timed_out")
 KINDS = ("passed", "failed", "skipped", "xfailed", "xpassed", "deselected", "warning", "acknowledged")
 NOT_EVIDENCE = ("skipped", "xfailed", "xpassed", "deselected")
 # Evidence rows are kept in memory as tests end and written when the run ends, in the
@@ -195,6 +205,10 @@ class MafRun:
             if shared.get("budget"):
                 self._keep_to(PreflightBudget(*shared["budget"]))
             return
+        for option, flag in (("setupplan", "--setup-plan"), ("setuponly", "--setup-only")):
+            if getattr(self.config.option, option, False):
+                mode = "--maf-preflight" if self.preflight else "--maf-task"
+                raise pytest.UsageError(f"{flag} runs no test, so {mode} would record no evidence: run without {flag}")
         self.agent_id = self.config.getoption("maf_agent") or default_agent_id()
         set_client("pytest")
         try:
@@ -377,7 +391,7 @@ class MafRun:
         test added through ``maf_evidence`` in its details, and the JUnit XML properties."""
         added = item.stash.get(EVIDENCE_DETAILS_KEY, None)
         if added:
-            details.update(added)
+            details.update({key: value for key, value in added.items() if key not in DECIDED_DETAILS})
         report.maf_evidence = {  # type: ignore[attr-defined]
             "verifier": verifier, "result": result, "kind": kind, "details": details,
             "acknowledgement_named": acknowledgement_named,
@@ -410,10 +424,14 @@ class MafRun:
         if result is None:
             return  # skipped, xfailed or xpassed: no evidence either way
         if self._details_hook.get_hookimpls():
+            decided = {key: details[key] for key in DECIDED_DETAILS if key in details}
             details = dict(details)  # the hook's changes are the row's, not the report's
             self._details_hook(
                 config=self.config, nodeid=report.nodeid, verifier=verifier, result=result, details=details,
             )
+            for key in DECIDED_DETAILS:  # the verdict stays the plugin's
+                details.pop(key, None)
+            details.update(decided)
         self._pending.append((verifier, result, details))
         if len(self._pending) >= FLUSH_ROWS:
             self.flush_evidence()
@@ -453,6 +471,15 @@ class MafRun:
             message = f"the run was interrupted ({self.interrupted})" + (
                 f": {not_run} check(s) did not finish" if not_run > 0 else ""
             )
+        elif session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) and not (
+            session.exitstatus == pytest.ExitCode.TESTS_FAILED and self.tally["failed"]
+        ):
+            # pytest failed the run, but no check's row says so: a module that did not import (under xdist, or
+            # --continue-on-collection-errors), a crashed xdist worker, a usage or internal error mid-run
+            verifier = f"{'preflight' if self.preflight else 'verification'}.pytest"
+            message = f"{_STOPPED_BY.get(int(session.exitstatus), 'pytest failed the run')}" + (
+                f": {not_run} check(s) did not finish" if not_run > 0 else ""
+            ) + f" (exit code {int(session.exitstatus)})"
         else:
             return
         self._pending.append((
@@ -487,7 +514,9 @@ class MafRun:
             self.problems.append(f"task {self.task_id} could not be finished: {error}")
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             return
-        if self.verdict.verdict != "COMMITTED" and session.exitstatus == pytest.ExitCode.OK:
+        if self.verdict.verdict != "COMMITTED" and session.exitstatus in (
+            pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED
+        ):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # nothing failed, but the task did not commit
 
     def counts(self) -> str:

@@ -1,0 +1,171 @@
+"""A run that pytest fails never leaves its task DONE, whatever kept the failure out of the rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from backends import open_environment_store
+from pytest_maf import tasks
+from pytest_maf.evidence import list_evidence
+
+
+@pytest.fixture(autouse=True)
+def isolated(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MAF_DB_PATH", "MAF_DATABASE_URL", "MAF_DATABASE_SCHEMA", "MAF_AGENT_ID", "MAF_AGENT_MAIL_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    pytester.makeini("[pytest]\n")
+
+
+def held_task(pytester: pytest.Pytester) -> None:
+    with open_environment_store(pytester.path, create=True) as store:
+        tasks.add_task(store, task_id="fix-1")
+        claim = tasks.claim_next_task(store, "claude-1", 60_000)
+        tasks.start_task(store, "fix-1", "claude-1", claim.attempt)
+
+
+def state_and_failures(pytester: pytest.Pytester) -> tuple[str, list[str]]:
+    with open_environment_store(pytester.path) as store:
+        task = tasks.get_task(store, "fix-1")
+        rows = list_evidence(store, "fix-1")
+    return task.state, sorted(row.verifier for row in rows if row.result == "FAIL")
+
+
+def verify(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("--maf-task", "fix-1", "--maf-agent", "claude-1", "-p", "no:cacheprovider", *args)
+
+
+LONG_ID = """
+import pytest
+
+class TestAdminEndpoints:
+    @pytest.mark.parametrize("role", ["admin"], ids=["admin-editor-expected_status_200-" + "x" * 80])
+    def test_admin_can_update_user_role(self, role):
+        assert False, "got 403"
+
+def test_fine():
+    pass
+"""
+
+
+def test_a_failure_whose_row_the_store_refuses_still_rolls_the_task_back(pytester: pytest.Pytester) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_long=LONG_ID)
+
+    result = verify(pytester, "test_long.py")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*fix-1: ROLLBACK -> READY*verification.unrecorded*"])
+    assert state_and_failures(pytester) == ("READY", ["verification.unrecorded"])
+
+
+def test_a_check_id_used_twice_cannot_hide_its_failure(pytester: pytest.Pytester) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_twice="""
+import pytest
+pytestmark = pytest.mark.maf_check(id="svc.db")
+
+def test_db_answers():
+    pass
+
+def test_db_schema_current():
+    assert False, "schema is 3 migrations behind"
+""")
+
+    result = verify(pytester, "test_twice.py")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert state_and_failures(pytester) == ("READY", ["verification.unrecorded"])
+
+
+def test_a_module_that_does_not_import_fails_the_task_when_pytest_runs_on(pytester: pytest.Pytester) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_ok="def test_a():\n    pass\n", test_broken="import module_that_does_not_exist\n")
+
+    result = verify(pytester, "--continue-on-collection-errors", "test_ok.py", "test_broken.py")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert state_and_failures(pytester) == ("READY", ["verification.pytest"])
+
+
+def test_a_usage_error_mid_run_rolls_back_what_ran_before_it(pytester: pytest.Pytester) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_v="""
+import pytest
+
+def test_ok():
+    pass
+
+@pytest.mark.maf_check(id="v.sev", severity="high")
+def test_typo_severity():
+    pass
+
+def test_would_fail():
+    assert False
+""")
+
+    result = verify(pytester, "test_v.py")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert state_and_failures(pytester) == ("READY", ["verification.pytest"])
+
+
+def test_an_internal_error_mid_run_rolls_the_task_back(pytester: pytest.Pytester) -> None:
+    held_task(pytester)
+    pytester.makeconftest("""
+def pytest_runtest_logreport(report):
+    if report.when == "call" and "second" in report.nodeid:
+        raise RuntimeError("a reporting plugin crashed")
+""")
+    pytester.makepyfile(test_ie="def test_first():\n    pass\n\ndef test_second():\n    pass\n\ndef test_third():\n    pass\n")
+
+    result = verify(pytester, "test_ie.py")
+
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    assert state_and_failures(pytester) == ("READY", ["verification.pytest"])
+
+
+def test_a_test_cannot_make_its_own_failure_a_warning(pytester: pytest.Pytester) -> None:
+    held_task(pytester)
+    pytester.makeconftest("""
+def pytest_maf_evidence_details(config, nodeid, verifier, result, details):
+    details["severity"] = "warning"
+""")
+    pytester.makepyfile(test_k="""
+def test_ok():
+    pass
+
+def test_io_path(maf_evidence):
+    maf_evidence["blocking"] = False
+    maf_evidence["path"] = "/srv/io"
+    assert False, "the IO path is broken"
+""")
+
+    result = verify(pytester, "test_k.py")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert state_and_failures(pytester) == ("READY", ["test_k.py::test_io_path"])
+    with open_environment_store(pytester.path) as store:
+        (row,) = [row for row in list_evidence(store, "fix-1") if row.result == "FAIL"]
+    assert (row.details["blocking"], row.details["severity"], row.details["path"]) == (True, "critical", "/srv/io")
+
+
+@pytest.mark.parametrize("flag", ["--setup-plan", "--setup-only"])
+def test_a_run_that_runs_no_test_is_refused_and_records_nothing(pytester: pytest.Pytester, flag: str) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_x="def test_broken():\n    assert False\n")
+
+    result = verify(pytester, flag, "test_x.py")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{flag} runs no test, so --maf-task would record no evidence*"])
+    assert state_and_failures(pytester) == ("RUNNING", [])
+
+
+def test_a_run_that_deselects_every_test_exits_1_as_its_task_did_not_commit(pytester: pytest.Pytester) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+
+    result = verify(pytester, "-k", "nothing_matches", "test_a.py")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert state_and_failures(pytester)[0] == "READY"
