@@ -36,6 +36,7 @@ class LeaseKeeper:
     """Renews a lease in the background, on a connection of its own to ``store``'s database, until stopped."""
 
     def __init__(self, store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms: int) -> None:
+        """Each renewal extends the lease to ``ttl_ms`` from now, never shortening a longer one."""
         self.store, self.task_id, self.agent_id, self.attempt, self.ttl_ms = (
             store.reopen(), task_id, agent_id, attempt, ttl_ms,
         )
@@ -59,12 +60,20 @@ class LeaseKeeper:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def _finished_by_holder(self, store: Store) -> bool:
+        try:
+            return tasks.finished_by_holder(store, self.task_id, self.agent_id, self.attempt)
+        except MafError:
+            return False  # not readable now: the lease is taken as lost, as the renewal said
+
     def _run(self) -> None:
         with self.store as store:
             while not self._stop.wait(self.ttl_ms / 3000):
                 try:
-                    tasks.renew_lease(store, self.task_id, self.agent_id, self.attempt, self.ttl_ms)
+                    tasks.renew_lease(store, self.task_id, self.agent_id, self.attempt, self.ttl_ms, at_least=True)
                 except LeaseLostError as error:
+                    if self._finished_by_holder(store):
+                        return  # the work itself finished the task (pytest --maf-task): nothing left to keep
                     self.lost = str(error)
                     self.lost_event.set()
                     return
@@ -95,7 +104,8 @@ def run_under_lease(
     """
     if not command:
         raise UsageError("give the command to run after `--`, such as: maf task run T -- make test")
-    tasks.renew_lease(store, task_id, agent_id, attempt, ttl_ms)  # fails before anything starts when the lease is not ours
+    # fails before anything starts when the lease is not ours
+    tasks.renew_lease(store, task_id, agent_id, attempt, ttl_ms, at_least=True)
     environment = {
         **os.environ, "MAF_AGENT_ID": agent_id, "MAF_TASK_ID": task_id, "MAF_TASK_ATTEMPT": str(attempt),
     }

@@ -129,8 +129,9 @@ def acquire(
         raise UsageError(f"a reservation TTL must be above 0, got {ttl_ms} ms")
 
     def reserve(transaction: Transaction) -> tuple[list[Reservation], list[Conflict]]:
-        if task_id is not None:
-            held_lease(transaction, task_id, agent_id)
+        until = transaction.now + ttl_ms
+        if task_id is not None:  # a tied reservation lasts at least as long as the task's lease
+            until = max(until, held_lease(transaction, task_id, agent_id).lease_expires_at)
         for expired in transaction.delete_expired_reservations():
             transaction.insert_reservation_event(
                 "expire", expired.agent_id, _tied({"pattern": expired.pattern, "expires_at": expired.expires_at}, expired)
@@ -157,7 +158,7 @@ def acquire(
                 exclusive,
                 reason,
                 existing[0].created_at if existing else transaction.now,
-                transaction.now + ttl_ms,
+                until if task_id is not None else transaction.now + ttl_ms,
                 task_id if task_id is not None or not existing else existing[0].task_id,
             )
             transaction.put_reservation(reservation, anchor(pattern))

@@ -95,7 +95,7 @@ class VerificationSession:
                     rows += record_evidence_batch(self.store, self.task_id, self.attempt, [entry], agent_id=self.agent_id)
                 except MafError as error:
                     self.problems.append(f"evidence for {entry[0]} was not recorded: {error}")
-                    if entry[1] != "PASS":
+                    if entry[1] == "FAIL":
                         lost.append(f"{_cut(entry[0], 200)}: {_cut(str(error), 300)}")
             if lost:
                 rows += self._record_lost_failures(lost)

@@ -420,13 +420,17 @@ def add_and_claim_task(
     return store.write(add_and_claim)
 
 
-def renew_lease(store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms: int) -> Lease:
-    """Extend a live lease to ``ttl_ms`` from now; fenced."""
+def renew_lease(
+    store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms: int, *, at_least: bool = False
+) -> Lease:
+    """Extend a live lease to ``ttl_ms`` from now; fenced. With ``at_least``, a lease that runs
+    longer already is left as long (never shortened)."""
     _validate_ttl(ttl_ms)
 
     def renew(transaction: Transaction) -> Lease:
         _, lease = fenced_lease(transaction, task_id, agent_id, attempt, extend=False)
-        renewed = light_replace(lease, lease_expires_at=transaction.now + ttl_ms)
+        until = transaction.now + ttl_ms
+        renewed = light_replace(lease, lease_expires_at=max(until, lease.lease_expires_at) if at_least else until)
         transaction.extend_lease(renewed)
         transaction.insert_event(
             task_id,
@@ -440,12 +444,13 @@ def renew_lease(store: Store, task_id: str, agent_id: str, attempt: int, ttl_ms:
 
 
 def renew_held_leases(
-    store: Store, agent_id: str, ttl_ms: int | None = None, *, task_id: str | None = None
+    store: Store, agent_id: str, ttl_ms: int | None = None, *, task_id: str | None = None, at_least: bool = False
 ) -> list[Lease]:
     """Heartbeat: extend every live lease ``agent_id`` holds (or only ``task_id``'s).
 
-    ``ttl_ms`` defaults to the store's lease length. A lease that expired is
-    not revived: it was reclaimable, and another agent may have it now.
+    ``ttl_ms`` defaults to the store's lease length; with ``at_least``, a lease that runs longer
+    already is left as long (never shortened). A lease that expired is not revived: it was
+    reclaimable, and another agent may have it now.
     """
     validate_id("agent", agent_id)
     ttl = _validate_ttl(store.lease_ttl_ms if ttl_ms is None else ttl_ms)
@@ -466,7 +471,8 @@ def renew_held_leases(
             )
         renewed = []
         for lease in held:
-            lease = light_replace(lease, lease_expires_at=transaction.now + ttl)
+            until = transaction.now + ttl
+            lease = light_replace(lease, lease_expires_at=max(until, lease.lease_expires_at) if at_least else until)
             transaction.extend_lease(lease)
             transaction.insert_event(
                 lease.task_id, "renew",
@@ -482,6 +488,27 @@ def renew_held_leases(
 def held_attempt(store: Store, task_id: str, agent_id: str) -> int:
     """The attempt of ``task_id`` that ``agent_id`` holds live; raises :class:`LeaseLostError`."""
     return store.read(lambda transaction: held_lease(transaction, task_id, agent_id).attempt)
+
+
+# The actions that end a lease, and those of them that decide the holder's own work.
+_LEASE_ENDINGS = frozenset(action for (_, action), move in TRANSITIONS.items() if move.ends_lease)
+_DECISIONS = frozenset({"commit", "rollback"})
+
+
+def finished_by_holder(store: Store, task_id: str, agent_id: str, attempt: int) -> bool:
+    """Whether ``agent_id``'s lease on attempt ``attempt`` of ``task_id`` ended because the holder itself
+    decided the task (committed or rolled it back), not by an expiry, a release or another agent."""
+
+    def last_ending(transaction: Transaction) -> bool:
+        for event in reversed(transaction.events(task_id)):
+            if event.kind in _LEASE_ENDINGS:
+                return (
+                    event.kind in _DECISIONS and event.data.get("agent") == agent_id
+                    and event.data.get("attempt") == attempt
+                )
+        return False
+
+    return store.read(last_ending)
 
 
 def _fenced_transition(

@@ -63,7 +63,10 @@ def test_a_refused_complete_keeps_every_row_it_can_then_finishes(ticking_store: 
 
     result, rows = session.complete([("lint", "FAIL", {}), ("unit", "PASS", {})])
 
-    assert [row.verifier for row in rows] == ["unit"]  # the repeated verifier costs only itself
+    # The repeated verifier's FAIL cannot be kept, but it still fails the task, as a row of its own.
+    assert [row.verifier for row in rows] == ["unit", "verification.unrecorded"]
     assert len(session.problems) == 1 and "lint" in session.problems[0]
-    assert (result.verdict, result.final_state) == ("COMMITTED", "DONE")
-    assert {row.verifier: row.result for row in list_evidence(ticking_store, "t1")} == {"lint": "PASS", "unit": "PASS"}
+    assert (result.verdict, result.final_state) == ("ROLLBACK", "READY")
+    assert {row.verifier: row.result for row in list_evidence(ticking_store, "t1")} == {
+        "lint": "PASS", "unit": "PASS", "verification.unrecorded": "FAIL",
+    }

@@ -194,13 +194,13 @@ def test_history_of_a_task_holds_every_event_of_the_reservations_tied_to_it(
     store: Store, clock: ManualClock, tmp_path: Path
 ) -> None:
     tasks.add_task(store, task_id="fix-1")
-    tasks.claim_task(store, "fix-1", "claude-1", 60 * MINUTE)
+    tasks.claim_task(store, "fix-1", "claude-1", MINUTE // 2)  # tied reservations last at least as long
     reservations.acquire(store, ["src/**", "docs/**", "lib/**"], "claude-1", MINUTE, task_id="fix-1")
     clock.advance(1000)
     reservations.renew(store, ["src/**"], "claude-1", 10 * MINUTE)
     reservations.release(store, ["docs/**"], "claude-1")
-    clock.advance(MINUTE)  # lib/** runs out
     reservations.force_release(store, ["src/**"], "lead", "claude-1 went quiet", tmp_path / "mail")
+    clock.advance(MINUTE)  # lib/** runs out, with the lease
     reservations.acquire(store, ["other/**"], "gemini-2", MINUTE)  # reclaims the expired one on its way
 
     trail = history(store, task="fix-1", kinds=["renew", "release", "expire", "force_release"])

@@ -112,7 +112,7 @@ def cmd_task_claim(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_task_renew(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.lease_ttl_ms(args.ttl)
     with open_configured_store(settings) as store:
-        lease = tasks.renew_lease(store, args.task, agent_of(args), args.attempt, ttl_ms)
+        lease = tasks.renew_lease(store, args.task, agent_of(args), args.attempt, ttl_ms, at_least=args.ttl is None)
     if args.json:
         print_json(asdict(lease))
     else:
@@ -123,7 +123,7 @@ def cmd_task_renew(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_task_heartbeat(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.lease_ttl_ms(args.ttl)
     with open_configured_store(settings) as store:
-        renewed = tasks.renew_held_leases(store, agent_of(args), ttl_ms, task_id=args.task)
+        renewed = tasks.renew_held_leases(store, agent_of(args), ttl_ms, task_id=args.task, at_least=args.ttl is None)
     if args.json:
         print_json([asdict(lease) for lease in renewed])
         return 0
@@ -384,17 +384,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     renew = task.add_parser("renew", help="extend a lease you hold (exit 4 if you do not)")
     _add_holder(renew, ttl=False)
-    renew.add_argument("--ttl", type=number, metavar="SECONDS", help=f"new lease length from now ({LEASE_TTL_NOTE})")
+    renew.add_argument("--ttl", type=number, metavar="SECONDS", help=f"new lease length from now; without it, a longer lease is kept ({LEASE_TTL_NOTE})")
     renew.set_defaults(handler=cmd_task_renew)
 
     heartbeat = task.add_parser(
         "heartbeat", help="renew every live lease you hold (or TASK's)",
         description="Extend every live lease the agent holds, or only TASK's, to the lease length"
-        " from now. An expired lease is not revived (exit 4 when TASK's is lost).",
+        " from now (a lease that runs longer already is kept as long). An expired lease is not revived"
+        " (exit 4 when TASK's is lost).",
     )
     heartbeat.add_argument("task", metavar="TASK", nargs="?", help="only this task's lease")
     add_agent(heartbeat, "the agent holding the leases")
-    heartbeat.add_argument("--ttl", type=number, metavar="SECONDS", help=f"new lease length from now ({LEASE_TTL_NOTE})")
+    heartbeat.add_argument("--ttl", type=number, metavar="SECONDS", help=f"new lease length from now; without it, a longer lease is kept ({LEASE_TTL_NOTE})")
     add_json(heartbeat)
     heartbeat.set_defaults(handler=cmd_task_heartbeat)
 
@@ -402,14 +403,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "run", help="run a command while keeping your lease on TASK alive",
         description="Run COMMAND, renewing the lease on TASK in the background, and exit with"
         " COMMAND's exit code. If the lease is lost while COMMAND runs (another agent took the"
-        " task), COMMAND is stopped (SIGTERM, then SIGKILL after 5 s) and maf exits 4. COMMAND"
+        " task), COMMAND is stopped (SIGTERM, then SIGKILL after 5 s) and maf exits 4; one that ends"
+        " the lease itself (pytest --maf-task deciding the task) runs on to its end. COMMAND"
         " gets MAF_AGENT_ID, MAF_TASK_ID and MAF_TASK_ATTEMPT in its environment.",
         epilog="example: maf task run fix-42 --agent claude-1 -- pytest --maf-task fix-42 tests/",
     )
     run.add_argument("task", metavar="TASK", help="a task you hold")
     add_agent(run, "the agent holding the lease")
     run.add_argument("--attempt", type=positive_int, help="the attempt you hold (default: the one your lease is for)")
-    run.add_argument("--ttl", type=number, metavar="SECONDS", help=f"lease length kept ({LEASE_TTL_NOTE})")
+    run.add_argument("--ttl", type=number, metavar="SECONDS", help=f"lease length kept, never shortening a longer lease ({LEASE_TTL_NOTE})")
     run.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="[OPTIONS] -- COMMAND ...",
         help="the command and its arguments, after `--`; the options above may also come before the `--`",

@@ -1,0 +1,113 @@
+"""A lease kept alive keeps what is tied to it, and keeping it alive never cuts it short."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_maf import reservations, tasks
+from pytest_maf.cli import main
+from pytest_maf.clock import ManualClock
+from pytest_maf.store import Store
+
+MINUTE_MS = 60_000
+
+
+def test_a_reservation_tied_to_a_task_lasts_as_long_as_its_kept_lease(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="fix-42")
+    claim = tasks.claim_next_task(store, "claude-1", 30 * MINUTE_MS)
+    reservations.acquire(store, ["src/api/"], "claude-1", MINUTE_MS, task_id="fix-42")
+    tasks.start_task(store, "fix-42", "claude-1", claim.attempt)
+
+    for _ in range(3):  # 45 minutes of work, the lease renewed every quarter of an hour
+        clock.advance(15 * MINUTE_MS)
+        tasks.renew_lease(store, "fix-42", "claude-1", claim.attempt, 30 * MINUTE_MS)
+
+    with pytest.raises(reservations.ReservationConflictError):
+        reservations.acquire(store, ["src/api/handlers.py"], "codex-2", MINUTE_MS)
+    (held,) = reservations.list_reservations(store)
+    (lease,) = store.read(lambda transaction: transaction.list_leases("claude-1"))
+    assert (held.agent_id, held.expires_at) == ("claude-1", lease.lease_expires_at)
+
+
+def test_a_reservation_tied_to_a_longer_lease_starts_as_long_as_it(store: Store) -> None:
+    tasks.add_task(store, task_id="fix-42")
+    tasks.claim_next_task(store, "claude-1", 120 * MINUTE_MS)
+
+    (held,) = reservations.acquire(store, ["src/"], "claude-1", MINUTE_MS, task_id="fix-42")
+
+    (lease,) = store.read(lambda transaction: transaction.list_leases("claude-1"))
+    assert held.expires_at == lease.lease_expires_at
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    for name in ("MAF_DB_PATH", "MAF_DATABASE_URL", "MAF_AGENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MAF_AGENT_ID", "claude-1")
+    assert main(["setup"]) == 0
+    assert main(["task", "add", "--id", "fix-42"]) == 0
+    return tmp_path
+
+
+def lease_left_s(capsys: pytest.CaptureFixture[str]) -> float:
+    capsys.readouterr()
+    assert main(["task", "show", "fix-42", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    from pytest_maf.clock import system_clock
+
+    return (shown["lease"]["lease_expires_at"] - system_clock()) / 1000
+
+
+@pytest.mark.parametrize("keep", [
+    ["task", "heartbeat"], ["task", "renew", "fix-42", "--attempt", "1"], ["task", "run", "fix-42", "--", sys.executable, "-c", "pass"],
+])
+def test_keeping_a_lease_without_a_ttl_never_shortens_a_longer_one(
+    repo: Path, capsys: pytest.CaptureFixture[str], keep: list[str]
+) -> None:
+    assert main(["task", "claim", "--ttl", "7200"]) == 0
+
+    assert main(keep) == 0
+
+    assert lease_left_s(capsys) > 7000
+
+
+def test_an_explicit_ttl_still_sets_the_lease_from_now(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["task", "claim", "--ttl", "7200"]) == 0
+
+    assert main(["task", "renew", "fix-42", "--attempt", "1", "--ttl", "600"]) == 0
+
+    assert 500 < lease_left_s(capsys) <= 600
+
+
+FINISH_THEN_LINGER = """
+import time
+from pytest_maf import tasks
+from pytest_maf.evidence import record_evidence
+from pytest_maf.store import open_store
+with open_store(".maf/runtime.db") as store:
+    tasks.begin_verification(store, "fix-42", "claude-1", 1)
+    record_evidence(store, "fix-42", 1, "tests", "PASS", agent_id="claude-1")
+    tasks.finish_task(store, "fix-42", "claude-1", 1)
+time.sleep(3)  # the keeper renews meanwhile (every second, at a 3-second lease), and finds the lease ended
+print("linger done")
+"""
+
+
+def test_a_command_that_finishes_its_own_task_runs_to_its_end(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["task", "claim", "--ttl", "3"]) == 0
+    assert main(["task", "start", "fix-42", "--attempt", "1"]) == 0
+    capsys.readouterr()
+
+    code = main(["task", "run", "fix-42", "--ttl", "3", "--", sys.executable, "-c", FINISH_THEN_LINGER])
+
+    err = capsys.readouterr().err
+    assert (code, "lease" in err) == (0, False)
+    assert main(["task", "show", "fix-42", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["task"]["state"] == "DONE"
