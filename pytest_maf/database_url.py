@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
+
+from pytest_maf.errors import UsageError
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -55,12 +57,25 @@ def hide_password(text: str, url: str) -> str:
 
 
 def url_passwords(url: str | None) -> list[str]:
-    """The password ``url`` carries, if any: a secret that logs must never show."""
+    """The secrets ``url`` carries, longest first: texts that output and logs must never show.
+
+    The password (in the user part and in a ``password=`` parameter), as written
+    and decoded, and, when the user part holds an unencoded ``@``, everything
+    after it: the driver splits at the first ``@`` and names the rest (the
+    password's tail) as the host in its errors.
+    """
+    if not url:
+        return []
     try:
-        password = urlsplit(url).password if url else None
+        parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return []
-    return [password] if password else []
+    userinfo = parts.netloc.rpartition("@")[0]
+    found = [password or "", userinfo.partition("@")[2] if "@" in userinfo else ""]
+    found += re.findall(r"(?i)(?:^|&)password=([^&]*)", parts.query)
+    secrets = {secret for text in found for secret in (text, unquote(text)) if secret}
+    return sorted(secrets, key=len, reverse=True)
 
 
 def url_problem(url: str) -> str | None:
@@ -74,7 +89,16 @@ def url_problem(url: str) -> str | None:
         return f"does not parse as a URL ({error})"
     if not url.isprintable():
         return "contains control characters"
+    if parts.netloc.count("@") > 1:  # the driver would take the password's tail for the host, and name it in errors
+        return "holds more than one @ before the host: percent-encode @ in the user or password as %40"
     return None
+
+
+def refuse_unusable_url(url: str) -> None:
+    """:class:`UsageError` when ``url`` cannot name a PostgreSQL store (checked before connecting)."""
+    problem = url_problem(url)
+    if problem:
+        raise UsageError(f"the PostgreSQL URL {redact_url(url)} {problem}")
 
 
 def schema_problem(schema: str) -> str | None:

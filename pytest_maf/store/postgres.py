@@ -39,7 +39,7 @@ from psycopg import sql
 
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.clock import Clock, system_clock
-from pytest_maf.database_url import hide_password, redact_url, schema_problem
+from pytest_maf.database_url import hide_password, redact_url, refuse_unusable_url, schema_problem
 from pytest_maf.errors import StoreBusyError, StoreError, UsageError
 from pytest_maf.store import postgres_schema, sharing
 from pytest_maf.store.postgres_schema import DEFAULT_SCHEMA, VERSION_TABLE
@@ -81,6 +81,7 @@ class PostgresStore:
         problem = schema_problem(schema)
         if problem:
             raise UsageError(f"runtime.database_schema: {problem}")
+        refuse_unusable_url(url)
         self.url = url.strip()
         self.schema = schema
         self.clock = clock
@@ -397,11 +398,12 @@ class PostgresStore:
 
 def drop_schema(url: str, schema: str) -> None:
     """Drop ``schema`` and everything in it, on a connection of its own (a scratch or half-made store)."""
+    refuse_unusable_url(url)
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="pytest-maf") as connection:
             connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
     except psycopg.Error as error:
-        raise StoreError(f"cannot drop the schema {schema} at {redact_url(url)}: {error}") from None
+        raise StoreError(f"cannot drop the schema {schema} at {redact_url(url)}: {hide_password(str(error), url)}") from None
 
 
 def _describe(connection: psycopg.Connection[Any], schema: str) -> dict[str, dict[str, Any]]:

@@ -31,7 +31,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pytest_maf.database_url import hide_password, redact_url
+from pytest_maf.database_url import hide_password, redact_url, refuse_unusable_url
 from pytest_maf.errors import StoreError, UsageError
 from pytest_maf.files import replaced_output
 from pytest_maf.store.postgres import PostgresStore, drop_schema
@@ -51,6 +51,7 @@ def _tool(name: str) -> str:
 
 def _connection(url: str) -> tuple[str, dict[str, str]]:
     """The connection string without its password, and the environment that carries the password."""
+    refuse_unusable_url(url)
     try:
         parts = conninfo_to_dict(url.strip())
     except Exception:

@@ -1,0 +1,87 @@
+"""Store locations and git settings that used to mislead pytest-maf, through the installed command.
+
+A PostgreSQL URL whose password holds a raw ``@``, a repository with
+``diff.relative=true``, hooks installed for a store named with ``--db``, and a
+database kept in a folder of the user's: each case is refused in one line, or
+guarded, or kept out of git exactly as a user expects. Every command runs with
+a deadline (the workspace's).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from pytest_maf.database_url import hide_password
+from workspace import Workspace
+
+SECRET = "MyTopSecretPW"
+UNENCODED_AT = f"postgresql://postgres:x@{SECRET}@127.0.0.1:5432/postgres"
+RESERVED = "src/app/models.py"
+
+
+def without_secret(completed: subprocess.CompletedProcess[str]) -> str:
+    """stdout and stderr together, after checking that neither shows the password nor a traceback."""
+    shown = completed.stdout + completed.stderr
+    assert SECRET not in shown, shown
+    assert "Traceback" not in shown, shown
+    return shown
+
+
+# A password with a raw @: refused before connecting, and never shown.
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [(("task", "list", "--json"), 2), (("health-check", "--json"), 1)],
+    ids=["task-list", "health-check"],
+)
+@pytest.mark.parametrize("given_by", ["configuration", "environment", "flag"])
+def test_a_url_with_a_raw_at_in_its_password_is_refused_without_showing_it(
+    workspace: Workspace, given_by: str, command: tuple[str, ...], code: int
+) -> None:
+    extra: dict[str, str] = {}
+    flags: list[str] = []
+    if given_by == "flag":
+        flags = ["--db", UNENCODED_AT]
+    elif given_by == "environment":
+        extra = {"MAF_DATABASE_URL": UNENCODED_AT}
+    else:
+        workspace.write(workspace.main, "maf-config/default.yaml", f"runtime:\n  database_url: '{UNENCODED_AT}'\n")
+
+    completed = workspace.maf(workspace.main, *command, *flags, **extra)
+
+    shown = without_secret(completed)
+    assert completed.returncode == code, shown
+    assert "percent-encode @ in the user or password as %40" in shown
+
+
+def test_config_validate_calls_a_url_with_a_raw_at_invalid(workspace: Workspace) -> None:
+    workspace.write(workspace.main, "maf-config/default.yaml", f"runtime:\n  database_url: '{UNENCODED_AT}'\n")
+
+    completed = workspace.maf(workspace.main, "config", "validate", "--json")
+
+    without_secret(completed)
+    assert completed.returncode == 2
+    report = json.loads(completed.stdout)
+    assert report["valid"] is False
+    assert any("runtime.database_url" in problem and "%40" in problem for problem in report["problems"])
+
+
+def test_the_preflight_refuses_maf_db_with_a_raw_at_without_showing_it(workspace: Workspace) -> None:
+    completed = workspace.pytest(workspace.main, "--maf-preflight", "--maf-db", UNENCODED_AT, "-q")
+
+    shown = without_secret(completed)
+    assert completed.returncode != 0
+    assert "%40" in shown
+
+
+def test_a_driver_message_naming_the_password_tail_as_host_is_masked() -> None:
+    said = f"failed to resolve host '{SECRET}@127.0.0.1': [Errno -2] Name or service not known"
+
+    shown = hide_password(said, UNENCODED_AT)
+
+    assert SECRET not in shown
+    assert "127.0.0.1" in shown
