@@ -136,9 +136,11 @@ def _read_both(*descriptors: int) -> list[bytes]:
     return [b"".join(chunks[descriptor]) for descriptor in descriptors]
 
 
-def git_output(cwd: Path, *args: str) -> bytes:
+def git_output(cwd: Path, *args: str, config: tuple[str, ...] = ()) -> bytes:
+    """``git ARGS`` run in ``cwd``, each of ``config`` (``key=value``) given as ``-c``; :class:`GitError` when it fails."""
+    settings = [flag for pair in config for flag in ("-c", pair)]
     try:
-        returncode, output, errors = run_git(cwd, *args)
+        returncode, output, errors = run_git(cwd, *settings, *args)
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH") from None
     if returncode != 0:
@@ -163,11 +165,17 @@ def _split_z(output: bytes) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+# Paths from the repository root, from any directory: diff.relative=true would print only those
+# under the current directory, relative to it. A -c setting rather than --no-relative (git 2.28):
+# an older git, which has no diff.relative, ignores it.
+REPOSITORY_RELATIVE = ("diff.relative=false",)
+
+
 def staged_paths(cwd: Path) -> list[str]:
-    """Paths the staged commit adds, changes or deletes; both sides of a rename."""
-    return _split_z(
-        git_output(cwd, "diff", "--cached", "--name-only", "-z", "--no-renames", "--no-ext-diff")
-    )
+    """Paths the staged commit adds, changes or deletes, from the repository root; both sides of a rename."""
+    return _split_z(git_output(
+        cwd, "diff", "--cached", "--name-only", "-z", "--no-renames", "--no-ext-diff", config=REPOSITORY_RELATIVE,
+    ))
 
 
 def pushed_paths(cwd: Path, hook_input: str) -> list[str]:
@@ -193,7 +201,8 @@ def pushed_paths(cwd: Path, hook_input: str) -> list[str]:
         known_remote = remote_sha.strip("0") != "" and _object_exists(cwd, remote_sha)
         exclude = [f"^{remote_sha}"] if known_remote else ["--not", "--remotes"]
         output = git_output(
-            cwd, "log", "--format=", "--name-only", "-z", "--no-renames", local_sha, *exclude
+            cwd, "log", "--format=", "--name-only", "-z", "--no-renames", local_sha, *exclude,
+            config=REPOSITORY_RELATIVE,
         )
         paths.extend(_split_z(output))
     return list(dict.fromkeys(paths))

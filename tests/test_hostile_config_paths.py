@@ -85,3 +85,44 @@ def test_a_driver_message_naming_the_password_tail_as_host_is_masked() -> None:
 
     assert SECRET not in shown
     assert "127.0.0.1" in shown
+
+
+# diff.relative=true: the guard reads paths from the repository root, from any directory.
+
+
+@pytest.fixture
+def relative_diffs(workspace: Workspace) -> Workspace:
+    """The workspace with alice holding RESERVED, and git set to print diffs relative to the current directory."""
+    acquired = workspace.maf(workspace.main, "reservation", "acquire", RESERVED, agent="alice")
+    assert acquired.returncode == 0, acquired.stderr
+    workspace.git(workspace.main, "config", "diff.relative", "true")
+    return workspace
+
+
+def test_the_guard_blocks_a_staged_reserved_file_from_a_subdirectory(relative_diffs: Workspace) -> None:
+    relative_diffs.stage(relative_diffs.main, RESERVED)
+
+    guarded = relative_diffs.maf(relative_diffs.main / "src", "guard", agent="bob")
+    checked = relative_diffs.pytest(
+        relative_diffs.main / "src", "--maf-preflight", "--maf-checks", "reservations.staged", "-q", agent="bob"
+    )
+
+    assert guarded.returncode == 1, guarded.stdout + guarded.stderr
+    assert f"{RESERVED}: alice holds" in guarded.stdout
+    assert checked.returncode != 0, checked.stdout
+    assert "1 failed" in checked.stdout
+
+
+def test_the_pre_push_guard_blocks_a_reserved_file_from_a_subdirectory(relative_diffs: Workspace) -> None:
+    base = relative_diffs.git(relative_diffs.main, "rev-parse", "HEAD").strip()
+    relative_diffs.stage(relative_diffs.main, RESERVED)
+    relative_diffs.git(relative_diffs.main, "commit", "-q", "-m", "bob's change")
+    head = relative_diffs.git(relative_diffs.main, "rev-parse", "HEAD").strip()
+
+    pushed = relative_diffs.maf(
+        relative_diffs.main / "src", "guard", "--pre-push", agent="bob",
+        stdin=f"refs/heads/main {head} refs/heads/main {base}\n",
+    )
+
+    assert pushed.returncode == 1, pushed.stdout + pushed.stderr
+    assert f"{RESERVED}: alice holds" in pushed.stdout
