@@ -3,7 +3,8 @@
 ``install`` writes pre-commit and pre-push hooks running ``maf guard`` into
 the hooks directory git itself uses (``core.hooksPath`` and worktrees
 included). A hook already there is kept, renamed beside ours, and run first;
-``uninstall`` puts it back exactly as it was.
+``uninstall`` puts it back exactly as it was. Given a store (``maf install-hooks
+--db``), the hooks guard that one, whatever the committing shell's variables.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_maf.database_url import is_database_url, url_passwords
 from pytest_maf.errors import UsageError
 from pytest_maf.guard import git_output, run_git
 
@@ -45,20 +47,37 @@ def _set_but_empty(cwd: Path) -> bool:
     return returncode == 0 and listed.strip() == b""
 
 
-def _script(hook: str, python: str) -> str:
+@dataclass(frozen=True)
+class GuardedStore:
+    """The store a hook's guard reads, named when installing (``--db``): a file's absolute path, or
+    a PostgreSQL URL without a password and its schema. Without one, the guard finds the store at
+    commit time (MAF_DB_PATH, MAF_DATABASE_URL, configuration, else ``.maf/runtime.db``)."""
+
+    location: str
+    schema: str | None = None  # with a URL: exported as MAF_DATABASE_SCHEMA
+
+
+def _script(hook: str, python: str, store: GuardedStore | None = None) -> str:
     guard = f"{shlex.quote(python)} -m pytest_maf guard"
+    if store is not None:
+        guard += f" --db {shlex.quote(store.location)}"
     lines = [
         "#!/bin/sh",
         MARKER,
         "# Runs the hook that was here before, then the reservation guard.",
         f'previous="$(dirname "$0")/{hook}{PREVIOUS_SUFFIX}"',
     ]
+    schema = (
+        [f"MAF_DATABASE_SCHEMA={shlex.quote(store.schema)}", "export MAF_DATABASE_SCHEMA"]
+        if store is not None and store.schema is not None else []
+    )
     if hook == "pre-push":
         lines += [
             "input=$(cat)",
             'if [ -x "$previous" ]; then',
             '  printf \'%s\\n\' "$input" | "$previous" "$@" || exit $?',
             "fi",
+            *schema,
             f'printf \'%s\\n\' "$input" | {guard} --pre-push',
         ]
     else:
@@ -66,6 +85,7 @@ def _script(hook: str, python: str) -> str:
             'if [ -x "$previous" ]; then',
             '  "$previous" "$@" || exit $?',
             "fi",
+            *schema,
             f"exec {guard}",
         ]
     return "\n".join(lines) + "\n"
@@ -85,7 +105,14 @@ class HookChange:
     action: str  # installed, updated, chained, removed, restored, absent, foreign
 
 
-def install(cwd: Path, python: str = sys.executable) -> list[HookChange]:
+def install(cwd: Path, python: str = sys.executable, store: GuardedStore | None = None) -> list[HookChange]:
+    """Write the hooks, each running the guard against ``store`` (None: the one found at commit time)."""
+    if store is not None and is_database_url(store.location) and url_passwords(store.location):
+        raise UsageError(
+            "the URL given with --db holds a password, which the hooks would keep in plain text:"
+            " give it without the password and let PGPASSWORD or ~/.pgpass supply it when committing,"
+            " or set MAF_DATABASE_URL where agents commit instead of giving --db; no hook was written"
+        )
     directory = hooks_directory(cwd)
     directory.mkdir(parents=True, exist_ok=True)
     for hook in HOOKS:  # checked first: nothing is changed when one hook cannot be chained
@@ -105,7 +132,7 @@ def install(cwd: Path, python: str = sys.executable) -> list[HookChange]:
             action = "chained"
         else:
             action = "updated" if path.exists() else "installed"
-        path.write_text(_script(hook, python), encoding="utf-8")
+        path.write_bytes(_script(hook, python, store).encode("utf-8", "surrogateescape"))  # a path as the system gave it
         path.chmod(0o755)
         changes.append(HookChange(hook, path, action))
     return changes

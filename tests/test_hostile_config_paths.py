@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from backends import scratch_schema, server_url
 from pytest_maf.database_url import hide_password
 from workspace import Workspace
 
@@ -126,3 +128,63 @@ def test_the_pre_push_guard_blocks_a_reserved_file_from_a_subdirectory(relative_
 
     assert pushed.returncode == 1, pushed.stdout + pushed.stderr
     assert f"{RESERVED}: alice holds" in pushed.stdout
+
+
+# install-hooks --db: the hooks guard the store they were given.
+
+
+def commit_as(workspace: Workspace, agent: str) -> subprocess.CompletedProcess[str]:
+    """`git commit` by ``agent`` with no other MAF_* variable, as an IDE or a plain shell runs it."""
+    return subprocess.run(
+        ["git", "commit", "-q", "-m", f"{agent}'s change"], cwd=workspace.main, capture_output=True, text=True,
+        env=workspace.env(agent), timeout=120,
+    )
+
+
+def test_hooks_installed_with_db_guard_that_store(workspace: Workspace, tmp_path: Path) -> None:
+    store = tmp_path / "shared store" / "it's.db"  # a space and a quote: written into a shell script
+    store.parent.mkdir()
+    assert workspace.maf(workspace.main, "setup", "--db", str(store)).returncode == 0
+    installed = workspace.maf(workspace.main, "install-hooks", "--db", str(store))
+    acquired = workspace.maf(workspace.main, "reservation", "acquire", RESERVED, "--db", str(store), agent="alice")
+    assert installed.returncode == acquired.returncode == 0, installed.stderr + acquired.stderr
+    workspace.stage(workspace.main, RESERVED)
+
+    blocked = commit_as(workspace, "bob")
+    store.unlink()
+    failed_closed = commit_as(workspace, "bob")
+
+    assert blocked.returncode == 1, blocked.stderr
+    assert f"{RESERVED}: alice holds" in blocked.stderr
+    assert str(store) in installed.stdout
+    assert failed_closed.returncode != 0  # git says 1 for any hook that fails
+    assert "no runtime database at" in failed_closed.stderr and "fails closed" in failed_closed.stderr
+    assert workspace.git(workspace.main, "log", "--format=%s").splitlines() == ["initial"]
+
+
+def test_hooks_installed_with_a_database_url_guard_that_store(workspace: Workspace) -> None:
+    url = server_url()
+    with scratch_schema(url) as schema:
+        assert workspace.maf(workspace.main, "setup", "--db", url, MAF_DATABASE_SCHEMA=schema).returncode == 0
+        installed = workspace.maf(workspace.main, "install-hooks", "--db", url, MAF_DATABASE_SCHEMA=schema)
+        acquired = workspace.maf(
+            workspace.main, "reservation", "acquire", RESERVED, "--db", url, agent="alice", MAF_DATABASE_SCHEMA=schema
+        )
+        assert installed.returncode == acquired.returncode == 0, installed.stderr + acquired.stderr
+        workspace.stage(workspace.main, RESERVED)
+
+        blocked = commit_as(workspace, "bob")
+
+    assert blocked.returncode == 1, blocked.stderr
+    assert f"{RESERVED}: alice holds" in blocked.stderr
+
+
+def test_install_hooks_refuses_a_url_with_a_password_and_writes_nothing(workspace: Workspace) -> None:
+    hooks = workspace.main / ".git" / "hooks"
+    before = sorted(path.name for path in hooks.iterdir())
+
+    refused = workspace.maf(workspace.main, "install-hooks", "--db", "postgresql://maf:S3cretPw@127.0.0.1:5432/maf")
+
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "PGPASSWORD" in refused.stderr and "S3cretPw" not in refused.stdout + refused.stderr
+    assert sorted(path.name for path in hooks.iterdir()) == before

@@ -216,12 +216,20 @@ def cmd_install_hooks(args: argparse.Namespace, settings: Settings) -> int:
     if settings.repo_root is None:
         raise UsageError("not inside a git repository")
     cwd = Path.cwd()
-    changes = git_hooks.uninstall(cwd) if args.uninstall else git_hooks.install(cwd)
+    store = None
+    if args.db is not None and not args.uninstall:  # the hooks guard the store named here, not the one found when committing
+        store = (
+            git_hooks.GuardedStore(settings.database_url, settings.database_schema) if settings.database_url is not None
+            else git_hooks.GuardedStore(str(settings.db_path.absolute()))
+        )
+    changes = git_hooks.uninstall(cwd) if args.uninstall else git_hooks.install(cwd, store=store)
     if args.json:
         print_json([{"hook": change.hook, "action": change.action, "path": str(change.path)} for change in changes])
         return 0
     for change in changes:
         print(f"{change.hook}: {change.action} ({change.path})")
+    if store is not None:
+        print(f"the hooks guard commits and pushes with the store {settings.store_shown}")
     return 0
 
 
@@ -301,7 +309,9 @@ def register_install_hooks(commands: argparse._SubParsersAction[argparse.Argumen
     install = commands.add_parser(
         "install-hooks", help="install git pre-commit and pre-push hooks running the guard",
         description="For repositories without the pre-commit framework. Honours core.hooksPath"
-        " and worktrees; an existing hook is kept and run first; --uninstall restores it.",
+        " and worktrees; an existing hook is kept and run first; --uninstall restores it. With"
+        " --db, the hooks guard that store (a URL without its password) rather than the one found"
+        " when committing.",
     )
     install.add_argument("--uninstall", action="store_true", help="remove the hooks, restoring any kept one")
     add_json(install)
