@@ -1,10 +1,12 @@
 """Keeping pytest-maf's runtime files out of git, without editing a tracked file.
 
-The directory holding the runtime database (``.maf/``) and the agent-mail root
-(``.agent-mail/``), when they lie inside the repository, are added to the
+pytest-maf's own folders inside the repository, the default database folder
+(``.maf/``) and the agent-mail root (``.agent-mail/``), are added whole to the
 repository's own exclude file, ``<git common dir>/info/exclude``: git reads it
-in every worktree, and it is never committed. A line already there is never
-added again. ``maf setup`` and ``maf init`` call this::
+in every worktree, and it is never committed. A database kept anywhere else
+(``ci/maf.db``) is added as the file and its companions (``ci/maf.db*``), so
+the user's files beside it stay visible. A line already there is never added
+again. ``maf setup`` and ``maf init`` call this::
 
     report = exclude_runtime_files(settings)
     print(report.describe())  # kept .maf/ and .agent-mail/ out of git (.git/info/exclude)
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_maf.config import DB_RELATIVE_PATH
 from pytest_maf.guard import git_output
 from pytest_maf.patterns import escape_glob
 
@@ -38,24 +41,28 @@ class ExcludeReport:
 
 
 def runtime_entries(settings: Settings) -> list[tuple[str, str]]:
-    """(shown name, exclude line) for the database's directory and the mail root inside the repository."""
+    """(shown name, exclude line) for the runtime files inside the repository: the default database
+    folder and the mail root whole, a database elsewhere as the file and its companions."""
     if settings.repo_root is None:
         return []
     root = settings.repo_root.resolve()
+    own_database_folder = settings.repo_root / DB_RELATIVE_PATH.parent
     found: dict[str, str] = {}
     for path, is_database in ((settings.db_path, True), (settings.mail_root, False)):
         directory = path.parent if is_database else path
-        if directory.is_symlink():  # git sees the link itself (.maf -> /fast/disk), not a folder
+        whole_folder = not is_database or directory.resolve() == own_database_folder.resolve()
+        if whole_folder and directory.is_symlink():  # git sees the link itself (.maf -> /fast/disk), not a folder
             link = _inside(directory.parent.resolve() / directory.name, root)
             if link is not None and link.parts:
                 found[link.as_posix()] = f"/{escape_glob(link.as_posix())}"
         relative = _inside(directory.resolve(), root)  # and the folder a link names, where that is inside
         if relative is None:
             continue  # outside the repository: nothing for git to see
-        if relative.parts:
+        if relative.parts and whole_folder:
             found[f"{relative.as_posix()}/"] = f"/{escape_glob(relative.as_posix())}/"
-        elif is_database:  # the database directly at the root: the file and its companions
-            found[f"{path.name}*"] = f"/{escape_glob(path.name)}*"
+        elif is_database:  # the file and its companions (-wal, -shm, .lock), in a folder that is not ours
+            name = (relative / path.name).as_posix()
+            found[f"{name}*"] = f"/{escape_glob(name)}*"
     return list(found.items())
 
 

@@ -188,3 +188,20 @@ def test_install_hooks_refuses_a_url_with_a_password_and_writes_nothing(workspac
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "PGPASSWORD" in refused.stderr and "S3cretPw" not in refused.stdout + refused.stderr
     assert sorted(path.name for path in hooks.iterdir()) == before
+
+
+# A database in a folder of the user's: only its files are kept out of git.
+
+
+def test_a_database_in_a_folder_of_the_users_keeps_that_folder_in_git(workspace: Workspace) -> None:
+    ci = workspace.main / "ci"
+    workspace.write(ci, "build.sh", "echo build\n")
+
+    setup = workspace.maf(ci, "--db", "maf.db", "setup")
+    workspace.write(ci, "deploy.sh", "echo deploy\n")
+    status = workspace.git(workspace.main, "status", "--porcelain", "--untracked-files=all")
+
+    assert setup.returncode == 0, setup.stderr
+    assert "kept ci/maf.db* and .agent-mail/ out of git" in setup.stdout
+    assert "ci/build.sh" in status and "ci/deploy.sh" in status
+    assert "maf.db" not in status
