@@ -412,7 +412,8 @@ def validate_layer(layer: Layer) -> list[str]:
                 continue
             kinds = _KINDS[path]
             if isinstance(value, bool) or not isinstance(value, kinds):
-                problems.append(f"{layer.source}: {path}: expected {_type_name(kinds)}, got {type(value).__name__} {value!r}")
+                shown = "" if path == "runtime.database_url" else f" {value!r}"  # it may hold a password
+                problems.append(f"{layer.source}: {path}: expected {_type_name(kinds)}, got {type(value).__name__}{shown}")
                 continue
             problem = _value_problem(path, value)
             if problem:
@@ -542,8 +543,24 @@ def _chosen_database_url(layers: list[Layer], values: Mapping[str, Any], sources
 
 
 def shown_value(key_path: str, value: Any) -> Any:
-    """A configured value as output may show it: a database URL without its password."""
-    return redact_url(value) if key_path == "runtime.database_url" and value else value
+    """A configured value as output may show it: a database URL without its password, and a value JSON
+    cannot hold (a mapping with keys of mixed types, such as ``{1: a, b: c}``) as its YAML text.
+
+    >>> shown_value("preflight.tool_versions", {1: "a", "b": "c"})
+    '{1: a, b: c}'
+    """
+    import json  # here: only the views show values
+
+    if key_path == "runtime.database_url" and value:
+        # never echoed unless it is a string whose password can be hidden
+        return redact_url(value) if isinstance(value, str) else f"({type(value).__name__}, not shown)"
+    try:
+        json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        import yaml
+
+        return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=float("inf")).strip()
+    return value
 
 
 def _not_a_file(path: Path) -> str:

@@ -7,7 +7,6 @@ stacks what these functions return into layers. Every problem is a
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 from pathlib import Path
@@ -94,7 +93,23 @@ def _load_yaml(text: str) -> Any:
                 seen.add(key)
             return super().construct_mapping(node, deep=deep)
 
+    # A date or time is kept as the text written (a value must be one JSON can hold: every view prints it
+    # as JSON), and bytes or a set are refused where they are written, with the line.
+    NoAliasLoader.add_constructor("tag:yaml.org,2002:timestamp", _scalar_text)
+    NoAliasLoader.add_constructor("tag:yaml.org,2002:binary", _refused_tag)
+    NoAliasLoader.add_constructor("tag:yaml.org,2002:set", _refused_tag)
     return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader)
+
+
+def _scalar_text(loader: Any, node: Any) -> str:
+    """A YAML date or timestamp (``2026-05-01 09:30:00``) as the text written, never a ``datetime``."""
+    return str(loader.construct_scalar(node))
+
+
+def _refused_tag(loader: Any, node: Any) -> Any:
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    instead = "a list ([a, b])" if tag == "!!set" else "text"
+    raise ValueError(f"line {node.start_mark.line + 1}: {tag} values are not configuration; write {instead} instead")
 
 
 def _without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -108,14 +123,12 @@ def _without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _plain_acknowledgements(document: dict[str, Any]) -> None:
-    """YAML reads an acknowledgement's ``on:`` key as true and its date as a date: make both plain."""
+    """YAML 1.1 reads an acknowledgement's ``on:`` key as true: make it the key written."""
     preflight = document.get("preflight")
     entries = preflight.get("acknowledged_warnings") if isinstance(preflight, dict) else None
     for entry in entries.values() if isinstance(entries, dict) else ():
         if isinstance(entry, dict) and True in entry and "on" not in entry:
             entry["on"] = entry.pop(True)
-        if isinstance(entry, dict) and type(entry.get("on")) is datetime.date:
-            entry["on"] = entry["on"].isoformat()
 
 
 def layer_file(directory: Path, stem: str) -> Path | None:

@@ -163,10 +163,8 @@ def cmd_config_show(args: argparse.Namespace, settings: None) -> int:
         print_json(report)
     else:
         width = max(len(key) for key in report["values"])
-        for key, entry in report["values"].items():
-            print(f"{key:<{width}}  {json.dumps(entry['value'])}  ({entry['source']})")
-        for problem in report["problems"]:
-            print(f"problem: {problem}")
+        lines = [f"{key:<{width}}  {json.dumps(entry['value'])}  ({entry['source']})" for key, entry in report["values"].items()]
+        print("\n".join([*lines, *(f"problem: {problem}" for problem in report["problems"])]))  # whole, or not at all
     return 2 if report["problems"] else 0
 
 

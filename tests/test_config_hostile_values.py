@@ -1,0 +1,143 @@
+"""Configuration values a person can write but pytest-maf cannot use: every view shows them, or every
+command refuses them alike, and nothing is written on refusal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pytest_maf.cli import main
+
+ACKNOWLEDGED_AT_A_TIME = (
+    "preflight:\n  acknowledged_warnings:\n    env.sqlite-wal-reset: {by: dana, on: 2026-05-01 09:30:00, reason: CI box}\n"
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=Dev", "-c", "user.email=dev@example.invalid", *args],
+        cwd=repo, check=True, capture_output=True,
+    )
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git repository as the current directory, with no MAF_* variable from the machine."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q")
+    for name in ("MAF_ENV", "NODE_ENV", "MAF_DB_PATH", "MAF_LOG_FILE", "MAF_TASK_MAX_ATTEMPTS", "LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(root)
+    return root
+
+
+# A YAML date or time, and a mapping whose keys JSON cannot order.
+
+
+@pytest.mark.parametrize(("text", "key", "shown"), [
+    (ACKNOWLEDGED_AT_A_TIME, "preflight.acknowledged_warnings",
+     {"env.sqlite-wal-reset": {"by": "dana", "on": "2026-05-01 09:30:00", "reason": "CI box"}}),
+    ("preflight:\n  tool_versions: {1: '>= 2', node: '>= 18'}\n", "preflight.tool_versions", "{1: '>= 2', node: '>= 18'}"),
+], ids=["timestamp", "mixed-keys"])
+def test_show_and_report_show_a_value_json_cannot_hold_with_its_problem(
+    repo: Path, capsys: pytest.CaptureFixture[str], text: str, key: str, shown: object
+) -> None:
+    write(repo / "maf-config/default.yaml", text)
+
+    validated = main(["config", "validate"])
+    problems = capsys.readouterr().out.splitlines()
+    shown_code = main(["config", "show", "--json"])
+    shown_json = json.loads(capsys.readouterr().out)
+    text_code = main(["config", "show"])
+    table = capsys.readouterr()
+    report_code = main(["config", "report", "--output", "report.json"])
+    report = json.loads((repo / "report.json").read_text())
+
+    assert validated == shown_code == text_code == report_code == 2
+    assert shown_json["values"][key]["value"] == shown == report["values"][key]["value"]
+    assert shown_json["problems"] == problems == report["problems"]
+    assert [line for line in table.out.splitlines() if line.startswith("problem: ")] == [f"problem: {p}" for p in problems]
+    assert "internal error" not in table.err
+
+
+def test_a_timestamp_in_an_acknowledgement_is_named_as_written(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(repo / "maf-config/default.yaml", ACKNOWLEDGED_AT_A_TIME)
+
+    assert main(["config", "validate"]) == 2
+    assert capsys.readouterr().out == (
+        f"{repo}/maf-config/default.yaml: preflight.acknowledged_warnings: env.sqlite-wal-reset.on: required, the date"
+        " of the acknowledgement as YYYY-MM-DD, got '2026-05-01 09:30:00'\n"
+    )
+
+
+def test_an_impossible_date_is_a_problem_of_its_key_not_of_the_file(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(repo / "maf-config/default.yaml", ACKNOWLEDGED_AT_A_TIME.replace("2026-05-01 09:30:00", "2026-02-30"))
+
+    assert main(["config", "validate"]) == 2
+    assert "env.sqlite-wal-reset.on: required, the date of the acknowledgement as YYYY-MM-DD, got '2026-02-30'" in (
+        capsys.readouterr().out
+    )
+
+
+def test_a_date_where_text_is_expected_is_read_as_the_text_written(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(repo / "maf-config/default.yaml", "preflight:\n  tool_versions: {calver-tool: 2024-01-01}\n")
+
+    assert main(["config", "validate"]) == 0
+    capsys.readouterr()
+    assert main(["config", "show", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["values"]["preflight.tool_versions"]["value"] == {"calver-tool": "2024-01-01"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("runtime:\n  db_path: !!binary aGVsbG8=\n", "line 2: !!binary values are not configuration; write text instead"),
+    ("escalation:\n  targets: !!set {a, b}\n", "line 2: !!set values are not configuration; write a list ([a, b]) instead"),
+], ids=["binary", "set"])
+def test_bytes_and_sets_are_refused_by_every_view_naming_the_line(
+    repo: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    layer = write(repo / "maf-config/default.yaml", text)
+
+    for command in (["config", "validate"], ["config", "show"], ["config", "show", "--json"]):
+        assert main(command) == 2, command
+        captured = capsys.readouterr()
+        assert f"{layer}: does not parse: {expected}" in captured.out + captured.err, command
+        assert "internal error" not in captured.out + captured.err
+    assert main(["config", "report", "--output", "report.json"]) == 2
+    assert not (repo / "report.json").exists()
+
+
+def test_diff_against_a_commit_that_holds_a_timestamp(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(repo / "maf-config/default.yaml", ACKNOWLEDGED_AT_A_TIME)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "acknowledged")
+    write(repo / "maf-config/default.yaml", "tasks: {max_attempts: 4}\n")
+
+    assert main(["config", "diff"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    assert lines[0] == (
+        'preflight.acknowledged_warnings: {"env.sqlite-wal-reset": {"by": "dana", "reason": "CI box",'
+        ' "on": "2026-05-01 09:30:00"}} (HEAD:maf-config/default.yaml) -> {} (defaults)'
+    )
+    assert lines[-1] == "2 key(s) differ from HEAD"
+
+
+def test_a_database_url_of_the_wrong_type_is_never_echoed(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(repo / "maf-config/default.yaml", "runtime:\n  database_url: ['postgresql://maf:s3cret@db/maf']\n")
+
+    codes = [main(["config", "validate"]), main(["config", "show"]), main(["config", "show", "--json"])]
+    captured = capsys.readouterr()
+
+    assert codes == [2, 2, 2]
+    assert "runtime.database_url: expected a string, got list" in captured.out
+    assert "s3cret" not in captured.out + captured.err and "internal error" not in captured.err
