@@ -584,15 +584,12 @@ def load_settings(
     repo_root = find_repository_root(cwd)
     base = repo_root or cwd
     layers = config_layers(base, environ, env, config_file, store_flags(db_path))
-    values, sources, problems = resolve(layers)
+    values, sources, problems = resolve_checked(layers, base, cwd)
     if problems:
         raise ConfigError(problems)
 
     def located(key_path: str) -> Path:
-        # Paths from the environment or the command line are relative to the
-        # current directory, as a shell user expects; from files, to the root.
-        origin = cwd if sources[key_path] in ("environment", "command line") else base
-        return origin / Path(values[key_path])
+        return located_path(values, sources, key_path, base, cwd)
 
     return Settings(
         db_path=located("runtime.db_path"),
@@ -623,7 +620,7 @@ def load_settings(
         },
         log_level=values["logging.level"],
         log_format=values["logging.format"],
-        log_file=_log_file(values, sources, located("logging.file"), located("runtime.db_path"), base),
+        log_file=_log_file(values, sources, base, cwd),
         log_file_level=values["logging.file_level"],
         log_max_bytes=values["logging.max_bytes"],
         log_backup_count=values["logging.backup_count"],
@@ -632,12 +629,38 @@ def load_settings(
     )
 
 
-def _log_file(
-    values: Mapping[str, Any], sources: Mapping[str, str], path: Path, db_path: Path, base: Path
-) -> Path | None:
+def located_path(values: Mapping[str, Any], sources: Mapping[str, str], key_path: str, base: Path, cwd: Path) -> Path:
+    """The path setting ``key_path`` names: relative to ``cwd`` when the environment or the command line
+    gives it, as a shell user expects; from a file, to the repository root ``base``."""
+    origin = cwd if sources[key_path] in ("environment", "command line") else base
+    return origin / Path(values[key_path])
+
+
+def resolve_checked(layers: list[Layer], base: Path, cwd: Path) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """:func:`resolve`, then, when the values are well formed, the rules that look at the repository's
+    files: ``logging.file`` never names the store, ``.env``, ``maf-config/`` or ``.git/``. Every command,
+    ``maf config validate`` and ``show`` judge a configuration by this."""
+    values, sources, problems = resolve(layers)
+    if not problems:
+        problems = log_file_problems(values, sources, base, cwd)
+    return values, sources, problems
+
+
+def log_file_problems(values: Mapping[str, Any], sources: Mapping[str, str], base: Path, cwd: Path) -> list[str]:
+    """What is wrong with ``logging.file`` among well-formed ``values``: nothing, or one problem naming its source."""
+    try:
+        _log_file(values, sources, base, cwd)
+    except ConfigError as error:
+        return error.problems
+    return []
+
+
+def _log_file(values: Mapping[str, Any], sources: Mapping[str, str], base: Path, cwd: Path) -> Path | None:
     """``logging.file`` as a path, or None when unset; never the store or a file beside it, nor the configuration."""
     if not values["logging.file"].strip():
         return None
+    path = located_path(values, sources, "logging.file", base, cwd)
+    db_path = located_path(values, sources, "runtime.db_path", base, cwd)
     from pytest_maf.files import checked_output, store_files  # tempfile and more: only when a log file is set
 
     try:

@@ -6,7 +6,7 @@ brings the file back byte for byte and refuses a snapshot that was cut,
 edited or corrupted before anything is written::
 
     snapshot = take_snapshot(base)          # a JSON-ready dict
-    restore_snapshot(base, read_snapshot(path))
+    restore_snapshot(base, read_snapshot(path, base))
 
 :func:`diff` compares the effective configuration with the one the same
 layers give when ``maf-config/`` is read from a git revision
@@ -24,15 +24,21 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_maf.config import (
-    CONFIG_DIRECTORY, LOCAL_STEM, Layer, LayerReader, files_on_disk, merge, shown_value, validate_layer,
+    CONFIG_DIRECTORY, DEFAULTS, LOCAL_STEM, Layer, LayerReader, config_layers, files_on_disk, log_file_problems, merge,
+    resolve, shown_value, validate_layer,
 )
-from pytest_maf.config_files import CONFIG_SUFFIXES, MAX_CONFIG_BYTES, ConfigError, layer_file, parse_config_text
+from pytest_maf.config_files import (
+    CONFIG_SUFFIXES, MAX_CONFIG_BYTES, ConfigError, layer_file, parse_config_text,
+)
 from pytest_maf.errors import UsageError
 from pytest_maf.files import read_at_most, write_bytes_atomic
 from pytest_maf.values import is_utf8
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SNAPSHOT_FORMAT = "pytest-maf config snapshot"
 SNAPSHOT_VERSION = 1
@@ -71,7 +77,7 @@ def local_layer_file(base: Path) -> Path | None:
     return layer_file(base / CONFIG_DIRECTORY, LOCAL_STEM)
 
 
-def take_snapshot(base: Path) -> Snapshot:
+def take_snapshot(base: Path, environ: Mapping[str, str] | None = None) -> Snapshot:
     """The local layer as it is now (refused when it is not valid configuration: nothing to come back to)."""
     path = local_layer_file(base)
     created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -82,12 +88,12 @@ def take_snapshot(base: Path) -> Snapshot:
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError([f"{path}: cannot read: {error}"]) from None
     snapshot = Snapshot(path.name, content, created_at)
-    _checked_layer(snapshot, str(path))
+    _checked_layer(snapshot, str(path), base, environ)
     return snapshot
 
 
-def read_snapshot(path: Path) -> Snapshot:
-    """A snapshot file, checked whole: its format, its checksum, and its layer's configuration."""
+def read_snapshot(path: Path, base: Path, environ: Mapping[str, str] | None = None) -> Snapshot:
+    """A snapshot file, checked whole: its format, its checksum, and its layer's configuration in ``base``."""
     try:
         if path.stat().st_size > 2 * MAX_CONFIG_BYTES:
             raise UsageError(f"{path}: is too large for a configuration snapshot")
@@ -112,19 +118,40 @@ def read_snapshot(path: Path) -> Snapshot:
                          " after it was taken; nothing was restored")
     created_at = document.get("created_at")
     snapshot = Snapshot(name, content, created_at if isinstance(created_at, str) else "")
-    _checked_layer(snapshot, f"{path} ({name})")
+    _checked_layer(snapshot, f"{path} ({name})", base, environ)
     return snapshot
 
 
-def _checked_layer(snapshot: Snapshot, source: str) -> Layer | None:
-    """The snapshot's layer, which must be valid configuration on its own."""
+def _checked_layer(snapshot: Snapshot, source: str, base: Path, environ: Mapping[str, str] | None) -> Layer | None:
+    """The snapshot's layer, which must be valid configuration on its own, as the commands judge it
+    where it goes (its ``logging.file``)."""
     if snapshot.name is None or snapshot.content is None:
         return None
     layer = Layer(source, parse_config_text(snapshot.content, Path(snapshot.name).suffix, source))
-    problems = validate_layer(layer)
+    problems = validate_layer(layer) or _log_file_problems_as_local(base, layer, os.environ if environ is None else environ)
     if problems:
         raise ConfigError(problems)
     return layer
+
+
+def _log_file_problems_as_local(base: Path, layer: Layer, environ: Mapping[str, str]) -> list[str]:
+    """The commands' ``logging.file`` rule on the configuration ``layer`` makes as the local layer of
+    ``base``, when the layer sets the log file or the store. When the rest of the configuration is
+    invalid on its own (a snapshot is restored to mend it), the layer is judged over the defaults."""
+    on_disk = files_on_disk(base / CONFIG_DIRECTORY)
+
+    def with_layer(stem: str) -> Layer | None:
+        return layer if stem == LOCAL_STEM else on_disk(stem)
+
+    try:
+        values, sources, problems = resolve(config_layers(base, environ, read_layer=with_layer))
+    except ConfigError:
+        problems = ["the rest is invalid"]
+    if problems:
+        values, sources = merge([Layer("defaults", DEFAULTS), layer])
+    if layer.source not in (sources.get("logging.file"), sources.get("runtime.db_path")):
+        return []
+    return log_file_problems(values, sources, base, Path.cwd())
 
 
 @dataclass(frozen=True)
@@ -161,7 +188,7 @@ def snapshot_layers(base: Path, snapshot: Snapshot, snapshot_path: Path) -> Laye
     def read(stem: str) -> Layer | None:
         if stem != LOCAL_STEM:
             return on_disk(stem)
-        return _checked_layer(snapshot, f"{snapshot_path} ({snapshot.name})")
+        return _checked_layer(snapshot, f"{snapshot_path} ({snapshot.name})", base, None)
 
     return read
 

@@ -141,3 +141,107 @@ def test_a_database_url_of_the_wrong_type_is_never_echoed(repo: Path, capsys: py
     assert codes == [2, 2, 2]
     assert "runtime.database_url: expected a string, got list" in captured.out
     assert "s3cret" not in captured.out + captured.err and "internal error" not in captured.err
+
+
+# A logging.file every command refuses: validate, show, snapshot and restore refuse it too.
+
+LOG_FILES_REFUSED = {
+    ".maf/runtime.db": "which this command must not overwrite",
+    ".maf/runtime.db-wal": "which this command must not overwrite",
+    ".maf/runtime.db.lock": "which this command must not overwrite",
+    ".env": "which this command must not overwrite",
+    "maf-config/x.log": "which holds the configuration",
+    ".git/HEAD": "in git's own folder (.git)",
+}
+
+
+def snapshot_of(repo: Path, name: str, content: str) -> Path:
+    """A well-formed snapshot file holding ``content`` as the local layer (as one taken elsewhere would)."""
+    from pytest_maf.config_snapshot import Snapshot
+
+    path = repo.parent / f"snapshot-{len(list(repo.parent.glob('snapshot-*')))}.json"
+    path.write_text(json.dumps(Snapshot(name, content, "2026-05-01T09:30:00+00:00").to_json()), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("log_file", sorted(LOG_FILES_REFUSED))
+def test_validate_refuses_the_log_file_every_command_refuses(
+    repo: Path, capsys: pytest.CaptureFixture[str], log_file: str
+) -> None:
+    write(repo / "maf-config/local.yaml", f"logging:\n  file: {log_file}\n")
+
+    validated = main(["config", "validate"])
+    problems = capsys.readouterr().out
+    listed = main(["task", "list"])
+    refused = capsys.readouterr().err
+    shown = main(["config", "show", "--json"])
+
+    assert validated == listed == shown == 2
+    assert f"{repo}/maf-config/local.yaml: logging.file: " in problems and LOG_FILES_REFUSED[log_file] in problems
+    assert problems.strip() in refused
+    assert json.loads(capsys.readouterr().out)["problems"] == [problems.strip()]
+
+
+def test_validate_refuses_a_log_file_from_the_environment_as_the_commands_do(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAF_LOG_FILE", ".env")
+
+    assert main(["config", "validate"]) == 2
+    assert capsys.readouterr().out.startswith(f"environment: logging.file: {repo}/.env is {repo}/.env, which this command")
+
+
+@pytest.mark.parametrize("log_file", sorted(LOG_FILES_REFUSED))
+def test_restore_refuses_a_snapshot_whose_log_file_the_commands_refuse(
+    repo: Path, capsys: pytest.CaptureFixture[str], log_file: str
+) -> None:
+    write(repo / "maf-config/local.yaml", "tasks: {max_attempts: 4}\n")
+    before = (repo / "maf-config/local.yaml").read_bytes()
+    snapshot = snapshot_of(repo, "local.yml", f"logging:\n  file: {log_file}\n")
+
+    assert main(["config", "restore", str(snapshot)]) == 2
+    captured = capsys.readouterr()
+
+    assert captured.out == "" and LOG_FILES_REFUSED[log_file] in captured.err
+    assert sorted(path.name for path in (repo / "maf-config").iterdir()) == ["local.yaml"]
+    assert (repo / "maf-config/local.yaml").read_bytes() == before
+    assert main(["config", "validate"]) == 0
+
+
+def test_restore_refuses_a_log_file_that_would_be_the_store_another_layer_names(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(repo / "maf-config/default.yaml", "runtime: {db_path: data/store.db}\n")
+    snapshot = snapshot_of(repo, "local.yaml", "logging:\n  file: data/store.db-wal\n")
+    harmless = snapshot_of(repo, "local.yaml", "logging:\n  file: .maf/runtime.db\n")  # not the store here
+
+    assert main(["config", "restore", str(snapshot)]) == 2
+    assert f"{repo}/data/store.db-wal, which this command must not overwrite" in capsys.readouterr().err
+    assert not (repo / "maf-config/local.yaml").exists()
+    assert main(["config", "restore", str(harmless)]) == 0
+    assert main(["config", "validate"]) == 0
+
+
+def test_restore_mends_an_invalid_configuration_but_never_with_a_refused_log_file(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(repo / "maf-config/default.yaml", "tasks: {max_attempts: 0}\n")  # what the restore is run to get past
+    refused = snapshot_of(repo, "local.yaml", "logging:\n  file: .env\n")
+    mending = snapshot_of(repo, "local.yaml", "logging:\n  file: logs/maf.log\n")
+
+    assert main(["config", "restore", str(refused)]) == 2
+    assert "which this command must not overwrite" in capsys.readouterr().err
+    assert not (repo / "maf-config/local.yaml").exists()
+    assert main(["config", "restore", str(mending)]) == 0
+    assert (repo / "maf-config/local.yaml").read_text() == "logging:\n  file: logs/maf.log\n"
+
+
+def test_snapshot_refuses_a_local_layer_whose_log_file_the_commands_refuse(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(repo / "maf-config/local.yaml", "logging:\n  file: .maf/runtime.db\n")
+
+    assert main(["config", "snapshot", "--output", "../saved.json"]) == 2
+    assert "logging.file: " in capsys.readouterr().err
+    assert not (repo.parent / "saved.json").exists()
+

@@ -115,7 +115,7 @@ def cmd_config_validate(args: argparse.Namespace, settings: None) -> int:
     sources: dict[str, str] = {}
     try:
         layers = _layers(args)
-        _, sources, problems = config_module.resolve(layers)
+        _, sources, problems = config_module.resolve_checked(layers, _base(), Path.cwd())
     except ConfigError as error:
         problems, layers = error.problems, []
     files = [layer.source for layer in layers if layer.source not in ("defaults", "environment", "command line")]
@@ -146,7 +146,7 @@ def cmd_config_validate(args: argparse.Namespace, settings: None) -> int:
 
 def _report(args: argparse.Namespace) -> dict[str, Any]:
     layers = _layers(args)
-    values, sources, problems = config_module.resolve(layers)
+    values, sources, problems = config_module.resolve_checked(layers, _base(), Path.cwd())
     return {
         "environment": config_module.config_environment(_base(), os.environ, args.env),
         "layers": [layer.source for layer in layers],
@@ -205,7 +205,7 @@ def cmd_config_diff(args: argparse.Namespace, settings: None) -> int:
     if args.snapshot is not None and args.revision is not None:
         raise UsageError("give a git revision or --snapshot FILE, not both")
     if args.snapshot is not None:
-        snapshot = config_snapshot.read_snapshot(Path(args.snapshot))
+        snapshot = config_snapshot.read_snapshot(Path(args.snapshot), base)
         reader = config_snapshot.snapshot_layers(base, snapshot, Path(args.snapshot))
         against = f"snapshot {args.snapshot}"
     else:
@@ -247,7 +247,7 @@ def cmd_config_snapshot(args: argparse.Namespace, settings: None) -> int:
 def cmd_config_restore(args: argparse.Namespace, settings: None) -> int:
     from pytest_maf import config_snapshot
 
-    snapshot = config_snapshot.read_snapshot(Path(args.snapshot))  # checked whole before anything is written
+    snapshot = config_snapshot.read_snapshot(Path(args.snapshot), _base())  # checked whole before anything is written
     outcome = config_snapshot.restore_snapshot(_base(), snapshot)
     if args.json:
         print_json({"snapshot": args.snapshot, "written": None if outcome.written is None else str(outcome.written),
