@@ -31,13 +31,19 @@ class ConfigError(UsageError):
         super().__init__(f"invalid configuration: {problems[0]}{more}")
 
 
-def _read_bounded(path: Path) -> str:
+def check_config_size(source: str, size: int) -> None:
+    """Refuse a configuration file of ``size`` bytes above :data:`MAX_CONFIG_BYTES`: the same limit
+    whether the file is read as a layer, saved in a snapshot or restored from one."""
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{source}: is {size} bytes; a configuration file may be at most {MAX_CONFIG_BYTES}"])
+
+
+def read_bounded_text(path: Path) -> str:
+    """The UTF-8 text of a configuration file (or ``.env``) no larger than :data:`MAX_CONFIG_BYTES`."""
     from pytest_maf.files import read_at_most
 
     try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError([f"{path}: is {size} bytes; a configuration file may be at most {MAX_CONFIG_BYTES}"])
+        check_config_size(str(path), path.stat().st_size)
         return read_at_most(path, MAX_CONFIG_BYTES).decode("utf-8")  # a device or a pipe: refused, not read for ever
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ConfigError([f"{path}: cannot read: {error}"]) from None
@@ -45,7 +51,7 @@ def _read_bounded(path: Path) -> str:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Parse one JSON or YAML configuration file; a problem names the file."""
-    return parse_config_text(_read_bounded(path), path.suffix, str(path))
+    return parse_config_text(read_bounded_text(path), path.suffix, str(path))
 
 
 def parse_config_text(text: str, suffix: str, source: str) -> dict[str, Any]:
@@ -164,7 +170,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
     ``$HOME`` and ``$(cmd)`` stay as written. A later line wins over an earlier one.
     """
     variables: dict[str, str] = {}
-    text = _read_bounded(path).removeprefix("\ufeff")  # a byte-order mark some editors write first
+    text = read_bounded_text(path).removeprefix("\ufeff")  # a byte-order mark some editors write first
     for number, line in enumerate(text.splitlines(), start=1):
         try:
             parsed = parse_dotenv_line(line)

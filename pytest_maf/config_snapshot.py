@@ -31,7 +31,7 @@ from pytest_maf.config import (
     resolve, shown_value, validate_layer,
 )
 from pytest_maf.config_files import (
-    CONFIG_SUFFIXES, MAX_CONFIG_BYTES, ConfigError, layer_file, parse_config_text,
+    CONFIG_SUFFIXES, MAX_CONFIG_BYTES, ConfigError, check_config_size, layer_file, parse_config_text, read_bounded_text,
 )
 from pytest_maf.errors import UsageError
 from pytest_maf.files import read_at_most, write_bytes_atomic
@@ -83,11 +83,7 @@ def take_snapshot(base: Path, environ: Mapping[str, str] | None = None) -> Snaps
     created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if path is None:
         return Snapshot(None, None, created_at)
-    try:
-        content = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError([f"{path}: cannot read: {error}"]) from None
-    snapshot = Snapshot(path.name, content, created_at)
+    snapshot = Snapshot(path.name, read_bounded_text(path), created_at)
     _checked_layer(snapshot, str(path), base, environ)
     return snapshot
 
@@ -123,10 +119,11 @@ def read_snapshot(path: Path, base: Path, environ: Mapping[str, str] | None = No
 
 
 def _checked_layer(snapshot: Snapshot, source: str, base: Path, environ: Mapping[str, str] | None) -> Layer | None:
-    """The snapshot's layer, which must be valid configuration on its own, as the commands judge it
-    where it goes (its ``logging.file``)."""
+    """The snapshot's layer, which must be valid configuration on its own, as the loader reads it (at
+    most :data:`MAX_CONFIG_BYTES`) and as the commands judge it where it goes (its ``logging.file``)."""
     if snapshot.name is None or snapshot.content is None:
         return None
+    check_config_size(source, len(snapshot.content.encode("utf-8")))
     layer = Layer(source, parse_config_text(snapshot.content, Path(snapshot.name).suffix, source))
     problems = validate_layer(layer) or _log_file_problems_as_local(base, layer, os.environ if environ is None else environ)
     if problems:

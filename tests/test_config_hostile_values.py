@@ -245,3 +245,27 @@ def test_snapshot_refuses_a_local_layer_whose_log_file_the_commands_refuse(
     assert "logging.file: " in capsys.readouterr().err
     assert not (repo.parent / "saved.json").exists()
 
+
+# The size limit the loader applies.
+
+OVERSIZED = "tasks:\n  max_attempts: 5\n" + "# padding\n" * 110_000
+
+
+def test_snapshot_refuses_a_local_layer_above_the_size_limit(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    layer = write(repo / "maf-config/local.yaml", OVERSIZED)
+
+    assert main(["config", "snapshot", "--output", "../saved.json"]) == 2
+    assert capsys.readouterr().err == (
+        f"maf: error: invalid configuration: {layer}: is {len(OVERSIZED)} bytes; a configuration file may be at"
+        " most 1048576\n"
+    )
+    assert not (repo.parent / "saved.json").exists()
+
+
+def test_restore_refuses_a_snapshot_above_the_size_limit(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    snapshot = snapshot_of(repo, "local.yaml", OVERSIZED)
+
+    assert main(["config", "restore", str(snapshot)]) == 2
+    assert f"is {len(OVERSIZED)} bytes; a configuration file may be at most 1048576" in capsys.readouterr().err
+    assert not (repo / "maf-config").exists()
+    assert main(["config", "validate"]) == 0
