@@ -269,3 +269,23 @@ def test_restore_refuses_a_snapshot_above_the_size_limit(repo: Path, capsys: pyt
     assert f"is {len(OVERSIZED)} bytes; a configuration file may be at most 1048576" in capsys.readouterr().err
     assert not (repo / "maf-config").exists()
     assert main(["config", "validate"]) == 0
+
+
+# Messages that say what is so.
+
+
+@pytest.mark.parametrize("output", ["maf-config", "maf-config/", "maf-config/report"])
+def test_an_output_in_the_configuration_folder_is_refused_with_a_name_that_is_accepted(
+    repo: Path, capsys: pytest.CaptureFixture[str], output: str
+) -> None:
+    (repo / "maf-config").mkdir()
+
+    assert main(["config", "snapshot", "--output", output]) == 2
+    refusal = capsys.readouterr().err
+    suggested = refusal.rstrip("\n").rpartition(", such as ")[2]
+
+    assert "holds the configuration" in refusal and suggested == "config-snapshot.json"
+    assert main(["config", "snapshot", "--output", suggested]) == 0
+    assert json.loads((repo / suggested).read_text())["file"] is None
+    assert list((repo / "maf-config").iterdir()) == []
+

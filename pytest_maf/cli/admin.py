@@ -168,23 +168,32 @@ def cmd_config_show(args: argparse.Namespace, settings: None) -> int:
     return 2 if report["problems"] else 0
 
 
-def _checked_output(text: str, db: str | None, what: str) -> Path:
-    """``--output`` checked before anything runs: never the store nor a configuration file, whatever they say."""
+def _checked_output(text: str, db: str | None, what: str, example: str) -> Path:
+    """``--output`` checked before anything runs: never the store nor a configuration file, whatever they say.
+    ``example`` is a file name at the repository root that a refusal suggests instead."""
     try:
         db_path = config_module.load_settings(db_path=db).db_path
     except ConfigError:  # the report is about that; protect the default store
         db_path = _base() / config_module.DB_RELATIVE_PATH
     directory = _base() / config_module.CONFIG_DIRECTORY
+    real = os.path.realpath(text) if text.strip() and "\0" not in text else None
+    # a new file there can be a layer of its own (local.json beside local.yaml breaks every command)
+    refusal = UsageError(
+        f"{text} is {'' if real == os.path.realpath(directory) else 'in '}{directory}, which holds the configuration;"
+        f" choose a file outside it for {what}, such as {os.path.relpath(_base() / example)}"
+    )
+    inside = real is not None and Path(real).is_relative_to(os.path.realpath(directory))
+    if inside and (text.endswith(("/", os.sep)) or Path(text).is_dir()):  # not answered with a file in it to try
+        raise refusal
     layers = [path for path in directory.rglob("*") if path.is_file()] if directory.is_dir() else []
     output = checked_text_output(text, [*store_files(db_path), *layers, _base() / DOTENV_NAME], what)
-    if Path(os.path.realpath(output)).is_relative_to(os.path.realpath(directory)):
-        # a new file there can be a layer of its own (local.json beside local.yaml breaks every command)
-        raise UsageError(f"{text} is in {directory}, which holds the configuration; choose a file outside it for {what}")
+    if inside:
+        raise refusal
     return output
 
 
 def cmd_config_report(args: argparse.Namespace, settings: None) -> int:
-    output = _checked_output(args.output, args.db, "the report")
+    output = _checked_output(args.output, args.db, "the report", "config-report.json")
     report = _report(args)
     write_text_atomic(output, json.dumps(report, indent=2, sort_keys=True) + "\n")
     if args.json:
@@ -229,7 +238,7 @@ def cmd_config_diff(args: argparse.Namespace, settings: None) -> int:
 def cmd_config_snapshot(args: argparse.Namespace, settings: None) -> int:
     from pytest_maf import config_snapshot
 
-    output = None if args.output is None else _checked_output(args.output, args.db, "the snapshot")
+    output = None if args.output is None else _checked_output(args.output, args.db, "the snapshot", "config-snapshot.json")
     snapshot = config_snapshot.take_snapshot(_base())
     if output is None:
         print_json(snapshot.to_json())
@@ -263,7 +272,7 @@ def cmd_config_restore(args: argparse.Namespace, settings: None) -> int:
 
 
 def cmd_health_check(args: argparse.Namespace, settings: None) -> int:
-    output = None if args.output is None else _checked_output(args.output, args.db, "the report")
+    output = None if args.output is None else _checked_output(args.output, args.db, "the report", "health.json")
     items: list[health.HealthItem] = []
     try:
         resolved = config_module.load_settings(db_path=args.db)
