@@ -289,3 +289,17 @@ def test_an_output_in_the_configuration_folder_is_refused_with_a_name_that_is_ac
     assert json.loads((repo / suggested).read_text())["file"] is None
     assert list((repo / "maf-config").iterdir()) == []
 
+
+def test_validate_names_the_environment_variables_it_read(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAF_TASK_MAX_ATTEMPTS", "7")
+    monkeypatch.setenv("MAF_DB_PATH", str(repo.parent / "elsewhere.db"))
+
+    assert main(["config", "validate"]) == 0
+    assert capsys.readouterr().out == "configuration is valid (environment variables MAF_DB_PATH, MAF_TASK_MAX_ATTEMPTS)\n"
+    write(repo / "maf-config/default.yaml", "tasks: {lease_ttl_seconds: 60}\n")
+    assert main(["config", "validate"]) == 0
+    assert capsys.readouterr().out == (
+        f"configuration is valid ({repo}/maf-config/default.yaml; environment variables MAF_DB_PATH, MAF_TASK_MAX_ATTEMPTS)\n"
+    )

@@ -138,7 +138,10 @@ def cmd_config_validate(args: argparse.Namespace, settings: None) -> int:
         return 2
     if args.json:
         return 0
-    print(f"configuration is valid ({', '.join(files) if files else 'built-in defaults only'})")
+    variables = sorted(name for name in config_module.ENVIRONMENT_VARIABLES if os.environ.get(name, "").strip())
+    read = [*([", ".join(files)] if files else []), *([f"environment variables {', '.join(variables)}"] if variables else []),
+            *(["--db"] if args.db is not None else [])]
+    print(printable(f"configuration is valid ({'; '.join(read) if read else 'built-in defaults only'})"))
     for note in notes:
         print(printable(f"note: {note}"))
     return 0
