@@ -74,7 +74,14 @@ class Setting:
     def from_environment(self, text: str) -> Any:
         if self.parse is not None:
             return self.parse(text)
-        return int(text) if isinstance(self.default, int) else text
+        return _whole_number(text) if isinstance(self.default, int) else text
+
+
+def _whole_number(text: str) -> int:
+    """``text`` as an int, in ASCII digits only: ``int()`` also reads ``1_0`` and other scripts' digits."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise ValueError(f"not a whole number: {text!r}")
+    return int(text)
 
 
 SETTINGS: tuple[Setting, ...] = (

@@ -303,3 +303,14 @@ def test_validate_names_the_environment_variables_it_read(
     assert capsys.readouterr().out == (
         f"configuration is valid ({repo}/maf-config/default.yaml; environment variables MAF_DB_PATH, MAF_TASK_MAX_ATTEMPTS)\n"
     )
+
+
+
+@pytest.mark.parametrize("value", ["٣", "1_0"])
+def test_a_number_from_the_environment_is_written_in_ascii_digits(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("MAF_TASK_MAX_ATTEMPTS", value)
+
+    assert main(["config", "validate"]) == 2
+    assert capsys.readouterr().out == f"environment: MAF_TASK_MAX_ATTEMPTS={value!r}: expected a whole number\n"
