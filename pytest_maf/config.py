@@ -340,7 +340,8 @@ def config_layers(
     name = environment_name({**dotenv, **environ}, env)
     if name:
         if "/" in name or name in (".", ".."):
-            raise ConfigError([f"environment: {name!r} is not an environment name"])
+            given_by = "--env" if env else "environment" if environment_name(environ) else str(dotenv_path)
+            raise ConfigError([f"{given_by}: {name!r} is not an environment name"])
         stems += [name, f"environments/{name}"]
     layers += [layer for layer in map(read_layer, [*stems, LOCAL_STEM]) if layer is not None]
     if config_file is not None:

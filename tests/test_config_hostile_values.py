@@ -314,3 +314,10 @@ def test_a_number_from_the_environment_is_written_in_ascii_digits(
 
     assert main(["config", "validate"]) == 2
     assert capsys.readouterr().out == f"environment: MAF_TASK_MAX_ATTEMPTS={value!r}: expected a whole number\n"
+
+
+def test_an_environment_name_from_dotenv_is_blamed_on_dotenv(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(repo / ".env", "MAF_ENV=../../etc\n")
+
+    assert main(["config", "validate"]) == 2
+    assert capsys.readouterr().out == f"{repo}/.env: '../../etc' is not an environment name\n"
