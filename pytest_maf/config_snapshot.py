@@ -208,9 +208,11 @@ def git_revision_layers(base: Path, revision: str) -> LayerReader:
         raise UsageError(f"{revision!r} is not a git revision")
     resolved = _git(base, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
     if resolved.returncode != 0:
-        inside = _git(base, "rev-parse", "--git-dir").returncode == 0
-        raise UsageError(f"unknown git revision {revision!r}" if inside else
-                         f"{base} is not in a git repository; compare with a snapshot instead (--snapshot FILE)")
+        if _git(base, "rev-parse", "--git-dir").returncode != 0:
+            raise UsageError(f"{base} is not in a git repository; compare with a snapshot instead (--snapshot FILE)")
+        if revision == "HEAD" and _git(base, "rev-parse", "--verify", "--quiet", "HEAD").returncode != 0:
+            raise UsageError("HEAD has no commit yet; commit maf-config/ first, or compare with a snapshot (--snapshot FILE)")
+        raise UsageError(f"unknown git revision {revision!r}")
     commit = resolved.stdout.decode().strip()
     listing = _git(base, "ls-tree", "-r", "-z", "--name-only", commit, "--", CONFIG_DIRECTORY)
     tracked = set(listing.stdout.decode("utf-8", "surrogateescape").split("\0"))

@@ -305,7 +305,6 @@ def test_validate_names_the_environment_variables_it_read(
     )
 
 
-
 @pytest.mark.parametrize("value", ["٣", "1_0"])
 def test_a_number_from_the_environment_is_written_in_ascii_digits(
     repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str
@@ -321,3 +320,12 @@ def test_an_environment_name_from_dotenv_is_blamed_on_dotenv(repo: Path, capsys:
 
     assert main(["config", "validate"]) == 2
     assert capsys.readouterr().out == f"{repo}/.env: '../../etc' is not an environment name\n"
+
+
+def test_diff_in_a_repository_without_a_commit_says_what_to_do(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(repo / "maf-config/default.yaml", "tasks: {max_attempts: 4}\n")
+
+    assert main(["config", "diff"]) == 2
+    assert capsys.readouterr().err == (
+        "maf: error: HEAD has no commit yet; commit maf-config/ first, or compare with a snapshot (--snapshot FILE)\n"
+    )
