@@ -194,10 +194,7 @@ def write_bytes_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> bo
         raise OSError(error.errno, error.strerror, str(path)) from None
     try:
         os.chmod(temporary, mode)  # mkstemp makes it 0600, private to its owner
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _fill(descriptor, data)
         written = True
         if overwrite:
             os.replace(temporary, path)
@@ -228,15 +225,12 @@ def write_bytes_in(folder: int, name: str, data: bytes, *, overwrite: bool = Tru
     try:
         mode = stat.S_IMODE(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode)
     except OSError:
-        mode = 0o666  # less the umask, as open() makes it
+        mode = _new_file_mode()
     temporary = f".{name}.{os.urandom(6).hex()}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    descriptor = os.open(temporary, flags, mode, dir_fd=folder)
+    descriptor = os.open(temporary, flags, 0o600, dir_fd=folder)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _fill(descriptor, data, mode)
         written = True
         if overwrite:
             os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
@@ -250,6 +244,17 @@ def write_bytes_in(folder: int, name: str, data: bytes, *, overwrite: bool = Tru
         raise
     os.fsync(folder)
     return written
+
+
+def _fill(descriptor: int, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to the new file open as ``descriptor`` (given ``mode`` exactly, whatever the
+    umask, when there is one), sync it and close it."""
+    with os.fdopen(descriptor, "wb") as handle:
+        if mode is not None:
+            os.fchmod(handle.fileno(), mode)
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _new_file_mode() -> int:
