@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -368,3 +369,15 @@ def test_an_empty_maf_option_value_is_a_usage_error_not_no_option(pytester: pyte
     assert result.ret == pytest.ExitCode.USAGE_ERROR  # before: the tests ran and nothing was recorded
     result.stderr.fnmatch_lines([f"*{option} was given an empty value*"])
     assert not (pytester.path / ".maf").exists()
+
+
+def test_the_store_a_first_preflight_makes_is_kept_out_of_git(pytester: pytest.Pytester) -> None:
+    subprocess.run(["git", "init", "-q", str(pytester.path)], check=True)
+    pytester.makeini("[pytest]\n")
+    subprocess.run(["git", "add", "tox.ini"], cwd=pytester.path, check=True)
+
+    pytester.runpytest_subprocess("--maf-preflight", "-p", "no:cacheprovider")
+
+    assert (pytester.path / ".maf" / "runtime.db").exists()
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=pytester.path, capture_output=True, text=True, check=True)
+    assert ".maf" not in status.stdout
