@@ -211,3 +211,17 @@ def test_ctrl_c_stops_a_load_test_with_one_line_and_removes_its_scratch_database
     while group_alive(run.pid):  # no worker is left behind
         assert time.monotonic() < deadline, "processes of the load test outlived it"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("url", ["postgresql://postgres@127.0.0.1:5432/postgres", "mysql://db/x"])
+def test_load_test_refuses_a_url_for_its_sqlite_file_and_makes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    from pytest_maf.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    assert main(["load-test", "--database", url, "--duration", "1"]) == 2
+
+    assert "takes a file path, not a URL" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

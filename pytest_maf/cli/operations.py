@@ -258,6 +258,13 @@ def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
 
     from pytest_maf.loadtest import run_load_test, terminate_as_interrupt
 
+    from pytest_maf.database_url import is_database_url, is_other_url
+
+    if args.database is not None and (is_database_url(args.database) or is_other_url(args.database)):
+        raise UsageError(
+            "load-test drives a SQLite file: --database takes a file path, not a URL (for PostgreSQL,"
+            " `python benchmarks/claims.py --db postgresql://...` measures claims)"
+        )
     given = None if args.database is None else checked_output(args.database, store_files(settings.db_path), "--database")
     with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="maf-load-") as scratch:
         # removed however the run ends: done, failed, Ctrl-C or SIGTERM
@@ -350,7 +357,7 @@ def register_performance(commands: argparse._SubParsersAction[argparse.ArgumentP
         help="seconds of load (at most a day; default: %(default)s); the processes stop at the deadline and the"
         " parent waits at most 5%% more (at least 2 s)",
     )
-    load.add_argument("--database", type=given, metavar="PATH", help="run against this database file instead of a temporary one (a new or scratch file)")
+    load.add_argument("--database", type=given, metavar="PATH", help="run against this SQLite file instead of a temporary one (a new or scratch file; never --db's store)")
     add_json(load)
     load.set_defaults(handler=cmd_load_test)
 
