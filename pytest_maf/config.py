@@ -517,10 +517,24 @@ def merge(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, str]]:
     return values, sources
 
 
+# Other names of MCP clients, as `maf init --mcp` takes them.
+MCP_CLIENT_ALIASES = {"claude": "claude-code"}
+
+
 def resolve(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, str], list[str]]:
     """Merge and validate: (values, sources, problems)."""
     problems = [problem for layer in layers for problem in validate_layer(layer)]
     values, sources = merge(layers)
+    required, clients = values.get("preflight.mcp_required"), values.get("preflight.mcp_clients")
+    if isinstance(required, list) and isinstance(clients, dict):  # each a client whose file the preflight checks
+        values["preflight.mcp_required"] = [MCP_CLIENT_ALIASES.get(name, name) for name in required]
+        unknown = [name for name, client in zip(required, values["preflight.mcp_required"]) if client not in clients]
+        if unknown:
+            problems.append(
+                f"{sources['preflight.mcp_required']}: preflight.mcp_required: unknown MCP client"
+                f" {', '.join(map(repr, unknown))}; clients are {', '.join(sorted(clients))} (claude is claude-code),"
+                " from preflight.mcp_clients"
+            )
     for low, high, unit in (
         ("reservations.default_ttl_minutes", "reservations.max_ttl_minutes", "minutes"),
         ("tasks.lease_ttl_seconds", "tasks.lease_max_ttl_seconds", "seconds"),

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from pytest_maf.config import MCP_CLIENT_ALIASES
 from pytest_maf.errors import UsageError
 from pytest_maf.files import folder_outside, write_text_atomic
 
@@ -37,7 +38,6 @@ else:  # pragma: no cover - exercised on older interpreters only
 
 SERVER_NAME = "pytest-maf"
 COMMAND, ARGUMENTS = "maf", ["mcp"]
-ALIASES = {"claude": "claude-code"}
 BARE_KEY_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
@@ -57,7 +57,7 @@ def client_names(text: str, known: Iterable[str]) -> list[str]:
     for given in (part.strip() for part in text.split(",")):
         if not given:
             continue
-        name = ALIASES.get(given, given)
+        name = MCP_CLIENT_ALIASES.get(given, given)
         if name not in known:
             raise UsageError(f"--mcp: unknown MCP client {given!r}; clients are claude, {', '.join(known)}")
         names.append(name)

@@ -329,3 +329,14 @@ def test_diff_in_a_repository_without_a_commit_says_what_to_do(repo: Path, capsy
     assert capsys.readouterr().err == (
         "maf: error: HEAD has no commit yet; commit maf-config/ first, or compare with a snapshot (--snapshot FILE)\n"
     )
+
+
+def test_a_required_mcp_client_is_named_as_maf_init_names_it_and_an_unknown_one_is_refused(tmp_path: Path) -> None:
+    from pytest_maf.config import load_settings
+    from pytest_maf.errors import MafError
+
+    settings = load_settings(environ={"MAF_MCP_REQUIRED": "claude,codex"}, cwd=tmp_path)
+
+    assert settings.mcp_required == ("claude-code", "codex")
+    with pytest.raises(MafError, match="unknown MCP client 'bogus'; clients are claude-code, codex, cursor, gemini"):
+        load_settings(environ={"MAF_MCP_REQUIRED": "bogus"}, cwd=tmp_path)
