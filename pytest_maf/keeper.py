@@ -151,14 +151,69 @@ def _stop_on_termination() -> dict[int, Any]:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the command and the processes it started (SIGTERM, then SIGKILL after the grace period):
+    none of them works on without the lease. Those below it are found before any is signalled, while
+    they are still its descendants."""
     if process.poll() is not None:
         return
+    below = descendants(process.pid)
     process.send_signal(signal.SIGTERM)
+    _signal_each(below, signal.SIGTERM)
     try:
         process.wait(TERMINATE_GRACE_S)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    _signal_each([pid for pid in below if _running(pid)], signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, read from ``/proc`` (Linux); [] where there is none to read."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.isdigit():
+            parent = _parent(int(entry))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry))
+    found, waiting = [], [pid]
+    while waiting:
+        for child in children.get(waiting.pop(), ()):
+            found.append(child)
+            waiting.append(child)
+    return found
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first, then the parent's pid)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    return text[text.rfind(b")") + 2 :].split()  # the name, in parentheses, may hold spaces and ')'
+
+
+def _parent(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields and len(fields) > 1 else None
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, ended but not yet reaped, does not)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != b"Z"
+
+
+def _signal_each(pids: Sequence[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except OSError:  # gone already, or no longer ours to signal
+            pass
 
 
 class CommandNotStartedError(MafError):

@@ -243,3 +243,46 @@ def test_stopping_task_run_stops_its_command(workspace: Workspace, signum: int) 
     assert run.wait(timeout=DEADLINE_S) == 128 + signum
     with pytest.raises(ProcessLookupError):  # stopped and reaped, not left running without its lease
         os.kill(command_pid, 0)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="the processes below the command are found in /proc")
+def test_task_run_stops_what_the_command_started_too_when_the_lease_is_lost(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
+    ok(workspace.maf(workspace.main, "task", "claim", agent="claude-1", MAF_TASK_LEASE_TTL="2"))
+    pid_file = workspace.home / "worker.pid"
+    # The command starts a worker of its own, gives the task back (as a lead's force would) and waits.
+    script = textwrap.dedent(f"""
+        import subprocess, sys, time
+        worker = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(300)"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        open({str(pid_file)!r}, "w").write(str(worker.pid))
+        subprocess.run({maf_command()!r} + ["task", "release", "fix-42", "--attempt", "1"], check=True)
+        worker.wait()
+    """)
+
+    run = workspace.maf(
+        workspace.main, "task", "run", "fix-42", "--", sys.executable, "-c", script,
+        agent="claude-1", MAF_TASK_LEASE_TTL="2", timeout=DEADLINE_S,
+    )
+
+    assert run.returncode == 4, run.stderr
+    worker = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert not _alive(worker)
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left for its reaper does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False

@@ -403,7 +403,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "run", help="run a command while keeping your lease on TASK alive",
         description="Run COMMAND, renewing the lease on TASK in the background, and exit with"
         " COMMAND's exit code. If the lease is lost while COMMAND runs (another agent took the"
-        " task), COMMAND is stopped (SIGTERM, then SIGKILL after 5 s) and maf exits 4; one that ends"
+        " task), COMMAND and the processes it started are stopped (SIGTERM, then SIGKILL after 5 s;"
+        " those below it are found in /proc, on Linux) and maf exits 4; one that ends"
         " the lease itself (pytest --maf-task deciding the task) runs on to its end. COMMAND"
         " gets MAF_AGENT_ID, MAF_TASK_ID and MAF_TASK_ATTEMPT in its environment.",
         epilog="example: maf task run fix-42 --agent claude-1 -- pytest --maf-task fix-42 tests/",
