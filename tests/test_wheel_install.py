@@ -51,3 +51,8 @@ def test_wheel_runs_preflight_in_a_new_repository(tmp_path: Path) -> None:
         rows = store.read(lambda t: t.evidence(task.id))
     assert task.state == "DONE"
     assert {"env.git", "store.schema", "reservations.staged"} <= {row.verifier for row in rows}
+    # The pre-commit hook's command, in a project that makes every warning an error.
+    (repo / "pytest.ini").write_text("[pytest]\nfilterwarnings =\n    error\n")
+    hook = run(venv / "bin" / "maf-preflight", "-q", cwd=repo, env=env)
+    assert hook.returncode == 0, hook.stdout + hook.stderr
+    assert "PytestAssertRewriteWarning" not in hook.stdout + hook.stderr
