@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pytest_maf.database_url import is_database_url, url_passwords
 from pytest_maf.errors import UsageError
+from pytest_maf.files import write_bytes_atomic
 from pytest_maf.guard import git_output, run_git
 
 MARKER = "# installed by pytest-maf (maf install-hooks)"
@@ -92,6 +93,7 @@ def _script(hook: str, python: str, store: GuardedStore | None = None) -> str:
 
 
 def _is_ours(path: Path) -> bool:
+    """Whether ``path`` is (or links to) a hook pytest-maf wrote; a link to nothing is not."""
     try:
         return MARKER in path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -116,23 +118,24 @@ def install(cwd: Path, python: str = sys.executable, store: GuardedStore | None 
     directory = hooks_directory(cwd)
     directory.mkdir(parents=True, exist_ok=True)
     for hook in HOOKS:  # checked first: nothing is changed when one hook cannot be chained
-        if (directory / hook).is_dir() or (directory / f"{hook}{PREVIOUS_SUFFIX}").is_dir():
-            raise UsageError(f"{directory / hook} is a folder, not a hook git can run; move it away first")
+        path, previous = directory / hook, directory / f"{hook}{PREVIOUS_SUFFIX}"
+        if (path.is_dir() and not path.is_symlink()) or (previous.is_dir() and not previous.is_symlink()):
+            raise UsageError(f"{path} is a folder, not a hook git can run; move it away first")
+        if os.path.lexists(path) and not _is_ours(path) and os.path.lexists(previous):
+            raise UsageError(
+                f"{previous} already exists beside a hook pytest-maf did not write; move one of them away first"
+            )
     changes = []
     for hook in HOOKS:
         path = directory / hook
         previous = directory / f"{hook}{PREVIOUS_SUFFIX}"
-        if path.exists() and not _is_ours(path):
-            if previous.exists():
-                raise UsageError(
-                    f"{previous} already exists beside a hook pytest-maf did not write;"
-                    " move one of them away first"
-                )
+        if os.path.lexists(path) and not _is_ours(path):  # a link too, even one to nothing yet: kept as it is
             os.replace(path, previous)
             action = "chained"
         else:
-            action = "updated" if path.exists() else "installed"
-        path.write_bytes(_script(hook, python, store).encode("utf-8", "surrogateescape"))  # a path as the system gave it
+            action = "updated" if os.path.lexists(path) else "installed"
+        # a new file in place of the name, never written through a link; a path as the system gave it
+        write_bytes_atomic(path, _script(hook, python, store).encode("utf-8", "surrogateescape"))
         path.chmod(0o755)
         changes.append(HookChange(hook, path, action))
     return changes
@@ -144,14 +147,14 @@ def uninstall(cwd: Path) -> list[HookChange]:
     for hook in HOOKS:
         path = directory / hook
         previous = directory / f"{hook}{PREVIOUS_SUFFIX}"
-        if not path.exists():
+        if not os.path.lexists(path):
             changes.append(HookChange(hook, path, "absent"))
             continue
         if not _is_ours(path):
             changes.append(HookChange(hook, path, "foreign"))
             continue
         path.unlink()
-        if previous.exists():
+        if os.path.lexists(previous):  # a link the user had, even one to nothing, comes back as it was
             os.replace(previous, path)
             changes.append(HookChange(hook, path, "restored"))
         else:

@@ -447,3 +447,33 @@ def test_install_hooks_refuses_a_hooks_path_git_runs_no_hook_from(repo: Path, ho
 
     assert result.returncode == 2 and words in result.stderr  # before: "installed", and no commit was guarded
     assert "pre-" not in git(repo, "status", "--porcelain").stdout  # no hook file left in the work tree
+
+
+def test_install_hooks_that_must_refuse_changes_no_hook(repo: Path) -> None:
+    hooks = repo / ".git" / "hooks"
+    mine = b"#!/bin/sh\necho mine\n"
+    (hooks / "pre-commit").write_bytes(mine)
+    (hooks / "pre-push").write_bytes(b"#!/bin/sh\n")
+    (hooks / "pre-push.pre-maf").write_bytes(b"#!/bin/sh\n")
+    before = sorted(path.name for path in hooks.iterdir())
+
+    result = maf(repo, "install-hooks")
+
+    assert result.returncode == 2 and "pre-push.pre-maf already exists" in result.stderr
+    assert sorted(path.name for path in hooks.iterdir()) == before
+    assert (hooks / "pre-commit").read_bytes() == mine
+
+
+def test_a_hook_linked_to_a_file_not_there_yet_is_kept_as_the_link_and_put_back(repo: Path, tmp_path: Path) -> None:
+    hooks = repo / ".git" / "hooks"
+    shared = tmp_path / "shared-hook"  # e.g. a team's hook, not checked out yet
+    (hooks / "pre-commit").symlink_to(shared)
+
+    installed = maf(repo, "install-hooks")
+
+    assert installed.returncode == 0 and "pre-commit: chained" in installed.stdout
+    assert not os.path.lexists(shared)  # nothing written through the link
+    assert os.readlink(hooks / "pre-commit.pre-maf") == str(shared)
+    assert maf(repo, "install-hooks", "--uninstall").returncode == 0
+    assert os.readlink(hooks / "pre-commit") == str(shared)
+    assert not os.path.lexists(hooks / "pre-commit.pre-maf")
