@@ -173,3 +173,42 @@ def test_a_backup_of_the_other_backend_is_refused_saying_which_way_it_goes(
         assert [task.id for task in tasks.list_tasks(store)] == ["in-the-file"]
     with open_store(server_url(), schema=configured.schema) as store:  # type: ignore[attr-defined]
         assert [task.id for task in tasks.list_tasks(store)] == ["kept"]
+
+
+def test_the_kept_schema_of_a_long_schema_name_keeps_its_time_and_is_never_the_schema_itself() -> None:
+    longest = "s" * 63
+    names = {postgres_backup.kept_schema_name(schema, stamp)
+             for schema in (longest, "s" * 62 + "t", "maf_test") for stamp in ("20261129170000", "20261129170001")}
+
+    assert len(names) == 6 and all(len(name) <= 63 for name in names)
+    assert all(name.endswith(("_before_restore_20261129170000", "_before_restore_20261129170001")) for name in names)
+    assert postgres_backup.kept_schema_name("maf_test", "20261129170000") == "maf_test_before_restore_20261129170000"
+
+
+@needs_tools
+def test_a_store_under_the_longest_schema_name_restores_again_and_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = server_url()
+    schema = f"maf_test_{uuid.uuid4().hex}".ljust(63, "x")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAF_DB_PATH", raising=False)
+    monkeypatch.setenv("MAF_DATABASE_URL", url)
+    monkeypatch.setenv("MAF_DATABASE_SCHEMA", schema)
+    kept: list[str] = []
+    try:
+        with open_store(url, create=True, schema=schema) as store:
+            tasks.add_task(store, task_id="kept")
+        backup = tmp_path / "store.dump"
+        assert main(["db", "backup", "--output", str(backup)]) == 0
+        for stamp in ("20261129170000", "20261129170001"):
+            monkeypatch.setattr(postgres_backup.time, "strftime", lambda pattern, moment, stamp=stamp: stamp)
+            capsys.readouterr()
+            assert main(["db", "restore", str(backup)]) == 0, capsys.readouterr().err
+            kept.append(capsys.readouterr().out.rsplit(" ", 1)[-1].strip())
+        with open_store(url, schema=schema) as restored:
+            assert [task.id for task in tasks.list_tasks(restored)] == ["kept"]
+        assert len(set(kept)) == 2 and schema not in kept
+    finally:
+        for name in [*kept, schema]:
+            _drop(url, name)

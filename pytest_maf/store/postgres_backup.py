@@ -17,6 +17,7 @@ The password never reaches a command line: it goes to the tools through
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -163,6 +164,21 @@ def backup(url: str, schema: str, output: Path) -> PostgresBackupReport:
     return PostgresBackupReport(output, output.stat().st_size, rows, time.monotonic() - started)
 
 
+
+MAX_NAME_BYTES = 63  # PostgreSQL cuts a longer identifier
+
+
+def kept_schema_name(schema: str, stamp: str) -> str:
+    """The name a restore keeps the replaced schema under: ``<schema>_before_restore_<stamp>``, its
+    start cut (and told apart by a digest of the whole name) where that would not fit in a PostgreSQL
+    name, so the time always stays in it and it is never the schema's own name (pure)."""
+    suffix = f"_before_restore_{stamp}"
+    if len(schema) + len(suffix) <= MAX_NAME_BYTES:  # a schema name is ASCII: characters are bytes
+        return schema + suffix
+    digest = hashlib.sha256(schema.encode()).hexdigest()[:8]
+    return f"{schema[: MAX_NAME_BYTES - len(suffix) - len(digest) - 1]}_{digest}{suffix}"
+
+
 def restore(url: str, schema: str, backup_path: Path, *, force: bool = False) -> str:
     """Replace the store in ``schema`` by ``backup_path``, verified first; the name the old schema is kept as.
 
@@ -179,7 +195,7 @@ def restore(url: str, schema: str, backup_path: Path, *, force: bool = False) ->
             f"{len(live)} live lease(s) in {store.location} (agents are working): restore when they are done,"
             " or add --force"
         )
-    kept = f"{schema}_before_restore_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"[:63]
+    kept = kept_schema_name(schema, time.strftime("%Y%m%d%H%M%S", time.gmtime()))
     script, _ = _restore_script(url, backup_path, schema)
     rename: Any = sql.SQL("ALTER SCHEMA {} RENAME TO {};\n").format(sql.Identifier(schema), sql.Identifier(kept))
     with PostgresStore(url, schema=schema) as store:
