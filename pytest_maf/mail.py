@@ -99,6 +99,9 @@ def _inside(path: str, boundary: str) -> bool:
 
 
 _FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# The folders on the way: passed through, not read, so a folder the user may enter but not list (0711)
+# does not stop the walk (O_PATH, on Linux; elsewhere they are opened for reading).
+_PASSING_FLAGS = _FOLDER_FLAGS & ~os.O_RDONLY | getattr(os, "O_PATH", 0) if hasattr(os, "O_PATH") else _FOLDER_FLAGS
 
 
 @contextlib.contextmanager
@@ -107,17 +110,18 @@ def _opened(real: str, named: Path) -> Iterator[int]:
     at a time from the top without following a link: a link (or a file) put in place of it, or of a
     folder above it, since it was checked is refused, never followed out of the mail root. ``named``
     is how the user knows the folder."""
-    descriptor = os.open(os.sep, _FOLDER_FLAGS)
+    parts = Path(real).parts
+    descriptor = os.open(parts[0], _PASSING_FLAGS if len(parts) > 1 else _FOLDER_FLAGS)
     try:
-        for part in Path(real).parts[1:]:
+        for depth, part in enumerate(parts[1:], start=2):
             try:
-                inner = os.open(part, _FOLDER_FLAGS, dir_fd=descriptor)
+                inner = os.open(part, _PASSING_FLAGS if depth < len(parts) else _FOLDER_FLAGS, dir_fd=descriptor)
             except OSError as error:
                 if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
                     raise MailRootError(
                         f"{_shown(named)} was replaced while it was used (by a symbolic link or a file); try again"
                     ) from None
-                raise OSError(error.errno, error.strerror, str(named)) from None
+                raise OSError(error.errno, error.strerror, os.path.join(*parts[:depth])) from None
             os.close(descriptor)
             descriptor = inner
         yield descriptor
