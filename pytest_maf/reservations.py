@@ -129,9 +129,8 @@ def acquire(
         raise UsageError(f"a reservation TTL must be above 0, got {ttl_ms} ms")
 
     def reserve(transaction: Transaction) -> tuple[list[Reservation], list[Conflict]]:
-        until = transaction.now + ttl_ms
-        if task_id is not None:  # a tied reservation lasts at least as long as the task's lease
-            until = max(until, held_lease(transaction, task_id, agent_id).lease_expires_at)
+        if task_id is not None:
+            held_lease(transaction, task_id, agent_id)
         for expired in transaction.delete_expired_reservations():
             transaction.insert_reservation_event(
                 "expire", expired.agent_id, _tied({"pattern": expired.pattern, "expires_at": expired.expires_at}, expired)
@@ -152,14 +151,15 @@ def acquire(
         granted = []
         for pattern in requested:
             existing = transaction.reservations(agent_id=agent_id, pattern=pattern)
+            tied = task_id if task_id is not None or not existing else existing[0].task_id
             reservation = Reservation(
                 agent_id,
                 pattern,
                 exclusive,
                 reason,
                 existing[0].created_at if existing else transaction.now,
-                until if task_id is not None else transaction.now + ttl_ms,
-                task_id if task_id is not None or not existing else existing[0].task_id,
+                _expiry(transaction, agent_id, tied, transaction.now + ttl_ms),
+                tied,
             )
             transaction.put_reservation(reservation, anchor(pattern))
             data = {"pattern": pattern, "exclusive": exclusive, "expires_at": reservation.expires_at, "reason": reason}
@@ -243,16 +243,28 @@ def _held(transaction: Transaction, agent_id: str, pattern: str) -> Reservation:
     raise NotFoundError(f"agent {agent_id!r} holds no live reservation on {pattern!r}")
 
 
+def _expiry(transaction: Transaction, agent_id: str, task_id: str | None, until: int) -> int:
+    """``until``, or the lease's expiry where the reservation is tied to a task whose live lease
+    ``agent_id`` holds and that runs longer: a tied reservation lasts at least as long as the lease."""
+    if task_id is None:
+        return until
+    lease = transaction.get_lease(task_id)
+    if lease is None or lease.agent_id != agent_id or not lease.is_live(transaction.now):
+        return until
+    return max(until, lease.lease_expires_at)
+
+
 def renew(store: Store, patterns: Iterable[str], agent_id: str, ttl_ms: int) -> list[Reservation]:
-    """Extend the agent's live reservations to ``ttl_ms`` from now."""
+    """Extend the agent's live reservations to ``ttl_ms`` from now (one tied to a task's lease, at
+    least as long as the lease)."""
     requested = _normalized(patterns)
 
     def extend(transaction: Transaction) -> list[Reservation]:
         renewed = []
         for pattern in requested:
-            reservation = light_replace(
-                _held(transaction, agent_id, pattern), expires_at=transaction.now + ttl_ms
-            )
+            held = _held(transaction, agent_id, pattern)
+            until = _expiry(transaction, agent_id, held.task_id, transaction.now + ttl_ms)
+            reservation = light_replace(held, expires_at=until)
             transaction.put_reservation(reservation, anchor(pattern))
             transaction.insert_reservation_event(
                 "renew", agent_id, _tied({"pattern": pattern, "expires_at": reservation.expires_at}, reservation)

@@ -95,19 +95,32 @@ with open_store(".maf/runtime.db") as store:
     tasks.begin_verification(store, "fix-42", "claude-1", 1)
     record_evidence(store, "fix-42", 1, "tests", "PASS", agent_id="claude-1")
     tasks.finish_task(store, "fix-42", "claude-1", 1)
-time.sleep(3)  # the keeper renews meanwhile (every second, at a 3-second lease), and finds the lease ended
+time.sleep(4.5)  # the keeper renews meanwhile (every 2 seconds, at a 6-second lease), and finds the lease ended
 print("linger done")
 """
 
 
 def test_a_command_that_finishes_its_own_task_runs_to_its_end(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["task", "claim", "--ttl", "3"]) == 0
+    assert main(["task", "claim", "--ttl", "6"]) == 0
     assert main(["task", "start", "fix-42", "--attempt", "1"]) == 0
     capsys.readouterr()
 
-    code = main(["task", "run", "fix-42", "--ttl", "3", "--", sys.executable, "-c", FINISH_THEN_LINGER])
+    code = main(["task", "run", "fix-42", "--ttl", "6", "--", sys.executable, "-c", FINISH_THEN_LINGER])
 
     err = capsys.readouterr().err
     assert (code, "lease" in err) == (0, False)
     assert main(["task", "show", "fix-42", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["task"]["state"] == "DONE"
+
+
+def test_renewing_or_taking_again_a_tied_reservation_never_cuts_it_below_the_lease(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="fix-42")
+    tasks.claim_next_task(store, "claude-1", 120 * MINUTE_MS)
+    reservations.acquire(store, ["src/"], "claude-1", MINUTE_MS, task_id="fix-42")
+    (lease,) = store.read(lambda transaction: transaction.list_leases("claude-1"))
+
+    (renewed,) = reservations.renew(store, ["src/"], "claude-1", MINUTE_MS)
+    (again,) = reservations.acquire(store, ["src/"], "claude-1", MINUTE_MS)  # without --task: still tied
+
+    assert renewed.expires_at == again.expires_at == lease.lease_expires_at
+    assert again.task_id == "fix-42"
