@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from pytest_maf import tasks
-from pytest_maf.errors import LeaseLostError, MafError
+from pytest_maf.errors import LeaseLostError, MafError, StoreError
 from pytest_maf.evidence import record_evidence_batch
 from pytest_maf.keeper import LeaseKeeper
 from pytest_maf.leases import require_task_and_lease
@@ -48,6 +48,7 @@ class VerificationSession:
     preflight: bool
     problems: list[str] = field(default_factory=list)  # what could not be recorded, a lost lease
     keeper: LeaseKeeper | None = None
+    failure_lost: bool = False  # a FAIL that no row records, not even the stand-in: the task must not commit
 
     @classmethod
     def start_preflight(
@@ -115,6 +116,7 @@ class VerificationSession:
             )
         except MafError as error:
             self.problems.append(f"evidence for {verifier} was not recorded: {error}")
+            self.failure_lost = True
             return []
 
     def stop_keeping(self) -> None:
@@ -125,8 +127,17 @@ class VerificationSession:
             self.keeper = None
 
     def finish(self) -> tasks.FinishResult:
-        """Stop keeping the lease and decide the task from its evidence (raises :class:`MafError`)."""
+        """Stop keeping the lease and decide the task from its evidence (raises :class:`MafError`).
+
+        A FAIL that no row could record leaves the task undecided (a :class:`StoreError`): it stays
+        VERIFYING, and rolls back when its lease runs out, rather than commit without that failure.
+        """
         self.stop_keeping()
+        if self.failure_lost:
+            raise StoreError(
+                f"a failure of task {self.task_id} could not be recorded, so the task was not decided: it rolls"
+                " back when its lease runs out (maf task show to see it)"
+            )
         if self.preflight:
             tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
         return tasks.finish_task(self.store, self.task_id, self.agent_id, self.attempt)

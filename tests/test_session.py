@@ -9,7 +9,9 @@ from typing import Iterator
 import pytest
 
 from backends import backend_store
+from pytest_maf import session as session_module
 from pytest_maf import tasks
+from pytest_maf.errors import StoreBusyError, StoreError
 from pytest_maf.evidence import list_evidence, record_evidence
 from pytest_maf.session import VerificationSession
 from pytest_maf.store import Store
@@ -70,3 +72,23 @@ def test_a_refused_complete_keeps_every_row_it_can_then_finishes(ticking_store: 
     assert {row.verifier: row.result for row in list_evidence(ticking_store, "t1")} == {
         "lint": "PASS", "unit": "PASS", "verification.unrecorded": "FAIL",
     }
+
+
+def test_a_failure_that_no_row_can_record_leaves_the_task_undecided(
+    ticking_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = verifying(ticking_store)
+    record_evidence(ticking_store, "t1", session.attempt, "lint", "PASS", agent_id="agent-a")
+    batch = session_module.record_evidence_batch
+
+    def refusing_the_stand_in(store: Store, task_id: str, attempt: int, entries: object, **options: object) -> object:
+        if any(entry[0].endswith(".unrecorded") for entry in entries):  # type: ignore[attr-defined]
+            raise StoreBusyError("the store is busy")
+        return batch(store, task_id, attempt, entries, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session_module, "record_evidence_batch", refusing_the_stand_in)
+
+    with pytest.raises(StoreError, match="could not be recorded, so the task was not decided"):
+        session.complete([("lint", "FAIL", {}), ("unit", "PASS", {})])
+
+    assert tasks.get_task(ticking_store, "t1").state == "VERIFYING"
