@@ -100,11 +100,12 @@ def escalate(
     planned, raised = store.read(plan)
     # A link out of the mail root is refused before anything is written (even the writers' lock).
     mail.check_deliverable(settings.mail_root, planned.target)
+    planned_message = message_for(planned)  # one no reader could open is refused here too, before any write
     if dry_run:
         inbox = health.escalation_inboxes_creatable(settings.mail_root, [planned.target])
         if not inbox.ok:
             raise UsageError(f"{inbox.message}; {inbox.hint}")
-        return EscalationOutcome(planned, message_for(planned), raised, True)
+        return EscalationOutcome(planned, planned_message, raised, True)
 
     def record(transaction: Transaction) -> EscalationOutcome:
         escalation, raised = plan(transaction)

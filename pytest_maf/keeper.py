@@ -205,7 +205,7 @@ def _parent(pid: int) -> int | None:
 def _running(pid: int) -> bool:
     """Whether ``pid`` still runs (a zombie, ended but not yet reaped, does not)."""
     fields = _stat_fields(pid)
-    return bool(fields) and fields[0] != b"Z"
+    return fields is not None and bool(fields) and fields[0] != b"Z"
 
 
 def _signal_each(pids: Sequence[int], signum: int) -> None:

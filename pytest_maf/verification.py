@@ -45,6 +45,8 @@ SEVERITIES = ("critical", "warning")
 WARNING_PREFIX = "maf warning: "
 ACKNOWLEDGED_PREFIX = "maf acknowledged warning: "
 # What a verifier came to, in the order the summary counts them; only "passed" is PASS evidence.
+KINDS = ("passed", "failed", "skipped", "xfailed", "xpassed", "deselected", "warning", "acknowledged")
+NOT_EVIDENCE = ("skipped", "xfailed", "xpassed", "deselected")
 # What stopped a run that pytest failed although no check failed, by pytest's exit code.
 _STOPPED_BY = {
     int(pytest.ExitCode.TESTS_FAILED): "pytest failed the run outside any check (a module that did not import,"
@@ -55,8 +57,6 @@ _STOPPED_BY = {
 }
 # The details the plugin decides (the verdict among them); what a test or a hook adds never replaces them.
 DECIDED_DETAILS = ("nodeid", "severity", "blocking", "outcome", "message", "acknowledged", "timed_out")
-KINDS = ("passed", "failed", "skipped", "xfailed", "xpassed", "deselected", "warning", "acknowledged")
-NOT_EVIDENCE = ("skipped", "xfailed", "xpassed", "deselected")
 # Evidence rows are kept in memory as tests end and written when the run ends, in the
 # transaction that decides the task; a suite of more than FLUSH_ROWS verifiers writes
 # one transaction more per FLUSH_ROWS rows.

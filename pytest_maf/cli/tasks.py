@@ -404,8 +404,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Run COMMAND, renewing the lease on TASK in the background, and exit with"
         " COMMAND's exit code. If the lease is lost while COMMAND runs (another agent took the"
         " task), COMMAND and the processes it started are stopped (SIGTERM, then SIGKILL after 5 s;"
-        " those below it are found in /proc, on Linux) and maf exits 4; one that ends"
-        " the lease itself (pytest --maf-task deciding the task) runs on to its end. COMMAND"
+        " those below it are found in /proc, on Linux) and maf exits 4; one that decides its task"
+        " itself (commits or rolls it back, as pytest --maf-task does) runs on to its end. COMMAND"
         " gets MAF_AGENT_ID, MAF_TASK_ID and MAF_TASK_ATTEMPT in its environment.",
         epilog="example: maf task run fix-42 --agent claude-1 -- pytest --maf-task fix-42 tests/",
     )
