@@ -25,6 +25,7 @@ that idles past :data:`CONNECTION_TIMEOUT_S`.
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from socketserver import ThreadingMixIn
@@ -216,7 +217,39 @@ def _answering_errors(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iter
     return answer
 
 
+METRICS_PATH = "/metrics"
+
+
+def _at_metrics_path(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """``app`` at :data:`METRICS_PATH` only (404 elsewhere, so a mistyped scrape target is noticed),
+    answering HEAD as GET without the body (as uptime probes ask)."""
+
+    def answer(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").rstrip("/") != METRICS_PATH:
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"nothing here: the metrics are at {METRICS_PATH}\n".encode()]
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return app(environ, start_response)
+        answered: list[Any] = []
+        body = b"".join(app({**environ, "REQUEST_METHOD": "GET"}, lambda *response: answered.append(response)))
+        status, headers, *_ = answered[-1]
+        kept = [(name, value) for name, value in headers if name.lower() != "content-length"]
+        start_response(status, [*kept, ("Content-Length", str(len(body)))])
+        return []
+
+    return answer
+
+
+class ThreadingWSGIServer6(ThreadingWSGIServer):
+    """:class:`ThreadingWSGIServer` on an IPv6 address (``::1``, ``::``)."""
+
+    address_family = socket.AF_INET6
+
+
 def metrics_server(settings: Settings, host: str, port: int) -> WSGIServer:
-    """An HTTP server answering ``/metrics``; call ``serve_forever()`` on it (port 0: any free one)."""
-    app = _answering_errors(make_wsgi_app(registry_for(settings)))
-    return make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=MetricsRequestHandler)
+    """An HTTP server answering ``/metrics``; call ``serve_forever()`` on it (port 0: any free one).
+    ``host`` may be an IPv6 address, bracketed or not (``[::1]``)."""
+    app = _at_metrics_path(_answering_errors(make_wsgi_app(registry_for(settings))))
+    address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    server_class = ThreadingWSGIServer6 if ":" in address else ThreadingWSGIServer
+    return make_server(address, port, app, server_class=server_class, handler_class=MetricsRequestHandler)

@@ -225,3 +225,41 @@ def test_load_test_refuses_a_url_for_its_sqlite_file_and_makes_nothing(
 
     assert "takes a file path, not a URL" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_metrics_answer_a_head_without_a_body_and_no_other_path(served: str) -> None:
+    head = urllib.request.urlopen(urllib.request.Request(served, method="HEAD"), timeout=DEADLINE_S)
+    scraped = urllib.request.urlopen(served, timeout=DEADLINE_S).read()
+
+    assert head.status == 200 and head.read() == b""
+    assert int(head.headers["Content-Length"]) > 0 and b"maf_tasks" in scraped
+    for wrong in ("/", "/metricz", "/metrics/extra"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(served.replace("/metrics", wrong), timeout=DEADLINE_S)
+        assert refused.value.code == 404
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_metrics_serve_on_an_ipv6_address(tmp_path: Path, host: str) -> None:
+    (tmp_path / ".git").mkdir()
+    settings = load_settings(environ={}, cwd=tmp_path)
+    setup_store(settings.db_path)
+    server = metrics.metrics_server(settings, host, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        scraped = urllib.request.urlopen(f"http://[::1]:{server.server_port}/metrics", timeout=DEADLINE_S).read()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert b"maf_tasks" in scraped

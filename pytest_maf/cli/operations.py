@@ -166,7 +166,8 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
             server = metrics.metrics_server(settings, args.host, args.port)
         except (OSError, OverflowError, UnicodeError) as error:
             raise UsageError(f"cannot listen on {args.host}:{args.port}: {error}") from None
-        print(f"serving http://{args.host}:{server.server_port}/metrics", flush=True)
+        shown = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host  # IPv6
+        print(f"serving http://{shown}:{server.server_port}/metrics", flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -244,7 +245,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     actions = metrics.add_subparsers(dest="metrics_command", metavar="ACTION")
     serve = actions.add_parser("serve", help="serve /metrics over HTTP until interrupted")
-    serve.add_argument("--host", default="127.0.0.1", type=_host, help="address to listen on (default: loopback only)")
+    serve.add_argument("--host", default="127.0.0.1", type=_host, help="address to listen on, IPv4 or IPv6 (::1) (default: loopback only)")
     serve.add_argument(
         "--port", type=whole_number(0, 65535), default=9464, help="0 to 65535, 0: any free port (default: %(default)s)"
     )
