@@ -280,8 +280,15 @@ def configured_store_connection(settings: Any) -> CheckResult:
             connect_ms = round((time.perf_counter() - started) * 1000, 3)
             return store_connection(store, connect_ms)
     except MafError as error:
-        fix = "fix MAF_DATABASE_URL" if settings.database_url else "fix MAF_DB_PATH"
-        return failed(str(error), f"run `maf setup` or {fix}")
+        return failed(str(error), _unreachable_hint(settings, error))
+
+
+def _unreachable_hint(settings: Any, error: MafError) -> str:
+    """What to do about a store that could not be opened: a damaged one is recovered or restored
+    (`maf setup` refuses it); any other is made, or named right."""
+    if "is damaged" in str(error):  # the store's own words for a malformed SQLite file
+        return "run `maf db recover`, or `maf db restore latest`"
+    return f"run `maf setup` or fix {'MAF_DATABASE_URL' if settings.database_url else 'MAF_DB_PATH'}"
 
 
 def store_schema(store: Store) -> CheckResult:
@@ -367,8 +374,7 @@ def database_health(settings: Any) -> list[HealthItem]:
             expired = store.read(lambda transaction: len(transaction.expired_leases()))
             reached = store_connection(store, connect_ms, tasks=counts)
     except MafError as error:
-        fix = "fix MAF_DATABASE_URL" if settings.database_url else "fix MAF_DB_PATH"
-        return [HealthItem("database.reachable", CRITICAL, failed(str(error), f"run `maf setup` or {fix}"))]
+        return [HealthItem("database.reachable", CRITICAL, failed(str(error), _unreachable_hint(settings, error)))]
     items.append(HealthItem("database.reachable", CRITICAL, reached))
     items.append(HealthItem("database.schema", CRITICAL, configured_store_schema(settings)))
     items.append(HealthItem(

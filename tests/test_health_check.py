@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,22 @@ def test_too_little_disk_is_critical_and_the_report_is_written(repo: Path, capsy
 
     assert code == 1 and failing(report) == ["disk.free"]
     assert json.loads((repo / "health.json").read_text()) == report
+
+
+def test_a_damaged_database_is_sent_to_recover_or_restore_not_to_setup(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = repo / ".maf" / "runtime.db"
+    with open_store(db) as store:
+        for number in range(50):
+            tasks.add_task(store, task_id=f"t{number}")
+    connection = sqlite3.connect(db)
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file itself
+    connection.close()
+    with open(db, "r+b") as damaged:  # pages 4-6 overwritten, as a failing disk does
+        damaged.seek(4096 * 3)
+        damaged.write(b"\xff" * 4096 * 3)
+
+    code, report = health(capsys, "--database-only")
+
+    (reachable,) = [check for check in report["checks"] if check["name"] == "database.reachable"]
+    assert (code, reachable["ok"]) == (1, False)
+    assert "maf db recover" in reachable["hint"] and "maf setup" not in reachable["hint"]
