@@ -42,7 +42,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " rate over time, each check's recent results, every task attempt with its verifiers' PASS/FAIL and"
         " failure details, each task's timeline, the leases and reservations held now, and the overrides"
         " and force-releases. The file appears whole or not at all, and never over the store.",
-        epilog="example: maf report --html maf-report.html --since 7d",
     )
     report.add_argument(
         "--html", "--output", dest="output", required=True, metavar="FILE", help="the page to write (required)"

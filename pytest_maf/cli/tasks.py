@@ -407,7 +407,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " those below it are found in /proc, on Linux) and maf exits 4; one that decides its task"
         " itself (commits or rolls it back, as pytest --maf-task does) runs on to its end. COMMAND"
         " gets MAF_AGENT_ID, MAF_TASK_ID and MAF_TASK_ATTEMPT in its environment.",
-        epilog="example: maf task run fix-42 --agent claude-1 -- pytest --maf-task fix-42 tests/",
     )
     run.add_argument("task", metavar="TASK", help="a task you hold")
     add_agent(run, "the agent holding the lease")
