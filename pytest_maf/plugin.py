@@ -116,7 +116,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--maf-db",
         metavar="PATH",
-        help="runtime database (default: MAF_DB_PATH, else .maf/runtime.db at the repository root)",
+        help="runtime database file or postgresql:// URL (default: MAF_DATABASE_URL, MAF_DB_PATH, else"
+        " .maf/runtime.db at the repository root); write --maf-db=PATH: pytest takes a separate value for a"
+        " path when it looks for its rootdir and ini file",
     )
     parser.addini(
         "maf_checks",
