@@ -186,3 +186,19 @@ def test_a_mail_tool_refused_by_the_system_says_why_as_the_command_does() -> Non
 
     assert result.is_error
     assert result.content[0].text == "bad_input: Permission denied: /repo/.agent-mail/outbox/msg-1.json"
+
+
+def test_mail_list_says_what_a_force_release_notice_is_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    assert main(["setup"]) == 0
+    assert main(["reservation", "acquire", "src/**", "--agent", "alice"]) == 0
+    assert main(["reservation", "release", "src/**", "--agent", "lead", "--force", "--reason", "alice went quiet"]) == 0
+    capsys.readouterr()
+
+    assert main(["mail", "list", "--agent", "alice"]) == 0
+
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "RESERVATION_FORCE_RELEASED  from lead: released src/**: alice went quiet" in line

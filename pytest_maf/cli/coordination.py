@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from dataclasses import asdict
+from typing import Any
 
 from pytest_maf import escalation, mail
 from pytest_maf.cli.common import (
@@ -123,7 +124,7 @@ def cmd_mail_list(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no {'unread ' if args.unread else ''}messages for {agent}")
     for message in messages:
         flag = " " if message.get("read_at") else "*"
-        subject = message.get("subject") or message.get("error_context", "")
+        subject = message.get("subject") or message.get("error_context") or _notice_summary(message)
         print(printable(
             f"{flag} {message.get('id', '?')}  {_sent(message)}  {message.get('type', '')}"
             f"  from {message.get('from', '?')}: {subject}"
@@ -158,6 +159,14 @@ def cmd_mail_ack(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"{message['id']} read by {agent}")
     return 0
+
+
+def _notice_summary(message: dict[str, Any]) -> str:
+    """What a notice without a subject is about: a force-release names its pattern and reason."""
+    if message.get("pattern"):
+        path = f" ({message['path']})" if message.get("path") else ""
+        return f"released {message['pattern']}{path}: {message.get('reason', '')}"
+    return ""
 
 
 def cmd_mail_send(args: argparse.Namespace, settings: Settings) -> int:
