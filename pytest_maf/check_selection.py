@@ -56,10 +56,17 @@ def check_patterns(text: str) -> list[str]:
     return patterns
 
 
-def _tags(item: pytest.Item) -> list[str]:
-    marker = item.get_closest_marker("maf_check")
+def marker_tags(marker: pytest.Mark | None) -> list[str]:
+    """A ``maf_check`` marker's tags, sorted; a :class:`pytest.UsageError` unless they are a list of names
+    (``tags="db"`` would otherwise be read as the tags d and b, or as none)."""
     tags = marker.kwargs.get("tags", ()) if marker is not None else ()
-    return sorted({str(tag) for tag in tags}) if isinstance(tags, (list, tuple, set, frozenset)) else []
+    if not isinstance(tags, (list, tuple, set, frozenset)) or not all(isinstance(tag, str) for tag in tags):
+        raise pytest.UsageError(f"maf_check tags {tags!r}: give a list of names, such as tags=['database']")
+    return sorted(set(tags))
+
+
+def _tags(item: pytest.Item) -> list[str]:
+    return marker_tags(item.get_closest_marker("maf_check"))
 
 
 class CheckSelection:

@@ -26,6 +26,7 @@ import pytest
 
 from pytest_maf import tasks
 from pytest_maf.agents import set_client
+from pytest_maf.check_selection import marker_tags
 from pytest_maf.config import Settings, load_settings
 from pytest_maf.errors import MafError
 from pytest_maf.evidence import NO_EVIDENCE_REASON
@@ -375,7 +376,7 @@ class MafRun:
             "nodeid": item.nodeid,
             "severity": severity,
             "blocking": not warning_only,
-            "tags": sorted(seen.marker.kwargs.get("tags", ())) if seen.marker else [],
+            "tags": marker_tags(seen.marker),
             "message": next(iter(seen.failures.values()), ""),
             "outcome": "failed" if seen.failures else seen.skipped or "passed",
         }

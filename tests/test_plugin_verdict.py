@@ -169,3 +169,20 @@ def test_a_run_that_deselects_every_test_exits_1_as_its_task_did_not_commit(pyte
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert state_and_failures(pytester)[0] == "READY"
+
+
+def test_check_tags_given_as_a_string_are_a_usage_error(pytester: pytest.Pytester) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_t="""
+import pytest
+
+@pytest.mark.maf_check(id="svc.db", tags="database")
+def test_db():
+    pass
+""")
+
+    result = verify(pytester, "test_t.py")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*maf_check tags 'database': give a list of names*"])
+    assert state_and_failures(pytester) == ("READY", ["verification.pytest"])
