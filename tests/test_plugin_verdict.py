@@ -31,7 +31,7 @@ def state_and_failures(pytester: pytest.Pytester) -> tuple[str, list[str]]:
 
 
 def verify(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("--maf-task", "fix-1", "--maf-agent", "claude-1", "-p", "no:cacheprovider", *args)
+    return pytester.runpytest("--maf-task", "fix-1", "--maf-agent", "claude-1", "-p", "no:cacheprovider", *args)
 
 
 LONG_ID = """
