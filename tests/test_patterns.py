@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 
 from pytest_maf.errors import UsageError
 from pytest_maf.patterns import (
+    _readings,
     compile_pattern,
     literal_prefix,
     matches,
@@ -50,8 +51,13 @@ def gitignore_matches(pattern: str, path: str) -> bool:
 
 
 def automaton_accepts(pattern: str, path: str) -> bool:
-    """Run the pattern's automaton itself on a path (the overlap search uses it)."""
-    automaton = compile_pattern(normalize_pattern(pattern)).automaton
+    """Run the automata of the pattern's readings (as a glob, and as the path spelled as written
+    where it is one) on a path, as the overlap search does."""
+    return any(_one_automaton_accepts(reading, path) for reading in _readings(normalize_pattern(pattern)))
+
+
+def _one_automaton_accepts(pattern: str, path: str) -> bool:
+    automaton = compile_pattern(pattern).automaton
     current = automaton.closure(0)
     for char in path:
         following: set[int] = set()
@@ -181,6 +187,7 @@ def test_no_witness_means_no_path_matches_both(left: str, right: str, path: str)
 
 @settings(max_examples=300, deadline=None)
 @given(pattern=patterns, path=paths)
+@example(pattern="/[ab]/", path="[ab]/a")  # by its literal reading only
 def test_automaton_and_regex_agree(pattern: str, path: str) -> None:
     assert automaton_accepts(pattern, path) == matches(pattern, path)
 
