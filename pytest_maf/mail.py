@@ -11,8 +11,9 @@ resolves inside the root; a mail root named inside a repository (the default
 ``.agent-mail``) must itself resolve inside that repository. Any other link
 is refused (:class:`MailRootError`) before anything is read or written. The
 folder so checked is then opened one name at a time without following a link,
-and read and written through that descriptor, so a link another process puts in
-its place meanwhile is refused too, not followed.
+from the repository's root (or from a mail root configured outside any
+repository), and read and written through that descriptor, so a link another
+process puts in its place meanwhile is refused too, not followed.
 
 Messages that a store operation sends (an escalation's request, the notices
 of a force-release or a guard override) are queued in the store in the
@@ -104,16 +105,27 @@ _FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOF
 _PASSING_FLAGS = _FOLDER_FLAGS & ~os.O_RDONLY | getattr(os, "O_PATH", 0) if hasattr(os, "O_PATH") else _FOLDER_FLAGS
 
 
+def _start_of(mail_root: Path) -> str:
+    """Where a descriptor walk to a folder of ``mail_root`` starts: the real root of the repository the
+    mail root is named in (agents write inside it, so every name below it is walked), else the mail
+    root's real path (configured outside any repository: the user chose it)."""
+    named = Path(os.path.abspath(mail_root))
+    tree = _work_tree_of(named)
+    return os.path.realpath(tree if tree is not None else named)
+
+
 @contextlib.contextmanager
-def _opened(real: str, named: Path) -> Iterator[int]:
-    """The folder at ``real`` (a real path: no link on the way when it was checked), opened one name
-    at a time from the top without following a link: a link (or a file) put in place of it, or of a
-    folder above it, since it was checked is refused, never followed out of the mail root. ``named``
-    is how the user knows the folder."""
-    parts = Path(real).parts
-    descriptor = os.open(parts[0], _PASSING_FLAGS if len(parts) > 1 else _FOLDER_FLAGS)
+def _opened(start: str, real: str, named: Path) -> Iterator[int]:
+    """The folder at ``real`` (a real path: no link on the way when it was checked), opened from the
+    checked folder ``start`` above it one name at a time without following a link: a link (or a file)
+    put in place of it, or of a folder between, since it was checked is refused, never followed out
+    of the mail root. ``named`` is how the user knows the folder."""
+    parts = Path(real).relative_to(start).parts if real == start or real.startswith(start.rstrip(os.sep) + os.sep) else None
+    if parts is None:  # not below it (never, as the callers go): from the top
+        start, parts = os.sep, Path(real).parts[1:]
+    descriptor = os.open(start, (_PASSING_FLAGS if parts else _FOLDER_FLAGS) & ~getattr(os, "O_NOFOLLOW", 0))
     try:
-        for depth, part in enumerate(parts[1:], start=2):
+        for depth, part in enumerate(parts, start=1):
             try:
                 inner = os.open(part, _PASSING_FLAGS if depth < len(parts) else _FOLDER_FLAGS, dir_fd=descriptor)
             except OSError as error:
@@ -121,7 +133,7 @@ def _opened(real: str, named: Path) -> Iterator[int]:
                     raise MailRootError(
                         f"{_shown(named)} was replaced while it was used (by a symbolic link or a file); try again"
                     ) from None
-                raise OSError(error.errno, error.strerror, os.path.join(*parts[:depth])) from None
+                raise OSError(error.errno, error.strerror, os.path.join(start, *parts[:depth])) from None
             os.close(descriptor)
             descriptor = inner
         yield descriptor
@@ -129,49 +141,50 @@ def _opened(real: str, named: Path) -> Iterator[int]:
         os.close(descriptor)
 
 
-def _make_folder(parent: str, part: str, named: Path) -> None:
+def _make_folder(start: str, parent: str, part: str, named: Path) -> None:
     """Make the folder ``part`` in the real folder ``parent`` (``named`` is how the user knows it)."""
     if not CAN_WRITE_IN_FOLDER:
         os.mkdir(os.path.join(parent, part))
         return
-    with _opened(parent, named.parent) as folder:
+    with _opened(start, parent, named.parent) as folder:
         os.mkdir(part, dir_fd=folder)
 
 
-def _write(folder: str, named: Path, data: bytes, *, overwrite: bool) -> bool:
+def _write(start: str, folder: str, named: Path, data: bytes, *, overwrite: bool) -> bool:
     """Write the file ``named`` in the real, checked ``folder`` whole, through the folder's descriptor."""
     if not CAN_WRITE_IN_FOLDER:
         return write_bytes_atomic(Path(folder) / named.name, data, overwrite=overwrite)
-    with _opened(folder, named.parent) as descriptor:
+    with _opened(start, folder, named.parent) as descriptor:
         return write_bytes_in(descriptor, named.name, data, overwrite=overwrite)
 
 
-def _remove(folder: str, named: Path) -> None:
+def _remove(start: str, folder: str, named: Path) -> None:
     """Remove the file ``named`` from the real, checked ``folder``; nothing if it is gone already."""
     with contextlib.suppress(FileNotFoundError):
         if not CAN_WRITE_IN_FOLDER:
             os.unlink(os.path.join(folder, named.name))
             return
-        with _opened(folder, named.parent) as descriptor:
+        with _opened(start, folder, named.parent) as descriptor:
             os.unlink(named.name, dir_fd=descriptor)
 
 
-def _names(folder: str, named: Path) -> list[str]:
+def _names(start: str, folder: str, named: Path) -> list[str]:
     """The names in the real, checked ``folder``, read through its descriptor."""
     if not CAN_WRITE_IN_FOLDER:
         return os.listdir(folder)
-    with _opened(folder, named) as descriptor:
+    with _opened(start, folder, named) as descriptor:
         return os.listdir(descriptor)
 
 
 def _walk(
     start: str, boundary: str, named: Path, parts: Sequence[str], outside: str, create: bool,
-    created: list[Path] | None,
+    created: list[Path] | None, walk_from: str,
 ) -> str | None:
     """The real folder reached from the real folder ``start`` through ``parts``; None if missing.
 
     A symbolic link is followed only when it resolves inside ``boundary``;
-    ``named`` is how the user knows ``start``.
+    ``named`` is how the user knows ``start``. A folder is made through a descriptor walked from
+    ``walk_from`` (:func:`_opened`).
     """
     current = start
     for index, part in enumerate(parts):
@@ -190,7 +203,7 @@ def _walk(
             if not create:
                 return None
             try:
-                _make_folder(current, part, name)
+                _make_folder(walk_from, current, part, name)
             except FileExistsError:
                 continue  # made meanwhile, perhaps as a link: look again
             if created is not None:
@@ -215,7 +228,7 @@ def _root(mail_root: Path, create: bool, created: list[Path] | None = None) -> s
     if tree is not None:
         boundary = os.path.realpath(tree)
         outside = OUTSIDE_THE_REPOSITORY.format(tree=_shown(tree))
-        return _walk(boundary, boundary, tree, named.relative_to(tree).parts, outside, create, created)
+        return _walk(boundary, boundary, tree, named.relative_to(tree).parts, outside, create, created, boundary)
     real = os.path.realpath(named)  # configured outside any repository: the user chose it
     if os.path.isdir(real):
         return real
@@ -236,12 +249,15 @@ def _folder(
     root = _root(mail_root, create, created)
     if root is None:
         return None
-    folder = _walk(root, root, Path(os.path.abspath(mail_root)), parts, OUTSIDE_THE_ROOT, create, created)
+    folder = _walk(
+        root, root, Path(os.path.abspath(mail_root)), parts, OUTSIDE_THE_ROOT, create, created, _start_of(mail_root)
+    )
     return None if folder is None else (root, folder)
 
 
-def _read(root: str, folder: str, named: Path) -> dict[str, Any] | None:
-    """The message file ``named`` (in the real ``folder``); None when there is no such regular file."""
+def _read(start: str, root: str, folder: str, named: Path) -> dict[str, Any] | None:
+    """The message file ``named`` (in the real ``folder``, walked to from ``start``); None when there is
+    no such regular file."""
     path = os.path.join(folder, named.name)
     if os.path.islink(path):
         target = os.path.realpath(path)
@@ -253,7 +269,7 @@ def _read(root: str, folder: str, named: Path) -> dict[str, Any] | None:
     try:
         if CAN_WRITE_IN_FOLDER:
             place, name = os.path.split(path)
-            with _opened(place, named.parent) as folder_descriptor:
+            with _opened(start, place, named.parent) as folder_descriptor:
                 descriptor = os.open(name, flags, dir_fd=folder_descriptor)
         else:
             descriptor = os.open(path, flags)
@@ -301,9 +317,10 @@ def list_messages(mail_root: Path, agent: str, unread_only: bool = False) -> lis
     root, inbox = found
     named = Path(os.path.abspath(mail_root)).joinpath(*inbox_parts)
     messages = []
-    for name in sorted(_names(inbox, named)):
+    start = _start_of(mail_root)
+    for name in sorted(_names(start, inbox, named)):
         if name.endswith(".json") and not name.startswith("."):
-            message = _read(root, inbox, named / name)
+            message = _read(start, root, inbox, named / name)
             if message is not None:
                 messages.append(message)
     if unread_only:
@@ -323,7 +340,7 @@ def inbox_agents(mail_root: Path) -> list[str]:
         return []
     inboxes = found[1]
     return [
-        agent for agent in sorted(_names(inboxes, Path(os.path.abspath(mail_root)) / "messages"))
+        agent for agent in sorted(_names(_start_of(mail_root), inboxes, Path(os.path.abspath(mail_root)) / "messages"))
         if os.path.islink(os.path.join(inboxes, agent)) or os.path.isdir(os.path.join(inboxes, agent))
     ]
 
@@ -338,7 +355,7 @@ def find_message(mail_root: Path, message_id: str) -> tuple[Path, dict[str, Any]
         folder = _folder(mail_root, *parts)
         if folder is None:
             continue
-        message = _read(folder[0], folder[1], named_root.joinpath(*parts, name))
+        message = _read(_start_of(mail_root), folder[0], folder[1], named_root.joinpath(*parts, name))
         if message is not None:
             return named_root.joinpath(*parts, name), message
     raise NotFoundError(f"no message {message_id!r} under {_shown(mail_root)}")
@@ -380,13 +397,14 @@ def deliver(mail_root: Path, message: dict[str, Any]) -> Path:
     named_root = Path(os.path.abspath(mail_root))
     data = json_file_bytes(message)
     in_inbox = named_root / "messages" / recipient / name
-    new_in_inbox = _write(found_inbox[1], in_inbox, data, overwrite=False)
+    start = _start_of(mail_root)
+    new_in_inbox = _write(start, found_inbox[1], in_inbox, data, overwrite=False)
     try:
-        _write(found_outbox[1], named_root / "outbox" / name, data, overwrite=False)
+        _write(start, found_outbox[1], named_root / "outbox" / name, data, overwrite=False)
     except BaseException:
         if new_in_inbox:  # both copies or neither: a retry must not deliver it twice
             with contextlib.suppress(MafError, OSError):
-                _remove(found_inbox[1], in_inbox)
+                _remove(start, found_inbox[1], in_inbox)
         raise
     return mail_root / "messages" / recipient / name
 
@@ -396,12 +414,13 @@ def acknowledge(mail_root: Path, message_id: str, agent: str, now_ms: int) -> di
     parts = ("messages", validate_name("agent", agent))
     name = f"{validate_message_id(message_id)}.json"
     found = _folder(mail_root, *parts)
-    message = None if found is None else _read(*found, Path(os.path.abspath(mail_root)).joinpath(*parts, name))
+    start = _start_of(mail_root)
+    message = None if found is None else _read(start, *found, Path(os.path.abspath(mail_root)).joinpath(*parts, name))
     if found is None or message is None:
         raise NotFoundError(f"no message {message_id!r} in {agent}'s inbox")
     if not message.get("read_at"):
         message["read_at"] = now_ms
-        _write(found[1], Path(os.path.abspath(mail_root)).joinpath(*parts, name), json_file_bytes(message), overwrite=True)
+        _write(start, found[1], Path(os.path.abspath(mail_root)).joinpath(*parts, name), json_file_bytes(message), overwrite=True)
     return message
 
 
