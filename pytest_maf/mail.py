@@ -105,24 +105,13 @@ _FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOF
 _PASSING_FLAGS = _FOLDER_FLAGS & ~os.O_RDONLY | getattr(os, "O_PATH", 0) if hasattr(os, "O_PATH") else _FOLDER_FLAGS
 
 
-def _start_of(mail_root: Path) -> str:
-    """Where a descriptor walk to a folder of ``mail_root`` starts: the real root of the repository the
-    mail root is named in (agents write inside it, so every name below it is walked), else the mail
-    root's real path (configured outside any repository: the user chose it)."""
-    named = Path(os.path.abspath(mail_root))
-    tree = _work_tree_of(named)
-    return os.path.realpath(tree if tree is not None else named)
-
-
 @contextlib.contextmanager
 def _opened(start: str, real: str, named: Path) -> Iterator[int]:
     """The folder at ``real`` (a real path: no link on the way when it was checked), opened from the
     checked folder ``start`` above it one name at a time without following a link: a link (or a file)
     put in place of it, or of a folder between, since it was checked is refused, never followed out
     of the mail root. ``named`` is how the user knows the folder."""
-    parts = Path(real).relative_to(start).parts if real == start or real.startswith(start.rstrip(os.sep) + os.sep) else None
-    if parts is None:  # not below it (never, as the callers go): from the top
-        start, parts = os.sep, Path(real).parts[1:]
+    parts = Path(real).relative_to(start).parts
     descriptor = os.open(start, (_PASSING_FLAGS if parts else _FOLDER_FLAGS) & ~getattr(os, "O_NOFOLLOW", 0))
     try:
         for depth, part in enumerate(parts, start=1):
@@ -221,17 +210,21 @@ def _work_tree_of(path: Path) -> Path | None:
     return None
 
 
-def _root(mail_root: Path, create: bool, created: list[Path] | None = None) -> str | None:
-    """The mail root's real path, checked; None when it does not exist (and ``create`` is false)."""
+def _root(mail_root: Path, create: bool, created: list[Path] | None = None) -> tuple[str, str] | None:
+    """(where a descriptor walk to the mail root's folders starts, the mail root's real path), checked;
+    None when it does not exist (and ``create`` is false). The walk starts at the real root of the
+    repository the mail root is named in (agents write inside it, so every name below it is walked),
+    else at the mail root itself (configured outside any repository: the user chose it)."""
     named = Path(os.path.abspath(mail_root))
     tree = _work_tree_of(named)
     if tree is not None:
         boundary = os.path.realpath(tree)
         outside = OUTSIDE_THE_REPOSITORY.format(tree=_shown(tree))
-        return _walk(boundary, boundary, tree, named.relative_to(tree).parts, outside, create, created, boundary)
+        root = _walk(boundary, boundary, tree, named.relative_to(tree).parts, outside, create, created, boundary)
+        return None if root is None else (boundary, root)
     real = os.path.realpath(named)  # configured outside any repository: the user chose it
     if os.path.isdir(real):
-        return real
+        return real, real
     if os.path.lexists(real):
         raise UsageError(f"{_shown(named)} is not a folder; move it away so agent-mail can use the mail root")
     if not create:
@@ -239,20 +232,20 @@ def _root(mail_root: Path, create: bool, created: list[Path] | None = None) -> s
     os.makedirs(real, exist_ok=True)
     if created is not None:
         created.append(named)
-    return real
+    return real, real
 
 
 def _folder(
     mail_root: Path, *parts: str, create: bool = False, created: list[Path] | None = None
-) -> tuple[str, str] | None:
-    """(the root's real path, the real path of ``parts`` below it), both checked; None if missing."""
-    root = _root(mail_root, create, created)
-    if root is None:
+) -> tuple[str, str, str] | None:
+    """(where a descriptor walk starts, the root's real path, the real path of ``parts`` below it), all
+    checked (:func:`_root`); None if missing."""
+    found = _root(mail_root, create, created)
+    if found is None:
         return None
-    folder = _walk(
-        root, root, Path(os.path.abspath(mail_root)), parts, OUTSIDE_THE_ROOT, create, created, _start_of(mail_root)
-    )
-    return None if folder is None else (root, folder)
+    start, root = found
+    folder = _walk(root, root, Path(os.path.abspath(mail_root)), parts, OUTSIDE_THE_ROOT, create, created, start)
+    return None if folder is None else (start, root, folder)
 
 
 def _read(start: str, root: str, folder: str, named: Path) -> dict[str, Any] | None:
@@ -314,10 +307,9 @@ def list_messages(mail_root: Path, agent: str, unread_only: bool = False) -> lis
     found = _folder(mail_root, *inbox_parts)
     if found is None:
         return []
-    root, inbox = found
+    start, root, inbox = found
     named = Path(os.path.abspath(mail_root)).joinpath(*inbox_parts)
     messages = []
-    start = _start_of(mail_root)
     for name in sorted(_names(start, inbox, named)):
         if name.endswith(".json") and not name.startswith("."):
             message = _read(start, root, inbox, named / name)
@@ -338,9 +330,9 @@ def inbox_agents(mail_root: Path) -> list[str]:
     found = _folder(mail_root, "messages")
     if found is None:
         return []
-    inboxes = found[1]
+    start, _, inboxes = found
     return [
-        agent for agent in sorted(_names(_start_of(mail_root), inboxes, Path(os.path.abspath(mail_root)) / "messages"))
+        agent for agent in sorted(_names(start, inboxes, Path(os.path.abspath(mail_root)) / "messages"))
         if os.path.islink(os.path.join(inboxes, agent)) or os.path.isdir(os.path.join(inboxes, agent))
     ]
 
@@ -355,7 +347,7 @@ def find_message(mail_root: Path, message_id: str) -> tuple[Path, dict[str, Any]
         folder = _folder(mail_root, *parts)
         if folder is None:
             continue
-        message = _read(_start_of(mail_root), folder[0], folder[1], named_root.joinpath(*parts, name))
+        message = _read(*folder, named_root.joinpath(*parts, name))
         if message is not None:
             return named_root.joinpath(*parts, name), message
     raise NotFoundError(f"no message {message_id!r} under {_shown(mail_root)}")
@@ -397,14 +389,14 @@ def deliver(mail_root: Path, message: dict[str, Any]) -> Path:
     named_root = Path(os.path.abspath(mail_root))
     data = json_file_bytes(message)
     in_inbox = named_root / "messages" / recipient / name
-    start = _start_of(mail_root)
-    new_in_inbox = _write(start, found_inbox[1], in_inbox, data, overwrite=False)
+    start, _, inbox = found_inbox
+    new_in_inbox = _write(start, inbox, in_inbox, data, overwrite=False)
     try:
-        _write(start, found_outbox[1], named_root / "outbox" / name, data, overwrite=False)
+        _write(start, found_outbox[2], named_root / "outbox" / name, data, overwrite=False)
     except BaseException:
         if new_in_inbox:  # both copies or neither: a retry must not deliver it twice
             with contextlib.suppress(MafError, OSError):
-                _remove(start, found_inbox[1], in_inbox)
+                _remove(start, inbox, in_inbox)
         raise
     return mail_root / "messages" / recipient / name
 
@@ -414,13 +406,14 @@ def acknowledge(mail_root: Path, message_id: str, agent: str, now_ms: int) -> di
     parts = ("messages", validate_name("agent", agent))
     name = f"{validate_message_id(message_id)}.json"
     found = _folder(mail_root, *parts)
-    start = _start_of(mail_root)
-    message = None if found is None else _read(start, *found, Path(os.path.abspath(mail_root)).joinpath(*parts, name))
+    named = Path(os.path.abspath(mail_root)).joinpath(*parts, name)
+    message = None if found is None else _read(*found, named)
     if found is None or message is None:
         raise NotFoundError(f"no message {message_id!r} in {agent}'s inbox")
     if not message.get("read_at"):
         message["read_at"] = now_ms
-        _write(start, found[1], Path(os.path.abspath(mail_root)).joinpath(*parts, name), json_file_bytes(message), overwrite=True)
+        start, _, inbox = found
+        _write(start, inbox, named, json_file_bytes(message), overwrite=True)
     return message
 
 
