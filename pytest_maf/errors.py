@@ -97,6 +97,10 @@ class StoreError(MafError):
     exit_code = BAD_INPUT
 
 
+class DamagedStoreError(StoreError):
+    """The runtime database is damaged (malformed): `maf db recover` or `maf db restore` mend it, `maf setup` refuses it."""
+
+
 class StoreBusyError(StoreError):
     """Another writer held the store past the busy timeout."""
 

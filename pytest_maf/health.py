@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from pytest_maf import mail
-from pytest_maf.errors import MafError
+from pytest_maf.errors import DamagedStoreError, MafError
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store
@@ -286,7 +286,7 @@ def configured_store_connection(settings: Any) -> CheckResult:
 def _unreachable_hint(settings: Any, error: MafError) -> str:
     """What to do about a store that could not be opened: a damaged one is recovered or restored
     (`maf setup` refuses it); any other is made, or named right."""
-    if "is damaged" in str(error):  # the store's own words for a malformed SQLite file
+    if isinstance(error, DamagedStoreError):
         return "run `maf db recover`, or `maf db restore latest`"
     return f"run `maf setup` or fix {'MAF_DATABASE_URL' if settings.database_url else 'MAF_DB_PATH'}"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.clock import Clock, system_clock
-from pytest_maf.errors import AlreadyExistsError, StoreBusyError, StoreError, evidence_already_recorded
+from pytest_maf.errors import AlreadyExistsError, DamagedStoreError, StoreBusyError, StoreError, evidence_already_recorded
 from pytest_maf.records import (
     AgentSeen, AuditRow, DurationBucket, Escalation, Event, Evidence, Lease, Observation, OperationStats, Reservation,
     ReservationEvent, SEEN_REFRESH_MS, Task,
@@ -742,7 +742,8 @@ class SQLiteStore:
             way_out = f"{' and '.join(unwritable)} cannot be written by this user: give them write permission (chmod u+w)"
         else:
             way_out = "check the file, restore a backup, or point MAF_DB_PATH elsewhere"
-        return StoreError(f"cannot use the runtime database {self.path}: {error}; {way_out}")
+        failure = DamagedStoreError if damaged else StoreError
+        return failure(f"cannot use the runtime database {self.path}: {error}; {way_out}")
 
     def _busy(self, waited_s: float) -> StoreBusyError:
         holder = self._writer_lock.holder()
