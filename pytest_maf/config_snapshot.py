@@ -142,9 +142,10 @@ def _log_file_problems_as_local(base: Path, layer: Layer, environ: Mapping[str, 
 
     try:
         values, sources, problems = resolve(config_layers(base, environ, read_layer=with_layer))
+        rest_is_valid = not problems
     except ConfigError:
-        problems = ["the rest is invalid"]
-    if problems:
+        rest_is_valid = False
+    if not rest_is_valid:
         values, sources = merge([Layer("defaults", DEFAULTS), layer])
     if layer.source not in (sources.get("logging.file"), sources.get("runtime.db_path")):
         return []
