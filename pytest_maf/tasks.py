@@ -429,8 +429,7 @@ def renew_lease(
 
     def renew(transaction: Transaction) -> Lease:
         _, lease = fenced_lease(transaction, task_id, agent_id, attempt, extend=False)
-        until = transaction.now + ttl_ms
-        renewed = light_replace(lease, lease_expires_at=max(until, lease.lease_expires_at) if at_least else until)
+        renewed = _renewed(lease, transaction.now + ttl_ms, at_least)
         transaction.extend_lease(renewed)
         transaction.insert_event(
             task_id,
@@ -441,6 +440,11 @@ def renew_lease(
         return renewed
 
     return store.write(renew)
+
+
+def _renewed(lease: Lease, until: int, at_least: bool) -> Lease:
+    """``lease`` running to ``until``; with ``at_least``, one that runs longer already stays as long."""
+    return light_replace(lease, lease_expires_at=max(until, lease.lease_expires_at) if at_least else until)
 
 
 def renew_held_leases(
@@ -471,8 +475,7 @@ def renew_held_leases(
             )
         renewed = []
         for lease in held:
-            until = transaction.now + ttl
-            lease = light_replace(lease, lease_expires_at=max(until, lease.lease_expires_at) if at_least else until)
+            lease = _renewed(lease, transaction.now + ttl, at_least)
             transaction.extend_lease(lease)
             transaction.insert_event(
                 lease.task_id, "renew",
