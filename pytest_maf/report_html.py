@@ -26,7 +26,7 @@ from pytest_maf.records import TASK_STATES, Evidence, Event
 from pytest_maf.report import Attempt, CheckResult, PreflightRun, ReportData, TaskHistory
 from pytest_maf.status import relative_time
 from pytest_maf.tasks import DEFAULT_PRIORITY
-from pytest_maf.terminal import printable
+from pytest_maf.terminal import cut, printable
 
 CHECK_HISTORY_LENGTH = 30  # results shown per check, newest last
 DETAIL_LIMIT = 4_000  # characters of one failure's details; the rest is in `maf evidence list`
@@ -407,5 +407,4 @@ def _code_or_blank(value: str | None) -> str:
 
 
 def _first_line(text: object, limit: int = 160) -> str:
-    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return cut(str(text).strip().splitlines()[0] if str(text).strip() else "", limit)

@@ -29,6 +29,7 @@ from pytest_maf.keeper import LeaseKeeper
 from pytest_maf.leases import require_task_and_lease
 from pytest_maf.light_dataclass import dataclass, field
 from pytest_maf.records import Evidence
+from pytest_maf.terminal import cut
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store
@@ -97,7 +98,7 @@ class VerificationSession:
                 except MafError as error:
                     self.problems.append(f"evidence for {entry[0]} was not recorded: {error}")
                     if entry[1] == "FAIL":
-                        lost.append(f"{_cut(entry[0], 200)}: {_cut(str(error), 300)}")
+                        lost.append(f"{cut(entry[0], 200)}: {cut(str(error), 300)}")
             if lost:
                 rows += self._record_lost_failures(lost)
             return rows
@@ -159,8 +160,3 @@ class VerificationSession:
 
     def close(self) -> None:
         self.stop_keeping()
-
-
-def _cut(text: str, limit: int) -> str:
-    """``text``, cut to ``limit`` characters with ``...`` where it was cut."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."

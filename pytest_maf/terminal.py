@@ -57,6 +57,11 @@ def printable(text: object) -> str:
     return "".join(_escaped(character) if _hidden(character) else character for character in shown)
 
 
+def cut(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters with ``...`` where it was cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def printable_json(value: Any, indent: int | None = 2) -> str:
     """``value`` as JSON (indented, or on one line with ``indent`` None) that shows every control,
     direction and other format character as a ``\\u`` escape: ``--json`` printed to a terminal
