@@ -464,6 +464,8 @@ class MafRun:
         """A run stopped at the preflight's time limit, or interrupted, must not commit: the checks it
         did not run (the one it was in among them) count as a failure, and the task rolls back."""
         not_run = session.testscollected - sum(self.tally[kind] for kind in KINDS if kind != "deselected")
+        run = "preflight" if self.preflight else "verification"
+        unfinished = f": {not_run} check(s) did not finish" if not_run > 0 else ""
         if self.budget is not None and self.budget.spent() and not_run > 0:
             verifier, message = "preflight.timeout", f"{self.budget.reason}: {not_run} check(s) were not run"
         elif self.budget is not None and self.budget.spent() and not _interrupts_checks(self.config):
@@ -471,19 +473,14 @@ class MafRun:
             verifier = "preflight.timeout"
             message = f"{self.budget.reason}; with pytest-timeout blocked (-p no:timeout) no check was interrupted"
         elif self.interrupted:
-            verifier = f"{'preflight' if self.preflight else 'verification'}.interrupted"
-            message = f"the run was interrupted ({self.interrupted})" + (
-                f": {not_run} check(s) did not finish" if not_run > 0 else ""
-            )
+            verifier, message = f"{run}.interrupted", f"the run was interrupted ({self.interrupted}){unfinished}"
         elif session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) and not (
             session.exitstatus == pytest.ExitCode.TESTS_FAILED and self.tally["failed"]
         ):
             # pytest failed the run, but no check's row says so: a module that did not import (under xdist, or
             # --continue-on-collection-errors), a crashed xdist worker, a usage or internal error mid-run
-            verifier = f"{'preflight' if self.preflight else 'verification'}.pytest"
-            message = f"{_STOPPED_BY.get(int(session.exitstatus), 'pytest failed the run')}" + (
-                f": {not_run} check(s) did not finish" if not_run > 0 else ""
-            ) + f" (exit code {int(session.exitstatus)})"
+            stopped_by = _STOPPED_BY.get(int(session.exitstatus), "pytest failed the run")
+            verifier, message = f"{run}.pytest", f"{stopped_by}{unfinished} (exit code {int(session.exitstatus)})"
         else:
             return
         self._pending.append((
