@@ -17,8 +17,12 @@ run in a fresh interpreter so every engine starts alike:
                 pytest-maf add_task, claim_next_task(start=True) and
                 complete_task (verify, an evidence row, finish), each a
                 fenced transaction writing an event per transition, beside
-                litequeue put, pop, done
-  cycle_N       the same by N processes
+                litequeue put, pop, done, and beside sql_floor: the same
+                statements through bare sqlite3, none of pytest-maf's Python
+                around them (what its code could at best come down to
+                without writing less)
+  cycle_N       the same by N processes (no floor: bare sqlite3 would wait
+                on SQLite's busy handler, not on a floor of the same kind)
   load_test     `maf load-test` cycles per second at 1 and at N processes,
                 their ratio, the claim p95 at N, and the processor time
                 a cycle took at 1 and at N (every process's, waiting
@@ -162,6 +166,160 @@ class LiteQueueQueue:
         self.queue.close()
 
 
+class SqlFloorQueue:
+    """The statements a pytest-maf cycle runs, as its store runs them (BEGIN IMMEDIATE, WAL,
+    synchronous=NORMAL, foreign keys on, the same SQL with its values bound), through bare sqlite3
+    with none of pytest-maf's Python around them: the floor its own code sits on. Checkpoints are
+    SQLite's own, in the COMMIT that crosses 1,000 frames. tests/test_benchmark_floor.py keeps the
+    statements those of pytest-maf's cycle."""
+
+    def __init__(self, db: str, agent: str) -> None:
+        from pytest_maf.store.sqlite import connect
+
+        self.connection, self.agent = connect(Path(db)), agent
+        self.made = 0
+
+    def _transaction(self, steps: Callable[[sqlite3.Connection], Any]) -> Any:
+        connection = self.connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = steps(connection)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return result
+
+    def add(self) -> None:
+        self.made += 1
+        task_id, now = f"task-{os.getpid():x}-{self.made:x}", time.time_ns() // 1_000_000
+
+        def steps(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO tasks (id, state, priority, payload_json, created_at, updated_at, attempts)"
+                " VALUES (?, 'READY', ?, ?, ?, ?, 0)", (task_id, 100, "{}", now, now),
+            )
+            connection.execute("INSERT INTO task_options (task_id, max_attempts, kind) VALUES (?, ?, ?)", (task_id, 3, "work"))
+            connection.execute(
+                "INSERT INTO events (task_id, ts, kind, data_json) VALUES (?, ?, ?, ?)",
+                (task_id, now, "add", json.dumps({"max_attempts": 3, "priority": 100, "to": "READY"}, separators=(",", ":"))),
+            )
+
+        self._transaction(steps)
+
+    def claim(self) -> Any:
+        """Claim and start the oldest READY work task: its two events, its lease, the agent's sighting, the duration."""
+        agent = self.agent
+
+        def steps(connection: sqlite3.Connection) -> Any:
+            started, now = time.perf_counter(), time.time_ns() // 1_000_000
+            connection.execute(
+                "SELECT task_id, agent_id, lease_expires_at, attempt FROM leases WHERE lease_expires_at <= ?"
+                " ORDER BY lease_expires_at, task_id", (now,),
+            ).fetchall()
+            row = connection.execute(
+                "SELECT t.id, t.state, t.priority, t.payload_json, t.created_at, t.updated_at, t.attempts,"
+                " COALESCE(o.max_attempts, 3), COALESCE(o.kind, 'work') FROM tasks AS t"
+                " LEFT JOIN task_options AS o ON o.task_id = t.id"
+                " WHERE t.state = 'READY' AND COALESCE(o.kind, 'work') = 'work'"
+                " ORDER BY t.priority, t.created_at, t.rowid LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            task_id, attempt, expires = row[0], row[6] + 1, now + TTL_MS
+            connection.execute(
+                "UPDATE tasks SET state = ?, attempts = ?, updated_at = ? WHERE id = ?", ("RUNNING", attempt, now, task_id)
+            )
+            moves = (("claim", "READY", "LEASED"), ("start", "LEASED", "RUNNING"))
+            connection.executemany(
+                "INSERT INTO events (task_id, ts, kind, data_json) VALUES (?, ?, ?, ?)",
+                [(task_id, now, kind, json.dumps(
+                    {"agent": agent, "attempt": attempt, "from": before, "lease_expires_at": expires, "to": after},
+                    separators=(",", ":"),
+                )) for kind, before, after in moves],
+            )
+            connection.execute(
+                "INSERT INTO leases (task_id, agent_id, lease_expires_at, attempt) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (task_id) DO UPDATE SET agent_id = excluded.agent_id,"
+                " lease_expires_at = excluded.lease_expires_at, attempt = excluded.attempt",
+                (task_id, agent, expires, attempt),
+            )
+            self._sighted(connection, now)
+            took_us = int((time.perf_counter() - started) * 1_000_000)
+            connection.execute(
+                "INSERT INTO operation_durations (operation, outcome, le_us, shard, count, sum_us, max_us)"
+                " VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (operation, outcome, le_us, shard) DO UPDATE SET"
+                " count = count + 1, sum_us = sum_us + excluded.sum_us, max_us = MAX(max_us, excluded.max_us)",
+                ("claim", "", 500, 0, took_us, took_us),
+            )
+            return task_id, attempt, expires
+
+        return self._transaction(steps)
+
+    def _sighted(self, connection: sqlite3.Connection, now: int) -> None:
+        connection.execute(
+            "INSERT INTO agents (agent_id, client, first_seen, last_seen) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (agent_id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen),"
+            " client = CASE WHEN excluded.client = '' THEN client ELSE excluded.client END"
+            " WHERE excluded.last_seen >= last_seen + 100 OR excluded.client NOT IN ('', client)",
+            (self.agent, "", now, now),
+        )
+
+    def complete(self, task_id: str, attempt: int, expires: int) -> None:
+        """Verify, one PASS evidence row, commit and done: four events, the lease deleted, the agent sighted."""
+        agent = self.agent
+
+        def steps(connection: sqlite3.Connection) -> None:
+            now = time.time_ns() // 1_000_000
+            connection.execute(
+                "SELECT t.id, t.state, t.priority, t.payload_json, t.created_at, t.updated_at, t.attempts,"
+                " COALESCE(o.max_attempts, 3), COALESCE(o.kind, 'work'), l.agent_id, l.lease_expires_at, l.attempt"
+                " FROM tasks AS t LEFT JOIN task_options AS o ON o.task_id = t.id"
+                " LEFT JOIN leases AS l ON l.task_id = t.id WHERE t.id = ?", (task_id,),
+            ).fetchone()
+            connection.execute(
+                "SELECT task_id, attempt, verifier, result, details_json FROM evidence WHERE task_id = ? AND attempt = ?"
+                " ORDER BY task_id, attempt, verifier", (task_id, attempt),
+            ).fetchall()
+            connection.executemany(
+                "INSERT INTO evidence (task_id, attempt, verifier, result, details_json) VALUES (?, ?, ?, ?, ?)",
+                [(task_id, attempt, "bench", "PASS", "{}")],
+            )
+            connection.execute(
+                "UPDATE tasks SET state = ?, attempts = ?, updated_at = ? WHERE id = ?", ("DONE", attempt, now, task_id)
+            )
+            held = {"agent": agent, "attempt": attempt}
+            data = (
+                ("verify", {**held, "from": "RUNNING", "lease_expires_at": expires, "to": "VERIFYING"}),
+                ("evidence", {**held, "lease_expires_at": expires, "result": "PASS", "verifier": "bench"}),
+                ("commit", {**held, "from": "VERIFYING", "reason": "all 1 verifiers passed", "to": "COMMITTED"}),
+                ("done", {**held, "from": "COMMITTED", "to": "DONE"}),
+            )
+            connection.executemany(
+                "INSERT INTO events (task_id, ts, kind, data_json) VALUES (?, ?, ?, ?)",
+                [(task_id, now, kind, json.dumps(fields, separators=(",", ":"))) for kind, fields in data],
+            )
+            connection.execute("DELETE FROM leases WHERE task_id = ?", (task_id,))
+            connection.execute(
+                "SELECT agent_id, pattern, exclusive, reason, created_at, expires_at, task_id FROM reservations"
+                " WHERE task_id = ? ORDER BY pattern, agent_id", (task_id,),
+            ).fetchall()
+            self._sighted(connection, now)
+
+        self._transaction(steps)
+
+    def cycle(self) -> float:
+        self.add()
+        started = time.perf_counter()
+        claimed = self.claim()
+        took = time.perf_counter() - started
+        self.complete(*claimed)
+        return took
+
+    def close(self) -> None:
+        self.connection.close()
+
+
 def litequeue_seed(db: Path, count: int, first: int = 0) -> None:
     from litequeue import LiteQueue
 
@@ -172,7 +330,7 @@ def litequeue_seed(db: Path, count: int, first: int = 0) -> None:
     queue.close()
 
 
-QUEUES: dict[str, Callable[[str, str], Any]] = {"maf": MafQueue, "litequeue": LiteQueueQueue}
+QUEUES: dict[str, Callable[[str, str], Any]] = {"maf": MafQueue, "litequeue": LiteQueueQueue, "sql_floor": SqlFloorQueue}
 SEEDS: dict[str, Callable[..., None]] = {"maf": seed_ready, "litequeue": litequeue_seed}
 LOCK_ERRORS = (MafError, sqlite3.OperationalError)  # what a busy database raises to the caller of each
 
@@ -280,7 +438,7 @@ def workload(name: str, engine: str, args: argparse.Namespace) -> dict[str, Any]
     """One workload by one engine, in this interpreter (the parent runs each in a fresh one)."""
     with tempfile.TemporaryDirectory(prefix="maf-claims-") as tmp:
         db = Path(tmp) / "queue.db"
-        if engine == "maf":
+        if engine != "litequeue":  # the floor runs on pytest-maf's schema
             open_store(db, create=True).close()
         if name == "claim_only":
             return drain_rounds(engine, db, args.processes, args.duration, args.pool)
@@ -343,7 +501,7 @@ def measure(name: str, engine: str, args: argparse.Namespace, processes: int) ->
     if engine == "baseline":
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(args.baseline).resolve()), env.get("PYTHONPATH")]))
     command = [
-        sys.executable, __file__, "--workload", name, "--engine", "litequeue" if engine == "litequeue" else "maf",
+        sys.executable, __file__, "--workload", name, "--engine", engine if engine in QUEUES else "maf",
         "--processes", str(processes), "--duration", str(args.duration), "--pool", str(args.pool),
         "--done-rows", str(args.done_rows),
     ]
@@ -395,16 +553,18 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
     n = args.processes
     report: dict[str, Any] = {
         "sqlite_version": sqlite3.sqlite_version, "litequeue_version": version("litequeue"),
-        "durability": "journal_mode=WAL, synchronous=NORMAL for both", "duration_s": args.duration,
+        "durability": "journal_mode=WAL, synchronous=NORMAL for each", "duration_s": args.duration,
         "rounds": args.rounds, "baseline": str(args.baseline) if args.baseline else None,
     }
     for name, processes in (("claim_only", n), ("cycle", 1), ("cycle", n)):
-        row = rounds(name, engines, args, processes)
+        row = rounds(name, engines + ["sql_floor"] * (name == "cycle" and processes == 1), args, processes)
         for engine in engines:
             if engine != "litequeue":
                 row[f"{engine}_ratio_to_litequeue"] = ratio(row[engine]["per_s"], row["litequeue"]["per_s"])
         if args.baseline:
             row["ratio_to_baseline"] = ratio(row["pytest_maf"]["per_s"], row["baseline"]["per_s"])
+        if "sql_floor" in row:
+            row["ratio_to_sql_floor"] = ratio(row["pytest_maf"]["per_s"], row["sql_floor"]["per_s"])
         report[f"{name}_{processes}"] = row
     mafs = [engine for engine in engines if engine != "litequeue"]
     one, many = rounds("load_test", mafs, args, 1), rounds("load_test", mafs, args, n)
@@ -554,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", metavar="TREE", help="also measure pytest-maf from this checkout, as 'baseline'")
     parser.add_argument("--db", metavar="URL", help="a postgresql:// server: measure there, against the bare-claim floor")
     parser.add_argument("--workload", choices=("claim_only", "cycle", "load_test", "large_table"), help=argparse.SUPPRESS)
-    parser.add_argument("--engine", choices=("maf", "litequeue"), default="maf", help=argparse.SUPPRESS)
+    parser.add_argument("--engine", choices=tuple(QUEUES), default="maf", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.db:
         pool = 200_000
