@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -108,6 +111,55 @@ def test_a_restore_is_refused_while_agents_hold_leases_unless_forced(
     assert tasks.get_task(configured, "kept").state == "LEASED"
     assert main(["db", "restore", str(backup), "--force"]) == 0
     assert tasks.get_task(configured.reopen(), "kept").state == "READY"
+
+
+@needs_tools
+def test_a_restore_of_a_bad_backup_is_bad_input_as_on_sqlite(
+    configured: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = tmp_path / "text.dump"
+    text.write_text("hi\n")
+    assert main(["db", "restore", str(text), "--force", "--json"]) == 2
+    refusal = json.loads(capsys.readouterr().out)
+    assert refusal["exit_code"] == 2 and refusal["error"].endswith("; nothing was restored")
+    assert [task.id for task in tasks.list_tasks(configured)] == ["kept"]
+
+
+@needs_tools
+def test_restores_of_one_second_keep_each_replaced_store_under_a_name_of_its_own(
+    configured: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup = tmp_path / "store.dump"
+    assert main(["db", "backup", "--output", str(backup)]) == 0
+    monkeypatch.setattr(postgres_backup.time, "strftime", lambda pattern, moment: "20261129170000")
+    kept = []
+    for task_id in ("first", "second", "third"):
+        tasks.add_task(configured, task_id=task_id)
+        capsys.readouterr()
+        assert main(["db", "restore", str(backup), "--json"]) == 0, capsys.readouterr().err
+        kept.append(json.loads(capsys.readouterr().out)["kept_as"])
+    schema = configured.schema  # type: ignore[attr-defined]
+    assert kept == [f"{schema}_before_restore_20261129170000{suffix}" for suffix in ("", "_2", "_3")]
+    for name, task_id in zip(kept, ("first", "second", "third")):
+        with open_store(configured.url, schema=name) as before:  # type: ignore[attr-defined]
+            assert {task.id for task in tasks.list_tasks(before)} == {"kept", task_id}
+
+
+@pytest.mark.slow  # two restores at once, each verifying its backup
+@needs_tools
+def test_two_restores_at_once_both_restore_and_keep_what_each_replaced(configured: Store, tmp_path: Path) -> None:
+    backup = tmp_path / "store.dump"
+    assert main(["db", "backup", "--output", str(backup)]) == 0
+    command = [sys.executable, "-c", "import sys; from pytest_maf.cli import main; sys.exit(main(sys.argv[1:]))",
+               "db", "restore", str(backup), "--json"]
+    restores = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    outcomes = [restore.communicate(timeout=120) for restore in restores]
+
+    assert [restore.returncode for restore in restores] == [0, 0], outcomes
+    kept = {json.loads(out)["kept_as"] for out, _ in outcomes}
+    assert len(kept) == 2 and all(name in _schemas(configured) for name in kept)
+    assert [task.id for task in tasks.list_tasks(configured.reopen())] == ["kept"]
 
 
 @needs_tools

@@ -397,12 +397,42 @@ def test_restore_replaces_a_live_database_too_damaged_to_open(tmp_path: Path) ->
     garbage = random.Random(3).randbytes(40_960)
     db.write_bytes(garbage)
 
-    report = maintenance.restore(db, tmp_path / "backup.db")
+    with pytest.raises(maintenance.UsageError, match="no SQLite database.*add --force"):
+        maintenance.restore(db, tmp_path / "backup.db")  # it might be a file named by mistake
+    assert db.read_bytes() == garbage and not list(tmp_path.glob("*.before-restore-*"))
+    report = maintenance.restore(db, tmp_path / "backup.db", force=True)
 
     assert report.kept_as is not None and report.kept_as.read_bytes() == garbage
     with open_store(db) as store:
         assert [task.id for task in tasks.list_tasks(store)] == ["kept"]
         assert store.pragma("integrity_check") == [("ok",)]
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_restore_never_replaces_another_application_s_database_or_a_file_that_is_no_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], force: bool
+) -> None:
+    with open_store(tmp_path / "runtime.db", create=True) as store:
+        tasks.add_task(store, task_id="kept")
+    maintenance.backup(tmp_path / "runtime.db", tmp_path / "backup.db")
+    app = tmp_path / "app.db"
+    with sqlite3.connect(app) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER)")
+        connection.execute("INSERT INTO customers VALUES (1)")
+    connection.close()
+    notes = tmp_path / "NOTES.md"
+    notes.write_text("# my notes\n")
+    before = {path: path.read_bytes() for path in (app, notes)}
+
+    assert main(["db", "restore", str(tmp_path / "backup.db"), "--db", str(app), *["--force"] * force]) == 2
+    assert "is not a pytest-maf database (application_id 0x0; tables: customers)" in capsys.readouterr().err
+    if not force:  # --force replaces a store damaged past being a SQLite file, never a database of another's
+        assert main(["db", "restore", str(tmp_path / "backup.db"), "--db", str(notes), "--json"]) == 2
+        refusal = json.loads(capsys.readouterr().out)
+        assert "no SQLite database" in refusal["error"] and refusal["exit_code"] == 2
+
+    assert {path: path.read_bytes() for path in (app, notes)} == before
+    assert sorted(path.name for path in tmp_path.glob("[aN]*")) == ["NOTES.md", "app.db"]  # nothing kept aside or beside
 
 
 def test_a_backup_of_an_older_store_verifies_and_restores_at_the_current_schema(tmp_path: Path) -> None:

@@ -184,11 +184,16 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--dir names the folder `maf db restore {LATEST}` looks in; leave it out with a FILE")
     backup, skipped = _latest(args, settings) if args.file == LATEST else (Path(args.file), [])
     _refuse_the_other_backend(backup, settings)
+    from pytest_maf.store import maintenance
+
     if settings.database_url is not None:
-        with Progress(f"restoring {settings.store_shown} from {backup} with pg_restore"):
-            kept_schema = _postgres_backups().restore(
-                settings.database_url, settings.database_schema, backup, force=args.force
-            )
+        try:
+            with Progress(f"restoring {settings.store_shown} from {backup} with pg_restore"):
+                kept_schema = _postgres_backups().restore(
+                    settings.database_url, settings.database_schema, backup, force=args.force
+                )
+        except maintenance.VerificationError as error:  # bad input for a restore, refused before anything changed
+            raise UsageError(f"{error}; nothing was restored") from None
         if args.json:
             print_json({"restored": settings.store_shown, "from": str(backup), "kept_as": kept_schema,
                         "skipped": skipped})
@@ -196,8 +201,6 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         print(f"restored {settings.store_shown} from {printable(str(backup))} with pg_restore; the previous store"
               f" is kept as the schema {kept_schema}")
         return 0
-    from pytest_maf.store import maintenance
-
     try:
         with Progress(f"verifying {backup} and restoring {settings.db_path}"):
             report = maintenance.restore(settings.db_path, backup, force=args.force)
@@ -302,6 +305,10 @@ def register(db: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     restore.add_argument("file", type=given, metavar="FILE", help=f"a backup file, or '{LATEST}'")
     restore.add_argument("--dir", type=given, metavar="FOLDER", help=f"with '{LATEST}': {folder_help}")
-    restore.add_argument("--force", action="store_true", help="restore even while agents hold leases")
+    restore.add_argument(
+        "--force", action="store_true",
+        help="restore even while agents hold leases, or over a store damaged past being a SQLite file at all"
+        " (kept aside byte for byte); another application's database is never restored over",
+    )
     add_json(restore)
     restore.set_defaults(handler=cmd_restore)

@@ -26,14 +26,16 @@ import tempfile
 import time
 import uuid
 import zlib
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
 from pytest_maf.clock import system_clock
 from pytest_maf.errors import MafError, StoreError, UsageError
-from pytest_maf.files import SQLITE_HEADER, checked_output, replaced_output, scratch_directory, store_files
+from pytest_maf.files import (
+    SQLITE_HEADER, checked_output, regular_file_head, replaced_output, scratch_directory, store_files,
+)
 from pytest_maf.records import Event, ReservationEvent
 from pytest_maf.store import schema
 from pytest_maf.store.sqlite import _loads, connect
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
 GZIP_MAGIC = b"\x1f\x8b"
 SQLITE_HEADER_SIZE = 100  # https://sqlite.org/fileformat2.html#the_database_header
+_VERSION_AND_APPLICATION_ID = (60, 68)  # the header's user_version and application_id, big-endian
 COPY_CHUNK = 1 << 20
 # Maintenance waits for agents' short transactions instead of failing fast.
 MAINTENANCE_BUSY_TIMEOUT_MS = 10_000
@@ -269,6 +272,7 @@ def restore(db_path: Path, backup_path: Path, force: bool = False) -> RestoreRep
         )
     if not db_path.parent.is_dir():
         raise StoreError(f"no runtime database folder {db_path.parent}: run `maf setup` first, then restore")
+    _refuse_another_applications(db_path, force)
     with _private_copy(backup_path) as plain:
         rows = _verify_in_place(plain, backup_path)  # refuses a bad backup before touching anything
         readable = False
@@ -296,6 +300,34 @@ def restore(db_path: Path, backup_path: Path, force: bool = False) -> RestoreRep
                 raise  # a busy database is waited for, never replaced under its users
             _replace_file(plain, db_path)  # too damaged to be written through SQLite
     return RestoreReport(kept, rows)
+
+
+def _refuse_another_applications(db_path: Path, force: bool) -> None:
+    """Another application's database at ``db_path`` is never restored over, nor (unless ``force``) a
+    file that is no SQLite database at all: it may be a store damaged that far, or a file named by
+    mistake. A store emptied, or damaged past reading, is restored over (that is what a restore is for)."""
+    head = regular_file_head(db_path, SQLITE_HEADER_SIZE)
+    if not head.strip(b"\0"):
+        return  # nothing there, or a store that lost its content
+    if not head.startswith(SQLITE_HEADER):
+        if force:
+            return
+        raise UsageError(
+            f"{db_path} is no SQLite database, so no pytest-maf store; it is left untouched and nothing was"
+            " restored: point --db or MAF_DB_PATH at the store, or, if this is the store damaged that far, add"
+            " --force to replace it (it is kept aside byte for byte)"
+        )
+    version, application_id = (int.from_bytes(head[at:at + 4], "big") for at in _VERSION_AND_APPLICATION_ID)
+    tables: list[str] = []
+    if application_id == 0:  # other applications' databases, and stores made before stores were marked
+        try:
+            with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as connection:
+                tables = user_tables(connection)
+        except sqlite3.Error:
+            return  # unreadable: a damaged store, replaced as a file
+    problem = schema.not_ours(application_id, version, tables)
+    if problem and (application_id or tables):  # not an emptied store
+        raise UsageError(f"{db_path} {problem}; nothing was restored")
 
 
 def _keep_aside(db_path: Path, kept: Path, readable: bool) -> None:

@@ -17,6 +17,7 @@ The password never reaches a command line: it goes to the tools through
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -182,23 +184,39 @@ def kept_schema_name(schema: str, stamp: str) -> str:
 def restore(url: str, schema: str, backup_path: Path, *, force: bool = False) -> str:
     """Replace the store in ``schema`` by ``backup_path``, verified first; the name the old schema is kept as.
 
-    Refuses while agents hold live leases, unless ``force``.
+    Refuses while agents hold live leases, unless ``force``. Restores of one schema take turns, so
+    each keeps the store it replaces under a name of its own.
     """
     verify_backup(url, backup_path)
     with PostgresStore(url, schema=schema) as store:
         store.check_schema_version()
-        live = store.read(lambda transaction: [
-            lease for lease in transaction.list_leases() if lease.lease_expires_at > transaction.now
-        ])
-    if live and not force:
-        raise UsageError(
-            f"{len(live)} live lease(s) in {store.location} (agents are working): restore when they are done,"
-            " or add --force"
-        )
-    kept = kept_schema_name(schema, time.strftime("%Y%m%d%H%M%S", time.gmtime()))
-    script, _ = _restore_script(url, backup_path, schema)
-    rename: Any = sql.SQL("ALTER SCHEMA {} RENAME TO {};\n").format(sql.Identifier(schema), sql.Identifier(kept))
-    with PostgresStore(url, schema=schema) as store:
-        rename_text = rename.as_string(store.connection)
-    _apply(url, rename_text + script, f"restoring {backup_path} into {redact_url(url)} (schema {schema})")
+        connection = store.connection  # autocommit: the lock below is the session's, no transaction stays open
+        turn = f"pytest-maf restore {schema}"
+        connection.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (turn,))
+        try:
+            live = store.read(lambda transaction: [
+                lease for lease in transaction.list_leases() if lease.lease_expires_at > transaction.now
+            ])
+            if live and not force:
+                raise UsageError(
+                    f"{len(live)} live lease(s) in {store.location} (agents are working): restore when they are"
+                    " done, or add --force"
+                )
+            kept = _free_kept_name(connection, schema, time.strftime("%Y%m%d%H%M%S", time.gmtime()))
+            script, _ = _restore_script(url, backup_path, schema)
+            rename: Any = sql.SQL("ALTER SCHEMA {} RENAME TO {};\n").format(sql.Identifier(schema), sql.Identifier(kept))
+            _apply(url, rename.as_string(connection) + script, f"restoring {backup_path} into {redact_url(url)} (schema {schema})")
+        finally:
+            with contextlib.suppress(psycopg.Error):  # a connection gone lets go of the lock with it
+                connection.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (turn,))
+    return kept
+
+
+def _free_kept_name(connection: Any, schema: str, stamp: str) -> str:
+    """:func:`kept_schema_name` of ``stamp``, numbered (``_2``, ``_3`` ...) past the names an earlier
+    restore of the same second kept."""
+    kept, number = kept_schema_name(schema, stamp), 1
+    while connection.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (kept,)).fetchone() is not None:
+        number += 1
+        kept = kept_schema_name(schema, f"{stamp}_{number}")
     return kept
