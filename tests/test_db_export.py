@@ -219,3 +219,29 @@ def test_a_database_that_is_not_a_store_is_refused_untouched(tmp_path: Path, cap
 
     assert "is not a pytest-maf database" in capsys.readouterr().err
     assert digest(other) == before
+
+
+@pytest.mark.postgres
+def test_a_postgresql_store_is_exported_the_way_the_refusal_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from backends import scratch_schema, server_url
+
+    url = server_url()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAF_DB_PATH", raising=False)
+    with scratch_schema(url) as scratch:
+        monkeypatch.setenv("MAF_DATABASE_URL", url)
+        monkeypatch.setenv("MAF_DATABASE_SCHEMA", scratch)
+        with open_store(url, create=True, schema=scratch) as store:
+            tasks.add_task(store, task_id="on-the-server", payload={"note": NOTE})
+
+        assert main(["db", "export"]) == 2
+        refusal = capsys.readouterr().err
+        assert "(maf db copy URL export.db), then export that (maf db export --db export.db)" in refusal
+        assert main(["db", "copy", url, "export.db"]) == 0
+        monkeypatch.delenv("MAF_DATABASE_URL")
+        capsys.readouterr()
+        assert main(["db", "export", "--db", "export.db", "--table", "tasks"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert [(row["id"], json.loads(row["payload_json"])) for row in exported["tasks"]] == [("on-the-server", {"note": NOTE})]

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -185,6 +186,56 @@ def test_recover_rebuilds_a_damaged_database_and_reports_losses(tmp_path: Path, 
     assert report.recovered["task_options"] <= report.recovered["tasks"]  # no option left without its task
     with open_store(tmp_path / "recovered.db") as store:
         assert store.pragma("integrity_check") == [("ok",)]
+
+
+def test_recover_leaves_another_application_s_database_alone_and_says_so_as_an_error_object(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = tmp_path / "app.db"
+    with closing(sqlite3.connect(app)) as connection, connection:
+        connection.execute("CREATE TABLE customers (id INTEGER)")
+    text = tmp_path / "text.db"
+    text.write_text("hi\n")
+
+    assert main(["db", "recover", "--db", str(app), "--json"]) == 2
+    refusal = json.loads(capsys.readouterr().out)
+    assert refusal["exit_code"] == 2 and "is not a pytest-maf database" in refusal["error"]
+    assert refusal["error"].endswith("nothing was recovered")
+    assert main(["db", "recover", "--db", str(text), "--json"]) == 1  # ours or not, nothing in it could be read
+    failure = json.loads(capsys.readouterr().out)
+    assert failure["exit_code"] == 1 and failure["error"].startswith(f"recovered no row from {text}")
+    assert failure["written"] is False and failure["output"] is None
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["app.db", "text.db"]
+
+
+def test_a_store_sqlite_cannot_open_for_want_of_write_permission_is_not_called_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SQLite writes beside a WAL database even to read it: in a read-only folder a sound store cannot be
+    # opened, and recover, export and stats must say so, not send the operator to a restore.
+    # (Permissions bind no one if the tests run as root: the user's view of them and SQLite's refusal are faked.)
+    from pytest_maf.store import export
+    from pytest_maf.store import sqlite as sqlite_store
+
+    db = tmp_path / ".maf" / "runtime.db"
+    with open_store(db, create=True) as store:
+        tasks.add_task(store, task_id="kept")
+    real_access, real_connect = os.access, sqlite3.connect
+    monkeypatch.setattr(sqlite_store.os, "access", lambda path, mode: real_access(path, mode) and Path(path) != db.parent)
+
+    def refused(target: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+        if str(db) in str(target):
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(export.sqlite3, "connect", refused)
+    monkeypatch.setattr(maintenance.sqlite3, "connect", refused)
+    for command in (["db", "export"], ["db", "stats"], ["db", "recover", "--output", str(tmp_path / "r.db")]):
+        assert main([*command, "--db", str(db)]) == 2, command
+        err = capsys.readouterr().err
+        assert f"the folder {db.parent} cannot be written by this user" in err, (command, err)
+        assert "restore" not in err and "damaged" not in err, (command, err)
+    assert not (tmp_path / "r.db").exists()
 
 
 def test_salvage_of_an_older_store_keeps_the_rows_of_tables_that_gained_columns_since(tmp_path: Path) -> None:

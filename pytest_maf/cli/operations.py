@@ -42,14 +42,14 @@ def positive_number(high: float) -> Callable[[str], float]:
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-def on_a_sqlite_file(command: str, handler: Handler) -> Handler:
-    """``handler``, refused with one line when the configured store is on PostgreSQL."""
+def on_a_sqlite_file(command: str, handler: Handler, instead: str) -> Handler:
+    """``handler``, refused with one line saying what to do ``instead`` when the configured store is on PostgreSQL."""
 
     def run(args: argparse.Namespace, settings: Settings) -> int:
         if settings.database_url is not None:
             raise UsageError(
                 f"maf db {command} works on a SQLite store file, and this store is on PostgreSQL"
-                f" ({settings.store_shown}): use PostgreSQL's own tools (pg_dump, pg_restore, VACUUM ANALYZE)"
+                f" ({settings.store_shown}): {instead}"
             )
         return handler(args, settings)
 
@@ -62,16 +62,19 @@ def cmd_recover(args: argparse.Namespace, settings: Settings) -> int:
     with Progress(f"recovering {settings.db_path} into {output}"):
         report = maintenance.recover(settings.db_path, output, use_shell=not args.no_shell)
     code = FAILED if report.problems or not report.written else 0
+    failure = None
     if not report.written:
         readable = sum(count for count in report.readable_before.values() if count)
-        print(
-            f"maf: error: recovered no row from {settings.db_path}"
+        failure = (
+            f"recovered no row from {settings.db_path}"
             + (f" ({readable} row(s) were counted in it)" if readable else " (nothing in it could be read)")
-            + "; nothing was written. Restore a backup instead: `maf db restore BACKUP`",
-            file=sys.stderr,
+            + "; nothing was written. Restore a backup instead: `maf db restore BACKUP`"
         )
+        print(f"maf: error: {failure}", file=sys.stderr)
     if args.json:
-        print_json({**asdict(report), "output": str(report.output) if report.written else None, "lost": report.lost()})
+        failed = {} if failure is None else {"error": failure, "exit_code": code}  # as every command's error object
+        print_json({**asdict(report), "output": str(report.output) if report.written else None, "lost": report.lost(),
+                    **failed})
         return code
     if not report.written:
         return code
@@ -197,7 +200,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_output(recover, "the rebuilt database to write", default_note="<db>-recovered.db beside it")
     recover.add_argument("--no-shell", action="store_true", help="salvage row by row even if sqlite3 is installed")
     add_json(recover)
-    recover.set_defaults(handler=on_a_sqlite_file("recover", cmd_recover))
+    recover.set_defaults(handler=on_a_sqlite_file(
+        "recover", cmd_recover, "use the server's own recovery there, or `maf db restore BACKUP`"
+    ))
     db_health.register(db)
     cleanup = db.add_parser(
         "cleanup", help="delete events and evidence of DONE/DEAD tasks older than N days (dry run unless --apply)",
@@ -214,7 +219,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cleanup.set_defaults(handler=cmd_cleanup)
     export = db.add_parser(
         "export", help="the store's rows as JSON or CSV, read-only (for a spreadsheet or a script)",
-        description="Opens the store read-only: nothing is migrated or written. Values are exactly as stored:"
+        description="A SQLite store only (a PostgreSQL one: `maf db copy` it into a file, then export that)."
+        " Opens the store read-only: nothing is migrated or written. Values are exactly as stored:"
         " times are epoch milliseconds, *_json columns the JSON text they hold. JSON: one object mapping each"
         " table to the list of its rows. CSV: one table (exactly one --table), a header row, NULL as an empty cell.",
     )
@@ -224,7 +230,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_output(export, "write FILE (whole or not at all)", default_note="standard output")
     prints_no_result(export, "its output is the rows themselves: --format json")
-    export.set_defaults(handler=on_a_sqlite_file("export", cmd_export))
+    export.set_defaults(handler=on_a_sqlite_file(
+        "export", cmd_export, "copy it into a file first (maf db copy URL export.db), then export that"
+        " (maf db export --db export.db)"
+    ))
     copy = db.add_parser(
         "copy", help="copy a whole store between backends (a SQLite file or a postgresql:// URL), verified",
         description="Copies every table and row in order, keeping ids and times, in one transaction on the"

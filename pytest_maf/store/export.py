@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
 from pytest_maf.errors import StoreError, UsageError
 from pytest_maf.files import replaced_output
 from pytest_maf.store import schema
+from pytest_maf.store.sqlite import unusable
 from pytest_maf.store.verify import current_tables, introspect, user_tables
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def read_only(db_path: Path) -> Iterator[Database]:
     try:
         connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     except sqlite3.Error as error:
-        raise _unreadable(db_path, error) from None
+        raise unusable(db_path, error) from None
     try:
         db = introspect(connection)
         db.execute("BEGIN")  # one snapshot for every table
@@ -79,16 +80,9 @@ def read_only(db_path: Path) -> Iterator[Database]:
             )
         yield db
     except sqlite3.Error as error:
-        raise _unreadable(db_path, error) from None
+        raise unusable(db_path, error) from None
     finally:
         connection.close()  # the read transaction ends with it; nothing was written
-
-
-def _unreadable(db_path: Path, error: sqlite3.Error) -> StoreError:
-    return StoreError(
-        f"cannot read the runtime database {db_path}: {error}; if it is damaged, run `maf db recover`"
-        " or `maf db restore BACKUP`"
-    )
 
 
 def _present(db: Database, tables: Sequence[str]) -> list[str]:

@@ -38,7 +38,7 @@ from pytest_maf.files import (
 )
 from pytest_maf.records import Event, ReservationEvent
 from pytest_maf.store import schema
-from pytest_maf.store.sqlite import _loads, connect
+from pytest_maf.store.sqlite import _loads, connect, unwritable
 from pytest_maf.store.verify import apply_current_schema, current_tables, schema_problems, user_tables
 
 if TYPE_CHECKING:
@@ -302,21 +302,11 @@ def restore(db_path: Path, backup_path: Path, force: bool = False) -> RestoreRep
     return RestoreReport(kept, rows)
 
 
-def _refuse_another_applications(db_path: Path, force: bool) -> None:
-    """Another application's database at ``db_path`` is never restored over, nor (unless ``force``) a
-    file that is no SQLite database at all: it may be a store damaged that far, or a file named by
-    mistake. A store emptied, or damaged past reading, is restored over (that is what a restore is for)."""
-    head = regular_file_head(db_path, SQLITE_HEADER_SIZE)
-    if not head.strip(b"\0"):
-        return  # nothing there, or a store that lost its content
+def _another_applications(db_path: Path, head: bytes) -> str | None:
+    """Why the SQLite database at ``db_path`` (``head``: its first bytes) is another application's, or
+    None: a store, one emptied or damaged past reading, or no SQLite database at all."""
     if not head.startswith(SQLITE_HEADER):
-        if force:
-            return
-        raise UsageError(
-            f"{db_path} is no SQLite database, so no pytest-maf store; it is left untouched and nothing was"
-            " restored: point --db or MAF_DB_PATH at the store, or, if this is the store damaged that far, add"
-            " --force to replace it (it is kept aside byte for byte)"
-        )
+        return None
     version, application_id = (int.from_bytes(head[at:at + 4], "big") for at in _VERSION_AND_APPLICATION_ID)
     tables: list[str] = []
     if application_id == 0:  # other applications' databases, and stores made before stores were marked
@@ -324,10 +314,25 @@ def _refuse_another_applications(db_path: Path, force: bool) -> None:
             with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as connection:
                 tables = user_tables(connection)
         except sqlite3.Error:
-            return  # unreadable: a damaged store, replaced as a file
+            return None  # unreadable: a damaged store
     problem = schema.not_ours(application_id, version, tables)
-    if problem and (application_id or tables):  # not an emptied store
+    return problem if problem and (application_id or tables) else None  # an emptied store is ours
+
+
+def _refuse_another_applications(db_path: Path, force: bool) -> None:
+    """Another application's database at ``db_path`` is never restored over, nor (unless ``force``) a
+    file that is no SQLite database at all: it may be a store damaged that far, or a file named by
+    mistake. A store emptied, or damaged past reading, is restored over (that is what a restore is for)."""
+    head = regular_file_head(db_path, SQLITE_HEADER_SIZE)
+    problem = _another_applications(db_path, head)
+    if problem:
         raise UsageError(f"{db_path} {problem}; nothing was restored")
+    if head.strip(b"\0") and not head.startswith(SQLITE_HEADER) and not force:
+        raise UsageError(
+            f"{db_path} is no SQLite database, so no pytest-maf store; it is left untouched and nothing was"
+            " restored: point --db or MAF_DB_PATH at the store, or, if this is the store damaged that far, add"
+            " --force to replace it (it is kept aside byte for byte)"
+        )
 
 
 def _keep_aside(db_path: Path, kept: Path, readable: bool) -> None:
@@ -416,6 +421,9 @@ def recover(db_path: Path, output: Path, use_shell: bool = True) -> RecoverRepor
     """
     if db_path.is_dir() or not db_path.exists():
         raise StoreError(f"no runtime database at {db_path} to recover")
+    problem = _another_applications(db_path, regular_file_head(db_path, SQLITE_HEADER_SIZE))
+    if problem:
+        raise UsageError(f"{db_path} {problem}; nothing was recovered")
     output = checked_output(str(output), store_files(db_path), "the recovered database")
     if output.exists():
         raise StoreError(f"{output} exists; choose another --output")
@@ -424,6 +432,12 @@ def recover(db_path: Path, output: Path, use_shell: bool = True) -> RecoverRepor
     except OSError as error:
         raise UsageError(f"cannot create the folder {output.parent}: {error.strerror}") from None
     before = _countable(db_path)
+    blocked = unwritable(db_path) if all(count is None for count in before.values()) else []
+    if blocked:  # SQLite writes beside a database even to read it: a sound store in a read-only folder, say
+        raise StoreError(
+            f"cannot read the runtime database {db_path}: {' and '.join(blocked)} cannot be written by this user;"
+            " give them write permission (chmod u+w), then recover it if it still needs recovering"
+        )
     with scratch_directory(prefix=".maf-recover-", dir=output.parent) as directory:
         building = directory / "recovered.db"
         method, notes, lost_and_found, counts = _rebuild(db_path, building, use_shell)

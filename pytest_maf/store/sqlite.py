@@ -64,7 +64,7 @@ def connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Conne
     return connection
 
 
-def _unwritable(db_path: Path) -> list[str]:
+def unwritable(db_path: Path) -> list[str]:
     """The database's files, and its folder, that exist and that this user may not write: SQLite needs
     to write all of them (the WAL and shared-memory files beside it, even to read)."""
     from pytest_maf.files import store_files  # here: only a store that failed to open asks
@@ -75,6 +75,21 @@ def _unwritable(db_path: Path) -> list[str]:
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
         found.append(f"the folder {folder}")
     return found
+
+
+def unusable(db_path: Path, error: sqlite3.Error) -> StoreError:
+    """The error that says why SQLite could not use the store at ``db_path`` and the way out: damaged
+    (recover or restore), or files this user may not write (permission), or neither."""
+    damaged = any(word in str(error) for word in ("not a database", "malformed", "corrupt"))
+    blocked = [] if damaged else unwritable(db_path)
+    if damaged:
+        way_out = "it is damaged: run `maf db recover` to rebuild it into a new file, or `maf db restore BACKUP`"
+    elif blocked:  # a -shm left read-only by a read of a read-only store, say: the store itself looks fine
+        way_out = f"{' and '.join(blocked)} cannot be written by this user: give them write permission (chmod u+w)"
+    else:
+        way_out = "check the file, restore a backup, or point MAF_DB_PATH elsewhere"
+    failure = DamagedStoreError if damaged else StoreError
+    return failure(f"cannot use the runtime database {db_path}: {error}; {way_out}")
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -734,16 +749,7 @@ class SQLiteStore:
         self.close()
 
     def _unreadable(self, error: sqlite3.Error) -> StoreError:
-        damaged = any(word in str(error) for word in ("not a database", "malformed", "corrupt"))
-        unwritable = [] if damaged else _unwritable(self.path)
-        if damaged:
-            way_out = "it is damaged: run `maf db recover` to rebuild it into a new file, or `maf db restore BACKUP`"
-        elif unwritable:  # a -shm left read-only by a read of a read-only store, say: the store itself looks fine
-            way_out = f"{' and '.join(unwritable)} cannot be written by this user: give them write permission (chmod u+w)"
-        else:
-            way_out = "check the file, restore a backup, or point MAF_DB_PATH elsewhere"
-        failure = DamagedStoreError if damaged else StoreError
-        return failure(f"cannot use the runtime database {self.path}: {error}; {way_out}")
+        return unusable(self.path, error)
 
     def _busy(self, waited_s: float) -> StoreBusyError:
         holder = self._writer_lock.holder()
