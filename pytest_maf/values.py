@@ -93,8 +93,8 @@ def check_json(name: str, value: Any) -> Any:
     # Only a value that might be too long is serialised to measure it.
     bound = 0
     while pending:  # iterative: a deep value must not exhaust the stack while it is checked
-        item, depth = pending.pop()
-        if depth > MAX_JSON_DEPTH:
+        item, depth = pending.pop()  # depth: the objects and arrays around item, item included if it is one
+        if depth > MAX_JSON_DEPTH and isinstance(item, (dict, list, tuple)):
             raise UsageError(f"{name} is nested more than {MAX_JSON_DEPTH} levels deep")
         if isinstance(item, str):
             bound += 6 * len(item) + 4

@@ -86,7 +86,12 @@ CASES: list[tuple[str, Setup, list[str], int, str]] = [
     ("max-attempts-past-int64", nothing, ["task", "add", "--max-attempts", "100000000000000000000"], 2, "attempts"),
     ("payload-nan", nothing, ["task", "add", "--payload", "NaN"], 2, "NaN"),
     ("payload-infinity", nothing, ["task", "add", "--payload", '{"x": Infinity}'], 2, "Infinity"),
-    ("payload-nested-60000", nothing, ["task", "add", "--payload", "[" * 60_000 + "]" * 60_000], 2, "nested"),  # one argument is at most 128 KiB
+    ("payload-nested-60000", nothing, ["task", "add", "--payload", "[" * 60_000 + "]" * 60_000], 2, "nested"),
+    # before, stored as {} and shown so: not what was given
+    ("payload-null", nothing, ["task", "add", "--payload", "null"], 2, "null is no value to store: leave the option out"),
+    # 64 levels is the limit the message names: 64 objects around a number are taken, 65 are not (before, 64 were refused)
+    ("payload-nested-65", nothing, ["task", "add", "--payload", '{"a":' * 65 + "1" + "}" * 65], 2,
+     "is nested more than 64 levels deep"),  # one argument is at most 128 KiB
     ("claim-ttl-nan", nothing, ["task", "claim", "--agent", "a", "--ttl", "nan"], 2, "--ttl"),
     ("claim-ttl-huge", nothing, ["task", "claim", "--agent", "a", "--ttl", "1e308"], 2, "--ttl"),
     ("unknown-task", nothing, ["task", "show", "nope"], 2, "no task"),
@@ -170,6 +175,9 @@ CASES += [
     ("backup-over-the-wal", nothing, ["db", "backup", "--output", ".maf/runtime.db-wal"], 2, "must not overwrite"),
     ("backup-over-the-shm", nothing, ["db", "backup", "--output", ".maf/runtime.db-shm"], 2, "must not overwrite"),
     ("backup-into-a-directory", nothing, ["db", "backup", "--output", "src"], 2, "is a directory"),
+    # before, "newdir/ is a directory" of a folder that is not there
+    ("backup-into-a-folder-not-there", nothing, ["db", "backup", "--output", "newdir/"], 2,
+     "newdir/ names a folder (it ends in a slash); give a file name for --output"),
     # standard output is a pipe here: before, "No such file or directory: /proc/PID/fd/.maf-backup-..."
     ("backup-to-standard-output-a-pipe", nothing, ["db", "backup", "--output", "/dev/stdout"], 2, "not a regular file"),
     ("backup-empty-name", nothing, ["db", "backup", "--output", ""], 2, "give a file name"),

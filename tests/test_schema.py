@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,21 @@ def test_a_newer_schema_is_refused(db_path: Path) -> None:
         open_store(db_path)
     with pytest.raises(StoreError, match="upgrade pytest-maf"):
         setup_store(db_path)
+
+
+def test_a_backup_from_a_newer_pytest_maf_fails_verification_saying_to_upgrade(
+    db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_maf.cli import main
+
+    setup_store(db_path)
+    with closing(sqlite3.connect(db_path)) as connection, connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+    assert main(["db", "verify-backup", str(db_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"schema version is {SCHEMA_VERSION + 1}, current is {SCHEMA_VERSION} (a newer pytest-maf wrote it:" in err
+    assert "maf setup" not in err  # which cannot take a schema back
 
 
 def test_missing_database_says_to_run_setup(db_path: Path) -> None:

@@ -587,3 +587,20 @@ def test_evidence_details_over_the_json_limit_are_refused(store: Store, details:
     record_evidence(store, "t1", claimed.attempt, "unit", "PASS", just_under, agent_id="agent-a")
     (row,) = tasks.describe_task(store, "t1").evidence
     assert row.details == just_under
+
+
+def test_a_payload_as_deep_as_the_limit_is_taken_and_one_level_deeper_is_not(store: Store) -> None:
+    from pytest_maf.values import MAX_JSON_DEPTH
+
+    def nested(levels: int) -> object:
+        value: object = 1
+        for _ in range(levels):
+            value = {"a": value}
+        return value
+
+    task = tasks.add_task(store, task_id="deepest", payload=nested(MAX_JSON_DEPTH))
+    assert tasks.get_task(store, "deepest").payload == task.payload == nested(MAX_JSON_DEPTH)
+    with pytest.raises(UsageError, match=f"nested more than {MAX_JSON_DEPTH} levels deep"):
+        tasks.add_task(store, task_id="deeper", payload=nested(MAX_JSON_DEPTH + 1))
+    with pytest.raises(UsageError, match=f"nested more than {MAX_JSON_DEPTH} levels deep"):
+        tasks.add_task(store, task_id="deeper", payload=[[]] * 2 + [nested(MAX_JSON_DEPTH)])  # inside an array: 65

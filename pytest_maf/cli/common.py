@@ -42,10 +42,14 @@ if TYPE_CHECKING:
 
 
 def json_argument(text: str) -> Any:
+    """A JSON value given as an option's argument; ``null`` is refused, not taken as the option left out."""
     try:
-        return parse_json("the value", text)
+        value = parse_json("the value", text)
     except UsageError as error:
         raise argparse.ArgumentTypeError(str(error).replace("the value ", "", 1)) from None
+    if value is None:
+        raise argparse.ArgumentTypeError("null is no value to store: leave the option out for its default, {}")
+    return value
 
 
 def given(text: str) -> str:

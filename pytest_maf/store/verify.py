@@ -174,9 +174,8 @@ def schema_problems(path: Path) -> list[str]:
         connection.execute("PRAGMA foreign_keys = ON")
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version != schema.SCHEMA_VERSION:
-            problems.append(
-                f"schema version is {version}, current is {schema.SCHEMA_VERSION} (run `maf setup`)"
-            )
+            way_out = "a newer pytest-maf wrote it: upgrade pytest-maf" if version > schema.SCHEMA_VERSION else "run `maf setup`"
+            problems.append(f"schema version is {version}, current is {schema.SCHEMA_VERSION} ({way_out})")
         if connection.execute("PRAGMA foreign_keys").fetchone()[0] != 1:
             problems.append("foreign keys cannot be switched on")
         integrity = [row[0] for row in connection.execute("PRAGMA integrity_check")]
