@@ -59,6 +59,18 @@ def scratch_schema(url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def commands_on_postgres(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    """`maf` commands run in ``directory`` use a scratch schema of the test server: its URL and schema."""
+    url = server_url()
+    monkeypatch.chdir(directory)
+    monkeypatch.delenv("MAF_DB_PATH", raising=False)
+    with scratch_schema(url) as schema:
+        monkeypatch.setenv("MAF_DATABASE_URL", url)
+        monkeypatch.setenv("MAF_DATABASE_SCHEMA", schema)
+        yield url, schema
+
+
+@contextlib.contextmanager
 def backend_store(backend: str, directory: Path, **options: Any) -> Iterator[Store]:
     """A fresh store on ``backend``: a file under ``directory``, or a scratch PostgreSQL schema.
 

@@ -225,14 +225,9 @@ def test_a_database_that_is_not_a_store_is_refused_untouched(tmp_path: Path, cap
 def test_a_postgresql_store_is_exported_the_way_the_refusal_says(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from backends import scratch_schema, server_url
+    from backends import commands_on_postgres
 
-    url = server_url()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MAF_DB_PATH", raising=False)
-    with scratch_schema(url) as scratch:
-        monkeypatch.setenv("MAF_DATABASE_URL", url)
-        monkeypatch.setenv("MAF_DATABASE_SCHEMA", scratch)
+    with commands_on_postgres(tmp_path, monkeypatch) as (url, scratch):
         with open_store(url, create=True, schema=scratch) as store:
             tasks.add_task(store, task_id="on-the-server", payload={"note": NOTE})
 

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from backends import scratch_schema, server_url
+from backends import commands_on_postgres, server_url
 from pytest_maf import tasks
 from pytest_maf.cli import main
 from pytest_maf.store import Store, open_store, postgres_backup
@@ -34,12 +34,7 @@ needs_tools = pytest.mark.usefixtures("postgres_tools")
 @pytest.fixture
 def configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """A PostgreSQL store in a scratch schema that `maf` commands run in ``tmp_path`` use."""
-    url = server_url()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MAF_DB_PATH", raising=False)
-    with scratch_schema(url) as schema:
-        monkeypatch.setenv("MAF_DATABASE_URL", url)
-        monkeypatch.setenv("MAF_DATABASE_SCHEMA", schema)
+    with commands_on_postgres(tmp_path, monkeypatch) as (url, schema):
         with open_store(url, create=True, schema=schema) as store:
             tasks.add_task(store, task_id="kept", payload={"note": "maf.tasks, 'quoted'\ttab"})
             yield store
