@@ -245,18 +245,19 @@ def _held(transaction: Transaction, agent_id: str, pattern: str) -> Reservation:
 
 def _expiry(transaction: Transaction, agent_id: str, task_id: str | None, until: int) -> int:
     """``until``, or the lease's expiry where the reservation is tied to a task whose live lease
-    ``agent_id`` holds and that runs longer: a tied reservation lasts at least as long as the lease."""
+    ``agent_id`` holds: a tied reservation lasts exactly as long as the lease (it ends with it, and
+    each extension of the lease extends it), so that is the time every view shows."""
     if task_id is None:
         return until
     lease = transaction.get_lease(task_id)
     if lease is None or lease.agent_id != agent_id or not lease.is_live(transaction.now):
         return until
-    return max(until, lease.lease_expires_at)
+    return lease.lease_expires_at
 
 
 def renew(store: Store, patterns: Iterable[str], agent_id: str, ttl_ms: int) -> list[Reservation]:
-    """Extend the agent's live reservations to ``ttl_ms`` from now (one tied to a task's lease, at
-    least as long as the lease)."""
+    """Extend the agent's live reservations to ``ttl_ms`` from now (one tied to a task's lease: to the
+    lease's expiry)."""
     requested = _normalized(patterns)
 
     def extend(transaction: Transaction) -> list[Reservation]:

@@ -124,3 +124,39 @@ def test_renewing_or_taking_again_a_tied_reservation_never_cuts_it_below_the_lea
 
     assert renewed.expires_at == again.expires_at == lease.lease_expires_at
     assert again.task_id == "fix-42"
+
+
+def test_a_tied_reservation_shows_the_time_it_really_ends_its_lease_s_not_its_ttl(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before, acquire, list, check and the guard said "until" the longer --ttl while the reservation
+    # ended with a shorter lease: another agent was told to wait minutes past the real end.
+    assert main(["task", "claim", "--ttl", "20", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["reservation", "acquire", "docs/", "--task", "fix-42", "--ttl", "5", "--json"]) == 0
+    (acquired,) = json.loads(capsys.readouterr().out)["granted"]
+    assert main(["task", "show", "fix-42", "--json"]) == 0
+    lease_end = json.loads(capsys.readouterr().out)["lease"]["lease_expires_at"]
+
+    assert acquired["expires_at"] == lease_end
+    assert main(["reservation", "list", "--json"]) == 0
+    assert [held["expires_at"] for held in json.loads(capsys.readouterr().out)] == [lease_end]
+
+    assert main(["task", "heartbeat", "fix-42", "--ttl", "10"]) == 0  # shortened on purpose: the reservation too
+    capsys.readouterr()
+    assert main(["task", "show", "fix-42", "--json"]) == 0
+    shorter = json.loads(capsys.readouterr().out)["lease"]["lease_expires_at"]
+    assert main(["reservation", "list", "--json"]) == 0
+    assert [held["expires_at"] for held in json.loads(capsys.readouterr().out)] == [shorter] and shorter < lease_end
+
+
+def test_a_tied_reservation_follows_its_lease_both_ways(store: Store, clock: ManualClock) -> None:
+    tasks.add_task(store, task_id="fix-42")
+    claim = tasks.claim_next_task(store, "claude-1", MINUTE_MS)
+    (held,) = reservations.acquire(store, ["src/"], "claude-1", 30 * MINUTE_MS, task_id="fix-42")
+    assert held.expires_at == clock() + MINUTE_MS  # the lease's end, not the longer ttl's
+
+    for ttl in (45 * MINUTE_MS, 5 * MINUTE_MS):  # extended, then shortened on purpose
+        tasks.renew_lease(store, "fix-42", "claude-1", claim.attempt, ttl)
+        (held,) = reservations.list_reservations(store)
+        assert held.expires_at == clock() + ttl

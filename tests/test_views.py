@@ -194,7 +194,7 @@ def test_history_of_a_task_holds_every_event_of_the_reservations_tied_to_it(
     store: Store, clock: ManualClock, tmp_path: Path
 ) -> None:
     tasks.add_task(store, task_id="fix-1")
-    tasks.claim_task(store, "fix-1", "claude-1", MINUTE // 2)  # tied reservations last at least as long
+    tasks.claim_task(store, "fix-1", "claude-1", MINUTE // 2)  # tied reservations last exactly as long
     reservations.acquire(store, ["src/**", "docs/**", "lib/**"], "claude-1", MINUTE, task_id="fix-1")
     clock.advance(1000)
     reservations.renew(store, ["src/**"], "claude-1", 10 * MINUTE)

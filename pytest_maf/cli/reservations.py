@@ -256,8 +256,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     acquire.add_argument("--reason", default="", help="why, shown to anyone blocked (default: none)")
     acquire.add_argument(
         "--task", metavar="TASK",
-        help="tie the reservations to TASK, whose lease you hold: they last at least as long as its lease"
-        " (past --ttl, as the lease is extended) and are released when it ends (finish, release or expiry)",
+        help="tie the reservations to TASK, whose lease you hold: they last exactly as long as its lease (--ttl"
+        " does not apply; each extension of the lease extends them) and are released when it ends (finish,"
+        " release or expiry)",
     )
     acquire.add_argument(
         "--wait", action="store_true",

@@ -217,12 +217,12 @@ class PostgresTransaction:
         )
 
     def extend_lease(self, lease: Lease) -> None:
-        """Move the lease's expiry; the holder's reservations tied to the task last as long (never shortened)."""
+        """Move the lease's expiry; the holder's reservations tied to the task last exactly as long."""
         self._execute(
             "UPDATE leases SET lease_expires_at = %s WHERE task_id = %s", (lease.lease_expires_at, lease.task_id)
         )
         self._execute(
-            "UPDATE reservations SET expires_at = %s WHERE task_id = %s AND agent_id = %s AND expires_at < %s",
+            "UPDATE reservations SET expires_at = %s WHERE task_id = %s AND agent_id = %s AND expires_at <> %s",
             (lease.lease_expires_at, lease.task_id, lease.agent_id, lease.lease_expires_at),
         )
 

@@ -296,12 +296,12 @@ class SQLiteTransaction:
     def extend_lease(self, lease: Lease) -> None:
         """Move the expiry of the lease ``lease`` continues (same task, agent and attempt): only that column is
         written, so the (task_id, attempt) index is left alone. The holder's reservations tied to the task
-        last as long (never shortened)."""
+        last exactly as long."""
         self.connection.execute(
             "UPDATE leases SET lease_expires_at = ? WHERE task_id = ?", (lease.lease_expires_at, lease.task_id)
         )
         self.connection.execute(
-            "UPDATE reservations SET expires_at = ? WHERE task_id = ? AND agent_id = ? AND expires_at < ?",
+            "UPDATE reservations SET expires_at = ? WHERE task_id = ? AND agent_id = ? AND expires_at <> ?",
             (lease.lease_expires_at, lease.task_id, lease.agent_id, lease.lease_expires_at),
         )
 
