@@ -943,3 +943,18 @@ def test_a_signal_as_a_scratch_directory_is_made_still_removes_it(tmp_path: Path
         signal.signal(signal.SIGTERM, previous)
 
     assert made and not os.path.exists(made[0])  # before: left behind, with a copy of a database inside
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+@pytest.mark.parametrize("command", [["health-check", "--json"], ["escalate", "list", "--json"], ["task", "list", "--json"]])
+def test_json_output_onto_a_full_disk_is_one_line_not_a_traceback(workspace: Workspace, command: list[str]) -> None:
+    import sys
+
+    with open("/dev/full", "w") as full:  # every write: "No space left on device"
+        completed = subprocess.run(
+            [sys.executable, "-m", "pytest_maf", *command], cwd=workspace.main, stdout=full,
+            stderr=subprocess.PIPE, text=True, env=workspace.env("alice"), timeout=60,
+        )
+
+    # Before: two tracebacks (the error object written to the same full output) and exit 1.
+    assert (completed.returncode, completed.stderr) == (2, "maf: error: No space left on device\n")

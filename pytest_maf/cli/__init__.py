@@ -360,5 +360,8 @@ def report_failure(message: str, exit_code: int, *, as_json: bool) -> int:
     print(printable(message), file=sys.stderr)
     if as_json:
         shown = message.removeprefix("maf: error: ").removeprefix("maf: ")
-        print(printable_json({"error": shown, "exit_code": exit_code}, indent=None))
+        try:
+            print(printable_json({"error": shown, "exit_code": exit_code}, indent=None), flush=True)
+        except OSError:  # standard output is what failed (a full disk): the line on stderr says it all
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and nothing fails at exit
     return exit_code
