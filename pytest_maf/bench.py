@@ -70,6 +70,9 @@ def run_benchmarks() -> dict[str, Any]:
     return {"python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "metrics": metrics}
 
 
+MIN_FIGURE_MS = 1e-6
+
+
 def read_baseline(path: Path) -> dict[str, Any]:
     """A baseline written by ``maf bench --output``; anything else is a :class:`UsageError` naming the file."""
     if not path.exists():
@@ -91,6 +94,9 @@ def read_baseline(path: Path) -> dict[str, Any]:
             f"{path} is not a baseline: expected {{\"metrics\": {{NAME: MILLISECONDS, ...}}}} as written by"
             " `maf bench --output`"
         )
+    tiny = sorted(name for name, value in figures.items() if value < MIN_FIGURE_MS)
+    if tiny:  # no operation takes less than a nanosecond: a ratio to it would be past any float
+        raise UsageError(f"{path} is not a baseline: {', '.join(tiny)} under a nanosecond is no time `maf bench` measured")
     return {"metrics": figures, **{key: value for key, value in baseline.items() if key != "metrics"}}
 
 

@@ -170,7 +170,14 @@ def not_a_baseline(workspace: Workspace) -> None:
     workspace.write(workspace.main, "baseline.json", '{"metrics": {"claim": "fast"}}')
 
 
+def baseline_under_a_nanosecond(workspace: Workspace) -> None:
+    workspace.write(workspace.main, "baseline.json", '{"metrics": {"claim_to_finish_cycle": 1e-320}}')
+
+
 CASES += [
+    # before, "ratio": Infinity under --json: no JSON at all
+    ("bench-against-a-baseline-under-a-nanosecond", baseline_under_a_nanosecond, ["bench", "--compare", "baseline.json"],
+     2, "claim_to_finish_cycle under a nanosecond is no time `maf bench` measured"),
     ("backup-over-the-store", nothing, ["db", "backup", "--output", ".maf/runtime.db"], 2, "must not overwrite"),
     ("backup-over-the-wal", nothing, ["db", "backup", "--output", ".maf/runtime.db-wal"], 2, "must not overwrite"),
     ("backup-over-the-shm", nothing, ["db", "backup", "--output", ".maf/runtime.db-shm"], 2, "must not overwrite"),
