@@ -175,6 +175,11 @@ def baseline_under_a_nanosecond(workspace: Workspace) -> None:
 
 
 CASES += [
+    # before, both ran on a scratch SQLite file and reported its figures as if for the server named
+    ("load-test-told-a-server", nothing, ["load-test", "--db", "postgresql://maf@db.invalid/agents", "--duration", "1"], 2,
+     "maf load-test measures on a scratch SQLite file, or the new one --database names, never on --db's store"),
+    ("bench-told-a-store", nothing, ["bench", "--db", "other.db", "--output", "b.json"], 2,
+     "maf bench measures on a scratch SQLite file of its own, never on --db's store"),
     # before, "ratio": Infinity under --json: no JSON at all
     ("bench-against-a-baseline-under-a-nanosecond", baseline_under_a_nanosecond, ["bench", "--compare", "baseline.json"],
      2, "claim_to_finish_cycle under a nanosecond is no time `maf bench` measured"),

@@ -263,6 +263,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     metrics.set_defaults(handler=cmd_metrics)
 
 
+def refuse_a_store_named(command: str, args: argparse.Namespace, drives: str) -> None:
+    """A command that measures on a store of its own refuses --db rather than leave it unused: its
+    figures would pass for that store's (a PostgreSQL server's, say)."""
+    if getattr(args, "db", None) is not None:
+        raise UsageError(
+            f"maf {command} measures on {drives}, never on --db's store; leave --db out (for PostgreSQL,"
+            " `python benchmarks/claims.py --db postgresql://...` measures claims)"
+        )
+
+
 def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
 
@@ -275,6 +285,7 @@ def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
             "load-test drives a SQLite file: --database takes a file path, not a URL (for PostgreSQL,"
             " `python benchmarks/claims.py --db postgresql://...` measures claims)"
         )
+    refuse_a_store_named("load-test", args, "a scratch SQLite file, or the new one --database names")
     given = None if args.database is None else checked_output(args.database, store_files(settings.db_path), "--database")
     with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="maf-load-") as scratch:
         # removed however the run ends: done, failed, Ctrl-C or SIGTERM
@@ -310,6 +321,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.bench import compare, read_baseline, run_benchmarks
     from pytest_maf.files import write_json_atomic
 
+    refuse_a_store_named("bench", args, "a scratch SQLite file of its own")
     if args.output is None and args.compare is None:
         raise UsageError("give --output FILE to record a baseline, or --compare FILE")
     baseline: dict[str, Any] | None = None
