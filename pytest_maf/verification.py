@@ -31,6 +31,7 @@ from pytest_maf.config import Settings, load_settings
 from pytest_maf.errors import MafError
 from pytest_maf.evidence import NO_EVIDENCE_REASON
 from pytest_maf.files import checked_text_output, store_files
+from pytest_maf.ids import validate_id
 from pytest_maf.light_dataclass import dataclass, field
 from pytest_maf.plugin import EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
 from pytest_maf.session import VerificationSession
@@ -213,6 +214,7 @@ class MafRun:
         self.agent_id = self.config.getoption("maf_agent") or default_agent_id()
         set_client("pytest")
         try:
+            validate_id("agent", self.agent_id)  # before any store is asked who holds what
             self.settings = load_settings(db_path=self.config.getoption("maf_db"))
         except MafError as error:
             raise pytest.UsageError(str(error)) from None

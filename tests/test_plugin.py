@@ -371,6 +371,20 @@ def test_an_empty_maf_option_value_is_a_usage_error_not_no_option(pytester: pyte
     assert not (pytester.path / ".maf").exists()
 
 
+@pytest.mark.parametrize("mode", [["--maf-task", "fix-42"], ["--maf-preflight"]])
+def test_an_agent_id_no_command_takes_is_refused_before_anything_is_asked(pytester: pytest.Pytester, mode: list[str]) -> None:
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    with open_environment_store(pytester.path, create=True) as store:
+        tasks.add_task(store, task_id="fix-42")
+
+    result = pytester.runpytest(*mode, "--maf-agent", "../x", "test_a.py")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # before, with --maf-task: "agent '../x' does not hold it"
+    result.stderr.fnmatch_lines(["*agent id '../x' may not contain '/'*"])
+    with open_environment_store(pytester.path) as store:
+        assert tasks.get_task(store, "fix-42").state == "READY"
+
+
 def test_the_store_a_first_preflight_makes_is_kept_out_of_git(pytester: pytest.Pytester) -> None:
     subprocess.run(["git", "init", "-q", str(pytester.path)], check=True)
     pytester.makeini("[pytest]\n")
