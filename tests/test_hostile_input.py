@@ -970,3 +970,14 @@ def test_json_output_onto_a_full_disk_is_one_line_not_a_traceback(workspace: Wor
 
     # Before: two tracebacks (the error object written to the same full output) and exit 1.
     assert (completed.returncode, completed.stderr) == (2, "maf: error: No space left on device\n")
+
+
+@pytest.mark.parametrize("command", [["reservation", "check"], ["reservation", "status", "--file"]])
+def test_a_path_asked_about_is_shown_with_its_escape_sequences_escaped(workspace: Workspace, command: list[str]) -> None:
+    assert workspace.maf(workspace.main, "reservation", "acquire", "/nl*", agent="alice").returncode == 0
+
+    shown = workspace.maf(workspace.main, *command, "nl\x1b[31mX\nmaf: all clear", agent="bob")
+
+    # Before, the escape reached the terminal and the newline forged a line of its own.
+    assert "\x1b" not in shown.stdout and "nl\\x1b[31mX\\nmaf: all clear: " in shown.stdout
+    assert not any(line.startswith("maf: all clear") for line in shown.stdout.splitlines())

@@ -189,10 +189,10 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     else:
         blocked_paths = {b.path for b in blocks}
         for block in blocks:
-            print(f"{block.path}: blocked, {_describe(block.holder)}")
+            print(f"{printable(block.path)}: blocked, {_describe(block.holder)}")
         for path in paths:
             if path not in blocked_paths:
-                print(f"{path}: free")
+                print(f"{printable(path)}: free")
     return 1 if blocks else 0
 
 
@@ -203,10 +203,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json({"path": path, "reservations": [_as_json(r) for r in covering]})
     elif not covering:
-        print(f"{path}: no live reservation")
+        print(f"{printable(path)}: no live reservation")
     else:
         for reservation in covering:
-            print(f"{path}: {_describe(reservation)}")
+            print(f"{printable(path)}: {_describe(reservation)}")
     return 0
 
 
