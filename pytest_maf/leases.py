@@ -88,9 +88,8 @@ def held_lease(transaction: Transaction, task_id: str, agent_id: str) -> Lease:
     if lease is not None and lease.agent_id == agent_id and lease.is_live(transaction.now):
         return lease
     if lease is not None and lease.agent_id != agent_id:
-        holder = f"it is leased to {lease.agent_id!r}"
+        holder, way = f"it is leased to {lease.agent_id!r}", "it is theirs until they finish or release it, or it expires"
     else:
         holder = "its lease expired" if lease else f"it is {task.state} with no lease"
-    raise LeaseLostError(
-        f"agent {agent_id!r} does not hold task {task_id!r} ({holder}); claim it first with `maf task claim`"
-    )
+        way = "`maf task claim` leases the next READY task" if lease or task.state == "READY" else "nobody may work on it now"
+    raise LeaseLostError(f"agent {agent_id!r} does not hold task {task_id!r} ({holder}); {way}")

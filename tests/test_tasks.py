@@ -460,7 +460,9 @@ def test_a_reservation_can_be_tied_only_to_a_task_whose_lease_you_hold(store: St
     tasks.add_task(store, task_id="t1")
     tasks.claim_task(store, "t1", "agent-a", TTL)
 
-    with pytest.raises(LeaseLostError, match="agent 'agent-b' does not hold task 't1'.*leased to 'agent-a'"):
+    # Before, every such refusal said "claim it first with `maf task claim`", which claims no named task.
+    with pytest.raises(LeaseLostError, match="agent 'agent-b' does not hold task 't1' .it is leased to 'agent-a'.; it is"
+                       " theirs until they finish or release it, or it expires$"):
         reservations.acquire(store, ["src/**"], "agent-b", TTL, task_id="t1")
     with pytest.raises(NotFoundError):
         reservations.acquire(store, ["src/**"], "agent-a", TTL, task_id="nope")

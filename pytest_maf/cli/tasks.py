@@ -378,7 +378,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " that makes it READY; on SQLite polled, at most a second apart)",
     )
     claim.add_argument("--timeout", type=number, metavar="SECONDS", help="with --wait, give up after this long (exit 3; default: wait until a task is ready)")
-    claim.add_argument("--ttl", type=number, metavar="SECONDS", help=f"lease length ({LEASE_TTL_NOTE})")
+    claim.add_argument(
+        "--ttl", type=number, metavar="SECONDS",
+        help=f"lease length until the holder's next operation, which extends it to the default ({LEASE_TTL_NOTE})",
+    )
     add_json(claim)
     claim.set_defaults(handler=cmd_task_claim)
 
