@@ -104,7 +104,7 @@ def _is_ours(path: Path) -> bool:
 class HookChange:
     hook: str
     path: Path
-    action: str  # installed, updated, chained, removed, restored, absent, foreign
+    action: str  # installed, updated, unchanged, chained, removed, restored, absent, foreign
 
 
 def install(cwd: Path, python: str = sys.executable, store: GuardedStore | None = None) -> list[HookChange]:
@@ -134,11 +134,23 @@ def install(cwd: Path, python: str = sys.executable, store: GuardedStore | None 
             action = "chained"
         else:
             action = "updated" if os.path.lexists(path) else "installed"
+        script = _script(hook, python, store).encode("utf-8", "surrogateescape")
+        if action == "updated" and not path.is_symlink() and _unchanged(path, script):
+            changes.append(HookChange(hook, path, "unchanged"))
+            continue
         # a new file in place of the name, never written through a link; a path as the system gave it
-        write_bytes_atomic(path, _script(hook, python, store).encode("utf-8", "surrogateescape"))
+        write_bytes_atomic(path, script)
         path.chmod(0o755)
         changes.append(HookChange(hook, path, action))
     return changes
+
+
+def _unchanged(path: Path, script: bytes) -> bool:
+    """Whether the hook at ``path`` is ``script`` already, and runnable."""
+    try:
+        return path.read_bytes() == script and os.access(path, os.X_OK)
+    except OSError:
+        return False
 
 
 def uninstall(cwd: Path) -> list[HookChange]:

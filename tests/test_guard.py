@@ -339,6 +339,18 @@ def test_install_hooks_chains_and_uninstall_restores_the_original_bytes(repo: Pa
     assert sorted(p.name for p in hooks_dir.iterdir()) == ["pre-commit"]
 
 
+def test_install_hooks_again_says_which_hooks_it_changed(repo: Path) -> None:
+    assert "pre-commit: installed" in maf(repo, "install-hooks").stdout
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    written = hook.stat().st_mtime_ns
+
+    again = maf(repo, "install-hooks")  # before: "updated", though nothing changed
+    assert again.returncode == 0 and "pre-commit: unchanged" in again.stdout and "pre-push: unchanged" in again.stdout
+    assert hook.stat().st_mtime_ns == written
+    other = maf(repo, "install-hooks", "--db", str(repo / "elsewhere.db"))  # another store: rewritten
+    assert "pre-commit: updated" in other.stdout and "elsewhere.db" in hook.read_text()
+
+
 def test_a_hook_that_fails_first_stops_the_commit(repo: Path) -> None:
     hook = repo / ".git" / "hooks" / "pre-commit"
     hook.write_text("#!/bin/sh\necho lint failed >&2\nexit 3\n")
