@@ -185,7 +185,12 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def mail_root_writable(root: Path) -> CheckResult:
-    """The mail root is writable, or can be created where it is configured."""
+    """The mail root is writable, or can be created where it is configured, and no symbolic link on
+    the way to it leads out of its repository (every mail command refuses one)."""
+    try:
+        mail.check_root(root)
+    except MafError as error:
+        return failed(str(error), "until then no agent-mail is sent or read, and no escalation raised")
     target = root if root.exists() else _nearest_existing(root)
     if not target.is_dir():
         return failed(f"{target} is not a directory", f"point MAF_AGENT_MAIL_ROOT at a directory (now {root})")
@@ -205,6 +210,10 @@ def mail_root_initialised(root: Path) -> CheckResult:
 
 
 def escalation_inboxes_creatable(root: Path, targets: Sequence[str]) -> CheckResult:
+    try:
+        mail.check_root(root)
+    except MafError as error:  # once, not once a target
+        return failed(str(error), "until then no escalation is raised")
     problems = []
     for target in targets:
         try:
@@ -213,6 +222,11 @@ def escalation_inboxes_creatable(root: Path, targets: Sequence[str]) -> CheckRes
             problems.append(str(error))
             continue
         inbox = root / "messages" / target
+        try:
+            mail.check_deliverable(root, target)  # no link out of the mail root on the way
+        except MafError as error:
+            problems.append(str(error))
+            continue
         existing = _nearest_existing(inbox)
         if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
             problems.append(f"cannot create {inbox}")

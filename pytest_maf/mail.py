@@ -219,7 +219,8 @@ def _root(mail_root: Path, create: bool, created: list[Path] | None = None) -> t
     tree = _work_tree_of(named)
     if tree is not None:
         boundary = os.path.realpath(tree)
-        outside = OUTSIDE_THE_REPOSITORY.format(tree=_shown(tree))
+        whole = os.path.abspath(tree)  # not _shown: "the repository ." says nothing
+        outside = OUTSIDE_THE_REPOSITORY.format(tree=whole if whole.isprintable() else repr(whole))
         root = _walk(boundary, boundary, tree, named.relative_to(tree).parts, outside, create, created, boundary)
         return None if root is None else (boundary, root)
     real = os.path.realpath(named)  # configured outside any repository: the user chose it
@@ -361,6 +362,12 @@ def _required(message: dict[str, Any], key: str, kind: str) -> str:
     if not isinstance(value, str):
         raise UsageError(f"a message needs a {kind} ({key!r}); this one has {value!r}")
     return validate_message_id(value) if key == "id" else validate_name(kind, value)
+
+
+def check_root(mail_root: Path) -> None:
+    """Raise :class:`MailRootError` (or :class:`UsageError`) if the way to the mail root leaves its
+    repository, or the mail root is no folder; writes nothing."""
+    _root(mail_root, create=False)
 
 
 def check_deliverable(mail_root: Path, recipient: str) -> None:

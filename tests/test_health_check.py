@@ -106,3 +106,32 @@ def test_a_damaged_database_is_sent_to_recover_or_restore_not_to_setup(repo: Pat
     (reachable,) = [check for check in report["checks"] if check["name"] == "database.reachable"]
     assert (code, reachable["ok"]) == (1, False)
     assert "maf db recover" in reachable["hint"] and "maf setup" not in reachable["hint"]
+
+
+@pytest.mark.parametrize("link", [".agent-mail", ".agent-mail/messages/codex-senior"])
+def test_a_mail_root_every_mail_command_refuses_is_critical_naming_the_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], link: str
+) -> None:
+    import shutil
+    import subprocess
+
+    repo, outside = tmp_path / "repo", tmp_path / "outside"
+    repo.mkdir(), outside.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    monkeypatch.chdir(repo)
+    for name in ("MAF_DB_PATH", "MAF_AGENT_MAIL_ROOT", "MAF_ENV", "NODE_ENV", "MAF_MIN_FREE_DISK_MB"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["setup"]) == 0 and main(["init"]) == 0
+    shutil.rmtree(repo / link)
+    (repo / link).symlink_to(outside)
+
+    code, report = health(capsys)
+
+    # Before: "healthy", while every mail command and escalation refused the link.
+    assert (code, report["status"]) == (1, "critical")
+    problems = {check["name"]: check["message"] for check in report["checks"] if not check["ok"]}
+    assert f"{link} is a symbolic link to {outside}, outside the" in problems["agent-mail.escalation-targets"]
+    if link == ".agent-mail":
+        assert f"outside the repository {repo};" in problems["agent-mail.root"]  # not "the repository ."
+    assert main(["escalate", "--agent", "claude-1", "--error-context", "x", "--bead-id", "b", "--target", "codex-senior"]) == 2
+    assert not any(outside.iterdir())
