@@ -690,8 +690,6 @@ def _log_file(values: Mapping[str, Any], sources: Mapping[str, str], base: Path,
         if Path(os.path.realpath(path)).is_relative_to(os.path.realpath(base / CONFIG_DIRECTORY)):
             raise UsageError(f"{path} is in {base / CONFIG_DIRECTORY}, which holds the configuration;"
                              " choose a file outside it for the log file")
-        if ".git" in Path(os.path.realpath(path)).parts:  # HEAD, config, index: appending breaks the repository
-            raise UsageError(f"{path} is in git's own folder (.git); choose a file outside it for the log file")
         log_folder, log_name = os.path.split(os.path.realpath(path))
         for store_file in store_files(db_path):  # the rotated FILE.1 ... and FILE.lock must not be one either
             folder, name = os.path.split(os.path.realpath(store_file))

@@ -95,6 +95,8 @@ def checked_output(text: str, protected: Iterable[Path], what: str = "the output
     for guarded in protected:
         if _same_file(path, guarded):
             raise UsageError(f"{text} is {guarded}, which this command must not overwrite; choose another file for {what}")
+    if ".git" in Path(os.path.realpath(path)).parts:  # its index, HEAD or config written over breaks the repository
+        raise UsageError(f"{text} is in git's own folder (.git); choose a file outside it for {what}")
     return path
 
 

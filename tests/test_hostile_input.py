@@ -175,6 +175,9 @@ def baseline_under_a_nanosecond(workspace: Workspace) -> None:
 
 
 CASES += [
+    # before, written over git's index: "fatal: index file corrupt"
+    ("health-report-over-git-s-index", nothing, ["health-check", "--output", ".git/index"], 2, "is in git's own folder (.git)"),
+    ("backup-into-git-s-folder", nothing, ["db", "backup", "--output", ".git/backup.db"], 2, "is in git's own folder (.git)"),
     # before, both ran on a scratch SQLite file and reported its figures as if for the server named
     ("load-test-told-a-server", nothing, ["load-test", "--db", "postgresql://maf@db.invalid/agents", "--duration", "1"], 2,
      "maf load-test measures on a scratch SQLite file, or the new one --database names, never on --db's store"),
