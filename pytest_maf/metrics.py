@@ -29,7 +29,8 @@ import socket
 import sys
 import time
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest, make_wsgi_app
@@ -43,6 +44,7 @@ from pytest_maf.errors import MafError
 from pytest_maf.records import ESCALATION_STATUSES, EVIDENCE_RESULTS, TASK_STATES
 
 if TYPE_CHECKING:
+    from pytest_maf.agents import AgentStatus
     from pytest_maf.config import Settings
     from pytest_maf.store import Transaction
 
@@ -71,55 +73,68 @@ class StoreCollector:
             ))
         self.query_duration.observe(time.perf_counter() - started)
         yield from self.query_duration.collect()  # after observing, so a scrape includes its own probe
-
-        tasks = GaugeMetricFamily("maf_tasks", "Tasks by state.", labels=["state"])
-        for state in TASK_STATES:
-            tasks.add_metric([state], snapshot["tasks"].get(state, 0))
-        yield tasks
-        yield GaugeMetricFamily("maf_leases_active", "Unexpired task leases.", value=snapshot["leases"].get("active", 0))
-        yield GaugeMetricFamily(
-            "maf_reservations_active", "Unexpired file reservations.", value=snapshot["reservations"].get("active", 0)
-        )
-        operations = CounterMetricFamily(
-            "maf_reservation_operations", "Reservation operations recorded.", labels=["op"]
-        )
-        for op in RESERVATION_OPERATIONS:
-            operations.add_metric([op], snapshot["reservation_events"].get(op, 0))
-        yield operations
-        conflicts = snapshot["reservation_events"].get("conflict", 0)
-        yield CounterMetricFamily("maf_reservation_conflicts", "Reservation requests denied by a conflict.", value=conflicts)
-        escalations = GaugeMetricFamily("maf_escalations", "Escalations by status.", labels=["status"])
-        for status in ESCALATION_STATUSES:
-            escalations.add_metric([status], snapshot["escalations"].get(status, 0))
-        yield escalations
-        yield GaugeMetricFamily(
-            "maf_escalation_oldest_open_seconds", "How long the oldest active escalation has been open (0: none is).",
-            value=oldest_open_ms / 1000,
-        )
-        evidence = CounterMetricFamily("maf_evidence", "Evidence rows by result.", labels=["result"])
-        for result in EVIDENCE_RESULTS:
-            evidence.add_metric([result], snapshot["evidence"].get(result, 0))
-        yield evidence
-        errors = CounterMetricFamily("maf_errors", "Recorded failures by kind.", labels=["kind"])
-        for kind in ("rollback", "expire", "exhaust"):
-            errors.add_metric([f"task_{kind}"], snapshot["task_events"].get(kind, 0))
-        errors.add_metric(["reservation_conflict"], conflicts)
-        errors.add_metric(["reservation_override"], snapshot["reservation_events"].get("override", 0))
-        yield errors
         items = health.database_health(self.settings) + health.environment_health(self.settings)
         score = sum(1 for item in items if item.result.ok) / len(items)
-        yield GaugeMetricFamily("maf_system_health_score", "Share of health checks passing (0..1).", value=score)
+        yield from _families(snapshot, agents, buckets, oldest_open_ms, score)
 
-        by_state = GaugeMetricFamily("maf_agents", "Known agents by state (stale: silent past agents.stale_after_seconds).",
-                                     labels=["state"])
-        for state in AGENT_STATES:
-            by_state.add_metric([state], sum(1 for agent in agents if agent.state == state))
-        yield by_state
-        yield GaugeMetricFamily(
-            "maf_agent_availability", "Share of known agents seen within agents.stale_after_seconds (0..1).",
-            value=availability(agents),
-        )
-        yield from duration_families(histograms(buckets))
+    def describe(self) -> Iterator[Metric]:
+        """Every family (its name and type, no value) without reading the store: a scrape that asks
+        for some by name (``/metrics?name[]=maf_tasks``) is served from what this names."""
+        yield from self.query_duration.describe()
+        yield from _families(defaultdict(dict), [], [], 0, 0.0)
+
+
+def _families(
+    snapshot: Mapping[str, Mapping[str, int]], agents: Sequence[AgentStatus], buckets: Any, oldest_open_ms: int,
+    score: float,
+) -> Iterator[Metric]:
+    """The store's families, from what one read of it found."""
+    tasks = GaugeMetricFamily("maf_tasks", "Tasks by state.", labels=["state"])
+    for state in TASK_STATES:
+        tasks.add_metric([state], snapshot["tasks"].get(state, 0))
+    yield tasks
+    yield GaugeMetricFamily("maf_leases_active", "Unexpired task leases.", value=snapshot["leases"].get("active", 0))
+    yield GaugeMetricFamily(
+        "maf_reservations_active", "Unexpired file reservations.", value=snapshot["reservations"].get("active", 0)
+    )
+    operations = CounterMetricFamily(
+        "maf_reservation_operations", "Reservation operations recorded.", labels=["op"]
+    )
+    for op in RESERVATION_OPERATIONS:
+        operations.add_metric([op], snapshot["reservation_events"].get(op, 0))
+    yield operations
+    conflicts = snapshot["reservation_events"].get("conflict", 0)
+    yield CounterMetricFamily("maf_reservation_conflicts", "Reservation requests denied by a conflict.", value=conflicts)
+    escalations = GaugeMetricFamily("maf_escalations", "Escalations by status.", labels=["status"])
+    for status in ESCALATION_STATUSES:
+        escalations.add_metric([status], snapshot["escalations"].get(status, 0))
+    yield escalations
+    yield GaugeMetricFamily(
+        "maf_escalation_oldest_open_seconds", "How long the oldest active escalation has been open (0: none is).",
+        value=oldest_open_ms / 1000,
+    )
+    evidence = CounterMetricFamily("maf_evidence", "Evidence rows by result.", labels=["result"])
+    for result in EVIDENCE_RESULTS:
+        evidence.add_metric([result], snapshot["evidence"].get(result, 0))
+    yield evidence
+    errors = CounterMetricFamily("maf_errors", "Recorded failures by kind.", labels=["kind"])
+    for kind in ("rollback", "expire", "exhaust"):
+        errors.add_metric([f"task_{kind}"], snapshot["task_events"].get(kind, 0))
+    errors.add_metric(["reservation_conflict"], conflicts)
+    errors.add_metric(["reservation_override"], snapshot["reservation_events"].get("override", 0))
+    yield errors
+    yield GaugeMetricFamily("maf_system_health_score", "Share of health checks passing (0..1).", value=score)
+
+    by_state = GaugeMetricFamily("maf_agents", "Known agents by state (stale: silent past agents.stale_after_seconds).",
+                                 labels=["state"])
+    for state in AGENT_STATES:
+        by_state.add_metric([state], sum(1 for agent in agents if agent.state == state))
+    yield by_state
+    yield GaugeMetricFamily(
+        "maf_agent_availability", "Share of known agents seen within agents.stale_after_seconds (0..1).",
+        value=availability(agents),
+    )
+    yield from duration_families(histograms(buckets))
 
 
 def _oldest_open_escalation_ms(transaction: Transaction) -> int:

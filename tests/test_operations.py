@@ -332,12 +332,18 @@ def test_metrics_are_served_over_http_on_loopback(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{server.server_port}/metrics"
         first = urllib.request.urlopen(url, timeout=5).read().decode()
         second = urllib.request.urlopen(url, timeout=5).read().decode()
+        # A scrape that asks for families by name (Prometheus's params: {name[]: [...]}); before, an empty 200
+        some = urllib.request.urlopen(f"{url}?name[]=maf_tasks&name[]=maf_claim_duration_seconds_count", timeout=5)
+        some = some.read().decode()
     finally:
         server.shutdown()
         server.server_close()
 
     assert metric_values(first)[("maf_tasks", (("state", "READY"),))] == 0
     assert metric_values(second)[("maf_db_query_duration_seconds_count", ())] == 2  # one probe per scrape
+    asked = metric_values(some)
+    assert asked[("maf_tasks", (("state", "READY"),))] == 0 and asked[("maf_claim_duration_seconds_count", ())] == 0
+    assert {name for name, _ in asked} == {"maf_tasks", "maf_claim_duration_seconds_count"}
 
 
 @pytest.mark.slow
