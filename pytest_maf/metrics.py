@@ -30,7 +30,7 @@ import sys
 import time
 from socketserver import ThreadingMixIn
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest, make_wsgi_app
@@ -85,7 +85,7 @@ class StoreCollector:
 
 
 def _families(
-    snapshot: Mapping[str, Mapping[str, int]], agents: Sequence[AgentStatus], buckets: Any, oldest_open_ms: int,
+    snapshot: Mapping[str, Mapping[str, int]], agents: list[AgentStatus], buckets: Any, oldest_open_ms: int,
     score: float,
 ) -> Iterator[Metric]:
     """The store's families, from what one read of it found."""
