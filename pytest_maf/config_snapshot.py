@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -89,29 +90,30 @@ def take_snapshot(base: Path, environ: Mapping[str, str] | None = None) -> Snaps
 
 
 def read_snapshot(path: Path, base: Path, environ: Mapping[str, str] | None = None) -> Snapshot:
-    """A snapshot file, checked whole: its format, its checksum, and its layer's configuration in ``base``."""
+    """A snapshot file, checked whole: its format, its checksum, and its layer's configuration in ``base``;
+    else a :class:`UsageError` saying what it is not."""
     try:
         if path.stat().st_size > 2 * MAX_CONFIG_BYTES:
             raise UsageError(f"{path}: is too large for a configuration snapshot")
         document = json.loads(read_at_most(path, 2 * MAX_CONFIG_BYTES).decode("utf-8"))  # not a device's endless bytes
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         detail = error.strerror if isinstance(error, OSError) and error.strerror else "not JSON"
-        raise UsageError(f"{path}: not a configuration snapshot ({detail}); nothing was restored") from None
+        raise UsageError(f"{path}: not a configuration snapshot ({detail})") from None
     if not isinstance(document, dict) or document.get("format") != SNAPSHOT_FORMAT:
-        raise UsageError(f"{path}: not a configuration snapshot (made by `maf config snapshot`); nothing was restored")
+        raise UsageError(f"{path}: not a configuration snapshot (made by `maf config snapshot`)")
     if document.get("version") != SNAPSHOT_VERSION or isinstance(document.get("version"), bool):
         raise UsageError(f"{path}: snapshot version {document.get('version')!r} is not one this pytest-maf reads"
-                         f" ({SNAPSHOT_VERSION}); nothing was restored")
+                         f" ({SNAPSHOT_VERSION})")
     name, content, checksum = document.get("file"), document.get("content"), document.get("sha256")
     well_formed = (name is None and content is None) or (name in LOCAL_NAMES and isinstance(content, str))
     if not well_formed or not isinstance(checksum, str):
         raise UsageError(f"{path}: a snapshot's file must be one of {', '.join(LOCAL_NAMES)} with its content,"
-                         " or null with null; nothing was restored")
+                         " or null with null")
     if isinstance(content, str) and not is_utf8(content):
-        raise UsageError(f"{path}: the content is not UTF-8 text (a lone surrogate escape); nothing was restored")
+        raise UsageError(f"{path}: the content is not UTF-8 text (a lone surrogate escape)")
     if checksum != _checksum(name, content):
         raise UsageError(f"{path}: the checksum does not match the content: the snapshot was changed or damaged"
-                         " after it was taken; nothing was restored")
+                         " after it was taken")
     created_at = document.get("created_at")
     snapshot = Snapshot(name, content, created_at if isinstance(created_at, str) else "")
     _checked_layer(snapshot, f"{path} ({name})", base, environ)
@@ -215,8 +217,7 @@ def git_revision_layers(base: Path, revision: str) -> LayerReader:
             raise UsageError("HEAD has no commit yet; commit maf-config/ first, or compare with a snapshot (--snapshot FILE)")
         raise UsageError(f"unknown git revision {revision!r}")
     commit = resolved.stdout.decode().strip()
-    listing = _git(base, "ls-tree", "-r", "-z", "--name-only", commit, "--", CONFIG_DIRECTORY)
-    tracked = set(listing.stdout.decode("utf-8", "surrogateescape").split("\0"))
+    tracked = _tree_entries(base, commit, CONFIG_DIRECTORY, recursive=True)
 
     def read(stem: str) -> Layer | None:
         names = [f"{CONFIG_DIRECTORY}/{stem}{suffix}" for suffix in CONFIG_SUFFIXES]
@@ -226,7 +227,7 @@ def git_revision_layers(base: Path, revision: str) -> LayerReader:
         if not found:
             return None
         source = f"{revision}:{found[0]}"
-        shown = _git(base, "show", f"{commit}:{found[0]}")
+        shown = _git(base, "show", f"{commit}:{_followed(base, commit, found[0], tracked[found[0]], source)}")
         if shown.returncode != 0 or len(shown.stdout) > MAX_CONFIG_BYTES:
             raise ConfigError([f"{source}: cannot read it from git (or above {MAX_CONFIG_BYTES} bytes)"])
         try:
@@ -236,6 +237,38 @@ def git_revision_layers(base: Path, revision: str) -> LayerReader:
         return Layer(source, parse_config_text(text, Path(found[0]).suffix, source))
 
     return read
+
+
+_SYMBOLIC_LINK_MODE = "120000"
+_MAX_LINKS = 8
+
+
+def _tree_entries(base: Path, commit: str, path: str, *, recursive: bool) -> dict[str, str]:
+    """The entries of ``commit`` at ``path`` (below it, with ``recursive``): each path's mode."""
+    listing = _git(base, "ls-tree", *(["-r"] if recursive else []), "-z", commit, "--", path)
+    entries = {}
+    for entry in listing.stdout.decode("utf-8", "surrogateescape").split("\0"):
+        meta, _, name = entry.partition("\t")
+        if name:
+            entries[name] = meta.split(" ", 1)[0]
+    return entries
+
+
+def _followed(base: Path, commit: str, name: str, mode: str, source: str) -> str:
+    """``name``, or the file in ``commit`` its symbolic links lead to, as the working tree reads
+    through them; a link out of the repository (or a chain past :data:`_MAX_LINKS`) is a
+    :class:`ConfigError`."""
+    for _ in range(_MAX_LINKS):
+        if mode != _SYMBOLIC_LINK_MODE:
+            return name
+        target = _git(base, "show", f"{commit}:{name}").stdout.decode("utf-8", "surrogateescape")
+        name = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+        if posixpath.isabs(target) or name == ".." or name.startswith("../"):
+            raise ConfigError([f"{source}: a symbolic link to {target!r}, outside the repository at that revision"])
+        mode = _tree_entries(base, commit, name, recursive=False).get(name, "")
+        if not mode:
+            raise ConfigError([f"{source}: a symbolic link to {target!r}, which that revision does not hold"])
+    raise ConfigError([f"{source}: more than {_MAX_LINKS} symbolic links in a row"])
 
 
 # The difference.

@@ -83,14 +83,50 @@ def test_diff_ignores_what_the_revision_and_now_share(workspace: Workspace) -> N
     assert (result.returncode, result.stdout) == (0, "no difference from HEAD\n")
 
 
+def test_diff_reads_a_committed_layer_through_its_symbolic_link_as_the_working_tree_does(workspace: Workspace) -> None:
+    main = workspace.main
+    workspace.write(main, "shared/maf.yaml", "tasks:\n  max_attempts: 5\n")
+    (main / "maf-config").mkdir(exist_ok=True)
+    (main / "maf-config" / "default.yaml").unlink(missing_ok=True)
+    (main / "maf-config" / "default.yaml").symlink_to("../shared/maf.yaml")
+    workspace.git(main, "add", "shared/maf.yaml", "maf-config/default.yaml")
+    workspace.git(main, "commit", "-q", "-m", "the layer is a link")
+
+    same = workspace.maf(main, "config", "diff")  # before: "the top level must be a mapping" (the link's text)
+    workspace.write(main, "shared/maf.yaml", "tasks:\n  max_attempts: 6\n")
+    changed = workspace.maf(main, "config", "diff")
+
+    assert (same.returncode, same.stdout) == (0, "no difference from HEAD\n"), same.stderr
+    assert changed.stdout.splitlines()[0].startswith("tasks.max_attempts: 5 (HEAD:maf-config/default.yaml) -> 6 (")
+    (main / "maf-config" / "default.yaml").unlink()
+    (main / "maf-config" / "default.yaml").symlink_to("/etc/hostname")
+    workspace.git(main, "add", "maf-config/default.yaml")
+    workspace.git(main, "commit", "-q", "-m", "a link out")
+    out = workspace.maf(main, "config", "diff")
+    assert out.returncode == 2 and "a symbolic link to '/etc/hostname', outside the repository at that revision" in out.stderr
+
+
 @pytest.mark.parametrize(("revision", "expected"), [
     ("no-such-branch", "maf: error: unknown git revision 'no-such-branch'"),
     ("--output=x", "maf: error: '--output=x' is not a git revision"),
+    ("", "maf: error: '' is not a git revision"),  # "$REF" unset; before, HEAD without a word
 ])
 def test_diff_refuses_a_revision_git_does_not_know(workspace: Workspace, revision: str, expected: str) -> None:
     result = workspace.maf(workspace.main, "config", "diff", "--", revision)
 
     assert (result.returncode, result.stderr.strip()) == (2, expected)
+
+
+def test_diff_against_a_file_that_is_no_snapshot_says_so_and_nothing_about_restoring(workspace: Workspace) -> None:
+    workspace.write(workspace.main, "notes.txt", "not a snapshot\n")
+
+    diffed = workspace.maf(workspace.main, "config", "diff", "--snapshot", "notes.txt")
+    restored = workspace.maf(workspace.main, "config", "restore", "notes.txt")
+
+    assert (diffed.returncode, diffed.stderr) == (2, "maf: error: notes.txt: not a configuration snapshot (not JSON)\n")
+    assert (restored.returncode, restored.stderr) == (
+        2, "maf: error: notes.txt: not a configuration snapshot (not JSON); nothing was restored\n"
+    )
 
 
 LOCAL = "# kept on this machine only\r\nlogging:\n  level: \"debug\"   # ünïcode, CRLF, no final newline\n  format: json"

@@ -221,7 +221,7 @@ def cmd_config_diff(args: argparse.Namespace, settings: None) -> int:
         reader = config_snapshot.snapshot_layers(base, snapshot, Path(args.snapshot))
         against = f"snapshot {args.snapshot}"
     else:
-        against = args.revision or "HEAD"
+        against = "HEAD" if args.revision is None else args.revision  # '' from an unset variable: refused, not HEAD
         reader = config_snapshot.git_revision_layers(base, against)
     config_file = Path(args.config) if args.config else None
     before = config_module.config_layers(
@@ -259,7 +259,12 @@ def cmd_config_snapshot(args: argparse.Namespace, settings: None) -> int:
 def cmd_config_restore(args: argparse.Namespace, settings: None) -> int:
     from pytest_maf import config_snapshot
 
-    snapshot = config_snapshot.read_snapshot(Path(args.snapshot), _base())  # checked whole before anything is written
+    try:  # checked whole before anything is written
+        snapshot = config_snapshot.read_snapshot(Path(args.snapshot), _base())
+    except ConfigError:
+        raise
+    except UsageError as error:
+        raise UsageError(f"{error}; nothing was restored") from None
     outcome = config_snapshot.restore_snapshot(_base(), snapshot)
     if args.json:
         print_json({"snapshot": args.snapshot, "written": None if outcome.written is None else str(outcome.written),
