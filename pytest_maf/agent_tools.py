@@ -187,11 +187,12 @@ class AgentTools:
 
     def task_heartbeat(self, task_id: str | None = None, ttl_seconds: float | None = None) -> dict[str, Any]:
         """Renew every live lease this agent holds (or only task_id's). An expired lease is not
-        revived (lease_lost when task_id's is gone)."""
+        revived: "lost" lists this agent's leases found expired, whose work should stop (lease_lost
+        when task_id's is gone)."""
         ttl_ms = self.settings.lease_ttl_ms(ttl_seconds)
         with self._store() as store:
             renewed = tasks.renew_held_leases(store, self.agent_id, ttl_ms, task_id=task_id)
-        return {"renewed": [asdict(lease) for lease in renewed]}
+        return {"renewed": [asdict(lease) for lease in renewed], "lost": [asdict(lease) for lease in renewed.lost]}
 
     def task_start(self, task_id: str, attempt: int, ttl_seconds: float | None = None) -> dict[str, Any]:
         """LEASED -> RUNNING for the task this agent holds (that attempt); extends the lease."""

@@ -39,7 +39,7 @@ from __future__ import annotations
 import random
 import time
 from pytest_maf.light_dataclass import dataclass, light_replace
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
 
 from pytest_maf import kpi
 from pytest_maf.agents import seen
@@ -447,23 +447,30 @@ def _renewed(lease: Lease, until: int, at_least: bool) -> Lease:
     return light_replace(lease, lease_expires_at=max(until, lease.lease_expires_at) if at_least else until)
 
 
+class Renewed(list[Lease]):
+    """The leases a heartbeat renewed; ``lost`` holds the agent's leases it found expired (not yet
+    reclaimed by anyone), which it does not revive."""
+
+    def __init__(self, renewed: Iterable[Lease] = (), lost: Iterable[Lease] = ()) -> None:
+        super().__init__(renewed)
+        self.lost = list(lost)
+
+
 def renew_held_leases(
     store: Store, agent_id: str, ttl_ms: int | None = None, *, task_id: str | None = None, at_least: bool = False
-) -> list[Lease]:
+) -> Renewed:
     """Heartbeat: extend every live lease ``agent_id`` holds (or only ``task_id``'s).
 
     ``ttl_ms`` defaults to the store's lease length; with ``at_least``, a lease that runs longer
     already is left as long (never shortened). A lease that expired is not revived: it was
-    reclaimable, and another agent may have it now.
+    reclaimable, and another agent may have it now; those still on record are returned as ``lost``.
     """
     validate_id("agent", agent_id)
     ttl = _validate_ttl(store.lease_ttl_ms if ttl_ms is None else ttl_ms)
 
-    def renew(transaction: Transaction) -> list[Lease]:
-        held = [
-            lease for lease in transaction.list_leases(agent_id)
-            if lease.is_live(transaction.now) and task_id in (None, lease.task_id)
-        ]
+    def renew(transaction: Transaction) -> Renewed:
+        mine = [lease for lease in transaction.list_leases(agent_id) if task_id in (None, lease.task_id)]
+        held = [lease for lease in mine if lease.is_live(transaction.now)]
         if task_id is not None and not held:
             task, lease = require_task_and_lease(transaction, task_id)
             holder = f"its lease is {lease.agent_id}'s" if lease and lease.agent_id != agent_id else (
@@ -483,7 +490,7 @@ def renew_held_leases(
             )
             renewed.append(lease)
         seen(transaction, agent_id)
-        return renewed
+        return Renewed(renewed, (lease for lease in mine if not lease.is_live(transaction.now)))
 
     return store.write(renew)
 

@@ -160,3 +160,21 @@ def test_a_tied_reservation_follows_its_lease_both_ways(store: Store, clock: Man
         tasks.renew_lease(store, "fix-42", "claude-1", claim.attempt, ttl)
         (held,) = reservations.list_reservations(store)
         assert held.expires_at == clock() + ttl
+
+
+def test_a_heartbeat_that_finds_a_lease_of_yours_expired_says_so_and_exits_4(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    assert main(["task", "add", "--id", "fix-43"]) == 0
+    assert main(["task", "claim", "--ttl", "1"]) == 0  # fix-42, which runs out
+    assert main(["task", "claim", "--ttl", "60"]) == 0  # fix-43, kept
+    time.sleep(1.2)
+    capsys.readouterr()
+
+    code = main(["task", "heartbeat", "--json"])  # before: exit 0, and not a word of fix-42
+
+    out, err = capsys.readouterr()
+    assert code == 4 and [lease["task_id"] for lease in json.loads(out)] == ["fix-43"]
+    assert err.startswith("maf: error: claude-1 lost fix-42 (attempt 1): its lease expired ") and "stop its work" in err

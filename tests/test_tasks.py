@@ -387,6 +387,19 @@ def test_heartbeat_renews_every_live_lease_of_the_agent_and_no_other(store: Stor
     assert other is not None and other.lease_expires_at == theirs.lease_expires_at
 
 
+def test_heartbeat_names_the_leases_of_the_agent_it_found_expired_and_revives_none(store: Store, clock: ManualClock) -> None:
+    for task_id in ("t1", "t2"):
+        tasks.add_task(store, task_id=task_id)
+    lost, kept = claim(store, "agent-a", ttl=1_000), claim(store, "agent-a", ttl=5_000)
+    clock.advance(2_000)
+
+    renewed = tasks.renew_held_leases(store, "agent-a")
+
+    assert [lease.task_id for lease in renewed] == [kept.task_id]
+    assert [(lease.task_id, lease.lease_expires_at) for lease in renewed.lost] == [(lost.task_id, lost.lease_expires_at)]
+    assert tasks.describe_task(store, lost.task_id).lease.lease_expires_at == lost.lease_expires_at  # type: ignore[union-attr]
+
+
 def test_heartbeat_of_a_named_task_the_agent_lost_is_refused(store: Store, clock: ManualClock) -> None:
     tasks.add_task(store, task_id="t1")
     claim(store, "agent-a", ttl=1_000)

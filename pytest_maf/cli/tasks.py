@@ -28,12 +28,14 @@ from pytest_maf.cli.common import (
     when,
     whole_number,
 )
+from pytest_maf.clock import span, system_clock
 from pytest_maf.config import Settings, default_note
 from pytest_maf.errors import LeaseLostError, UsageError
 from pytest_maf.files import checked_text_output, store_files, write_text_atomic
 from pytest_maf.records import Task
 from pytest_maf.values import INT64_MAX, INT64_MIN
 from pytest_maf.store import setup_store
+from pytest_maf.terminal import printable
 
 # The lease's default as every --ttl of a task command says it (from config.SETTINGS).
 LEASE_TTL_NOTE = default_note("tasks.lease_ttl_seconds", "tasks.lease_max_ttl_seconds")
@@ -124,14 +126,20 @@ def cmd_task_heartbeat(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.lease_ttl_ms(args.ttl)
     with open_configured_store(settings) as store:
         renewed = tasks.renew_held_leases(store, agent_of(args), ttl_ms, task_id=args.task, at_least=args.ttl is None)
+    for lease in renewed.lost:  # an agent whose loop is "work; heartbeat" must learn it lost its task
+        print(printable(
+            f"maf: error: {agent_of(args)} lost {lease.task_id} (attempt {lease.attempt}): its lease expired"
+            f" {span(system_clock() - lease.lease_expires_at)} ago and another agent may claim it; stop its work"
+        ), file=sys.stderr)
+    code = LeaseLostError.exit_code if renewed.lost else 0
     if args.json:
         print_json([asdict(lease) for lease in renewed])
-        return 0
-    if not renewed:
+        return code
+    if not renewed and not renewed.lost:
         print(f"{agent_of(args)} holds no live lease (see `maf task list --state LEASED`)")
     for lease in renewed:
         print(f"renewed {lease.task_id} attempt {lease.attempt} until {when(lease.lease_expires_at)}")
-    return 0
+    return code
 
 
 def cmd_task_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -393,8 +401,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     heartbeat = task.add_parser(
         "heartbeat", help="renew every live lease you hold (or TASK's)",
         description="Extend every live lease the agent holds, or only TASK's, to the lease length"
-        " from now (a lease that runs longer already is kept as long). An expired lease is not revived"
-        " (exit 4 when TASK's is lost).",
+        " from now (a lease that runs longer already is kept as long). An expired lease is not revived:"
+        " each of yours found expired is named on stderr, and the exit is 4 (the others are renewed all the"
+        " same), so a loop of `work; maf task heartbeat` learns it lost its task.",
     )
     heartbeat.add_argument("task", metavar="TASK", nargs="?", help="only this task's lease")
     add_agent(heartbeat, "the agent holding the leases")
