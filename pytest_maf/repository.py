@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -23,6 +24,14 @@ def find_repository_root(start: Path) -> Path | None:
             return directory
         if dot_git.is_file():
             return _main_worktree_root(directory, dot_git)
+    return None
+
+
+def find_work_tree(start: Path) -> Path | None:
+    """The root of the work tree holding ``start`` itself (a linked worktree's own), or None."""
+    for directory in (start, *start.parents):
+        if os.path.lexists(directory / ".git"):
+            return directory
     return None
 
 

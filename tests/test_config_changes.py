@@ -117,6 +117,21 @@ def test_diff_refuses_a_revision_git_does_not_know(workspace: Workspace, revisio
     assert (result.returncode, result.stderr.strip()) == (2, expected)
 
 
+def test_a_worktree_s_own_configuration_folder_is_said_to_be_unread(workspace: Workspace) -> None:
+    commit_default(workspace, "tasks:\n  max_attempts: 4\n", "four attempts")
+    workspace.write(workspace.second, "maf-config/default.yaml", "tasks:\n  max_attempts: many\n")  # edited there
+
+    validated = workspace.maf(workspace.second, "config", "validate")
+    diffed = workspace.maf(workspace.second, "config", "diff")
+
+    # Before: "valid" and "no difference", and not a word that the file edited is not the one read.
+    note = (f"note: {workspace.second / 'maf-config'} is not read: every worktree of this repository reads"
+            f" {workspace.main / 'maf-config'} (the main worktree's)")
+    assert validated.returncode == 0 and note in validated.stdout
+    assert diffed.returncode == 0 and note in diffed.stderr
+    assert note not in workspace.maf(workspace.main, "config", "validate").stdout
+
+
 def test_diff_against_a_file_that_is_no_snapshot_says_so_and_nothing_about_restoring(workspace: Workspace) -> None:
     workspace.write(workspace.main, "notes.txt", "not a snapshot\n")
 

@@ -27,6 +27,20 @@ def _base() -> Path:
     return config_module.find_repository_root(cwd) or cwd
 
 
+def _unread_worktree_config() -> list[str]:
+    """A note when the current directory is in a linked worktree whose own maf-config/ is not the one read."""
+    from pytest_maf.repository import find_work_tree
+
+    here, base = find_work_tree(Path.cwd()), _base()
+    if here is None or os.path.realpath(here) == os.path.realpath(base):
+        return []
+    own = here / config_module.CONFIG_DIRECTORY
+    if not own.is_dir():
+        return []
+    return [f"{own} is not read: every worktree of this repository reads {base / config_module.CONFIG_DIRECTORY}"
+            " (the main worktree's), so a change here counts once it is there"]
+
+
 def starter_config() -> str:
     """Every key with its default, each under a comment saying what it does."""
     lines = [
@@ -121,7 +135,7 @@ def cmd_config_validate(args: argparse.Namespace, settings: None) -> int:
     files = [layer.source for layer in layers if layer.source not in ("defaults", "environment", "command line")]
     dotenv = _base() / DOTENV_NAME
     unread = [] if problems else config_module.unread_dotenv_variables(_base())
-    notes = [f"{dotenv}: {name} is no setting, so .env does not set it (a typo? variables such as MAF_AGENT_ID"
+    notes = _unread_worktree_config() + [f"{dotenv}: {name} is no setting, so .env does not set it (a typo? variables such as MAF_AGENT_ID"
              " are read from the real environment only)" for name in unread]
     if not problems:
         notes += [f"{dotenv}: {name} does not set {key}: {source} sets it, and wins over .env"
@@ -134,6 +148,8 @@ def cmd_config_validate(args: argparse.Namespace, settings: None) -> int:
         if not args.json:
             for problem in problems:
                 print(problem)
+            for note in notes:
+                print(printable(f"note: {note}"))
         print(f"maf: {len(problems)} configuration problem(s)", file=sys.stderr)
         return 2
     if args.json:
@@ -228,9 +244,12 @@ def cmd_config_diff(args: argparse.Namespace, settings: None) -> int:
         base, os.environ, args.env, config_file, config_module.store_flags(args.db), read_layer=reader
     )
     changes = config_snapshot.diff(before, _layers(args))
+    notes = _unread_worktree_config()
     if args.json:
-        print_json({"against": against, "changes": [change.to_json() for change in changes]})
+        print_json({"against": against, "changes": [change.to_json() for change in changes], "notes": notes})
         return 0
+    for note in notes:
+        print(printable(f"note: {note}"), file=sys.stderr)
     for change in changes:
         before_side = _side(change.key, change.before, change.before_source)
         print(printable(f"{change.key}: {before_side} -> {_side(change.key, change.now, change.now_source)}"))
