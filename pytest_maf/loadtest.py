@@ -49,7 +49,7 @@ TASK_TTL_MS = 30_000
 KIND = "load-test"
 RESERVATION_TTL_MS = 60_000
 MAX_CONCURRENT = 64
-MAX_DURATION_S = 24 * 60 * 60.0
+MIN_DURATION_S, MAX_DURATION_S = 0.1, 24 * 60 * 60.0
 # Before the shared clock starts, every process is imported and connected.
 STARTUP_S = 1.0
 STARTUP_PER_PROCESS_S = 0.02
@@ -63,8 +63,11 @@ def check_run(concurrent: int, duration_s: float) -> None:
     """Refuse a process count or a duration the run could not honour (:class:`UsageError`)."""
     if isinstance(concurrent, bool) or not isinstance(concurrent, int) or not 1 <= concurrent <= MAX_CONCURRENT:
         raise UsageError(f"--concurrent must be a whole number from 1 to {MAX_CONCURRENT}, got {concurrent!r}")
-    if not math.isfinite(duration_s) or not 0 < duration_s <= MAX_DURATION_S:
-        raise UsageError(f"--duration must be a number of seconds above 0 and at most {MAX_DURATION_S:g}, got {duration_s!r}")
+    if not math.isfinite(duration_s) or not MIN_DURATION_S <= duration_s <= MAX_DURATION_S:
+        raise UsageError(
+            f"--duration must be a number of seconds from {MIN_DURATION_S:g} (a shorter run measures nothing) to"
+            f" {MAX_DURATION_S:g}, got {duration_s!r}"
+        )
 
 
 def grace_s(duration_s: float) -> float:

@@ -227,6 +227,9 @@ CASES += [
     ("bench-threshold-nan", nothing, ["bench", "--output", "b.json", "--threshold", "nan"], 2, "--threshold"),
     ("load-test-duration-negative", nothing, ["load-test", "--duration", "-1"], 2, "--duration"),
     ("load-test-duration-nan", nothing, ["load-test", "--duration", "nan"], 2, "--duration"),
+    # before, a pass with nothing measured: 0 cycles, every invariant "ok", exit 0
+    ("load-test-duration-a-nanosecond", nothing, ["load-test", "--duration", "1e-9"], 2,
+     "--duration must be a number of seconds from 0.1 (a shorter run measures nothing)"),
     ("load-test-duration-infinite", nothing, ["load-test", "--duration", "inf"], 2, "--duration"),
     ("load-test-concurrent-100000", nothing, ["load-test", "--concurrent", "100000", "--duration", "1"], 2, "--concurrent"),
     ("load-test-concurrent-0", nothing, ["load-test", "--concurrent", "0", "--duration", "1"], 2, "--concurrent"),

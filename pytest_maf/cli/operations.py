@@ -376,7 +376,7 @@ def register_performance(commands: argparse._SubParsersAction[argparse.ArgumentP
     load.add_argument("--concurrent", type=int, default=4, metavar="N", help="processes at once (default: %(default)s)")
     load.add_argument(
         "--duration", type=number, default=10.0, metavar="S",
-        help="seconds of load (at most a day; default: %(default)s); the processes stop at the deadline and the"
+        help="seconds of load (0.1 to a day; default: %(default)s); the processes stop at the deadline and the"
         " parent waits at most 5%% more (at least 2 s)",
     )
     load.add_argument("--database", type=given, metavar="PATH", help="run against this SQLite file instead of a temporary one (a new or scratch file; never --db's store)")
