@@ -179,19 +179,20 @@ class AgentTools:
         return asdict(claim)
 
     def task_renew(self, task_id: str, attempt: int, ttl_seconds: float | None = None) -> dict[str, Any]:
-        """Extend this agent's live lease on task_id (that attempt) to ttl_seconds from now
-        (default the configured lease length). lease_lost if the lease is not, or no longer, yours."""
+        """Extend this agent's live lease on task_id (that attempt) to ttl_seconds from now; without
+        it, to the configured lease length, never shortening a longer lease. lease_lost if the lease
+        is not, or no longer, yours."""
         ttl_ms = self.settings.lease_ttl_ms(ttl_seconds)
         with self._store() as store:
-            return asdict(tasks.renew_lease(store, task_id, self.agent_id, attempt, ttl_ms))
+            return asdict(tasks.renew_lease(store, task_id, self.agent_id, attempt, ttl_ms, at_least=ttl_seconds is None))
 
     def task_heartbeat(self, task_id: str | None = None, ttl_seconds: float | None = None) -> dict[str, Any]:
-        """Renew every live lease this agent holds (or only task_id's). An expired lease is not
-        revived: "lost" lists this agent's leases found expired, whose work should stop (lease_lost
-        when task_id's is gone)."""
+        """Renew every live lease this agent holds (or only task_id's); without ttl_seconds, never
+        shortening a longer lease. An expired lease is not revived: "lost" lists this agent's leases
+        found expired, whose work should stop (lease_lost when task_id's is gone)."""
         ttl_ms = self.settings.lease_ttl_ms(ttl_seconds)
         with self._store() as store:
-            renewed = tasks.renew_held_leases(store, self.agent_id, ttl_ms, task_id=task_id)
+            renewed = tasks.renew_held_leases(store, self.agent_id, ttl_ms, task_id=task_id, at_least=ttl_seconds is None)
         return {"renewed": [asdict(lease) for lease in renewed], "lost": [asdict(lease) for lease in renewed.lost]}
 
     def task_start(self, task_id: str, attempt: int, ttl_seconds: float | None = None) -> dict[str, Any]:

@@ -178,3 +178,18 @@ def test_a_heartbeat_that_finds_a_lease_of_yours_expired_says_so_and_exits_4(
     out, err = capsys.readouterr()
     assert code == 4 and [lease["task_id"] for lease in json.loads(out)] == ["fix-43"]
     assert err.startswith("maf: error: claude-1 lost fix-42 (attempt 1): its lease expired ") and "stop its work" in err
+
+
+def test_the_agent_tools_keep_a_lease_as_the_commands_do_never_shortening_it_without_a_ttl(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before, the MCP task_heartbeat and task_renew cut a 4-hour lease to the 30-minute default.
+    from pytest_maf.agent_tools import AgentTools
+    from pytest_maf.config import load_settings
+
+    agent = AgentTools(load_settings(), "claude-1", repo)
+    claimed = agent.task_claim(task_id="fix-42", ttl_seconds=4 * 3600)
+    (beat,) = agent.task_heartbeat()["renewed"]
+    renewed = agent.task_renew("fix-42", claimed["attempt"])
+    assert beat["lease_expires_at"] == renewed["lease_expires_at"] == claimed["lease_expires_at"]
+    assert agent.task_renew("fix-42", claimed["attempt"], ttl_seconds=60)["lease_expires_at"] < claimed["lease_expires_at"]
