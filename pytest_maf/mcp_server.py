@@ -16,10 +16,14 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
+import os
 import re
+import signal
+import sys
 from typing import TYPE_CHECKING, Any, Callable
 
 from mcp.server.mcpserver import MCPServer
@@ -36,6 +40,9 @@ from pytest_maf.errors import MafError, UsageError, refused_by_the_system
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
     from mcp.types import InputRequiredResult
+
+if sys.version_info < (3, 11):  # anyio's backport
+    from exceptiongroup import BaseExceptionGroup
 
 SERVER_NAME = "pytest-maf"
 # Every tool, in the order a client lists them; True marks those that only read.
@@ -236,7 +243,47 @@ def build_server(tools: AgentTools) -> AgentServer:
 
 
 def serve(tools: AgentTools) -> int:
-    """Speak MCP over stdin and stdout until the client closes them."""
+    """Speak MCP over stdin and stdout until the client closes them, or a signal ends the server.
+
+    SIGTERM and Ctrl-C end it at once (exit 143, 130), even while the client holds stdin open: its
+    read of stdin, in a thread of its own, would hold an orderly end until the client closed it,
+    and a tool under way in its thread would not stop for it anyway. What a tool was writing is
+    written whole or not at all, as when any process is killed: a store transaction is rolled
+    back, a message file appears whole or not at all. A client gone from the other end of stdout
+    ends it as a closed pipe ends any command (exit 141): the server's task group reports that
+    inside an exception group, and it is raised as itself for the command's usual handling.
+    """
     set_client("mcp")
-    build_server(tools).run("stdio")
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    for signum in previous:
+        signal.signal(signum, _end_now)
+    try:
+        build_server(tools).run("stdio")
+    except BaseExceptionGroup as group:
+        raise _what_ended(group) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
+
+
+def _end_now(signum: int, frame: object) -> None:
+    """End the process as the signal asks: raised inside the server's event loop, an exception
+    would be caught and logged there, or wait for the read of stdin to end."""
+    code, word = (130, "interrupted") if signum == signal.SIGINT else (128 + signum, "terminated")
+    with contextlib.suppress(OSError):
+        os.write(2, f"maf: {word}\n".encode())
+    os._exit(code)
+
+
+def _what_ended(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception inside ``group`` that ended the server: a signal's, a closed pipe, else the group."""
+    from pytest_maf.cli import Terminated
+
+    for kind in (Terminated, KeyboardInterrupt, OSError):
+        found: BaseException | None = group.subgroup(lambda error: isinstance(error, kind))  # noqa: B023 (used at once)
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        if found is not None:
+            return found
+    return group

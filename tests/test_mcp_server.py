@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, TypeVar
@@ -425,3 +426,55 @@ FAILED checks/test_mcp.py::test_mcp_client_configuration[cursor] - Failed
 
     broken = preflight_summary("", "ERROR: usage: pytest [options]\npytest: error: unrecognized arguments")
     assert broken["summary"] is None and broken["output"][-1].endswith("unrecognized arguments")
+
+
+# How the server ends.
+
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+
+
+def started(workspace: Workspace, agent: str) -> subprocess.Popen[bytes]:
+    """`maf mcp` for ``agent``, initialized, its stdin held open."""
+    server = subprocess.Popen(
+        [*maf_command(), "mcp"], cwd=workspace.main, env=workspace.env(agent),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    server.stdin.write(json.dumps(INITIALIZE).encode() + b"\n")
+    server.stdin.flush()
+    answer = asyncio.run(asyncio.wait_for(asyncio.to_thread(server.stdout.readline), STEP_S))
+    assert json.loads(answer)["id"] == 1
+    server.stdin.write(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}\n')
+    server.stdin.flush()
+    return server
+
+
+@pytest.mark.parametrize(("signum", "code", "said"), [(15, 143, "maf: terminated\n"), (2, 130, "maf: interrupted\n")])
+def test_a_signal_ends_the_server_at_once_though_the_client_holds_stdin_open(
+    workspace: Workspace, signum: int, code: int, said: str
+) -> None:
+    server = started(workspace, "alice")
+
+    server.send_signal(signum)
+
+    # Before: alive until the client closed stdin, at times with a traceback, exit 1 or 70.
+    assert server.wait(STEP_S) == code
+    assert server.stderr is not None and server.stderr.read().decode() == said
+    server.stdin.close()  # type: ignore[union-attr]
+    server.stdout.close()  # type: ignore[union-attr]
+
+
+def test_a_client_gone_from_the_other_end_of_stdout_is_a_closed_pipe_not_an_internal_error(workspace: Workspace) -> None:
+    server = started(workspace, "alice")
+    assert server.stdin is not None and server.stdout is not None and server.stderr is not None
+    server.stdout.close()
+
+    server.stdin.write(b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n')
+    server.stdin.flush()
+    time.sleep(2)  # its answer written to no one (stdin closed at once, the request would go unanswered)
+    server.stdin.close()
+
+    # Before: exit 70, "maf: internal error: ExceptionGroup ... (a bug in pytest-maf ...)".
+    assert server.wait(STEP_S) == 141
+    assert server.stderr.read().decode() == ""
