@@ -344,14 +344,23 @@ def find_message(mail_root: Path, message_id: str) -> tuple[Path, dict[str, Any]
     named_root = Path(os.path.abspath(mail_root))
     places: list[tuple[str, ...]] = [("messages", agent) for agent in inbox_agents(mail_root)]
     places.append(("outbox",))
+    check_root(mail_root)  # the root's own problem is everyone's
+    passed_over = []
     for parts in places:
-        folder = _folder(mail_root, *parts)
+        try:
+            folder = _folder(mail_root, *parts)
+        except UsageError as error:
+            if parts[0] != "messages":  # the outbox is everyone's
+                raise
+            passed_over.append(str(error))  # an inbox leading out, or no folder: not where this message is
+            continue
         if folder is None:
             continue
         message = _read(*folder, named_root.joinpath(*parts, name))
         if message is not None:
             return named_root.joinpath(*parts, name), message
-    raise NotFoundError(f"no message {message_id!r} under {_shown(mail_root)}")
+    unread = f" (not looked for in: {'; '.join(passed_over)})" if passed_over else ""
+    raise NotFoundError(f"no message {message_id!r} under {_shown(mail_root)}{unread}")
 
 
 # Writing.

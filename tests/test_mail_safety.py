@@ -124,10 +124,31 @@ def test_no_read_follows_a_link_out_of_the_mail_root(
 
     for argv in (["mail", "list", "--agent", INBOX], ["mail", "show", "msg-secret"],
                  ["mail", "ack", "msg-secret", "--agent", INBOX]):
+        if argv[1] == "show" and link == f".agent-mail/messages/{INBOX}":  # one inbox of all: not looked in
+            code, _, err = run(capsys, *argv)
+            assert code == 2 and err.startswith("maf: error: no message 'msg-secret' under .agent-mail (not looked")
+            assert f"{link} is a symbolic link to {outside}, outside the mail root" in err and "SECRET" not in err
+            continue
         line = refused(capsys, link, *argv)
         assert "SECRET" not in line
 
     assert files_under(outside) == before
+
+
+def test_an_inbox_linked_out_of_the_mail_root_keeps_no_other_agent_from_its_mail(
+    repo: Path, outside: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["init"])
+    capsys.readouterr()
+    assert main(["mail", "send", "--from", "alice", "--to", "bob", "--subject", "s", "--body", "b", "--json"]) == 0
+    sent = json.loads(capsys.readouterr().out)["id"]
+    plant_link(repo, ".agent-mail/messages/mallory", outside)
+
+    # Before: every lookup by id was refused for mallory's inbox, whoever asked and whatever for.
+    assert main(["mail", "show", sent]) == 0
+    assert sent in capsys.readouterr().out
+    assert main(["mail", "show", "msg-none", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"].startswith("no message 'msg-none' under .agent-mail (not looked")
 
 
 def test_an_outbox_link_is_not_read_either(repo: Path, outside: Path, capsys: pytest.CaptureFixture[str]) -> None:
