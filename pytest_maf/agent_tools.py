@@ -45,6 +45,7 @@ from pytest_maf.errors import (
     NothingToClaimError,
     StoreBusyError,
     StoreError,
+    SystemRefusalError,
 )
 from pytest_maf.guard import describe_holder
 from pytest_maf.paths import WorkingDirectory
@@ -77,6 +78,7 @@ ERROR_KINDS: tuple[tuple[type[MafError], str], ...] = (
     (StoreBusyError, "store_busy"),
     (StoreError, "store"),
     (PreflightTimeoutError, "timeout"),
+    (SystemRefusalError, "system"),
 )
 # Any other refusal is named by its exit code (pytest_maf.errors.EXIT_CODES).
 KIND_BY_EXIT_CODE = {1: "refused", 2: "bad_input", 3: "nothing_to_do", 4: "lease_lost", 5: "store_busy"}

@@ -50,13 +50,18 @@ class UsageError(MafError):
     exit_code = 2
 
 
-def refused_by_the_system(error: OSError) -> UsageError:
+class SystemRefusalError(UsageError):
+    """What the system refused (no permission, no space, a path too long): not the caller's arguments,
+    which an agent would otherwise change and try again."""
+
+
+def refused_by_the_system(error: OSError) -> SystemRefusalError:
     """What the system refused (a path too long, no permission, no space) as the command's error line
     says it: ``Permission denied: <the path>``, a long path cut in its middle."""
     name = str(error.filename) if error.filename else ""
     if len(name) > 120:
         name = f"{name[:60]}...{name[-60:]}"
-    return UsageError(f"{error.strerror or type(error).__name__}{': ' + name if name else ''}")
+    return SystemRefusalError(f"{error.strerror or type(error).__name__}{': ' + name if name else ''}")
 
 
 class NotFoundError(MafError):

@@ -136,7 +136,10 @@ def _make_folder(start: str, parent: str, part: str, named: Path) -> None:
         os.mkdir(os.path.join(parent, part))
         return
     with _opened(start, parent, named.parent) as folder:
-        os.mkdir(part, dir_fd=folder)
+        try:
+            os.mkdir(part, dir_fd=folder)
+        except OSError as error:  # named as the user knows it, not as the name inside its folder
+            raise OSError(error.errno, error.strerror, _shown(named)) from None
 
 
 def _write(start: str, folder: str, named: Path, data: bytes, *, overwrite: bool) -> bool:
@@ -144,7 +147,10 @@ def _write(start: str, folder: str, named: Path, data: bytes, *, overwrite: bool
     if not CAN_WRITE_IN_FOLDER:
         return write_bytes_atomic(Path(folder) / named.name, data, overwrite=overwrite)
     with _opened(start, folder, named.parent) as descriptor:
-        return write_bytes_in(descriptor, named.name, data, overwrite=overwrite)
+        try:
+            return write_bytes_in(descriptor, named.name, data, overwrite=overwrite)
+        except OSError as error:  # named as the user knows it, not as the name inside its folder
+            raise OSError(error.errno, error.strerror, _shown(named)) from None
 
 
 def _remove(start: str, folder: str, named: Path) -> None:

@@ -187,7 +187,7 @@ def test_a_mail_tool_refused_by_the_system_says_why_as_the_command_does() -> Non
     result = _refusals_as_tool_errors(mail_send)("bob", "s", "b")
 
     assert result.is_error
-    assert result.content[0].text == "bad_input: Permission denied: /repo/.agent-mail/outbox/msg-1.json"
+    assert result.content[0].text == "system: Permission denied: /repo/.agent-mail/outbox/msg-1.json"
 
 
 def test_mail_list_says_what_a_force_release_notice_is_about(

@@ -513,3 +513,33 @@ def test_no_notice_without_its_row_and_no_row_without_its_notice_whatever_the_fa
         assert outcomes[f"{name}: killed, committed True, queued True"] > 0
         assert outcomes[f"{name}: exit 0, committed True, queued True"] > 0
         assert outcomes[f"{name}: exit 0, committed True, queued False"] > 0
+
+
+def test_a_folder_the_system_will_not_make_is_named_as_the_user_knows_it_and_is_no_bad_input(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from pytest_maf import mail
+    from pytest_maf.agent_tools import error_kind
+    from pytest_maf.errors import refused_by_the_system
+
+    main(["init"])
+    capsys.readouterr()
+    real_mkdir = os.mkdir
+
+    def refusing(path: str, *args: object, **kwargs: object) -> None:
+        if str(path).endswith("zz-new"):  # an inbox folder made read-only (root ignores permissions: faked)
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        real_mkdir(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mail.os, "mkdir", refusing)
+    with pytest.raises(OSError) as refused_write:
+        mail.send(repo / ".agent-mail", "alice", "zz-new", "s", "b", 0)
+    refusal = refused_by_the_system(refused_write.value)
+
+    # Before: "Operation not permitted: zz-new", of kind bad_input: an agent would change its arguments.
+    assert str(refusal) == "Operation not permitted: .agent-mail/messages/zz-new"
+    assert error_kind(refusal) == "system" and refusal.exit_code == 2
+    assert main(["mail", "send", "--from", "alice", "--to", "zz-new", "--subject", "s", "--body", "b"]) == 2
+    assert capsys.readouterr().err == "maf: error: Operation not permitted: .agent-mail/messages/zz-new\n"
