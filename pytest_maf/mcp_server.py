@@ -26,10 +26,24 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
+import anyio
+
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.shared.message import SessionMessage
+from mcp.types import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    CallToolResult,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    TextContent,
+    ToolAnnotations,
+)
 from pydantic import ValidationError
 
 from pytest_maf import __version__
@@ -258,13 +272,116 @@ def serve(tools: AgentTools) -> int:
     for signum in previous:
         signal.signal(signum, _end_now)
     try:
-        build_server(tools).run("stdio")
+        anyio.run(_serve_stdio, build_server(tools))
     except BaseExceptionGroup as group:
         raise _what_ended(group) from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
+
+
+# After the client closes stdin, how long the answers to requests still under way are waited for.
+ANSWERS_AFTER_EOF_S = 120.0
+
+
+async def _serve_stdio(server: MCPServer) -> None:
+    """The SDK's stdio loop, with every request answered: one the SDK cannot read (a lone surrogate
+    escape, nesting deeper than its parser takes, params of the wrong shape) gets a JSON-RPC error
+    with its id, where the SDK would drop it unanswered; and a request still under way when the
+    client closes stdin is answered before the server ends, where the SDK would drop the answer
+    (and the write a tool made would stand unreported)."""
+    from mcp.server.stdio import stdio_server
+
+    async with stdio_server() as (read_stream, write_stream):
+        answers = _Answers(write_stream)
+        send, receive = anyio.create_memory_object_stream[Any](0)
+        async with anyio.create_task_group() as group:
+            group.start_soon(_forward, read_stream, send, answers)
+            lowlevel = server._lowlevel_server  # noqa: SLF001 (run_stdio_async's own path, with our streams)
+            await lowlevel.run(receive, answers, lowlevel.create_initialization_options())
+
+
+class _Answers:
+    """The server's write stream, noting which requests have been answered."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.pending: set[Any] = set()
+        self.changed = anyio.Event()
+
+    async def send(self, message: Any) -> None:
+        await self._inner.send(message)
+        answered = getattr(message.message, "id", None)
+        if isinstance(message.message, (JSONRPCResponse, JSONRPCError)) and answered in self.pending:
+            self.pending.discard(answered)
+            self.changed.set()
+
+    def settled(self, request_id: Any) -> None:
+        self.pending.discard(request_id)
+        self.changed.set()
+
+    async def all_answered(self) -> None:
+        with anyio.move_on_after(ANSWERS_AFTER_EOF_S):
+            while self.pending:
+                self.changed = anyio.Event()
+                await self.changed.wait()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def __aenter__(self) -> _Answers:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._inner.aclose()
+
+
+async def _forward(read_stream: Any, send: Any, answers: _Answers) -> None:
+    """Pass what the client sends to the server; answer a request the SDK could not read; at the
+    end of stdin, wait for the answers still owed, then end the server's input."""
+    async with send:
+        async for item in read_stream:
+            if isinstance(item, Exception):
+                unread = _unreadable_request(item)
+                if unread is not None:
+                    await answers.send(SessionMessage(unread))
+                continue
+            message = item.message
+            if isinstance(message, JSONRPCRequest):
+                answers.pending.add(message.id)
+            elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
+                answers.settled((message.params or {}).get("requestId"))  # a cancelled request gets no answer
+            await send.send(item)
+        await answers.all_answered()
+
+
+def _unreadable_request(error: Exception) -> JSONRPCError | None:
+    """The JSON-RPC error answering a line the SDK could not read, when it names a request id."""
+    if not isinstance(error, ValidationError):
+        return None
+    details = error.errors()
+    request_id = None
+    for detail in details:
+        raw = detail.get("input")
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)  # Python's parser takes lone surrogates, and deeper nesting
+            except (ValueError, RecursionError):
+                continue
+        if isinstance(raw, dict) and "method" in raw:
+            request_id = raw.get("id")
+            break
+    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+        return None  # nothing to answer to
+    if details[0]["type"] == "json_invalid":
+        code, reason = PARSE_ERROR, details[0]["msg"]
+    else:  # the request's own shape, not the response's or the notification's the SDK also tried
+        detail = next((detail for detail in details if detail["loc"][:1] == ("JSONRPCRequest",)), details[0])
+        code, reason = INVALID_REQUEST, f"{'.'.join(map(str, detail['loc'][1:])) or 'the request'}: {detail['msg']}"
+    return JSONRPCError(
+        jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=f"the request could not be read: {reason}")
+    )
 
 
 def _end_now(signum: int, frame: object) -> None:

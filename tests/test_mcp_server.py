@@ -478,3 +478,49 @@ def test_a_client_gone_from_the_other_end_of_stdout_is_a_closed_pipe_not_an_inte
     # Before: exit 70, "maf: internal error: ExceptionGroup ... (a bug in pytest-maf ...)".
     assert server.wait(STEP_S) == 141
     assert server.stderr.read().decode() == ""
+
+
+def exchange(workspace: Workspace, agent: str, *requests: str) -> dict[Any, dict[str, Any]]:
+    """Send ``requests`` after the handshake, close stdin at once, and return every answer by id."""
+    lines = [json.dumps(INITIALIZE), '{"jsonrpc": "2.0", "method": "notifications/initialized"}', *requests]
+    completed = subprocess.run(
+        [*maf_command(), "mcp"], cwd=workspace.main, env=workspace.env(agent), input="\n".join(lines) + "\n",
+        capture_output=True, text=True, timeout=STEP_S,
+    )
+    assert (completed.returncode, completed.stderr) == (0, "")
+    return {answer["id"]: answer for answer in map(json.loads, completed.stdout.splitlines())}
+
+
+def test_a_request_the_sdk_cannot_read_is_answered_with_its_id(workspace: Workspace) -> None:
+    deep = '{"a": ' * 300 + "1" + "}" * 300
+    answers = exchange(
+        workspace, "alice",
+        '{"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {"name": "task_show", "arguments": {"task_id": "\\ud800"}}}',
+        '{"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": []}',
+        f'{{"jsonrpc": "2.0", "id": "deep", "method": "tools/call", "params": {{"name": "status", "arguments": {{"x": {deep}}}}}}}',
+        "not JSON, and no id to answer",
+        '{"jsonrpc": "2.0", "id": 12, "method": "ping"}',
+    )
+
+    # Before: no answer at all to 10, 11 or "deep", and a client waiting on them waited for ever.
+    assert set(answers) == {1, 10, 11, "deep", 12}
+    assert answers[10]["error"]["code"] == -32700 and "hex escape" in answers[10]["error"]["message"]
+    assert answers[11]["error"] == {"code": -32600, "message": "the request could not be read: params: Input should be an object"}
+    assert answers["deep"]["error"]["code"] == -32700 and "recursion limit" in answers["deep"]["error"]["message"]
+    assert answers[12]["result"] == {}
+
+
+def test_requests_under_way_when_the_client_closes_stdin_are_answered_before_the_server_ends(workspace: Workspace) -> None:
+    answers = exchange(
+        workspace, "alice",
+        '{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "status", "arguments": {}}}',
+        '{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "mail_send",'
+        ' "arguments": {"to": "bob", "subject": "s", "body": "b"}}}',
+        '{"jsonrpc": "2.0", "id": 4, "method": "tools/list"}',
+    )
+
+    # Before: the message was sent, and its answer (with the others') was dropped as stdin ended.
+    assert set(answers) == {1, 2, 3, 4}
+    sent = answers[3]["result"]["structuredContent"]
+    assert not answers[3]["result"]["isError"]
+    assert [message["id"] for message in cli_json(workspace, "mail", "list", "--agent", "bob")] == [sent["id"]]
