@@ -159,6 +159,12 @@ class AgentTools:
         with open_configured_store(self.settings, deliver_queued_mail=deliver_queued_mail) as store:
             yield store
 
+    def _path(self, text: str) -> str:
+        """A path given to a tool as the concrete repository path the command line reads at the work
+        tree's top: '/' or '.' is the root itself, not a file, and is refused so."""
+        check_pattern_text(text)
+        return WorkingDirectory(self._top, "").path(text)
+
     def _relative(self, text: str) -> str:
         """A pattern or path given to a tool, read from the work tree's top as the command line reads
         it there: an absolute path inside is the repository path it names, one outside is refused."""
@@ -285,7 +291,7 @@ class AgentTools:
     def reservation_check(self, paths: list[str]) -> dict[str, Any]:
         """Which of these repository-relative paths lie under another agent's exclusive
         reservation (blocked, with holder, pattern and expiry), and which are free."""
-        requested = [self._relative(path).lstrip("/") for path in paths]
+        requested = [self._path(path) for path in paths]
         with self._store() as store:
             blocks = reservation_ops.check_paths(store, requested, self.agent_id)
         blocked = {block.path for block in blocks}

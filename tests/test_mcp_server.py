@@ -339,6 +339,9 @@ def test_reservation_check_names_the_holder_of_a_blocked_path(workspace: Workspa
             assert checked["ok"] is False
             assert [(b["path"], b["holder"], b["pattern"]) for b in checked["blocked"]] == [("docs/api.md", "alice", "docs")]
             assert checked["free"] == ["README.md"]
+            for root in ("/", ".", "docs/.."):  # before: "path '' is empty or contains NUL", of what was not sent
+                error = await bob.refused("reservation_check", paths=[root])
+                assert error["message"] == f"path {root!r} names the repository root itself, not a file"
             assert (await bob.refused("reservation_release", patterns=["docs"]))["kind"] == "not_holder"
             forced = await bob.ok("reservation_release", patterns=["docs"], force=True, reason="alice is stuck")
             assert [r["agent_id"] for r in forced["released"]] == ["alice"]
