@@ -247,6 +247,8 @@ def _bounded_ttl(value: float | None, default: int, maximum: int, unit: str, var
     value = default if value is None else value
     if not value > 0:
         raise UsageError(f"--ttl must be above 0 {unit}, got {value:.15g}")
+    if value * 1000 < 1:  # else 0 once counted, and refused as if 0 had been given
+        raise UsageError(f"--ttl {value:.15g} is less than the thousandth of a {unit[:-1]} it is counted in")
     if value > maximum:
         raise UsageError(f"--ttl {value:.15g} is above the maximum of {maximum} {unit} (raise {variable} to allow it)")
     return int(value * 1000)

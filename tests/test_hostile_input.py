@@ -227,6 +227,9 @@ CASES += [
     ("bench-threshold-nan", nothing, ["bench", "--output", "b.json", "--threshold", "nan"], 2, "--threshold"),
     ("load-test-duration-negative", nothing, ["load-test", "--duration", "-1"], 2, "--duration"),
     ("load-test-duration-nan", nothing, ["load-test", "--duration", "nan"], 2, "--duration"),
+    # before, "a lease TTL must be above 0, got 0 ms": not what was given
+    ("claim-ttl-a-nanosecond", nothing, ["task", "claim", "--ttl", "1e-9", "--agent", "a"], 2,
+     "--ttl 1e-09 is less than the thousandth of a second it is counted in"),
     # before, a pass with nothing measured: 0 cycles, every invariant "ok", exit 0
     ("load-test-duration-a-nanosecond", nothing, ["load-test", "--duration", "1e-9"], 2,
      "--duration must be a number of seconds from 0.1 (a shorter run measures nothing)"),
