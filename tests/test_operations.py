@@ -524,3 +524,22 @@ def test_a_backup_of_a_damaged_store_is_refused_and_nothing_is_written(tmp_path:
         maintenance.backup(db, tmp_path / "backups" / "b.db")
 
     assert list((tmp_path / "backups").iterdir()) == []
+
+
+def test_a_store_in_a_folder_named_with_uri_characters_is_read_as_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "we#ird?mode=rw"  # in a file: URI these would end the path
+    folder.mkdir()
+    with open_store(folder / "runtime.db", create=True) as store:
+        tasks.add_task(store, task_id="kept")
+    maintenance.backup(folder / "runtime.db", folder / "backup.db")
+    app = folder / "app.db"
+    with closing(sqlite3.connect(app)) as connection, connection:
+        connection.execute("CREATE TABLE customers (id INTEGER)")
+    capsys.readouterr()
+
+    # Before: the check opened "we" (the name cut at '#'), found nothing foreign, and restored over app.db.
+    assert main(["db", "restore", str(folder / "backup.db"), "--db", str(app)]) == 2
+    assert "is not a pytest-maf database (application_id 0x0; tables: customers)" in capsys.readouterr().err
+    assert main(["db", "export", "--db", str(folder / "runtime.db"), "--table", "tasks"]) == 0
+    assert [row["id"] for row in json.loads(capsys.readouterr().out)["tasks"]] == ["kept"]
+    assert main(["db", "verify-backup", str(folder / "backup.db")]) == 0

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
 from pytest_maf.errors import StoreError, UsageError
 from pytest_maf.files import replaced_output
 from pytest_maf.store import schema
-from pytest_maf.store.sqlite import unusable
+from pytest_maf.store.sqlite import connect_read_only, unusable
 from pytest_maf.store.verify import current_tables, introspect, user_tables
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def read_only(db_path: Path) -> Iterator[Database]:
     if not db_path.is_file():
         raise StoreError(f"the runtime database {db_path} is not a file")
     try:
-        connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        connection = connect_read_only(db_path)
     except sqlite3.Error as error:
         raise unusable(db_path, error) from None
     try:

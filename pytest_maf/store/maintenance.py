@@ -38,7 +38,7 @@ from pytest_maf.files import (
 )
 from pytest_maf.records import Event, ReservationEvent
 from pytest_maf.store import schema
-from pytest_maf.store.sqlite import _loads, connect, unwritable
+from pytest_maf.store.sqlite import _loads, connect, connect_read_only, unwritable
 from pytest_maf.store.verify import apply_current_schema, current_tables, schema_problems, user_tables
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def _verify_in_place(plain: Path, shown: Path) -> dict[str, int]:
     from pytest_maf.store import open_store
 
     try:
-        connection = sqlite3.connect(f"file:{plain}?mode=ro", uri=True)
+        connection = connect_read_only(plain)
         try:
             version = int(connection.execute("PRAGMA user_version").fetchone()[0])
         finally:
@@ -181,7 +181,7 @@ def _verify_in_place(plain: Path, shown: Path) -> dict[str, int]:
     problems = schema_problems(plain)
     if problems:
         raise VerificationError(shown, [problem.replace(str(plain), str(shown)) for problem in problems])
-    connection = sqlite3.connect(f"file:{plain}?mode=ro", uri=True)
+    connection = connect_read_only(plain)
     try:
         return _count_rows(connection)
     finally:
@@ -311,7 +311,7 @@ def _another_applications(db_path: Path, head: bytes) -> str | None:
     tables: list[str] = []
     if application_id == 0:  # other applications' databases, and stores made before stores were marked
         try:
-            with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as connection:
+            with closing(connect_read_only(db_path)) as connection:
                 tables = user_tables(connection)
         except sqlite3.Error:
             return None  # unreadable: a damaged store
@@ -361,7 +361,7 @@ def _replace_file(source: Path, db_path: Path) -> None:
 def _copy_database(source_path: Path, target_path: Path) -> None:
     opened: list[sqlite3.Connection] = []
     try:
-        opened.append(source := sqlite3.connect(f"file:{source_path}?mode=ro", uri=True))
+        opened.append(source := connect_read_only(source_path))
         opened.append(target := connect(target_path, MAINTENANCE_BUSY_TIMEOUT_MS))
         source.backup(target)
     except sqlite3.Error as error:
@@ -397,7 +397,7 @@ def _countable(path: Path) -> dict[str, int | None]:
     counts: dict[str, int | None] = {}
     tables = current_tables()
     try:
-        damaged = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        damaged = connect_read_only(path)
     except sqlite3.Error:
         return {table: None for table in tables}
     for table in tables:
@@ -559,7 +559,7 @@ def _salvage_rows(db_path: Path, output: Path) -> None:
     try:
         target.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
         try:
-            source = introspect(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True))
+            source = introspect(connect_read_only(db_path))
         except sqlite3.Error:
             return
         try:

@@ -64,6 +64,13 @@ def connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Conne
     return connection
 
 
+def connect_read_only(path: Path | str) -> sqlite3.Connection:
+    """A read-only connection to the database file at ``path``, whatever characters its name holds:
+    in a ``file:`` URI a '?' or '#' of the name would start the query or the fragment (another file
+    opened, or read-write), so the name is percent-encoded."""
+    return sqlite3.connect(f"{Path(os.path.abspath(path)).as_uri()}?mode=ro", uri=True)
+
+
 def unwritable(db_path: Path) -> list[str]:
     """The database's files, and its folder, that exist and that this user may not write: SQLite needs
     to write all of them (the WAL and shared-memory files beside it, even to read)."""

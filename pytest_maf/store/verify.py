@@ -165,8 +165,10 @@ def schema_problems(path: Path) -> list[str]:
     SQLite's ``integrity_check`` and rows that refer to missing rows. The
     database is opened read-only.
     """
+    from pytest_maf.store.sqlite import connect_read_only  # here: this module is read by lighter commands
+
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        connection = connect_read_only(path)
     except sqlite3.Error as error:
         return [f"cannot open {path}: {error}"]
     problems: list[str] = []
