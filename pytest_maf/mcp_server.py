@@ -10,8 +10,7 @@ structured content. Needs the MCP SDK (``pip install 'pytest-maf[mcp]'``).
 
 Example::
 
-    server = build_server(AgentTools(load_settings(), "claude-1", Path.cwd()))
-    server.run("stdio")
+    serve(AgentTools(load_settings(), "claude-1", Path.cwd()))
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, Callable
 
 import anyio
@@ -48,8 +48,9 @@ from pydantic import ValidationError
 
 from pytest_maf import __version__
 from pytest_maf.agents import set_client
-from pytest_maf.agent_tools import AgentTools, error_payload, error_text
+from pytest_maf.agent_tools import PREFLIGHT_GRACE_S, AgentTools, error_payload, error_text
 from pytest_maf.errors import MafError, UsageError, refused_by_the_system
+from pytest_maf.values import is_utf8
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
@@ -268,11 +269,15 @@ def serve(tools: AgentTools) -> int:
     inside an exception group, and it is raised as itself for the command's usual handling.
     """
     set_client("mcp")
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
-    for signum in previous:
-        signal.signal(signum, _end_now)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # else the program's own handlers stay
+        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+        for signum in previous:
+            signal.signal(signum, _end_now)
+    # A preflight under way may be answered that long after the client closed stdin.
+    answers_after_eof_s = tools.settings.preflight_timeout_s + PREFLIGHT_GRACE_S + ANSWER_MARGIN_S
     try:
-        anyio.run(_serve_stdio, build_server(tools))
+        anyio.run(_serve_stdio, build_server(tools), answers_after_eof_s)
     except BaseExceptionGroup as group:
         raise _what_ended(group) from None
     finally:
@@ -281,11 +286,11 @@ def serve(tools: AgentTools) -> int:
     return 0
 
 
-# After the client closes stdin, how long the answers to requests still under way are waited for.
-ANSWERS_AFTER_EOF_S = 120.0
+# Beyond the longest a tool may take (a preflight), how long an answer is waited for after stdin ends.
+ANSWER_MARGIN_S = 30.0
 
 
-async def _serve_stdio(server: MCPServer) -> None:
+async def _serve_stdio(server: MCPServer, answers_after_eof_s: float) -> None:
     """The SDK's stdio loop, with every request answered: one the SDK cannot read (a lone surrogate
     escape, nesting deeper than its parser takes, params of the wrong shape) gets a JSON-RPC error
     with its id, where the SDK would drop it unanswered; and a request still under way when the
@@ -294,7 +299,7 @@ async def _serve_stdio(server: MCPServer) -> None:
     from mcp.server.stdio import stdio_server
 
     async with stdio_server() as (read_stream, write_stream):
-        answers = _Answers(write_stream)
+        answers = _Answers(write_stream, answers_after_eof_s)
         send, receive = anyio.create_memory_object_stream[Any](0)
         async with anyio.create_task_group() as group:
             group.start_soon(_forward, read_stream, send, answers)
@@ -305,24 +310,26 @@ async def _serve_stdio(server: MCPServer) -> None:
 class _Answers:
     """The server's write stream, noting which requests have been answered."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, longest_s: float) -> None:
         self._inner = inner
+        self._longest_s = longest_s
         self.pending: set[Any] = set()
         self.changed = anyio.Event()
 
     async def send(self, message: Any) -> None:
         await self._inner.send(message)
-        answered = getattr(message.message, "id", None)
-        if isinstance(message.message, (JSONRPCResponse, JSONRPCError)) and answered in self.pending:
-            self.pending.discard(answered)
-            self.changed.set()
+        if isinstance(message.message, (JSONRPCResponse, JSONRPCError)):
+            self.settled(message.message.id)
+
+    def asked(self, request_id: Any) -> None:
+        self.pending.add(_correlated(request_id))
 
     def settled(self, request_id: Any) -> None:
-        self.pending.discard(request_id)
+        self.pending.discard(_correlated(request_id))
         self.changed.set()
 
     async def all_answered(self) -> None:
-        with anyio.move_on_after(ANSWERS_AFTER_EOF_S):
+        with anyio.move_on_after(self._longest_s):
             while self.pending:
                 self.changed = anyio.Event()
                 await self.changed.wait()
@@ -349,11 +356,19 @@ async def _forward(read_stream: Any, send: Any, answers: _Answers) -> None:
                 continue
             message = item.message
             if isinstance(message, JSONRPCRequest):
-                answers.pending.add(message.id)
+                answers.asked(message.id)
             elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
                 answers.settled((message.params or {}).get("requestId"))  # a cancelled request gets no answer
             await send.send(item)
         await answers.all_answered()
+
+
+def _correlated(request_id: Any) -> Any:
+    """A request id as the SDK matches answers and cancellations to it: "7" and 7 are one id."""
+    if isinstance(request_id, str):
+        with contextlib.suppress(ValueError):
+            return int(request_id)
+    return request_id
 
 
 def _unreadable_request(error: Exception) -> JSONRPCError | None:
@@ -372,8 +387,8 @@ def _unreadable_request(error: Exception) -> JSONRPCError | None:
         if isinstance(raw, dict) and "method" in raw:
             request_id = raw.get("id")
             break
-    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
-        return None  # nothing to answer to
+    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool) or not is_utf8(str(request_id)):
+        return None  # nothing to answer to (an id no answer could carry: a lone surrogate)
     if details[0]["type"] == "json_invalid":
         code, reason = PARSE_ERROR, details[0]["msg"]
     else:  # the request's own shape, not the response's or the notification's the SDK also tried

@@ -449,11 +449,12 @@ def _renewed(lease: Lease, until: int, at_least: bool) -> Lease:
 
 class Renewed(list[Lease]):
     """The leases a heartbeat renewed; ``lost`` holds the agent's leases it found expired (not yet
-    reclaimed by anyone), which it does not revive."""
+    reclaimed by anyone), which it does not revive, as the store's clock read ``now``."""
 
-    def __init__(self, renewed: Iterable[Lease] = (), lost: Iterable[Lease] = ()) -> None:
+    def __init__(self, renewed: Iterable[Lease] = (), lost: Iterable[Lease] = (), now: int = 0) -> None:
         super().__init__(renewed)
         self.lost = list(lost)
+        self.now = now
 
 
 def renew_held_leases(
@@ -490,7 +491,7 @@ def renew_held_leases(
             )
             renewed.append(lease)
         seen(transaction, agent_id)
-        return Renewed(renewed, (lease for lease in mine if not lease.is_live(transaction.now)))
+        return Renewed(renewed, (lease for lease in mine if not lease.is_live(transaction.now)), transaction.now)
 
     return store.write(renew)
 

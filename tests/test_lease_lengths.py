@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -165,19 +166,26 @@ def test_a_tied_reservation_follows_its_lease_both_ways(store: Store, clock: Man
 def test_a_heartbeat_that_finds_a_lease_of_yours_expired_says_so_and_exits_4(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import time
+    from pytest_maf.clock import ManualClock, system_clock
+    from pytest_maf.store import open_store
 
     assert main(["task", "add", "--id", "fix-43"]) == 0
-    assert main(["task", "claim", "--ttl", "1"]) == 0  # fix-42, which runs out
-    assert main(["task", "claim", "--ttl", "60"]) == 0  # fix-43, kept
-    time.sleep(1.2)
+    with open_store(repo / ".maf" / "runtime.db") as store:
+        tasks.claim_task(store, "fix-43", "claude-1", 60_000)  # kept
+    # Claimed a minute ago for a second: run out, and nobody's claim has taken it back since.
+    with open_store(repo / ".maf" / "runtime.db", clock=ManualClock(system_clock() - 60_000)) as store:
+        tasks.claim_task(store, "fix-42", "claude-1", 1_000)
     capsys.readouterr()
 
     code = main(["task", "heartbeat", "--json"])  # before: exit 0, and not a word of fix-42
 
     out, err = capsys.readouterr()
-    assert code == 4 and [lease["task_id"] for lease in json.loads(out)] == ["fix-43"]
-    assert err.startswith("maf: error: claude-1 lost fix-42 (attempt 1): its lease expired ") and "stop its work" in err
+    failure = json.loads(out)  # the error object, with what was renewed all the same
+    assert (code, failure["exit_code"]) == (4, 4) and failure["error"].startswith("claude-1 lost fix-42 (attempt 1)")
+    assert [lease["task_id"] for lease in failure["renewed"]] == ["fix-43"]
+    assert [lease["task_id"] for lease in failure["lost"]] == ["fix-42"]
+    assert re.fullmatch(r"maf: error: claude-1 lost fix-42 \(attempt 1\): its lease expired (59|60|61)s ago and another"
+                        r" agent may claim it; stop its work\n", err)
 
 
 def test_the_agent_tools_keep_a_lease_as_the_commands_do_never_shortening_it_without_a_ttl(

@@ -28,7 +28,7 @@ from pytest_maf.cli.common import (
     when,
     whole_number,
 )
-from pytest_maf.clock import span, system_clock
+from pytest_maf.clock import span
 from pytest_maf.config import Settings, default_note
 from pytest_maf.errors import LeaseLostError, UsageError
 from pytest_maf.files import checked_text_output, store_files, write_text_atomic
@@ -126,12 +126,18 @@ def cmd_task_heartbeat(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.lease_ttl_ms(args.ttl)
     with open_configured_store(settings) as store:
         renewed = tasks.renew_held_leases(store, agent_of(args), ttl_ms, task_id=args.task, at_least=args.ttl is None)
-    for lease in renewed.lost:  # an agent whose loop is "work; heartbeat" must learn it lost its task
-        print(printable(
-            f"maf: error: {agent_of(args)} lost {lease.task_id} (attempt {lease.attempt}): its lease expired"
-            f" {span(system_clock() - lease.lease_expires_at)} ago and another agent may claim it; stop its work"
-        ), file=sys.stderr)
-    code = LeaseLostError.exit_code if renewed.lost else 0
+    lost = [  # an agent whose loop is "work; heartbeat" must learn it lost its task
+        f"{agent_of(args)} lost {lease.task_id} (attempt {lease.attempt}): its lease expired"
+        f" {span(renewed.now - lease.lease_expires_at)} ago and another agent may claim it; stop its work"
+        for lease in renewed.lost
+    ]
+    for line in lost:
+        print(printable(f"maf: error: {line}"), file=sys.stderr)
+    if args.json and lost:  # the error object every failure prints, with what was renewed all the same
+        print_json({"error": "; ".join(lost), "exit_code": LeaseLostError.exit_code,
+                    "renewed": [asdict(lease) for lease in renewed], "lost": [asdict(lease) for lease in renewed.lost]})
+        return LeaseLostError.exit_code
+    code = LeaseLostError.exit_code if lost else 0
     if args.json:
         print_json([asdict(lease) for lease in renewed])
         return code
