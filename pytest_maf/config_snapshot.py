@@ -217,7 +217,14 @@ def git_revision_layers(base: Path, revision: str) -> LayerReader:
             raise UsageError("HEAD has no commit yet; commit maf-config/ first, or compare with a snapshot (--snapshot FILE)")
         raise UsageError(f"unknown git revision {revision!r}")
     commit = resolved.stdout.decode().strip()
-    tracked = _tree_entries(base, commit, CONFIG_DIRECTORY, recursive=True)
+    folder = CONFIG_DIRECTORY  # where the layers are in the tree: maf-config/, or where a link of that name leads
+    mode = _tree_entries(base, commit, CONFIG_DIRECTORY, recursive=False).get(CONFIG_DIRECTORY, "")
+    if mode == _SYMBOLIC_LINK_MODE:
+        folder = _followed(base, commit, CONFIG_DIRECTORY, mode, f"{revision}:{CONFIG_DIRECTORY}")
+    tracked = {  # each layer's name as the working tree spells it: its place in the tree, and its mode
+        f"{CONFIG_DIRECTORY}/{name[len(folder) + 1:]}": (name, mode)
+        for name, mode in _tree_entries(base, commit, folder, recursive=True).items() if name.startswith(f"{folder}/")
+    }
 
     def read(stem: str) -> Layer | None:
         names = [f"{CONFIG_DIRECTORY}/{stem}{suffix}" for suffix in CONFIG_SUFFIXES]
@@ -227,7 +234,7 @@ def git_revision_layers(base: Path, revision: str) -> LayerReader:
         if not found:
             return None
         source = f"{revision}:{found[0]}"
-        shown = _git(base, "show", f"{commit}:{_followed(base, commit, found[0], tracked[found[0]], source)}")
+        shown = _git(base, "show", f"{commit}:{_followed(base, commit, *tracked[found[0]], source)}")
         if shown.returncode != 0 or len(shown.stdout) > MAX_CONFIG_BYTES:
             raise ConfigError([f"{source}: cannot read it from git (or above {MAX_CONFIG_BYTES} bytes)"])
         try:
@@ -258,7 +265,7 @@ def _followed(base: Path, commit: str, name: str, mode: str, source: str) -> str
     """``name``, or the file in ``commit`` its symbolic links lead to, as the working tree reads
     through them; a link out of the repository (or a chain past :data:`_MAX_LINKS`) is a
     :class:`ConfigError`."""
-    for _ in range(_MAX_LINKS):
+    for _ in range(_MAX_LINKS + 1):  # the last look finds the file the last link leads to
         if mode != _SYMBOLIC_LINK_MODE:
             return name
         target = _git(base, "show", f"{commit}:{name}").stdout.decode("utf-8", "surrogateescape")

@@ -106,6 +106,28 @@ def test_diff_reads_a_committed_layer_through_its_symbolic_link_as_the_working_t
     assert out.returncode == 2 and "a symbolic link to '/etc/hostname', outside the repository at that revision" in out.stderr
 
 
+def test_diff_reads_a_configuration_folder_committed_as_a_link_and_a_chain_of_eight_links(workspace: Workspace) -> None:
+    main = workspace.main
+    workspace.write(main, "shared/cfg/default.yaml", "tasks:\n  max_attempts: 5\n")
+    if (main / "maf-config").exists():
+        workspace.git(main, "rm", "-rq", "maf-config")
+    (main / "maf-config").symlink_to("shared/cfg")  # the folder itself a link
+    for number in range(7):  # default.yaml -> link-6 -> ... -> link-0 -> real.yaml: eight links
+        (main / "shared" / "cfg" / f"link-{number}").symlink_to("real.yaml" if number == 0 else f"link-{number - 1}")
+    (main / "shared" / "cfg" / "real.yaml").write_text("tasks:\n  max_attempts: 5\n")
+    (main / "shared" / "cfg" / "default.yaml").unlink()
+    (main / "shared" / "cfg" / "default.yaml").symlink_to("link-6")
+    workspace.git(main, "add", "-A")
+    workspace.git(main, "commit", "-q", "-m", "linked configuration")
+
+    same = workspace.maf(main, "config", "diff")  # before: every layer absent at HEAD, or "more than 8 links"
+    (main / "shared" / "cfg" / "real.yaml").write_text("tasks:\n  max_attempts: 6\n")
+    changed = workspace.maf(main, "config", "diff")
+
+    assert (same.returncode, same.stdout) == (0, "no difference from HEAD\n"), same.stderr
+    assert changed.stdout.splitlines()[0].startswith("tasks.max_attempts: 5 (HEAD:maf-config/default.yaml) -> 6 (")
+
+
 @pytest.mark.parametrize(("revision", "expected"), [
     ("no-such-branch", "maf: error: unknown git revision 'no-such-branch'"),
     ("--output=x", "maf: error: '--output=x' is not a git revision"),

@@ -126,7 +126,7 @@ def test_restores_of_one_second_keep_each_replaced_store_under_a_name_of_its_own
 ) -> None:
     backup = tmp_path / "store.dump"
     assert main(["db", "backup", "--output", str(backup)]) == 0
-    monkeypatch.setattr(postgres_backup.time, "strftime", lambda pattern, moment: "20261129170000")
+    monkeypatch.setattr(postgres_backup, "_stamp", lambda: "20261129170000")
     kept = []
     for task_id in ("first", "second", "third"):
         tasks.add_task(configured, task_id=task_id)
@@ -249,7 +249,7 @@ def test_a_store_under_the_longest_schema_name_restores_again_and_again(
         backup = tmp_path / "store.dump"
         assert main(["db", "backup", "--output", str(backup)]) == 0
         for stamp in ("20261129170000", "20261129170001"):
-            monkeypatch.setattr(postgres_backup.time, "strftime", lambda pattern, moment, stamp=stamp: stamp)
+            monkeypatch.setattr(postgres_backup, "_stamp", lambda stamp=stamp: stamp)
             capsys.readouterr()
             assert main(["db", "restore", str(backup)]) == 0, capsys.readouterr().err
             kept.append(capsys.readouterr().out.rsplit(" ", 1)[-1].strip())

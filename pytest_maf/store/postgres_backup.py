@@ -202,7 +202,7 @@ def restore(url: str, schema: str, backup_path: Path, *, force: bool = False) ->
                     f"{len(live)} live lease(s) in {store.location} (agents are working): restore when they are"
                     " done, or add --force"
                 )
-            kept = _free_kept_name(connection, schema, time.strftime("%Y%m%d%H%M%S", time.gmtime()))
+            kept = _free_kept_name(connection, schema, _stamp())
             script, _ = _restore_script(url, backup_path, schema)
             rename: Any = sql.SQL("ALTER SCHEMA {} RENAME TO {};\n").format(sql.Identifier(schema), sql.Identifier(kept))
             _apply(url, rename.as_string(connection) + script, f"restoring {backup_path} into {redact_url(url)} (schema {schema})")
@@ -210,6 +210,11 @@ def restore(url: str, schema: str, backup_path: Path, *, force: bool = False) ->
             with contextlib.suppress(psycopg.Error):  # a connection gone lets go of the lock with it
                 connection.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (turn,))
     return kept
+
+
+def _stamp() -> str:
+    """Now, as the name of a kept schema says it (UTC, to the second)."""
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime())
 
 
 def _free_kept_name(connection: Any, schema: str, stamp: str) -> str:
