@@ -120,6 +120,18 @@ def test_a_restore_of_a_bad_backup_is_bad_input_as_on_sqlite(
     assert [task.id for task in tasks.list_tasks(configured)] == ["kept"]
 
 
+def test_a_restore_to_a_server_that_is_not_there_says_so_not_that_the_backup_is_bad(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAF_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/test")  # nothing listens on port 1
+    (tmp_path / "store.dump").write_bytes(b"PGDMP, or so it says")
+
+    assert main(["db", "restore", "store.dump", "--force"]) == 2
+    # Before: "cannot drop the schema maf_verify_...", a scratch schema the restore had meant to verify into.
+    assert "cannot reach the PostgreSQL store at postgresql://postgres@127.0.0.1:1/test" in capsys.readouterr().err
+
+
 @needs_tools
 def test_restores_of_one_second_keep_each_replaced_store_under_a_name_of_its_own(
     configured: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -187,9 +187,9 @@ def restore(url: str, schema: str, backup_path: Path, *, force: bool = False) ->
     Refuses while agents hold live leases, unless ``force``. Restores of one schema take turns, so
     each keeps the store it replaces under a name of its own.
     """
-    verify_backup(url, backup_path)
     with PostgresStore(url, schema=schema) as store:
-        store.check_schema_version()
+        store.check_schema_version()  # the server and the store first: a problem there is not the backup's
+        verify_backup(url, backup_path)
         connection = store.connection  # autocommit: the lock below is the session's, no transaction stays open
         turn = f"pytest-maf restore {schema}"
         connection.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (turn,))
