@@ -95,9 +95,22 @@ def checked_output(text: str, protected: Iterable[Path], what: str = "the output
     for guarded in protected:
         if _same_file(path, guarded):
             raise UsageError(f"{text} is {guarded}, which this command must not overwrite; choose another file for {what}")
-    if ".git" in Path(os.path.realpath(path)).parts:  # its index, HEAD or config written over breaks the repository
+    if _in_git_s_own_folder(path):  # its index, HEAD or config written over breaks the repository
         raise UsageError(f"{text} is in git's own folder (.git); choose a file outside it for {what}")
     return path
+
+
+def _in_git_s_own_folder(path: Path) -> bool:
+    """Whether ``path`` names a file in a folder git keeps a repository in: a ``.git`` folder, or
+    where the ``.git`` link or ``gitdir:`` file of the repository it is in (or of the current
+    directory's) leads, whatever that folder is called."""
+    from pytest_maf.repository import git_folders  # here: only a command that writes a file asks
+
+    real = Path(os.path.realpath(path))
+    if ".git" in Path(os.path.abspath(path)).parts or ".git" in real.parts:
+        return True
+    folders = git_folders(Path(os.path.abspath(path)).parent) + git_folders(Path.cwd())
+    return any(real.is_relative_to(folder) for folder in folders)
 
 
 SQLITE_HEADER = b"SQLite format 3\0"

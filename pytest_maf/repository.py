@@ -35,6 +35,26 @@ def find_work_tree(start: Path) -> Path | None:
     return None
 
 
+def git_folders(start: Path) -> list[Path]:
+    """The real folders git keeps the repository holding ``start`` in (none outside git): the work
+    tree's ``.git``, where a ``.git`` link or ``gitdir:`` file leads, and a linked worktree's common
+    git directory."""
+    tree = find_work_tree(start)
+    if tree is None:
+        return []
+    dot_git = tree / ".git"
+    git_dir = _git_dir_named(dot_git) if dot_git.is_file() else dot_git.resolve()
+    if git_dir is None:
+        return []
+    folders = [git_dir]
+    try:
+        commondir = (git_dir / "commondir").read_text(encoding="utf-8").strip()
+        folders.append((git_dir / commondir).resolve())
+    except (OSError, UnicodeDecodeError, RuntimeError, ValueError):
+        pass  # no common directory: the git directory is the whole of it
+    return folders
+
+
 def _git_dir_named(dot_git_file: Path) -> Path | None:
     """The git directory a ``.git`` file names (``gitdir: PATH``), or None."""
     try:

@@ -205,3 +205,33 @@ def test_a_database_in_a_folder_of_the_users_keeps_that_folder_in_git(workspace:
     assert "kept ci/maf.db* and .agent-mail/ out of git" in setup.stdout
     assert "ci/build.sh" in status and "ci/deploy.sh" in status
     assert "maf.db" not in status
+
+
+@pytest.mark.parametrize("layout", ["linked", "separate"])
+def test_no_output_is_written_in_git_s_own_folder_whatever_it_is_called(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], layout: str
+) -> None:
+    from pytest_maf.cli import main
+
+    work = tmp_path / "work"
+    if layout == "linked":  # .git a symbolic link to the repository's folder
+        subprocess.run(["git", "init", "-q", str(work)], check=True)
+        (work / ".git").rename(tmp_path / "store.git")
+        (work / ".git").symlink_to(tmp_path / "store.git")
+        git_folder = tmp_path / "store.git"
+    else:  # .git a file naming it: git init --separate-git-dir
+        subprocess.run(["git", "init", "-q", "--separate-git-dir", str(tmp_path / "kept"), str(work)], check=True)
+        git_folder = tmp_path / "kept"
+    monkeypatch.chdir(work)
+    for name in ("MAF_DB_PATH", "MAF_DATABASE_URL", "MAF_AGENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["setup"]) == 0
+    head = (git_folder / "HEAD").read_bytes()
+    capsys.readouterr()
+
+    # Before: "wrote .git/HEAD", and git no longer found the repository.
+    for target in (".git/HEAD", str(git_folder / "HEAD")):
+        assert main(["report", "--html", target]) == 2
+        assert "is in git's own folder (.git)" in capsys.readouterr().err
+    assert (git_folder / "HEAD").read_bytes() == head
+    assert subprocess.run(["git", "status", "--short"], cwd=work, capture_output=True).returncode == 0
