@@ -42,14 +42,15 @@ def test_load_test_reports_every_operation_and_holds_the_invariants(capsys: pyte
     assert turn["waited_ms_each"] >= 0
 
 
-def test_a_load_test_too_short_for_a_cycle_says_so_without_a_per_cycle_figure(
+def test_a_load_test_too_short_to_measure_is_refused_before_it_writes_anything(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     code = main(["load-test", "--concurrent", "1", "--duration", "0.0001", "--database", str(tmp_path / "load.db")])
-    first = capsys.readouterr().out.splitlines()[0]
 
-    assert code == 0
-    assert first == "1 process(es) for 0.0001 s: 0.0 claim-to-finish cycles/s"  # no operation can start in 100 µs
+    # Before: a "pass" with no operation started in 100 µs, every invariant "ok" over nothing.
+    assert code == 2
+    assert "--duration must be a number of seconds from 0.1 (a shorter run measures nothing)" in capsys.readouterr().err
+    assert not (tmp_path / "load.db").exists()
 
 
 def test_bench_comparison_flags_ratios_above_the_threshold() -> None:
