@@ -24,6 +24,7 @@ import re
 import signal
 import sys
 import threading
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable
 
 import anyio
@@ -308,12 +309,13 @@ async def _serve_stdio(server: MCPServer, answers_after_eof_s: float) -> None:
 
 
 class _Answers:
-    """The server's write stream, noting which requests have been answered."""
+    """The server's write stream, counting the answers still owed, by request id (two requests under
+    way may share one)."""
 
     def __init__(self, inner: Any, longest_s: float) -> None:
         self._inner = inner
         self._longest_s = longest_s
-        self.pending: set[Any] = set()
+        self.pending: Counter[Any] = Counter()
         self.changed = anyio.Event()
 
     async def send(self, message: Any) -> None:
@@ -322,10 +324,14 @@ class _Answers:
             self.settled(message.message.id)
 
     def asked(self, request_id: Any) -> None:
-        self.pending.add(_correlated(request_id))
+        self.pending[_correlated(request_id)] += 1
 
     def settled(self, request_id: Any) -> None:
-        self.pending.discard(_correlated(request_id))
+        key = _correlated(request_id)
+        if isinstance(key, (str, int)) and self.pending[key] > 0:  # a list or an object names no request
+            self.pending[key] -= 1
+            if not self.pending[key]:
+                del self.pending[key]
         self.changed.set()
 
     async def all_answered(self) -> None:

@@ -532,6 +532,9 @@ def test_an_answer_or_a_cancellation_settles_a_request_however_its_id_is_spelled
     from pytest_maf.mcp_server import _Answers
 
     answers = _Answers(None, 1.0)
-    answers.asked(2), answers.asked("x")
+    answers.asked(2), answers.asked("x"), answers.asked("x")  # two under way with one id: both answered
     answers.settled("2")  # a client may cancel 2 as "2": the SDK takes them for one id, and so must this
-    assert answers.pending == {"x"}
+    answers.settled([1]), answers.settled({"id": "x"})  # a cancellation naming no request: nothing, no error
+    assert dict(answers.pending) == {"x": 2}
+    answers.settled("x")
+    assert dict(answers.pending) == {"x": 1}
