@@ -543,3 +543,28 @@ def test_a_store_in_a_folder_named_with_uri_characters_is_read_as_itself(tmp_pat
     assert main(["db", "export", "--db", str(folder / "runtime.db"), "--table", "tasks"]) == 0
     assert [row["id"] for row in json.loads(capsys.readouterr().out)["tasks"]] == ["kept"]
     assert main(["db", "verify-backup", str(folder / "backup.db")]) == 0
+
+
+def test_a_restore_over_a_database_another_program_holds_locked_is_refused_not_taken_for_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_store(tmp_path / "runtime.db", create=True) as store:
+        tasks.add_task(store, task_id="kept")
+    maintenance.backup(tmp_path / "runtime.db", tmp_path / "backup.db")
+    app = tmp_path / "app.db"
+    holder = sqlite3.connect(app, isolation_level=None)
+    try:
+        holder.execute("CREATE TABLE orders (item TEXT)")
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("INSERT INTO orders VALUES ('keep me')")  # the other program, at work
+
+        # Before: "database is locked" read as a damaged store, and the program's database restored over.
+        assert main(["db", "restore", str(tmp_path / "backup.db"), "--db", str(app)]) == 2
+        assert "could not be read to tell whose database it is (database is locked)" in capsys.readouterr().err
+        holder.execute("COMMIT")
+    finally:
+        holder.close()
+    with closing(sqlite3.connect(app)) as connection:
+        assert connection.execute("SELECT item FROM orders").fetchall() == [("keep me",)]
+    assert not list(tmp_path.glob("app.db.before-restore-*"))

@@ -38,7 +38,7 @@ from pytest_maf.files import (
 )
 from pytest_maf.records import Event, ReservationEvent
 from pytest_maf.store import schema
-from pytest_maf.store.sqlite import _loads, connect, connect_read_only, unwritable
+from pytest_maf.store.sqlite import _loads, connect, connect_read_only, is_damage, unwritable
 from pytest_maf.store.verify import apply_current_schema, current_tables, schema_problems, user_tables
 
 if TYPE_CHECKING:
@@ -313,8 +313,13 @@ def _another_applications(db_path: Path, head: bytes) -> str | None:
         try:
             with closing(connect_read_only(db_path)) as connection:
                 tables = user_tables(connection)
-        except sqlite3.Error:
-            return None  # unreadable: a damaged store
+        except sqlite3.Error as error:
+            if is_damage(error):
+                return None  # unreadable: a damaged store
+            raise UsageError(  # locked by the program that has it open, say: whose it is cannot be told
+                f"{db_path} could not be read to tell whose database it is ({error}); nothing was written:"
+                " if another program has it open, let it finish first"
+            ) from None
     problem = schema.not_ours(application_id, version, tables)
     return problem if problem and (application_id or tables) else None  # an emptied store is ours
 

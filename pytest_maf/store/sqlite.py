@@ -84,10 +84,15 @@ def unwritable(db_path: Path) -> list[str]:
     return found
 
 
+def is_damage(error: sqlite3.Error) -> bool:
+    """Whether ``error`` says the database file is damaged (not busy, locked or out of reach)."""
+    return any(word in str(error) for word in ("not a database", "malformed", "corrupt"))
+
+
 def unusable(db_path: Path, error: sqlite3.Error) -> StoreError:
     """The error that says why SQLite could not use the store at ``db_path`` and the way out: damaged
     (recover or restore), or files this user may not write (permission), or neither."""
-    damaged = any(word in str(error) for word in ("not a database", "malformed", "corrupt"))
+    damaged = is_damage(error)
     blocked = [] if damaged else unwritable(db_path)
     if damaged:
         way_out = "it is damaged: run `maf db recover` to rebuild it into a new file, or `maf db restore BACKUP`"
