@@ -277,9 +277,11 @@ def _insert_task(
     return task
 
 
-def _reclaim_expired(transaction: Transaction) -> list[Reclaimed]:
+def _reclaim_expired(transaction: Transaction, leases: Sequence[Lease] | None = None) -> list[Reclaimed]:
+    """End the expired ``leases`` (default: every expired one) as their expiry does: each task moves on
+    (expire) and its lease and the reservations tied to it end."""
     reclaimed = []
-    for lease in transaction.expired_leases():
+    for lease in transaction.expired_leases() if leases is None else leases:
         task = require_task(transaction, lease.task_id)
         from_state = task.state
         if task.state in LEASED_STATES:  # the move ends the lease and settles the task
@@ -464,7 +466,8 @@ def renew_held_leases(
 
     ``ttl_ms`` defaults to the store's lease length; with ``at_least``, a lease that runs longer
     already is left as long (never shortened). A lease that expired is not revived: it was
-    reclaimable, and another agent may have it now; those still on record are returned as ``lost``.
+    reclaimable, and another agent may have it now; those still on record are returned as ``lost``
+    and given back as their expiry gives them back (so each is reported once).
     """
     validate_id("agent", agent_id)
     ttl = _validate_ttl(store.lease_ttl_ms if ttl_ms is None else ttl_ms)
@@ -490,8 +493,10 @@ def renew_held_leases(
                 {"agent": agent_id, "attempt": lease.attempt, "lease_expires_at": lease.lease_expires_at},
             )
             renewed.append(lease)
+        lost = [lease for lease in mine if not lease.is_live(transaction.now)]
+        _reclaim_expired(transaction, lost)  # told once: the next heartbeat finds them given back
         seen(transaction, agent_id)
-        return Renewed(renewed, (lease for lease in mine if not lease.is_live(transaction.now)), transaction.now)
+        return Renewed(renewed, lost, transaction.now)
 
     return store.write(renew)
 

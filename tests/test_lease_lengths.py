@@ -186,6 +186,7 @@ def test_a_heartbeat_that_finds_a_lease_of_yours_expired_says_so_and_exits_4(
     assert [lease["task_id"] for lease in failure["lost"]] == ["fix-42"]
     assert re.fullmatch(r"maf: error: claude-1 lost fix-42 \(attempt 1\): its lease expired (59|60|61)s ago and another"
                         r" agent may claim it; stop its work\n", err)
+    assert main(["task", "heartbeat"]) == 0  # told once: the task is given back, as its expiry gives it back
 
 
 def test_the_agent_tools_keep_a_lease_as_the_commands_do_never_shortening_it_without_a_ttl(

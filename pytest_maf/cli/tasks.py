@@ -408,8 +408,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "heartbeat", help="renew every live lease you hold (or TASK's)",
         description="Extend every live lease the agent holds, or only TASK's, to the lease length"
         " from now (a lease that runs longer already is kept as long). An expired lease is not revived:"
-        " each of yours found expired is named on stderr, and the exit is 4 (the others are renewed all the"
-        " same), so a loop of `work; maf task heartbeat` learns it lost its task.",
+        " each of yours found expired is named on stderr and given back, as its expiry gives it back, and the"
+        " exit is 4 (the others are renewed all the same), so a loop of `work; maf task heartbeat` learns,"
+        " once, that it lost its task.",
     )
     heartbeat.add_argument("task", metavar="TASK", nargs="?", help="only this task's lease")
     add_agent(heartbeat, "the agent holding the leases")
