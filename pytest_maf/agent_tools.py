@@ -21,10 +21,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -389,17 +391,39 @@ class AgentTools:
         environ = {**self.environ, "MAF_AGENT_ID": self.agent_id}
         command = [sys.executable, "-m", "pytest", "--maf-preflight", "-p", "no:cacheprovider", "--color=no"]
         limit = self.settings.preflight_timeout_s + PREFLIGHT_GRACE_S
+        child = subprocess.Popen(
+            command, cwd=self.work_dir, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, errors="backslashreplace",
+        )
+        with _CHILDREN_LOCK:
+            _CHILDREN.add(child)
         try:
-            completed = subprocess.run(
-                command, cwd=self.work_dir, env=environ, stdin=subprocess.DEVNULL, capture_output=True,
-                text=True, errors="backslashreplace", timeout=limit, check=False,
-            )
+            stdout, stderr = child.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
             raise PreflightTimeoutError(
                 f"the preflight did not end within {limit} s and was stopped; run `pytest --maf-preflight` to see why"
             ) from None
-        return {"exit_code": completed.returncode, "ok": completed.returncode == 0,
-                **preflight_summary(completed.stdout, completed.stderr)}
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(child)
+        return {"exit_code": child.returncode, "ok": child.returncode == 0, **preflight_summary(stdout, stderr)}
+
+
+# The preflight runs under way, which a server that ends stops with it.
+_CHILDREN: set[subprocess.Popen[str]] = set()
+_CHILDREN_LOCK = threading.Lock()
+
+
+def stop_children() -> None:
+    """Stop the preflight runs under way: the server that asked for them is ending, and nobody would
+    hear their verdict."""
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN)
+    for child in children:
+        with contextlib.suppress(OSError):
+            child.terminate()
 
 
 SEPARATOR = re.compile(r"^=+ (.*?) =+$")

@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import anyio
 
@@ -49,7 +49,7 @@ from pydantic import ValidationError
 
 from pytest_maf import __version__
 from pytest_maf.agents import set_client
-from pytest_maf.agent_tools import PREFLIGHT_GRACE_S, AgentTools, error_payload, error_text
+from pytest_maf.agent_tools import PREFLIGHT_GRACE_S, AgentTools, error_payload, error_text, stop_children
 from pytest_maf.errors import MafError, UsageError, refused_by_the_system
 from pytest_maf.values import is_utf8
 
@@ -117,7 +117,8 @@ def _refusals_as_tool_errors(operation: Callable[..., dict[str, Any]]) -> Callab
     @functools.wraps(operation)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
-            return operation(*args, **kwargs)
+            with _under_way():
+                return operation(*args, **kwargs)
         except MafError as error:
             if type(error) is UsageError and arguments:  # in the tool's words: its arguments, not the command's flags
                 error = UsageError(flags.sub(lambda found: arguments[found.group()], str(error)))
@@ -261,11 +262,10 @@ def build_server(tools: AgentTools) -> AgentServer:
 def serve(tools: AgentTools) -> int:
     """Speak MCP over stdin and stdout until the client closes them, or a signal ends the server.
 
-    SIGTERM and Ctrl-C end it at once (exit 143, 130), even while the client holds stdin open: its
-    read of stdin, in a thread of its own, would hold an orderly end until the client closed it,
-    and a tool under way in its thread would not stop for it anyway. What a tool was writing is
-    written whole or not at all, as when any process is killed: a store transaction is rolled
-    back, a message file appears whole or not at all. A client gone from the other end of stdout
+    SIGTERM and Ctrl-C end it (exit 143, 130) even while the client holds stdin open, whose read,
+    in a thread of its own, would hold an orderly end until the client closed it: the tool calls
+    under way end first (at most :data:`STOP_WAIT_S`), so a message is delivered with its copy or
+    not at all, and a preflight run under way is stopped. A client gone from the other end of stdout
     ends it as a closed pipe ends any command (exit 141): the server's task group reports that
     inside an exception group, and it is raised as itself for the command's usual handling.
     """
@@ -405,13 +405,42 @@ def _unreadable_request(error: Exception) -> JSONRPCError | None:
     )
 
 
+# Tool calls under way, in the SDK's worker threads; a signal lets them end (a store transaction, a
+# message delivered with its outbox copy) for at most STOP_WAIT_S before the process does.
+_CALLS = threading.Condition()
+_calls = 0
+STOP_WAIT_S = 10.0
+
+
+@contextlib.contextmanager
+def _under_way() -> Iterator[None]:
+    global _calls
+    with _CALLS:
+        _calls += 1
+    try:
+        yield
+    finally:
+        with _CALLS:
+            _calls -= 1
+            _CALLS.notify_all()
+
+
 def _end_now(signum: int, frame: object) -> None:
-    """End the process as the signal asks: raised inside the server's event loop, an exception
-    would be caught and logged there, or wait for the read of stdin to end."""
+    """End the process as the signal asks, once the tool calls under way have ended (a preflight run
+    is stopped first): raised inside the server's event loop, an exception would be caught and logged
+    there, or wait for the read of stdin to end. A second signal ends it at once."""
     code, word = (130, "interrupted") if signum == signal.SIGINT else (128 + signum, "terminated")
+    if not _ENDING.is_set():
+        _ENDING.set()
+        stop_children()
+        with _CALLS:  # the main thread runs none: the calls' threads end them and take this lock freely
+            _CALLS.wait_for(lambda: _calls == 0, timeout=STOP_WAIT_S)
     with contextlib.suppress(OSError):
         os.write(2, f"maf: {word}\n".encode())
     os._exit(code)
+
+
+_ENDING = threading.Event()
 
 
 def _what_ended(group: BaseExceptionGroup[BaseException]) -> BaseException:

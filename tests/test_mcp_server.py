@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, TypeVar
@@ -538,3 +539,62 @@ def test_an_answer_or_a_cancellation_settles_a_request_however_its_id_is_spelled
     assert dict(answers.pending) == {"x": 2}
     answers.settled("x")
     assert dict(answers.pending) == {"x": 1}
+
+
+@pytest.mark.slow  # a preflight that takes seconds, stopped; then the seconds it would have taken
+def test_a_signal_stops_the_preflight_run_under_way_with_the_server(workspace: Workspace) -> None:
+    finished = workspace.home / "preflight-finished"
+    workspace.write(workspace.main, "conftest.py", f"import time\ntime.sleep(3)\nopen({str(finished)!r}, 'w').close()\n")
+    server = started(workspace, "alice")
+    assert server.stdin is not None
+    server.stdin.write(b'{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "preflight", "arguments": {}}}\n')
+    server.stdin.flush()
+    deadline = time.monotonic() + STEP_S
+    while not any("maf-preflight" in " ".join(child) for child in _children_of(server.pid)):  # the run has begun
+        assert time.monotonic() < deadline, "the preflight never started"
+        time.sleep(0.05)
+
+    server.send_signal(15)
+
+    assert server.wait(STEP_S) == 143
+    time.sleep(4)  # past when the run would have ended
+    # Before: the pytest run went on alone after the server had ended, and recorded its verdict.
+    assert not finished.exists()
+    server.stdin.close(), server.stdout.close(), server.stderr.close()  # type: ignore[union-attr]
+
+
+def _children_of(pid: int) -> list[list[str]]:
+    """The command lines of the processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append((entry / "cmdline").read_bytes().decode(errors="replace").split("\0"))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+@pytest.mark.slow  # megabyte messages, a signal while they are written
+def test_a_signal_during_sends_leaves_each_message_whole_with_its_copy(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "init"))
+    server = started(workspace, "alice")
+    assert server.stdin is not None and server.stdout is not None
+    for number in range(12):
+        call = {"jsonrpc": "2.0", "id": 10 + number, "method": "tools/call", "params": {
+            "name": "mail_send", "arguments": {"to": "bob", "subject": f"s{number}", "body": "z" * 900_000}}}
+        server.stdin.write(json.dumps(call).encode() + b"\n")
+    server.stdin.flush()
+    time.sleep(0.05)  # some sends under way
+
+    server.send_signal(15)
+
+    assert server.wait(STEP_S) == 143
+    mail = workspace.main / ".agent-mail"
+    inbox = {path.name for path in (mail / "messages" / "bob").glob("*.json")}
+    outbox = {path.name for path in (mail / "outbox").glob("*.json")}
+    # Before: a message in the inbox without its outbox copy, and megabyte temporary files left behind.
+    assert inbox == outbox
+    assert [path.name for path in mail.rglob(".*") if path.is_file()] == []
+    server.stdin.close(), server.stdout.close(), server.stderr.close()  # type: ignore[union-attr]
