@@ -217,14 +217,14 @@ def git_revision_layers(base: Path, revision: str) -> LayerReader:
             raise UsageError("HEAD has no commit yet; commit maf-config/ first, or compare with a snapshot (--snapshot FILE)")
         raise UsageError(f"unknown git revision {revision!r}")
     commit = resolved.stdout.decode().strip()
-    folder = CONFIG_DIRECTORY  # where the layers are in the tree: maf-config/, or where a link of that name leads
-    mode = _tree_entries(base, commit, CONFIG_DIRECTORY, recursive=False).get(CONFIG_DIRECTORY, "")
-    if mode == _SYMBOLIC_LINK_MODE:
-        folder = _followed(base, commit, CONFIG_DIRECTORY, mode, f"{revision}:{CONFIG_DIRECTORY}")
-    tracked = {  # each layer's name as the working tree spells it: its place in the tree, and its mode
-        f"{CONFIG_DIRECTORY}/{name[len(folder) + 1:]}": (name, mode)
-        for name, mode in _tree_entries(base, commit, folder, recursive=True).items() if name.startswith(f"{folder}/")
-    }
+    tracked: dict[str, str] = {}  # each layer's name as the working tree spells it: its name in the tree
+    if CONFIG_DIRECTORY in _tree_entries(base, commit, CONFIG_DIRECTORY, recursive=False):
+        folder, mode = _resolved(base, commit, CONFIG_DIRECTORY, f"{revision}:{CONFIG_DIRECTORY}")
+        if mode == _TREE_MODE:  # maf-config/, or the folder a link of that name leads to
+            tracked = {
+                f"{CONFIG_DIRECTORY}/{name[len(folder) + 1:]}": name
+                for name in _tree_entries(base, commit, folder, recursive=True) if name.startswith(f"{folder}/")
+            }
 
     def read(stem: str) -> Layer | None:
         names = [f"{CONFIG_DIRECTORY}/{stem}{suffix}" for suffix in CONFIG_SUFFIXES]
@@ -234,7 +234,10 @@ def git_revision_layers(base: Path, revision: str) -> LayerReader:
         if not found:
             return None
         source = f"{revision}:{found[0]}"
-        shown = _git(base, "show", f"{commit}:{_followed(base, commit, *tracked[found[0]], source)}")
+        name, mode = _resolved(base, commit, tracked[found[0]], source)
+        if mode == _TREE_MODE:
+            raise ConfigError([f"{source}: is a folder at that revision, not a file"])
+        shown = _git(base, "show", f"{commit}:{name}")
         if shown.returncode != 0 or len(shown.stdout) > MAX_CONFIG_BYTES:
             raise ConfigError([f"{source}: cannot read it from git (or above {MAX_CONFIG_BYTES} bytes)"])
         try:
@@ -246,7 +249,7 @@ def git_revision_layers(base: Path, revision: str) -> LayerReader:
     return read
 
 
-_SYMBOLIC_LINK_MODE = "120000"
+_SYMBOLIC_LINK_MODE, _TREE_MODE = "120000", "040000"
 _MAX_LINKS = 8
 
 
@@ -261,21 +264,38 @@ def _tree_entries(base: Path, commit: str, path: str, *, recursive: bool) -> dic
     return entries
 
 
-def _followed(base: Path, commit: str, name: str, mode: str, source: str) -> str:
-    """``name``, or the file in ``commit`` its symbolic links lead to, as the working tree reads
-    through them; a link out of the repository (or a chain past :data:`_MAX_LINKS`) is a
+def _resolved(base: Path, commit: str, path: str, source: str) -> tuple[str, str]:
+    """``path`` in the tree of ``commit`` with every symbolic link on the way followed as the working
+    tree follows it (a folder's as a file's): its name in the tree and its mode. A link out of the
+    repository, a name the revision does not hold, or more than :data:`_MAX_LINKS` links, is a
     :class:`ConfigError`."""
-    for _ in range(_MAX_LINKS + 1):  # the last look finds the file the last link leads to
-        if mode != _SYMBOLIC_LINK_MODE:
-            return name
-        target = _git(base, "show", f"{commit}:{name}").stdout.decode("utf-8", "surrogateescape")
-        name = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-        if posixpath.isabs(target) or name == ".." or name.startswith("../"):
-            raise ConfigError([f"{source}: a symbolic link to {target!r}, outside the repository at that revision"])
+    pending, links = path.split("/"), 0
+    walked: list[str] = []
+    mode = _TREE_MODE  # the tree's top
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not walked:
+                raise ConfigError([f"{source}: leads outside the repository at that revision"])
+            walked.pop()
+            continue
+        name = "/".join([*walked, part])
         mode = _tree_entries(base, commit, name, recursive=False).get(name, "")
         if not mode:
-            raise ConfigError([f"{source}: a symbolic link to {target!r}, which that revision does not hold"])
-    raise ConfigError([f"{source}: more than {_MAX_LINKS} symbolic links in a row"])
+            raise ConfigError([f"{source}: that revision holds no {name}"])
+        if mode != _SYMBOLIC_LINK_MODE:
+            walked.append(part)
+            continue
+        links += 1
+        if links > _MAX_LINKS:
+            raise ConfigError([f"{source}: more than {_MAX_LINKS} symbolic links in a row"])
+        target = _git(base, "show", f"{commit}:{name}").stdout.decode("utf-8", "surrogateescape")
+        if posixpath.isabs(target):
+            raise ConfigError([f"{source}: a symbolic link to {target!r}, outside the repository at that revision"])
+        pending[:0] = target.split("/")  # read from the link's own folder
+    return "/".join(walked), mode
 
 
 # The difference.

@@ -128,6 +128,32 @@ def test_diff_reads_a_configuration_folder_committed_as_a_link_and_a_chain_of_ei
     assert changed.stdout.splitlines()[0].startswith("tasks.max_attempts: 5 (HEAD:maf-config/default.yaml) -> 6 (")
 
 
+@pytest.mark.parametrize(("target", "expected"), [
+    ("../conf/default.yaml", None),  # through conf -> real/conf: before, "which that revision does not hold"
+    ("../real/conf", "is a folder at that revision, not a file"),  # before: "the top level must be a mapping"
+    ("../real/conf/missing.yaml", "that revision holds no real/conf/missing.yaml"),
+])
+def test_diff_follows_a_layer_s_link_through_linked_folders_as_the_working_tree_does(
+    workspace: Workspace, target: str, expected: str | None
+) -> None:
+    main = workspace.main
+    workspace.write(main, "real/conf/default.yaml", "tasks:\n  max_attempts: 5\n")
+    (main / "conf").symlink_to("real/conf")
+    layer = main / "maf-config" / "default.yaml"
+    layer.parent.mkdir(exist_ok=True)
+    layer.unlink(missing_ok=True)
+    layer.symlink_to(target)
+    workspace.git(main, "add", "-A")
+    workspace.git(main, "commit", "-q", "-m", "a layer through a linked folder")
+
+    result = workspace.maf(main, "config", "diff")
+
+    if expected is None:
+        assert (result.returncode, result.stdout) == (0, "no difference from HEAD\n"), result.stderr
+    else:
+        assert result.returncode == 2 and expected in result.stderr
+
+
 @pytest.mark.parametrize(("revision", "expected"), [
     ("no-such-branch", "maf: error: unknown git revision 'no-such-branch'"),
     ("--output=x", "maf: error: '--output=x' is not a git revision"),
