@@ -364,7 +364,8 @@ async def _forward(read_stream: Any, send: Any, answers: _Answers) -> None:
             if isinstance(message, JSONRPCRequest):
                 answers.asked(message.id)
             elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
-                answers.settled((message.params or {}).get("requestId"))  # a cancelled request gets no answer
+                cancelled = message.params if isinstance(message.params, dict) else {}
+                answers.settled(cancelled.get("requestId"))  # a cancelled request gets no answer
             await send.send(item)
         await answers.all_answered()
 

@@ -502,6 +502,7 @@ def test_a_request_the_sdk_cannot_read_is_answered_with_its_id(workspace: Worksp
         f'{{"jsonrpc": "2.0", "id": "deep", "method": "tools/call", "params": {{"name": "status", "arguments": {{"x": {deep}}}}}}}',
         "not JSON, and no id to answer",
         '{"jsonrpc": "2.0", "id": "\\ud800", "method": "ping"}',  # an id no answer could carry: none, and no end
+        '{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": [12]}',  # names no request: ignored
         '{"jsonrpc": "2.0", "id": 12, "method": "ping"}',
     )
 
