@@ -81,9 +81,12 @@ class TaskModel:
         if task.attempts >= task.max_attempts:
             self._move(task, "DEAD")
 
-    def reclaim(self, now: int) -> None:
+    def reclaim(self, now: int, agent: str | None = None) -> list[str]:
+        """End the expired leases (only ``agent``'s, when given); the tasks whose lease ended."""
+        ended = []
         for task in self.tasks.values():
-            if task.lease is not None and task.lease.expires <= now:
+            if task.lease is not None and task.lease.expires <= now and agent in (None, task.lease.agent):
+                ended.append(task.id)
                 task.lease = None
                 if task.state == "VERIFYING":
                     self._move(task, "ROLLBACK")
@@ -91,6 +94,7 @@ class TaskModel:
                 else:
                     self._move(task, "READY")
                     self._back_to_ready_or_dead(task)
+        return ended
 
     def claim(self, agent: str, ttl: int, now: int, start: bool = False) -> ModelTask:
         self.reclaim(now)
@@ -121,13 +125,14 @@ class TaskModel:
             lease.expires = max(lease.expires, now + LEASE_TTL)
         return lease
 
-    def heartbeat(self, agent: str, now: int) -> list[str]:
+    def heartbeat(self, agent: str, now: int) -> tuple[list[str], list[str]]:
+        """The agent's live leases renewed, and its expired ones ended as their expiry ends them."""
         renewed = []
         for task in self.tasks.values():
             if task.lease is not None and task.lease.agent == agent and task.lease.expires > now:
                 task.lease.expires = now + LEASE_TTL
                 renewed.append(task.id)
-        return renewed
+        return renewed, self.reclaim(now, agent)
 
     def advance(self, task: ModelTask, action: str, agent: str, attempt: int, now: int) -> None:
         lease = self.fence(task, agent, attempt, now, extend=False)
@@ -251,9 +256,10 @@ class TaskLeaseMachine(RuleBasedStateMachine):
 
     @rule(agent=st.sampled_from(AGENTS))
     def heartbeat(self, agent: str) -> None:
-        expected = self.model.heartbeat(agent, self.clock())
+        expected, lost = self.model.heartbeat(agent, self.clock())
         renewed = tasks.renew_held_leases(self.store, agent)
         assert sorted(lease.task_id for lease in renewed) == sorted(expected)
+        assert sorted(lease.task_id for lease in renewed.lost) == sorted(lost)
 
     @rule(agent=st.sampled_from(AGENTS), ttl=st.sampled_from([1, 500, 5_000]), start=st.booleans())
     def claim(self, agent: str, ttl: int, start: bool) -> None:
