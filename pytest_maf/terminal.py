@@ -57,6 +57,25 @@ def printable(text: object) -> str:
     return "".join(_escaped(character) if _hidden(character) else character for character in shown)
 
 
+BRIEF_LIMIT = 200  # characters of free text (a reason, a message, a summary) on one line; --json has it all
+
+
+def brief(text: object) -> str:
+    """``text`` escaped for a terminal and cut to :data:`BRIEF_LIMIT` characters, saying how much is left
+    out: a reason of 100,000 characters is one line, not a screenful."""
+    original = str(text)
+    shown = printable(original)
+    if len(shown) <= BRIEF_LIMIT:
+        return shown
+    # The most of the text whose escaped form fits: no escape cut in two, and what is left out counted
+    # in the text's own characters (a control character is one, not the four of its escape).
+    low, high = 0, min(len(original), BRIEF_LIMIT)
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if len(printable(original[:middle])) <= BRIEF_LIMIT else (low, middle - 1)
+    return f"{printable(original[:low])}... ({len(original) - low} more characters; --json shows all)"
+
+
 def cut(text: str, limit: int) -> str:
     """``text``, cut to ``limit`` characters with ``...`` where it was cut."""
     return text if len(text) <= limit else text[: limit - 3] + "..."

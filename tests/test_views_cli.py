@@ -146,7 +146,7 @@ def test_a_very_long_stored_text_is_cut_on_its_line_and_whole_in_json(
 
 
 def test_a_cut_text_counts_what_it_leaves_out_in_its_own_characters_and_cuts_no_escape_in_two() -> None:
-    from pytest_maf.cli.views import BRIEF_LIMIT, brief
+    from pytest_maf.terminal import BRIEF_LIMIT, brief
     from pytest_maf.terminal import printable
 
     escape = printable("\x07")  # a control character is shown as its escape, several characters long

@@ -25,7 +25,7 @@ from pytest_maf.paths import WorkingDirectory
 from pytest_maf.patterns import GLOB_CHARACTERS
 from pytest_maf.records import Reservation
 from pytest_maf.reservations import Block, Conflict, ReservationConflictError
-from pytest_maf.terminal import printable
+from pytest_maf.terminal import brief, printable
 
 
 def _as_json(reservation: Reservation) -> dict[str, object]:
@@ -172,7 +172,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     print_table(
         ["PATTERN", "AGENT", "MODE", "EXPIRES", "TASK", "REASON"],
         [
-            [r.pattern, r.agent_id, "exclusive" if r.exclusive else "shared", when(r.expires_at), r.task_id or "", r.reason]
+            [r.pattern, r.agent_id, "exclusive" if r.exclusive else "shared", when(r.expires_at), r.task_id or "",
+             brief(r.reason)]  # one line however long, as in maf status; --json has it whole
             for r in found
         ],
     )

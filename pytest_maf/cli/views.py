@@ -23,7 +23,7 @@ from pytest_maf.cli.common import (
 )
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
-from pytest_maf.terminal import on_a_terminal, printable, printable_json
+from pytest_maf.terminal import brief, on_a_terminal, printable, printable_json
 
 if TYPE_CHECKING:
     from pytest_maf.history import HistoryEntry
@@ -37,7 +37,6 @@ MIN_WATCH_S, MAX_WATCH_S = 0.1, 3600.0  # watch(1)'s floor: faster only re-reads
 ENTER_SCREEN, LEAVE_SCREEN = "\x1b[?1049h\x1b[?25l", "\x1b[?25h\x1b[?1049l"
 HOME, CLEAR_LINE_END, CLEAR_BELOW = "\x1b[H", "\x1b[K", "\x1b[J"
 PREFLIGHT_COLOURS = {"COMMITTED": "green", "DONE": "green", "ROLLBACK": "red", "DEAD": "red"}
-BRIEF_LIMIT = 200  # characters of free text (a reason, a message, a summary) on one line; --json has it all
 
 
 class Paint:
@@ -257,22 +256,6 @@ def render_status(snapshot: StatusSnapshot, paint: Paint) -> list[str]:
     for entry in snapshot.overrides:
         lines.append(f"{when(entry.ts)}  " + paint("yellow", brief(entry.summary)))
     return lines
-
-
-def brief(text: object) -> str:
-    """``text`` escaped for a terminal and cut to :data:`BRIEF_LIMIT` characters, saying how much is left
-    out: a reason of 100,000 characters is one line, not a screenful."""
-    original = str(text)
-    shown = printable(original)
-    if len(shown) <= BRIEF_LIMIT:
-        return shown
-    # The most of the text whose escaped form fits: no escape cut in two, and what is left out counted
-    # in the text's own characters (a control character is one, not the four of its escape).
-    low, high = 0, min(len(original), BRIEF_LIMIT)
-    while low < high:
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if len(printable(original[:middle])) <= BRIEF_LIMIT else (low, middle - 1)
-    return f"{printable(original[:low])}... ({len(original) - low} more characters; --json shows all)"
 
 
 def _table(
