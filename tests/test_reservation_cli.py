@@ -117,3 +117,16 @@ def test_a_long_reason_is_one_line_of_the_list_as_in_maf_status_and_whole_in_jso
     assert code == 0 and len(out.splitlines()) == 2
     assert out.splitlines()[1].endswith("... (99800 more characters; --json shows all)")
     assert json.loads(run(capsys, "reservation", "list", "--json")[1])[0]["reason"] == reason
+
+
+def test_one_long_pattern_does_not_widen_every_row_of_the_list(capsys: pytest.CaptureFixture[str]) -> None:
+    long = "src/" + "deep/" * 60 + "file.py"  # 311 characters
+    run(capsys, "reservation", "acquire", long, "--agent", "a")
+    run(capsys, "reservation", "acquire", "docs/**", "--agent", "b")
+
+    code, out, _ = run(capsys, "reservation", "list")
+
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert code == 0 and long in rows
+    # Before: every row padded to the longest pattern, 300 blanks before its agent.
+    assert rows["docs/**"].startswith("docs/**" + " " * 55 + "b ")  # 60 wide at most, then two blanks

@@ -185,15 +185,19 @@ def print_json(value: Any) -> None:
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Columns as wide as their widest cell; numbers right-aligned; control characters escaped."""
+    """Columns as wide as their widest cell (up to :data:`ALIGNED_WIDTH`); numbers right-aligned; control
+    characters escaped."""
     for line in table_lines(header, rows):
         print(line)
+
+
+ALIGNED_WIDTH = 60  # a longer cell overflows its column instead of widening every row to its length
 
 
 def table_lines(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     """:func:`print_table`'s lines: the header's first, then one per row."""
     cells = [[printable(cell) for cell in row] for row in rows]
-    widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(header)]
+    widths = [max([len(name), *(min(len(row[i]), ALIGNED_WIDTH) for row in cells)]) for i, name in enumerate(header)]
     numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(header))]
 
     def line(values: Sequence[str]) -> str:
