@@ -389,7 +389,10 @@ def _unreadable_request(error: Exception) -> JSONRPCError | None:
         if isinstance(raw, str):
             try:
                 raw = json.loads(raw)  # Python's parser takes lone surrogates, and deeper nesting
-            except (ValueError, RecursionError):
+            except RecursionError:  # nested deeper still: the id is read without what is nested
+                request_id = _top_level_id(raw)
+                break
+            except ValueError:
                 continue
         if isinstance(raw, dict) and "method" in raw:
             request_id = raw.get("id")
@@ -404,6 +407,43 @@ def _unreadable_request(error: Exception) -> JSONRPCError | None:
     return JSONRPCError(
         jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=f"the request could not be read: {reason}")
     )
+
+
+_JSON_MARKS = re.compile(r'["{}\[\]]')
+_STRING_END = re.compile(r'(?:[^"\\]|\\.)*"', re.DOTALL)
+_WHOLE_NUMBER = re.compile(r"\s*:\s*(-?\d+)\s*[,}]")
+_KEY_END = re.compile(r"\s*:")
+
+
+def _top_level_id(text: str) -> Any:
+    """The ``"id"`` of the object ``text`` opens, read without parsing what is nested in it (a
+    request nested past what any parser takes still names its id); None when it names none, or
+    not as a string or a whole number."""
+    depth, at = 0, 0
+    while (mark := _JSON_MARKS.search(text, at)) is not None:
+        at = mark.end()
+        if mark.group() != '"':
+            depth += 1 if mark.group() in "{[" else -1
+            continue
+        closed = _STRING_END.match(text, at)
+        if closed is None:
+            return None
+        string, at = text[mark.start():closed.end()], closed.end()
+        if depth != 1 or string != '"id"' or _KEY_END.match(text, at) is None:  # a key, not a value "id"
+            continue
+        number = _WHOLE_NUMBER.match(text, at)
+        if number is not None:
+            return int(number.group(1))
+        value = re.match(r'\s*:\s*"', text[at:at + 64])
+        if value is None:
+            return None
+        start = at + value.end() - 1
+        end = _STRING_END.match(text, start + 1)
+        try:
+            return json.loads(text[start:end.end()]) if end is not None else None
+        except ValueError:
+            return None
+    return None
 
 
 # Tool calls under way, in the SDK's worker threads; a signal lets them end (a store transaction, a

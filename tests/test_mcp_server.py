@@ -495,11 +495,13 @@ def exchange(workspace: Workspace, agent: str, *requests: str) -> dict[Any, dict
 
 def test_a_request_the_sdk_cannot_read_is_answered_with_its_id(workspace: Workspace) -> None:
     deep = '{"a": ' * 300 + "1" + "}" * 300
+    deeper = "[" * 5_000 + "]" * 5_000  # past Python's parser too
     answers = exchange(
         workspace, "alice",
         '{"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {"name": "task_show", "arguments": {"task_id": "\\ud800"}}}',
         '{"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": []}',
         f'{{"jsonrpc": "2.0", "id": "deep", "method": "tools/call", "params": {{"name": "status", "arguments": {{"x": {deep}}}}}}}',
+        f'{{"jsonrpc": "2.0", "method": "tools/call", "params": {{"name": "status", "arguments": {{"x": {deeper}}}}}, "id": 99}}',
         "not JSON, and no id to answer",
         '{"jsonrpc": "2.0", "id": "\\ud800", "method": "ping"}',  # an id no answer could carry: none, and no end
         '{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": [12]}',  # names no request: ignored
@@ -507,7 +509,8 @@ def test_a_request_the_sdk_cannot_read_is_answered_with_its_id(workspace: Worksp
     )
 
     # Before: no answer at all to 10, 11 or "deep", and a client waiting on them waited for ever.
-    assert set(answers) == {1, 10, 11, "deep", 12}
+    assert set(answers) == {1, 10, 11, "deep", 99, 12}
+    assert answers[99]["error"]["code"] == -32700
     assert answers[10]["error"]["code"] == -32700 and "hex escape" in answers[10]["error"]["message"]
     assert answers[11]["error"] == {"code": -32600, "message": "the request could not be read: params: Input should be an object"}
     assert answers["deep"]["error"]["code"] == -32700 and "recursion limit" in answers["deep"]["error"]["message"]
@@ -599,3 +602,18 @@ def test_a_signal_during_sends_leaves_each_message_whole_with_its_copy(workspace
     assert inbox == outbox
     assert [path.name for path in mail.rglob(".*") if path.is_file()] == []
     server.stdin.close(), server.stdout.close(), server.stderr.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("line", "request_id"), [
+    ('{"params": ' + "[" * 5_000 + "]" * 5_000 + ', "id": "late"}', "late"),  # after what is nested
+    ('{"id": -7, "params": {"id": 5}}', -7),
+    ('{"a": "id", "id": 3}', 3),  # "id" as a value is no key
+    ('{"a": "x\\\\", "id": "q\\"uoted"}', 'q"uoted'),  # escapes inside strings
+    ('{"params": {"id": 5}}', None),  # an id only inside: none of the request's
+    ('{"id": 2.5}', None),
+    ('{"id": "unterminated', None),
+])
+def test_the_id_of_a_request_too_deep_to_parse_is_read_from_its_top_level(line: str, request_id: object) -> None:
+    from pytest_maf.mcp_server import _top_level_id
+
+    assert _top_level_id(line) == request_id
