@@ -51,6 +51,7 @@ from pytest_maf.errors import (
 )
 from pytest_maf.guard import describe_holder
 from pytest_maf.paths import WorkingDirectory
+from pytest_maf.repository import find_work_tree
 from pytest_maf.patterns import check_pattern_text, normalize_path, normalize_pattern
 from pytest_maf.ids import validate_id
 from pytest_maf.records import TASK_STATES, Reservation
@@ -131,14 +132,6 @@ def _block_json(block: Block) -> dict[str, Any]:
             "expires_at": holder.expires_at, "reason": holder.reason}
 
 
-def work_tree_top(start: Path) -> Path:
-    """The top of the work tree holding ``start`` (a linked worktree's own top), else ``start``."""
-    for directory in (start, *start.parents):
-        if os.path.lexists(directory / ".git"):
-            return directory
-    return start
-
-
 @dataclass
 class AgentTools:
     """Coordination operations for ``agent_id``, in the repository at ``work_dir``.
@@ -154,7 +147,7 @@ class AgentTools:
     def __post_init__(self) -> None:
         validate_id("agent", self.agent_id)
         self.work_dir = self.work_dir.resolve()
-        self._top = work_tree_top(self.work_dir)
+        self._top = find_work_tree(self.work_dir) or self.work_dir  # a linked worktree's own top
 
     @contextmanager
     def _store(self, *, deliver_queued_mail: bool = True) -> Iterator[Store]:
