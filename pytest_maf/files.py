@@ -114,6 +114,8 @@ def _in_git_s_own_folder(path: Path) -> bool:
 
 
 SQLITE_HEADER = b"SQLite format 3\0"
+# Where SQLite's header keeps the user_version and the application_id, each 4 bytes big-endian.
+SQLITE_USER_VERSION_AT, SQLITE_APPLICATION_ID_AT = 60, 68
 
 
 def checked_text_output(text: str, protected: Iterable[Path], what: str = "the output") -> Path:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pytest_maf.errors import MafError, UsageError
-from pytest_maf.files import SQLITE_HEADER, in_use_mark
+from pytest_maf.files import SQLITE_APPLICATION_ID_AT, SQLITE_HEADER, in_use_mark
 from pytest_maf.store import schema
 from pytest_maf.store.postgres_schema import VERSION_TABLE
 
@@ -38,7 +38,6 @@ SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 KINDS = (SQLITE, POSTGRESQL)
 MAX_KEEP = 10_000  # more backups than this in one folder is a folder nobody prunes
-_APPLICATION_ID_OFFSET = 68  # where SQLite's header keeps the application_id, big-endian
 _PG_DUMP_MAGIC = b"PGDMP"
 # pg_dump -Fc writes its table of contents uncompressed before the data; ours names the version table.
 _PG_TOC_BYTES = 1 << 20
@@ -86,8 +85,8 @@ def backup_kind(path: Path) -> str | None:
     if not stat.S_ISREG(status.st_mode):
         return None  # links and folders are never ours to list or delete
     head = _head(path, 100)
-    if head.startswith(SQLITE_HEADER) and len(head) >= _APPLICATION_ID_OFFSET + 4:
-        application_id = int.from_bytes(head[_APPLICATION_ID_OFFSET:_APPLICATION_ID_OFFSET + 4], "big")
+    if head.startswith(SQLITE_HEADER) and len(head) >= SQLITE_APPLICATION_ID_AT + 4:
+        application_id = int.from_bytes(head[SQLITE_APPLICATION_ID_AT:SQLITE_APPLICATION_ID_AT + 4], "big")
         return SQLITE if application_id == schema.APPLICATION_ID else None
     if head.startswith(_PG_DUMP_MAGIC):
         try:

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 from pytest_maf.clock import system_clock
 from pytest_maf.errors import MafError, StoreError, UsageError
 from pytest_maf.files import (
-    SQLITE_HEADER, checked_output, regular_file_head, replaced_output, scratch_directory, store_files,
+    SQLITE_APPLICATION_ID_AT, SQLITE_HEADER, SQLITE_USER_VERSION_AT, checked_output, regular_file_head,
+    replaced_output, scratch_directory, store_files,
 )
 from pytest_maf.records import Event, ReservationEvent
 from pytest_maf.store import schema
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 GZIP_MAGIC = b"\x1f\x8b"
 SQLITE_HEADER_SIZE = 100  # https://sqlite.org/fileformat2.html#the_database_header
-_VERSION_AND_APPLICATION_ID = (60, 68)  # the header's user_version and application_id, big-endian
 COPY_CHUNK = 1 << 20
 # Maintenance waits for agents' short transactions instead of failing fast.
 MAINTENANCE_BUSY_TIMEOUT_MS = 10_000
@@ -307,7 +307,9 @@ def _another_applications(db_path: Path, head: bytes) -> str | None:
     None: a store, one emptied or damaged past reading, or no SQLite database at all."""
     if not head.startswith(SQLITE_HEADER):
         return None
-    version, application_id = (int.from_bytes(head[at:at + 4], "big") for at in _VERSION_AND_APPLICATION_ID)
+    version, application_id = (
+        int.from_bytes(head[at:at + 4], "big") for at in (SQLITE_USER_VERSION_AT, SQLITE_APPLICATION_ID_AT)
+    )
     tables: list[str] = []
     if application_id == 0:  # other applications' databases, and stores made before stores were marked
         try:
