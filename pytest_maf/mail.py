@@ -349,8 +349,7 @@ def find_message(mail_root: Path, message_id: str) -> tuple[Path, dict[str, Any]
     name = f"{validate_message_id(message_id)}.json"
     named_root = Path(os.path.abspath(mail_root))
     places: list[tuple[str, ...]] = [("messages", agent) for agent in inbox_agents(mail_root)]
-    places.append(("outbox",))
-    check_root(mail_root)  # the root's own problem is everyone's
+    places.append(("outbox",))  # inbox_agents has walked the mail root: its own problem is refused there, everyone's
     passed_over = []
     for parts in places:
         try:
