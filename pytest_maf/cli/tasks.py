@@ -133,13 +133,11 @@ def cmd_task_heartbeat(args: argparse.Namespace, settings: Settings) -> int:
     ]
     for line in lost:
         print(printable(f"maf: error: {line}"), file=sys.stderr)
-    if args.json and lost:  # the error object every failure prints, with what was renewed all the same
-        print_json({"error": "; ".join(lost), "exit_code": LeaseLostError.exit_code,
-                    "renewed": [asdict(lease) for lease in renewed], "lost": [asdict(lease) for lease in renewed.lost]})
-        return LeaseLostError.exit_code
     code = LeaseLostError.exit_code if lost else 0
-    if args.json:
-        print_json([asdict(lease) for lease in renewed])
+    if args.json:  # a loss is the error object every failure prints, with what was renewed all the same
+        held = [asdict(lease) for lease in renewed]
+        print_json(held if not lost else {"error": "; ".join(lost), "exit_code": code, "renewed": held,
+                                          "lost": [asdict(lease) for lease in renewed.lost]})
         return code
     if not renewed and not renewed.lost:
         print(f"{agent_of(args)} holds no live lease (see `maf task list --state LEASED`)")
