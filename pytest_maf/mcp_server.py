@@ -411,8 +411,9 @@ def _unreadable_request(error: Exception) -> JSONRPCError | None:
 
 _JSON_MARKS = re.compile(r'["{}\[\]]')
 _STRING_END = re.compile(r'(?:[^"\\]|\\.)*"', re.DOTALL)
-_WHOLE_NUMBER = re.compile(r"\s*:\s*(-?\d+)\s*[,}]")
 _KEY_END = re.compile(r"\s*:")
+_WHOLE_NUMBER = re.compile(r"\s*(-?\d+)\s*[,}]")
+_STRING_START = re.compile(r'\s*"')
 
 
 def _top_level_id(text: str) -> Any:
@@ -429,18 +430,18 @@ def _top_level_id(text: str) -> Any:
         if closed is None:
             return None
         string, at = text[mark.start():closed.end()], closed.end()
-        if depth != 1 or string != '"id"' or _KEY_END.match(text, at) is None:  # a key, not a value "id"
+        if depth != 1 or string != '"id"':
             continue
-        number = _WHOLE_NUMBER.match(text, at)
+        key_end = _KEY_END.match(text, at)
+        if key_end is None:  # "id" as a value, not a key
+            continue
+        number = _WHOLE_NUMBER.match(text, key_end.end())
         if number is not None:
             return int(number.group(1))
-        value = re.match(r'\s*:\s*"', text[at:at + 64])
-        if value is None:
-            return None
-        start = at + value.end() - 1
-        end = _STRING_END.match(text, start + 1)
+        opened = _STRING_START.match(text, key_end.end())
+        value = None if opened is None else _STRING_END.match(text, opened.end())
         try:
-            return json.loads(text[start:end.end()]) if end is not None else None
+            return json.loads(text[opened.end() - 1:value.end()]) if opened and value else None
         except ValueError:
             return None
     return None
