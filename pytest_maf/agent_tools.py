@@ -154,11 +154,18 @@ class AgentTools:
         with open_configured_store(self.settings, deliver_queued_mail=deliver_queued_mail) as store:
             yield store
 
-    def _path(self, text: str) -> str:
+    def _path(self, text: str, *, through_links: bool = True) -> str:
         """A path given to a tool as the concrete repository path the command line reads at the work
         tree's top: '/' or '.' is the root itself, not a file, and is refused so."""
         check_pattern_text(text)
-        return WorkingDirectory(self._top, "").path(text)
+        return WorkingDirectory(self._top, "").path(text, through_links=through_links)
+
+    def _reservable(self, text: str) -> str:
+        """A pattern to reserve, read as :meth:`_relative` reads it; refused through a symbolic link
+        (:meth:`WorkingDirectory.refuse_through_a_link`)."""
+        pattern = normalize_pattern(self._relative(text))
+        WorkingDirectory(self._top, "").refuse_through_a_link(text, pattern)
+        return pattern
 
     def _relative(self, text: str) -> str:
         """A pattern or path given to a tool, read from the work tree's top as the command line reads
@@ -255,7 +262,7 @@ class AgentTools:
         expiry and a path both match. task_id ties them to a lease you hold: released when it ends.
         ttl_minutes: default 30, at most 120. Acquiring again extends."""
         ttl_ms = self.settings.reservation_ttl_ms(ttl_minutes)
-        requested = [normalize_pattern(self._relative(pattern)) for pattern in patterns]
+        requested = [self._reservable(pattern) for pattern in patterns]
         with self._store() as store:
             granted = reservation_ops.acquire(
                 store, requested, self.agent_id, ttl_ms, exclusive=not shared, reason=reason, task_id=task_id
@@ -286,7 +293,7 @@ class AgentTools:
     def reservation_check(self, paths: list[str]) -> dict[str, Any]:
         """Which of these repository-relative paths lie under another agent's exclusive
         reservation (blocked, with holder, pattern and expiry), and which are free."""
-        requested = [self._path(path) for path in paths]
+        requested = [self._path(path, through_links=False) for path in paths]
         with self._store() as store:
             blocks = reservation_ops.check_paths(store, requested, self.agent_id)
         blocked = {block.path for block in blocks}

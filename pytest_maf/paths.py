@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 
 from pytest_maf.errors import UsageError
 from pytest_maf.light_dataclass import dataclass
-from pytest_maf.patterns import check_pattern_text, normalize_path, normalize_pattern
+from pytest_maf.patterns import GLOB_CHARACTERS, check_pattern_text, normalize_path, normalize_pattern
 
 
 def _climb(text: str, directory: str) -> list[str]:
@@ -153,12 +153,52 @@ class WorkingDirectory:
         a root anchor and a relative ``text`` as they are; :class:`UsageError` for a path outside."""
         return (self._absolute(text) or text) if text.startswith("/") else text
 
-    def pattern(self, text: str) -> str:
+    def pattern(self, text: str, *, through_links: bool = True) -> str:
         """A command-line pattern as a canonical repository-relative pattern: the same in every worktree
-        (it covers the path spelled as written too, as git reads a pathspec: :func:`patterns.as_spelled`)."""
+        (it covers the path spelled as written too, as git reads a pathspec: :func:`patterns.as_spelled`).
+        ``through_links=False``: one through a symbolic link of the work tree is refused
+        (:meth:`refuse_through_a_link`); a reservation made so already can still be renewed and released."""
         check_pattern_text(text)
-        return repository_pattern(self.anchored(text), self.inside)
+        pattern = repository_pattern(self.anchored(text), self.inside)
+        if not through_links:
+            self.refuse_through_a_link(text, pattern)
+        return pattern
 
-    def path(self, text: str) -> str:
-        """A command-line path as a concrete repository-relative path."""
-        return repository_path(self.anchored(text), self.inside)
+    def path(self, text: str, *, through_links: bool = True) -> str:
+        """A command-line path as a concrete repository-relative path (``through_links`` as for
+        :meth:`pattern`)."""
+        path = repository_path(self.anchored(text), self.inside)
+        if not through_links:
+            self.refuse_through_a_link(text, path)
+        return path
+
+    def refuse_through_a_link(self, text: str, found: str) -> None:
+        """Refuse ``found`` (the repository-relative form of ``text``) when its literal directories pass
+        through a symbolic link of this work tree, as ``git add`` does: git tracks the link itself, never
+        a path through it, so a reservation there would protect nothing, and a check there would answer
+        for a path git never commits. So is a directory pattern (``link/``) naming a link: to git a link
+        is a file, not a directory."""
+        segments = found.strip("/").split("/")
+        if len(segments) == 1 and not found.startswith("/"):
+            return  # a name that matches at any depth, not only the one at the top
+        place = self.top
+        for depth, segment in enumerate(segments if found.endswith("/") else segments[:-1], 1):
+            if any(character in segment for character in GLOB_CHARACTERS):
+                return  # which directories it passes through depends on the tree
+            place = place / segment
+            try:
+                if not place.is_symlink():
+                    if place.is_dir():
+                        continue
+                    return
+                target, inside = os.readlink(place), self._within(os.path.realpath(place))
+            except OSError:  # a name too long for the file system, say: nothing there to pass through
+                return
+            link = "/".join(segments[:depth])
+            led_to = "/".join(name for name in (inside, *segments[depth:]) if name) + "/" * found.endswith("/")
+            instead = f"{link}, or the path it leads to, {led_to}" if inside is not None and led_to.strip("/") else link
+            raise UsageError(
+                f"{text!r} is beyond a symbolic link: {link} is one (to {target}); git tracks {link} itself,"
+                f" never a path through it, so reservations name the link or what it leads to inside the"
+                f" repository: give {instead}"
+            )

@@ -139,7 +139,7 @@ def test_an_argument_naming_another_agent_is_refused_and_nothing_is_recorded(wor
 
 
 @pytest.mark.slow
-def test_an_absolute_path_outside_the_work_tree_is_refused_as_the_command_line_refuses_it(workspace: Workspace) -> None:
+def test_a_path_outside_the_work_tree_or_beyond_a_link_is_refused_as_the_command_line_refuses_it(workspace: Workspace) -> None:
     async def scenario() -> None:
         async with serving(workspace, workspace.main, "claude-1") as agent:
             outside = str(workspace.second / "src" / "app")  # another worktree's file: not this one's src/app
@@ -150,6 +150,11 @@ def test_an_absolute_path_outside_the_work_tree_is_refused_as_the_command_line_r
                 assert nul["kind"] == "bad_input" and "control characters" in nul["message"]
             inside = await agent.ok("reservation_acquire", patterns=[str(workspace.main / "src" / "app")])
             assert [r["pattern"] for r in inside["granted"]] == ["src/app"]
+            (workspace.main / "appl").symlink_to("src/app")
+            for tool, argument in (("reservation_acquire", "patterns"), ("reservation_check", "paths")):
+                beyond = await agent.refused(tool, **{argument: ["appl/models.py"]})
+                assert beyond["kind"] == "bad_input" and "beyond a symbolic link" in beyond["message"]
+                assert beyond["message"].endswith("give appl, or the path it leads to, src/app/models.py")
 
     run(scenario())
 

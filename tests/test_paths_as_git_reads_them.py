@@ -106,6 +106,44 @@ def test_a_pattern_escaping_the_repository_exits_2_and_writes_nothing(
     assert {path.name: path.read_bytes() for path in database.iterdir()} == before
 
 
+def test_a_path_beyond_a_symbolic_link_is_refused_as_git_add_refuses_it(workspace: Workspace, tmp_path: Path) -> None:
+    main = workspace.main
+    (main / "appl").symlink_to("src/app")  # a link inside the repository
+    (main / "ext").symlink_to(tmp_path)  # and one out of it
+    database = main / ".maf"
+    before = {path.name: path.read_bytes() for path in database.iterdir()}
+
+    for where, pattern, instead in (
+        (main, "appl/models.py", "give appl, or the path it leads to, src/app/models.py"),
+        (main / "src", "../appl/", "give appl, or the path it leads to, src/app/**"),
+        (main, str(main / "appl" / "models.py"), "src/app/models.py"),
+        (main, "ext/x", "give ext\n"),
+        (main, "ext/*", "give ext\n"),
+    ):
+        refused = acquire(workspace, where, "alice", pattern)
+        assert refused.returncode == 2, refused.stdout
+        assert "is beyond a symbolic link" in refused.stderr and instead in refused.stderr, refused.stderr
+        # git agrees: it never stages a path through a link, so a reservation there would protect nothing
+        added = subprocess.run(["git", "add", "--", pattern], cwd=where, capture_output=True, text=True)
+        assert added.returncode != 0 and "beyond a symbolic link" in added.stderr, added.stderr
+    asked = check(workspace, main, "bob", "appl/models.py")
+    assert asked.returncode == 2 and "src/app/models.py" in asked.stderr, asked.stderr
+    assert {path.name: path.read_bytes() for path in database.iterdir()} == before
+
+    assert granted(acquire(workspace, main, "alice", "appl", "src/app/models.py")) == ["appl", "src/app/models.py"]
+    assert "blocked, alice holds src/app/models.py" in check(workspace, main, "bob", "src/app/models.py").stdout
+
+
+def test_a_reservation_made_before_its_directory_became_a_link_can_still_be_released(workspace: Workspace) -> None:
+    main = workspace.main
+    assert granted(acquire(workspace, main, "alice", "vendor/lib.py")) == ["vendor/lib.py"]
+    (main / "vendor").symlink_to("src")
+
+    released = workspace.maf(main, "reservation", "release", "vendor/lib.py", "--agent", "alice", "--json", agent="alice")
+
+    assert [r["pattern"] for r in json.loads(ok(released).stdout)] == ["vendor/lib.py"]
+
+
 @pytest.mark.parametrize(
     ("where", "pattern", "stored", "covered"),
     [

@@ -68,7 +68,7 @@ def _repo_relative() -> WorkingDirectory:
 def cmd_acquire(args: argparse.Namespace, settings: Settings) -> int:
     ttl_ms = settings.reservation_ttl_ms(args.ttl)
     here = _repo_relative()
-    patterns = [here.pattern(pattern) for pattern in args.patterns]
+    patterns = [here.pattern(pattern, through_links=False) for pattern in args.patterns]
     if args.timeout is not None and not args.wait:
         raise UsageError("--timeout says how long --wait waits: give --wait too")
     with open_configured_store(settings) as store:
@@ -182,7 +182,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     here = _repo_relative()
-    paths = [here.path(path) for path in args.paths]
+    paths = [here.path(path, through_links=False) for path in args.paths]
     with open_configured_store(settings) as store:
         blocks = reservation_ops.check_paths(store, paths, args.agent)
     if args.json:
@@ -198,7 +198,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    path = _repo_relative().path(args.file)
+    path = _repo_relative().path(args.file, through_links=False)
     with open_configured_store(settings) as store:
         covering = reservation_ops.reservations_covering(store, path)
     if args.json:
