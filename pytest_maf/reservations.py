@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
     from pytest_maf.store import Store, Transaction
 
+# A reason is a sentence or a few: shown to everyone a reservation blocks, and sent in force-release notices.
+MAX_REASON_CHARS = 2_000
+
 
 @dataclass(frozen=True)
 class Conflict:
@@ -124,7 +127,7 @@ def acquire(
     """
     validate_id("agent", agent_id)
     requested = [check_new_pattern(pattern) for pattern in _normalized(patterns)]
-    check_text("the reason", reason)
+    check_text("the reason", reason, MAX_REASON_CHARS)
     if ttl_ms <= 0:
         raise UsageError(f"a reservation TTL must be above 0, got {ttl_ms} ms")
 
@@ -352,7 +355,7 @@ def force_release(
     validate_id("agent", agent_id)
     if not reason.strip():
         raise UsageError("--force needs --reason: the holders are told why")
-    check_text("the reason", reason)
+    check_text("the reason", reason, MAX_REASON_CHARS)
     targets = list(dict.fromkeys(
         item if isinstance(item, ReleaseTarget) else ReleaseTarget(normalize_pattern(item)) for item in patterns
     ))

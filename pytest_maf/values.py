@@ -39,10 +39,13 @@ def is_utf8(text: str) -> bool:
     return True
 
 
-def check_text(name: str, value: str) -> str:
+def check_text(name: str, value: str, max_chars: int | None = None) -> str:
     """Free text a user wrote (a reason, an error's context), as both backends can store it: no NUL
     character (PostgreSQL's text cannot hold one, so a SQLite store holding one could not be copied
-    there) and nothing that is not UTF-8; else a :class:`UsageError` naming ``name``."""
+    there), nothing that is not UTF-8 and, given ``max_chars``, no more characters than that; else a
+    :class:`UsageError` naming ``name``."""
+    if max_chars is not None and len(value) > max_chars:
+        raise UsageError(f"{name} is {len(value):,} characters long, more than {max_chars:,}: say it in fewer words")
     if "\0" in value:
         raise UsageError(f"{name} holds a NUL character, which a store cannot keep: remove it")
     if not is_utf8(value):

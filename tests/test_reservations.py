@@ -237,10 +237,21 @@ def test_index_finds_every_reservation_covering_a_path(held: list[str], path: st
     assert {h.pattern for h in covering} == brute and len(covering) == len(brute)
 
 
-@pytest.mark.parametrize("reason", ["a\x00b", "bad \udcff byte"], ids=["nul", "lone-surrogate"])
-def test_a_reason_a_store_cannot_keep_is_refused_on_either_backend_and_nothing_is_reserved(store: Store, reason: str) -> None:
-    # before: SQLite kept the NUL, and the store could then not be copied to PostgreSQL, which refused it
-    with pytest.raises(UsageError, match="the reason holds"):
+@pytest.mark.parametrize(
+    ("reason", "refusal"),
+    [("a\x00b", "the reason holds a NUL"), ("bad \udcff byte", "the reason holds text that is not UTF-8"),
+     ("why " * 500 + "!", "the reason is 2,001 characters long, more than 2,000")],
+    ids=["nul", "lone-surrogate", "too-long"],
+)
+def test_a_reason_a_store_cannot_keep_is_refused_on_either_backend_and_nothing_is_reserved(
+    store: Store, reason: str, refusal: str, tmp_path: Path
+) -> None:
+    # before: SQLite kept the NUL, and the store could then not be copied to PostgreSQL, which refused it;
+    # and a reason of any length was kept, shown to everyone blocked and sent in every notice
+    with pytest.raises(UsageError, match=refusal):
         r.acquire(store, ["docs/"], "agent-a", MINUTE, reason=reason)
+    r.acquire(store, ["docs/"], "agent-b", MINUTE)
+    with pytest.raises(UsageError, match=refusal):
+        r.force_release(store, ["docs/"], "lead", reason, tmp_path / "mail")
 
-    assert r.list_reservations(store) == []
+    assert [(held.agent_id, held.pattern) for held in r.list_reservations(store)] == [("agent-b", "docs/")]

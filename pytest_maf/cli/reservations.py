@@ -254,7 +254,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     acquire = with_patterns("acquire", "reserve patterns, all or nothing (exit 1 on conflict)")
     acquire.add_argument("--ttl", type=number, metavar="MINUTES", help=f"reservation length ({default_note('reservations.default_ttl_minutes', 'reservations.max_ttl_minutes')})")
     acquire.add_argument("--shared", action="store_true", help="shared: conflicts only with others' exclusive reservations")
-    acquire.add_argument("--reason", default="", help="why, shown to anyone blocked (default: none)")
+    acquire.add_argument("--reason", default="", help="why, shown to anyone blocked (at most 2,000 characters; default: none)")
     acquire.add_argument(
         "--task", metavar="TASK",
         help="tie the reservations to TASK, whose lease you hold: they last exactly as long as its lease (--ttl"
@@ -286,7 +286,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " holder is told by agent-mail. Nothing held: exit 2, nothing released."
     )
     release.add_argument("--force", action="store_true", help="release whoever holds it, or covers the file; recorded, and each holder is told by agent-mail")
-    release.add_argument("--reason", help="required with --force")
+    release.add_argument("--reason", help="required with --force, sent to each holder (at most 2,000 characters)")
     release.set_defaults(handler=resolving_agent(cmd_release))
 
     listing = reservation.add_parser("list", help="live reservations")
