@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -230,6 +231,47 @@ def write_bytes_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> bo
     finally:
         os.close(directory)
     return written
+
+
+def standard_stream(path: Path) -> int | None:
+    """1 or 2 when ``path`` names the file or pipe this process's standard output or error writes to
+    (``/dev/stdout``, ``/proc/self/fd/2``, the file ``>`` redirected it to); else None."""
+    try:
+        named = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    for descriptor in (1, 2):
+        try:
+            opened = os.fstat(descriptor)
+        except OSError:
+            continue
+        if (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino):
+            return descriptor
+    return None
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write ``data`` whole to a file the user named for a command's output (``--html``, ``--output``,
+    a JUnit report).
+
+    This process's own standard output or error (``--html /dev/stdout`` piped on, or redirected to a
+    file) is written where that descriptor writes, never replaced: replacing ``/dev/stdout``, a link,
+    left a file in its place for every later process (as root) while the redirect got nothing.
+    Through a symbolic link to a file, that file is replaced whole and the link kept. Otherwise as
+    :func:`write_bytes_atomic`.
+    """
+    for stream in (sys.stdout, sys.stderr):  # what was printed before comes first
+        with contextlib.suppress(Exception):
+            stream.flush()
+    descriptor = standard_stream(path)
+    if descriptor is not None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view):]
+        return
+    if os.path.islink(path) and os.path.isfile(path):
+        path = Path(os.path.realpath(path))
+    write_bytes_atomic(path, data)
 
 
 # Writing by a folder's descriptor (``dir_fd``) where the platform can: POSIX.

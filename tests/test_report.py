@@ -244,6 +244,43 @@ def test_a_page_written_to_a_device_goes_through_it_and_leaves_it_in_place(tmp_p
     assert not list(tmp_path.glob(".discard.html.*"))  # no temporary file left beside it
 
 
+def test_a_page_written_to_the_commands_own_stdout_lands_in_its_redirect_and_leaves_the_link(
+    tmp_path: Path, known_db: Path
+) -> None:
+    own_stdout = tmp_path / "stdout-link"  # what /dev/stdout is: a link to this process's descriptor 1
+    own_stdout.symlink_to("/proc/self/fd/1")
+    captured = tmp_path / "captured.html"
+
+    with captured.open("w") as redirect:  # `maf report --html /dev/stdout > captured.html`
+        written = subprocess.run(
+            [*maf_command(), "--db", str(known_db), "report", "--html", str(own_stdout)],
+            cwd=tmp_path, env=isolated_env(tmp_path / "home"), stdout=redirect, stderr=subprocess.PIPE, text=True, timeout=60,
+        )
+
+    # Before: the link was replaced by a regular file holding the page (as root, /dev/stdout itself),
+    # and the redirect got only the "wrote" line.
+    assert written.returncode == 0, written.stderr
+    assert own_stdout.is_symlink() and os.readlink(own_stdout) == "/proc/self/fd/1"
+    page = captured.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")  # the page alone, whole
+    assert written.stderr.startswith(f"wrote {own_stdout}: ")  # said beside it
+
+
+def test_a_page_written_through_a_link_to_a_file_replaces_that_file_and_keeps_the_link(
+    tmp_path: Path, known_db: Path
+) -> None:
+    (tmp_path / "reports").mkdir()
+    latest = tmp_path / "reports" / "2026-11-29.html"
+    latest.write_text("yesterday's page\n", encoding="utf-8")
+    link = tmp_path / "latest.html"
+    link.symlink_to("reports/2026-11-29.html")
+
+    written = maf(tmp_path, "--db", str(known_db), "report", "--html", str(link))
+
+    assert written.returncode == 0, written.stderr
+    assert link.is_symlink() and latest.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
 # In a real browser.
 
 

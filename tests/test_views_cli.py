@@ -127,7 +127,7 @@ def test_status_names_the_failed_checks_of_the_last_preflight(
 def test_a_very_long_stored_text_is_cut_on_its_line_and_whole_in_json(
     known_store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    long = "why " * 25_000
+    long = "why " * 500  # 2,000 characters, the most a reason may hold
     reservations.acquire(known_store, ["lib/**"], "claude-1", 20 * MINUTE, reason=long)
     record_override(known_store, "gemini-2", check_paths(known_store, ["lib/x.py"], "gemini-2"), long, content="tree:d")
 

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_maf import config as config_module
 from pytest_maf import health, mail
-from pytest_maf.cli.common import add_json, add_output, given, keep_runtime_files_out_of_git, print_json
+from pytest_maf.cli.common import add_json, add_output, given, keep_runtime_files_out_of_git, print_json, said_beside
 from pytest_maf.config import ConfigError, Settings
 from pytest_maf.config_files import DOTENV_NAME
 from pytest_maf.errors import UsageError
-from pytest_maf.files import checked_text_output, folder_outside, store_files, write_json_atomic, write_text_atomic
+from pytest_maf.files import checked_text_output, folder_outside, json_file_bytes, store_files, write_output, write_text_atomic
 from pytest_maf.terminal import printable
 
 if TYPE_CHECKING:
@@ -214,11 +214,12 @@ def _checked_output(text: str, db: str | None, what: str, example: str) -> Path:
 def cmd_config_report(args: argparse.Namespace, settings: None) -> int:
     output = _checked_output(args.output, args.db, "the report", "config-report.json")
     report = _report(args)
-    write_text_atomic(output, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    if args.json:
-        print_json({"output": str(output), "keys": len(report["values"]), "problems": report["problems"]})
-        return 2 if report["problems"] else 0
-    print(f"wrote {args.output} ({len(report['values'])} keys, {len(report['problems'])} problem(s))")
+    write_output(output, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    with said_beside(output):
+        if args.json:
+            print_json({"output": str(output), "keys": len(report["values"]), "problems": report["problems"]})
+        else:
+            print(printable(f"wrote {args.output} ({len(report['values'])} keys, {len(report['problems'])} problem(s))"))
     return 2 if report["problems"] else 0
 
 
@@ -265,13 +266,14 @@ def cmd_config_snapshot(args: argparse.Namespace, settings: None) -> int:
     if output is None:
         print_json(snapshot.to_json())
         return 0
-    write_json_atomic(output, snapshot.to_json())
-    if args.json:
-        print_json({"output": str(output), "file": snapshot.name, "sha256": snapshot.checksum})
-        return 0
-    saved = (f"{config_module.CONFIG_DIRECTORY}/{snapshot.name} ({len((snapshot.content or '').encode())} bytes)"
-             if snapshot.name else f"the absence of {config_module.CONFIG_DIRECTORY}/local.*")
-    print(printable(f"saved {saved} to {args.output}; bring it back with `maf config restore {args.output}`"))
+    write_output(output, json_file_bytes(snapshot.to_json()))
+    with said_beside(output):
+        if args.json:
+            print_json({"output": str(output), "file": snapshot.name, "sha256": snapshot.checksum})
+            return 0
+        saved = (f"{config_module.CONFIG_DIRECTORY}/{snapshot.name} ({len((snapshot.content or '').encode())} bytes)"
+                 if snapshot.name else f"the absence of {config_module.CONFIG_DIRECTORY}/local.*")
+        print(printable(f"saved {saved} to {args.output}; bring it back with `maf config restore {args.output}`"))
     return 0
 
 
@@ -324,14 +326,14 @@ def cmd_health_check(args: argparse.Namespace, settings: None) -> int:
         ],
     }
     if output is not None:
-        write_text_atomic(output, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        write_output(output, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     if args.json:
         print_json(report)
     else:
         for item in items:
             mark = "ok  " if item.result.ok else ("FAIL" if item.severity == health.CRITICAL else "WARN")
             hint = f" -> {item.result.hint}" if not item.result.ok and item.result.hint else ""
-            print(f"{mark}  {item.name}: {item.result.message}{hint}")
+            print(printable(f"{mark}  {item.name}: {item.result.message}{hint}"))
         print(f"status: {report['status']}")
     return code
 

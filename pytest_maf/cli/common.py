@@ -20,6 +20,7 @@ walks every subcommand):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -37,6 +38,8 @@ from pytest_maf.store import open_store_for
 from pytest_maf.values import parse_duration, parse_json
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pytest_maf.git_exclude import ExcludeReport
     from pytest_maf.store import Store
 
@@ -177,6 +180,14 @@ def resolving_agent(handler: Handler, *, required: bool = True) -> Handler:
         return handler(args, settings)
 
     return run
+
+
+def said_beside(output: Path) -> contextlib.AbstractContextManager[Any]:
+    """Around what a command says about the file it wrote: sent to standard error when that file is
+    its standard output (``--html /dev/stdout | gzip``), so the file stays whole."""
+    from pytest_maf.files import standard_stream
+
+    return contextlib.redirect_stdout(sys.stderr) if standard_stream(output) == 1 else contextlib.nullcontext()
 
 
 def print_json(value: Any) -> None:

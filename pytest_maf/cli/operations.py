@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 from pytest_maf.cli import db_backups, db_health
 from pytest_maf.cli.common import (
-    add_json, add_output, given, number, print_json, print_table, prints_no_result, whole_number,
+    add_json, add_output, given, number, print_json, print_table, prints_no_result, said_beside, whole_number,
 )
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
@@ -21,7 +21,7 @@ from pytest_maf.errors import FAILED, UsageError
 from pytest_maf.files import checked_output, checked_text_output, store_files
 from pytest_maf.store import maintenance
 from pytest_maf.store import export as db_export
-from pytest_maf.terminal import Progress
+from pytest_maf.terminal import Progress, printable
 
 DAY_MS = 24 * 60 * 60 * 1000
 MAX_CLEANUP_DAYS = 36_500  # a hundred years: any older cut-off keeps nothing more
@@ -319,7 +319,7 @@ def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from pytest_maf.bench import compare, read_baseline, run_benchmarks
-    from pytest_maf.files import write_json_atomic
+    from pytest_maf.files import json_file_bytes, write_output
 
     refuse_a_store_named("bench", args, "a scratch SQLite file of its own")
     if args.output is None and args.compare is None:
@@ -333,9 +333,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         output = checked_text_output(args.output, protected, "--output")
     current = run_benchmarks()
     if output is not None:
-        write_json_atomic(output, current)
+        write_output(output, json_file_bytes(current))
         if not args.json:
-            print(f"wrote {output}")
+            with said_beside(output):
+                print(printable(f"wrote {output}"))
     if baseline is None and args.json:
         print_json(current)
         return 0

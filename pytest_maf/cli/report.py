@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from pytest_maf.cli.common import add_json, add_limit, duration, open_configured_store, print_json
+from pytest_maf.cli.common import add_json, add_limit, duration, open_configured_store, print_json, said_beside
 from pytest_maf.config import Settings
 from pytest_maf.errors import UsageError
-from pytest_maf.files import checked_text_output, store_files, write_text_atomic
+from pytest_maf.files import checked_text_output, store_files, write_output
 from pytest_maf.terminal import printable
 
 
@@ -21,17 +21,18 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         data = gather_report(store, args.since, args.limit)
     page = render_report(data)
     try:
-        write_text_atomic(output, page)
+        write_output(output, page.encode("utf-8"))
     except OSError as error:  # a folder that is a file, no permission, no space: said about the file named
         blocking = next((parent for parent in output.parents if parent.exists() and not parent.is_dir()), None)
         reason = f"{blocking} is not a folder" if blocking is not None else error.strerror or str(error)
         raise UsageError(f"cannot write {output}: {reason}; choose another file for --html") from None
     size = len(page.encode("utf-8"))
-    if args.json:
-        print_json({"path": str(output), "bytes": size, "tasks": len(data.tasks)})
-    else:
-        print(printable(f"wrote {output}: {len(data.tasks)} task(s), {len(data.preflight_runs)} preflight run(s),"
-                        f" {size} bytes"))
+    with said_beside(output):
+        if args.json:
+            print_json({"path": str(output), "bytes": size, "tasks": len(data.tasks)})
+        else:
+            print(printable(f"wrote {output}: {len(data.tasks)} task(s), {len(data.preflight_runs)} preflight run(s),"
+                            f" {size} bytes"))
     return 0
 
 

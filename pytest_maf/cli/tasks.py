@@ -25,13 +25,14 @@ from pytest_maf.cli.common import (
     print_json,
     prints_no_result,
     print_table,
+    said_beside,
     when,
     whole_number,
 )
 from pytest_maf.clock import span
 from pytest_maf.config import Settings, default_note
 from pytest_maf.errors import LeaseLostError, UsageError
-from pytest_maf.files import checked_text_output, store_files, write_text_atomic
+from pytest_maf.files import checked_text_output, store_files, write_output
 from pytest_maf.records import Task
 from pytest_maf.values import INT64_MAX, INT64_MIN
 from pytest_maf.store import setup_store
@@ -330,11 +331,12 @@ def cmd_evidence_export(args: argparse.Namespace, settings: Settings) -> int:
         if args.task:
             tasks.get_task(store, args.task)  # an unknown id is an error, not an empty report
         rows = evidence_ops.list_evidence(store, args.task)
-    write_text_atomic(output, evidence_report(rows))
-    if args.json:
-        print_json({"output": str(output), "rows": len(rows)})
-        return 0
-    print(f"wrote {len(rows)} evidence row(s) to {output_of(args)}")
+    write_output(output, evidence_report(rows).encode("utf-8"))
+    with said_beside(output):
+        if args.json:
+            print_json({"output": str(output), "rows": len(rows)})
+        else:
+            print(printable(f"wrote {len(rows)} evidence row(s) to {output_of(args)}"))
     return 0
 
 
