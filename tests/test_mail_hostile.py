@@ -94,7 +94,7 @@ def test_a_force_release_whose_notice_would_be_unreadable_is_refused_and_release
 ) -> None:
     reservations.acquire(store, ["src/**"], "alice", 60_000)
 
-    with pytest.raises(UsageError, match="the reason is too long"):
+    with pytest.raises(UsageError, match="the reason is 1,048,576 characters long, more than 2,000"):
         reservations.force_release(store, ["src/**"], "lead", "x" * mail.MAX_MESSAGE_BYTES, settings.mail_root)
 
     assert [held.agent_id for held in reservations.list_reservations(store)] == ["alice"]
