@@ -23,6 +23,13 @@ from pytest_maf.guard import git_output, run_git
 MARKER = "# installed by pytest-maf (maf install-hooks)"
 PREVIOUS_SUFFIX = ".pre-maf"
 HOOKS = ("pre-commit", "pre-push")
+# The guard's entry, run with ``python -c``: without the current directory (the work tree's top, where
+# git runs hooks) first on the module path, so no module of the repository being committed (a
+# datetime.py at its top) stands in for one the guard imports.
+GUARD_ENTRY = (
+    "import sys; sys.path[:1] = [entry for entry in sys.path[:1] if entry];"
+    " from pytest_maf.cli import main; sys.exit(main())"
+)
 
 
 def hooks_directory(cwd: Path) -> Path:
@@ -59,7 +66,7 @@ class GuardedStore:
 
 
 def _script(hook: str, python: str, store: GuardedStore | None = None) -> str:
-    guard = f"{shlex.quote(python)} -m pytest_maf guard"
+    guard = f"{shlex.quote(python)} -c {shlex.quote(GUARD_ENTRY)} guard"
     if store is not None:
         guard += f" --db {shlex.quote(store.location)}"
     lines = [

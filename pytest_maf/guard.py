@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
 
 ZERO_SHA = "0" * 40
+RECORD_WAIT_S = 1.0  # the most a commit waits for a busy store to take the guard's own metric
 _OBJECT_NAME = r"[0-9a-f]{40}|[0-9a-f]{64}"  # SHA-1 or SHA-256; compiled by a pre-push only
 
 if TYPE_CHECKING:
@@ -171,11 +172,45 @@ def _split_z(output: bytes) -> list[str]:
 REPOSITORY_RELATIVE = ("diff.relative=false",)
 
 
+# A submodule bump is a staged change whatever diff.ignoreSubmodules or a .gitmodules ``ignore`` says:
+# git commits it either way.
+EVERY_SUBMODULE = "--ignore-submodules=none"
+
+
 def staged_paths(cwd: Path) -> list[str]:
-    """Paths the staged commit adds, changes or deletes, from the repository root; both sides of a rename."""
+    """Paths the staged commit adds, changes or deletes, from the repository root; both sides of a rename.
+
+    Staged for a merge (``git merge``'s own commit, or ``git commit`` after a conflict), only the paths
+    whose staged content differs from every side merged: what the committer wrote, not what the
+    merge takes whole from a branch (the holder's own commits, merged into another agent's branch).
+    """
+    staged = _staged_against(cwd)
+    heads = _merge_heads(cwd) if staged else []
+    if not heads:
+        return staged
+    written = set(staged).intersection(*(_staged_against(cwd, head) for head in heads))
+    return [path for path in staged if path in written]
+
+
+def _staged_against(cwd: Path, *commit: str) -> list[str]:
     return _split_z(git_output(
-        cwd, "diff", "--cached", "--name-only", "-z", "--no-renames", "--no-ext-diff", config=REPOSITORY_RELATIVE,
+        cwd, "diff", "--cached", "--name-only", "-z", "--no-renames", "--no-ext-diff", EVERY_SUBMODULE, *commit, "--",
+        config=REPOSITORY_RELATIVE,
     ))
+
+
+def _merge_heads(cwd: Path) -> list[str]:
+    """The commits a merge under way brings in (``MERGE_HEAD``), read from the git directory: none
+    when no merge is under way."""
+    from pytest_maf.repository import git_folders
+
+    named = os.environ.get("GIT_DIR")  # as git gives it to a hook in a linked worktree, or as the user set it
+    folders = [cwd / named] if named else git_folders(cwd)[:1]
+    try:
+        lines = (folders[0] / "MERGE_HEAD").read_text(encoding="ascii").split() if folders else []
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [line for line in lines if re.fullmatch(_OBJECT_NAME, line)]
 
 
 def pushed_paths(cwd: Path, hook_input: str) -> list[str]:
@@ -199,13 +234,20 @@ def pushed_paths(cwd: Path, hook_input: str) -> list[str]:
         if local_sha.strip("0") == "":
             continue
         known_remote = remote_sha.strip("0") != "" and _object_exists(cwd, remote_sha)
-        exclude = [f"^{remote_sha}"] if known_remote else ["--not", "--remotes"]
-        output = git_output(
-            cwd, "log", "--format=", "--name-only", "-z", "--no-renames", local_sha, *exclude,
-            config=REPOSITORY_RELATIVE,
-        )
-        paths.extend(_split_z(output))
+        # Not what the remote ref has, nor what any remote-tracking branch has: pushed before, guarded then.
+        exclude = [f"^{remote_sha}", "--not", "--remotes"] if known_remote else ["--not", "--remotes"]
+        paths.extend(_split_z(_changed_by_commits(cwd, local_sha, exclude)))
     return list(dict.fromkeys(paths))
+
+
+def _changed_by_commits(cwd: Path, local_sha: str, exclude: list[str]) -> bytes:
+    """The paths each commit of ``local_sha`` not in ``exclude`` changes; for a merge, those whose
+    content differs from every parent's (``--cc``): a conflict resolved by hand or a change made in
+    the merge itself, not what it took whole from a side (which ``git log`` lists for no merge)."""
+    return git_output(
+        cwd, "log", "--format=", "--name-only", "-z", "--no-renames", "--cc", EVERY_SUBMODULE, local_sha, *exclude,
+        config=REPOSITORY_RELATIVE,
+    )
 
 
 def _object_exists(cwd: Path, sha: str) -> bool:
@@ -333,11 +375,17 @@ def _verdict_from_store(
 
 def _record_guard_run(store: Store, agent_id: str | None, observation: Observation) -> None:
     """The guard run's duration, and its agent seen, in one small transaction of its own (the guard
-    otherwise only reads); a store that cannot take it (busy, read-only) costs the metric, never the verdict."""
+    otherwise only reads); a store that cannot take it (busy, read-only) costs the metric, never the
+    verdict, and never holds the commit longer than :data:`RECORD_WAIT_S` (a backup or another
+    agent's long transaction under way)."""
+    waits = store.busy_timeout_s
+    store.busy_timeout_s = min(waits, RECORD_WAIT_S)
     try:
         store.write(lambda transaction: seen(transaction, agent_id, observation))
     except MafError as error:
         log_event("guard_duration_not_recorded", WARNING, agent_id=agent_id, error=str(error))
+    finally:
+        store.busy_timeout_s = waits
 
 
 def _is_default_location(settings: Settings) -> bool:
@@ -430,7 +478,7 @@ def override_notices(agent_id: str | None, blocks: list[Block], reason: str, now
             "type": NOTICE_TYPE,
             "from": sender,
             "to": holder,
-            "subject": f"{sender} committed {len(paths)} path(s) you reserved, under the override",
+            "subject": f"{sender} overrode your reservation: {len(paths)} path(s) you reserved let through the guard",
             "paths": paths,
             "patterns": sorted({block.holder.pattern for block in held}),
             "reason": reason,

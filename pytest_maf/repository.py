@@ -16,7 +16,9 @@ def find_repository_root(start: Path) -> Path | None:
     git lists its first worktree: the folder whose ``.git`` file names that git
     directory (``project/.git`` of ``project/.bare``), else the git directory
     itself. Reads ``.git`` files directly instead of running git: it is called
-    on every command, including the pre-commit guard.
+    on every command, including the pre-commit guard. Only where no ``.git``
+    is found and ``GIT_DIR`` or ``GIT_WORK_TREE`` names the repository is git
+    asked for its work tree, as every git command there finds it.
     """
     for directory in (start, *start.parents):
         dot_git = directory / ".git"
@@ -24,7 +26,23 @@ def find_repository_root(start: Path) -> Path | None:
             return directory
         if dot_git.is_file():
             return _main_worktree_root(directory, dot_git)
+    if os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"):
+        return _work_tree_git_names(start)
     return None
+
+
+def _work_tree_git_names(start: Path) -> Path | None:
+    """The work tree git finds from ``start`` (``git rev-parse --show-toplevel``), or None."""
+    import subprocess
+
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, timeout=60, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    top = os.fsdecode(found.stdout.rstrip(b"\n"))
+    return Path(top) if found.returncode == 0 and top else None
 
 
 def find_work_tree(start: Path) -> Path | None:

@@ -347,6 +347,7 @@ def test_install_hooks_again_says_which_hooks_it_changed(repo: Path) -> None:
     again = maf(repo, "install-hooks")  # before: "updated", though nothing changed
     assert again.returncode == 0 and "pre-commit: unchanged" in again.stdout and "pre-push: unchanged" in again.stdout
     assert hook.stat().st_mtime_ns == written
+    setup_store(repo / "elsewhere.db")
     other = maf(repo, "install-hooks", "--db", str(repo / "elsewhere.db"))  # another store: rewritten
     assert "pre-commit: updated" in other.stdout and "elsewhere.db" in hook.read_text()
 

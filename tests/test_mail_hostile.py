@@ -113,7 +113,7 @@ def test_an_override_notice_for_many_paths_keeps_the_first_and_counts_the_rest()
 
     assert mail.fits(notice)
     assert notice["paths"][0] == blocks[0].path and notice["more_paths"] == 20_000 - len(notice["paths"])
-    assert notice["subject"] == "bob committed 20000 path(s) you reserved, under the override"
+    assert notice["subject"] == "bob overrode your reservation: 20000 path(s) you reserved let through the guard"
 
 
 def test_an_id_whose_inbox_name_would_be_too_long_is_refused_everywhere() -> None:

@@ -223,6 +223,11 @@ def cmd_install_hooks(args: argparse.Namespace, settings: Settings) -> int:
             git_hooks.GuardedStore(settings.database_url, settings.database_schema) if settings.database_url is not None
             else git_hooks.GuardedStore(str(settings.db_path.absolute()))
         )
+        if settings.database_url is None and not settings.db_path.is_file():  # else every commit would fail
+            raise UsageError(
+                f"no runtime database at {settings.db_path}: run `maf setup --db {args.db}` first, or give the"
+                " store's path; no hook was written"
+            )
     changes = git_hooks.uninstall(cwd) if args.uninstall else git_hooks.install(cwd, store=store)
     if args.json:
         print_json([{"hook": change.hook, "action": change.action, "path": str(change.path)} for change in changes])

@@ -1,0 +1,189 @@
+"""The guard in the git states agents meet beyond a plain commit: merges (clean, with a conflict,
+changed by hand), a submodule git is told to ignore, a repository named by GIT_DIR, a repository
+whose files shadow the interpreter's modules, and a store busy with someone else's transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from test_guard import clean_env, git, maf, repo, reserve, stage  # noqa: F401 (repo is a fixture)
+
+LINES = "".join(f"line {n}\n" for n in range(1, 9))
+
+
+def committed(repo: Path, name: str, text: str, message: str) -> None:
+    stage(repo, name, text)
+    git(repo, "commit", "-q", "--no-verify", "-m", message)
+
+
+def branches_touching_app(repo: Path) -> None:
+    """main changes src/app.py's first line, `other` (the holder's branch) its last; both before the
+    reservation, so each commit went through."""
+    committed(repo, "src/app.py", LINES, "eight lines")
+    git(repo, "checkout", "-q", "-b", "other")
+    committed(repo, "src/app.py", LINES.replace("line 8", "line eight"), "holder's change")
+    git(repo, "checkout", "-q", "main")
+    committed(repo, "src/app.py", LINES.replace("line 1", "line one"), "committer's change")
+
+
+def pushing_to(repo: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    git(repo, "push", "-q", "origin", "main")
+
+
+def test_a_clean_merge_that_writes_a_reserved_file_anew_is_blocked_at_the_push(repo: Path, tmp_path: Path) -> None:
+    pushing_to(repo, tmp_path)
+    branches_touching_app(repo)
+    git(repo, "push", "-q", "origin", "main", "other")
+    assert maf(repo, "install-hooks").returncode == 0
+    reserve(repo, "src/**", "agent-a")
+    hook_env = clean_env(MAF_AGENT_ID="agent-b")
+    # git runs no pre-commit for a merge without conflicts: the merge is made ...
+    git(repo, "merge", "-q", "--no-edit", "other", env=hook_env)
+
+    # ... and its push checked. Before: git log lists no path for a merge, so it went through.
+    pushed = git(repo, "push", "-q", "origin", "main", check=False, env=hook_env)
+
+    assert pushed.returncode != 0 and "src/app.py: agent-a holds src/**" in pushed.stdout + pushed.stderr
+
+
+def test_merging_the_holders_own_commits_whole_is_not_editing_their_files(repo: Path, tmp_path: Path) -> None:
+    pushing_to(repo, tmp_path)
+    git(repo, "checkout", "-q", "-b", "other")
+    committed(repo, "src/app.py", "print('holder')\n", "holder's change")
+    git(repo, "push", "-q", "origin", "other")
+    git(repo, "checkout", "-q", "main")
+    committed(repo, "README.md", "readme, edited\n", "committer's change")
+    assert maf(repo, "install-hooks").returncode == 0
+    reserve(repo, "src/**", "agent-a")
+    hook_env = clean_env(MAF_AGENT_ID="agent-b")
+
+    git(repo, "merge", "-q", "--no-edit", "other", env=hook_env)
+    pushed = git(repo, "push", "-q", "origin", "main", check=False, env=hook_env)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+
+    # A conflict resolved by taking the holder's side whole is not an edit either; one written by hand is.
+    git(repo, "checkout", "-q", "-b", "theirs", "HEAD~1")
+    committed(repo, "src/app.py", "print('committer')\n", "a conflicting change")
+    assert git(repo, "merge", "other", check=False).returncode != 0  # the conflict
+    git(repo, "checkout", "--theirs", "--", "src/app.py")
+    git(repo, "add", "src/app.py")
+    assert maf(repo, "guard", MAF_AGENT_ID="agent-b").returncode == 0
+    stage(repo, "src/app.py", "print('both')\n")
+    blocked = maf(repo, "guard", MAF_AGENT_ID="agent-b")
+    assert blocked.returncode == 1 and "src/app.py: agent-a" in blocked.stdout
+
+
+def test_a_merge_changed_by_hand_is_blocked_at_the_push(repo: Path, tmp_path: Path) -> None:
+    pushing_to(repo, tmp_path)
+    git(repo, "checkout", "-q", "-b", "other")
+    committed(repo, "src/app.py", "print('holder')\n", "holder's change")
+    git(repo, "push", "-q", "origin", "other")
+    git(repo, "checkout", "-q", "main")
+    committed(repo, "README.md", "readme, edited\n", "committer's change")
+    assert maf(repo, "install-hooks").returncode == 0
+    reserve(repo, "src/**", "agent-a")
+    hook_env = clean_env(MAF_AGENT_ID="agent-b")
+
+    git(repo, "merge", "-q", "--no-edit", "--no-commit", "other")
+    stage(repo, "src/app.py", "print('evil')\n")
+    git(repo, "commit", "-q", "--no-verify", "--no-edit")  # past the commit hooks
+
+    # Before: git log lists no path for a merge, so the push went through.
+    pushed = git(repo, "push", "-q", "origin", "HEAD:refs/heads/merged", check=False, env=hook_env)
+    assert pushed.returncode != 0 and "src/app.py: agent-a" in pushed.stdout + pushed.stderr
+
+    git(repo, "reset", "-q", "--hard", "HEAD~1")
+    git(repo, "merge", "-q", "--no-edit", "other", env=hook_env)  # the holder's commit, taken whole
+    assert git(repo, "push", "-q", "origin", "HEAD:refs/heads/merged", check=False, env=hook_env).returncode == 0
+
+
+def test_a_submodule_bump_is_a_change_whatever_git_is_told_to_ignore(repo: Path, tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    library.mkdir()
+    git(library, "init", "-q", "-b", "main")
+    committed(library, "lib.py", "one\n", "one")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(library), "vendor/lib")
+    git(repo, "commit", "-q", "--no-verify", "-m", "the submodule")
+    inside = repo / "vendor" / "lib"
+    for setting in ("user.email", "user.name"):
+        git(inside, "config", setting, git(repo, "config", setting).stdout.strip())
+    committed(inside, "lib.py", "two\n", "two")
+    git(repo, "config", "-f", ".gitmodules", "submodule.vendor/lib.ignore", "all")
+    git(repo, "config", "diff.ignoreSubmodules", "all")
+    git(repo, "add", "vendor/lib", ".gitmodules")
+    reserve(repo, "vendor/", "agent-a")
+
+    blocked = maf(repo, "guard", MAF_AGENT_ID="agent-b")
+
+    assert blocked.returncode == 1 and "vendor/lib: agent-a holds vendor/" in blocked.stdout  # before: passed
+
+
+def test_a_repository_named_by_git_dir_and_git_work_tree_is_guarded(tmp_path: Path) -> None:
+    git_dir, work_tree, store = tmp_path / "kept-apart.git", tmp_path / "tree", tmp_path / "runtime.db"
+    git(tmp_path, "init", "-q", "--bare", str(git_dir))
+    work_tree.mkdir()
+    named = {"GIT_DIR": str(git_dir), "GIT_WORK_TREE": str(work_tree), "MAF_DB_PATH": str(store)}
+    assert maf(work_tree, "setup", **named).returncode == 0
+    assert maf(work_tree, "reservation", "acquire", "src/", "--agent", "agent-a", **named).returncode == 0
+    (work_tree / "src").mkdir()
+    (work_tree / "src" / "app.py").write_text("print('app')\n")
+    subprocess.run(["git", "add", "-A"], cwd=work_tree, env=clean_env(**named), check=True)
+
+    # Before: no .git above the work tree, so "not inside a git repository", and the commit passed.
+    blocked = maf(work_tree, "guard", MAF_AGENT_ID="agent-b", **named)
+
+    assert blocked.returncode == 1 and "src/app.py: agent-a holds src/" in blocked.stdout, blocked.stderr
+    installed = maf(work_tree, "install-hooks", **named)
+    assert installed.returncode == 0 and (git_dir / "hooks" / "pre-commit").is_file(), installed.stderr
+
+
+def test_a_module_of_the_repository_cannot_stand_in_for_one_the_hooks_guard_imports(repo: Path) -> None:
+    assert maf(repo, "install-hooks").returncode == 0
+    reserve(repo, "src/**", "agent-a")
+    (repo / "datetime.py").write_text("import sys\nsys.exit(0)\n")  # at the top, where git runs hooks
+    stage(repo, "src/app.py")
+
+    # Before: `python -m` put the top first on the module path: the commit went through unguarded.
+    blocked = git(repo, "commit", "-q", "-m", "touch app", check=False, env=clean_env(MAF_AGENT_ID="agent-b"))
+
+    assert blocked.returncode == 1 and "src/app.py: agent-a" in blocked.stdout + blocked.stderr
+    assert "Traceback" not in blocked.stderr
+
+
+def test_install_hooks_refuses_a_named_store_that_is_not_there(repo: Path, tmp_path: Path) -> None:
+    hooks = repo / ".git" / "hooks"
+    before = sorted(path.name for path in hooks.iterdir())
+
+    refused = maf(repo, "install-hooks", "--db", str(tmp_path / "typo.db"))
+
+    assert refused.returncode == 2 and "no runtime database at" in refused.stderr and "maf setup" in refused.stderr
+    assert sorted(path.name for path in hooks.iterdir()) == before  # before: hooks every commit then failed in
+
+
+def test_a_store_busy_with_another_transaction_does_not_hold_the_commit_for_the_busy_timeout(repo: Path) -> None:
+    reserve(repo, "docs/**", "agent-a")
+    stage(repo, "src/app.py")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+         " c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(120)", str(repo / ".maf" / "runtime.db")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        # Before: the guard waited the whole busy timeout (here 10 minutes) to record its own metric.
+        passed = subprocess.run(
+            [sys.executable, "-m", "pytest_maf", "guard"], cwd=repo, capture_output=True, text=True, timeout=60,
+            env=clean_env(MAF_AGENT_ID="agent-b", MAF_BUSY_TIMEOUT="600"),
+        )
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+    assert passed.returncode == 0, passed.stderr  # the verdict, from a read: nothing of theirs is touched
+    assert "guard_duration_not_recorded" in passed.stderr  # the metric is what the busy store costs
