@@ -10,6 +10,7 @@ included). A hook already there is kept, renamed beside ours, and run first;
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -99,6 +100,35 @@ def _script(hook: str, python: str, store: GuardedStore | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+# A hook that finds what to run from its own name: `basename "$0"`, `${0##*/}`, or husky's.
+_OWN_NAME = re.compile(r'basename\s+(--\s+)?"?\$\{?0\b|\$\{0##\*/\}|husky')
+# A file the hook reads from its own folder: `. "$(dirname "$0")/h"` (husky 9).
+_SOURCED_BESIDE = re.compile(r'\.\s+"\$\(dirname\s+(--\s+)?"\$0"\)/([^"/]+)"')
+
+
+def _runs_by_its_own_name(path: Path) -> bool:
+    """Whether the hook at ``path``, or a file it reads from its own folder, tells what to run by the
+    hook's own file name, which renaming it to ``*.pre-maf`` would change."""
+    text = _head(path)
+    beside = [_head(path.parent / match.group(2)) for match in _SOURCED_BESIDE.finditer(text)]
+    return any(_OWN_NAME.search(part) for part in (text, *beside))
+
+
+def _head(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(65_536).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def hooks_path_scope(cwd: Path) -> str | None:
+    """Where ``core.hooksPath`` is set ('local', 'worktree', 'global', 'system', 'command'), or None
+    when it is not (or git is older than 2.26, which cannot say)."""
+    returncode, listed, _ = run_git(cwd, "config", "--show-scope", "--get", "core.hooksPath")
+    return listed.split(b"\t", 1)[0].decode("utf-8", "replace") if returncode == 0 else None
+
+
 def _is_ours(path: Path) -> bool:
     """Whether ``path`` is (or links to) a hook pytest-maf wrote; a link to nothing is not."""
     try:
@@ -123,7 +153,6 @@ def install(cwd: Path, python: str = sys.executable, store: GuardedStore | None 
             " or set MAF_DATABASE_URL where agents commit instead of giving --db; no hook was written"
         )
     directory = hooks_directory(cwd)
-    directory.mkdir(parents=True, exist_ok=True)
     for hook in HOOKS:  # checked first: nothing is changed when one hook cannot be chained
         path, previous = directory / hook, directory / f"{hook}{PREVIOUS_SUFFIX}"
         if (path.is_dir() and not path.is_symlink()) or (previous.is_dir() and not previous.is_symlink()):
@@ -132,6 +161,23 @@ def install(cwd: Path, python: str = sys.executable, store: GuardedStore | None 
             raise UsageError(
                 f"{previous} already exists beside a hook pytest-maf did not write; move one of them away first"
             )
+        if os.path.lexists(path) and not _is_ours(path) and _runs_by_its_own_name(path):
+            raise UsageError(
+                f"{path} finds what to run from its own file name (as a hook manager's such as husky's does),"
+                f" so renamed beside ours it would run nothing: call the guard from the hook it runs instead"
+                f" (for husky, a line `{'maf guard --pre-push' if hook == 'pre-push' else 'maf guard'}` in"
+                f" .husky/{hook}); no hook was written"
+            )
+    scope = hooks_path_scope(cwd)
+    if store is not None and scope in ("global", "system"):
+        raise UsageError(
+            f"core.hooksPath is set in your {scope} git configuration, so the hooks in {directory} run for every"
+            f" repository {'of this user' if scope == 'global' else 'on this machine'}, and --db would make each"
+            " of them guard with this store: install without --db (each repository's guard finds its own store),"
+            " or give this repository a hooks folder of its own (git config core.hooksPath .git/hooks); no hook"
+            " was written"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
     changes = []
     for hook in HOOKS:
         path = directory / hook
@@ -162,6 +208,7 @@ def _unchanged(path: Path, script: bytes) -> bool:
 
 def uninstall(cwd: Path) -> list[HookChange]:
     directory = hooks_directory(cwd)
+    directory.mkdir(parents=True, exist_ok=True)
     changes = []
     for hook in HOOKS:
         path = directory / hook

@@ -234,6 +234,13 @@ def cmd_install_hooks(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for change in changes:
         print(f"{change.hook}: {change.action} ({change.path})")
+    scope = None if args.uninstall else git_hooks.hooks_path_scope(cwd)
+    if scope in ("global", "system"):
+        print(
+            f"note: core.hooksPath is set in your {scope} git configuration: these hooks run for every repository"
+            f" {'of this user' if scope == 'global' else 'on this machine'}; where no store is set up, the guard"
+            " passes quietly", file=sys.stderr,
+        )
     if store is not None:
         print(f"the hooks guard commits and pushes with the store {settings.store_shown}")
     return 0
