@@ -30,10 +30,16 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """``STAMP LEVEL EVENT key=value ...``: a value's control and direction characters as escapes
+    (``\\x1b``, ``\\u202e``), as every view shows them, so a reason or an error's context cannot
+    move the cursor, clear the screen or reverse the line on a terminal or in a log file read later."""
+
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{key}={value}" for key, value in getattr(record, "maf_fields", {}).items())
+        from pytest_maf.terminal import printable
+
+        fields = " ".join(f"{key}={printable(value)}" for key, value in getattr(record, "maf_fields", {}).items())
         stamp = datetime.fromtimestamp(record.created, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{stamp} {record.levelname.lower():<7} {record.getMessage()} {fields}".rstrip()
+        return f"{stamp} {record.levelname.lower():<7} {printable(record.getMessage())} {fields}".rstrip()
 
 
 class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -30,6 +30,7 @@ from pytest_maf.terminal import cut, printable
 
 CHECK_HISTORY_LENGTH = 30  # results shown per check, newest last
 DETAIL_LIMIT = 4_000  # characters of one failure's details; the rest is in `maf evidence list`
+SILENT_SHOWN = 100  # the latest attempts named as having no evidence
 TIMELINE_FIELDS = ("from", "to", "attempt", "agent")  # shown in their own columns
 HIDDEN_FIELDS = frozenset({*TIMELINE_FIELDS, "lease_expires_at", "max_attempts", "priority"})
 FOLLOWING_KINDS = frozenset({"done", "retry", "exhaust"})  # moves the one before sets off, in the same transaction
@@ -334,7 +335,8 @@ def _task(history: TaskHistory) -> str:
         f" changed {_time(task.updated_at)}</span>{tally}</summary>"
     )
     recorded = {attempt.number for attempt in history.attempts}
-    silent = [str(number) for number in range(task.attempts, 0, -1) if number not in recorded]
+    # At most the last SILENT_SHOWN attempts: a damaged count (2**63 - 1) must not fill the memory.
+    silent = [str(n) for n in range(task.attempts, max(task.attempts - SILENT_SHOWN, 0), -1) if n not in recorded]
     rows = "".join(_attempt(attempt) for attempt in history.attempts)
     evidence = (
         f"<table class=ev><tr><th>Attempt<th>Result<th>Verifier<th>Details{rows}</table>" if rows else ""

@@ -115,6 +115,11 @@ class StatusSnapshot:
             reservation["expires_at_iso"] = iso_utc(reservation["expires_at"])
         return plain
 
+def _recipient(message: dict[str, Any]) -> str:
+    """Whom a queued message is for; '?' for a row of another shape (damage, a hand edit)."""
+    recipient = message.get("to")
+    return recipient if isinstance(recipient, str) else "?"
+
 
 def status_snapshot(store: Store, mail_root: Path | None) -> StatusSnapshot:
     """Read the snapshot (see the module's notes); ``mail_root`` None leaves the mail counts out."""
@@ -133,7 +138,7 @@ def status_snapshot(store: Store, mail_root: Path | None) -> StatusSnapshot:
             ReservationView(r.pattern, r.agent_id, r.exclusive, r.reason, r.task_id, r.expires_at, r.expires_at - now)
             for r in transaction.reservations(live_only=True)
         ]
-        queued = Counter(message.get("to", "?") for _, message in transaction.pending_mail())
+        queued = Counter(_recipient(message) for _, message in transaction.pending_mail())
         overrides = entries(
             transaction, transaction.audit_trail(since=now - OVERRIDES_WINDOW_MS, kinds=OVERRIDE_KINDS)
         )

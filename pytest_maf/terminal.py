@@ -57,6 +57,26 @@ def printable(text: object) -> str:
     return "".join(_escaped(character) if _hidden(character) else character for character in shown)
 
 
+def cells(text: str) -> int:
+    """The columns ``text`` takes on a terminal: two for a wide character (CJK, most emoji), none for
+    a combining mark or a format character, one for any other.
+
+    >>> cells("agent"), cells("漢字"), cells("e\u0301")
+    (5, 4, 1)
+    """
+    if text.isascii():  # the common case, checked in C
+        return len(text)
+    import unicodedata
+
+    return sum(_cells_of(character, unicodedata) for character in text)
+
+
+def _cells_of(character: str, unicodedata: Any) -> int:
+    if unicodedata.combining(character) or unicodedata.category(character) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(character) in ("W", "F") else 1
+
+
 BRIEF_LIMIT = 200  # characters of free text (a reason, a message, a summary) on one line; --json has it all
 
 

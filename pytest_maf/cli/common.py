@@ -33,7 +33,7 @@ from pytest_maf.clock import iso_utc
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
 from pytest_maf.ids import validate_id
-from pytest_maf.terminal import printable, printable_json
+from pytest_maf.terminal import cells, printable, printable_json
 from pytest_maf.store import open_store_for
 from pytest_maf.values import parse_duration, parse_json
 
@@ -207,17 +207,17 @@ ALIGNED_WIDTH = 60  # a longer cell overflows its column instead of widening eve
 
 def table_lines(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     """:func:`print_table`'s lines: the header's first, then one per row."""
-    cells = [[printable(cell) for cell in row] for row in rows]
-    widths = [max([len(name), *(min(len(row[i]), ALIGNED_WIDTH) for row in cells)]) for i, name in enumerate(header)]
+    shown = [[printable(cell) for cell in row] for row in rows]
+    widths = [max([cells(name), *(min(cells(row[i]), ALIGNED_WIDTH) for row in shown)]) for i, name in enumerate(header)]
     numeric = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(header))]
 
-    def line(values: Sequence[str]) -> str:
+    def line(values: Sequence[str]) -> str:  # padded by the columns a value takes, not its characters
         return "  ".join(
-            value.rjust(width) if right else value.ljust(width)
+            " " * (width - cells(value)) + value if right else value + " " * (width - cells(value))
             for value, width, right in zip(values, widths, numeric)
         ).rstrip()
 
-    return [line(header), *(line(row) for row in cells)]
+    return [line(header), *(line(row) for row in shown)]
 
 
 def when(epoch_ms: int) -> str:

@@ -164,7 +164,10 @@ def fit_screen(lines: list[str], height: int, width: int) -> list[str]:
 
 
 def clip(line: str, width: int) -> str:
-    """``line`` cut to ``width`` visible characters; colour sequences are kept and do not count."""
+    """``line`` cut to ``width`` columns of the terminal (a wide character takes two); colour sequences
+    are kept and do not count."""
+    from pytest_maf.terminal import cells
+
     shown, visible, position = [], 0, 0
     while position < len(line):
         if line.startswith("\x1b[", position):
@@ -174,10 +177,11 @@ def clip(line: str, width: int) -> str:
             shown.append(line[position : end + 1])
             position = end + 1
             continue
-        if visible == max(1, width):
+        taken = cells(line[position])
+        if visible + taken > max(1, width):
             return "".join(shown) + "\x1b[0m"
         shown.append(line[position])
-        visible += 1
+        visible += taken
         position += 1
     return line
 

@@ -462,7 +462,7 @@ class PostgresTransaction:
             f"SELECT id, message_json FROM mail_outbox WHERE delivered_at IS NULL{only} ORDER BY created_at, id {C}",
             () if message_ids is None else (list(message_ids),),
         )
-        return [(row[0], _loads(row[1], f"mail_outbox.message_json of {row[0]!r}")) for row in rows]
+        return [(row[0], as_object(_loads(row[1], f"mail_outbox.message_json of {row[0]!r}"))) for row in rows]
 
     def mark_mail_delivered(self, message_ids: Sequence[str]) -> None:
         self._execute(

@@ -574,7 +574,7 @@ class SQLiteTransaction:
             f"SELECT id, message_json FROM mail_outbox WHERE delivered_at IS NULL{where} ORDER BY created_at, id",
             tuple(message_ids or ()),
         ).fetchall()
-        return [(row[0], _loads(row[1], f"mail_outbox.message_json of {row[0]!r}")) for row in rows]
+        return [(row[0], as_object(_loads(row[1], f"mail_outbox.message_json of {row[0]!r}"))) for row in rows]
 
     def mark_mail_delivered(self, message_ids: Sequence[str]) -> None:
         self.connection.executemany(
