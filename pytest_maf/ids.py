@@ -22,14 +22,19 @@ PATH_CHARACTERS = ("/", "\\", "\0")
 # Kinds of id that never become a path: a verifier is named by a pytest node id
 # ('checks/test_store.py::test_schema'), which contains '/'.
 LABEL_KINDS = frozenset({"verifier"})
+# A node id grows with folders, a class and parametrize ids: 208 characters is ordinary. The bytes
+# bound keeps it, with its task id, within the largest index entry PostgreSQL takes (about 2,700 bytes).
+MAX_LABEL_LENGTH = 1024
+MAX_LABEL_BYTES = 2048
 
 
 def id_problem(value: str, *, path_segment: bool = True) -> str | None:
     """What is wrong with ``value`` as an id, said after the id; None when it is fine (pure)."""
     if not value:
         return "must not be empty"
-    if len(value) > MAX_ID_LENGTH:
-        return f"is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
+    longest = MAX_ID_LENGTH if path_segment else MAX_LABEL_LENGTH
+    if len(value) > longest:
+        return f"is {len(value)} characters long; the limit is {longest}"
     if not value.isprintable():  # before the spaces: strip() takes a trailing newline for one
         return "may not contain '/', '\\', NUL or control characters" if path_segment else "contains control characters"
     if value != value.strip():
@@ -39,6 +44,8 @@ def id_problem(value: str, *, path_segment: bool = True) -> str | None:
     if path_segment and len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
         size = len(value.encode("utf-8", "surrogatepass"))
         return f"is {size} bytes long in UTF-8; the limit is {MAX_ID_BYTES} (a file name's: an inbox is named after it)"
+    if not path_segment and len(value) > MAX_LABEL_BYTES // 4 and len(value.encode("utf-8", "surrogatepass")) > MAX_LABEL_BYTES:
+        return f"is {len(value.encode('utf-8', 'surrogatepass'))} bytes long in UTF-8; the limit is {MAX_LABEL_BYTES}"
     return None
 
 

@@ -23,6 +23,7 @@ from pytest_maf import tasks
 from pytest_maf.evidence import list_evidence
 
 if TYPE_CHECKING:
+    from pytest_maf.store import Store
     from workspace import Workspace
 
 NO_VERDICT_TESTS = """
@@ -161,6 +162,27 @@ def test_a_verification_whose_tests_all_skip_or_xfail_decides_nothing(pytester: 
     assert "COMMITTED" not in result.stdout.str()
     assert evidence_rows(pytester) == {}
     assert task_state(pytester, "fix-42") == "READY"
+
+
+def test_a_test_whose_node_id_is_long_is_evidence_like_any_other(pytester: pytest.Pytester, on_backend: str) -> None:
+    folder = pytester.mkpydir("integration") / "api"
+    folder.mkdir()
+    (folder / "test_user_account_management_endpoints.py").write_text(
+        "import pytest\n"
+        "class TestUserAccountManagementEndpoints:\n"
+        "    @pytest.mark.parametrize('payload', [1], ids=['create-user-with-valid-email-and-password-' * 3])\n"
+        "    def test_post_users_returns_created_and_location_header(self, payload):\n"
+        "        pass\n"
+    )
+    running_task(pytester)
+
+    result = pytester.runpytest("--maf-task", "fix-42", "--maf-agent", "claude-1", "integration")
+
+    # Before: a node id over 128 characters was refused as a verifier id, and the passing run rolled back.
+    assert result.ret == 0, result.stdout.str()
+    (verifier,) = evidence_rows(pytester)
+    assert len(verifier) > 200 and verifier.endswith("-create-user-with-valid-email-and-password-]")
+    assert task_state(pytester, "fix-42") == "DONE"
 
 
 def test_mixed_outcomes_are_counted_apart_as_pytest_counts_them(pytester: pytest.Pytester, on_backend: str) -> None:
@@ -570,3 +592,22 @@ def test_an_acknowledgement_no_longer_needed_is_pointed_out(pytester: pytest.Pyt
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["maf: svc.cache passes now: its entry in preflight.acknowledged_warnings can go"])
     assert evidence_rows(pytester)["svc.cache"][0] == "PASS"
+
+
+def test_a_verifier_id_is_kept_up_to_its_bound_on_either_backend(store: Store) -> None:
+    from pytest_maf.errors import UsageError
+    from pytest_maf.evidence import record_evidence
+
+    tasks.add_task(store, task_id="fix-1")
+    claim = tasks.claim_task(store, "fix-1", "claude-1", 60_000)
+    tasks.start_task(store, "fix-1", "claude-1", claim.attempt)
+    longest = "tests/" + "x" * 1_018  # 1,024 characters: within PostgreSQL's largest index entry too
+
+    widest = "漢" * 682  # 2,046 bytes in UTF-8
+    for verifier in (longest, widest):
+        record_evidence(store, "fix-1", claim.attempt, verifier, "PASS", agent_id="claude-1")
+
+    assert sorted(row.verifier for row in list_evidence(store, "fix-1")) == [longest, widest]
+    for refused, limit in ((longest + "y", "the limit is 1024"), ("漢" * 700, "the limit is 2048")):
+        with pytest.raises(UsageError, match=limit):
+            record_evidence(store, "fix-1", claim.attempt, refused, "PASS", agent_id="claude-1")
