@@ -49,7 +49,8 @@ class VerificationSession:
     preflight: bool
     problems: list[str] = field(default_factory=list)  # what could not be recorded, a lost lease
     keeper: LeaseKeeper | None = None
-    failure_lost: bool = False  # a FAIL that no row records, not even the stand-in: the task must not commit
+    unrecorded: list[str] = field(default_factory=list)  # "verifier: why" of each row refused, not yet stood in for
+    failure_lost: bool = False  # a refused row that not even the stand-in records: the task must not commit
 
     @classmethod
     def start_preflight(
@@ -79,11 +80,12 @@ class VerificationSession:
 
     def record(self, entries: Sequence[Entry]) -> list[Evidence]:
         """Record ``entries`` in one fenced transaction; if that is refused, one by one,
-        keeping every row that can be kept and noting in :attr:`problems` each that cannot.
+        keeping every row that can be kept and noting each that cannot (:meth:`refuse`).
 
-        A FAIL that cannot be kept (a verifier id too long, details that are not JSON, a
-        verifier that already reported) still fails the task: one FAIL row,
-        ``<preflight|verification>.unrecorded``, names each such verifier and why.
+        A row that cannot be kept (a verifier id too long, details that are not JSON, a
+        verifier that already reported), PASS or FAIL, still keeps the task from committing:
+        :meth:`finish` first records one FAIL row, ``<preflight|verification>.unrecorded``,
+        naming each such verifier and why.
         """
         if not entries:
             return []
@@ -91,32 +93,42 @@ class VerificationSession:
             return record_evidence_batch(self.store, self.task_id, self.attempt, entries, agent_id=self.agent_id)
         except MafError:
             rows: list[Evidence] = []
-            lost: list[str] = []
             for entry in entries:
                 try:
                     rows += record_evidence_batch(self.store, self.task_id, self.attempt, [entry], agent_id=self.agent_id)
                 except MafError as error:
-                    self.problems.append(f"evidence for {entry[0]} was not recorded: {error}")
-                    if entry[1] == "FAIL":
-                        lost.append(f"{cut(entry[0], 200)}: {cut(str(error), 300)}")
-            if lost:
-                rows += self._record_lost_failures(lost)
+                    self.refuse(entry[0], str(error))
             return rows
 
-    def _record_lost_failures(self, lost: list[str]) -> list[Evidence]:
-        """The FAIL row that stands for failures whose own rows were refused; [] if it is refused too."""
+    def refuse(self, verifier: str, reason: str) -> None:
+        """Note that ``verifier``'s evidence cannot be recorded (a runner found its details unusable):
+        the attempt is then incomplete, and its task must not commit."""
+        self.problems.append(f"evidence for {verifier} was not recorded: {reason}")
+        self.unrecorded.append(f"{cut(verifier, 200)}: {cut(reason, 300)}")
+
+    def _stand_in(self) -> Entry | None:
+        """The FAIL row that stands for the verifiers whose own rows were refused, if any were."""
+        if not self.unrecorded:
+            return None
+        lost = self.unrecorded
         verifier = f"{'preflight' if self.preflight else 'verification'}.unrecorded"
         shown = "; ".join(lost[:5]) + (f"; and {len(lost) - 5} more" if len(lost) > 5 else "")
         details = {
             "severity": "critical", "blocking": True, "outcome": "failed", "tags": [],
-            "message": f"{len(lost)} failure(s) could not be recorded as evidence: {shown}",
+            "message": f"the evidence of {len(lost)} verifier(s) could not be recorded: {shown}",
         }
+        return verifier, "FAIL", details
+
+    def _record_stand_in(self) -> list[Evidence]:
+        """Record :meth:`_stand_in` once; if it is refused too, the task must be left undecided."""
+        stand_in = self._stand_in()
+        if stand_in is None:
+            return []
+        self.unrecorded = []
         try:
-            return record_evidence_batch(
-                self.store, self.task_id, self.attempt, [(verifier, "FAIL", details)], agent_id=self.agent_id
-            )
+            return record_evidence_batch(self.store, self.task_id, self.attempt, [stand_in], agent_id=self.agent_id)
         except MafError as error:
-            self.problems.append(f"evidence for {verifier} was not recorded: {error}")
+            self.problems.append(f"evidence for {stand_in[0]} was not recorded: {error}")
             self.failure_lost = True
             return []
 
@@ -130,10 +142,12 @@ class VerificationSession:
     def finish(self) -> tasks.FinishResult:
         """Stop keeping the lease and decide the task from its evidence (raises :class:`MafError`).
 
-        A FAIL that no row could record leaves the task undecided (a :class:`StoreError`): it stays
-        VERIFYING, and rolls back when its lease runs out, rather than commit without that failure.
+        Rows that were refused are stood in for first, by one FAIL row. If even that is refused,
+        the task is left undecided (a :class:`StoreError`): it stays VERIFYING, and rolls back when
+        its lease runs out, rather than commit without that evidence.
         """
         self.stop_keeping()
+        self._record_stand_in()
         if self.failure_lost:
             raise StoreError(
                 f"a failure of task {self.task_id} could not be recorded, so the task was not decided: it rolls"
@@ -152,11 +166,16 @@ class VerificationSession:
         recorded as :meth:`record` does, then the task finished as by :meth:`finish`.
         """
         self.stop_keeping()
+        stand_in = self._stand_in()
         try:
-            return tasks.complete_task_rows(self.store, self.task_id, self.agent_id, self.attempt, entries)
+            written = [*entries, stand_in] if stand_in is not None else entries
+            verdict, rows = tasks.complete_task_rows(self.store, self.task_id, self.agent_id, self.attempt, written)
         except MafError:
             rows = self.record(entries)
+            rows += self._record_stand_in()
             return self.finish(), rows
+        self.unrecorded = []
+        return verdict, rows
 
     def close(self) -> None:
         self.stop_keeping()

@@ -128,6 +128,23 @@ def check_json(name: str, value: Any) -> Any:
     return value
 
 
+def plain_json(name: str, value: Any) -> Any:
+    """:func:`check_json`'s ``value`` made of built-in types only: a subclass (an ``IntEnum``, an
+    ``OrderedDict``) becomes its plain value and a tuple a list, as the stored JSON will read back.
+    What pytest-xdist sends between processes must be such plain data.
+
+    Example::
+
+        plain_json("details", OrderedDict(files=(1, 2)))  # -> {"files": [1, 2]}
+    """
+    check_json(name, value)
+    if type(value) is dict and _flat_and_short(value):
+        return value
+    import json  # only details beyond the plain strings, booleans and lists of strings the plugin makes
+
+    return json.loads(json.dumps(value, ensure_ascii=False))
+
+
 def parse_json(name: str, text: str) -> Any:
     """Parse JSON given by a user and :func:`check_json` it; every problem is a :class:`UsageError`."""
 

@@ -36,7 +36,8 @@ from pytest_maf.light_dataclass import dataclass, field
 from pytest_maf.plugin import EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
 from pytest_maf.session import VerificationSession
 from pytest_maf.store import Store, open_store_for
-from pytest_maf.terminal import printable
+from pytest_maf.terminal import cut, printable
+from pytest_maf.values import plain_json
 
 if TYPE_CHECKING:
     from pytest_maf.records import Evidence
@@ -183,6 +184,7 @@ class MafRun:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     interrupted: str = ""  # how the run was stopped before its end (Ctrl-C, pytest.exit()), if it was
+    internal_error: str = ""  # the last line of an internal error of this process or of an xdist worker
     _pending: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     @property
@@ -396,11 +398,17 @@ class MafRun:
         """Put the evidence on the item's last report as plain data that survives xdist, with what the
         test added through ``maf_evidence`` in its details, and the JUnit XML properties."""
         added = item.stash.get(EVIDENCE_DETAILS_KEY, None)
+        unrecordable = ""
         if added:
-            details.update({key: value for key, value in added.items() if key not in DECIDED_DETAILS})
+            try:  # here, in the process that ran the test: under xdist the report must carry plain data
+                details.update(plain_json("evidence details", {
+                    key: value for key, value in added.items() if key not in DECIDED_DETAILS
+                }))
+            except MafError as error:
+                unrecordable = str(error)
         report.maf_evidence = {  # type: ignore[attr-defined]
             "verifier": verifier, "result": result, "kind": kind, "details": details,
-            "acknowledgement_named": acknowledgement_named,
+            "acknowledgement_named": acknowledgement_named, "unrecordable": unrecordable,
         }
         report.user_properties += [
             ("maf.task_id", self.task_id or ""),
@@ -429,6 +437,10 @@ class MafRun:
             self._note_acknowledgement(verifier, kind, details["severity"])
         if result is None:
             return  # skipped, xfailed or xpassed: no evidence either way
+        if evidence["unrecordable"]:
+            if self.session is not None:
+                self.session.refuse(verifier, evidence["unrecordable"])  # and the task does not commit
+            return
         if self._details_hook.get_hookimpls():
             decided = {key: details[key] for key in DECIDED_DETAILS if key in details}
             details = dict(details)  # the hook's changes are the row's, not the report's
@@ -462,6 +474,13 @@ class MafRun:
         else:
             self.interrupted = f"pytest.exit(){': ' + reason if reason else ''}"
 
+    def pytest_internalerror(self, excrepr: object, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        """An internal error of this process or, under xdist, of a worker (whose run xdist may still
+        count as passed): a check's outcome may never have reached the controller."""
+        # xdist raises a worker's traceback as the message of an `assert False`: its last line is the error.
+        lines = [line.strip() for line in str(excinfo.value).splitlines() if line.strip() not in ("", "assert False")]
+        self.internal_error = cut(lines[-1] if lines else excinfo.typename, 300)
+
     def _record_unfinished_run(self, session: pytest.Session) -> None:
         """A run stopped at the preflight's time limit, or interrupted, must not commit: the checks it
         did not run (the one it was in among them) count as a failure, and the task rolls back."""
@@ -476,6 +495,10 @@ class MafRun:
             message = f"{self.budget.reason}; with pytest-timeout blocked (-p no:timeout) no check was interrupted"
         elif self.interrupted:
             verifier, message = f"{run}.interrupted", f"the run was interrupted ({self.interrupted}){unfinished}"
+        elif self.internal_error:
+            verifier, message = f"{run}.pytest", f"pytest hit an internal error ({self.internal_error}){unfinished}"
+            if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+                session.exitstatus = pytest.ExitCode.INTERNAL_ERROR  # xdist reports a worker's as a pass
         elif session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) and not (
             session.exitstatus == pytest.ExitCode.TESTS_FAILED and self.tally["failed"]
         ):

@@ -186,3 +186,91 @@ def test_db():
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*maf_check tags 'database': give a list of names*"])
     assert state_and_failures(pytester) == ("READY", ["verification.pytest"])
+
+
+def verify_in_a_subprocess(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "--maf-task", "fix-1", "--maf-agent", "claude-1", "-p", "no:cacheprovider", *args, timeout=120,
+    )
+
+
+NOT_JSON_DETAILS = """
+import pathlib
+import pytest
+
+@pytest.mark.maf_check(id="p.path")
+def test_path(maf_evidence):
+    maf_evidence["where"] = pathlib.Path("/tmp")
+
+def test_other():
+    pass
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+def test_evidence_details_that_are_not_json_keep_the_task_from_committing(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_p=NOT_JSON_DETAILS)
+
+    result = verify_in_a_subprocess(pytester, *workers, "test_p.py")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["task fix-1: ROLLBACK -> READY (1 of 2 verifiers failed: verification.unrecorded)"])
+    result.stdout.fnmatch_lines(["maf: evidence for p.path was not recorded: evidence details holds a PosixPath, which is not JSON"])
+    assert state_and_failures(pytester) == ("READY", ["verification.unrecorded"])
+    with open_environment_store(pytester.path) as store:
+        (stand_in,) = [row for row in list_evidence(store, "fix-1") if row.result == "FAIL"]
+    assert "p.path: evidence details holds a PosixPath" in stand_in.details["message"]
+
+
+def test_under_xdist_evidence_details_reach_the_store_as_plain_json(pytester: pytest.Pytester) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_p="""
+import collections
+import enum
+import pytest
+
+class Level(enum.IntEnum):
+    HIGH = 2
+
+@pytest.mark.maf_check(id="p.plain")
+def test_plain(maf_evidence):
+    maf_evidence["level"] = Level.HIGH
+    maf_evidence["files"] = ("a.py", "b.py")
+    maf_evidence["counts"] = collections.OrderedDict(lint=3)
+
+def test_other():
+    pass
+""")
+
+    result = verify_in_a_subprocess(pytester, "-n", "2", "test_p.py")
+
+    assert result.ret == pytest.ExitCode.OK
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    with open_environment_store(pytester.path) as store:
+        assert tasks.get_task(store, "fix-1").state == "DONE"
+        (row,) = [row for row in list_evidence(store, "fix-1") if row.verifier == "p.plain"]
+    assert (row.details["level"], row.details["files"], row.details["counts"]) == (2, ["a.py", "b.py"], {"lint": 3})
+
+
+def test_a_worker_internal_error_keeps_the_task_from_committing(pytester: pytest.Pytester) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_p="""
+import pathlib
+
+def test_path(record_property):
+    record_property("where", pathlib.Path("/tmp"))  # xdist cannot send it: its worker stops on an internal error
+
+def test_other():
+    pass
+""")
+
+    result = verify_in_a_subprocess(pytester, "-n", "2", "test_p.py")
+
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines(["FAIL verification.pytest: pytest hit an internal error (*DumpError*PosixPath*"])
+    result.stdout.fnmatch_lines(["task fix-1: ROLLBACK -> READY*verification.pytest*"])
+    assert state_and_failures(pytester) == ("READY", ["verification.pytest"])

@@ -92,3 +92,25 @@ def test_a_failure_that_no_row_can_record_leaves_the_task_undecided(
         session.complete([("lint", "FAIL", {}), ("unit", "PASS", {})])
 
     assert tasks.get_task(ticking_store, "t1").state == "VERIFYING"
+
+
+def test_a_pass_whose_row_is_refused_keeps_the_task_from_committing(ticking_store: Store) -> None:
+    session = verifying(ticking_store)
+
+    result, rows = session.complete([("lint", "PASS", {"where": Path("/tmp")}), ("unit", "PASS", {})])
+
+    assert [row.verifier for row in rows] == ["unit", "verification.unrecorded"]
+    assert (result.verdict, result.final_state) == ("ROLLBACK", "READY")
+    assert session.problems == ["evidence for lint was not recorded: evidence details holds a PosixPath, which is not JSON"]
+
+
+def test_a_row_its_runner_refuses_is_stood_in_for_in_the_deciding_transaction(ticking_store: Store) -> None:
+    session = verifying(ticking_store)
+    session.refuse("lint", "its details are not JSON")
+
+    result, rows = session.complete([("unit", "PASS", {})])
+
+    assert {row.verifier: row.result for row in rows} == {"unit": "PASS", "verification.unrecorded": "FAIL"}
+    assert (result.verdict, result.final_state) == ("ROLLBACK", "READY")
+    (stand_in,) = [row for row in rows if row.result == "FAIL"]
+    assert "lint: its details are not JSON" in stand_in.details["message"]
