@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pytest_maf.ids import id_problem
 from pytest_maf.terminal import printable
 
 OPTION = "--maf-checks"
@@ -27,6 +28,8 @@ RESERVED_MARKERS = frozenset({
     "maf_task_payload", "tryfirst", "trylast",
 })
 MAX_PATTERNS = 200
+SEVERITIES = ("critical", "warning")
+MARKER_ARGUMENTS = ("id", "severity", "tags")  # what maf_check(...) takes, each by name
 
 
 def check_id(item: pytest.Item) -> str | None:
@@ -66,7 +69,86 @@ def marker_tags(marker: pytest.Mark | None) -> list[str]:
 
 
 def _tags(item: pytest.Item) -> list[str]:
-    return marker_tags(item.get_closest_marker("maf_check"))
+    try:
+        return marker_tags(item.get_closest_marker("maf_check"))
+    except pytest.UsageError:
+        return []  # refused with the marker's other mistakes, once the collection is over (malformed_checks)
+
+
+def marker_problem(marker: pytest.Mark) -> str | None:
+    """What is wrong with a ``maf_check`` marker's arguments, or None (pure)."""
+    if marker.args:
+        return "give each argument by name, such as maf_check(id='svc.db')"
+    unknown = sorted(set(marker.kwargs) - set(MARKER_ARGUMENTS))
+    if unknown:
+        return f"unknown argument(s) {', '.join(unknown)}: maf_check takes {', '.join(MARKER_ARGUMENTS)}"
+    if "id" in marker.kwargs:
+        given = marker.kwargs["id"]
+        problem = id_problem(given, path_segment=False) if isinstance(given, str) else "is not a string"
+        if problem is not None:
+            shown = repr(given) if len(repr(given)) <= 60 else repr(given)[:57] + "..."
+            return f"id {shown} {problem}"
+    severity = marker.kwargs.get("severity", "critical")
+    if severity not in SEVERITIES:
+        return f"severity {severity!r}: use 'critical' or 'warning'"
+    try:
+        marker_tags(marker)
+    except pytest.UsageError as error:
+        return str(error).removeprefix("maf_check ")
+    return None
+
+
+def malformed_checks(items: list[pytest.Item]) -> str | None:
+    """A usage error's message naming each check whose ``maf_check`` arguments are wrong, or None:
+    found while collecting, before any run's task is touched."""
+    found = []
+    for item in items:
+        marker = item.get_closest_marker("maf_check")
+        problem = marker_problem(marker) if marker is not None else None
+        if problem is not None:
+            found.append(f"{item.nodeid}: maf_check {problem}")
+    if not found:
+        return None
+    shown = found[:10] + ([f"and {len(found) - 10} more"] if len(found) > 10 else [])
+    return printable("; ".join(shown)) + "; fix the marker (nothing was run or recorded)"
+
+
+WORKER_MALFORMED_KEY = "maf_malformed_checks"  # an xdist worker's workeroutput: its controller says it
+
+
+class CheckMarkers:
+    """Registered for every ``--maf-*`` run: a ``maf_check`` marker given a wrong argument is a usage
+    error once the tests are collected, before a run's task is made, claimed or verified. Under xdist
+    the workers collect: one that finds such a marker runs nothing, and the controller says why."""
+
+    def __init__(self) -> None:
+        self.malformed_on_workers: set[str] = set()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        message = malformed_checks(items)
+        if message is None:
+            return
+        items[:] = []  # nothing runs, and pytest lists nothing
+        workeroutput = getattr(config, "workeroutput", None)
+        if workeroutput is None:
+            raise pytest.UsageError(message)
+        workeroutput[WORKER_MALFORMED_KEY] = message
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        message = getattr(node, "workeroutput", {}).get(WORKER_MALFORMED_KEY)
+        if message:
+            self.malformed_on_workers.add(str(message))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.malformed_on_workers:
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for message in sorted(self.malformed_on_workers):
+            terminalreporter.write_line(f"ERROR: {message}", red=True)
 
 
 class CheckSelection:

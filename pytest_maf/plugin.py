@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 MAF_RUN_KEY = pytest.StashKey["MafRun"]()
 # What a check adds to its evidence row through the maf_evidence fixture.
 EVIDENCE_DETAILS_KEY = pytest.StashKey[dict[str, Any]]()
+CHECK_MARKERS_PLUGIN = "maf-check-markers"
 
 
 def checks_directory() -> Path:
@@ -131,7 +132,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "maf_check(id, severity='critical', tags=()): a preflight check with a stable id;"
+        "maf_check(id=..., severity='critical', tags=()): a preflight check with a stable id;"
         " a failing 'warning' check is reported but does not fail the run (unless --maf-strict)",
     )
     config.addinivalue_line("markers", "maf_task_payload(payload): the payload of the maf_task fixture's task")
@@ -141,11 +142,13 @@ def pytest_configure(config: pytest.Config) -> None:
         if given is not None and not given.strip():  # '' from an unset shell variable: not "no option"
             raise pytest.UsageError(f"{flag} was given an empty value: give {value}, or leave the option out")
     chosen = config.getoption("maf_checks")
-    if preflight or chosen is not None:
-        from pytest_maf.check_selection import CheckSelection, check_patterns
+    if preflight or task_id or chosen is not None:
+        from pytest_maf.check_selection import CheckMarkers, CheckSelection, check_patterns
 
-        patterns = None if chosen is None else check_patterns(chosen)
-        config.pluginmanager.register(CheckSelection(config, patterns), "maf-check-selection")
+        config.pluginmanager.register(CheckMarkers(), CHECK_MARKERS_PLUGIN)
+        if preflight or chosen is not None:
+            patterns = None if chosen is None else check_patterns(chosen)
+            config.pluginmanager.register(CheckSelection(config, patterns), "maf-check-selection")
     if not preflight and not task_id:
         return
     if preflight and task_id:
@@ -165,8 +168,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if config.pluginmanager.has_plugin("maf-check-selection"):
-        config.pluginmanager.unregister(name="maf-check-selection")
+    for name in ("maf-check-selection", CHECK_MARKERS_PLUGIN):
+        if config.pluginmanager.has_plugin(name):
+            config.pluginmanager.unregister(name=name)
     run = config.stash.get(MAF_RUN_KEY, None)
     if run is not None:
         run.close()

@@ -60,9 +60,10 @@ class VerificationSession:
         claim = tasks.add_and_claim_task(store, agent_id, ttl_ms, kind="preflight", payload=payload, start=True)
         return cls(store, claim.task_id, agent_id, claim.attempt, ttl_ms, preflight=True)
 
-    @classmethod
-    def start_verification(cls, store: Store, task_id: str, agent_id: str, ttl_ms: int) -> VerificationSession:
-        """Verify ``task_id``, which ``agent_id`` must hold: RUNNING -> VERIFYING, fenced."""
+    @staticmethod
+    def held_attempt(store: Store, task_id: str, agent_id: str) -> int:
+        """The attempt of ``task_id`` that ``agent_id`` holds, read without changing anything; a
+        :class:`LeaseLostError` saying what to do when it holds none."""
         task, lease = store.read(lambda t: require_task_and_lease(t, task_id))
         if lease is None or lease.agent_id != agent_id:
             holder = f"it is leased to {lease.agent_id!r}" if lease else f"it is {task.state} with no lease"
@@ -70,8 +71,14 @@ class VerificationSession:
                 f"--maf-task {task_id}: agent {agent_id!r} does not hold it ({holder});"
                 " claim and start it first (maf task claim, maf task start)"
             )
-        tasks.begin_verification(store, task_id, agent_id, lease.attempt)
-        return cls(store, task_id, agent_id, lease.attempt, ttl_ms, preflight=False)
+        return lease.attempt
+
+    @classmethod
+    def start_verification(cls, store: Store, task_id: str, agent_id: str, ttl_ms: int) -> VerificationSession:
+        """Verify ``task_id``, which ``agent_id`` must hold: RUNNING -> VERIFYING, fenced."""
+        attempt = cls.held_attempt(store, task_id, agent_id)
+        tasks.begin_verification(store, task_id, agent_id, attempt)
+        return cls(store, task_id, agent_id, attempt, ttl_ms, preflight=False)
 
     def keep_lease(self) -> None:
         """Renew the lease in the background until :meth:`finish` or :meth:`close`."""

@@ -26,14 +26,14 @@ import pytest
 
 from pytest_maf import tasks
 from pytest_maf.agents import set_client
-from pytest_maf.check_selection import marker_tags
+from pytest_maf.check_selection import SEVERITIES, marker_tags
 from pytest_maf.config import Settings, load_settings
 from pytest_maf.errors import MafError
 from pytest_maf.evidence import NO_EVIDENCE_REASON
 from pytest_maf.files import checked_text_output, store_files
 from pytest_maf.ids import validate_id
 from pytest_maf.light_dataclass import dataclass, field
-from pytest_maf.plugin import EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
+from pytest_maf.plugin import CHECK_MARKERS_PLUGIN, EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
 from pytest_maf.session import VerificationSession
 from pytest_maf.store import Store, open_store_for
 from pytest_maf.terminal import cut, printable
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 OUTCOME_KEY = pytest.StashKey["ItemOutcome"]()
 BUDGET_TIMEOUT_KEY = pytest.StashKey[float]()  # the pytest-timeout limit a preflight check ran under
-SEVERITIES = ("critical", "warning")
 WARNING_PREFIX = "maf warning: "
 ACKNOWLEDGED_PREFIX = "maf acknowledged warning: "
 # What a verifier came to, in the order the summary counts them; only "passed" is PASS evidence.
@@ -165,8 +164,8 @@ class MafRun:
 
     The task is made (a preflight) or claimed (``--maf-task``) when the tests
     start, once collection has chosen them: a run refused before then writes
-    nothing. Under xdist, whose workers are handed the task as they start, it
-    is made at ``pytest_configure``.
+    nothing. Under xdist, whose controller collects nothing, that is when the
+    first worker has collected its tests, before any of them is run.
     """
 
     config: pytest.Config
@@ -198,6 +197,7 @@ class MafRun:
     def __post_init__(self) -> None:
         # Only the controller of a real run (not --collect-only) touches the store.
         self.writes = not self.is_worker and not self.config.getoption("collectonly")
+        self.distributed = _distributed(self.config)
         self.strict = bool(self.config.getoption("maf_strict"))
         self._details_hook = self.config.hook.pytest_maf_evidence_details
 
@@ -230,15 +230,44 @@ class MafRun:
                 self.store = open_store_for(self.settings)
             except MafError as error:
                 raise pytest.UsageError(str(error)) from None
-        if self.writes and _distributed(self.config):
-            self.start()  # the xdist workers are handed the task before anything is collected
+        if self.writes and not self.preflight and self.distributed:
+            # Under xdist the task is verified once a worker has collected; a task the agent does not
+            # hold is refused now, before any worker starts. The workers are handed its attempt.
+            assert self.store is not None and self.task_id is not None
+            try:
+                self.attempt = VerificationSession.held_attempt(self.store, self.task_id, self.agent_id)
+            except MafError as error:
+                self.close()
+                raise pytest.UsageError(str(error)) from None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         """The checks are collected and chosen: only now is the run's task made or claimed, so a
-        usage error found while collecting (``--maf-checks`` matching nothing, a bad ``-m``) writes nothing."""
-        if self.writes:
+        usage error found while collecting (``--maf-checks`` matching nothing, a bad ``-m``, a
+        malformed ``maf_check``) writes nothing. Under xdist the workers collect, and this is too soon."""
+        if self.writes and not self.distributed:
             self.start()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Under xdist: a worker has collected and chosen its tests, and none has run yet. The workers
+        collect alike, so one that found a malformed marker runs nothing (no ids) and starts nothing."""
+        if self.writes and ids:
+            self.start()
+
+    def _start_at_the_end(self, session: pytest.Session) -> bool:
+        """Under xdist, a run in which no worker collected a test (a module that did not import, every
+        test deselected) still finishes its task, unless a usage error stopped it first."""
+        markers = self.config.pluginmanager.get_plugin(CHECK_MARKERS_PLUGIN)
+        if session.exitstatus == pytest.ExitCode.USAGE_ERROR or (markers is not None and markers.malformed_on_workers):
+            return False
+        try:
+            self.start()
+        except pytest.UsageError as error:
+            self.problems.append(str(error))
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+            return False
+        return True
 
     def start(self) -> None:
         """Make and claim the preflight's task, or claim the verified one, and keep its lease."""
@@ -423,12 +452,18 @@ class MafRun:
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.tally["deselected"] += len(items)
 
+    @pytest.hookimpl(tryfirst=True)  # before --junitxml writes the report's properties
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "teardown" or not self.writes or self.store is None:
             return
         evidence = getattr(report, "maf_evidence", None)
         if evidence is None:
             return
+        if self.preflight and self.distributed:  # its workers started before its task was made
+            report.user_properties = [
+                (name, {"maf.task_id": self.task_id or "", "maf.attempt": self.attempt}.get(name, value))
+                for name, value in report.user_properties
+            ]
         verifier, result, kind, details = evidence["verifier"], evidence["result"], evidence["kind"], evidence["details"]
         self.tally[kind] += 1
         if kind != "passed":  # the summary names each verifier that did not simply pass
@@ -529,8 +564,11 @@ class MafRun:
                 recorded(config=self.config, evidence=row)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if not self.writes or self.session is None:
+        if not self.writes:
             return
+        if self.session is None and not (self.distributed and self._start_at_the_end(session)):
+            return
+        assert self.session is not None
         self._record_unfinished_run(session)
         pending, self._pending = self._pending, []
         try:
@@ -557,6 +595,8 @@ class MafRun:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.writes or self.session is None:  # refused before its task was made or claimed
+            for problem in self.problems:
+                terminalreporter.write_line(f"ERROR: {problem}", red=True)
             return
         write = terminalreporter.write_line
         terminalreporter.write_sep("=", "maf preflight" if self.preflight else "maf verification")

@@ -245,6 +245,19 @@ def test_junit_properties_carry_the_evidence(pytester: pytest.Pytester) -> None:
     }
 
 
+def test_under_xdist_junit_properties_name_the_task_made_after_the_workers_started(pytester: pytest.Pytester) -> None:
+    with_custom_checks(pytester, check_custom=FAILING_CHECKS)
+    report = pytester.path / "junit.xml"
+
+    pytester.runpytest_subprocess(
+        "--maf-preflight", "-n", "2", "-p", "no:cacheprovider", f"--junitxml={report}", "-o", "junit_family=xunit1", timeout=120,
+    )
+
+    cases = {case.get("name"): case for case in ET.parse(report).getroot().iter("testcase")}
+    properties = {p.get("name"): p.get("value") for p in cases["test_critical"].iter("property")}
+    assert (properties["maf.task_id"], properties["maf.attempt"]) == (only_task(pytester).id, "1")
+
+
 def test_conftest_hooks_add_details_and_see_written_rows(pytester: pytest.Pytester, on_backend: str) -> None:
     with_custom_checks(pytester, check_custom=FAILING_CHECKS)
     pytester.makeconftest(

@@ -95,8 +95,11 @@ import pytest
 def test_ok():
     pass
 
-@pytest.mark.maf_check(id="v.sev", severity="high")
-def test_typo_severity():
+@pytest.fixture
+def marked_late(request):  # a marker added as the test runs is seen only then
+    request.applymarker(pytest.mark.maf_check(id="v.sev", severity="high"))
+
+def test_typo_severity(marked_late):
     pass
 
 def test_would_fail():
@@ -171,21 +174,92 @@ def test_a_run_that_deselects_every_test_exits_1_as_its_task_did_not_commit(pyte
     assert state_and_failures(pytester)[0] == "READY"
 
 
-def test_check_tags_given_as_a_string_are_a_usage_error(pytester: pytest.Pytester) -> None:
+def attempts(pytester: pytest.Pytester) -> tuple[str, int]:
+    with open_environment_store(pytester.path) as store:
+        task = tasks.get_task(store, "fix-1")
+    return task.state, task.attempts
+
+
+MALFORMED_MARKERS = [  # (the marker's arguments, what the usage error says of them)
+    ('id="svc.db", severity="fatal"', "severity 'fatal': use 'critical' or 'warning'"),
+    ('id="svc.db", tags="database"', "tags 'database': give a list of names"),
+    ('"svc.db"', "give each argument by name"),
+    ('id="svc.db", sevrity="warning"', "unknown argument(s) sevrity: maf_check takes id, severity, tags"),
+    ("id=42", "id 42 is not a string"),
+]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"), MALFORMED_MARKERS,
+    ids=["severity", "tags-as-text", "id-by-position", "unknown-argument", "id-not-text"],
+)
+def test_a_malformed_check_marker_is_a_usage_error_that_costs_no_attempt(
+    pytester: pytest.Pytester, arguments: str, message: str
+) -> None:
     held_task(pytester)
-    pytester.makepyfile(test_t="""
+    pytester.makepyfile(test_t=f"""
 import pytest
 
-@pytest.mark.maf_check(id="svc.db", tags="database")
+def test_ok():
+    pass
+
+@pytest.mark.maf_check({arguments})
 def test_db():
     pass
 """)
+    before = attempts(pytester)
 
-    result = verify(pytester, "test_t.py")
+    for _ in range(3):  # a task rolled back three times would be DEAD
+        result = verify(pytester, "test_t.py")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"*test_t.py::test_db: maf_check {message}*"])
+
+    assert attempts(pytester) == before == ("RUNNING", 1)
+    assert state_and_failures(pytester) == ("RUNNING", [])
+    with open_environment_store(pytester.path) as store:
+        assert list_evidence(store, "fix-1") == []
+
+
+MALFORMED_SEVERITY = """
+import pytest
+
+def test_ok():
+    pass
+
+@pytest.mark.maf_check(id="svc.db", severity="fatal")
+def test_db():
+    pass
+"""
+
+
+def test_under_xdist_a_malformed_check_marker_is_a_usage_error_that_costs_no_attempt(pytester: pytest.Pytester) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_t=MALFORMED_SEVERITY)
+
+    result = pytester.runpytest_subprocess(
+        "--maf-task", "fix-1", "--maf-agent", "claude-1", "-p", "no:cacheprovider", "-n", "2", "test_t.py", timeout=120,
+    )
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*maf_check tags 'database': give a list of names*"])
-    assert state_and_failures(pytester) == ("READY", ["verification.pytest"])
+    result.stdout.fnmatch_lines(["ERROR: test_t.py::test_db: maf_check severity 'fatal': use 'critical' or 'warning'*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert attempts(pytester) == ("RUNNING", 1)
+    assert state_and_failures(pytester) == ("RUNNING", [])
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+def test_a_malformed_check_marker_makes_no_preflight_task(pytester: pytest.Pytester, workers: list[str]) -> None:
+    pytester.mkdir("project_checks").joinpath("test_db.py").write_text(MALFORMED_SEVERITY)
+    pytester.makeini("[pytest]\nmaf_checks = project_checks\n")
+
+    result = pytester.runpytest_subprocess("--maf-preflight", "-p", "no:cacheprovider", *workers, timeout=120)
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = result.stdout.str() + result.stderr.str()
+    assert "test_db.py::test_db: maf_check severity 'fatal'" in output and "INTERNALERROR" not in output
+    if (pytester.path / ".maf" / "runtime.db").exists():
+        with open_environment_store(pytester.path) as store:
+            assert tasks.list_tasks(store, include_internal=True) == []
 
 
 def verify_in_a_subprocess(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
