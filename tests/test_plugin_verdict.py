@@ -38,7 +38,7 @@ LONG_ID = """
 import pytest
 
 class TestAdminEndpoints:
-    @pytest.mark.parametrize("role", ["admin"], ids=["admin-editor-expected_status_200-" + "x" * 80])
+    @pytest.mark.parametrize("role", ["admin"], ids=["admin-editor-expected_status_200-" + "x" * 1_000])
     def test_admin_can_update_user_role(self, role):
         assert False, "got 403"
 
