@@ -29,6 +29,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from pytest_maf.errors import UsageError
+from pytest_maf.gitignore_lines import drop_trailing_spaces
 from pytest_maf.light_dataclass import dataclass
 from pytest_maf.patterns import GLOB_CHARACTERS, check_pattern_text, normalize_path, normalize_pattern
 
@@ -59,6 +60,7 @@ def repository_pattern(text: str, directory: str = "") -> str:
     >>> repository_pattern("docs/", ""), repository_pattern("../x", "src")
     ('docs/', '/x')
     """
+    text = drop_trailing_spaces(text)  # first: 'build/ ' is 'build/', floating as that is
     check_pattern_text(text)
     if set(text.rstrip("/").split("/")) == {"**"}:
         text = "**/" if text.endswith("/") else "**"  # "**/**/" is "**/": any directory below
@@ -158,6 +160,7 @@ class WorkingDirectory:
         (it covers the path spelled as written too, as git reads a pathspec: :func:`patterns.as_spelled`).
         ``through_links=False``: one through a symbolic link of the work tree is refused
         (:meth:`refuse_through_a_link`); a reservation made so already can still be renewed and released."""
+        text = drop_trailing_spaces(text)  # before an absolute path is read: '/top/build/ ' is '/top/build/'
         check_pattern_text(text)
         pattern = repository_pattern(self.anchored(text), self.inside)
         if not through_links:

@@ -43,6 +43,7 @@ import re
 from collections import deque
 
 from pytest_maf.errors import UsageError
+from pytest_maf.gitignore_lines import drop_trailing_spaces
 from pytest_maf.light_dataclass import dataclass, field
 
 TYPE_CHECKING = False
@@ -114,9 +115,6 @@ def _render(segments: list[str]) -> str:
     return "/".join(segments)
 
 
-_UNESCAPED_TRAILING_SPACES = re.compile(r"(?<!\\) +$")
-
-
 def normalize_pattern(text: str) -> str:
     """Return the canonical form of a repository-relative pattern, or raise :class:`UsageError`.
 
@@ -128,7 +126,7 @@ def normalize_pattern(text: str) -> str:
     >>> normalize_pattern("/README.md"), normalize_pattern("**/README.md"), normalize_pattern("docs/")
     ('/README.md', 'README.md', 'docs/')
     """
-    text = _UNESCAPED_TRAILING_SPACES.sub("", text)  # as git reads a .gitignore line
+    text = drop_trailing_spaces(text)
     check_pattern_text(text)
     segments = _explicit_segments(text)
     if ".." in segments:

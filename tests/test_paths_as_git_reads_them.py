@@ -197,9 +197,10 @@ def test_the_guard_blocks_a_commit_beneath_a_reserved_directory_in_the_other_wor
 # means the repository root from any directory.
 
 relative_patterns = st.builds(
-    lambda segments, trail: "/".join(segments) + trail,
+    lambda segments, trail, spaces: "/".join(segments) + trail + spaces,
     st.lists(st.sampled_from(["a", "b", "*", "?", "a*", "[ab]", "**", "x.py", "*.py"]), min_size=1, max_size=3),
     st.sampled_from(["", "/"]),
+    st.sampled_from(["", " ", "  "]),  # trailing spaces, which git drops before it reads the line
 )
 relative_paths = st.lists(st.sampled_from(["a", "b", "ab", "x.py", "a.py"]), min_size=1, max_size=4).map("/".join)
 
@@ -290,6 +291,20 @@ def test_trailing_spaces_are_dropped_as_in_a_gitignore_so_the_reservation_protec
     assert taken.returncode == 1 and "blocked, alice" in taken.stdout  # before: free
     spaces = acquire(workspace, workspace.main, "bob", "   ")
     assert spaces.returncode == 2 and "an empty pattern reserves nothing" in spaces.stderr
+
+
+def test_a_trailing_space_after_a_folder_leaves_it_floating_as_the_folder_without_it(workspace: Workspace) -> None:
+    # 'build/ ' is 'build/': a build folder at any depth (before: build/**, the root one only)
+    assert granted(acquire(workspace, workspace.main, "alice", "build/ ", "tmp/  ")) == ["build/", "tmp/"]
+    assert granted(acquire(workspace, workspace.main / "src", "alice", "cache/ ")) == ["src/**/cache/**"]
+
+    taken = check(workspace, workspace.second, "bob", "src/app/build/x.o")
+    assert taken.returncode == 1 and "blocked, alice holds build/" in taken.stdout
+
+
+def test_an_escaped_trailing_space_stays_part_of_the_name(workspace: Workspace) -> None:
+    # as in a .gitignore: 'notes\\ ' is the name 'notes ', while an escaped backslash leaves the space unescaped
+    assert granted(acquire(workspace, workspace.main, "alice", "notes\\ ", "raw\\\\ ")) == ["notes\\ ", "raw\\\\"]
 
 
 @pytest.mark.parametrize("pattern", ["app/[slug]/page.tsx", "[ab]/x.py", "docs/v?.md"])

@@ -21,6 +21,7 @@ from pytest_maf.cli.common import (
 )
 from pytest_maf.config import Settings, default_note
 from pytest_maf.errors import UsageError
+from pytest_maf.gitignore_lines import drop_trailing_spaces
 from pytest_maf.paths import WorkingDirectory
 from pytest_maf.patterns import GLOB_CHARACTERS
 from pytest_maf.records import Reservation
@@ -131,6 +132,7 @@ def _untold(released: list[Reservation]) -> list[Reservation]:
 
 def _release_target(here: WorkingDirectory, text: str) -> reservation_ops.ReleaseTarget:
     """A force-release's name: its pattern, and when it has no glob character, the path it names."""
+    text = drop_trailing_spaces(text)  # 'src/a.py ' names src/a.py, as the pattern does
     pattern = here.pattern(text)
     if GLOB_CHARACTERS.intersection(text):
         return reservation_ops.ReleaseTarget(pattern)
