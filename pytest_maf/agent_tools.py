@@ -49,6 +49,7 @@ from pytest_maf.errors import (
     StoreError,
     SystemRefusalError,
 )
+from pytest_maf.gitignore_lines import drop_trailing_spaces, refuse_other_meanings
 from pytest_maf.guard import describe_holder
 from pytest_maf.paths import WorkingDirectory
 from pytest_maf.repository import find_work_tree
@@ -171,6 +172,7 @@ class AgentTools:
         """A pattern or path given to a tool, read from the work tree's top as the command line reads
         it there: an absolute path inside is the repository path it names, one outside is refused."""
         check_pattern_text(text)  # NUL and control characters first: no file system call sees them
+        refuse_other_meanings(drop_trailing_spaces(text))  # '!x' is a negation, not a name, as in a .gitignore
         return WorkingDirectory(self._top, "").anchored(text)
 
     # Tasks.

@@ -29,7 +29,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from pytest_maf.errors import UsageError
-from pytest_maf.gitignore_lines import drop_trailing_spaces
+from pytest_maf.gitignore_lines import drop_trailing_spaces, refuse_other_meanings
 from pytest_maf.light_dataclass import dataclass
 from pytest_maf.patterns import GLOB_CHARACTERS, check_pattern_text, normalize_path, normalize_pattern
 
@@ -62,6 +62,7 @@ def repository_pattern(text: str, directory: str = "") -> str:
     """
     text = drop_trailing_spaces(text)  # first: 'build/ ' is 'build/', floating as that is
     check_pattern_text(text)
+    refuse_other_meanings(text)  # before anchoring in ``directory`` hides a leading '!' or '#'
     if set(text.rstrip("/").split("/")) == {"**"}:
         text = "**/" if text.endswith("/") else "**"  # "**/**/" is "**/": any directory below
     body = text.rstrip("/")

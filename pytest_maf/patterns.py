@@ -43,7 +43,7 @@ import re
 from collections import deque
 
 from pytest_maf.errors import UsageError
-from pytest_maf.gitignore_lines import drop_trailing_spaces
+from pytest_maf.gitignore_lines import drop_trailing_spaces, refuse_other_meanings
 from pytest_maf.light_dataclass import dataclass, field
 
 TYPE_CHECKING = False
@@ -105,14 +105,19 @@ def _explicit_segments(text: str) -> list[str]:
 
 
 def _render(segments: list[str]) -> str:
-    """The canonical text of explicit segments: the shortest that reads back the same."""
+    """The canonical text of explicit segments: the shortest that reads back the same, and never
+    starting with what a .gitignore reads as a negation or a comment ('**/!x', '/!x/y')."""
     if len(segments) == 2 and segments[0] == "**" and segments[1] != "**":
-        return segments[1]  # any depth: "README.md"
-    if len(segments) == 3 and segments[0] == segments[2] == "**" and segments[1] != "**":
-        return f"{segments[1]}/"  # a directory at any depth: "docs/"
-    if len(segments) == 1 and segments[0] != "**":
+        text = segments[1]  # any depth: "README.md"
+    elif len(segments) == 3 and segments[0] == segments[2] == "**" and segments[1] != "**":
+        text = f"{segments[1]}/"  # a directory at any depth: "docs/"
+    elif len(segments) == 1 and segments[0] != "**":
         return f"/{segments[0]}"  # anchored at the root: "/README.md"
-    return "/".join(segments)
+    else:
+        text = "/".join(segments)
+    if text[0] not in "!#":
+        return text
+    return ("/" if "/" in text.rstrip("/") else "**/") + text
 
 
 def normalize_pattern(text: str) -> str:
@@ -141,6 +146,8 @@ def check_new_pattern(pattern: str) -> str:
     match in bounded time, or with a character class no character can match (it
     would reserve nothing). Stored patterns are never refused: they can still be
     listed, checked against and released."""
+    check_pattern_text(pattern)
+    refuse_other_meanings(drop_trailing_spaces(pattern))  # as given: '**/!x' reads back as '**/!x', '!x' never
     text = normalize_pattern(pattern)
     segments = _explicit_segments(text)
     if re.search(r"\[[!^]?[^\]]*\[:[a-z]+:\]", text):

@@ -126,7 +126,7 @@ def acquire(
     the same transaction as the lease ends (finish, release or expiry).
     """
     validate_id("agent", agent_id)
-    requested = [check_new_pattern(pattern) for pattern in _normalized(patterns)]
+    requested = _normalized(check_new_pattern(pattern) for pattern in patterns)  # as given: '!x' is refused
     check_text("the reason", reason, MAX_REASON_CHARS)
     if ttl_ms <= 0:
         raise UsageError(f"a reservation TTL must be above 0, got {ttl_ms} ms")
@@ -211,7 +211,7 @@ def acquire_waiting(
     if timeout_s is not None and not 0 <= timeout_s < float("inf"):
         raise UsageError(f"a wait of {timeout_s!r} s: give a number of seconds, 0 or more")
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    requested = [check_new_pattern(pattern) for pattern in _normalized(patterns)]
+    requested = _normalized(check_new_pattern(pattern) for pattern in patterns)  # as given: '!x' is refused
     pause = FIRST_WAIT_S
     while True:
         try:
