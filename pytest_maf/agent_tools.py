@@ -53,10 +53,10 @@ from pytest_maf.gitignore_lines import drop_trailing_spaces, refuse_other_meanin
 from pytest_maf.guard import describe_holder
 from pytest_maf.paths import WorkingDirectory
 from pytest_maf.repository import find_work_tree
-from pytest_maf.patterns import check_pattern_text, normalize_path, normalize_pattern
+from pytest_maf.patterns import check_pattern_text, normalize_pattern
 from pytest_maf.ids import validate_id
 from pytest_maf.records import TASK_STATES, Reservation
-from pytest_maf.reservations import Block, Conflict, NotHolderError, ReservationConflictError
+from pytest_maf.reservations import Block, Conflict, NotHolderError, ReservationConflictError, normalize_place
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
@@ -130,7 +130,7 @@ def _reservation_json(reservation: Reservation, agent_id: str) -> dict[str, Any]
 def _block_json(block: Block) -> dict[str, Any]:
     holder = block.holder
     return {"path": block.path, "holder": holder.agent_id, "pattern": holder.pattern,
-            "expires_at": holder.expires_at, "reason": holder.reason}
+            "expires_at": holder.expires_at, "reason": holder.reason, "example_path": block.example or None}
 
 
 @dataclass
@@ -155,11 +155,12 @@ class AgentTools:
         with open_configured_store(self.settings, deliver_queued_mail=deliver_queued_mail) as store:
             yield store
 
-    def _path(self, text: str, *, through_links: bool = True) -> str:
+    def _place(self, text: str, *, through_links: bool = True) -> str:
         """A path given to a tool as the concrete repository path the command line reads at the work
-        tree's top: '/' or '.' is the root itself, not a file, and is refused so."""
+        tree's top, ending in '/' for a folder (:meth:`WorkingDirectory.place`): '/' or '.' is the
+        root itself, not a file, and is refused so."""
         check_pattern_text(text)
-        return WorkingDirectory(self._top, "").path(text, through_links=through_links)
+        return WorkingDirectory(self._top, "").place(text, through_links=through_links)
 
     def _reservable(self, text: str) -> str:
         """A pattern to reserve, read as :meth:`_relative` reads it; refused through a symbolic link
@@ -294,12 +295,14 @@ class AgentTools:
 
     def reservation_check(self, paths: list[str]) -> dict[str, Any]:
         """Which of these repository-relative paths lie under another agent's exclusive
-        reservation (blocked, with holder, pattern and expiry), and which are free."""
-        requested = [self._path(path, through_links=False) for path in paths]
+        reservation (blocked, with holder, pattern and expiry), and which are free. A folder
+        (a directory, or a path ending in '/') is blocked by any that covers a path beneath it
+        (example_path names one)."""
+        requested = [self._place(path, through_links=False) for path in paths]
         with self._store() as store:
             blocks = reservation_ops.check_paths(store, requested, self.agent_id)
         blocked = {block.path for block in blocks}
-        free = [path for path in dict.fromkeys(normalize_path(p) for p in requested) if path not in blocked]
+        free = [path for path in dict.fromkeys(normalize_place(p) for p in requested) if path not in blocked]
         return {"ok": not blocks, "blocked": [_block_json(block) for block in blocks], "free": free}
 
     def reservation_list(self, mine_only: bool = False, include_expired: bool = False) -> dict[str, Any]:

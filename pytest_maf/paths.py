@@ -176,6 +176,19 @@ class WorkingDirectory:
             self.refuse_through_a_link(text, path)
         return path
 
+    def place(self, text: str, *, through_links: bool = True) -> str:
+        """:meth:`path`, ending in '/' when it names a folder: given with a trailing '/', or a directory
+        of this work tree (not a link to one, which git tracks as a file). Example: ``'src/'`` for ``src``."""
+        path = self.path(text, through_links=through_links)
+        return path + "/" if text.endswith("/") or self._is_directory(path) else path
+
+    def _is_directory(self, path: str) -> bool:
+        place = self.top / path
+        try:
+            return place.is_dir() and not place.is_symlink()
+        except OSError:  # a name too long for the file system, say: no folder there
+            return False
+
     def refuse_through_a_link(self, text: str, found: str) -> None:
         """Refuse ``found`` (the repository-relative form of ``text``) when its literal directories pass
         through a symbolic link of this work tree, as ``git add`` does: git tracks the link itself, never

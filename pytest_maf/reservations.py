@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pytest_maf.agents import seen
 from pytest_maf.errors import MafError, NotFoundError, UsageError
+from pytest_maf.folders import folder_pattern, is_folder, over_or_inside
 from pytest_maf.leases import held_lease, validate_id
 from pytest_maf.light_dataclass import dataclass, light_replace
 from pytest_maf.logs import INFO, WARNING, log_event
@@ -73,10 +74,12 @@ class NotHolderError(MafError):
 
 @dataclass(frozen=True)
 class Block:
-    """A path that lies under another agent's exclusive reservation."""
+    """A path that lies under another agent's exclusive reservation; for a folder (``src/``),
+    ``example`` is a path beneath it that the reservation covers."""
 
     path: str
     holder: Reservation
+    example: str = ""
 
 
 def _normalized(patterns: Iterable[str]) -> list[str]:
@@ -313,7 +316,9 @@ class ForceReleased(list[Reservation]):
 @dataclass(frozen=True)
 class ReleaseTarget:
     """What a force-release names: a pattern, released exactly as held, and, when the name is a
-    plain file or folder, its repository-relative ``path``: every reservation covering it goes too."""
+    plain file or folder, its repository-relative ``path``: every reservation covering it goes too.
+    A folder's path ends with '/' (``src/``): every reservation over or inside it goes
+    (:func:`~pytest_maf.folders.over_or_inside`), not one that only reaches into it (``*.md``)."""
 
     pattern: str
     path: str | None = None
@@ -331,8 +336,12 @@ def _force_release_holders(transaction: Transaction, target: ReleaseTarget) -> l
     """The live reservations a force-release of ``target`` takes: its exact pattern's, and those covering its path."""
     found = {(r.agent_id, r.pattern): r for r in transaction.reservations(pattern=target.pattern)}
     if target.path is not None:
-        anchors = {target.path.split("/", 1)[0], ""}
-        for reservation in ReservationIndex(transaction.reservations(anchors=anchors)).covering(target.path):
+        candidates = transaction.reservations(anchors={target.path.split("/", 1)[0], ""})
+        if is_folder(target.path):
+            covering = [r for r in candidates if over_or_inside(r.pattern, target.path)]
+        else:
+            covering = ReservationIndex(candidates).covering(target.path)
+        for reservation in covering:
             found.setdefault((reservation.agent_id, reservation.pattern), reservation)
     return sorted(found.values(), key=lambda r: (r.pattern, r.agent_id))
 
@@ -524,7 +533,8 @@ class ReservationIndex:
 def blocking_reservations(
     reservations: Iterable[Reservation], paths: Iterable[str], agent_id: str | None
 ) -> list[Block]:
-    """Paths under another agent's exclusive reservation (pure).
+    """Paths under another agent's exclusive reservation (pure). A folder (a path ending in '/')
+    is under every one that covers some path beneath it.
 
     ``agent_id=None`` is a committer without an agent id: every exclusive
     reservation blocks it.
@@ -532,8 +542,10 @@ def blocking_reservations(
     index = ReservationIndex(r for r in reservations if r.exclusive and r.agent_id != agent_id)
     blocks = []
     for path in paths:
-        for holder in index.covering(path):
-            blocks.append(Block(path, holder))
+        if is_folder(path):
+            blocks += [Block(path, holder, example) for holder, example in index.overlapping(folder_pattern(path))]
+        else:
+            blocks += [Block(path, holder) for holder in index.covering(path)]
     return blocks
 
 
@@ -545,12 +557,22 @@ def reservations_for_paths(store: Store, paths: Sequence[str]) -> list[Reservati
     return store.read(lambda transaction: transaction.reservations(anchors=anchors))
 
 
+def normalize_place(path: str) -> str:
+    """A concrete path in canonical form; a folder (``src/``, ``./src/``) keeps its trailing '/'."""
+    return normalize_path(path) + "/" * is_folder(path)
+
+
 def check_paths(store: Store, paths: Iterable[str], agent_id: str | None) -> list[Block]:
-    normalized = [normalize_path(path) for path in paths]
+    """The blocks on ``paths`` (:func:`blocking_reservations`); one ending in '/' is a folder."""
+    normalized = [normalize_place(path) for path in paths]
     return blocking_reservations(reservations_for_paths(store, normalized), normalized, agent_id)
 
 
 def reservations_covering(store: Store, path: str) -> list[Reservation]:
-    """Every live reservation, exclusive or shared, whose pattern matches ``path``."""
-    normalized = normalize_path(path)
-    return ReservationIndex(reservations_for_paths(store, [normalized])).covering(normalized)
+    """Every live reservation, exclusive or shared, whose pattern matches ``path``; for a folder
+    (``src/``), every one that covers some path beneath it."""
+    normalized = normalize_place(path)
+    index = ReservationIndex(reservations_for_paths(store, [normalized]))
+    if is_folder(normalized):
+        return [holder for holder, _ in index.overlapping(folder_pattern(normalized))]
+    return index.covering(normalized)

@@ -344,6 +344,8 @@ def test_reservation_check_names_the_holder_of_a_blocked_path(workspace: Workspa
             assert checked["ok"] is False
             assert [(b["path"], b["holder"], b["pattern"]) for b in checked["blocked"]] == [("docs/api.md", "alice", "docs")]
             assert checked["free"] == ["README.md"]
+            folder = await bob.ok("reservation_check", paths=["docs"])  # a folder: before, free
+            assert [(b["path"], b["pattern"], b["example_path"]) for b in folder["blocked"]] == [("docs/", "docs", "docs/a")]
             for root in ("/", ".", "docs/.."):  # before: "path '' is empty or contains NUL", of what was not sent
                 error = await bob.refused("reservation_check", paths=[root])
                 assert error["message"] == f"path {root!r} names the repository root itself, not a file"

@@ -58,6 +58,7 @@ def _block_json(block: Block) -> dict[str, object]:
         "pattern": block.holder.pattern,
         "expires_at": block.holder.expires_at,
         "reason": block.holder.reason,
+        "example_path": block.example or None,  # for a folder: a path beneath it the pattern covers
     }
 
 
@@ -136,7 +137,7 @@ def _release_target(here: WorkingDirectory, text: str) -> reservation_ops.Releas
     pattern = here.pattern(text)
     if GLOB_CHARACTERS.intersection(text):
         return reservation_ops.ReleaseTarget(pattern)
-    return reservation_ops.ReleaseTarget(pattern, here.path(text))
+    return reservation_ops.ReleaseTarget(pattern, here.place(text))
 
 
 def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
@@ -184,7 +185,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     here = _repo_relative()
-    paths = [here.path(path, through_links=False) for path in args.paths]
+    paths = [here.place(path, through_links=False) for path in args.paths]
     with open_configured_store(settings) as store:
         blocks = reservation_ops.check_paths(store, paths, args.agent)
     if args.json:
@@ -192,7 +193,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     else:
         blocked_paths = {b.path for b in blocks}
         for block in blocks:
-            print(f"{printable(block.path)}: blocked, {_describe(block.holder)}")
+            beneath = f" (it covers {printable(block.example)})" if block.example else ""
+            print(f"{printable(block.path)}: blocked, {_describe(block.holder)}{beneath}")
         for path in paths:
             if path not in blocked_paths:
                 print(f"{printable(path)}: free")
@@ -200,7 +202,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    path = _repo_relative().path(args.file, through_links=False)
+    path = _repo_relative().place(args.file, through_links=False)
     with open_configured_store(settings) as store:
         covering = reservation_ops.reservations_covering(store, path)
     if args.json:
@@ -296,7 +298,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     release.description = (
         "Release reservations you hold, by their patterns. With --force and --reason, release whoever holds"
         " them: a PATTERN releases its holders, and a file or folder (no glob character) also releases every"
-        " reservation that covers it (src/** and src/app.py for src/app.py), naming each; recorded, and each"
+        " reservation that covers it (src/** and src/app.py for src/app.py; for a folder, every one over or inside"
+        " it: src/, src/** and src/app.py for src), naming each; recorded, and each"
         " holder is told by agent-mail. Nothing held: exit 2, nothing released."
     )
     release.add_argument("--force", action="store_true", help="release whoever holds it, or covers the file; recorded, and each holder is told by agent-mail")
@@ -309,14 +312,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_json(listing)
     listing.set_defaults(handler=cmd_list)
 
-    check = reservation.add_parser("check", help="exit 1 if any path is under another agent's exclusive reservation")
+    check = reservation.add_parser(
+        "check", help="exit 1 if any path is under another agent's exclusive reservation (a folder: any"
+        " reservation over a path beneath it)",
+    )
     check.add_argument("paths", nargs="+", metavar="PATH")
     add_agent(check, "the asking agent (its own reservations never block it)")
     add_json(check)
     check.set_defaults(handler=resolving_agent(cmd_check, required=False))
 
-    status = reservation.add_parser("status", help="every reservation covering a file")
-    status.add_argument("--file", required=True, metavar="PATH", help="the file, relative to the current directory")
+    status = reservation.add_parser("status", help="every reservation covering a file, or a path beneath a folder")
+    status.add_argument("--file", required=True, metavar="PATH", help="the file or folder, relative to the current directory")
     add_json(status)
     status.set_defaults(handler=cmd_status)
 
