@@ -49,6 +49,7 @@ from pytest_maf.errors import (
     StoreError,
     SystemRefusalError,
 )
+from pytest_maf.folders import any_depth_hint
 from pytest_maf.gitignore_lines import drop_trailing_spaces, refuse_other_meanings
 from pytest_maf.guard import describe_holder
 from pytest_maf.paths import WorkingDirectory
@@ -101,6 +102,7 @@ def _conflict_json(conflict: Conflict) -> dict[str, Any]:
         "requested": conflict.requested, "holder": holder.agent_id, "holder_pattern": holder.pattern,
         "exclusive": holder.exclusive, "expires_at": holder.expires_at, "reason": holder.reason,
         "example_path": conflict.witness,
+        "hint": any_depth_hint(conflict.requested, holder.pattern, holder.agent_id) or None,
     }
 
 
@@ -116,10 +118,10 @@ def error_text(error: MafError) -> str:
     """``lease_lost: <the command's error line>``, and for a conflict one line per conflict as the command gives."""
     lines = [f"{error_kind(error)}: {error}"]
     if isinstance(error, ReservationConflictError):
-        lines += [
-            f"  {conflict.requested}: {describe_holder(conflict.holder)} (both match {conflict.witness})"
-            for conflict in error.conflicts
-        ]
+        for conflict in error.conflicts:
+            lines.append(f"  {conflict.requested}: {describe_holder(conflict.holder)} (both match {conflict.witness})")
+            hint = any_depth_hint(conflict.requested, conflict.holder.pattern, conflict.holder.agent_id)
+            lines += [f"    hint: {hint}"] if hint else []
     return "\n".join(lines)
 
 

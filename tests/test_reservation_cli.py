@@ -130,3 +130,29 @@ def test_one_long_pattern_does_not_widen_every_row_of_the_list(capsys: pytest.Ca
     assert code == 0 and long in rows
     # Before: every row padded to the longest pattern, 300 blanks before its agent.
     assert rows["docs/**"].startswith("docs/**" + " " * 55 + "b ")  # 60 wide at most, then two blanks
+
+
+def test_a_conflict_that_comes_of_a_folder_at_any_depth_says_how_to_reserve_the_root_one_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pytest_maf.agent_tools import error_payload
+    from pytest_maf.reservations import ReservationConflictError, acquire
+    from pytest_maf.store import open_store
+
+    assert run(capsys, "reservation", "acquire", "src/", "--agent", "a2")[0] == 0
+
+    code, _, err = run(capsys, "reservation", "acquire", "tests/", "--agent", "a3")
+    assert code == 1 and "tests/: a2 holds src/ (exclusive) until" in err and "(both match src/tests/a)" in err
+    assert "    hint: your tests/ matches a tests folder at any depth (you can ask for /tests/ or tests/** for the root" in err
+    assert "a2's src/ matches a src folder at any depth (a2 can hold /src/ or src/** for the root one only)" in err
+    code, out, _ = run(capsys, "reservation", "acquire", "/tests/", "--agent", "a3", "--json")
+    (conflict,) = json.loads(out)["conflicts"]
+    assert code == 1 and conflict["hint"] == (
+        "a2's src/ matches a src folder at any depth (a2 can hold /src/ or src/** for the root one only)"
+    )
+    code, out, err = run(capsys, "reservation", "acquire", "src/app.py", "--agent", "a3", "--json")
+    assert code == 1 and json.loads(out)["conflicts"][0]["hint"] is None  # the root src/ holds it too: no help
+    assert "hint" not in err
+    with open_store(Path(".maf/runtime.db")) as store, pytest.raises(ReservationConflictError) as raised:
+        acquire(store, ["docs/"], "a3", 60_000)
+    assert "a2 can hold /src/" in error_payload(raised.value)["conflicts"][0]["hint"]  # the same for MCP tools

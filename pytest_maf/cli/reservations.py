@@ -21,6 +21,7 @@ from pytest_maf.cli.common import (
 )
 from pytest_maf.config import Settings, default_note
 from pytest_maf.errors import UsageError
+from pytest_maf.folders import any_depth_hint
 from pytest_maf.gitignore_lines import drop_trailing_spaces
 from pytest_maf.paths import WorkingDirectory
 from pytest_maf.patterns import GLOB_CHARACTERS
@@ -48,7 +49,13 @@ def _conflict_json(conflict: Conflict) -> dict[str, object]:
         "reason": conflict.holder.reason,
         "exclusive": conflict.holder.exclusive,
         "example_path": conflict.witness,
+        "hint": _hint(conflict) or None,
     }
+
+
+def _hint(conflict: Conflict) -> str:
+    """How to reserve the root one only, where either side matches at any depth (:func:`folders.any_depth_hint`)."""
+    return any_depth_hint(conflict.requested, conflict.holder.pattern, conflict.holder.agent_id)
 
 
 def _block_json(block: Block) -> dict[str, object]:
@@ -98,6 +105,8 @@ def cmd_acquire(args: argparse.Namespace, settings: Settings) -> int:
                     f" (both match {conflict.witness})",
                     file=sys.stderr,
                 )
+                if hint := _hint(conflict):
+                    print(f"    hint: {printable(hint)}", file=sys.stderr)
             return error.exit_code
     if args.json:
         print_json({"granted": [_as_json(r) for r in granted], "conflicts": []})
