@@ -64,6 +64,16 @@ def connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Conne
     return connection
 
 
+def connect_reading_only(path: Path) -> sqlite3.Connection:
+    """A connection that only reads the store at ``path``, for a user who may not write it (an auditor,
+    a CI artifact, a mounted backup): ``mode=ro`` while a write-ahead log is beside it (a writer is at
+    work: its shared memory tells what is committed), else ``immutable=1``, which needs no
+    shared-memory file and leaves none behind (one left read-only stops every later writer). A write
+    through it fails, and :func:`unusable` names the files this user may not write."""
+    uri = f"{Path(os.path.abspath(path)).as_uri()}?{'mode=ro' if os.path.exists(f'{path}-wal') else 'immutable=1'}"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+
 def connect_read_only(path: Path | str) -> sqlite3.Connection:
     """A read-only connection to the database file at ``path``, whatever characters its name holds:
     in a ``file:`` URI a '?' or '#' of the name would start the query or the fragment (another file
@@ -733,7 +743,15 @@ class SQLiteStore:
                 f"this process was forked during a write to {self.path}: SQLite cannot be used safely from"
                 " it; fork outside the store's operations, before opening it, or start workers with 'spawn'"
             )
-        self._connection = connect(self.path)
+        if self.path.is_file() and not os.access(self.path, os.W_OK):
+            self._connection = connect_reading_only(self.path)  # views still show it; a write says why not
+            return
+        try:
+            self._connection = connect(self.path)
+        except sqlite3.OperationalError as error:  # a folder this user may not write: no -shm can be made
+            if "readonly" not in str(error) or not unwritable(self.path):
+                raise
+            self._connection = connect_reading_only(self.path)
 
     backend = "sqlite"
 
