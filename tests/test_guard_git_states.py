@@ -52,7 +52,9 @@ def test_a_clean_merge_that_writes_a_reserved_file_anew_is_blocked_at_the_push(r
     assert pushed.returncode != 0 and "src/app.py: agent-a holds src/**" in pushed.stdout + pushed.stderr
 
 
-def test_merging_the_holders_own_commits_whole_is_not_editing_their_files(repo: Path, tmp_path: Path) -> None:
+def holders_branch_beside_a_reservation(repo: Path, tmp_path: Path) -> dict[str, str]:
+    """`other`, the holder's branch, changes src/app.py and is pushed; main changes README.md; the
+    hooks are installed and agent-a holds src/**: the environment agent-b commits and pushes in."""
     pushing_to(repo, tmp_path)
     git(repo, "checkout", "-q", "-b", "other")
     committed(repo, "src/app.py", "print('holder')\n", "holder's change")
@@ -61,7 +63,11 @@ def test_merging_the_holders_own_commits_whole_is_not_editing_their_files(repo: 
     committed(repo, "README.md", "readme, edited\n", "committer's change")
     assert maf(repo, "install-hooks").returncode == 0
     reserve(repo, "src/**", "agent-a")
-    hook_env = clean_env(MAF_AGENT_ID="agent-b")
+    return clean_env(MAF_AGENT_ID="agent-b")
+
+
+def test_merging_the_holders_own_commits_whole_is_not_editing_their_files(repo: Path, tmp_path: Path) -> None:
+    hook_env = holders_branch_beside_a_reservation(repo, tmp_path)
 
     git(repo, "merge", "-q", "--no-edit", "other", env=hook_env)
     pushed = git(repo, "push", "-q", "origin", "main", check=False, env=hook_env)
@@ -80,15 +86,7 @@ def test_merging_the_holders_own_commits_whole_is_not_editing_their_files(repo: 
 
 
 def test_a_merge_changed_by_hand_is_blocked_at_the_push(repo: Path, tmp_path: Path) -> None:
-    pushing_to(repo, tmp_path)
-    git(repo, "checkout", "-q", "-b", "other")
-    committed(repo, "src/app.py", "print('holder')\n", "holder's change")
-    git(repo, "push", "-q", "origin", "other")
-    git(repo, "checkout", "-q", "main")
-    committed(repo, "README.md", "readme, edited\n", "committer's change")
-    assert maf(repo, "install-hooks").returncode == 0
-    reserve(repo, "src/**", "agent-a")
-    hook_env = clean_env(MAF_AGENT_ID="agent-b")
+    hook_env = holders_branch_beside_a_reservation(repo, tmp_path)
 
     git(repo, "merge", "-q", "--no-edit", "--no-commit", "other")
     stage(repo, "src/app.py", "print('evil')\n")
