@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from pytest_maf.config import DB_RELATIVE_PATH
 from pytest_maf.guard import git_output
 from pytest_maf.patterns import escape_glob
+from pytest_maf.repository import note_store_root
 
 if TYPE_CHECKING:
     from pytest_maf.config import Settings
@@ -80,7 +81,12 @@ def exclude_file(repo_root: Path) -> Path:
 
 
 def exclude_runtime_files(settings: Settings) -> ExcludeReport | None:
-    """Append the missing runtime entries to ``info/exclude``; None outside a repository."""
+    """Append the missing runtime entries to ``info/exclude``; None outside a repository. With the
+    store made at its default place, note its root in the common git directory
+    (:data:`~pytest_maf.repository.STORE_NOTE`)."""
+    if settings.repo_root is not None and settings.database_url is None and settings.db_path.is_file():
+        if settings.db_path.absolute() == (settings.repo_root / DB_RELATIVE_PATH).absolute():
+            note_store_root(settings.repo_root.absolute())
     entries = runtime_entries(settings)
     if settings.repo_root is None or not entries:
         return None

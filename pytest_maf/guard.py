@@ -327,7 +327,14 @@ def guard_verdict(
         return GuardVerdict(PASSED, "not inside a git repository")
     # lexists: a link to nothing there is a store that went away, and fails closed below
     if settings.database_url is None and not os.path.lexists(settings.db_path) and _is_default_location(settings):
-        return GuardVerdict(PASSED, "no runtime database: nothing is reserved")
+        if not _was_set_up_here(settings.repo_root):
+            return GuardVerdict(PASSED, "no runtime database: nothing is reserved")
+        raise StoreError(
+            f"the runtime database {settings.db_path} is gone, though it was set up here (git clean -x and"
+            " git stash --all remove it, an ignored file): the guard fails closed; run `maf setup` for a new"
+            " one, `maf db restore BACKUP` from a backup kept elsewhere, or `maf install-hooks --uninstall` where"
+            " pytest-maf is no longer used"
+        )
     override = parse_override(environ.get(OVERRIDE_VARIABLE))
     paths = pushed_paths(cwd, pushed) if pushed is not None else staged_paths(cwd)
     if not paths:
@@ -386,6 +393,14 @@ def _record_guard_run(store: Store, agent_id: str | None, observation: Observati
         log_event("guard_duration_not_recorded", WARNING, agent_id=agent_id, error=str(error))
     finally:
         store.busy_timeout_s = waits
+
+
+def _was_set_up_here(root: Path) -> bool:
+    """Whether `maf setup` (or a first preflight) made the store at ``root``'s default place."""
+    from pytest_maf.repository import common_git_dir, noted_root
+
+    common = common_git_dir(root)
+    return common is not None and noted_root(common) == root.absolute()
 
 
 def _is_default_location(settings: Settings) -> bool:

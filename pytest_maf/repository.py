@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# In the repository's common git directory: the root whose .maf/runtime.db `maf setup` (or a first
+# preflight) made, so that a linked worktree finds it where git keeps no record of the main work tree
+# (a git directory kept apart), and the guard tells a store that went away from one never made.
+STORE_NOTE = "maf-root"
+
 
 def find_repository_root(start: Path) -> Path | None:
     """Return the root of the git work tree holding ``start``, or None.
@@ -103,4 +108,31 @@ def _main_worktree_root(directory: Path, dot_git_file: Path) -> Path:
     holder = common_dir.parent  # project/ of project/.bare, when project/.git names it
     if (holder / ".git").is_file() and _git_dir_named(holder / ".git") == common_dir:
         return holder
-    return common_dir
+    return noted_root(common_dir) or common_dir
+
+
+def common_git_dir(root: Path) -> Path | None:
+    """The common git directory of the work tree at ``root`` (shared by its worktrees), or None."""
+    folders = git_folders(root)
+    return folders[-1] if folders else None
+
+
+def noted_root(common_dir: Path) -> Path | None:
+    """The root :data:`STORE_NOTE` in ``common_dir`` names, when its ``.git`` still leads there."""
+    try:
+        root = Path(os.fsdecode((common_dir / STORE_NOTE).read_bytes().rstrip(b"\n")))
+        dot_git = root / ".git"
+        leads_here = dot_git.resolve() == common_dir if dot_git.is_dir() else _git_dir_named(dot_git) == common_dir
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return root if root.is_absolute() and leads_here else None
+
+
+def note_store_root(root: Path) -> None:
+    """Write :data:`STORE_NOTE`: the store of this repository is at ``root``; nothing if git cannot say
+    where its common directory is."""
+    common = common_git_dir(root)
+    if common is not None and noted_root(common) != root:
+        from pytest_maf.files import write_bytes_atomic  # only when a store is made here
+
+        write_bytes_atomic(common / STORE_NOTE, os.fsencode(root) + b"\n")

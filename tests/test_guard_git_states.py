@@ -185,3 +185,36 @@ def test_a_store_busy_with_another_transaction_does_not_hold_the_commit_for_the_
 
     assert passed.returncode == 0, passed.stderr  # the verdict, from a read: nothing of theirs is touched
     assert "guard_duration_not_recorded" in passed.stderr  # the metric is what the busy store costs
+
+
+def test_worktrees_of_a_repository_whose_git_directory_is_kept_apart_share_the_store(tmp_path: Path) -> None:
+    main, kept_apart = tmp_path / "main", tmp_path / "store" / "repo.git"
+    kept_apart.parent.mkdir()
+    git(tmp_path, "init", "-q", "-b", "main", f"--separate-git-dir={kept_apart}", str(main))
+    committed_with_identity = ["-c", "user.email=dev@example.invalid", "-c", "user.name=Dev"]
+    stage(main, "src/app.py", "print('app')\n")
+    git(main, *committed_with_identity, "commit", "-q", "-m", "initial")
+    assert maf(main, "setup").returncode == 0
+    git(main, "worktree", "add", "-q", str(tmp_path / "second"), "-b", "second")
+
+    # Before: git keeps no record of where the main work tree is, so the second worktree looked for
+    # its store inside the git directory, and a reservation made there held nothing in main.
+    acquired = maf(tmp_path / "second", "reservation", "acquire", "src/", "--agent", "agent-a")
+    assert acquired.returncode == 0, acquired.stderr
+    stage(main, "src/app.py")
+    blocked = maf(main, "guard", MAF_AGENT_ID="agent-b")
+    assert blocked.returncode == 1 and "src/app.py: agent-a holds src/" in blocked.stdout
+
+
+def test_a_store_that_git_clean_removed_fails_the_guard_closed(repo: Path) -> None:
+    (repo / ".maf").rename(repo.parent / "set-aside")  # this store was made by setup_store, not maf setup
+    assert maf(repo, "setup").returncode == 0
+    assert maf(repo, "reservation", "acquire", "src/", "--agent", "agent-a").returncode == 0
+    git(repo, "clean", "-xfdq")  # .maf/ is an ignored file: git clean -x removes it
+    stage(repo, "src/app.py")
+
+    # Before: no store at the default place read as "nothing is reserved", and the commit passed.
+    refused = maf(repo, "guard", MAF_AGENT_ID="agent-b")
+
+    assert refused.returncode == 2 and "is gone, though it was set up here" in refused.stderr
+    assert maf(repo, "setup").returncode == 0 and maf(repo, "guard", MAF_AGENT_ID="agent-b").returncode == 0
