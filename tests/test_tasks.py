@@ -14,7 +14,7 @@ from pytest_maf.errors import (
     NotFoundError,
     UsageError,
 )
-from pytest_maf.evidence import record_evidence, record_evidence_batch
+from pytest_maf.evidence import list_evidence, record_evidence, record_evidence_batch
 from pytest_maf.store import Store
 from pytest_maf.values import MAX_JSON_BYTES
 
@@ -513,9 +513,12 @@ def test_a_verification_session_outside_pytest(store: Store) -> None:
         VerificationSession.start_verification(store, "t1", "agent-b", TTL)
     result = session.finish()
 
-    assert [row.verifier for row in kept] == ["lint", "types"]  # a refused row costs only itself
+    assert [row.verifier for row in kept] == ["lint", "types"]  # a refused row costs no other row
     assert len(session.problems) == 1 and "unit" in session.problems[0]
-    assert (result.verdict, result.final_state) == ("COMMITTED", "DONE")
+    # ... but the attempt is incomplete without it: one FAIL stands in for it, and the task does not commit
+    assert (result.verdict, result.final_state) == ("ROLLBACK", "READY")
+    stand_in = [row for row in list_evidence(store, "t1") if row.verifier == "verification.unrecorded"]
+    assert [row.result for row in stand_in] == ["FAIL"] and "unit" in stand_in[0].details["message"]
 
 
 def test_claim_and_start_then_complete_write_what_the_steps_write(store: Store) -> None:
