@@ -270,8 +270,22 @@ def write_output(path: Path, data: bytes) -> None:
             view = view[os.write(descriptor, view):]
         return
     if os.path.islink(path) and os.path.isfile(path):
+        if not _may_follow(path):
+            raise OSError(errno.EACCES, "a link another user put in a shared folder (such as /tmp) is not followed", str(path))
         path = Path(os.path.realpath(path))
     write_bytes_atomic(path, data)
+
+
+def _may_follow(link: Path) -> bool:
+    """Whether the system would let this process follow ``link`` with ``protected_symlinks`` on: a link
+    of its own, or of the folder's owner, or one in a folder that is not sticky and writable by all
+    (``/tmp``), where another user could have put it to make a write land on one of this user's files."""
+    try:
+        owner, folder = os.lstat(link).st_uid, os.stat(link.parent)
+    except OSError:
+        return False
+    shared = folder.st_mode & stat.S_ISVTX and folder.st_mode & stat.S_IWOTH
+    return owner == os.geteuid() or not shared or owner == folder.st_uid
 
 
 # Writing by a folder's descriptor (``dir_fd``) where the platform can: POSIX.

@@ -100,8 +100,8 @@ def _script(hook: str, python: str, store: GuardedStore | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-# A hook that finds what to run from its own name: `basename "$0"`, `${0##*/}`, or husky's.
-_OWN_NAME = re.compile(r'basename\s+(--\s+)?"?\$\{?0\b|\$\{0##\*/\}|husky')
+# A hook that finds what to run from its own name: `basename "$0"`, `${0##*/}` (husky's runners do).
+_OWN_NAME = re.compile(r'basename\s+(--\s+)?"?\$\{?0\b|\$\{0##\*/\}')
 # A file the hook reads from its own folder: `. "$(dirname "$0")/h"` (husky 9).
 _SOURCED_BESIDE = re.compile(r'\.\s+"\$\(dirname\s+(--\s+)?"\$0"\)/([^"/]+)"')
 
@@ -207,8 +207,7 @@ def _unchanged(path: Path, script: bytes) -> bool:
 
 
 def uninstall(cwd: Path) -> list[HookChange]:
-    directory = hooks_directory(cwd)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = hooks_directory(cwd)  # not made: where there is none, every hook is absent
     changes = []
     for hook in HOOKS:
         path = directory / hook

@@ -180,37 +180,13 @@ EVERY_SUBMODULE = "--ignore-submodules=none"
 def staged_paths(cwd: Path) -> list[str]:
     """Paths the staged commit adds, changes or deletes, from the repository root; both sides of a rename.
 
-    Staged for a merge (``git merge``'s own commit, or ``git commit`` after a conflict), only the paths
-    whose staged content differs from every side merged: what the committer wrote, not what the
-    merge takes whole from a branch (the holder's own commits, merged into another agent's branch).
+    Staged for a merge (``git commit`` after a conflict), every path it changes on the current branch,
+    what it takes whole from the other branch too: whose edit that was, git cannot tell.
     """
-    staged = _staged_against(cwd)
-    heads = _merge_heads(cwd) if staged else []
-    if not heads:
-        return staged
-    written = set(staged).intersection(*(_staged_against(cwd, head) for head in heads))
-    return [path for path in staged if path in written]
-
-
-def _staged_against(cwd: Path, *commit: str) -> list[str]:
     return _split_z(git_output(
-        cwd, "diff", "--cached", "--name-only", "-z", "--no-renames", "--no-ext-diff", EVERY_SUBMODULE, *commit, "--",
+        cwd, "diff", "--cached", "--name-only", "-z", "--no-renames", "--no-ext-diff", EVERY_SUBMODULE,
         config=REPOSITORY_RELATIVE,
     ))
-
-
-def _merge_heads(cwd: Path) -> list[str]:
-    """The commits a merge under way brings in (``MERGE_HEAD``), read from the git directory: none
-    when no merge is under way."""
-    from pytest_maf.repository import git_folders
-
-    named = os.environ.get("GIT_DIR")  # as git gives it to a hook in a linked worktree, or as the user set it
-    folders = [cwd / named] if named else git_folders(cwd)[:1]
-    try:
-        lines = (folders[0] / "MERGE_HEAD").read_text(encoding="ascii").split() if folders else []
-    except (OSError, UnicodeDecodeError):
-        return []
-    return [line for line in lines if re.fullmatch(_OBJECT_NAME, line)]
 
 
 def pushed_paths(cwd: Path, hook_input: str) -> list[str]:
@@ -234,16 +210,16 @@ def pushed_paths(cwd: Path, hook_input: str) -> list[str]:
         if local_sha.strip("0") == "":
             continue
         known_remote = remote_sha.strip("0") != "" and _object_exists(cwd, remote_sha)
-        # Not what the remote ref has, nor what any remote-tracking branch has: pushed before, guarded then.
-        exclude = [f"^{remote_sha}", "--not", "--remotes"] if known_remote else ["--not", "--remotes"]
+        # Every commit the destination does not have, one pushed elsewhere before a reservation too.
+        exclude = [f"^{remote_sha}"] if known_remote else ["--not", "--remotes"]
         paths.extend(_split_z(_changed_by_commits(cwd, local_sha, exclude)))
     return list(dict.fromkeys(paths))
 
 
 def _changed_by_commits(cwd: Path, local_sha: str, exclude: list[str]) -> bytes:
-    """The paths each commit of ``local_sha`` not in ``exclude`` changes; for a merge, those whose
-    content differs from every parent's (``--cc``): a conflict resolved by hand or a change made in
-    the merge itself, not what it took whole from a side (which ``git log`` lists for no merge)."""
+    """The paths each commit of ``local_sha`` not in ``exclude`` changes; for a merge, also those whose
+    content differs from every parent's (``--cc``): a conflict resolved by hand or a change made in the
+    merge itself, which ``git log`` lists for no merge (the merged branch's commits list their own)."""
     return git_output(
         cwd, "log", "--format=", "--name-only", "-z", "--no-renames", "--cc", EVERY_SUBMODULE, local_sha, *exclude,
         config=REPOSITORY_RELATIVE,

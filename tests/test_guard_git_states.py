@@ -52,12 +52,12 @@ def test_a_clean_merge_that_writes_a_reserved_file_anew_is_blocked_at_the_push(r
     assert pushed.returncode != 0 and "src/app.py: agent-a holds src/**" in pushed.stdout + pushed.stderr
 
 
-def holders_branch_beside_a_reservation(repo: Path, tmp_path: Path) -> dict[str, str]:
-    """`other`, the holder's branch, changes src/app.py and is pushed; main changes README.md; the
-    hooks are installed and agent-a holds src/**: the environment agent-b commits and pushes in."""
+def branch_beside_a_reservation(repo: Path, tmp_path: Path, name: str) -> dict[str, str]:
+    """`other` changes ``name`` and is pushed (to its own branch) before agent-a reserves src/**; main
+    changes README.md; the hooks are installed: the environment agent-b commits and pushes in."""
     pushing_to(repo, tmp_path)
     git(repo, "checkout", "-q", "-b", "other")
-    committed(repo, "src/app.py", "print('holder')\n", "holder's change")
+    committed(repo, name, "print('other')\n", "a change on another branch")
     git(repo, "push", "-q", "origin", "other")
     git(repo, "checkout", "-q", "main")
     committed(repo, "README.md", "readme, edited\n", "committer's change")
@@ -66,27 +66,30 @@ def holders_branch_beside_a_reservation(repo: Path, tmp_path: Path) -> dict[str,
     return clean_env(MAF_AGENT_ID="agent-b")
 
 
-def test_merging_the_holders_own_commits_whole_is_not_editing_their_files(repo: Path, tmp_path: Path) -> None:
-    hook_env = holders_branch_beside_a_reservation(repo, tmp_path)
+def test_landing_another_branchs_edit_of_a_reserved_file_is_blocked_however_it_is_landed(
+    repo: Path, tmp_path: Path
+) -> None:
+    hook_env = branch_beside_a_reservation(repo, tmp_path, "src/app.py")
 
-    git(repo, "merge", "-q", "--no-edit", "other", env=hook_env)
+    # Pushed elsewhere before the reservation, it lands on main now: checked, as git cannot tell whose edit.
+    pushed = git(repo, "push", "-q", "origin", "other:main", check=False, env=hook_env)
+    assert pushed.returncode != 0 and "src/app.py: agent-a" in pushed.stdout + pushed.stderr
+    git(repo, "merge", "-q", "--no-edit", "other", env=hook_env)  # a clean merge runs no pre-commit hook
     pushed = git(repo, "push", "-q", "origin", "main", check=False, env=hook_env)
-    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert pushed.returncode != 0 and "src/app.py: agent-a" in pushed.stdout + pushed.stderr
 
-    # A conflict resolved by taking the holder's side whole is not an edit either; one written by hand is.
+    # A conflict resolved by taking the other side whole is landing that edit too.
     git(repo, "checkout", "-q", "-b", "theirs", "HEAD~1")
     committed(repo, "src/app.py", "print('committer')\n", "a conflicting change")
     assert git(repo, "merge", "other", check=False).returncode != 0  # the conflict
     git(repo, "checkout", "--theirs", "--", "src/app.py")
     git(repo, "add", "src/app.py")
-    assert maf(repo, "guard", MAF_AGENT_ID="agent-b").returncode == 0
-    stage(repo, "src/app.py", "print('both')\n")
     blocked = maf(repo, "guard", MAF_AGENT_ID="agent-b")
     assert blocked.returncode == 1 and "src/app.py: agent-a" in blocked.stdout
 
 
 def test_a_merge_changed_by_hand_is_blocked_at_the_push(repo: Path, tmp_path: Path) -> None:
-    hook_env = holders_branch_beside_a_reservation(repo, tmp_path)
+    hook_env = branch_beside_a_reservation(repo, tmp_path, "docs/guide.md")  # nothing reserved there
 
     git(repo, "merge", "-q", "--no-edit", "--no-commit", "other")
     stage(repo, "src/app.py", "print('evil')\n")
@@ -95,9 +98,8 @@ def test_a_merge_changed_by_hand_is_blocked_at_the_push(repo: Path, tmp_path: Pa
     # Before: git log lists no path for a merge, so the push went through.
     pushed = git(repo, "push", "-q", "origin", "HEAD:refs/heads/merged", check=False, env=hook_env)
     assert pushed.returncode != 0 and "src/app.py: agent-a" in pushed.stdout + pushed.stderr
-
     git(repo, "reset", "-q", "--hard", "HEAD~1")
-    git(repo, "merge", "-q", "--no-edit", "other", env=hook_env)  # the holder's commit, taken whole
+    git(repo, "merge", "-q", "--no-edit", "other", env=hook_env)
     assert git(repo, "push", "-q", "origin", "HEAD:refs/heads/merged", check=False, env=hook_env).returncode == 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,45 @@ def test_a_store_this_user_may_only_read_is_shown_and_a_write_says_why_not(
     assert left == before
     with open_store(db) as store:  # a writer, once the file is writable again
         tasks.add_task(store, task_id="fix-2")
+
+
+READER = """
+import sys
+from pytest_maf.store import open_store
+from pytest_maf import tasks
+with open_store(sys.argv[1]) as store:
+    for _ in range(2):
+        print(len(tasks.list_tasks(store)), flush=True)
+        sys.stdin.readline()
+"""
+
+
+def test_a_store_read_again_shows_what_a_writer_did_since(tmp_path: Path, store_with_a_task: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a reader that may not write beside a writer that may: root for the writer, as in CI")
+    db, folder = store_with_a_task, store_with_a_task.parent
+    db.chmod(0o444)
+    folder.chmod(0o555)
+    reader = subprocess.Popen(
+        [*as_a_user_who_may_only_read(), sys.executable, "-c", READER, str(db)], cwd=tmp_path, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=isolated_env(tmp_path / "home"),
+    )
+    try:
+        assert reader.stdout is not None and reader.stdin is not None
+        first = reader.stdout.readline()
+        with open_store(db) as store:  # a writer with the rights (root here), meanwhile
+            tasks.add_task(store, task_id="fix-2")
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        second = reader.stdout.readline()
+        reader.stdin.write("\n")
+        reader.stdin.close()
+        assert reader.wait(timeout=60) == 0, reader.stderr.read() if reader.stderr else ""
+    finally:
+        reader.kill()
+        reader.wait(timeout=30)
+        folder.chmod(0o755)
+        db.chmod(0o644)
+
+    # Before: opened as a file nobody writes, the store was read once and never again (status --watch froze).
+    assert (first, second) == ("1\n", "2\n")

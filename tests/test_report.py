@@ -281,6 +281,24 @@ def test_a_page_written_through_a_link_to_a_file_replaces_that_file_and_keeps_th
     assert link.is_symlink() and latest.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
+def test_a_link_another_user_put_in_a_shared_folder_is_not_followed(tmp_path: Path, known_db: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("makes a link owned by another user: root only")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp is
+    precious = tmp_path / "bashrc"
+    precious.write_text("export PATH\n", encoding="utf-8")
+    planted = shared / "report.html"
+    planted.symlink_to(precious)
+    os.lchown(planted, 65534, 65534)  # another user's link
+
+    refused = maf(tmp_path, "--db", str(known_db), "report", "--html", str(planted))
+
+    assert refused.returncode == 2 and "is not followed" in refused.stderr
+    assert precious.read_text(encoding="utf-8") == "export PATH\n" and planted.is_symlink()
+
+
 # In a real browser.
 
 

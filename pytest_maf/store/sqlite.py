@@ -706,6 +706,7 @@ class SQLiteStore:
         self.lease_ttl_ms = lease_ttl_ms
         self.busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None
+        self._immutable = False  # opened as a file nobody writes (connect_reading_only): read anew each time
         self._one_at_a_time = sharing.OneAtATime()
         # Beside the file itself, as SQLite puts its -wal and -shm: a store opened through a symlink
         # takes the same writers' lock as one opened by its own name.
@@ -744,14 +745,18 @@ class SQLiteStore:
                 " it; fork outside the store's operations, before opening it, or start workers with 'spawn'"
             )
         if self.path.is_file() and not os.access(self.path, os.W_OK):
-            self._connection = connect_reading_only(self.path)  # views still show it; a write says why not
+            self._open_reading_only()  # views still show it; a write says why not
             return
         try:
             self._connection = connect(self.path)
         except sqlite3.OperationalError as error:  # a folder this user may not write: no -shm can be made
             if "readonly" not in str(error) or not unwritable(self.path):
                 raise
-            self._connection = connect_reading_only(self.path)
+            self._open_reading_only()
+
+    def _open_reading_only(self) -> None:
+        self._immutable = not os.path.exists(f"{self.path}-wal")
+        self._connection = connect_reading_only(self.path)
 
     backend = "sqlite"
 
@@ -855,7 +860,23 @@ class SQLiteStore:
         again with each such byte shown as U+FFFD, so one bad row does not hide the store from
         every view. Writes still refuse it.
         """
-        return self._one_at_a_time.run(lambda: self._read(operation))
+        return self._one_at_a_time.run(lambda: self._read_anew(operation) if self._immutable else self._read(operation))
+
+    def _read_anew(self, operation: Callable[[SQLiteTransaction], T]) -> T:
+        """A read of a store opened as a file nobody writes, which SQLite never looks at again: opened
+        anew for each read (a `status --watch` sees what a writer with the rights did since), and read
+        once more when it looked damaged (a writer's checkpoint under way while it read)."""
+        self._drop_connection()  # the one an earlier read left, which sees the file as it was then
+        try:
+            return self._read(operation)
+        except DamagedStoreError:
+            self._drop_connection()
+            return self._read(operation)
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def _read(self, operation: Callable[[SQLiteTransaction], T]) -> T:
         try:
