@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 import fnmatch
-from typing import Any
+from typing import Any, Generator
 
 import pytest
 
@@ -113,41 +113,54 @@ def malformed_checks(items: list[pytest.Item]) -> str | None:
     return printable("; ".join(shown)) + "; fix the marker (nothing was run or recorded)"
 
 
-WORKER_MALFORMED_KEY = "maf_malformed_checks"  # an xdist worker's workeroutput: its controller says it
+WORKER_USAGE_ERRORS_KEY = "maf_usage_errors"  # an xdist worker's workeroutput: its controller says them
 
 
-class CheckMarkers:
-    """Registered for every ``--maf-*`` run: a ``maf_check`` marker given a wrong argument is a usage
-    error once the tests are collected, before a run's task is made, claimed or verified. Under xdist
-    the workers collect: one that finds such a marker runs nothing, and the controller says why."""
+class CollectionUsageErrors:
+    """Registered for every ``--maf-*`` run: a usage error found while collecting (a ``maf_check``
+    marker given a wrong argument, a ``--maf-checks`` id that matches no check, a path that is not
+    there, a bad ``-m`` or ``-k``) runs nothing and writes nothing, with or without xdist.
+
+    Under xdist the workers collect: one that meets a usage error sends its controller no test and
+    the error's message, and the controller starts no task, says the message and exits 4, as pytest
+    does for the same error without xdist."""
 
     def __init__(self) -> None:
-        self.malformed_on_workers: set[str] = set()
+        self.on_workers: dict[str, None] = {}  # each message once, in the order seen
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        message = malformed_checks(items)
-        if message is None:
-            return
-        items[:] = []  # nothing runs, and pytest lists nothing
-        workeroutput = getattr(config, "workeroutput", None)
-        if workeroutput is None:
-            raise pytest.UsageError(message)
-        workeroutput[WORKER_MALFORMED_KEY] = message
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> Generator[None, None, None]:
+        try:
+            message = malformed_checks(items)
+            if message is not None:
+                raise pytest.UsageError(message)
+            yield
+        except pytest.UsageError:
+            items[:] = []  # pytest (and xdist, to its controller) lists the items even so: list none
+            raise
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> Generator[None, object, object]:
+        try:
+            return (yield)
+        except pytest.UsageError as error:
+            workeroutput = getattr(session.config, "workeroutput", None)
+            if workeroutput is not None:  # an xdist worker: pytest's own "ERROR:" line would not be seen
+                workeroutput[WORKER_USAGE_ERRORS_KEY] = [str(part) for part in error.args]
+            raise
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:
-        message = getattr(node, "workeroutput", {}).get(WORKER_MALFORMED_KEY)
-        if message:
-            self.malformed_on_workers.add(str(message))
+        for message in getattr(node, "workeroutput", {}).get(WORKER_USAGE_ERRORS_KEY, ()):
+            self.on_workers[str(message)] = None
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.malformed_on_workers:
+        if self.on_workers:
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        for message in sorted(self.malformed_on_workers):
+        for message in self.on_workers:
             terminalreporter.write_line(f"ERROR: {message}", red=True)
 
 
@@ -158,7 +171,6 @@ class CheckSelection:
         self.config = config
         self.patterns = patterns
         self.registered: set[str] = set()
-        self.unmatched_on_workers: set[str] = set()  # under xdist: the workers collect, the controller reports
 
     def pytest_itemcollected(self, item: pytest.Item) -> None:
         for tag in _tags(item):
@@ -189,30 +201,11 @@ class CheckSelection:
             known = sorted({name for item in items for name in (check_id(item),) if name})
             shown = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
             message = f"{OPTION}: {printable(', '.join(unmatched))} matches no check; the check ids are: {shown or 'none'}"
-            workeroutput = getattr(config, "workeroutput", None)
-            if workeroutput is None:
-                items[:] = []  # pytest reports the collection even so: list nothing
-                raise pytest.UsageError(message)
-            workeroutput["maf_unmatched_checks"] = message  # an xdist worker: its controller says it
+            items[:] = []  # pytest reports the collection even so: list nothing
+            raise pytest.UsageError(message)
         if left:
             config.hook.pytest_deselected(items=left)
             items[:] = chosen
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: object) -> None:
-        message = getattr(node, "workeroutput", {}).get("maf_unmatched_checks")
-        if message:
-            self.unmatched_on_workers.add(str(message))
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Under xdist the checks that matched have run; a pattern that matched none is still a usage error."""
-        if self.unmatched_on_workers:
-            session.exitstatus = pytest.ExitCode.USAGE_ERROR
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        for message in sorted(self.unmatched_on_workers):
-            terminalreporter.write_line(f"ERROR: {message}")
 
     def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> Any:
         if not config.getoption("collectonly"):

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 MAF_RUN_KEY = pytest.StashKey["MafRun"]()
 # What a check adds to its evidence row through the maf_evidence fixture.
 EVIDENCE_DETAILS_KEY = pytest.StashKey[dict[str, Any]]()
-CHECK_MARKERS_PLUGIN = "maf-check-markers"
+COLLECTION_ERRORS_PLUGIN = "maf-collection-usage-errors"
 
 
 def checks_directory() -> Path:
@@ -143,9 +143,9 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"{flag} was given an empty value: give {value}, or leave the option out")
     chosen = config.getoption("maf_checks")
     if preflight or task_id or chosen is not None:
-        from pytest_maf.check_selection import CheckMarkers, CheckSelection, check_patterns
+        from pytest_maf.check_selection import CheckSelection, CollectionUsageErrors, check_patterns
 
-        config.pluginmanager.register(CheckMarkers(), CHECK_MARKERS_PLUGIN)
+        config.pluginmanager.register(CollectionUsageErrors(), COLLECTION_ERRORS_PLUGIN)
         if preflight or chosen is not None:
             patterns = None if chosen is None else check_patterns(chosen)
             config.pluginmanager.register(CheckSelection(config, patterns), "maf-check-selection")
@@ -168,7 +168,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for name in ("maf-check-selection", CHECK_MARKERS_PLUGIN):
+    for name in ("maf-check-selection", COLLECTION_ERRORS_PLUGIN):
         if config.pluginmanager.has_plugin(name):
             config.pluginmanager.unregister(name=name)
     run = config.stash.get(MAF_RUN_KEY, None)

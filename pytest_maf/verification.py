@@ -33,7 +33,7 @@ from pytest_maf.evidence import NO_EVIDENCE_REASON
 from pytest_maf.files import checked_text_output, store_files
 from pytest_maf.ids import validate_id
 from pytest_maf.light_dataclass import dataclass, field
-from pytest_maf.plugin import CHECK_MARKERS_PLUGIN, EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
+from pytest_maf.plugin import COLLECTION_ERRORS_PLUGIN, EVIDENCE_DETAILS_KEY, checks_directory, default_agent_id
 from pytest_maf.session import VerificationSession
 from pytest_maf.store import Store, open_store_for
 from pytest_maf.terminal import cut, printable
@@ -251,15 +251,17 @@ class MafRun:
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         """Under xdist: a worker has collected and chosen its tests, and none has run yet. The workers
-        collect alike, so one that found a malformed marker runs nothing (no ids) and starts nothing."""
+        collect alike, so one that met a usage error (a malformed marker, a path that is not there, a
+        bad ``-m``) sends no ids and starts nothing."""
         if self.writes and ids:
             self.start()
 
     def _start_at_the_end(self, session: pytest.Session) -> bool:
         """Under xdist, a run in which no worker collected a test (a module that did not import, every
-        test deselected) still finishes its task, unless a usage error stopped it first."""
-        markers = self.config.pluginmanager.get_plugin(CHECK_MARKERS_PLUGIN)
-        if session.exitstatus == pytest.ExitCode.USAGE_ERROR or (markers is not None and markers.malformed_on_workers):
+        test deselected) still finishes its task, unless a usage error stopped it first: the workers'
+        collection errors are told before this (their sessions end before the controller's)."""
+        errors = self.config.pluginmanager.get_plugin(COLLECTION_ERRORS_PLUGIN)
+        if session.exitstatus == pytest.ExitCode.USAGE_ERROR or (errors is not None and errors.on_workers):
             return False
         try:
             self.start()

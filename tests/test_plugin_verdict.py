@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
 
 from backends import open_environment_store
@@ -245,6 +247,32 @@ def test_under_xdist_a_malformed_check_marker_is_a_usage_error_that_costs_no_att
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     assert attempts(pytester) == ("RUNNING", 1)
     assert state_and_failures(pytester) == ("RUNNING", [])
+
+
+COLLECTION_USAGE_ERRORS = [  # (what the run is given, what pytest says of it)
+    (["test_typo.py"], "ERROR: file or directory not found: test_typo.py"),
+    (["-m", "slow and (", "test_t.py"], "ERROR: Wrong expression passed to '-m': slow and (*"),
+    (["-k", "ok and (", "test_t.py"], "ERROR: Wrong expression passed to '-k': ok and (*"),
+]
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+@pytest.mark.parametrize(("given", "says"), COLLECTION_USAGE_ERRORS, ids=["missing-path", "bad-m", "bad-k"])
+def test_a_usage_error_found_while_collecting_touches_no_task_with_or_without_xdist(
+    pytester: pytest.Pytester, workers: list[str], given: list[str], says: str,
+) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_t="def test_ok():\n    pass\n")
+
+    result = verify_in_a_subprocess(pytester, *workers, *given)
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = result.stdout.lines + result.stderr.lines
+    assert any(fnmatch.fnmatch(line, says) for line in output), "\n".join(output)
+    assert "INTERNALERROR" not in "\n".join(output) and "maf verification" not in "\n".join(output)
+    assert attempts(pytester) == ("RUNNING", 1)  # not rolled back: the attempt is not spent
+    with open_environment_store(pytester.path) as store:
+        assert list_evidence(store, "fix-1") == []
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
