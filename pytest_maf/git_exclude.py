@@ -6,7 +6,9 @@ repository's own exclude file, ``<git common dir>/info/exclude``: git reads it
 in every worktree, and it is never committed. A database kept anywhere else
 (``ci/maf.db``) is added as the file and its companions (``ci/maf.db*``), so
 the user's files beside it stay visible. A line already there is never added
-again. ``maf setup`` and ``maf init`` call this::
+again. ``maf setup`` and ``maf init`` call this, and a store made by the
+pytest plugin (a first preflight, a fixture such as ``maf_task``) is kept out
+the same way::
 
     report = exclude_runtime_files(settings)
     print(report.describe())  # kept .maf/ and .agent-mail/ out of git (.git/info/exclude)
@@ -26,6 +28,7 @@ from pytest_maf.repository import note_store_root
 
 if TYPE_CHECKING:
     from pytest_maf.config import Settings
+    from pytest_maf.store import Store
 
 HEADER = "# pytest-maf runtime files (added by maf setup / maf init)"
 
@@ -107,3 +110,20 @@ def exclude_runtime_files(settings: Settings) -> ExcludeReport | None:
     except ValueError:
         shown = str(path)
     return ExcludeReport(path, shown, [name for name, _ in entries], missing)
+
+
+def open_store_out_of_git(settings: Settings, *, create: bool) -> Store:
+    """The store ``settings`` name, opened as :func:`pytest_maf.store.open_store_for` opens it; a SQLite
+    store this call makes is kept out of git as `maf setup` keeps it, so `git add -A` never commits it.
+    A failure to keep it out costs only that (`maf setup` says why, and adds the lines)."""
+    from pytest_maf.errors import MafError
+    from pytest_maf.store import open_store_for
+
+    made_here = create and settings.database_url is None and not settings.db_path.exists()
+    store = open_store_for(settings, create=create)
+    if made_here:
+        try:
+            exclude_runtime_files(settings)
+        except (MafError, OSError):
+            pass
+    return store

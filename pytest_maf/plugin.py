@@ -208,16 +208,16 @@ def maf_agent(pytestconfig: pytest.Config) -> str:
 @pytest.fixture(scope="session")
 def maf_store(pytestconfig: pytest.Config, maf_settings: Settings) -> Iterator[Store]:
     """The runtime store (``.maf/runtime.db``, or MAF_DB_PATH / --maf-db, or the PostgreSQL store of
-    MAF_DATABASE_URL), created if missing.
+    MAF_DATABASE_URL), created if missing, and then kept out of git as ``maf setup`` keeps it.
     Example: ``def test_no_rollback(maf_store): assert not tasks.list_tasks(maf_store, "ROLLBACK")``
     """
-    from pytest_maf.store import open_store_for
+    from pytest_maf.git_exclude import open_store_out_of_git
 
     run = _run(pytestconfig)
     if run is not None and run.store is not None:
         yield run.store
         return
-    with open_store_for(maf_settings, create=True) as store:
+    with open_store_out_of_git(maf_settings, create=True) as store:  # made here: out of git, as maf setup keeps it
         yield store
 
 

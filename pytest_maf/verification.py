@@ -279,10 +279,9 @@ class MafRun:
         ttl_ms = self.settings.task_lease_ttl_s * 1000
         try:
             if self.store is None:
-                new_store = self.settings.database_url is None and not self.settings.db_path.exists()
-                self.store = open_store_for(self.settings, create=self.preflight)
-                if new_store:
-                    _keep_out_of_git(self.settings)
+                from pytest_maf.git_exclude import open_store_out_of_git  # a preflight may make the store
+
+                self.store = open_store_out_of_git(self.settings, create=self.preflight)
             if self.preflight:
                 payload = {"kind": "preflight", "agent": self.agent_id, "cwd": str(Path.cwd())}
                 self.session = VerificationSession.start_preflight(self.store, self.agent_id, ttl_ms, payload)
@@ -656,17 +655,6 @@ class XdistBridge:
             "acknowledged": self.run.acknowledged,
             "budget": [budget.seconds, budget.deadline] if budget else None,
         }
-
-
-def _keep_out_of_git(settings: Settings) -> None:
-    """The store the preflight has just made is kept out of git, as `maf setup` keeps it; a failure
-    costs only that."""
-    from pytest_maf.git_exclude import exclude_runtime_files  # only when a store is made
-
-    try:
-        exclude_runtime_files(settings)
-    except (MafError, OSError):
-        pass  # `maf setup` says why, and adds the lines
 
 
 def _distributed(config: pytest.Config) -> bool:

@@ -408,3 +408,18 @@ def test_the_store_a_first_preflight_makes_is_kept_out_of_git(pytester: pytest.P
     assert (pytester.path / ".maf" / "runtime.db").exists()
     status = subprocess.run(["git", "status", "--porcelain"], cwd=pytester.path, capture_output=True, text=True, check=True)
     assert ".maf" not in status.stdout
+
+
+@pytest.mark.parametrize("fixture", ["maf_store", "maf_task", "maf_lease"])
+def test_the_store_a_fixture_makes_in_a_plain_run_is_kept_out_of_git(pytester: pytest.Pytester, fixture: str) -> None:
+    subprocess.run(["git", "init", "-q", str(pytester.path)], check=True)
+    pytester.makepyfile(test_fx=f"def test_uses_the_store({fixture}):\n    pass\n")
+    subprocess.run(["git", "add", "tox.ini", "test_fx.py"], cwd=pytester.path, check=True)
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_fx.py")
+
+    assert result.ret == 0, result.stdout.str()
+    assert (pytester.path / ".maf" / "runtime.db").exists()
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=pytester.path, capture_output=True, text=True, check=True)
+    assert ".maf" not in status.stdout  # `git add -A` would not commit the store
+    assert "/.maf/" in (pytester.path / ".git" / "info" / "exclude").read_text().splitlines()
