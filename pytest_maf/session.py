@@ -28,11 +28,11 @@ from pytest_maf.evidence import record_evidence_batch
 from pytest_maf.keeper import LeaseKeeper
 from pytest_maf.leases import require_task_and_lease
 from pytest_maf.light_dataclass import dataclass, field
-from pytest_maf.records import Evidence
+from pytest_maf.records import Evidence, Lease
 from pytest_maf.terminal import cut
 
 if TYPE_CHECKING:
-    from pytest_maf.store import Store
+    from pytest_maf.store import Store, Transaction
 
 Entry = tuple[str, str, "dict[str, Any] | None"]  # (verifier, PASS or FAIL, details)
 
@@ -51,6 +51,8 @@ class VerificationSession:
     keeper: LeaseKeeper | None = None
     unrecorded: list[str] = field(default_factory=list)  # "verifier: why" of each row refused, not yet stood in for
     failure_lost: bool = False  # a refused row that not even the stand-in records: the task must not commit
+    lost_lease: str = ""  # why the lease is gone, once the keeper or a write found it so: nothing more is recorded
+    not_recorded: int = 0  # results that found the lease gone, and were not recorded
 
     @classmethod
     def start_preflight(
@@ -96,16 +98,47 @@ class VerificationSession:
         """
         if not entries:
             return []
+        if self.lost_lease:
+            self.not_recorded += len(entries)
+            return []
         try:
             return record_evidence_batch(self.store, self.task_id, self.attempt, entries, agent_id=self.agent_id)
+        except LeaseLostError as error:
+            self._lose(str(error), len(entries))  # no row can be kept: said once, not once per row
+            return []
         except MafError:
             rows: list[Evidence] = []
-            for entry in entries:
+            for done, entry in enumerate(entries):
                 try:
                     rows += record_evidence_batch(self.store, self.task_id, self.attempt, [entry], agent_id=self.agent_id)
+                except LeaseLostError as error:
+                    self._lose(str(error), len(entries) - done)
+                    break
                 except MafError as error:
                     self.refuse(entry[0], str(error))
             return rows
+
+    def _lose(self, why: str, results: int) -> None:
+        self.lost_lease = self.lost_lease or why
+        self.not_recorded += results
+
+    def lease_lost_error(self) -> LeaseLostError:
+        """One error for a lost lease, however many results it kept out: whose the task is now, how many
+        results were not recorded, and what to do, for a preflight or a verified task."""
+        def read(transaction: Transaction) -> tuple[str, Lease | None, int]:
+            task, lease = require_task_and_lease(transaction, self.task_id)
+            return task.state, lease, transaction.now
+
+        try:
+            state, lease, now = self.store.read(read)
+        except MafError:
+            return LeaseLostError(f"{self._lost()}: {self.lost_lease}")
+        return LeaseLostError(lost_lease_message(
+            self._lost(), state, lease, self.agent_id, self.attempt, self.preflight, self.not_recorded, now,
+        ))
+
+    def _lost(self) -> str:
+        return f"lost the lease on {'preflight task' if self.preflight else 'task'} {self.task_id}, attempt {self.attempt}"
 
     def refuse(self, verifier: str, reason: str) -> None:
         """Note that ``verifier``'s evidence cannot be recorded (a runner found its details unusable):
@@ -129,7 +162,8 @@ class VerificationSession:
     def _record_stand_in(self) -> list[Evidence]:
         """Record :meth:`_stand_in` once; if it is refused too, the task must be left undecided."""
         stand_in = self._stand_in()
-        if stand_in is None:
+        if stand_in is None or self.lost_lease:  # without the lease the task is not this run's to decide
+            self.unrecorded = []
             return []
         self.unrecorded = []
         try:
@@ -142,8 +176,8 @@ class VerificationSession:
     def stop_keeping(self) -> None:
         if self.keeper is not None:
             self.keeper.stop()
-            if self.keeper.lost:
-                self.problems.append(self.keeper.lost)
+            if self.keeper.lost:  # said once, with what it cost, by finish() or complete()
+                self.lost_lease = self.lost_lease or self.keeper.lost
             self.keeper = None
 
     def finish(self) -> tasks.FinishResult:
@@ -155,14 +189,20 @@ class VerificationSession:
         """
         self.stop_keeping()
         self._record_stand_in()
+        if self.lost_lease:
+            raise self.lease_lost_error()
         if self.failure_lost:
             raise StoreError(
                 f"a failure of task {self.task_id} could not be recorded, so the task was not decided: it rolls"
                 " back when its lease runs out (maf task show to see it)"
             )
-        if self.preflight:
-            tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
-        return tasks.finish_task(self.store, self.task_id, self.agent_id, self.attempt)
+        try:
+            if self.preflight:
+                tasks.begin_verification(self.store, self.task_id, self.agent_id, self.attempt)
+            return tasks.finish_task(self.store, self.task_id, self.agent_id, self.attempt)
+        except LeaseLostError as error:
+            self._lose(str(error), 0)
+            raise self.lease_lost_error() from None
 
     def complete(self, entries: Sequence[Entry]) -> tuple[tasks.FinishResult, list[Evidence]]:
         """Record ``entries`` and decide the task, in one fenced transaction (:func:`tasks.complete_task`);
@@ -175,8 +215,13 @@ class VerificationSession:
         self.stop_keeping()
         stand_in = self._stand_in()
         try:
+            if self.lost_lease:
+                raise LeaseLostError(self.lost_lease)  # the keeper found it gone: nothing is written
             written = [*entries, stand_in] if stand_in is not None else entries
             verdict, rows = tasks.complete_task_rows(self.store, self.task_id, self.agent_id, self.attempt, written)
+        except LeaseLostError as error:
+            self._lose(str(error), len(entries))
+            raise self.lease_lost_error() from None
         except MafError:
             rows = self.record(entries)
             rows += self._record_stand_in()
@@ -186,3 +231,36 @@ class VerificationSession:
 
     def close(self) -> None:
         self.stop_keeping()
+
+
+def lost_lease_message(
+    lost: str, state: str, lease: Lease | None, agent_id: str, attempt: int, preflight: bool, not_recorded: int,
+    now_ms: int,
+) -> str:
+    """``lost (now ...): N results not recorded; what to do`` (pure): whose the task is now, and advice
+    that can come true for it (a preflight task is never claimed; a finished task takes no more evidence)."""
+    if lease is not None and lease.agent_id != agent_id:
+        now, ours = f"now leased to agent {lease.agent_id!r}, {state}", False
+    elif lease is not None and lease.attempt != attempt:
+        now, ours = f"now its attempt {lease.attempt}, {state}", True
+    elif lease is not None and not lease.is_live(now_ms):
+        now, ours = f"its lease expired, {state}", True
+    else:
+        now, ours = f"now {state}{' with no lease' if lease is None else ''}", True
+    results = (
+        f"{not_recorded} result(s) of this run were not recorded" if not_recorded
+        else "its results were recorded, but this run did not decide the task"
+    )
+    if preflight:
+        advice = "run `pytest --maf-preflight` again for a preflight that counts"
+    elif not ours:
+        advice = f"the task is {lease.agent_id if lease else 'another agent'}'s now; `maf task claim` leases you another"
+    elif lease is not None and lease.attempt != attempt:
+        advice = f"rerun the tests for attempt {lease.attempt}"
+    elif state == "READY":
+        advice = "claim and start it again (maf task claim, maf task start), then rerun the tests"
+    elif lease is not None:
+        advice = "the next `maf task claim` reclaims it (it rolls back); then claim it again"
+    else:
+        advice = "it takes no more evidence (`maf task show` says how it ended)"
+    return f"{lost} ({now}): {results}; {advice}"

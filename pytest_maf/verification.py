@@ -28,7 +28,7 @@ from pytest_maf import tasks
 from pytest_maf.agents import set_client
 from pytest_maf.check_selection import SEVERITIES, marker_tags
 from pytest_maf.config import Settings, load_settings
-from pytest_maf.errors import MafError
+from pytest_maf.errors import LeaseLostError, MafError
 from pytest_maf.evidence import NO_EVIDENCE_REASON
 from pytest_maf.files import checked_text_output, store_files
 from pytest_maf.ids import validate_id
@@ -575,6 +575,10 @@ class MafRun:
         try:
             self.verdict, rows = self.session.complete(pending)  # the rows and the verdict: one transaction
             self._tell_recorded(rows)
+        except LeaseLostError as error:  # one line: whose the task is now, what was lost, what to do
+            self.problems.append(str(error))
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            return
         except MafError as error:
             self.problems.append(f"task {self.task_id} could not be finished: {error}")
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

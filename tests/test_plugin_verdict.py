@@ -376,3 +376,72 @@ def test_other():
     result.stdout.fnmatch_lines(["FAIL verification.pytest: pytest hit an internal error (*DumpError*PosixPath*"])
     result.stdout.fnmatch_lines(["task fix-1: ROLLBACK -> READY*verification.pytest*"])
     assert state_and_failures(pytester) == ("READY", ["verification.pytest"])
+
+
+TAKES_THE_LEASE_AWAY = """
+import pytest
+from pytest_maf import tasks
+from pytest_maf.store import open_store
+
+def test_another_shell_finishes_the_task_and_another_agent_claims_it():
+    with open_store(".maf/runtime.db") as store:
+        tasks.finish_task(store, "fix-1", "claude-1", 1)
+        tasks.claim_task(store, "fix-1", "codex-2", 60_000)
+
+@pytest.mark.parametrize("n", range(20))
+def test_more(n):
+    pass
+"""
+
+
+def test_a_lease_lost_mid_run_is_one_line_saying_whose_the_task_is_and_what_was_lost(pytester: pytest.Pytester) -> None:
+    held_task(pytester)
+    pytester.makepyfile(test_lost=TAKES_THE_LEASE_AWAY)
+
+    result = verify(pytester, "test_lost.py")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    problems = [line for line in result.stdout.lines if line.startswith("maf:")]
+    assert problems == [
+        "maf: lost the lease on task fix-1, attempt 1 (now leased to agent 'codex-2', LEASED): 21 result(s) of this run"
+        " were not recorded; the task is codex-2's now; `maf task claim` leases you another"
+    ]
+    with open_environment_store(pytester.path) as store:
+        assert tasks.get_task(store, "fix-1").state == "LEASED"
+        assert list_evidence(store, "fix-1") == []
+
+
+LOSES_THE_PREFLIGHT_LEASE = """
+import pytest
+from pytest_maf import tasks
+from pytest_maf.store import open_store
+
+@pytest.mark.maf_check(id="lease.lost")
+def test_the_preflight_loses_its_lease(maf_agent):
+    with open_store(".maf/runtime.db") as store:
+        (task,) = tasks.list_tasks(store, "RUNNING", include_internal=True)
+        tasks.release_task(store, task.id, maf_agent, task.attempts)  # a preflight task released is DEAD
+
+@pytest.mark.maf_check(id="lease.after")
+@pytest.mark.parametrize("n", range(5))
+def test_after(n):
+    pass
+"""
+
+
+def test_a_preflight_that_lost_its_lease_says_so_once_and_promises_no_rollback(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("project_checks").joinpath("test_lease.py").write_text(LOSES_THE_PREFLIGHT_LEASE)
+    pytester.makeini("[pytest]\nmaf_checks = project_checks\n")
+
+    result = pytester.runpytest("--maf-preflight", "--maf-agent", "ci-1", "--maf-checks", "lease.*", "-p", "no:cacheprovider")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    (problem,) = [line for line in result.stdout.lines if line.startswith("maf:")]
+    assert problem.startswith("maf: lost the lease on preflight task task-")
+    assert problem.endswith(
+        ", attempt 1 (now DEAD with no lease): 6 result(s) of this run were not recorded;"
+        " run `pytest --maf-preflight` again for a preflight that counts"
+    )
+    with open_environment_store(pytester.path) as store:
+        (task,) = tasks.list_tasks(store, include_internal=True)
+        assert task.state == "DEAD" and list_evidence(store, task.id) == []

@@ -11,7 +11,8 @@ import pytest
 from backends import backend_store
 from pytest_maf import session as session_module
 from pytest_maf import tasks
-from pytest_maf.errors import StoreBusyError, StoreError
+from pytest_maf.clock import ManualClock
+from pytest_maf.errors import LeaseLostError, StoreBusyError, StoreError
 from pytest_maf.evidence import list_evidence, record_evidence
 from pytest_maf.session import VerificationSession
 from pytest_maf.store import Store
@@ -114,3 +115,30 @@ def test_a_row_its_runner_refuses_is_stood_in_for_in_the_deciding_transaction(ti
     assert (result.verdict, result.final_state) == ("ROLLBACK", "READY")
     (stand_in,) = [row for row in rows if row.result == "FAIL"]
     assert "lint: its details are not JSON" in stand_in.details["message"]
+
+
+def test_a_lost_lease_is_one_error_with_what_was_lost_and_a_way_on(store: Store) -> None:
+    session = verifying(store)
+    tasks.finish_task(store, "t1", "agent-a", session.attempt)  # another shell of the agent decided it: READY
+
+    with pytest.raises(LeaseLostError) as lost:
+        session.complete([("lint", "PASS", {}), ("unit", "PASS", {}), ("docs", "PASS", {})])
+
+    assert str(lost.value) == (
+        "lost the lease on task t1, attempt 1 (now READY with no lease): 3 result(s) of this run were not recorded;"
+        " claim and start it again (maf task claim, maf task start), then rerun the tests"
+    )
+    assert session.problems == []  # not one line per row
+    assert list_evidence(store, "t1") == []
+
+
+def test_a_lease_that_ran_out_says_the_next_claim_rolls_it_back(store: Store, clock: ManualClock) -> None:
+    session = verifying(store)
+    clock.advance(24 * 3_600_000)  # paused past its lease, and nobody has reclaimed it yet
+
+    with pytest.raises(LeaseLostError) as lost:
+        session.complete([("unit", "PASS", {})])
+
+    assert "(its lease expired, VERIFYING): 1 result(s) of this run were not recorded" in str(lost.value)
+    assert str(lost.value).endswith("the next `maf task claim` reclaims it (it rolls back); then claim it again")
+    assert tasks.get_task(store, "t1").state == "VERIFYING"
