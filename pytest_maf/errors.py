@@ -96,6 +96,13 @@ class IllegalTransitionError(MafError):
         )
 
 
+class NotVerifiableError(MafError):
+    """The agent holds the task, but it is not RUNNING (not started, or VERIFYING after a run that was
+    stopped), so it cannot be verified now; the message names what moves it on."""
+
+    exit_code = 2
+
+
 class StoreError(MafError):
     """The runtime database is missing, unreadable, corrupt or too new."""
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from pytest_maf import tasks
-from pytest_maf.errors import LeaseLostError, MafError, StoreError
+from pytest_maf.clock import iso_utc
+from pytest_maf.errors import LeaseLostError, MafError, NotVerifiableError, StoreError
 from pytest_maf.evidence import record_evidence_batch
 from pytest_maf.keeper import LeaseKeeper
 from pytest_maf.leases import require_task_and_lease
@@ -64,14 +65,27 @@ class VerificationSession:
 
     @staticmethod
     def held_attempt(store: Store, task_id: str, agent_id: str) -> int:
-        """The attempt of ``task_id`` that ``agent_id`` holds, read without changing anything; a
-        :class:`LeaseLostError` saying what to do when it holds none."""
+        """The attempt of ``task_id`` that ``agent_id`` holds RUNNING, read without changing anything; a
+        :class:`LeaseLostError` saying what to do when it holds none, a :class:`NotVerifiableError`
+        naming the way on when its task is not RUNNING (a run stopped mid-way leaves it VERIFYING)."""
         task, lease = store.read(lambda t: require_task_and_lease(t, task_id))
         if lease is None or lease.agent_id != agent_id:
             holder = f"it is leased to {lease.agent_id!r}" if lease else f"it is {task.state} with no lease"
             raise LeaseLostError(
                 f"--maf-task {task_id}: agent {agent_id!r} does not hold it ({holder});"
                 " claim and start it first (maf task claim, maf task start)"
+            )
+        held = f"--agent {agent_id} --attempt {lease.attempt}"
+        if task.state == "VERIFYING":
+            raise NotVerifiableError(
+                f"--maf-task {task_id}: it is VERIFYING already, under attempt {lease.attempt} (a run that was"
+                f" stopped before it decided the task, or one still running); `maf task finish {task_id} {held}`"
+                f" rolls it back now, else the first `maf task claim` after its lease expires"
+                f" ({iso_utc(lease.lease_expires_at, 'seconds')}) does; then claim and start it again"
+            )
+        if task.state == "LEASED":
+            raise NotVerifiableError(
+                f"--maf-task {task_id}: it is LEASED, not started; run `maf task start {task_id} {held}` first"
             )
         return lease.attempt
 

@@ -37,6 +37,7 @@ from pytest_maf.plugin import COLLECTION_ERRORS_PLUGIN, EVIDENCE_DETAILS_KEY, ch
 from pytest_maf.session import VerificationSession
 from pytest_maf.store import Store, open_store_for
 from pytest_maf.terminal import cut, printable
+from pytest_maf.termination import Terminated, TerminationHandler
 from pytest_maf.values import plain_json
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ class MafRun:
     verdict: tasks.FinishResult | None = None
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    interrupted: str = ""  # how the run was stopped before its end (Ctrl-C, pytest.exit()), if it was
+    interrupted: str = ""  # how the run was stopped before its end (Ctrl-C, SIGTERM, pytest.exit()), if it was
     internal_error: str = ""  # the last line of an internal error of this process or of an xdist worker
     _pending: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
@@ -199,6 +200,7 @@ class MafRun:
         self.writes = not self.is_worker and not self.config.getoption("collectonly")
         self.distributed = _distributed(self.config)
         self.strict = bool(self.config.getoption("maf_strict"))
+        self.termination = TerminationHandler()
         self._details_hook = self.config.hook.pytest_maf_evidence_details
 
     def begin(self) -> None:
@@ -225,6 +227,8 @@ class MafRun:
         if self.preflight:
             seconds = self.settings.preflight_timeout_s
             self._keep_to(PreflightBudget(seconds, time.time() + seconds))
+        if self.writes:  # SIGTERM (a CI time limit, kill) stops the run as Ctrl-C does: recorded, rolled back
+            self.termination.install()
         if self.writes and not self.preflight:  # the task must be in a store: say so before collecting
             try:
                 self.store = open_store_for(self.settings)
@@ -314,6 +318,7 @@ class MafRun:
                 raise pytest.UsageError(str(error)) from None
 
     def close(self) -> None:
+        self.termination.restore()
         if self.session is not None:
             self.session.close()
         if self.store is not None:
@@ -505,6 +510,8 @@ class MafRun:
         reason = str(excinfo.value).strip().splitlines()[0] if str(excinfo.value).strip() else ""
         if excinfo.errisinstance(pytest.Session.Interrupted):  # pytest stopping itself: "1 error during collection"
             self.interrupted = reason or "stopped by pytest"
+        elif excinfo.errisinstance(Terminated):
+            self.interrupted = excinfo.value.name  # type: ignore[attr-defined]
         elif excinfo.errisinstance(KeyboardInterrupt):
             self.interrupted = "Ctrl-C"
         else:
@@ -567,6 +574,14 @@ class MafRun:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.writes:
             return
+        with self.termination.shielded():  # a signal now would leave the task VERIFYING, half decided
+            self._finish(session)
+        stopped = self.termination.exit_status()
+        if stopped is not None:
+            session.exitstatus = stopped  # 143 after SIGTERM, as a terminated process exits
+
+    def _finish(self, session: pytest.Session) -> None:
+        """Record the run's evidence and decide its task (made or claimed at the end under xdist if need be)."""
         if self.session is None and not (self.distributed and self._start_at_the_end(session)):
             return
         assert self.session is not None

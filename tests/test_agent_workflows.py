@@ -286,3 +286,95 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except OSError:
         return False
+
+
+def stoppable_verification(workspace: Workspace) -> tuple[list[str], "os.PathLike[str]"]:
+    """fix-42 RUNNING for claude-1, and the `pytest --maf-task` command whose second test says it has started
+    and then waits (bounded) to be stopped."""
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
+    ok(workspace.maf(workspace.main, "task", "claim", agent="claude-1"))
+    ok(workspace.maf(workspace.main, "task", "start", "fix-42", "--attempt", "1", agent="claude-1"))
+    started = workspace.home / "started"
+    workspace.write(workspace.main, "tests/test_slow.py", textwrap.dedent(f"""
+        import pathlib, time
+
+        def test_quick():
+            pass
+
+        def test_slow():
+            pathlib.Path({str(started)!r}).write_text("started")
+            deadline = time.monotonic() + {DEADLINE_S}
+            while time.monotonic() < deadline:  # until stopped
+                time.sleep(0.05)
+    """))
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--maf-task", "fix-42", "tests/test_slow.py"]
+    return command, started
+
+
+def wait_for(started: "os.PathLike[str]", process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not os.path.exists(started):
+        assert time.monotonic() < deadline and process.poll() is None, "the slow test did not start"
+        time.sleep(0.05)
+
+
+def interrupted_and_rolled_back(workspace: Workspace) -> None:
+    """The stopped run's evidence: its quick test, and the interruption, as a FAIL; the task given back."""
+    assert task_state(workspace, "fix-42") == "READY"
+    listed = json.loads(ok(workspace.maf(workspace.main, "evidence", "list", "--task", "fix-42", "--json")).stdout)
+    rows = listed["evidence"] if isinstance(listed, dict) else listed
+    assert {row["verifier"]: row["result"] for row in rows} == {
+        "tests/test_slow.py::test_quick": "PASS", "verification.interrupted": "FAIL",
+    }
+
+
+def test_sigterm_stops_a_verification_as_ctrl_c_does_and_exits_143(workspace: Workspace) -> None:
+    command, started = stoppable_verification(workspace)
+    run = subprocess.Popen(
+        command, cwd=workspace.main, env=workspace.env("claude-1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_for(started, run)
+
+    run.send_signal(signal.SIGTERM)  # a CI time limit, `kill`
+
+    output, _ = run.communicate(timeout=DEADLINE_S)
+    assert run.returncode == 128 + signal.SIGTERM, output
+    assert "FAIL verification.interrupted: the run was interrupted (SIGTERM): 1 check(s) did not finish" in output
+    assert "task fix-42: ROLLBACK -> READY" in output
+    interrupted_and_rolled_back(workspace)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_task_run_lets_its_pytest_record_the_run_before_it_ends(workspace: Workspace, signum: int) -> None:
+    command, started = stoppable_verification(workspace)
+    run = subprocess.Popen(
+        [*maf_command(), "task", "run", "fix-42", "--", *command], cwd=workspace.main, env=workspace.env("claude-1"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    wait_for(started, run)
+
+    run.send_signal(signum)  # to maf alone, as a supervisor stops it: the command is told the same
+
+    output, _ = run.communicate(timeout=DEADLINE_S)
+    assert run.returncode == 128 + signum, output
+    assert "FAIL verification.interrupted" in output
+    interrupted_and_rolled_back(workspace)
+
+
+def test_a_task_left_verifying_by_a_killed_run_is_refused_with_the_way_out(workspace: Workspace) -> None:
+    command, started = stoppable_verification(workspace)
+    run = subprocess.Popen(command, cwd=workspace.main, env=workspace.env("claude-1"), stdout=subprocess.DEVNULL)
+    wait_for(started, run)  # type: ignore[arg-type]
+    run.kill()  # nothing can be recorded: the task stays VERIFYING
+    run.wait(timeout=DEADLINE_S)
+
+    again = workspace.pytest(workspace.main, "--maf-task", "fix-42", "tests/test_slow.py", agent="claude-1")
+
+    assert again.returncode == 4
+    assert "fix-42: it is VERIFYING already, under attempt 1" in again.stderr
+    advice = "`maf task finish fix-42 --agent claude-1 --attempt 1` rolls it back now"
+    assert advice in again.stderr, again.stderr
+    ok(workspace.maf(workspace.main, "task", "finish", "fix-42", "--agent", "claude-1", "--attempt", "1"))
+    assert task_state(workspace, "fix-42") == "READY"
+

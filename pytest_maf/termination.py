@@ -1,0 +1,82 @@
+"""SIGTERM, taken as Ctrl-C is, by the process that writes a run's evidence.
+
+A CI time limit, ``kill`` or ``maf task run`` being stopped sends SIGTERM,
+whose default ends the process at once: the task would stay VERIFYING, with a
+live lease and nothing recorded, until the lease ran out. A
+:class:`TerminationHandler` turns the first SIGTERM into :class:`Terminated`,
+a :class:`KeyboardInterrupt`, so pytest stops the run as it does for Ctrl-C
+(the run is recorded as interrupted and its task rolls back), and the process
+then exits 128 + 15, as a terminated process does. A second SIGTERM ends it
+at once. While the verdict is being written, SIGTERM and SIGINT are noted
+rather than raised, so neither can cut that transaction short::
+
+    handler = TerminationHandler()
+    handler.install()
+    ...
+    with handler.shielded():
+        write_the_verdict()
+    exit_code = handler.exit_status() or exit_code
+    handler.restore()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Any, Iterator
+
+
+class Terminated(KeyboardInterrupt):
+    """The run was told to stop by ``signum`` (SIGTERM): pytest stops it as it stops Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(f"stopped by {self.name}")
+
+
+class TerminationHandler:
+    """Raises :class:`Terminated` on the first SIGTERM of the main thread, and says the exit status."""
+
+    def __init__(self) -> None:
+        self.signum = 0  # the signal that stopped the run, once one did
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread() and not self._previous:
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._stop)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
+        self.signum = signum
+        raise Terminated(signum)
+
+    @contextlib.contextmanager
+    def shielded(self) -> Iterator[None]:
+        """While the body writes, SIGTERM and SIGINT are noted, not raised; the run ends as they asked after."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def note(signum: int, frame: object) -> None:
+            self.signum = self.signum or signum
+
+        previous = {signum: signal.signal(signum, note) for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def exit_status(self) -> int | None:
+        """128 + the signal's number once a SIGTERM stopped the run (143); pytest's 2 for a SIGINT noted
+        while the verdict was written; else None (pytest's own)."""
+        if not self.signum:
+            return None
+        return 2 if self.signum == signal.SIGINT else 128 + self.signum
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
