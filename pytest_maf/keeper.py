@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -28,7 +29,7 @@ from pytest_maf.light_dataclass import dataclass
 if TYPE_CHECKING:
     from pytest_maf.store import Store
 
-# How long a command that lost its lease gets to stop after SIGTERM.
+# How long a command that lost its lease, or that maf passed a signal on to, gets to stop.
 TERMINATE_GRACE_S = 5.0
 
 
@@ -100,7 +101,9 @@ def run_under_lease(
     The command gets ``MAF_AGENT_ID``, ``MAF_TASK_ID`` and ``MAF_TASK_ATTEMPT``
     in its environment. Its exit code is returned (128 + N when signal N ended
     it); when the lease is lost the command is stopped (SIGTERM, then SIGKILL
-    after a grace period) and ``lease_lost`` says why.
+    after a grace period) and ``lease_lost`` says why. When maf itself is told
+    to stop (SIGTERM, SIGHUP, Ctrl-C), the command is told the same and gets
+    the grace period to finish (a ``pytest --maf-task`` records its run).
     """
     if not command:
         raise UsageError("give the command to run after `--`, such as: maf task run T -- make test")
@@ -121,10 +124,11 @@ def run_under_lease(
                 _stop(process)
                 break
     except KeyboardInterrupt:
-        _stop(process)  # the command had the same Ctrl-C; give it its grace period
+        # A Ctrl-C at the terminal reached the command too; a lone SIGINT sent to maf is passed on.
+        _pass_on(process, signal.SIGINT, delivered=_ctrl_c_reached_it())
         raise
-    except _Terminated as terminated:  # maf itself was told to stop: the command stops with it
-        _stop(process)
+    except _Terminated as terminated:  # maf itself was told to stop: the command is told too, and stops
+        _pass_on(process, terminated.signum, delivered=False)
         return RunOutcome(128 + terminated.signum, keeper.lost)
     finally:
         keeper.stop()
@@ -148,6 +152,32 @@ def _stop_on_termination() -> dict[int, Any]:
         raise _Terminated(signum)
 
     return {signum: signal.signal(signum, terminate) for signum in (signal.SIGTERM, signal.SIGHUP)}
+
+
+def _pass_on(process: subprocess.Popen[bytes], signum: int, *, delivered: bool) -> None:
+    """Tell the command what maf was told (SIGTERM, SIGHUP, SIGINT) and give it the grace period to end
+    as it would (``pytest --maf-task`` records the run as interrupted and rolls its task back, with the
+    lease still kept), then stop it and what it left running as :func:`_stop` does."""
+    if process.poll() is not None:
+        return
+    below = descendants(process.pid)
+    if not delivered:
+        process.send_signal(signum)
+    try:
+        process.wait(TERMINATE_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _stop(process)
+        return
+    _signal_each([pid for pid in below if _running(pid)], signal.SIGTERM)  # left behind by it
+
+
+def _ctrl_c_reached_it() -> bool:
+    """Whether maf runs in the foreground of a terminal, whose Ctrl-C goes to the command as well (one
+    process group): passing it on would interrupt the command twice."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):  # no terminal, or stdin closed
+        return False
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -378,3 +378,32 @@ def test_a_task_left_verifying_by_a_killed_run_is_refused_with_the_way_out(works
     ok(workspace.maf(workspace.main, "task", "finish", "fix-42", "--agent", "claude-1", "--attempt", "1"))
     assert task_state(workspace, "fix-42") == "READY"
 
+
+def test_a_lone_sigint_to_task_run_is_passed_on_to_its_command(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
+    ok(workspace.maf(workspace.main, "task", "claim", agent="claude-1"))
+    started, said = workspace.home / "started", workspace.home / "said"
+    script = textwrap.dedent(f"""
+        import pathlib, time
+        pathlib.Path({str(started)!r}).write_text("started")
+        try:
+            deadline = time.monotonic() + {DEADLINE_S}
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            pathlib.Path({str(said)!r}).write_text("interrupted")  # what a command does on Ctrl-C
+            raise SystemExit(130)
+    """)
+    run = subprocess.Popen(
+        [*maf_command(), "task", "run", "fix-42", "--", sys.executable, "-c", script], cwd=workspace.main,
+        env=workspace.env("claude-1"), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + DEADLINE_S
+    while not started.exists():
+        assert time.monotonic() < deadline and run.poll() is None, "the command did not start"
+        time.sleep(0.05)
+
+    run.send_signal(signal.SIGINT)  # to maf alone: no terminal sent the command a Ctrl-C of its own
+
+    assert run.wait(timeout=DEADLINE_S) == 130
+    assert said.read_text() == "interrupted"  # it was told SIGINT, not stopped by SIGTERM
