@@ -180,6 +180,8 @@ class WorkingDirectory:
         """:meth:`path`, ending in '/' when it names a folder: given with a trailing '/', or a directory
         of this work tree (not a link to one, which git tracks as a file). Example: ``'src/'`` for ``src``."""
         path = self.path(text, through_links=through_links)
+        if text.endswith("/") and not through_links:
+            self.refuse_through_a_link(text, f"/{path}/")  # 'link/': to git a link is a file, not a folder
         return path + "/" if text.endswith("/") or self._is_directory(path) else path
 
     def _is_directory(self, path: str) -> bool:

@@ -32,11 +32,11 @@ def find_repository_root(start: Path) -> Path | None:
         if dot_git.is_file():
             return _main_worktree_root(directory, dot_git)
     if os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"):
-        return _work_tree_git_names(start)
+        return _work_tree_by_git(start)
     return None
 
 
-def _work_tree_git_names(start: Path) -> Path | None:
+def _work_tree_by_git(start: Path) -> Path | None:
     """The work tree git finds from ``start`` (``git rev-parse --show-toplevel``), or None."""
     import subprocess
 

@@ -685,6 +685,8 @@ def _distributed(config: pytest.Config) -> bool:
 
 
 def _severity(marker: pytest.Mark | None) -> str:
+    """The marker's severity; checked again here for a marker a test adds while it runs (collection
+    checked the others: check_selection.marker_problem)."""
     severity = marker.kwargs.get("severity", "critical") if marker else "critical"
     if severity not in SEVERITIES:
         raise pytest.UsageError(f"maf_check severity {severity!r}: use 'critical' or 'warning'")

@@ -128,6 +128,8 @@ def test_a_path_beyond_a_symbolic_link_is_refused_as_git_add_refuses_it(workspac
         assert added.returncode != 0 and "beyond a symbolic link" in added.stderr, added.stderr
     asked = check(workspace, main, "bob", "appl/models.py")
     assert asked.returncode == 2 and "src/app/models.py" in asked.stderr, asked.stderr
+    as_folder = check(workspace, main, "bob", "appl/")  # to git a link is a file: no folder of its own
+    assert as_folder.returncode == 2 and "give appl, or the path it leads to, src/app/" in as_folder.stderr
     assert {path.name: path.read_bytes() for path in database.iterdir()} == before
 
     assert granted(acquire(workspace, main, "alice", "appl", "src/app/models.py")) == ["appl", "src/app/models.py"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -327,14 +328,15 @@ def cmd_health_check(args: argparse.Namespace, settings: None) -> int:
     }
     if output is not None:
         write_output(output, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-    if args.json:
-        print_json(report)
-    else:
-        for item in items:
-            mark = "ok  " if item.result.ok else ("FAIL" if item.severity == health.CRITICAL else "WARN")
-            hint = f" -> {item.result.hint}" if not item.result.ok and item.result.hint else ""
-            print(printable(f"{mark}  {item.name}: {item.result.message}{hint}"))
-        print(f"status: {report['status']}")
+    with said_beside(output) if output is not None else contextlib.nullcontext():
+        if args.json:
+            print_json(report)
+        else:
+            for item in items:
+                mark = "ok  " if item.result.ok else ("FAIL" if item.severity == health.CRITICAL else "WARN")
+                hint = f" -> {item.result.hint}" if not item.result.ok and item.result.hint else ""
+                print(printable(f"{mark}  {item.name}: {item.result.message}{hint}"))
+            print(f"status: {report['status']}")
     return code
 
 
