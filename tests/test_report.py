@@ -455,7 +455,7 @@ def test_at_laptop_width_no_id_is_broken_inside_a_word_and_nothing_widens_the_pa
 
     chromium()
     with open_store(known_db) as store:  # a reason of one unbreakable word, as a careless script writes one
-        reservations.acquire(store, ["logs/**"], "agent-d", 60 * MINUTE, reason="y" * 3_000)
+        reservations.acquire(store, ["logs/**"], "agent-d", 60 * MINUTE, reason="y" * 2_000)
     assert maf(tmp_path, "--db", str(known_db), "report", "--html", "report.html").returncode == 0
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     # the page as it is, plus a probe: the ids in table cells the layout wrapped over several lines,
