@@ -49,7 +49,6 @@ from pytest_maf.errors import (
     StoreError,
     SystemRefusalError,
 )
-from pytest_maf.folders import any_depth_hint
 from pytest_maf.gitignore_lines import drop_trailing_spaces, refuse_other_meanings
 from pytest_maf.guard import describe_holder
 from pytest_maf.paths import WorkingDirectory
@@ -57,7 +56,7 @@ from pytest_maf.repository import find_work_tree
 from pytest_maf.patterns import check_pattern_text, normalize_pattern
 from pytest_maf.ids import validate_id
 from pytest_maf.records import TASK_STATES, Reservation
-from pytest_maf.reservations import Block, Conflict, NotHolderError, ReservationConflictError, normalize_place
+from pytest_maf.reservations import NotHolderError, ReservationConflictError, normalize_place
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store, Transaction
@@ -96,21 +95,11 @@ def error_kind(error: MafError) -> str:
     return KIND_BY_EXIT_CODE.get(error.exit_code, "refused")
 
 
-def _conflict_json(conflict: Conflict) -> dict[str, Any]:
-    holder = conflict.holder
-    return {
-        "requested": conflict.requested, "holder": holder.agent_id, "holder_pattern": holder.pattern,
-        "exclusive": holder.exclusive, "expires_at": holder.expires_at, "reason": holder.reason,
-        "example_path": conflict.witness,
-        "hint": any_depth_hint(conflict.requested, holder.pattern, holder.agent_id) or None,
-    }
-
-
 def error_payload(error: MafError) -> dict[str, Any]:
     """A refusal as JSON: its kind, the command's message and exit code, and any conflicts."""
     payload: dict[str, Any] = {"kind": error_kind(error), "message": str(error), "exit_code": error.exit_code}
     if isinstance(error, ReservationConflictError):
-        payload["conflicts"] = [_conflict_json(conflict) for conflict in error.conflicts]
+        payload["conflicts"] = [conflict.as_json() for conflict in error.conflicts]
     return payload
 
 
@@ -120,19 +109,13 @@ def error_text(error: MafError) -> str:
     if isinstance(error, ReservationConflictError):
         for conflict in error.conflicts:
             lines.append(f"  {conflict.requested}: {describe_holder(conflict.holder)} (both match {conflict.witness})")
-            hint = any_depth_hint(conflict.requested, conflict.holder.pattern, conflict.holder.agent_id)
+            hint = conflict.hint()
             lines += [f"    hint: {hint}"] if hint else []
     return "\n".join(lines)
 
 
 def _reservation_json(reservation: Reservation, agent_id: str) -> dict[str, Any]:
     return {**asdict(reservation), "mine": reservation.agent_id == agent_id}
-
-
-def _block_json(block: Block) -> dict[str, Any]:
-    holder = block.holder
-    return {"path": block.path, "holder": holder.agent_id, "pattern": holder.pattern,
-            "expires_at": holder.expires_at, "reason": holder.reason, "example_path": block.example or None}
 
 
 @dataclass
@@ -305,7 +288,7 @@ class AgentTools:
             blocks = reservation_ops.check_paths(store, requested, self.agent_id)
         blocked = {block.path for block in blocks}
         free = [path for path in dict.fromkeys(normalize_place(p) for p in requested) if path not in blocked]
-        return {"ok": not blocks, "blocked": [_block_json(block) for block in blocks], "free": free}
+        return {"ok": not blocks, "blocked": [block.as_json() for block in blocks], "free": free}
 
     def reservation_list(self, mine_only: bool = False, include_expired: bool = False) -> dict[str, Any]:
         """Live reservations of every agent (mine_only: this agent's), each marked mine or not."""

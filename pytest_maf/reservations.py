@@ -51,6 +51,22 @@ class Conflict:
     holder: Reservation
     witness: str
 
+    def hint(self) -> str:
+        """How to reserve the root one only, where either side matches at any depth; '' otherwise
+        (:func:`~pytest_maf.folders.any_depth_hint`)."""
+        from pytest_maf.folders import any_depth_hint
+
+        return any_depth_hint(self.requested, self.holder.pattern, self.holder.agent_id)
+
+    def as_json(self) -> dict[str, Any]:
+        """The conflict as `maf reservation acquire --json` and the MCP tools give it."""
+        holder = self.holder
+        return {
+            "requested": self.requested, "holder": holder.agent_id, "holder_pattern": holder.pattern,
+            "expires_at": holder.expires_at, "reason": holder.reason, "exclusive": holder.exclusive,
+            "example_path": self.witness, "hint": self.hint() or None,
+        }
+
 
 class ReservationConflictError(MafError):
     """A request overlapped another agent's reservation; nothing was granted."""
@@ -80,6 +96,14 @@ class Block:
     path: str
     holder: Reservation
     example: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The block as `maf reservation check --json` and the MCP tools give it."""
+        holder = self.holder
+        return {
+            "path": self.path, "holder": holder.agent_id, "pattern": holder.pattern, "expires_at": holder.expires_at,
+            "reason": holder.reason, "example_path": self.example or None,  # for a folder: a path beneath it
+        }
 
 
 def _normalized(patterns: Iterable[str]) -> list[str]:

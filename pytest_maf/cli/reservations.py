@@ -21,12 +21,11 @@ from pytest_maf.cli.common import (
 )
 from pytest_maf.config import Settings, default_note
 from pytest_maf.errors import UsageError
-from pytest_maf.folders import any_depth_hint
 from pytest_maf.gitignore_lines import drop_trailing_spaces
 from pytest_maf.paths import WorkingDirectory
 from pytest_maf.patterns import GLOB_CHARACTERS
 from pytest_maf.records import Reservation
-from pytest_maf.reservations import Block, Conflict, ReservationConflictError
+from pytest_maf.reservations import ReservationConflictError
 from pytest_maf.terminal import brief, printable
 
 
@@ -38,35 +37,6 @@ def _as_json(reservation: Reservation) -> dict[str, object]:
 
 def _describe(reservation: Reservation) -> str:
     return printable(guard.describe_holder(reservation))
-
-
-def _conflict_json(conflict: Conflict) -> dict[str, object]:
-    return {
-        "requested": conflict.requested,
-        "holder": conflict.holder.agent_id,
-        "holder_pattern": conflict.holder.pattern,
-        "expires_at": conflict.holder.expires_at,
-        "reason": conflict.holder.reason,
-        "exclusive": conflict.holder.exclusive,
-        "example_path": conflict.witness,
-        "hint": _hint(conflict) or None,
-    }
-
-
-def _hint(conflict: Conflict) -> str:
-    """How to reserve the root one only, where either side matches at any depth (:func:`folders.any_depth_hint`)."""
-    return any_depth_hint(conflict.requested, conflict.holder.pattern, conflict.holder.agent_id)
-
-
-def _block_json(block: Block) -> dict[str, object]:
-    return {
-        "path": block.path,
-        "holder": block.holder.agent_id,
-        "pattern": block.holder.pattern,
-        "expires_at": block.holder.expires_at,
-        "reason": block.holder.reason,
-        "example_path": block.example or None,  # for a folder: a path beneath it the pattern covers
-    }
 
 
 def _repo_relative() -> WorkingDirectory:
@@ -96,7 +66,7 @@ def cmd_acquire(args: argparse.Namespace, settings: Settings) -> int:
             if args.json:
                 print_json({
                     "error": str(error), "exit_code": error.exit_code,  # a failure, as every command's --json says it
-                    "granted": [], "conflicts": [_conflict_json(c) for c in error.conflicts],
+                    "granted": [], "conflicts": [c.as_json() for c in error.conflicts],
                 })
             print(f"maf: {error}", file=sys.stderr)
             for conflict in error.conflicts:
@@ -105,7 +75,7 @@ def cmd_acquire(args: argparse.Namespace, settings: Settings) -> int:
                     f" (both match {conflict.witness})",
                     file=sys.stderr,
                 )
-                if hint := _hint(conflict):
+                if hint := conflict.hint():
                     print(f"    hint: {printable(hint)}", file=sys.stderr)
             return error.exit_code
     if args.json:
@@ -198,7 +168,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     with open_configured_store(settings) as store:
         blocks = reservation_ops.check_paths(store, paths, args.agent)
     if args.json:
-        print_json({"blocked": [_block_json(b) for b in blocks]})
+        print_json({"blocked": [b.as_json() for b in blocks]})
     else:
         blocked_paths = {b.path for b in blocks}
         for block in blocks:
