@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_maf.config import DB_RELATIVE_PATH
-from pytest_maf.guard import git_output
+from pytest_maf.guard import git_output, is_default_location
 from pytest_maf.patterns import escape_glob
 from pytest_maf.repository import note_store_root
 
@@ -88,7 +88,7 @@ def exclude_runtime_files(settings: Settings) -> ExcludeReport | None:
     store made at its default place, note its root in the common git directory
     (:data:`~pytest_maf.repository.STORE_NOTE`)."""
     if settings.repo_root is not None and settings.database_url is None and settings.db_path.is_file():
-        if settings.db_path.absolute() == (settings.repo_root / DB_RELATIVE_PATH).absolute():
+        if is_default_location(settings):
             note_store_root(settings.repo_root.absolute())
     entries = runtime_entries(settings)
     if settings.repo_root is None or not entries:

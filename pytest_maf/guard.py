@@ -302,7 +302,7 @@ def guard_verdict(
     if settings.repo_root is None:
         return GuardVerdict(PASSED, "not inside a git repository")
     # lexists: a link to nothing there is a store that went away, and fails closed below
-    if settings.database_url is None and not os.path.lexists(settings.db_path) and _is_default_location(settings):
+    if settings.database_url is None and not os.path.lexists(settings.db_path) and is_default_location(settings):
         if not _was_set_up_here(settings.repo_root):
             return GuardVerdict(PASSED, "no runtime database: nothing is reserved")
         raise StoreError(
@@ -379,7 +379,8 @@ def _was_set_up_here(root: Path) -> bool:
     return common is not None and noted_root(common) == root.absolute()
 
 
-def _is_default_location(settings: Settings) -> bool:
+def is_default_location(settings: Settings) -> bool:
+    """Whether the SQLite store is where the default puts it (``.maf/runtime.db`` at the repository root)."""
     assert settings.repo_root is not None
     return settings.db_path.absolute() == (settings.repo_root / DB_RELATIVE_PATH).absolute()
 

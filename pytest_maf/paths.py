@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from pytest_maf.errors import UsageError
 from pytest_maf.gitignore_lines import drop_trailing_spaces, refuse_other_meanings
 from pytest_maf.light_dataclass import dataclass
-from pytest_maf.patterns import GLOB_CHARACTERS, check_pattern_text, normalize_path, normalize_pattern
+from pytest_maf.patterns import check_pattern_text, leading_folders, normalize_path, normalize_pattern
 
 
 def _climb(text: str, directory: str) -> list[str]:
@@ -179,10 +179,13 @@ class WorkingDirectory:
     def place(self, text: str, *, through_links: bool = True) -> str:
         """:meth:`path`, ending in '/' when it names a folder: given with a trailing '/', or a directory
         of this work tree (not a link to one, which git tracks as a file). Example: ``'src/'`` for ``src``."""
-        path = self.path(text, through_links=through_links)
-        if text.endswith("/") and not through_links:
+        if not text.endswith("/"):
+            path = self.path(text, through_links=through_links)
+            return path + "/" if self._is_directory(path) else path
+        path = self.path(text)
+        if not through_links:
             self.refuse_through_a_link(text, f"/{path}/")  # 'link/': to git a link is a file, not a folder
-        return path + "/" if text.endswith("/") or self._is_directory(path) else path
+        return path + "/"
 
     def _is_directory(self, path: str) -> bool:
         place = self.top / path
@@ -198,12 +201,8 @@ class WorkingDirectory:
         for a path git never commits. So is a directory pattern (``link/``) naming a link: to git a link
         is a file, not a directory."""
         segments = found.strip("/").split("/")
-        if len(segments) == 1 and not found.startswith("/"):
-            return  # a name that matches at any depth, not only the one at the top
         place = self.top
-        for depth, segment in enumerate(segments if found.endswith("/") else segments[:-1], 1):
-            if any(character in segment for character in GLOB_CHARACTERS):
-                return  # which directories it passes through depends on the tree
+        for depth, segment in enumerate(leading_folders(found), 1):  # past a glob: depends on the tree
             place = place / segment
             try:
                 if not place.is_symlink():

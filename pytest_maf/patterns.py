@@ -316,6 +316,17 @@ def literal_prefix(pattern: str) -> tuple[str, ...]:
     return tuple(prefix)
 
 
+def leading_folders(pattern: str) -> tuple[str, ...]:
+    """The folders, named plainly, that every path a normalised pattern covers passes through: its
+    :func:`literal_prefix` but its last name. ``a/b/c.py`` and ``/a/b/`` pass through ``a/b``; a
+    pattern that matches at any depth, through none.
+
+    >>> leading_folders("a/b/c.py"), leading_folders("/a/b/"), leading_folders("a/*/c"), leading_folders("b/")
+    (('a', 'b'), ('a', 'b'), ('a',), ())
+    """
+    return literal_prefix(pattern)[: len(_segments_of(pattern)) - 1]
+
+
 def anchor(pattern: str) -> str:
     """A normalised pattern's first plain segment, or '' when it can match at any depth.
 

@@ -38,16 +38,14 @@ def find_repository_root(start: Path) -> Path | None:
 
 def _work_tree_by_git(start: Path) -> Path | None:
     """The work tree git finds from ``start`` (``git rev-parse --show-toplevel``), or None."""
-    import subprocess
+    from pytest_maf.guard import run_git  # here: only where GIT_DIR or GIT_WORK_TREE leaves no .git to find
 
     try:
-        found = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"], cwd=start, capture_output=True, timeout=60, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
+        returncode, output, _ = run_git(start, "rev-parse", "--show-toplevel")
+    except OSError:  # no git on PATH
         return None
-    top = os.fsdecode(found.stdout.rstrip(b"\n"))
-    return Path(top) if found.returncode == 0 and top else None
+    top = os.fsdecode(output.rstrip(b"\n"))
+    return Path(top) if returncode == 0 and top else None
 
 
 def find_work_tree(start: Path) -> Path | None:

@@ -64,21 +64,26 @@ def connect(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Conne
     return connection
 
 
-def connect_reading_only(path: Path) -> sqlite3.Connection:
+def _file_uri(path: Path | str, query: str) -> str:
+    """``path`` as a ``file:`` URI with ``query``, whatever characters its name holds: a '?' or '#' of
+    the name would start the query or the fragment (another file opened, or read-write), so the name
+    is percent-encoded."""
+    return f"{Path(os.path.abspath(path)).as_uri()}?{query}"
+
+
+def connect_reading_only(path: Path, *, immutable: bool) -> sqlite3.Connection:
     """A connection that only reads the store at ``path``, for a user who may not write it (an auditor,
     a CI artifact, a mounted backup): ``mode=ro`` while a write-ahead log is beside it (a writer is at
-    work: its shared memory tells what is committed), else ``immutable=1``, which needs no
+    work: its shared memory tells what is committed), else ``immutable``, which needs no
     shared-memory file and leaves none behind (one left read-only stops every later writer). A write
     through it fails, and :func:`unusable` names the files this user may not write."""
-    uri = f"{Path(os.path.abspath(path)).as_uri()}?{'mode=ro' if os.path.exists(f'{path}-wal') else 'immutable=1'}"
+    uri = _file_uri(path, "immutable=1" if immutable else "mode=ro")
     return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
 
 def connect_read_only(path: Path | str) -> sqlite3.Connection:
-    """A read-only connection to the database file at ``path``, whatever characters its name holds:
-    in a ``file:`` URI a '?' or '#' of the name would start the query or the fragment (another file
-    opened, or read-write), so the name is percent-encoded."""
-    return sqlite3.connect(f"{Path(os.path.abspath(path)).as_uri()}?mode=ro", uri=True)
+    """A read-only connection to the database file at ``path`` (:func:`_file_uri`)."""
+    return sqlite3.connect(_file_uri(path, "mode=ro"), uri=True)
 
 
 def unwritable(db_path: Path) -> list[str]:
@@ -756,7 +761,7 @@ class SQLiteStore:
 
     def _open_reading_only(self) -> None:
         self._immutable = not os.path.exists(f"{self.path}-wal")
-        self._connection = connect_reading_only(self.path)
+        self._connection = connect_reading_only(self.path, immutable=self._immutable)
 
     backend = "sqlite"
 
