@@ -47,7 +47,7 @@ def gitignore_matches(pattern: str, path: str) -> bool:
     if not rooted or "**" in body.split("/") or not any(glob in body for glob in "*?["):
         return False
     spelled = "".join("\\" + char if char in "*?[" else char for char in body)
-    return pathspec.GitIgnoreSpec.from_lines([spelled + ("/" if pattern.endswith("/") else "")]).match_file(path)
+    return pathspec.GitIgnoreSpec.from_lines([spelled + pattern[len(body):]]).match_file(path)  # '/', '/**' kept
 
 
 def automaton_accepts(pattern: str, path: str) -> bool:
@@ -163,6 +163,7 @@ def test_matching_agrees_with_gitignore(pattern: str, path: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(pattern=patterns, path=paths)
 @example(pattern="/[ab]/", path="[ab]/a")  # anchored by its slash, its canonical form [ab]/** has it only inside
+@example(pattern="/[ab]/", path="[ab]")  # the folder itself: its literal reading holds what lies beneath only
 def test_the_canonical_form_reads_back_as_itself_and_means_the_same(pattern: str, path: str) -> None:
     canonical = normalize_pattern(pattern)
     assert normalize_pattern(canonical) == canonical
