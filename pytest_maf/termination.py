@@ -1,14 +1,16 @@
-"""SIGTERM, taken as Ctrl-C is, by the process that writes a run's evidence.
+"""SIGTERM and SIGHUP, taken as Ctrl-C is, by the process that writes a run's evidence.
 
-A CI time limit, ``kill`` or ``maf task run`` being stopped sends SIGTERM,
-whose default ends the process at once: the task would stay VERIFYING, with a
-live lease and nothing recorded, until the lease ran out. A
-:class:`TerminationHandler` turns the first SIGTERM into :class:`Terminated`,
-a :class:`KeyboardInterrupt`, so pytest stops the run as it does for Ctrl-C
-(the run is recorded as interrupted and its task rolls back), and the process
-then exits 128 + 15, as a terminated process does. A second SIGTERM ends it
-at once. While the verdict is being written, SIGTERM and SIGINT are noted
-rather than raised, so neither can cut that transaction short::
+A CI time limit, ``kill`` or ``maf task run`` being stopped sends SIGTERM; a
+closed terminal or a dropped SSH session sends SIGHUP. The default of either
+ends the process at once: the task would stay VERIFYING, with a live lease and
+nothing recorded, until the lease ran out. A :class:`TerminationHandler` turns
+the first of them into :class:`Terminated`, a :class:`KeyboardInterrupt`, so
+pytest stops the run as it does for Ctrl-C (the run is recorded as interrupted
+and its task rolls back), and the process then exits 128 + the signal's number
+(143, 129), as a process ended by it does. A second one ends it at once. A
+signal the process was started ignoring (``nohup``) stays ignored. While the
+verdict is being written, these signals and SIGINT are noted rather than
+raised, so none can cut that transaction short::
 
     handler = TerminationHandler()
     handler.install()
@@ -26,9 +28,12 @@ import signal
 import threading
 from typing import Any, Iterator
 
+# The signals whose default ends the process without a word: SIGHUP is not on every platform.
+STOPPING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
 
 class Terminated(KeyboardInterrupt):
-    """The run was told to stop by ``signum`` (SIGTERM): pytest stops it as it stops Ctrl-C."""
+    """The run was told to stop by ``signum`` (SIGTERM, SIGHUP): pytest stops it as it stops Ctrl-C."""
 
     def __init__(self, signum: int) -> None:
         self.signum = signum
@@ -37,7 +42,7 @@ class Terminated(KeyboardInterrupt):
 
 
 class TerminationHandler:
-    """Raises :class:`Terminated` on the first SIGTERM of the main thread, and says the exit status."""
+    """Raises :class:`Terminated` on the first SIGTERM or SIGHUP of the main thread, and says the exit status."""
 
     def __init__(self) -> None:
         self.signum = 0  # the signal that stopped the run, once one did
@@ -45,7 +50,9 @@ class TerminationHandler:
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread() and not self._previous:
-            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._stop)
+            for signum in STOPPING:
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup's choice, or a parent's, stands
+                    self._previous[signum] = signal.signal(signum, self._stop)
 
     def _stop(self, signum: int, frame: object) -> None:
         signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
@@ -54,7 +61,7 @@ class TerminationHandler:
 
     @contextlib.contextmanager
     def shielded(self) -> Iterator[None]:
-        """While the body writes, SIGTERM and SIGINT are noted, not raised; the run ends as they asked after."""
+        """While the body writes, SIGTERM, SIGHUP and SIGINT are noted, not raised; the run ends as they asked after."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -62,7 +69,10 @@ class TerminationHandler:
         def note(signum: int, frame: object) -> None:
             self.signum = self.signum or signum
 
-        previous = {signum: signal.signal(signum, note) for signum in (signal.SIGTERM, signal.SIGINT)}
+        previous = {
+            signum: signal.signal(signum, note) for signum in (*STOPPING, signal.SIGINT)
+            if signal.getsignal(signum) is not signal.SIG_IGN
+        }
         try:
             yield
         finally:
@@ -70,7 +80,7 @@ class TerminationHandler:
                 signal.signal(signum, handler)
 
     def exit_status(self) -> int | None:
-        """128 + the signal's number once a SIGTERM stopped the run (143); pytest's 2 for a SIGINT noted
+        """128 + the signal's number once a SIGTERM or SIGHUP stopped the run (143, 129); pytest's 2 for a SIGINT noted
         while the verdict was written; else None (pytest's own)."""
         if not self.signum:
             return None

@@ -183,7 +183,7 @@ class MafRun:
     verdict: tasks.FinishResult | None = None
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    interrupted: str = ""  # how the run was stopped before its end (Ctrl-C, SIGTERM, pytest.exit()), if it was
+    interrupted: str = ""  # how the run was stopped before its end (Ctrl-C, SIGTERM, SIGHUP, pytest.exit()), if it was
     internal_error: str = ""  # the last line of an internal error of this process or of an xdist worker
     _pending: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
@@ -227,7 +227,7 @@ class MafRun:
         if self.preflight:
             seconds = self.settings.preflight_timeout_s
             self._keep_to(PreflightBudget(seconds, time.time() + seconds))
-        if self.writes:  # SIGTERM (a CI time limit, kill) stops the run as Ctrl-C does: recorded, rolled back
+        if self.writes:  # SIGTERM (a CI time limit, kill) or SIGHUP stops the run as Ctrl-C does: recorded, rolled back
             self.termination.install()
         if self.writes and not self.preflight:  # the task must be in a store: say so before collecting
             try:
@@ -578,7 +578,7 @@ class MafRun:
             self._finish(session)
         stopped = self.termination.exit_status()
         if stopped is not None:
-            session.exitstatus = stopped  # 143 after SIGTERM, as a terminated process exits
+            session.exitstatus = stopped  # 143 after SIGTERM, 129 after SIGHUP, as a process they end exits
 
     def _finish(self, session: pytest.Session) -> None:
         """Record the run's evidence and decide its task (made or claimed at the end under xdist if need be)."""

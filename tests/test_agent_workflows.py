@@ -328,7 +328,10 @@ def interrupted_and_rolled_back(workspace: Workspace) -> None:
     }
 
 
-def test_sigterm_stops_a_verification_as_ctrl_c_does_and_exits_143(workspace: Workspace) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])  # a CI time limit, `kill`; a closed terminal
+def test_sigterm_or_sighup_stops_a_verification_as_ctrl_c_does_and_exits_as_that_signal(
+    workspace: Workspace, signum: int
+) -> None:
     command, started = stoppable_verification(workspace)
     run = subprocess.Popen(
         command, cwd=workspace.main, env=workspace.env("claude-1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -336,12 +339,31 @@ def test_sigterm_stops_a_verification_as_ctrl_c_does_and_exits_143(workspace: Wo
     )
     wait_for(started, run)
 
-    run.send_signal(signal.SIGTERM)  # a CI time limit, `kill`
+    run.send_signal(signum)
+
+    output, _ = run.communicate(timeout=DEADLINE_S)
+    name = signal.Signals(signum).name
+    assert run.returncode == 128 + signum, output
+    assert f"FAIL verification.interrupted: the run was interrupted ({name}): 1 check(s) did not finish" in output
+    assert "task fix-42: ROLLBACK -> READY" in output
+    interrupted_and_rolled_back(workspace)
+
+
+def test_a_run_started_under_nohup_goes_on_through_sighup(workspace: Workspace) -> None:
+    command, started = stoppable_verification(workspace)
+    run = subprocess.Popen(
+        command, cwd=workspace.main, env=workspace.env("claude-1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # as nohup starts it
+    )
+    wait_for(started, run)
+
+    run.send_signal(signal.SIGHUP)
+    with pytest.raises(subprocess.TimeoutExpired):
+        run.wait(timeout=1.0)  # still running: the hang-up it was told to ignore stopped nothing
+    run.send_signal(signal.SIGTERM)
 
     output, _ = run.communicate(timeout=DEADLINE_S)
     assert run.returncode == 128 + signal.SIGTERM, output
-    assert "FAIL verification.interrupted: the run was interrupted (SIGTERM): 1 check(s) did not finish" in output
-    assert "task fix-42: ROLLBACK -> READY" in output
     interrupted_and_rolled_back(workspace)
 
 
