@@ -231,7 +231,7 @@ def escalation_inboxes_creatable(root: Path, targets: Sequence[str]) -> CheckRes
         if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
             problems.append(f"cannot create {inbox}")
     if problems:
-        return failed("; ".join(problems), "fix the escalation targets or the mail root's permissions")
+        return failed("; ".join(dict.fromkeys(problems)), "fix the escalation targets or the mail root's permissions")
     return passed(f"inboxes of {len(targets)} escalation target(s) can be created")
 
 

@@ -47,6 +47,7 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_NAME_LENGTH = ids.MAX_ID_LENGTH
 GLOB_CHARACTERS = "*?[]"
 OUTSIDE_THE_ROOT = "outside the mail root; remove it"
+MAKE_TRIES = 8  # looks at a folder being made, each time something else took its name meanwhile
 OUTSIDE_THE_REPOSITORY = (
     "outside the repository {tree}; remove it, or name the folder it leads to as the mail root"
     " (MAF_AGENT_MAIL_ROOT)"
@@ -185,11 +186,16 @@ def _walk(
     for index, part in enumerate(parts):
         name = named.joinpath(*parts[: index + 1])
         candidate = os.path.join(current, part)
-        while True:
+        for _ in range(MAKE_TRIES):
             if os.path.islink(candidate):
                 target = os.path.realpath(candidate)
                 if not _inside(target, boundary):
                     raise MailRootError(f"{_shown(name)} is a symbolic link to {_shown(target)}, {outside}")
+                if not os.path.lexists(target):  # made here, the folder would be the link's name, not its target
+                    raise MailRootError(
+                        f"{_shown(name)} is a symbolic link to {_shown(target)}, which does not exist;"
+                        " make that folder, or remove the link"
+                    )
                 candidate = target
             if os.path.isdir(candidate):
                 break
@@ -204,6 +210,8 @@ def _walk(
             if created is not None:
                 created.append(name)
             break
+        else:
+            raise MailRootError(f"{_shown(name)} keeps being replaced while agent-mail makes it; try again")
         current = candidate
     return current
 

@@ -210,6 +210,30 @@ def test_a_mail_root_configured_elsewhere_may_be_reached_through_links_but_not_l
     assert list(outside.iterdir()) == []
 
 
+@pytest.mark.timeout(60)  # it looped for good
+@pytest.mark.parametrize("link", [".agent-mail", f".agent-mail/messages/{INBOX}", ".agent-mail/outbox"])
+@pytest.mark.parametrize("argv", [SEND, ESCALATE, ["init"]], ids=["send", "escalate", "init"])
+def test_a_dangling_link_inside_the_repository_is_named_not_waited_on(
+    repo: Path, capsys: pytest.CaptureFixture[str], link: str, argv: list[str]
+) -> None:
+    if link != ".agent-mail":
+        main(["init"])
+        shutil.rmtree(repo / link)
+    gone = (repo / link).parent / "gone"  # inside the repository, and inside the mail root
+    (repo / link).symlink_to(gone)
+    capsys.readouterr()
+    before = files_under(repo)
+
+    line = refused(capsys, link, *argv)
+
+    assert line.endswith("gone, which does not exist; make that folder, or remove the link"), line
+    assert files_under(repo) == before and not os.path.lexists(gone)
+    assert run(capsys, "task", "list")[0] == 0  # no escalation was left queued for every command to deliver
+    code, out, _ = run(capsys, "health-check", "--json")
+    failing = [check["message"] for check in json.loads(out)["checks"] if not check["ok"]]
+    assert code == 1 and any("gone, which does not exist" in message for message in failing), failing
+
+
 def test_a_default_mail_root_leading_out_of_the_repository_says_how_to_keep_it(
     repo: Path, outside: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
