@@ -777,10 +777,10 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._writer_lock.close()
-        self._checkpointer.close()
         if self._connection is not None:
-            self._connection.close()
+            self._connection.close()  # first: the checkpointer may close a descriptor of the WAL-index
             self._connection = None
+        self._checkpointer.close()
 
     def __enter__(self) -> SQLiteStore:
         return self

@@ -274,7 +274,10 @@ class Checkpointer:
         self.db_path = db_path
         self.lock_path = lock_path
         self.shm_path = Path(f"{db_path}-shm")
-        self._shm: int | None = None
+        # The process that counts this among the users of its WAL-index descriptor: from the start, so that
+        # a store that only reads holds it open for its connection too.
+        self._index_taken_in = 0
+        self._take_index()
         self._taken_over: sqlite3.Connection | None = None
         self._wanted: threading.Event | None = None  # made with each thread
         self._thread: threading.Thread | None = None
@@ -312,15 +315,19 @@ class Checkpointer:
             connection.close()  # idle: nothing of the parent's is undone
         return None
 
+    def _take_index(self) -> None:
+        if self._index_taken_in != os.getpid():
+            _index_descriptors.take(str(self.shm_path))
+            self._index_taken_in = os.getpid()
+
     def _frames(self) -> tuple[int, int] | None:
         """The frames in the WAL and how many of them are copied back, or None when the WAL-index
         cannot be read."""
         if _pread is None:  # Windows: SQLite's automatic checkpoint stays
             return None
         try:
-            if self._shm is None:
-                self._shm = os.open(self.shm_path, os.O_RDONLY)
-            return wal_index_frames(_pread(self._shm, N_BACKFILL_AT + 4, 0))
+            self._take_index()  # in a forked child
+            return wal_index_frames(_index_descriptors.read(str(self.shm_path), N_BACKFILL_AT + 4))
         except OSError:
             return None
 
@@ -421,15 +428,11 @@ class Checkpointer:
                     self._thread_connection = None
                     connection.close()
 
-    def __del__(self) -> None:
-        if self._shm is not None:  # a store dropped without close(): its WAL-index descriptor goes with it
-            try:
-                os.close(self._shm)
-            except Exception:  # noqa: BLE001 - closed already, or the interpreter is shutting down
-                pass
-
     def close(self) -> None:
-        """Stop the checkpointing thread after one last checkpoint (and the one under way)."""
+        """Stop the checkpointing thread after one last checkpoint (and the one under way); call it once
+        the store's own connection is closed, since the WAL-index descriptor may go with it
+        (:class:`_IndexDescriptors`). A store dropped without it keeps the descriptor open: closed then,
+        it could take the locks of connections still open."""
         thread = self._thread
         if thread is not None and self._thread_pid == os.getpid():
             self._closing = True
@@ -439,9 +442,63 @@ class Checkpointer:
                 self._run()  # it had stopped, idle, before it saw the close: the last round here
         self._thread = None
         self._taken_over = None
-        if self._shm is not None:
-            os.close(self._shm)
-            self._shm = None
+        if self._index_taken_in == os.getpid():
+            _index_descriptors.let_go(str(self.shm_path))
+        self._index_taken_in = 0
+
+
+class _IndexDescriptors:
+    """One descriptor of each WAL-index (``-shm``) this process reads, shared by its stores, closed
+    when the last of them closes.
+
+    Closing a descriptor of a file lets go of every POSIX lock the process holds on that file, those
+    of SQLite's own connections to it included (https://sqlite.org/howtocorrupt.html#posix_close_bug):
+    a connection whose lock saying "this WAL-index is in use" went away lets the next process to open
+    the database take the WAL-index for unused and start it over under it (a SIGBUS where it is
+    mapped, or a WAL-index out of step). So no descriptor is closed while a store of this process may
+    still use the database: not per store (the MCP server's calls each open one, side by side), never
+    before the store's connection, never for a store dropped without closing, never one a forked
+    parent opened. One whose file was deleted since (the last connection anywhere closed) is opened
+    anew: no connection of this process can be using that file.
+    """
+
+    def __init__(self) -> None:
+        self._lock = allocate_lock()
+        self._open: dict[str, tuple[int, int, int]] = {}  # path: (descriptor or -1, stores using it, pid)
+
+    def take(self, path: str) -> None:
+        with self._lock:
+            descriptor, users, pid = self._open.get(path, (-1, 0, 0))
+            if pid != os.getpid():  # none yet; or a parent's, inherited: left open, as closing it would be
+                descriptor, users = -1, 0
+            self._open[path] = (descriptor, users + 1, os.getpid())
+
+    def read(self, path: str, size: int) -> bytes:
+        """The first ``size`` bytes of the WAL-index at ``path``, which this process has taken."""
+        with self._lock:
+            descriptor, users, pid = self._open[path]
+            if descriptor >= 0 and os.fstat(descriptor).st_nlink == 0:
+                os.close(descriptor)
+                descriptor = -1
+            if descriptor < 0:
+                descriptor = os.open(path, os.O_RDONLY)
+                self._open[path] = (descriptor, users, pid)
+            return os.pread(descriptor, size, 0)  # reached only where there is one (_frames)
+
+    def let_go(self, path: str) -> None:
+        with self._lock:
+            descriptor, users, pid = self._open.get(path, (-1, 0, 0))
+            if pid != os.getpid():
+                return
+            if users > 1:
+                self._open[path] = (descriptor, users - 1, pid)
+                return
+            del self._open[path]
+            if descriptor >= 0:
+                os.close(descriptor)
+
+
+_index_descriptors = _IndexDescriptors()
 
 
 def wal_index_frames(data: bytes) -> tuple[int, int] | None:
