@@ -35,7 +35,7 @@ from pytest_maf.config_files import (
     CONFIG_SUFFIXES, MAX_CONFIG_BYTES, ConfigError, check_config_size, layer_file, parse_config_text, read_bounded_text,
 )
 from pytest_maf.errors import UsageError
-from pytest_maf.files import read_at_most, write_bytes_atomic
+from pytest_maf.files import folder_outside, read_at_most, write_bytes_atomic
 from pytest_maf.values import is_utf8
 
 if TYPE_CHECKING:
@@ -162,8 +162,13 @@ class RestoreOutcome:
 
 
 def restore_snapshot(base: Path, snapshot: Snapshot) -> RestoreOutcome:
-    """Bring the local layer back as saved: the file byte for byte (atomically), and no other local.* beside it."""
+    """Bring the local layer back as saved: the file byte for byte (atomically), and no other local.* beside it.
+
+    Refused (:class:`UsageError`, nothing written or removed) when ``maf-config/`` or a ``local.*`` in
+    it is a symbolic link out of ``base``: the write or the removal would land outside the repository.
+    """
     directory = base / CONFIG_DIRECTORY
+    _refuse_links_out(base, directory)
     present = [directory / name for name in LOCAL_NAMES if (directory / name).is_file()]
     target = None if snapshot.name is None else directory / snapshot.name
     data = None if snapshot.content is None else snapshot.content.encode("utf-8")
@@ -179,6 +184,26 @@ def restore_snapshot(base: Path, snapshot: Snapshot) -> RestoreOutcome:
     for path in others:
         os.unlink(path)
     return RestoreOutcome(target, others, target is None and not others)
+
+
+def _refuse_links_out(base: Path, directory: Path) -> None:
+    """A :class:`UsageError` naming the first link, ``directory`` or a ``local.*`` in it, that leads out of ``base``."""
+    outside = folder_outside(directory / LOCAL_NAMES[0], base)
+    if outside is not None:
+        raise UsageError(
+            f"{directory} is a symbolic link out of the repository, to {outside}: maf config restore writes"
+            f" {CONFIG_DIRECTORY}/local.* only inside it, as maf init does; nothing was restored"
+        )
+    real_base = os.path.realpath(base)
+    for name in LOCAL_NAMES:
+        link = directory / name
+        target = Path(os.path.realpath(link))
+        if link.is_symlink() and not target.is_relative_to(real_base):
+            raise UsageError(
+                f"{link} is a symbolic link out of the repository, to {target}: maf config restore neither writes"
+                " through it nor removes it; remove the link (or copy the snapshot's content there yourself);"
+                " nothing was restored"
+            )
 
 
 def snapshot_layers(base: Path, snapshot: Snapshot, snapshot_path: Path) -> LayerReader:

@@ -311,3 +311,59 @@ def test_a_restore_over_a_folder_of_the_layer_s_name_says_so_and_writes_nothing(
     (line,) = result.stderr.splitlines()
     assert line == f"maf: error: cannot write {main / 'maf-config' / 'local.yaml'}: it is a directory; nothing was restored"
     assert sorted(path.name for path in (main / "maf-config").iterdir()) == before
+
+
+def _snapshot_of_a_local_layer(workspace: Workspace) -> Path:
+    """A valid snapshot holding ``local.yaml``, saved beside the repository; maf-config/local.* gone after."""
+    main = workspace.main
+    workspace.write(main, "maf-config/local.yaml", "tasks:\n  max_attempts: 4\n")
+    assert workspace.maf(main, "config", "snapshot", "--output", "../snapshot.json").returncode == 0
+    (main / "maf-config" / "local.yaml").unlink()
+    return main.parent / "snapshot.json"
+
+
+def _files_in(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_a_restore_through_a_configuration_folder_linked_out_of_the_repository_is_refused(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """As maf init refuses it: the write, and the removal of the other local.*, landed outside."""
+    main = workspace.main
+    snapshot = _snapshot_of_a_local_layer(workspace)
+    outside = tmp_path / "someone-elses-config"
+    outside.mkdir()
+    (outside / "local.json").write_text('{"tasks": {"max_attempts": 3}}')
+    for path in (main / "maf-config").iterdir():
+        path.rename(outside / path.name)
+    (main / "maf-config").rmdir()
+    (main / "maf-config").symlink_to(outside, target_is_directory=True)
+    before = _files_in(outside)
+
+    result = workspace.maf(main, "config", "restore", str(snapshot))
+
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"maf: error: {main / 'maf-config'} is a symbolic link out of the repository, to ")
+    assert line.endswith("nothing was restored")
+    assert _files_in(outside) == before  # local.json still there, no local.yaml written
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "local.json"])
+def test_a_restore_never_replaces_or_removes_a_local_layer_linked_out_of_the_repository(
+    workspace: Workspace, tmp_path: Path, name: str
+) -> None:
+    main = workspace.main
+    snapshot = _snapshot_of_a_local_layer(workspace)
+    kept = tmp_path / f"dotfiles-{name}"
+    kept.write_text('{"tasks": {"max_attempts": 3}}' if name.endswith("json") else "tasks:\n  max_attempts: 3\n")
+    (main / "maf-config" / name).symlink_to(kept)
+    before = _files_in(main / "maf-config")
+
+    result = workspace.maf(main, "config", "restore", str(snapshot))
+
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"maf: error: {main / 'maf-config' / name} is a symbolic link out of the repository, to {kept}")
+    assert (main / "maf-config" / name).is_symlink() and _files_in(main / "maf-config") == before
