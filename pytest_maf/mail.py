@@ -58,6 +58,12 @@ class MailRootError(UsageError):
     """A symbolic link that would take a read or a write out of the mail root."""
 
 
+class UnreadableMessage(UsageError):
+    """A regular ``*.json`` file in a mail folder that is no message pytest-maf would write (too large,
+    not a JSON object, or an id that is not its file name): refused when asked for by its id, passed
+    over with a warning when a whole inbox is listed."""
+
+
 def validate_name(kind: str, name: str) -> str:
     """Check a name that becomes a path segment (an agent, a target, a message id).
 
@@ -293,31 +299,45 @@ def _read(start: str, root: str, folder: str, named: Path) -> dict[str, Any] | N
         return None
     with os.fdopen(descriptor, "rb") as handle:
         if status.st_size > MAX_MESSAGE_BYTES:
-            raise UsageError(
+            raise UnreadableMessage(
                 f"{_shown(named)} is {status.st_size} bytes, more than a message may be ({MAX_MESSAGE_BYTES});"
                 " move it out of the mail root"
             )
         data = handle.read(MAX_MESSAGE_BYTES + 1)
+    return _parsed(data, named)
+
+
+def _parsed(data: bytes, named: Path) -> dict[str, Any]:
+    """The message a file's bytes hold; else an :class:`UnreadableMessage` saying why it is none."""
 
     def not_json(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON")
 
     try:
         message = json.loads(data.decode("utf-8"), parse_constant=not_json)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        message = None
-    if isinstance(message, dict) and message.get("id") != named.stem:
-        message = None  # a file whose id is not its name was not written by pytest-maf
-    if not isinstance(message, dict):
-        raise UsageError(f"{_shown(named)} is not an agent-mail message (a JSON object); move it out of the mail root")
-    return message
+    except UnicodeDecodeError:
+        why = "it is not UTF-8 text"
+    except (ValueError, RecursionError):
+        why = "it is not JSON"
+    else:
+        if not isinstance(message, dict):
+            why = "it is JSON but not an object"
+        elif message.get("id") != named.stem:  # pytest-maf names each file after its message's id
+            why = f"its id {message.get('id')!r} is not its file name's {named.stem!r}"
+        else:
+            return message
+    raise UnreadableMessage(f"{_shown(named)} is not an agent-mail message ({why}); move it out of the mail root")
 
 
 # Reading.
 
 
-def list_messages(mail_root: Path, agent: str, unread_only: bool = False) -> list[dict[str, Any]]:
-    """An agent's inbox, oldest first. Files being written (temporary names) are never read."""
+def list_messages(
+    mail_root: Path, agent: str, unread_only: bool = False, unreadable: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """An agent's inbox, oldest first. Files being written (temporary names) are never read; a file
+    that is no message (:class:`UnreadableMessage`) is passed over, and why is added to ``unreadable``,
+    so one stray file hides none of the others."""
     inbox_parts = ("messages", validate_name("agent", agent))
     found = _folder(mail_root, *inbox_parts)
     if found is None:
@@ -327,7 +347,12 @@ def list_messages(mail_root: Path, agent: str, unread_only: bool = False) -> lis
     messages = []
     for name in sorted(_names(start, inbox, named)):
         if name.endswith(".json") and not name.startswith("."):
-            message = _read(start, root, inbox, named / name)
+            try:
+                message = _read(start, root, inbox, named / name)
+            except UnreadableMessage as error:
+                if unreadable is not None:
+                    unreadable.append(str(error))
+                continue
             if message is not None:
                 messages.append(message)
     if unread_only:

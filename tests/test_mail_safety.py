@@ -567,3 +567,38 @@ def test_a_folder_the_system_will_not_make_is_named_as_the_user_knows_it_and_is_
     assert error_kind(refusal) == "system" and refusal.exit_code == 2
     assert main(["mail", "send", "--from", "alice", "--to", "zz-new", "--subject", "s", "--body", "b"]) == 2
     assert capsys.readouterr().err == "maf: error: Operation not permitted: .agent-mail/messages/zz-new\n"
+
+
+@pytest.mark.parametrize(("name", "content", "why"), [
+    ("msg-bin.json", b"\x89\xff\x00binary" * 10, "(it is not UTF-8 text)"),
+    ("msg-text.json", b"not json at all", "(it is not JSON)"),
+    ("msg-list.json", b"[1, 2]", "(it is JSON but not an object)"),
+    ("msg-x.json", b'{"id": "other"}', "(its id 'other' is not its file name's 'msg-x')"),
+    ("msg-huge.json", None, f"more than a message may be ({mail.MAX_MESSAGE_BYTES})"),
+], ids=["binary", "not-json", "not-an-object", "id-not-its-name", "oversized"])
+def test_one_unreadable_file_in_an_inbox_hides_none_of_the_good_messages(
+    repo: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes | None, why: str
+) -> None:
+    assert run(capsys, "mail", "send", "--from", "alice", "--to", "bob", "--subject", "first", "--body", "b")[0] == 0
+    assert run(capsys, "mail", "send", "--from", "carol", "--to", "bob", "--subject", "second", "--body", "b")[0] == 0
+    bad = repo / ".agent-mail" / "messages" / "bob" / name
+    if content is None:
+        with open(bad, "wb") as handle:  # sparse: larger than a message may be, without the disk
+            handle.truncate(mail.MAX_MESSAGE_BYTES + 1)
+    else:
+        bad.write_bytes(content)
+    warning = f"maf: warning: {os.path.join('.agent-mail', 'messages', 'bob', name)} "
+
+    for unread in ([], ["--unread"]):
+        code, out, err = run(capsys, "mail", "list", "--agent", "bob", *unread)
+        assert code == 0, err  # before: exit 2, and not one message listed
+        assert [line.split(": ", 1)[1] for line in out.splitlines()] == ["second", "first"]
+        (line,) = err.splitlines()  # once for the one bad file
+        assert line.startswith(warning) and why in line and line.endswith("move it out of the mail root")
+    code, out, err = run(capsys, "mail", "list", "--agent", "bob", "--json")
+    assert code == 0 and [message["subject"] for message in json.loads(out)] == ["second", "first"]
+    assert err.startswith(warning) and len(err.splitlines()) == 1
+    for argv in (["mail", "show", Path(name).stem], ["mail", "ack", Path(name).stem, "--agent", "bob"]):
+        code, out, err = run(capsys, *argv)  # that very message, asked for by its id: refused
+        (line,) = err.splitlines()
+        assert (code, out) == (2, "") and line.startswith(f"maf: error: {warning[len('maf: warning: '):]}") and why in line

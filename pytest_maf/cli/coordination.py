@@ -115,7 +115,10 @@ def _seen_by_mail(settings: Settings, agent: str) -> None:
 def cmd_mail_list(args: argparse.Namespace, settings: Settings) -> int:
     agent = agent_of(args)
     _deliver_queued_mail(settings)
-    messages = mail.list_messages(settings.mail_root, agent, unread_only=args.unread)[::-1][: args.limit]  # newest first
+    unreadable: list[str] = []
+    messages = mail.list_messages(settings.mail_root, agent, args.unread, unreadable)[::-1][: args.limit]  # newest first
+    for problem in unreadable:  # on stderr: --json stays one JSON document
+        print(f"maf: warning: {printable(problem)}", file=sys.stderr)
     _seen_by_mail(settings, agent)
     if args.json:
         print_json(messages)
