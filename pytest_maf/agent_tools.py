@@ -317,10 +317,14 @@ class AgentTools:
     def mail_list(self, unread_only: bool = False) -> dict[str, Any]:
         """This agent's inbox: unread messages first, each group oldest first."""
         self._deliver_queued_mail()
-        messages = mail.list_messages(self.settings.mail_root, self.agent_id, unread_only=unread_only)
+        unreadable: list[str] = []
+        messages = mail.list_messages(self.settings.mail_root, self.agent_id, unread_only, unreadable)
         messages.sort(key=lambda message: bool(message.get("read_at")))  # stable: oldest first stays
         unread = sum(1 for message in messages if not message.get("read_at"))
-        return {"agent": self.agent_id, "unread": unread, "messages": messages}
+        listed: dict[str, Any] = {"agent": self.agent_id, "unread": unread, "messages": messages}
+        if unreadable:  # the files passed over, each with why: the agent is told, not left guessing
+            listed["unreadable"] = unreadable
+        return listed
 
     def mail_show(self, message_id: str) -> dict[str, Any]:
         """One message sent to or by this agent."""

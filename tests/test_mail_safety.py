@@ -602,3 +602,18 @@ def test_one_unreadable_file_in_an_inbox_hides_none_of_the_good_messages(
         code, out, err = run(capsys, *argv)  # that very message, asked for by its id: refused
         (line,) = err.splitlines()
         assert (code, out) == (2, "") and line.startswith(f"maf: error: {warning[len('maf: warning: '):]}") and why in line
+
+
+def test_the_agent_tools_inbox_names_a_file_that_is_no_message_and_lists_the_rest(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_maf.agent_tools import AgentTools
+
+    assert run(capsys, "mail", "send", "--from", "alice", "--to", "bob", "--subject", "kept", "--body", "b")[0] == 0
+    (repo / ".agent-mail" / "messages" / "bob" / "msg-stray.json").write_bytes(b"\x00\xff")
+
+    listed = AgentTools(settings_of(repo), "bob", repo).mail_list()
+
+    assert [message["subject"] for message in listed["messages"]] == ["kept"] and listed["unread"] == 1
+    (problem,) = listed["unreadable"]
+    assert "msg-stray.json is not an agent-mail message (it is not UTF-8 text)" in problem
