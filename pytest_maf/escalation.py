@@ -31,6 +31,8 @@ from pytest_maf.records import ESCALATION_STATUSES, Escalation
 from pytest_maf.values import check_text
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pytest_maf.store import Store, Transaction
 
 
@@ -145,12 +147,28 @@ def _deliver(store: Store, settings: Settings, outcome: EscalationOutcome) -> tu
     )
 
 
-def close_escalation(store: Store, escalation_id: str, status: str = "resolved") -> Escalation:
-    """Mark an active escalation resolved (or cancelled)."""
+@dataclass(frozen=True)
+class ClosedEscalation:
+    escalation: Escalation
+    by: str  # the agent that closed it
+    notices: tuple[dict[str, Any], ...]  # to the escalating agent and the target, but the one who closed it
+    undelivered: tuple[str, ...] = ()  # why a notice is still queued, if one is
+
+
+def close_escalation(
+    store: Store, escalation_id: str, status: str = "resolved", *, by: str, mail_root: Path | None = None
+) -> ClosedEscalation:
+    """Mark an active escalation resolved (or cancelled) by the agent ``by``, recorded in its event.
+
+    The escalating agent and the target (whose request is answered or withdrawn) are each told by an
+    ``ESCALATION_RESOLVED`` (or ``ESCALATION_CANCELLED``) notice, but the one of them who closed it;
+    the notices are queued with the event and delivered after the commit when ``mail_root`` is given.
+    """
+    validate_id("agent", by)
     if status not in ESCALATION_STATUSES or status == "active":
         raise UsageError(f"an escalation is closed as resolved or cancelled, not {status!r}")
 
-    def close(transaction: Transaction) -> Escalation:
+    def close(transaction: Transaction) -> ClosedEscalation:
         (found,) = transaction.escalations(escalation_id=escalation_id) or (None,)
         if found is None:
             raise NotFoundError(f"no escalation {escalation_id!r} (see `maf escalate list`)")
@@ -158,12 +176,57 @@ def close_escalation(store: Store, escalation_id: str, status: str = "resolved")
             raise UsageError(f"escalation {escalation_id} is already {found.status}")
         closed = dataclasses.replace(found, status=status, updated_at=transaction.now)
         transaction.put_escalation(closed)
-        transaction.insert_escalation_event(escalation_id, status, {"level": found.level})
+        notices = tuple(_closing_notice(closed, by, recipient, transaction.now)
+                        for recipient in dict.fromkeys((found.agent_id, found.target)) if recipient != by)
+        transaction.insert_escalation_event(escalation_id, status, {
+            "level": found.level, "by": by, "message_ids": [notice["id"] for notice in notices],
+        })
+        for notice in notices:
+            transaction.enqueue_mail(notice)
         if status == "resolved":
             seen(transaction, None, kpi.observation("escalation_resolution", (transaction.now - found.created_at) / 1000))
-        return closed
+        seen(transaction, by)
+        return ClosedEscalation(closed, by, notices)
 
-    return store.write(close)
+    outcome = store.write(close)
+    log_event(f"escalation_{status}", INFO, agent_id=by, escalation_id=escalation_id,
+              bead_id=outcome.escalation.bead_id, target=outcome.escalation.target,
+              escalation_level=outcome.escalation.level)
+    if mail_root is None or not outcome.notices:
+        return outcome
+    notice_ids = [notice["id"] for notice in outcome.notices]
+    try:
+        failed = mail.deliver_pending(store, mail_root, notice_ids).failed
+    except (MafError, OSError) as error:
+        failed = dict.fromkeys(notice_ids, str(error))
+    untold = tuple(
+        f"{escalation_id} is {status}, but {notice['to']} was not told by agent-mail (notice {notice['id']}):"
+        f" {failed[notice['id']]}; the notice stays queued and the next maf command delivers it"
+        for notice in outcome.notices if notice["id"] in failed
+    )
+    return dataclasses.replace(outcome, undelivered=untold)
+
+
+def _closing_notice(closed: Escalation, by: str, recipient: str, now: int) -> dict[str, Any]:
+    return {
+        "id": mail.new_message_id(),
+        "type": f"ESCALATION_{closed.status.upper()}",
+        "from": by,
+        "to": recipient,
+        "subject": f"escalation {closed.id} of {closed.bead_id} ({closed.agent_id} to {closed.target})"
+                   f" {closed.status} by {by}",
+        "escalation_id": closed.id,
+        "bead_id": closed.bead_id,
+        "level": closed.level,
+        "created_at": now,
+    }
+
+
+def closers(store: Store) -> dict[str, str]:
+    """Who closed each closed escalation, by its id (one closed before that was recorded is absent)."""
+    rows = store.read(lambda transaction: transaction.audit_trail(kinds=("resolved", "cancelled"), limit=None))
+    return {row.escalation_id: row.data["by"] for row in rows
+            if row.source == "escalation" and row.escalation_id and isinstance(row.data.get("by"), str)}
 
 
 def list_escalations(store: Store, status: str | None = None) -> list[Escalation]:

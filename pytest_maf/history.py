@@ -133,7 +133,9 @@ def entry(row: AuditRow, escalation: Escalation | None = None) -> HistoryEntry:
                 "context": escalation.context, **data}
     else:
         data = {"escalation": row.escalation_id, **data}
-    return HistoryEntry(row.ts, "escalation", row.kind, escalation.agent_id if escalation else None, None,
+    by = data.get("by")  # who closed it, when that was recorded: the one who acted
+    return HistoryEntry(row.ts, "escalation", row.kind,
+                        by if isinstance(by, str) else escalation.agent_id if escalation else None, None,
                         _summary(_ESCALATION_SUMMARIES, row.kind, {**data, "agent": escalation.agent_id if escalation else None}),
                         data)
 
@@ -170,6 +172,14 @@ class _Fields:
         return ", ".join(
             f"{pair[0]}'s {pair[1]}" if isinstance(pair, list) and len(pair) == 2 else str(pair) for pair in holders
         )
+
+    def closed(self, how: str) -> str:
+        """An escalation's end: ``a2 resolved a1's escalation esc-1 of bd-1 at level 2``, naming who closed
+        it when that was recorded."""
+        by = self.data.get("by")
+        if not by:
+            return f"escalation {self.escalation} of {self.bead} {how} at level {self.level}"
+        return f"{by} {how} {self.agent}'s escalation {self.escalation} of {self.bead} at level {self.level}"
 
     def paths(self) -> str:
         paths = self.data.get("paths")
@@ -211,6 +221,6 @@ _RESERVATION_SUMMARIES: dict[str, Callable[[_Fields], str]] = {
 _ESCALATION_SUMMARIES: dict[str, Callable[[_Fields], str]] = {
     "open": lambda f: f"{f.agent} escalated {f.bead} to {f.target}, level {f.level}",
     "raise": lambda f: f"{f.agent} raised the escalation of {f.bead} to level {f.level}, to {f.target}",
-    "resolved": lambda f: f"escalation {f.escalation} of {f.bead} resolved at level {f.level}",
-    "cancelled": lambda f: f"escalation {f.escalation} of {f.bead} cancelled at level {f.level}",
+    "resolved": lambda f: f.closed("resolved"),
+    "cancelled": lambda f: f.closed("cancelled"),
 }

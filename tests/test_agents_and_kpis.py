@@ -143,7 +143,7 @@ def test_claim_counts_and_preflight_and_escalation_buckets_match_what_happened(
             store, settings, agent_id="alice", bead_id="b1", error_context="stuck", target="codex-senior"
         )
         clock.advance(7 * 60_000)  # the 600 s bucket, not the 300 s one
-        escalation.close_escalation(store, opened.escalation.id)
+        escalation.close_escalation(store, opened.escalation.id, by="alice")
         stats = {row.operation: row for row in store.read(lambda transaction: transaction.operation_stats())}
         values = metric_values(exposition(settings))
 

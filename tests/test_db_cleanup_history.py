@@ -63,7 +63,7 @@ def test_cleanup_prunes_old_reservation_and_closed_escalation_events_and_keeps_e
         reservations.force_release(store, ["docs/**"], "lead", "stuck", settings.mail_root)
         closed = escalation.escalate(store, settings, agent_id="alice", bead_id="old-closed", error_context="x",
                                      target="codex-senior")
-        escalation.close_escalation(store, closed.escalation.id)
+        escalation.close_escalation(store, closed.escalation.id, by="alice")
         escalation.escalate(store, settings, agent_id="alice", bead_id="old-open", error_context="x",
                             target="codex-senior")
         tasks.add_task(store, task_id="old-task")
@@ -72,7 +72,7 @@ def test_cleanup_prunes_old_reservation_and_closed_escalation_events_and_keeps_e
         reservations.acquire(store, ["lib/**"], "dave", 60_000)
         recent = escalation.escalate(store, settings, agent_id="bob", bead_id="recent-closed", error_context="y",
                                      target="codex-senior")
-        escalation.close_escalation(store, recent.escalation.id)
+        escalation.close_escalation(store, recent.escalation.id, by="bob")
         before_rows = history(store)
         before = counter_totals(root, store)
 

@@ -67,12 +67,12 @@ def test_a_repeat_raises_the_level_and_moves_along_the_chain(store: Store, setti
 
 def test_a_resolved_escalation_lets_a_new_one_open(store: Store, settings: Settings) -> None:
     first = escalate(store, settings)
-    escalation.close_escalation(store, first.escalation.id)
+    escalation.close_escalation(store, first.escalation.id, by="claude-1")
     second = escalate(store, settings)
 
     assert second.escalation.id != first.escalation.id and second.escalation.level == 1
     with pytest.raises(UsageError, match="already resolved"):
-        escalation.close_escalation(store, first.escalation.id)
+        escalation.close_escalation(store, first.escalation.id, by="claude-1")
 
 
 def test_a_dry_run_writes_nothing(store: Store, settings: Settings, tmp_path: Path) -> None:
@@ -217,6 +217,75 @@ def test_escalate_from_the_shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert main(["escalate", "--agent", "x"]) == 2
     assert main(["escalate", "list", "--status", "active", "--json"]) == 0
     (active,) = json.loads(capsys.readouterr().out)
-    assert main(["escalate", "resolve", opened["escalation_id"]]) == 0
+    assert main(["escalate", "resolve", opened["escalation_id"], "--agent", "codex-senior"]) == 0
 
     assert active["id"] == opened["escalation_id"] and opened["message"]["to"] == "codex-senior"
+
+
+@pytest.fixture
+def shell_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
+    """A set-up git repository as the current directory, with no MAF_* variable of the machine's."""
+    import subprocess
+
+    from pytest_maf import agents
+
+    monkeypatch.setattr(agents, "_client", agents.current_client())  # main() sets it: put back after the test
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, capture_output=True)
+    for name in [name for name in os.environ if name.startswith("MAF_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    assert main(["setup"]) == 0
+    capsys.readouterr()
+    return tmp_path
+
+
+def shell(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def opened_by_a1(capsys: pytest.CaptureFixture[str], bead: str = "bd-1", target: str = "codex-senior") -> str:
+    code, out, err = shell(capsys, "escalate", "--agent", "a1", "--error-context", "tests hang", "--bead-id", bead,
+                           "--target", target, "--json")
+    assert code == 0, err
+    return str(json.loads(out)["escalation_id"])
+
+
+def inbox_types(capsys: pytest.CaptureFixture[str], agent: str) -> list[tuple[str, str]]:
+    code, out, err = shell(capsys, "mail", "list", "--agent", agent, "--json")
+    assert code == 0, err
+    return [(message["type"], message["from"]) for message in json.loads(out)]
+
+
+def test_who_closes_an_escalation_is_recorded_shown_and_told_to_the_others(
+    shell_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolved, cancelled = opened_by_a1(capsys, "bd-1"), opened_by_a1(capsys, "bd-2")
+    monkeypatch.setenv("MAF_AGENT_ID", "a2")
+
+    assert shell(capsys, "escalate", "resolve", resolved) == (
+        0, f"{resolved} is resolved by a2; told a1, codex-senior by agent-mail\n", "")
+    code, out, err = shell(capsys, "escalate", "resolve", cancelled, "--cancel", "--agent", "codex-senior")
+    assert (code, out, err) == (0, f"{cancelled} is cancelled by codex-senior; told a1 by agent-mail\n", "")
+
+    code, out, _ = shell(capsys, "escalate", "list", "--json")
+    assert {row["id"]: (row["status"], row["closed_by"]) for row in json.loads(out)} == {
+        resolved: ("resolved", "a2"), cancelled: ("cancelled", "codex-senior")}
+    code, out, _ = shell(capsys, "escalate", "list")
+    header, *rows = out.splitlines()
+    assert "CLOSED BY" in header and [row.split()[7] for row in rows] == ["a2", "codex-senior"]
+    code, out, _ = shell(capsys, "history", "--agent", "a2", "--json")
+    (closing,) = [entry for entry in json.loads(out) if entry["kind"] == "resolved"]
+    assert closing["agent"] == "a2" and closing["summary"] == f"a2 resolved a1's escalation {resolved} of bd-1 at level 1"
+    assert sorted(inbox_types(capsys, "a1")) == [("ESCALATION_CANCELLED", "codex-senior"), ("ESCALATION_RESOLVED", "a2")]
+    assert ("ESCALATION_RESOLVED", "a2") in inbox_types(capsys, "codex-senior")  # its request is answered
+    assert ("ESCALATION_CANCELLED", "codex-senior") not in inbox_types(capsys, "codex-senior")  # it closed it
+
+
+def test_closing_an_escalation_needs_an_acting_agent(shell_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    opened = opened_by_a1(capsys)
+
+    assert shell(capsys, "escalate", "resolve", opened) == (2, "", "maf: error: give --agent or set MAF_AGENT_ID\n")
+    code, out, _ = shell(capsys, "escalate", "list", "--status", "active", "--json")
+    assert [row["id"] for row in json.loads(out)] == [opened]

@@ -137,7 +137,7 @@ def test_history_of_an_agent_holds_each_escalation_request_sent_to_it(store: Sto
     assert [(entry.kind, entry.data["level"]) for entry in first] == [("raise", 2), ("open", 1)]
     assert [(entry.kind, entry.data["level"]) for entry in second] == [("raise", 3)]
     (active,) = escalation.list_escalations(store, "active")
-    escalation.close_escalation(store, active.id, "resolved")
+    escalation.close_escalation(store, active.id, "resolved", by="codex-senior")
     assert [entry.kind for entry in history.history(store, agent="codex-senior")][0] == "resolved"
 
 
@@ -153,7 +153,7 @@ def test_escalate_json_before_the_action_is_kept_and_opening_options_there_are_r
 
     assert main(["escalate", "--json", "list"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
-    assert main(["escalate", "--json", "resolve", listed["id"]]) == 0
+    assert main(["escalate", "--json", "resolve", listed["id"], "--agent", "codex-senior"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "resolved"
     assert main(["escalate", "--agent", "claude-1", "--error-context", "y", "--bead-id", "b", "list"]) == 2
     assert "escalate list takes no --agent, --error-context, --bead-id" in capsys.readouterr().err

@@ -32,7 +32,8 @@ from pytest_maf.terminal import printable, printable_json
 def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
     if args.escalate_command is not None:
         given_for_opening = [flag for flag, value in (
-            ("--agent", args.agent), ("--error-context", args.error_context), ("--bead-id", args.bead_id),
+            ("--agent", args.agent if args.escalate_command != "resolve" else None),  # resolve: who closes it
+            ("--error-context", args.error_context), ("--bead-id", args.bead_id),
             ("--target", args.target), ("--dry-run", args.dry_run),
         ) if value]
         if given_for_opening:
@@ -41,25 +42,34 @@ def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
                 " an escalation (`maf escalate` without an action)"
             )
     if args.escalate_command == "resolve":
+        by = agent_of(args)
         with open_configured_store(settings) as store:
-            closed = escalation.close_escalation(store, args.id, "cancelled" if args.cancel else "resolved")
+            closed = escalation.close_escalation(
+                store, args.id, "cancelled" if args.cancel else "resolved", by=by, mail_root=settings.mail_root
+            )
+        for warning in closed.undelivered:
+            print(f"maf: warning: {printable(warning)}", file=sys.stderr)
         if args.json:
-            print_json(asdict(closed))
+            print_json({**asdict(closed.escalation), "closed_by": by,
+                        "notified": [notice["to"] for notice in closed.notices]})
         else:
-            print(f"{closed.id} is {closed.status}")
+            told = ", ".join(notice["to"] for notice in closed.notices)
+            print(printable(f"{closed.escalation.id} is {closed.escalation.status} by {by}"
+                            + (f"; told {told} by agent-mail" if told else "")))
         return 0
     if args.escalate_command == "list":
         with open_configured_store(settings) as store:
             found = escalation.list_escalations(store, args.status)
+            closed_by = escalation.closers(store) if any(e.status != "active" for e in found) else {}
         if args.json:
-            print_json([asdict(e) for e in found])
+            print_json([{**asdict(e), "closed_by": closed_by.get(e.id)} for e in found])
         elif not found:
             print("no escalations")
         else:
             print_table(
-                ["ID", "STATUS", "LEVEL", "AGENT", "TARGET", "BEAD", "UPDATED", "CONTEXT"],
-                [[e.id, e.status, e.level, e.agent_id, e.target, e.bead_id, when(e.updated_at), e.context]
-                 for e in found],
+                ["ID", "STATUS", "LEVEL", "AGENT", "TARGET", "BEAD", "UPDATED", "CLOSED BY", "CONTEXT"],
+                [[e.id, e.status, e.level, e.agent_id, e.target, e.bead_id, when(e.updated_at),
+                  "-" if e.status == "active" else closed_by.get(e.id, "?"), e.context] for e in found],
             )
         return 0
     agent = agent_of(args)
@@ -203,6 +213,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     resolve = actions.add_parser("resolve", help="close an active escalation")
     resolve.add_argument("id", metavar="ID")
     resolve.add_argument("--cancel", action="store_true", help="close it as cancelled instead of resolved")
+    resolve.add_argument("--agent", dest="agent", metavar="ID", default=argparse.SUPPRESS,  # keeps `escalate --agent`
+                         help="the agent closing it, recorded and named to the others (default: MAF_AGENT_ID)")
     add_json(resolve, also_before=True)
     listing = actions.add_parser("list", help="list escalations")
     listing.add_argument(

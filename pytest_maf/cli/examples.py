@@ -36,7 +36,7 @@ EXAMPLES: dict[str, str] = {
     "install-hooks": "maf install-hooks   # --uninstall puts back what was there",
     "escalate": "maf escalate --agent claude-1 --error-context 'tests hang' --bead-id bd-7 --target codex-senior",
     "escalate list": "maf escalate list --status active --json",
-    "escalate resolve": "maf escalate resolve esc-1a2b3c",
+    "escalate resolve": "maf escalate resolve esc-1a2b3c --agent codex-senior",
     "mail list": "maf mail list --agent claude-1 --unread --limit 20",
     "mail show": "maf mail show msg-1a2b3c --json",
     "mail ack": "maf mail ack msg-1a2b3c --agent claude-1",

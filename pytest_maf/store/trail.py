@@ -60,11 +60,11 @@ def audit_query(
              json_fragment(None, agent_id, "],[")],
         ))
         # the escalations it opened or raised, each request sent to it (an open or a raise names its target:
-        # a later raise may send the escalation on), and the end of one whose last target it was
+        # a later raise may send the escalation on), the end of one whose last target it was, and those it closed
         escalations.append((
-            f"(e.agent_id = {marker} OR {contains('x.data_json')}"
+            f"(e.agent_id = {marker} OR {contains('x.data_json')} OR {contains('x.data_json')}"
             f" OR (e.target = {marker} AND x.kind NOT IN ('open', 'raise')))",
-            [agent_id, json_fragment("target", agent_id), agent_id],
+            [agent_id, json_fragment("target", agent_id), json_fragment("by", agent_id), agent_id],
         ))
     queries: list[str] = []
     params: list[Any] = []
