@@ -289,3 +289,19 @@ def test_closing_an_escalation_needs_an_acting_agent(shell_repo: Path, capsys: p
     assert shell(capsys, "escalate", "resolve", opened) == (2, "", "maf: error: give --agent or set MAF_AGENT_ID\n")
     code, out, _ = shell(capsys, "escalate", "list", "--status", "active", "--json")
     assert [row["id"] for row in json.loads(out)] == [opened]
+
+
+def test_escalate_list_shows_a_long_error_context_on_one_short_line(
+    shell_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    context = "a" * 120_000 + "\nthe end"
+    code, _, err = shell(capsys, "escalate", "--agent", "a1", "--error-context", context, "--bead-id", "bd-21",
+                         "--target", "codex-senior")
+    assert code == 0, err
+
+    code, out, _ = shell(capsys, "escalate", "list", "--status", "active")
+    _, row = out.splitlines()
+    assert code == 0 and len(row) < 400  # before: one row of 120 KB
+    assert row.endswith(f"{'a' * 150}... ({len(context) - 200} more characters; --json shows all)")
+    code, out, _ = shell(capsys, "escalate", "list", "--status", "active", "--json")
+    assert json.loads(out)[0]["context"] == context

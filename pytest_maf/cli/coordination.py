@@ -26,7 +26,7 @@ from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
 from pytest_maf.errors import MafError, UsageError
 from pytest_maf.ids import validate_id
-from pytest_maf.terminal import printable, printable_json
+from pytest_maf.terminal import brief, printable, printable_json
 
 
 def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
@@ -66,10 +66,10 @@ def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
         elif not found:
             print("no escalations")
         else:
-            print_table(
+            print_table(  # the context cut to one line: --json and the request's message have it whole
                 ["ID", "STATUS", "LEVEL", "AGENT", "TARGET", "BEAD", "UPDATED", "CLOSED BY", "CONTEXT"],
                 [[e.id, e.status, e.level, e.agent_id, e.target, e.bead_id, when(e.updated_at),
-                  "-" if e.status == "active" else closed_by.get(e.id, "?"), e.context] for e in found],
+                  "-" if e.status == "active" else closed_by.get(e.id, "?"), brief(e.context)] for e in found],
             )
         return 0
     agent = agent_of(args)
