@@ -352,7 +352,7 @@ class AgentTools:
         return {
             "escalation_id": outcome.escalation.id, "level": outcome.escalation.level,
             "target": outcome.escalation.target, "raised": outcome.raised, "dry_run": outcome.dry_run,
-            "message": outcome.message, "undelivered": list(outcome.undelivered),
+            "message": outcome.message, "undelivered": list(outcome.undelivered), "note": outcome.note,
         }
 
     # Overview and preflight.

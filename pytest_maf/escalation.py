@@ -43,6 +43,7 @@ class EscalationOutcome:
     raised: bool  # an active escalation was raised rather than a new one opened
     dry_run: bool
     undelivered: tuple[str, ...] = ()  # why the message is still queued, if it is
+    note: str | None = None  # a raise went to another target than the one asked for: said, not silent
 
 
 def next_target(chain: tuple[str, ...], current: str, level: int, levels_per_target: int) -> str:
@@ -107,7 +108,7 @@ def escalate(
         inbox = health.escalation_inboxes_creatable(settings.mail_root, [planned.target])
         if not inbox.ok:
             raise UsageError(f"{inbox.message}; {inbox.hint}")
-        return EscalationOutcome(planned, planned_message, raised, True)
+        return EscalationOutcome(planned, planned_message, raised, True, note=_kept_target(planned, raised, target))
 
     def record(transaction: Transaction) -> EscalationOutcome:
         escalation, raised = plan(transaction)
@@ -124,11 +125,24 @@ def escalate(
         return EscalationOutcome(escalation, message, raised, False)
 
     outcome = store.write(record)
-    outcome = dataclasses.replace(outcome, undelivered=_deliver(store, settings, outcome))
+    outcome = dataclasses.replace(outcome, undelivered=_deliver(store, settings, outcome),
+                                  note=_kept_target(outcome.escalation, outcome.raised, target))
     log_event("escalation_raise" if outcome.raised else "escalation_open", INFO,
               agent_id=agent_id, escalation_id=outcome.escalation.id, bead_id=bead_id,
               target=outcome.escalation.target, escalation_level=outcome.escalation.level, error_context=error_context)
     return outcome
+
+
+def _kept_target(escalation: Escalation, raised: bool, asked_for: str) -> str | None:
+    """Why a raise went to the chain's target rather than ``asked_for``, or None when they are the same."""
+    if not raised or escalation.target == asked_for:
+        return None
+    return (
+        f"{escalation.agent_id}'s escalation {escalation.id} of {escalation.bead_id} is already active, so it was"
+        f" raised at level {escalation.level} to {escalation.target}, not to {asked_for}: a raise follows"
+        " escalation.targets, and --target chooses only where an escalation opens (resolve this one to open"
+        f" another to {asked_for})"
+    )
 
 
 def _deliver(store: Store, settings: Settings, outcome: EscalationOutcome) -> tuple[str, ...]:

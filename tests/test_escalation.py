@@ -305,3 +305,17 @@ def test_escalate_list_shows_a_long_error_context_on_one_short_line(
     assert row.endswith(f"{'a' * 150}... ({len(context) - 200} more characters; --json shows all)")
     code, out, _ = shell(capsys, "escalate", "list", "--status", "active", "--json")
     assert json.loads(out)[0]["context"] == context
+
+
+def test_a_raise_asked_for_another_target_says_where_it_went(shell_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    opened = opened_by_a1(capsys, "bd-30", "codex-senior")
+    raise_to = ["escalate", "--agent", "a1", "--error-context", "still", "--bead-id", "bd-30", "--target"]
+
+    code, out, err = shell(capsys, *raise_to, "minimax-debug-1")
+    assert code == 0 and out.startswith(f"raised {opened} at level 2 to codex-senior")
+    (note,) = err.splitlines()  # before: nothing said, the target given silently dropped
+    assert note.startswith(f"maf: note: a1's escalation {opened} of bd-30 is already active, so it was raised at"
+                           " level 2 to codex-senior, not to minimax-debug-1")
+    assert inbox_types(capsys, "minimax-debug-1") == []
+    code, out, err = shell(capsys, *raise_to, "codex-senior", "--json")
+    assert (code, err, json.loads(out)["note"]) == (0, "", None)  # the target the chain keeps: nothing to say

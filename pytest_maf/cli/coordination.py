@@ -84,10 +84,12 @@ def cmd_escalate(args: argparse.Namespace, settings: Settings) -> int:
         )
     for warning in outcome.undelivered:
         print(f"maf: warning: {printable(warning)}", file=sys.stderr)
+    if outcome.note is not None:
+        print(f"maf: note: {printable(outcome.note)}", file=sys.stderr)
     if args.json:
         print_json({"escalation_id": outcome.escalation.id, "level": outcome.escalation.level,
                     "target": outcome.escalation.target, "raised": outcome.raised,
-                    "dry_run": outcome.dry_run, "message": outcome.message})
+                    "dry_run": outcome.dry_run, "message": outcome.message, "note": outcome.note})
     elif outcome.dry_run:
         print("dry run: nothing written; this message would go to "
               f"{settings.mail_root / 'messages' / outcome.escalation.target}/")
