@@ -203,7 +203,7 @@ def close_escalation(
         return ClosedEscalation(closed, by, notices)
 
     outcome = store.write(close)
-    log_event(f"escalation_{status}", INFO, agent_id=by, escalation_id=escalation_id,
+    log_event("escalation_resolved" if status == "resolved" else "escalation_cancelled", INFO, agent_id=by, escalation_id=escalation_id,
               bead_id=outcome.escalation.bead_id, target=outcome.escalation.target,
               escalation_level=outcome.escalation.level)
     if mail_root is None or not outcome.notices:
