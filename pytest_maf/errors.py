@@ -113,6 +113,15 @@ class DamagedStoreError(StoreError):
     """The runtime database is damaged (malformed): `maf db recover` or `maf db restore` mend it, `maf setup` refuses it."""
 
 
+class NewerStoreError(StoreError):
+    """A newer pytest-maf wrote the store (its schema version is past this one's): upgrade pytest-maf."""
+
+
+class StoreUnreachableError(StoreError):
+    """The PostgreSQL server cannot be reached (not running, or a wrong host, port, database or user):
+    nothing about the store or a backup was learnt."""
+
+
 class StoreBusyError(StoreError):
     """Another writer held the store past the busy timeout."""
 

@@ -134,20 +134,28 @@ def checked_text_output(text: str, protected: Iterable[Path], what: str = "the o
 
 
 @contextlib.contextmanager
-def scratch_directory(prefix: str = "maf-", dir: Path | str | None = None) -> Iterator[Path]:  # noqa: A002 (tempfile's name)
+def scratch_directory(
+    prefix: str = "maf-", dir: Path | str | None = None, shown: Path | None = None,  # noqa: A002 (tempfile's name)
+) -> Iterator[Path]:
     """A new private directory (in ``dir``, else the temporary folder) removed whatever ends the block.
 
     Its name is chosen first and it is made inside the ``try`` that removes it, so no Ctrl-C or
     SIGTERM, whichever thread the signal reaches, lands between its making and that cleanup
     (``tempfile.TemporaryDirectory`` has such a moment, and left the copy of a database behind).
-    A name of 128 random bits is nobody else's.
+    A name of 128 random bits is nobody else's. When it cannot be made, the error names ``shown`` (the
+    user's file it is made for), if given: the scratch folder's own name means nothing to a user.
     """
     import secrets  # here: the guard, which reads this module, makes no scratch directory
     import shutil
 
     path = Path(dir if dir is not None else tempfile.gettempdir()) / f"{prefix}{secrets.token_hex(16)}"
     try:
-        os.mkdir(path, 0o700)
+        try:
+            os.mkdir(path, 0o700)
+        except OSError as error:
+            if shown is None:
+                raise
+            raise OSError(error.errno, error.strerror, str(shown)) from None
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)

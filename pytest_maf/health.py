@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from pytest_maf import mail
-from pytest_maf.errors import DamagedStoreError, MafError
+from pytest_maf.errors import DamagedStoreError, MafError, NewerStoreError, StoreBusyError
 
 if TYPE_CHECKING:
     from pytest_maf.store import Store
@@ -245,7 +245,7 @@ def database_schema(path: Path) -> CheckResult:
         return failed(f"no runtime database at {path}", "run `maf setup`")
     problems = schema_problems(path)
     if problems:
-        return failed(f"{path}: {'; '.join(problems)}", "run `maf setup`, or restore a backup")
+        return failed(f"{path}: {'; '.join(problems)}", _schema_hint(problems))
     return passed(f"{path} matches the canonical schema")
 
 
@@ -259,7 +259,7 @@ def configured_store_schema(settings: Any) -> CheckResult:
         with open_store_for(settings) as store:
             return store_schema(store)
     except MafError as error:
-        return failed(str(error), "run `maf setup` or fix MAF_DATABASE_URL")
+        return failed(str(error), _unreachable_hint(settings, error))
 
 
 def store_connection(store: Store, connect_ms: float, **details: Any) -> CheckResult:
@@ -297,11 +297,33 @@ def configured_store_connection(settings: Any) -> CheckResult:
         return failed(str(error), _unreachable_hint(settings, error))
 
 
+RECOVER_OR_RESTORE = "run `maf db recover`, or `maf db restore latest`"
+UPGRADE = "upgrade pytest-maf to the version that wrote this store, or a newer one"
+
+
+def _schema_hint(problems: Sequence[str]) -> str:
+    """What mends the schema problems found: a newer store wants a newer pytest-maf, damaged pages or rows
+    a recovery or a backup; an older or half-made schema `maf setup`."""
+    said = "; ".join(problems)
+    if "upgrade pytest-maf" in said:  # the version problem names its own way out
+        return UPGRADE
+    if any(sign in said for sign in ("integrity_check", "foreign_key_check", "cannot read", "cannot open")):
+        return RECOVER_OR_RESTORE
+    return "run `maf setup`, or `maf db restore latest`"
+
+
 def _unreachable_hint(settings: Any, error: MafError) -> str:
     """What to do about a store that could not be opened: a damaged one is recovered or restored
     (`maf setup` refuses it); any other is made, or named right."""
     if isinstance(error, DamagedStoreError):
-        return "run `maf db recover`, or `maf db restore latest`"
+        return RECOVER_OR_RESTORE
+    if isinstance(error, NewerStoreError):
+        return UPGRADE
+    if isinstance(error, StoreBusyError):
+        return (
+            "another session holds the store (`maf db optimize --reindex` or `--vacuum`, a migration): check again"
+            " when it is done, or raise runtime.busy_timeout_seconds (MAF_BUSY_TIMEOUT)"
+        )
     return f"run `maf setup` or fix {'MAF_DATABASE_URL' if settings.database_url else 'MAF_DB_PATH'}"
 
 
@@ -309,7 +331,7 @@ def store_schema(store: Store) -> CheckResult:
     """The open store's tables against the current schema (how a PostgreSQL store is checked)."""
     problems = store.integrity_problems()
     if problems:
-        return failed(f"{store.location}: {'; '.join(problems)}", "run `maf setup`")
+        return failed(f"{store.location}: {'; '.join(problems)}", _schema_hint(problems))
     return passed(f"{store.location} matches the canonical schema")
 
 

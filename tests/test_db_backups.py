@@ -347,3 +347,19 @@ def test_hostile_backup_arguments_are_refused_with_nothing_changed(
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == files_before
     with store_of_env(store_env, workspace.main) as store:
         assert store_rows(store) == rows_before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no file can be made")
+def test_a_backup_that_cannot_be_written_names_the_output_not_a_scratch_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_maf.cli import main
+    from pytest_maf.store import open_store
+
+    db = tmp_path / "runtime.db"
+    open_store(db, create=True).close()
+
+    assert main(["db", "backup", "--db", str(db), "--output", "/proc/x.db"]) == 2
+    err = capsys.readouterr().err
+    # Before: "No such file or directory: /proc/.maf-backup-66fb...", a folder the user never named.
+    assert "/proc/x.db" in err and ".maf-backup-" not in err

@@ -70,9 +70,9 @@ def test_a_backup_verifies_and_restores_the_store_as_it_was(
     restored_into: list[str] = []
     restore_script = postgres_backup._restore_script
 
-    def recording(url: str, path: Path, schema: str) -> tuple[str, str]:
+    def recording(url: str, path: Path, source: str, schema: str) -> str:
         restored_into.append(schema)
-        return restore_script(url, path, schema)
+        return restore_script(url, path, source, schema)
 
     monkeypatch.setattr(postgres_backup, "_restore_script", recording)
 

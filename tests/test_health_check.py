@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,40 @@ def test_a_mail_root_every_mail_command_refuses_is_critical_naming_the_link(
         assert f"outside the repository {repo};" in problems["agent-mail.root"]  # not "the repository ."
     assert main(["escalate", "--agent", "claude-1", "--error-context", "x", "--bead-id", "b", "--target", "codex-senior"]) == 2
     assert not any(outside.iterdir())
+
+
+def test_a_store_a_newer_pytest_maf_wrote_is_sent_to_an_upgrade_not_to_setup(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with closing(sqlite3.connect(repo / ".maf" / "runtime.db")) as connection:
+        connection.execute("PRAGMA user_version = 99")
+
+    code, report = health(capsys, "--database-only")
+
+    (reachable,) = [check for check in report["checks"] if check["name"] == "database.reachable"]
+    # Before: "upgrade pytest-maf -> run `maf setup` or fix MAF_DB_PATH"; setup refuses such a store.
+    assert (code, reachable["ok"]) == (1, False)
+    assert "upgrade pytest-maf" in reachable["hint"] and "maf setup" not in reachable["hint"]
+
+
+def test_a_store_with_a_damaged_index_is_sent_to_recover_or_restore_not_to_setup(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = repo / ".maf" / "runtime.db"
+    with open_store(db) as store:
+        for number in range(300):
+            tasks.add_task(store, task_id=f"t{number}")
+    with closing(sqlite3.connect(db)) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file itself
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        root = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = 'idx_events_task'").fetchone()[0]
+    with open(db, "r+b") as damaged:  # one index page overwritten: the store opens, its check fails
+        damaged.seek(page_size * (root - 1))
+        damaged.write(b"\xff" * page_size)
+
+    code, report = health(capsys, "--database-only")
+
+    (schema_check,) = [check for check in report["checks"] if check["name"] == "database.schema"]
+    # Before: "run `maf setup`, or restore a backup", where setup refuses a damaged store.
+    assert (code, schema_check["ok"]) == (1, False)
+    assert "maf db recover" in schema_check["hint"] and "maf setup" not in schema_check["hint"]

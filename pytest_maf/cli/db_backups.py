@@ -110,7 +110,9 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("a PostgreSQL backup (pg_dump -Fc) is compressed already: leave out --gzip")
         output = _backup_output(args.output, settings, "postgresql")
         with Progress(f"backing up {settings.store_shown} with pg_dump"):
-            pg_report = _postgres_backups().backup(settings.database_url, settings.database_schema, output)
+            pg_report = _postgres_backups().backup(
+                settings.database_url, settings.database_schema, output, busy_timeout_s=settings.busy_timeout_s
+            )
         removed = _pruned(output, args.keep, settings, started_ms)
         if args.json:
             print_json(_backup_json(pg_report.path, pg_report.bytes, pg_report.rows, pg_report.seconds, "pg_dump", removed))
@@ -190,7 +192,8 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         try:
             with Progress(f"restoring {settings.store_shown} from {backup} with pg_restore"):
                 kept_schema = _postgres_backups().restore(
-                    settings.database_url, settings.database_schema, backup, force=args.force
+                    settings.database_url, settings.database_schema, backup, force=args.force,
+                    busy_timeout_s=settings.busy_timeout_s,
                 )
         except maintenance.VerificationError as error:  # bad input for a restore, refused before anything changed
             raise UsageError(f"{error}; nothing was restored") from None

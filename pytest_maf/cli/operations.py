@@ -147,7 +147,7 @@ def cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
     report = copy_store(
         args.source, args.destination, force=args.force,
         source_schema=args.source_schema or settings.database_schema,
-        destination_schema=args.dest_schema or settings.database_schema,
+        destination_schema=args.dest_schema or settings.database_schema, busy_timeout_s=settings.busy_timeout_s,
     )
     if args.json:
         print_json(asdict(report))

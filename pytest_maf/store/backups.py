@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from pytest_maf.errors import MafError, UsageError
+from pytest_maf.errors import MafError, StoreBusyError, StoreUnreachableError, UsageError
 from pytest_maf.files import SQLITE_APPLICATION_ID_AT, SQLITE_HEADER, in_use_mark
 from pytest_maf.store import schema
 from pytest_maf.store.postgres_schema import VERSION_TABLE
@@ -37,6 +37,8 @@ from pytest_maf.store.postgres_schema import VERSION_TABLE
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 KINDS = (SQLITE, POSTGRESQL)
+# What keeps a backup from being checked here, which says nothing about the backup itself.
+NOT_CHECKABLE = (UsageError, StoreUnreachableError, StoreBusyError)
 MAX_KEEP = 10_000  # more backups than this in one folder is a folder nobody prunes
 _PG_DUMP_MAGIC = b"PGDMP"
 # pg_dump -Fc writes its table of contents uncompressed before the data; ours names the version table.
@@ -170,7 +172,9 @@ def verify_backup_file(backup: BackupFile, postgres_url: str | None) -> dict[str
     """Run the backup verification of its kind (``maf db verify-backup``); its row counts per table.
 
     Raises :class:`~pytest_maf.store.maintenance.VerificationError` for a bad
-    backup, and :class:`UsageError` for a PostgreSQL one when no server is named.
+    backup, :class:`UsageError` for a PostgreSQL one when no server is named, and
+    :class:`~pytest_maf.errors.StoreUnreachableError` or
+    :class:`~pytest_maf.errors.StoreBusyError` when the server cannot check it now.
     """
     from pytest_maf.store import maintenance
 
@@ -185,19 +189,28 @@ def verify_backup_file(backup: BackupFile, postgres_url: str | None) -> dict[str
     return rows
 
 
-def backup_state(backup: BackupFile, postgres_url: str | None) -> BackupState:
-    """``backup`` verified: True, False with the first problem, or None when it cannot be tried here."""
+def _checked_state(backup: BackupFile, postgres_url: str | None) -> BackupState:
+    """``backup`` verified: True, or False with the first problem; raises what keeps it from being checked."""
     from pytest_maf.store.maintenance import VerificationError
 
     try:
         rows = verify_backup_file(backup, postgres_url)
     except VerificationError as error:
         return BackupState(backup, False, problem=error.problems[0] if error.problems else str(error))
-    except UsageError as error:
-        return BackupState(backup, None, problem=str(error))
+    except NOT_CHECKABLE:
+        raise
     except MafError as error:
         return BackupState(backup, False, problem=str(error))
     return BackupState(backup, True, sum(rows.values()))
+
+
+def backup_state(backup: BackupFile, postgres_url: str | None) -> BackupState:
+    """``backup`` verified: True, False with the first problem, or None when it cannot be checked here
+    (no server named, or the server cannot be reached or stays busy)."""
+    try:
+        return _checked_state(backup, postgres_url)
+    except NOT_CHECKABLE as error:
+        return BackupState(backup, None, problem=str(error))
 
 
 def backup_states(
@@ -212,12 +225,14 @@ def newest_verified(
 ) -> tuple[BackupState, list[BackupState]]:
     """The newest ``kind`` backup in ``folder`` that passes verification, and the newer ones that failed it.
 
-    Raises :class:`UsageError` (nothing to restore) when none passes.
+    Raises :class:`UsageError` (nothing to restore) when none passes, and what keeps a backup from
+    being checked (:data:`NOT_CHECKABLE`: the server cannot be reached, say) as it is: that is not the
+    backups' fault, and an older backup is not restored in their place.
     """
     failed: list[BackupState] = []
     found = find_backups(folder, protected, kind)
     for backup in found:
-        state = backup_state(backup, postgres_url)
+        state = _checked_state(backup, postgres_url)
         if state.verified:
             return state, failed
         failed.append(state)

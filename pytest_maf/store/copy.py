@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pytest_maf.database_url import is_database_url
 from pytest_maf.errors import StoreError, UsageError
+from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S
 
 if TYPE_CHECKING:
     from pytest_maf.store.protocol import Store
@@ -176,12 +177,14 @@ def schema_problems_of(store: Store) -> list[str]:
 
 def copy_store(
     source: str, destination: str, *, force: bool = False, source_schema: str | None = None,
-    destination_schema: str | None = None,
+    destination_schema: str | None = None, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
 ) -> CopyReport:
     """Copy the whole store at ``source`` into ``destination`` (each a file path or a ``postgresql://`` URL).
 
     A missing destination is created. Refuses a destination that holds rows
-    (unless ``force``) and copying a store onto itself, writing nothing.
+    (unless ``force``) and copying a store onto itself, writing nothing. A lock
+    held on either store past ``busy_timeout_s`` is a
+    :class:`~pytest_maf.errors.StoreBusyError`.
     Example::
 
         copy_store(".maf/runtime.db", "postgresql://maf@db/agents")
@@ -203,22 +206,24 @@ def copy_store(
                 f"{destination} exists and is no database; nothing was written: copy into a new file,"
                 " or into a store (with --force to replace its rows)"
             )
-    with open_store(source, schema=source_schema) as source_store:
+    with open_store(source, schema=source_schema, busy_timeout_s=busy_timeout_s) as source_store:
         rows = read_rows(source_store)
         made = not _destination_exists(destination, destination_schema)
         try:
-            return _copy_into(source_store, rows, destination, destination_schema, force)
+            return _copy_into(source_store, rows, destination, destination_schema, force, busy_timeout_s)
         except BaseException:
             if made:  # a copy that failed leaves no new store behind (a schema of empty tables, a file)
-                _remove_new_store(destination, destination_schema)
+                _remove_new_store(destination, destination_schema, busy_timeout_s)
             raise
 
 
-def _copy_into(source_store: Store, rows: Rows, destination: str, schema: str, force: bool) -> CopyReport:
+def _copy_into(
+    source_store: Store, rows: Rows, destination: str, schema: str, force: bool, busy_timeout_s: float
+) -> CopyReport:
     """Write ``rows`` into the store at ``destination`` (made if missing), then check its row counts and schema."""
     from pytest_maf.store import open_store
 
-    with open_store(destination, create=True, schema=schema) as destination_store:
+    with open_store(destination, create=True, schema=schema, busy_timeout_s=busy_timeout_s) as destination_store:
         replaced = write_rows(destination_store, rows, force=force)
         expected = {table: len(found) for table, found in rows.items()}
         counted = count_rows(destination_store)
@@ -247,14 +252,14 @@ def _destination_exists(destination: str, schema: str) -> bool:
         return True
 
 
-def _remove_new_store(destination: str, schema: str) -> None:
+def _remove_new_store(destination: str, schema: str, busy_timeout_s: float) -> None:
     """Remove the store this copy made at ``destination``, unless it holds rows by now (a copy into
     the same new place begun beside this one, that succeeded); what cannot be removed is left as it is."""
     from pytest_maf.errors import MafError
     from pytest_maf.store import open_store
 
     try:
-        with open_store(destination, schema=schema) as made:
+        with open_store(destination, schema=schema, busy_timeout_s=busy_timeout_s) as made:
             if any(count_rows(made).values()):
                 return
     except MafError:

@@ -215,7 +215,7 @@ def backup(db_path: Path, output: Path, compress: bool = False) -> BackupReport:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create the folder {output.parent} for the backup: {error.strerror}") from None
-    with scratch_directory(prefix=".maf-backup-", dir=output.parent) as directory:
+    with scratch_directory(prefix=".maf-backup-", dir=output.parent, shown=output) as directory:
         snapshot = directory / "snapshot.db"
         source = connect(db_path, MAINTENANCE_BUSY_TIMEOUT_MS)
         target = sqlite3.connect(snapshot)

@@ -40,7 +40,7 @@ from psycopg import sql
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.clock import Clock, system_clock
 from pytest_maf.database_url import hide_password, redact_url, refuse_unusable_url, schema_problem
-from pytest_maf.errors import StoreBusyError, StoreError, UsageError
+from pytest_maf.errors import NewerStoreError, StoreBusyError, StoreError, StoreUnreachableError, UsageError
 from pytest_maf.store import postgres_schema, sharing
 from pytest_maf.store.postgres_schema import DEFAULT_SCHEMA, VERSION_TABLE
 from pytest_maf.store.postgres_transaction import MIGRATION_LOCK, NOW_MS, PostgresTransaction
@@ -126,7 +126,7 @@ class PostgresStore:
                     self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="pytest-maf",
                 )
             except psycopg.Error as error:
-                raise StoreError(
+                raise StoreUnreachableError(
                     f"cannot reach the PostgreSQL store at {redact_url(self.url)}: {self._said(error)}; check"
                     " MAF_DATABASE_URL (runtime.database_url) and that the server is running"
                 ) from None
@@ -212,9 +212,10 @@ class PostgresStore:
                 self._rollback()
                 raise
             try:
-                if "READ ONLY" not in begin:  # a lock wait ends at the deadline, as a busy timeout
-                    remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
-                    connection.execute(f"SET LOCAL lock_timeout = {remaining_ms}".encode())
+                # A lock wait ends at the deadline, as a busy timeout: reads too, which a REINDEX,
+                # VACUUM FULL or migration holding a table would otherwise keep waiting for good.
+                remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+                connection.execute(f"SET LOCAL lock_timeout = {remaining_ms}".encode())
                 result = body(connection)
                 if self._opened_in != sharing.generation():  # forked inside the operation
                     raise sharing.forked_inside(self.location)
@@ -297,7 +298,7 @@ class PostgresStore:
                 raise StoreError(f"no runtime store at {self.location}: run `maf setup` first")
             return 0
         if version > postgres_schema.SCHEMA_VERSION:
-            raise StoreError(
+            raise NewerStoreError(
                 f"the runtime store {self.location} has schema version {version}, newer than this pytest-maf"
                 f" knows ({postgres_schema.SCHEMA_VERSION}): upgrade pytest-maf"
             )
@@ -361,8 +362,8 @@ class PostgresStore:
             raise self._unusable(error) from None
 
     def integrity_problems(self) -> list[str]:
-        """Every way the store's tables differ from the current schema (columns, CHECKs, keys, indexes);
-        [] when sound. PostgreSQL checks its own pages: what can go wrong is a changed schema.
+        """Every way the store's tables differ from the current schema (columns, CHECKs, keys, indexes,
+        a table it does not have); [] when sound. PostgreSQL checks its own pages: what can go wrong is a changed schema.
 
         The reference is built from the same migrations in a scratch schema that is rolled back
         (to a savepoint) before the transaction ends, so nothing of it remains.
@@ -371,9 +372,9 @@ class PostgresStore:
 
         def compare(connection: psycopg.Connection[Any]) -> list[str]:
             version = self._version(connection, self._tables(connection)) or 0
-            problems = [] if version == postgres_schema.SCHEMA_VERSION else [
-                f"schema version is {version}, current is {postgres_schema.SCHEMA_VERSION} (run `maf setup`)"
-            ]
+            current = postgres_schema.SCHEMA_VERSION
+            way_out = "a newer pytest-maf wrote it: upgrade pytest-maf" if version > current else "run `maf setup`"
+            problems = [] if version == current else [f"schema version is {version}, current is {current} ({way_out})"]
             actual = _describe(connection, self.schema)
             connection.execute("SAVEPOINT reference")
             connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(reference)))
@@ -381,7 +382,8 @@ class PostgresStore:
             for migration in postgres_schema.MIGRATIONS:
                 for statement in split_statements(migration):
                     connection.execute(statement.encode())
-            for table, expected in _describe(connection, reference).items():
+            canonical = _describe(connection, reference)
+            for table, expected in canonical.items():
                 found = actual.get(table)
                 if found is None:
                     problems.append(f"table {table} is missing")
@@ -390,20 +392,36 @@ class PostgresStore:
                     f"table {table}: {aspect} differ from the canonical schema"
                     for aspect, value in expected.items() if found[aspect] != value
                 ]
+            problems += [  # as the SQLite check says it
+                f"table {table} is not part of the pytest-maf schema: drop it, or keep it in a schema of its own"
+                for table in sorted(actual) if table not in canonical
+            ]
             connection.execute("ROLLBACK TO SAVEPOINT reference")  # the reference schema goes with it
             return problems
 
         return self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED", compare)
 
 
+def _one_line(error: BaseException, url: str) -> str:
+    """psycopg's message on one line (it holds newlines and tabs), without the URL's password."""
+    return hide_password(" ".join(str(error).split()), url)
+
+
 def drop_schema(url: str, schema: str) -> None:
     """Drop ``schema`` and everything in it, on a connection of its own (a scratch or half-made store)."""
     refuse_unusable_url(url)
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="pytest-maf") as connection:
+        connection = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="pytest-maf")
+    except psycopg.Error as error:
+        raise StoreUnreachableError(
+            f"cannot reach the PostgreSQL store at {redact_url(url)}: {_one_line(error, url)}; check MAF_DATABASE_URL"
+            " (runtime.database_url) and that the server is running"
+        ) from None
+    try:
+        with connection:
             connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
     except psycopg.Error as error:
-        raise StoreError(f"cannot drop the schema {schema} at {redact_url(url)}: {hide_password(str(error), url)}") from None
+        raise StoreError(f"cannot drop the schema {schema} at {redact_url(url)}: {_one_line(error, url)}") from None
 
 
 def _describe(connection: psycopg.Connection[Any], schema: str) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
 from pytest_maf.clock import Clock, system_clock
-from pytest_maf.errors import AlreadyExistsError, DamagedStoreError, StoreBusyError, StoreError, evidence_already_recorded
+from pytest_maf.errors import (
+    AlreadyExistsError, DamagedStoreError, NewerStoreError, StoreBusyError, StoreError, evidence_already_recorded,
+)
 from pytest_maf.records import (
     AgentSeen, AuditRow, DurationBucket, Escalation, Event, Evidence, Lease, Observation, OperationStats, Reservation,
     ReservationEvent, SEEN_REFRESH_MS, Task,
@@ -931,7 +933,7 @@ class SQLiteStore:
         if problem:
             raise StoreError(f"the runtime database {self.path} {problem}")
         if version > schema.SCHEMA_VERSION:
-            raise StoreError(
+            raise NewerStoreError(
                 f"the runtime database {self.path} has schema version {version}, newer than"
                 f" this pytest-maf knows ({schema.SCHEMA_VERSION}): upgrade pytest-maf"
             )
