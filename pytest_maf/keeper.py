@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -174,10 +173,16 @@ def _pass_on(process: subprocess.Popen[bytes], signum: int, *, delivered: bool) 
 def _ctrl_c_reached_it() -> bool:
     """Whether maf runs in the foreground of a terminal, whose Ctrl-C goes to the command as well (one
     process group): passing it on would interrupt the command twice."""
-    try:
-        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
-    except (OSError, ValueError, AttributeError):  # no terminal, or stdin closed
+    try:  # the controlling terminal, whatever stdin is (redirected, the terminal's Ctrl-C still reached it)
+        terminal = os.open("/dev/tty", os.O_RDONLY | getattr(os, "O_NOCTTY", 0))
+    except OSError:  # none (a daemon, CI), or not on this platform
         return False
+    try:
+        return os.tcgetpgrp(terminal) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(terminal)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
