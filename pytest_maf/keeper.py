@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 # How long a command that lost its lease, or that maf passed a signal on to, gets to stop.
 TERMINATE_GRACE_S = 5.0
+MIN_KEPT_TTL_MS = 3_000  # renewed each second at least: a shorter lease would be written more often than that
 
 
 class LeaseKeeper:
@@ -106,6 +107,13 @@ def run_under_lease(
     """
     if not command:
         raise UsageError("give the command to run after `--`, such as: maf task run T -- make test")
+    if ttl_ms < MIN_KEPT_TTL_MS:  # a renewal every third of it: one write and one event each
+        raise UsageError(
+            f"--ttl {ttl_ms / 1000:g} is too short for a lease kept while a command runs (it is renewed every"
+            f" third of it): give at least {MIN_KEPT_TTL_MS // 1000} seconds"
+        )
+    if not command[0]:
+        raise UsageError("the command after `--` is empty; give the program to run, such as: maf task run T -- make test")
     # fails before anything starts when the lease is not ours
     tasks.renew_lease(store, task_id, agent_id, attempt, ttl_ms, at_least=True)
     environment = {
