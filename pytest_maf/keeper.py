@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
 
 # How long a command that lost its lease, or that maf passed a signal on to, gets to stop.
 TERMINATE_GRACE_S = 5.0
+MIN_KEPT_TTL_MS = 3_000  # renewed each second at least: a shorter lease would be written more often than that
 
 
 class LeaseKeeper:
@@ -107,6 +107,13 @@ def run_under_lease(
     """
     if not command:
         raise UsageError("give the command to run after `--`, such as: maf task run T -- make test")
+    if ttl_ms < MIN_KEPT_TTL_MS:  # a renewal every third of it: one write and one event each
+        raise UsageError(
+            f"--ttl {ttl_ms / 1000:g} is too short for a lease kept while a command runs (it is renewed every"
+            f" third of it): give at least {MIN_KEPT_TTL_MS // 1000} seconds"
+        )
+    if not command[0]:
+        raise UsageError("the command after `--` is empty; give the program to run, such as: maf task run T -- make test")
     # fails before anything starts when the lease is not ours
     tasks.renew_lease(store, task_id, agent_id, attempt, ttl_ms, at_least=True)
     environment = {
@@ -174,10 +181,16 @@ def _pass_on(process: subprocess.Popen[bytes], signum: int, *, delivered: bool) 
 def _ctrl_c_reached_it() -> bool:
     """Whether maf runs in the foreground of a terminal, whose Ctrl-C goes to the command as well (one
     process group): passing it on would interrupt the command twice."""
-    try:
-        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
-    except (OSError, ValueError, AttributeError):  # no terminal, or stdin closed
+    try:  # the controlling terminal, whatever stdin is (redirected, the terminal's Ctrl-C still reached it)
+        terminal = os.open("/dev/tty", os.O_RDONLY | getattr(os, "O_NOCTTY", 0))
+    except OSError:  # none (a daemon, CI), or not on this platform
         return False
+    try:
+        return os.tcgetpgrp(terminal) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(terminal)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -7,8 +7,11 @@ nothing recorded, until the lease ran out. A :class:`TerminationHandler` turns
 the first of them into :class:`Terminated`, a :class:`KeyboardInterrupt`, so
 pytest stops the run as it does for Ctrl-C (the run is recorded as interrupted
 and its task rolls back), and the process then exits 128 + the signal's number
-(143, 129), as a process ended by it does. A second one ends it at once. A
-signal the process was started ignoring (``nohup``) stays ignored. While the
+(143, 129), as a process ended by it does. A second one ends it at once,
+unless it comes within :data:`SAME_STOP_S` of the first: that is the same
+stop come twice (sent to the whole process group, and passed on by ``maf task
+run`` as well). A signal the process was started ignoring (``nohup``) stays
+ignored. While the
 verdict is being written, these signals and SIGINT are noted rather than
 raised, so none can cut that transaction short::
 
@@ -24,12 +27,15 @@ raised, so none can cut that transaction short::
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
+import time
 from typing import Any, Iterator
 
 # The signals whose default ends the process without a word: SIGHUP is not on every platform.
 STOPPING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+SAME_STOP_S = 1.0
 
 
 class Terminated(KeyboardInterrupt):
@@ -46,6 +52,7 @@ class TerminationHandler:
 
     def __init__(self) -> None:
         self.signum = 0  # the signal that stopped the run, once one did
+        self._stopped_at = 0.0
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -55,9 +62,17 @@ class TerminationHandler:
                     self._previous[signum] = signal.signal(signum, self._stop)
 
     def _stop(self, signum: int, frame: object) -> None:
-        signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
-        self.signum = signum
+        self.signum, self._stopped_at = signum, time.monotonic()
+        for stopping in self._previous:
+            signal.signal(stopping, self._again)
         raise Terminated(signum)
+
+    def _again(self, signum: int, frame: object) -> None:
+        """A second stop ends the process at once, unless it is the first one come twice."""
+        if time.monotonic() - self._stopped_at < SAME_STOP_S:
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     @contextlib.contextmanager
     def shielded(self) -> Iterator[None]:

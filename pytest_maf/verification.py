@@ -549,6 +549,9 @@ class MafRun:
             # --continue-on-collection-errors), a crashed xdist worker, a usage or internal error mid-run
             stopped_by = _STOPPED_BY.get(int(session.exitstatus), "pytest failed the run")
             verifier, message = f"{run}.pytest", f"{stopped_by}{unfinished} (exit code {int(session.exitstatus)})"
+        elif not_run > 0 and not self.tally["failed"]:
+            # Stopped with nothing said: a second Ctrl-C cut pytest's own handling of the first short
+            verifier, message = f"{run}.interrupted", f"the run stopped before its end{unfinished}"
         else:
             return
         self._pending.append((

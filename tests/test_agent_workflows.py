@@ -384,6 +384,52 @@ def test_stopping_task_run_lets_its_pytest_record_the_run_before_it_ends(workspa
     interrupted_and_rolled_back(workspace)
 
 
+def test_a_second_ctrl_c_cutting_pytests_handling_of_the_first_short_commits_nothing(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-42"))
+    ok(workspace.maf(workspace.main, "task", "claim", agent="claude-1"))
+    ok(workspace.maf(workspace.main, "task", "start", "fix-42", "--attempt", "1", agent="claude-1"))
+    workspace.write(workspace.main, "tests/test_slow.py", textwrap.dedent("""
+        def test_quick():
+            pass
+
+        def test_slow():
+            raise KeyboardInterrupt  # the first Ctrl-C, in the middle of the run
+    """))
+    workspace.write(workspace.main, "tests/conftest.py", textwrap.dedent("""
+        import pytest
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_keyboard_interrupt(excinfo):
+            raise KeyboardInterrupt  # the second, landing as pytest reports the first: no other hook hears of it
+    """))
+
+    stopped = workspace.pytest(workspace.main, "--maf-task", "fix-42", "tests/test_slow.py", agent="claude-1")
+
+    assert stopped.returncode != 0
+    assert task_state(workspace, "fix-42") == "READY", stopped.stdout + stopped.stderr  # was DONE on one PASS
+    interrupted_and_rolled_back(workspace)
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_sent_to_task_runs_whole_process_group_is_recorded_once(workspace: Workspace, signum: int) -> None:
+    """`timeout`, a CI runner or a closed terminal signal the whole group: pytest gets the signal from
+    them and again from `maf task run` passing it on, and must still record its run."""
+    command, started = stoppable_verification(workspace)
+    run = subprocess.Popen(
+        [*maf_command(), "task", "run", "fix-42", "--", *command], cwd=workspace.main, env=workspace.env("claude-1"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    wait_for(started, run)
+
+    os.killpg(run.pid, signum)
+
+    output, _ = run.communicate(timeout=DEADLINE_S)
+    assert run.returncode == 128 + signum, output
+    assert "FAIL verification.interrupted" in output, output
+    interrupted_and_rolled_back(workspace)
+
+
 def test_a_task_left_verifying_by_a_killed_run_is_refused_with_the_way_out(workspace: Workspace) -> None:
     command, started = stoppable_verification(workspace)
     run = subprocess.Popen(command, cwd=workspace.main, env=workspace.env("claude-1"), stdout=subprocess.DEVNULL)
