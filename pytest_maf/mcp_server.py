@@ -105,13 +105,37 @@ def _refusals_as_tool_errors(operation: Callable[..., dict[str, Any]]) -> Callab
             with under_way():
                 return operation(*args, **kwargs)
         except MafError as error:
-            if type(error) is UsageError and arguments:  # in the tool's words: its arguments, not the command's flags
-                error = UsageError(flags.sub(lambda found: arguments[found.group()], str(error)))
-            return refusal(error)
+            said = flags.sub(lambda found: arguments[found.group()], str(error)) if arguments else str(error)
+            return refusal(in_tool_words(error, said))
         except OSError as error:  # what the system refused (the mail folder unwritable, a name too long)
             return refusal(refused_by_the_system(error))
 
     return call
+
+
+# The command line's ways out as an agent over MCP takes them: the tool, not the command. A flag of
+# the tool's own is its argument first (see _arguments_of_flags); these are what is left.
+TOOL_WORDS: tuple[tuple[str, str], ...] = (
+    ("`maf task claim` leases the next READY task", "task_claim without task_id leases the next READY task"),
+    ("`maf task claim`", "task_claim"),
+    ("(see `maf task list`)", "(status counts the tasks in each state; task_claim without task_id leases the next READY one)"),
+    ("(see `maf reservation list`", "(see reservation_list"),
+    ("(see `maf mail list`)", "(see mail_list)"),
+    ("use --force with --reason", "use reservation_release with force and a reason"),
+)
+
+
+def in_tool_words(error: MafError, said: str) -> MafError:
+    """``error`` with the command's ways out named as the tools and arguments that take them (``said`` is
+    its message, the tool's own flags already its arguments); the same class, so the same kind."""
+    for command_words, tool_words in TOOL_WORDS:
+        said = said.replace(command_words, tool_words)
+    if said == str(error):
+        return error
+    reworded = type(error).__new__(type(error))  # not through __init__, which builds the message anew
+    reworded.__dict__.update(error.__dict__)
+    reworded.args = (said,)
+    return reworded
 
 
 def _arguments_of_flags(operation: Callable[..., Any]) -> dict[str, str]:

@@ -272,7 +272,8 @@ def test_a_stale_attempt_is_refused_with_the_commands_lease_lost_error(workspace
             error = await alice.refused("task_start", task_id="fix-9", attempt=1)
             by_command = workspace.maf(workspace.main, "task", "start", "fix-9", "--attempt", "1", agent="alice")
             assert by_command.returncode == 4
-            assert by_command.stderr.strip() == f"maf: error: {error['message']}"
+            said = by_command.stderr.strip().replace("`maf task claim`", "task_claim")  # the tool, not the command
+            assert said == f"maf: error: {error['message']}"
             await bob.ok("task_start", task_id="fix-9", attempt=2)
 
     run(scenario())

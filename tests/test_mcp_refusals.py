@@ -1,0 +1,46 @@
+"""`maf mcp` refusals as an agent reads them: in the tools' words, saying what was wrong, and short."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from workspace import Workspace
+
+pytest.importorskip("mcp", reason="maf mcp needs the mcp extra")
+
+from test_mcp_server import bounded, ok, run, serving  # noqa: E402
+
+COMMAND_WORDS = re.compile(r"`maf |--[a-z]")
+
+
+@pytest.mark.slow
+def test_a_refusal_names_the_tool_and_argument_that_is_the_way_out_not_a_command(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-1"))
+
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "alice") as alice, \
+                serving(workspace, workspace.second, "bob") as bob:
+            await alice.ok("reservation_acquire", patterns=["src/"])
+            claim = await alice.ok("task_claim", task_id="fix-1")
+            refusals = [
+                await bob.refused("reservation_release", patterns=["src/"]),
+                await bob.refused("reservation_renew", patterns=["src/"]),
+                await bob.refused("task_start", task_id="fix-1", attempt=claim["attempt"]),
+                await bob.refused("task_renew", task_id="fix-1", attempt=claim["attempt"] + 1),
+                await bob.refused("task_show", task_id="no-such-task"),
+                await bob.refused("task_claim"),
+            ]
+            kinds = [refused["kind"] for refused in refusals]
+            said = [refused["message"] for refused in refusals]
+
+        assert kinds == ["not_holder", "not_holder", "lease_lost", "lease_lost", "not_found", "nothing_to_claim"]
+        # Before: "(or use --force with --reason)", "with `maf task claim`", "(see `maf task list`)".
+        assert [message for message in said if COMMAND_WORDS.search(message)] == []
+        assert said[0].endswith("(or use force with reason)")  # this tool's own arguments
+        assert said[1].endswith("(or use reservation_release with force and a reason)")
+        assert "task_claim" in said[3]
+        assert said[4].endswith("(status counts the tasks in each state; task_claim without task_id leases the next READY one)")
+
+    run(scenario())
