@@ -30,6 +30,7 @@ import anyio
 
 from mcp.shared.message import SessionMessage
 from mcp.types import (
+    INVALID_PARAMS,
     INVALID_REQUEST,
     PARSE_ERROR,
     ErrorData,
@@ -146,7 +147,7 @@ async def _read_requests(wire_in: BinaryIO, send: Any, answers: _Answers) -> Non
                 await answers.send(SessionMessage(_error(SERVER_ENDING, "the server is ending: this request was not run", read.id)))
                 continue
             if isinstance(read, JSONRPCRequest):
-                answers.asked(read.id)
+                answers.asked(read.id, read)
             elif isinstance(read, JSONRPCNotification) and read.method == "notifications/cancelled":
                 cancelled = read.params if isinstance(read.params, dict) else {}
                 answers.settled(cancelled.get("requestId"))  # a cancelled request gets no answer
@@ -234,15 +235,38 @@ class _Answers:
         self.changed = anyio.Event()
         self.handed = 0
         self.written = 0
+        self.requests: dict[Any, JSONRPCRequest] = {}  # the latest under each id, for what its answer says
+        self.initialized = False
 
     async def send(self, message: Any) -> None:
+        answer = message.message
+        request = self.requests.get(_correlated(answer.id)) if isinstance(answer, (JSONRPCResponse, JSONRPCError)) else None
+        if isinstance(answer, JSONRPCError) and answer.error.code == INVALID_PARAMS and not answer.error.data:
+            message = SessionMessage(_error(INVALID_PARAMS, self.invalid_params(request), answer.id))  # the SDK's bare words
+        elif isinstance(answer, JSONRPCResponse) and request is not None and request.method == "initialize":
+            self.initialized = True
         self.handed += 1
         await self._inner.send(message)
-        if isinstance(message.message, (JSONRPCResponse, JSONRPCError)):
-            self.settled(message.message.id)
+        if isinstance(answer, (JSONRPCResponse, JSONRPCError)):
+            self.settled(answer.id)
 
-    def asked(self, request_id: Any) -> None:
+    def invalid_params(self, request: JSONRPCRequest | None) -> str:
+        """What was wrong with a request the SDK answered only "Invalid request parameters"."""
+        if not self.initialized:
+            return "not initialized: send initialize (then notifications/initialized) before any other request"
+        params = request.params if request is not None and isinstance(request.params, dict) else {}
+        if request is not None and request.method == "tools/call":
+            if not isinstance(params.get("name"), str):
+                return "tools/call: params.name is required: the name of the tool to call (tools/list lists them)"
+            if "arguments" in params and not isinstance(params["arguments"], dict):
+                return f"tools/call: params.arguments must be an object, not {json.dumps(params['arguments'])[:40]}"
+        method = request.method if request is not None else "the request"
+        return f"{method}: its params are not what the method takes"
+
+    def asked(self, request_id: Any, request: JSONRPCRequest | None = None) -> None:
         self.pending[_correlated(request_id)] += 1
+        if request is not None:
+            self.requests[_correlated(request_id)] = request
 
     def settled(self, request_id: Any) -> None:
         key = _correlated(request_id)
@@ -250,6 +274,7 @@ class _Answers:
             self.pending[key] -= 1
             if not self.pending[key]:
                 del self.pending[key]
+                self.requests.pop(key, None)
         self.changed.set()
 
     async def all_answered(self) -> None:

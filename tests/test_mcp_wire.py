@@ -23,13 +23,17 @@ INITIALIZE = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
 class Wire:
     """A `maf mcp` process, initialized; each line it writes is read by a thread of its own."""
 
-    def __init__(self, workspace: Workspace, agent: str) -> None:
+    def __init__(self, workspace: Workspace, agent: str, *, initialize: bool = True) -> None:
         self.server = subprocess.Popen(
             [*maf_command(), "mcp"], cwd=workspace.main, env=workspace.env(agent),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         self.lines: queue.Queue[bytes] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
+        if initialize:
+            self.initialize()
+
+    def initialize(self) -> None:
         self.send(json.dumps(INITIALIZE))
         assert self.answer()["id"] == 0
         self.send('{"jsonrpc": "2.0", "method": "notifications/initialized"}')
@@ -138,3 +142,22 @@ def test_a_signal_ends_the_server_once_the_answers_of_the_calls_under_way_are_wr
     for answer in refused:  # begun after the signal: said so, and nothing was done
         said = answer["error"]["message"] if "error" in answer else answer["result"]["content"][0]["text"]
         assert "the server is ending" in said, answer
+
+
+def test_a_request_with_params_the_sdk_refuses_is_told_what_was_wrong(workspace: Workspace) -> None:
+    wire = Wire(workspace, "alice", initialize=False)
+    try:
+        wire.send('{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "status", "arguments": {}}}')
+        early = wire.answer()
+        wire.initialize()
+        wire.send('{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"arguments": {}}}',
+                  '{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "status", "arguments": []}}')
+        nameless, listed = wire.answer(), wire.answer()
+    finally:
+        wire.close()
+
+    # Before: each was "Invalid request parameters", with data "".
+    assert (early["id"], early["error"]["code"]) == (1, -32602)
+    assert early["error"]["message"].startswith("not initialized: send initialize")
+    assert nameless["error"]["message"].startswith("tools/call: params.name is required")
+    assert listed["error"]["message"] == "tools/call: params.arguments must be an object, not []"
