@@ -95,22 +95,31 @@ def error_kind(error: MafError) -> str:
     return KIND_BY_EXIT_CODE.get(error.exit_code, "refused")
 
 
+# The conflicts a refusal lists: an agent reads every word, and a pattern such as '*' can meet thousands.
+CONFLICTS_SHOWN = 20
+
+
 def error_payload(error: MafError) -> dict[str, Any]:
-    """A refusal as JSON: its kind, the command's message and exit code, and any conflicts."""
+    """A refusal as JSON: its kind, the command's message and exit code, and any conflicts (the first
+    :data:`CONFLICTS_SHOWN`, with ``conflict_count`` all of them)."""
     payload: dict[str, Any] = {"kind": error_kind(error), "message": str(error), "exit_code": error.exit_code}
     if isinstance(error, ReservationConflictError):
-        payload["conflicts"] = [conflict.as_json() for conflict in error.conflicts]
+        payload["conflicts"] = [conflict.as_json() for conflict in error.conflicts[:CONFLICTS_SHOWN]]
+        payload["conflict_count"] = len(error.conflicts)
     return payload
 
 
 def error_text(error: MafError) -> str:
-    """``lease_lost: <the command's error line>``, and for a conflict one line per conflict as the command gives."""
+    """``lease_lost: <the command's error line>``, and for a conflict one line per conflict as the command
+    gives, the first :data:`CONFLICTS_SHOWN` of them and how many more."""
     lines = [f"{error_kind(error)}: {error}"]
     if isinstance(error, ReservationConflictError):
-        for conflict in error.conflicts:
+        for conflict in error.conflicts[:CONFLICTS_SHOWN]:
             lines.append(f"  {conflict.requested}: {describe_holder(conflict.holder)} (both match {conflict.witness})")
             hint = conflict.hint()
             lines += [f"    hint: {hint}"] if hint else []
+        more = len(error.conflicts) - CONFLICTS_SHOWN
+        lines += [f"  ... and {more} more (reservation_list lists every live reservation)"] if more > 0 else []
     return "\n".join(lines)
 
 

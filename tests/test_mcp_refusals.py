@@ -44,3 +44,21 @@ def test_a_refusal_names_the_tool_and_argument_that_is_the_way_out_not_a_command
         assert said[4].endswith("(status counts the tasks in each state; task_claim without task_id leases the next READY one)")
 
     run(scenario())
+
+
+def test_a_conflict_refusal_lists_the_first_twenty_conflicts_and_counts_them_all(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "reservation", "acquire", *(f"src/f{n}.py" for n in range(25)), agent="bob"))
+
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "alice") as alice:
+            result = await bounded(alice.session.call_tool("reservation_acquire", {"patterns": ["*"]}))
+        assert result.is_error
+        error = result.structured_content["error"]  # type: ignore[index]
+        text = result.content[0].text  # type: ignore[union-attr]
+
+        # Before: all of them, however many (1,300 reservations: an answer of 330 KB).
+        assert (error["kind"], len(error["conflicts"]), error["conflict_count"]) == ("conflict", 20, 25)
+        assert text.count(": bob holds ") == 20
+        assert text.endswith("  ... and 5 more (reservation_list lists every live reservation)")
+
+    run(scenario())
