@@ -268,11 +268,17 @@ class AgentTools:
 
     def reservation_renew(self, patterns: list[str], ttl_minutes: float | None = None) -> dict[str, Any]:
         """Extend reservations this agent holds to ttl_minutes from now (not_holder if another
-        agent holds one)."""
+        agent holds one). One tied to a task lasts as long as the task's lease, whatever ttl_minutes:
+        "notes" says so for each; renew the lease (task_renew, task_heartbeat) to keep it longer."""
         ttl_ms = self.settings.reservation_ttl_ms(ttl_minutes)
         with self._store() as store:
             renewed = reservation_ops.renew(store, [self._relative(p) for p in patterns], self.agent_id, ttl_ms)
-        return {"renewed": [_reservation_json(reservation, self.agent_id) for reservation in renewed]}
+        notes = [
+            f"{reservation.pattern} is tied to task {reservation.task_id}: it lasts as long as the task's lease"
+            " (until expires_at), not ttl_minutes; renew the lease with task_renew or task_heartbeat"
+            for reservation in renewed if reservation.task_id is not None
+        ]
+        return {"renewed": [_reservation_json(reservation, self.agent_id) for reservation in renewed], "notes": notes}
 
     def reservation_release(self, patterns: list[str], force: bool = False, reason: str = "") -> dict[str, Any]:
         """Release reservations this agent holds. force with a reason releases whoever holds them:

@@ -202,14 +202,14 @@ def json_type(value: Any) -> str:
 
 
 def _of_type(value: Any, types: frozenset[str]) -> bool:
-    """Whether ``value`` is of one of ``types`` as JSON Schema types it (true is no integer, 1.0 is one);
-    a string for an array or object is left to the SDK, which reads JSON text there."""
+    """Whether ``value`` is of one of ``types`` as JSON Schema types it (true is no integer, 1.0 is one).
+    A string is no array or object, as the schema says (the SDK would read JSON text there)."""
     kind = json_type(value)
     if not types or kind in types or (kind == "integer" and "number" in types):
         return True
     if kind == "number" and "integer" in types:
         return float(value).is_integer()  # 1.0 is an integer to JSON Schema; 1.5 is not
-    return kind == "string" and bool(types & {"array", "object"})
+    return False
 
 
 def invalid_arguments(error: ValidationError) -> str:

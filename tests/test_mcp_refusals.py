@@ -62,3 +62,43 @@ def test_a_conflict_refusal_lists_the_first_twenty_conflicts_and_counts_them_all
         assert text.endswith("  ... and 5 more (reservation_list lists every live reservation)")
 
     run(scenario())
+
+
+@pytest.mark.slow
+def test_json_text_for_an_array_or_an_object_is_refused_as_the_schema_says(workspace: Workspace) -> None:
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "alice") as alice:
+            patterns = await alice.refused("reservation_acquire", patterns='["src/x"]')
+            details = await alice.refused("evidence_record", task_id="t1", attempt=1, verifier="unit", result="PASS",
+                                          details='{"a": 1}')
+            listed = await alice.ok("reservation_list")
+
+        # Before: read as JSON, and src/x was reserved.
+        assert (patterns["kind"], details["kind"]) == ("bad_input", "bad_input")
+        assert 'patterns: expected array, got string "[\\"src/x\\"]"' in patterns["message"]
+        assert "details: expected null or object, got string" in details["message"]
+        assert listed["reservations"] == []
+
+    run(scenario())
+
+
+@pytest.mark.slow
+def test_renewing_a_reservation_tied_to_a_task_says_it_lasts_as_long_as_the_lease(workspace: Workspace) -> None:
+    ok(workspace.maf(workspace.main, "task", "add", "--id", "fix-1"))
+
+    async def scenario() -> None:
+        async with serving(workspace, workspace.main, "alice") as alice:
+            claim = await alice.ok("task_claim", task_id="fix-1", ttl_seconds=60)
+            await alice.ok("reservation_acquire", patterns=["src/tied.py"], task_id="fix-1")
+            await alice.ok("reservation_acquire", patterns=["src/free.py"])
+            renewed = await alice.ok("reservation_renew", patterns=["src/tied.py", "src/free.py"], ttl_minutes=90)
+
+        tied, free = renewed["renewed"]
+        assert tied["expires_at"] < free["expires_at"]
+        # Before: "renewed", and no word that ttl_minutes did not apply to it.
+        (note,) = renewed["notes"]
+        assert note.startswith("src/tied.py is tied to task fix-1: it lasts as long as the task's lease")
+        assert "task_renew" in note
+        assert claim["task_id"] == "fix-1"
+
+    run(scenario())
