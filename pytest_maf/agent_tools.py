@@ -95,22 +95,31 @@ def error_kind(error: MafError) -> str:
     return KIND_BY_EXIT_CODE.get(error.exit_code, "refused")
 
 
+# The conflicts a refusal lists: an agent reads every word, and a pattern such as '*' can meet thousands.
+CONFLICTS_SHOWN = 20
+
+
 def error_payload(error: MafError) -> dict[str, Any]:
-    """A refusal as JSON: its kind, the command's message and exit code, and any conflicts."""
+    """A refusal as JSON: its kind, the command's message and exit code, and any conflicts (the first
+    :data:`CONFLICTS_SHOWN`, with ``conflict_count`` all of them)."""
     payload: dict[str, Any] = {"kind": error_kind(error), "message": str(error), "exit_code": error.exit_code}
     if isinstance(error, ReservationConflictError):
-        payload["conflicts"] = [conflict.as_json() for conflict in error.conflicts]
+        payload["conflicts"] = [conflict.as_json() for conflict in error.conflicts[:CONFLICTS_SHOWN]]
+        payload["conflict_count"] = len(error.conflicts)
     return payload
 
 
 def error_text(error: MafError) -> str:
-    """``lease_lost: <the command's error line>``, and for a conflict one line per conflict as the command gives."""
+    """``lease_lost: <the command's error line>``, and for a conflict one line per conflict as the command
+    gives, the first :data:`CONFLICTS_SHOWN` of them and how many more."""
     lines = [f"{error_kind(error)}: {error}"]
     if isinstance(error, ReservationConflictError):
-        for conflict in error.conflicts:
+        for conflict in error.conflicts[:CONFLICTS_SHOWN]:
             lines.append(f"  {conflict.requested}: {describe_holder(conflict.holder)} (both match {conflict.witness})")
             hint = conflict.hint()
             lines += [f"    hint: {hint}"] if hint else []
+        more = len(error.conflicts) - CONFLICTS_SHOWN
+        lines += [f"  ... and {more} more (reservation_list lists every live reservation)"] if more > 0 else []
     return "\n".join(lines)
 
 
@@ -259,11 +268,17 @@ class AgentTools:
 
     def reservation_renew(self, patterns: list[str], ttl_minutes: float | None = None) -> dict[str, Any]:
         """Extend reservations this agent holds to ttl_minutes from now (not_holder if another
-        agent holds one)."""
+        agent holds one). One tied to a task lasts as long as the task's lease, whatever ttl_minutes:
+        "notes" says so for each; renew the lease (task_renew, task_heartbeat) to keep it longer."""
         ttl_ms = self.settings.reservation_ttl_ms(ttl_minutes)
         with self._store() as store:
             renewed = reservation_ops.renew(store, [self._relative(p) for p in patterns], self.agent_id, ttl_ms)
-        return {"renewed": [_reservation_json(reservation, self.agent_id) for reservation in renewed]}
+        notes = [
+            f"{reservation.pattern} is tied to task {reservation.task_id}: it lasts as long as the task's lease"
+            " (until expires_at), not ttl_minutes; renew the lease with task_renew or task_heartbeat"
+            for reservation in renewed if reservation.task_id is not None
+        ]
+        return {"renewed": [_reservation_json(reservation, self.agent_id) for reservation in renewed], "notes": notes}
 
     def reservation_release(self, patterns: list[str], force: bool = False, reason: str = "") -> dict[str, Any]:
         """Release reservations this agent holds. force with a reason releases whoever holds them:

@@ -15,43 +15,28 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import json
-import os
 import re
 import signal
 import sys
 import threading
-from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 import anyio
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp.shared.message import SessionMessage
-from mcp.types import (
-    INVALID_REQUEST,
-    PARSE_ERROR,
-    CallToolResult,
-    ErrorData,
-    JSONRPCError,
-    JSONRPCNotification,
-    JSONRPCRequest,
-    JSONRPCResponse,
-    TextContent,
-    ToolAnnotations,
-)
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import ValidationError
 
 from pytest_maf import __version__
 from pytest_maf.agents import set_client
-from pytest_maf.agent_tools import PREFLIGHT_GRACE_S, AgentTools, error_payload, error_text, stop_children
+from pytest_maf.agent_tools import PREFLIGHT_GRACE_S, AgentTools, error_payload, error_text
 from pytest_maf.errors import MafError, UsageError, refused_by_the_system
-from pytest_maf.values import is_utf8
+from pytest_maf.mcp_stdio import serve_stdio, under_way
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
@@ -117,16 +102,40 @@ def _refusals_as_tool_errors(operation: Callable[..., dict[str, Any]]) -> Callab
     @functools.wraps(operation)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
-            with _under_way():
+            with under_way():
                 return operation(*args, **kwargs)
         except MafError as error:
-            if type(error) is UsageError and arguments:  # in the tool's words: its arguments, not the command's flags
-                error = UsageError(flags.sub(lambda found: arguments[found.group()], str(error)))
-            return refusal(error)
+            said = flags.sub(lambda found: arguments[found.group()], str(error)) if arguments else str(error)
+            return refusal(in_tool_words(error, said))
         except OSError as error:  # what the system refused (the mail folder unwritable, a name too long)
             return refusal(refused_by_the_system(error))
 
     return call
+
+
+# The command line's ways out as an agent over MCP takes them: the tool, not the command. A flag of
+# the tool's own is its argument first (see _arguments_of_flags); these are what is left.
+TOOL_WORDS: tuple[tuple[str, str], ...] = (
+    ("`maf task claim` leases the next READY task", "task_claim without task_id leases the next READY task"),
+    ("`maf task claim`", "task_claim"),
+    ("(see `maf task list`)", "(status counts the tasks in each state; task_claim without task_id leases the next READY one)"),
+    ("(see `maf reservation list`", "(see reservation_list"),
+    ("(see `maf mail list`)", "(see mail_list)"),
+    ("use --force with --reason", "use reservation_release with force and a reason"),
+)
+
+
+def in_tool_words(error: MafError, said: str) -> MafError:
+    """``error`` with the command's ways out named as the tools and arguments that take them (``said`` is
+    its message, the tool's own flags already its arguments); the same class, so the same kind."""
+    for command_words, tool_words in TOOL_WORDS:
+        said = said.replace(command_words, tool_words)
+    if said == str(error):
+        return error
+    reworded = type(error).__new__(type(error))  # not through __init__, which builds the message anew
+    reworded.__dict__.update(error.__dict__)
+    reworded.args = (said,)
+    return reworded
 
 
 def _arguments_of_flags(operation: Callable[..., Any]) -> dict[str, str]:
@@ -193,14 +202,14 @@ def json_type(value: Any) -> str:
 
 
 def _of_type(value: Any, types: frozenset[str]) -> bool:
-    """Whether ``value`` is of one of ``types`` as JSON Schema types it (true is no integer, 1.0 is one);
-    a string for an array or object is left to the SDK, which reads JSON text there."""
+    """Whether ``value`` is of one of ``types`` as JSON Schema types it (true is no integer, 1.0 is one).
+    A string is no array or object, as the schema says (the SDK would read JSON text there)."""
     kind = json_type(value)
     if not types or kind in types or (kind == "integer" and "number" in types):
         return True
     if kind == "number" and "integer" in types:
         return float(value).is_integer()  # 1.0 is an integer to JSON Schema; 1.5 is not
-    return kind == "string" and bool(types & {"array", "object"})
+    return False
 
 
 def invalid_arguments(error: ValidationError) -> str:
@@ -262,23 +271,20 @@ def build_server(tools: AgentTools) -> AgentServer:
 def serve(tools: AgentTools) -> int:
     """Speak MCP over stdin and stdout until the client closes them, or a signal ends the server.
 
-    SIGTERM and Ctrl-C end it (exit 143, 130) even while the client holds stdin open, whose read,
-    in a thread of its own, would hold an orderly end until the client closed it: the tool calls
-    under way end first (at most :data:`STOP_WAIT_S`), so a message is delivered with its copy or
-    not at all, and a preflight run under way is stopped. A client gone from the other end of stdout
+    SIGTERM and Ctrl-C end it (exit 143, 130) even while the client holds stdin open, once the tool
+    calls under way have ended and their answers are written (:func:`~pytest_maf.mcp_stdio.serve_stdio`);
+    a preflight run under way is stopped. A client gone from the other end of stdout
     ends it as a closed pipe ends any command (exit 141): the server's task group reports that
     inside an exception group, and it is raised as itself for the command's usual handling.
     """
     set_client("mcp")
     previous = {}
-    if threading.current_thread() is threading.main_thread():  # else the program's own handlers stay
+    if threading.current_thread() is threading.main_thread():  # the event loop's handlers leave the defaults
         previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
-        for signum in previous:
-            signal.signal(signum, _end_now)
     # A preflight under way may be answered that long after the client closed stdin.
     answers_after_eof_s = tools.settings.preflight_timeout_s + PREFLIGHT_GRACE_S + ANSWER_MARGIN_S
     try:
-        anyio.run(_serve_stdio, build_server(tools), answers_after_eof_s)
+        anyio.run(serve_stdio, build_server(tools), answers_after_eof_s)
     except BaseExceptionGroup as group:
         raise _what_ended(group) from None
     finally:
@@ -289,200 +295,6 @@ def serve(tools: AgentTools) -> int:
 
 # Beyond the longest a tool may take (a preflight), how long an answer is waited for after stdin ends.
 ANSWER_MARGIN_S = 30.0
-
-
-async def _serve_stdio(server: MCPServer, answers_after_eof_s: float) -> None:
-    """The SDK's stdio loop, with every request answered: one the SDK cannot read (a lone surrogate
-    escape, nesting deeper than its parser takes, params of the wrong shape) gets a JSON-RPC error
-    with its id, where the SDK would drop it unanswered; and a request still under way when the
-    client closes stdin is answered before the server ends, where the SDK would drop the answer
-    (and the write a tool made would stand unreported)."""
-    from mcp.server.stdio import stdio_server
-
-    async with stdio_server() as (read_stream, write_stream):
-        answers = _Answers(write_stream, answers_after_eof_s)
-        send, receive = anyio.create_memory_object_stream[Any](0)
-        async with anyio.create_task_group() as group:
-            group.start_soon(_forward, read_stream, send, answers)
-            lowlevel = server._lowlevel_server  # noqa: SLF001 (run_stdio_async's own path, with our streams)
-            await lowlevel.run(receive, answers, lowlevel.create_initialization_options())
-
-
-class _Answers:
-    """The server's write stream, counting the answers still owed, by request id (two requests under
-    way may share one)."""
-
-    def __init__(self, inner: Any, longest_s: float) -> None:
-        self._inner = inner
-        self._longest_s = longest_s
-        self.pending: Counter[Any] = Counter()
-        self.changed = anyio.Event()
-
-    async def send(self, message: Any) -> None:
-        await self._inner.send(message)
-        if isinstance(message.message, (JSONRPCResponse, JSONRPCError)):
-            self.settled(message.message.id)
-
-    def asked(self, request_id: Any) -> None:
-        self.pending[_correlated(request_id)] += 1
-
-    def settled(self, request_id: Any) -> None:
-        key = _correlated(request_id)
-        if isinstance(key, (str, int)) and self.pending[key] > 0:  # a list or an object names no request
-            self.pending[key] -= 1
-            if not self.pending[key]:
-                del self.pending[key]
-        self.changed.set()
-
-    async def all_answered(self) -> None:
-        with anyio.move_on_after(self._longest_s):
-            while self.pending:
-                self.changed = anyio.Event()
-                await self.changed.wait()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def __aenter__(self) -> _Answers:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._inner.aclose()
-
-
-async def _forward(read_stream: Any, send: Any, answers: _Answers) -> None:
-    """Pass what the client sends to the server; answer a request the SDK could not read; at the
-    end of stdin, wait for the answers still owed, then end the server's input."""
-    async with send:
-        async for item in read_stream:
-            if isinstance(item, Exception):
-                unread = _unreadable_request(item)
-                if unread is not None:
-                    await answers.send(SessionMessage(unread))
-                continue
-            message = item.message
-            if isinstance(message, JSONRPCRequest):
-                answers.asked(message.id)
-            elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
-                cancelled = message.params if isinstance(message.params, dict) else {}
-                answers.settled(cancelled.get("requestId"))  # a cancelled request gets no answer
-            await send.send(item)
-        await answers.all_answered()
-
-
-def _correlated(request_id: Any) -> Any:
-    """A request id as the SDK matches answers and cancellations to it: "7" and 7 are one id."""
-    if isinstance(request_id, str):
-        with contextlib.suppress(ValueError):
-            return int(request_id)
-    return request_id
-
-
-def _unreadable_request(error: Exception) -> JSONRPCError | None:
-    """The JSON-RPC error answering a line the SDK could not read, when it names a request id."""
-    if not isinstance(error, ValidationError):
-        return None
-    details = error.errors()
-    request_id = None
-    for detail in details:
-        raw = detail.get("input")
-        if isinstance(raw, str):
-            try:
-                raw = json.loads(raw)  # Python's parser takes lone surrogates, and deeper nesting
-            except RecursionError:  # nested deeper still: the id is read without what is nested
-                request_id = _top_level_id(raw)
-                break
-            except ValueError:
-                continue
-        if isinstance(raw, dict) and "method" in raw:
-            request_id = raw.get("id")
-            break
-    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool) or not is_utf8(str(request_id)):
-        return None  # nothing to answer to (an id no answer could carry: a lone surrogate)
-    if details[0]["type"] == "json_invalid":
-        code, reason = PARSE_ERROR, details[0]["msg"]
-    else:  # the request's own shape, not the response's or the notification's the SDK also tried
-        detail = next((detail for detail in details if detail["loc"][:1] == ("JSONRPCRequest",)), details[0])
-        code, reason = INVALID_REQUEST, f"{'.'.join(map(str, detail['loc'][1:])) or 'the request'}: {detail['msg']}"
-    return JSONRPCError(
-        jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=f"the request could not be read: {reason}")
-    )
-
-
-_JSON_MARKS = re.compile(r'["{}\[\]]')
-_STRING_END = re.compile(r'(?:[^"\\]|\\.)*"', re.DOTALL)
-_KEY_END = re.compile(r"\s*:")
-_WHOLE_NUMBER = re.compile(r"\s*(-?\d+)\s*[,}]")
-_STRING_START = re.compile(r'\s*"')
-
-
-def _top_level_id(text: str) -> Any:
-    """The ``"id"`` of the object ``text`` opens, read without parsing what is nested in it (a
-    request nested past what any parser takes still names its id); None when it names none, or
-    not as a string or a whole number."""
-    depth, at = 0, 0
-    while (mark := _JSON_MARKS.search(text, at)) is not None:
-        at = mark.end()
-        if mark.group() != '"':
-            depth += 1 if mark.group() in "{[" else -1
-            continue
-        closed = _STRING_END.match(text, at)
-        if closed is None:
-            return None
-        string, at = text[mark.start():closed.end()], closed.end()
-        if depth != 1 or string != '"id"':
-            continue
-        key_end = _KEY_END.match(text, at)
-        if key_end is None:  # "id" as a value, not a key
-            continue
-        number = _WHOLE_NUMBER.match(text, key_end.end())
-        if number is not None:
-            return int(number.group(1))
-        opened = _STRING_START.match(text, key_end.end())
-        value = None if opened is None else _STRING_END.match(text, opened.end())
-        try:
-            return json.loads(text[opened.end() - 1:value.end()]) if opened and value else None
-        except ValueError:
-            return None
-    return None
-
-
-# Tool calls under way, in the SDK's worker threads; a signal lets them end (a store transaction, a
-# message delivered with its outbox copy) for at most STOP_WAIT_S before the process does.
-_CALLS = threading.Condition()
-_calls = 0
-STOP_WAIT_S = 10.0
-
-
-@contextlib.contextmanager
-def _under_way() -> Iterator[None]:
-    global _calls
-    with _CALLS:
-        _calls += 1
-    try:
-        yield
-    finally:
-        with _CALLS:
-            _calls -= 1
-            _CALLS.notify_all()
-
-
-def _end_now(signum: int, frame: object) -> None:
-    """End the process as the signal asks, once the tool calls under way have ended (a preflight run
-    is stopped first): raised inside the server's event loop, an exception would be caught and logged
-    there, or wait for the read of stdin to end. A second signal ends it at once."""
-    code, word = (130, "interrupted") if signum == signal.SIGINT else (128 + signum, "terminated")
-    if not _ENDING.is_set():
-        _ENDING.set()
-        stop_children()
-        with _CALLS:  # the main thread runs none: the calls' threads end them and take this lock freely
-            _CALLS.wait_for(lambda: _calls == 0, timeout=STOP_WAIT_S)
-    with contextlib.suppress(OSError):
-        os.write(2, f"maf: {word}\n".encode())
-    os._exit(code)
-
-
-_ENDING = threading.Event()
 
 
 def _what_ended(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -272,7 +272,8 @@ def test_a_stale_attempt_is_refused_with_the_commands_lease_lost_error(workspace
             error = await alice.refused("task_start", task_id="fix-9", attempt=1)
             by_command = workspace.maf(workspace.main, "task", "start", "fix-9", "--attempt", "1", agent="alice")
             assert by_command.returncode == 4
-            assert by_command.stderr.strip() == f"maf: error: {error['message']}"
+            said = by_command.stderr.strip().replace("`maf task claim`", "task_claim")  # the tool, not the command
+            assert said == f"maf: error: {error['message']}"
             await bob.ok("task_start", task_id="fix-9", attempt=2)
 
     run(scenario())
@@ -510,13 +511,13 @@ def test_a_request_the_sdk_cannot_read_is_answered_with_its_id(workspace: Worksp
         f'{{"jsonrpc": "2.0", "id": "deep", "method": "tools/call", "params": {{"name": "status", "arguments": {{"x": {deep}}}}}}}',
         f'{{"jsonrpc": "2.0", "method": "tools/call", "params": {{"name": "status", "arguments": {{"x": {deeper}}}}}, "id": 99}}',
         "not JSON, and no id to answer",
-        '{"jsonrpc": "2.0", "id": "\\ud800", "method": "ping"}',  # an id no answer could carry: none, and no end
-        '{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": [12]}',  # names no request: ignored
+        '{"jsonrpc": "2.0", "id": "\\ud800", "method": "ping"}',  # an id no answer could carry: null, and no end
+        '{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": [12]}',  # invalid: answered, id null
         '{"jsonrpc": "2.0", "id": 12, "method": "ping"}',
     )
 
     # Before: no answer at all to 10, 11 or "deep", and a client waiting on them waited for ever.
-    assert set(answers) == {1, 10, 11, "deep", 99, 12}
+    assert set(answers) == {1, 10, 11, "deep", 99, 12, None}
     assert answers[99]["error"]["code"] == -32700
     assert answers[10]["error"]["code"] == -32700 and "hex escape" in answers[10]["error"]["message"]
     assert answers[11]["error"] == {"code": -32600, "message": "the request could not be read: params: Input should be an object"}
@@ -541,7 +542,7 @@ def test_requests_under_way_when_the_client_closes_stdin_are_answered_before_the
 
 
 def test_an_answer_or_a_cancellation_settles_a_request_however_its_id_is_spelled() -> None:
-    from pytest_maf.mcp_server import _Answers
+    from pytest_maf.mcp_stdio import _Answers
 
     answers = _Answers(None, 1.0)
     answers.asked(2), answers.asked("x"), answers.asked("x")  # two under way with one id: both answered
@@ -621,6 +622,6 @@ def test_a_signal_during_sends_leaves_each_message_whole_with_its_copy(workspace
     ('{"id": "unterminated', None),
 ])
 def test_the_id_of_a_request_too_deep_to_parse_is_read_from_its_top_level(line: str, request_id: object) -> None:
-    from pytest_maf.mcp_server import _top_level_id
+    from pytest_maf.mcp_stdio import top_level_id
 
-    assert _top_level_id(line) == request_id
+    assert top_level_id(line) == request_id
