@@ -119,6 +119,28 @@ def unusable(db_path: Path, error: sqlite3.Error) -> StoreError:
     return failure(f"cannot use the runtime database {db_path}: {error}; {way_out}")
 
 
+def store_busy(db_path: Path, writer_lock: WriterLock, waited_s: float) -> StoreBusyError:
+    """The error (exit 5) of a wait for the store at ``db_path`` that passed the busy timeout: who
+    holds the writers' lock, where known, and the way out."""
+    holder = writer_lock.holder()
+    held = f" (pid {holder} holds the writer lock)" if holder else ""
+    return StoreBusyError(
+        f"the runtime database {db_path} stayed busy for {waited_s:.1f} s{held}; try again,"
+        " or raise runtime.busy_timeout_seconds (MAF_BUSY_TIMEOUT)"
+    )
+
+
+def writer_lock_of(db_path: Path, waited_too_long: Callable[[float], BaseException]) -> WriterLock:
+    """The writers' lock of the store at ``db_path``: beside the file itself, as SQLite puts its -wal
+    and -shm, so a store opened through a symlink takes the same lock as one opened by its own name."""
+    return WriterLock(Path(f"{_real_path(db_path)}.lock"), waited_too_long)
+
+
+def is_busy(error: sqlite3.Error) -> bool:
+    """Whether ``error`` says another connection holds the database (busy or locked), not damage."""
+    return isinstance(error, sqlite3.OperationalError) and _is_busy(error)
+
+
 def _is_busy(error: sqlite3.OperationalError) -> bool:
     code = getattr(error, "sqlite_errorcode", None)
     if code is not None:
@@ -713,11 +735,8 @@ class SQLiteStore:
         self._connection: sqlite3.Connection | None = None
         self._immutable = False  # opened as a file nobody writes (connect_reading_only): read anew each time
         self._one_at_a_time = sharing.OneAtATime()
-        # Beside the file itself, as SQLite puts its -wal and -shm: a store opened through a symlink
-        # takes the same writers' lock as one opened by its own name.
-        real = _real_path(path)
-        self._writer_lock = WriterLock(Path(f"{real}.lock"), self._busy)
-        self._checkpointer = Checkpointer(real, self._writer_lock.path)
+        self._writer_lock = writer_lock_of(path, self._busy)
+        self._checkpointer = Checkpointer(_real_path(path), self._writer_lock.path)
         sharing.close_in_children(self)
 
     def close_inherited(self) -> str | None:
@@ -792,12 +811,7 @@ class SQLiteStore:
         return unusable(self.path, error)
 
     def _busy(self, waited_s: float) -> StoreBusyError:
-        holder = self._writer_lock.holder()
-        held = f" (pid {holder} holds the writer lock)" if holder else ""
-        return StoreBusyError(
-            f"the runtime database {self.path} stayed busy for {waited_s:.1f} s{held}; try again,"
-            " or raise runtime.busy_timeout_seconds (MAF_BUSY_TIMEOUT)"
-        )
+        return store_busy(self.path, self._writer_lock, waited_s)
 
     def _retrying_busy(self, attempt: Callable[[], T], deadline: float) -> T:
         """Run ``attempt`` until it is not refused as busy, or ``deadline`` passes."""
