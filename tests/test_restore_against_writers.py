@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -185,3 +186,21 @@ def test_a_restore_waiting_for_a_lock_stops_on_a_signal_with_nothing_changed(
     assert restoring.returncode == code, err
     assert said in err
     assert unchanged(db)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", [["db", "optimize"], ["db", "cleanup", "--days", "0", "--apply"]],
+                         ids=["optimize", "cleanup"])
+def test_optimize_and_cleanup_of_a_busy_store_exit_5_after_the_busy_timeout(
+    locked: tuple[Path, Path], command: list[str],
+) -> None:
+    db, _ = locked
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_maf", *command, "--db", str(db)],
+        capture_output=True, text=True, timeout=60, env=environment(MAF_BUSY_TIMEOUT="1"), cwd=db.parent,
+    )
+
+    assert done.returncode == 5, done.stderr  # before: 2, "database is locked", after 10 s
+    assert "stayed busy for" in done.stderr and "MAF_BUSY_TIMEOUT" in done.stderr
+    assert time.monotonic() - started < 8

@@ -500,11 +500,11 @@ def _salvage_rows(db_path: Path, output: Path) -> None:
         target.close()
 
 
-def cleanup(db_path: Path, older_than_ms: int, apply: bool) -> dict[str, int]:
+def cleanup(db_path: Path, older_than_ms: int, apply: bool, busy_timeout_s: float | None = None) -> dict[str, int]:
     """Count (and with ``apply`` delete) the history past the cut-off: see :mod:`pytest_maf.store.cleanup`."""
     from pytest_maf.store.cleanup import cleanup_sqlite
 
-    return cleanup_sqlite(db_path, older_than_ms, apply)
+    return cleanup_sqlite(db_path, older_than_ms, apply, busy_timeout_s)
 
 
 class History:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
@@ -30,7 +31,7 @@ from pytest_maf.values import is_utf8
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterable, Sequence
+    from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
     from typing import Any, TypeVar
 
     from pytest_maf.store.protocol import WaitEvent
@@ -134,6 +135,28 @@ def writer_lock_of(db_path: Path, waited_too_long: Callable[[float], BaseExcepti
     """The writers' lock of the store at ``db_path``: beside the file itself, as SQLite puts its -wal
     and -shm, so a store opened through a symlink takes the same lock as one opened by its own name."""
     return WriterLock(Path(f"{_real_path(db_path)}.lock"), waited_too_long)
+
+
+@contextmanager
+def maintenance_turn(db_path: Path, connection: sqlite3.Connection, busy_timeout_s: float) -> Iterator[None]:
+    """Hold the writers' turn for a maintenance step on ``connection`` (``maf db optimize``, ``cleanup``),
+    as every write does: the lock and SQLite's waited for up to ``busy_timeout_s`` in all, then
+    :class:`StoreBusyError` (exit 5), never "database is locked"."""
+    started = time.monotonic()
+    deadline = started + busy_timeout_s
+    lock = writer_lock_of(db_path, lambda waited: store_busy(db_path, lock, waited))
+    try:
+        with lock.turn(deadline):
+            left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            connection.execute(f"PRAGMA busy_timeout = {left_ms}")  # SQLite's own wait, the rest of the bound
+            try:
+                yield
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise
+                raise store_busy(db_path, lock, time.monotonic() - started) from None
+    finally:
+        lock.close()
 
 
 def is_busy(error: sqlite3.Error) -> bool:
