@@ -204,3 +204,18 @@ def test_optimize_and_cleanup_of_a_busy_store_exit_5_after_the_busy_timeout(
     assert done.returncode == 5, done.stderr  # before: 2, "database is locked", after 10 s
     assert "stayed busy for" in done.stderr and "MAF_BUSY_TIMEOUT" in done.stderr
     assert time.monotonic() - started < 8
+
+
+def test_verify_backup_of_an_empty_file_is_a_bad_backup_like_any_other(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_maf", "db", "verify-backup", str(empty), "--json"],
+        capture_output=True, text=True, timeout=60, env=environment(), cwd=tmp_path,
+    )
+
+    assert done.returncode == 1, done.stderr  # before: 2, {"error": ...}
+    verdict = json.loads(done.stdout)
+    assert verdict["ok"] is False and verdict["file"] == str(empty)
+    assert any("empty (0 bytes)" in problem for problem in verdict["problems"])

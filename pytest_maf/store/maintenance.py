@@ -103,8 +103,8 @@ def _private_copy(path: Path) -> Iterator[Path]:
         raise StoreError(f"no such file: {path}") from None
     except OSError as error:
         raise StoreError(f"cannot read {path}: {error.strerror}") from None
-    if not head:
-        raise StoreError(f"{path} is empty (0 bytes): it is not a backup")
+    if not head:  # a bad backup like any other (exit 1), not bad input
+        raise VerificationError(path, ["it is empty (0 bytes): it is not a backup"])
     with scratch_directory(prefix="maf-backup-") as directory:
         plain = directory / "backup.db"
         try:
