@@ -211,7 +211,6 @@ CASES += [
     ("restore-a-directory", nothing, ["db", "restore", "src"], 2, "is a directory"),
     ("verify-a-directory", nothing, ["db", "verify-backup", "src"], 2, "is a directory"),
     ("verify-a-missing-file", nothing, ["db", "verify-backup", "missing.db"], 2, "no such file"),
-    ("verify-an-empty-file", empty_backup, ["db", "verify-backup", "empty.db"], 2, "is empty"),
     ("cleanup-days-past-int64", nothing, ["db", "cleanup", "--days", "100000000000000000000"], 2, "--days"),
     ("cleanup-days-negative", nothing, ["db", "cleanup", "--days", "-1"], 2, "--days"),
     ("cleanup-without-a-store", no_store, ["db", "cleanup", "--days", "1", "--apply"], 2, "maf setup"),

@@ -206,7 +206,9 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     try:
         with Progress(f"verifying {backup} and restoring {settings.db_path}"):
-            report = maintenance.restore(settings.db_path, backup, force=args.force)
+            report = maintenance.restore(
+                settings.db_path, backup, force=args.force, busy_timeout_s=settings.busy_timeout_s
+            )
     except maintenance.VerificationError as error:  # bad input for a restore, refused before anything changed
         raise UsageError(f"{error}; nothing was restored") from None
     if args.json:

@@ -41,7 +41,9 @@ def cmd_optimize(args: argparse.Namespace, settings: Settings) -> int:
         with postgres_store(settings) as store:
             steps = optimize_postgres(store, reindex=args.reindex, vacuum=args.vacuum)
     else:
-        steps = optimize_sqlite(settings.db_path, reindex=args.reindex, vacuum=args.vacuum)
+        steps = optimize_sqlite(
+            settings.db_path, reindex=args.reindex, vacuum=args.vacuum, busy_timeout_s=settings.busy_timeout_s
+        )
     if args.json:
         print_json({
             "store": settings.store_shown, "done": [step.name for step in steps],

@@ -101,7 +101,9 @@ def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
             with db_health.postgres_store(settings) as store:
                 counts = cleanup_postgres(store, older_than_ms, apply=args.apply)
         else:
-            counts = maintenance.cleanup(settings.db_path, older_than_ms, apply=args.apply)
+            counts = maintenance.cleanup(
+                settings.db_path, older_than_ms, apply=args.apply, busy_timeout_s=settings.busy_timeout_s
+            )
     if args.json:
         print_json({**counts, "applied": args.apply})
         return 0

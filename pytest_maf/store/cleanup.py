@@ -57,24 +57,30 @@ def _count_and_delete(execute: Execute, placeholder: str, older_than_ms: int, ap
     return counts
 
 
-def cleanup_sqlite(db_path: Path, older_than_ms: int, apply: bool) -> dict[str, int]:
-    """:func:`_count_and_delete` on the SQLite store at ``db_path``, in one write transaction."""
-    from pytest_maf.store.maintenance import MAINTENANCE_BUSY_TIMEOUT_MS, _require_store
-    from pytest_maf.store.sqlite import connect
+def cleanup_sqlite(db_path: Path, older_than_ms: int, apply: bool, busy_timeout_s: float | None = None) -> dict[str, int]:
+    """:func:`_count_and_delete` on the SQLite store at ``db_path``, in one write transaction in the
+    writers' turn, waited for as every write is (``busy_timeout_s``, the store's default if None), then
+    :class:`~pytest_maf.errors.StoreBusyError`."""
+    from pytest_maf.store.maintenance import _require_store
+    from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S, connect, maintenance_turn
 
     _require_store(db_path)
-    connection = connect(db_path, MAINTENANCE_BUSY_TIMEOUT_MS)
+    connection = connect(db_path)
+    waits = DEFAULT_BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s
 
     def execute(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return connection.execute(sql, tuple(params)).fetchall()
 
     try:
-        connection.execute("BEGIN IMMEDIATE")
-        counts = _count_and_delete(execute, "?", older_than_ms, apply)
-        connection.execute("COMMIT")
+        with maintenance_turn(db_path, connection, waits):
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                counts = _count_and_delete(execute, "?", older_than_ms, apply)
+                connection.execute("COMMIT")
+            finally:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
     except sqlite3.Error as error:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
         raise StoreError(f"cleanup of {db_path} failed: {error}") from None
     finally:
         connection.close()

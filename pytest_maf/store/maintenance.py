@@ -2,8 +2,9 @@
 
 Backups use SQLite's online backup API, so agents keep writing while one is
 taken and the copy is one consistent snapshot. A restore copies a verified
-backup into the live database through the same API (under a write lock), so
-processes holding it open see the restored content, never a half-written file.
+backup into the live database through the same API, holding the writers' lock
+and SQLite's from the lease check to the last page (:mod:`pytest_maf.store.restore`),
+so processes holding it open see the restored content, never a half-written file.
 
 No output is ever the store itself (its database, ``-wal``, ``-shm``,
 ``-journal`` or lock file), and a backup is only ever read through a private
@@ -24,14 +25,12 @@ import stat
 import subprocess
 import tempfile
 import time
-import uuid
 import zlib
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 
-from pytest_maf.clock import system_clock
 from pytest_maf.errors import MafError, StoreError, UsageError
 from pytest_maf.files import (
     SQLITE_APPLICATION_ID_AT, SQLITE_HEADER, SQLITE_USER_VERSION_AT, checked_output, regular_file_head,
@@ -44,6 +43,8 @@ from pytest_maf.store.verify import apply_current_schema, current_tables, schema
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
+
+    from pytest_maf.store.restore import RestoreReport
 
 GZIP_MAGIC = b"\x1f\x8b"
 SQLITE_HEADER_SIZE = 100  # https://sqlite.org/fileformat2.html#the_database_header
@@ -102,8 +103,8 @@ def _private_copy(path: Path) -> Iterator[Path]:
         raise StoreError(f"no such file: {path}") from None
     except OSError as error:
         raise StoreError(f"cannot read {path}: {error.strerror}") from None
-    if not head:
-        raise StoreError(f"{path} is empty (0 bytes): it is not a backup")
+    if not head:  # a bad backup like any other (exit 1), not bad input
+        raise VerificationError(path, ["it is empty (0 bytes): it is not a backup"])
     with scratch_directory(prefix="maf-backup-") as directory:
         plain = directory / "backup.db"
         try:
@@ -243,63 +244,13 @@ def backup(db_path: Path, output: Path, compress: bool = False) -> BackupReport:
     return BackupReport(output, output.stat().st_size, rows, time.perf_counter() - started)
 
 
-def live_lease_count(db_path: Path) -> int:
-    connection = connect(db_path)
-    try:
-        return int(connection.execute(
-            "SELECT COUNT(*) FROM leases WHERE lease_expires_at > ?", (system_clock(),)
-        ).fetchone()[0])
-    finally:
-        connection.close()
+def restore(db_path: Path, backup_path: Path, force: bool = False, busy_timeout_s: float | None = None) -> RestoreReport:
+    """Replace the live database's content with a verified backup, keeping the current one aside, as one
+    critical section against the writers: see :mod:`pytest_maf.store.restore`."""
+    from pytest_maf.store.restore import restore as restore_sqlite
+    from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S
 
-
-@dataclass(frozen=True)
-class RestoreReport:
-    kept_as: Path | None  # None: there was no database to keep
-    rows: dict[str, int]
-
-
-def restore(db_path: Path, backup_path: Path, force: bool = False) -> RestoreReport:
-    """Replace the live database's content with a verified backup; keep the current one aside.
-
-    A live database too damaged for SQLite to copy is kept aside byte for byte
-    and replaced as a file.
-    """
-    if _is_store_file(backup_path, db_path):
-        raise UsageError(
-            f"{backup_path} is the live runtime database {db_path} (or a file beside it), not a backup;"
-            " give a file made by `maf db backup`"
-        )
-    if not db_path.parent.is_dir():
-        raise StoreError(f"no runtime database folder {db_path.parent}: run `maf setup` first, then restore")
-    _refuse_another_applications(db_path, force)
-    with _private_copy(backup_path) as plain:
-        rows = _verify_in_place(plain, backup_path)  # refuses a bad backup before touching anything
-        readable = False
-        if db_path.is_file():
-            try:
-                live = live_lease_count(db_path)
-                readable = True
-            except sqlite3.Error:
-                live = 0  # an unreadable live database holds no lease worth protecting
-            if live and not force:
-                raise StoreError(f"{live} live lease(s) in {db_path}: agents are working. Wait, or use --force")
-        kept = None
-        if db_path.is_file():
-            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-            kept = db_path.with_name(f"{db_path.name}.before-restore-{stamp}")
-            for number in itertools.count(2):  # never over an earlier restore's kept copy
-                if not kept.exists():
-                    break
-                kept = db_path.with_name(f"{db_path.name}.before-restore-{stamp}-{number}")
-            _keep_aside(db_path, kept, readable)
-        try:
-            _copy_database(plain, db_path)
-        except StoreError:
-            if readable or not kept:
-                raise  # a busy database is waited for, never replaced under its users
-            _replace_file(plain, db_path)  # too damaged to be written through SQLite
-    return RestoreReport(kept, rows)
+    return restore_sqlite(db_path, backup_path, force, DEFAULT_BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s)
 
 
 def _another_applications(db_path: Path, head: bytes) -> str | None:
@@ -340,42 +291,6 @@ def _refuse_another_applications(db_path: Path, force: bool) -> None:
             " restored: point --db or MAF_DB_PATH at the store, or, if this is the store damaged that far, add"
             " --force to replace it (it is kept aside byte for byte)"
         )
-
-
-def _keep_aside(db_path: Path, kept: Path, readable: bool) -> None:
-    if readable:
-        try:
-            _copy_database(db_path, kept)
-            return
-        except StoreError:
-            kept.unlink(missing_ok=True)
-    for suffix in ("", "-wal"):  # byte for byte, with its write-ahead log, as SQLite would open it
-        if Path(f"{db_path}{suffix}").is_file():
-            shutil.copyfile(f"{db_path}{suffix}", f"{kept}{suffix}")
-
-
-def _replace_file(source: Path, db_path: Path) -> None:
-    staged = db_path.with_name(f".{db_path.name}.{uuid.uuid4().hex[:8]}.restore")
-    try:
-        shutil.copyfile(source, staged)
-        for suffix in ("-wal", "-shm"):  # they belong to the damaged file
-            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-        os.replace(staged, db_path)
-    finally:
-        staged.unlink(missing_ok=True)
-
-
-def _copy_database(source_path: Path, target_path: Path) -> None:
-    opened: list[sqlite3.Connection] = []
-    try:
-        opened.append(source := connect_read_only(source_path))
-        opened.append(target := connect(target_path, MAINTENANCE_BUSY_TIMEOUT_MS))
-        source.backup(target)
-    except sqlite3.Error as error:
-        raise StoreError(f"copying {source_path} to {target_path} failed: {error}") from None
-    finally:
-        for connection in opened:
-            connection.close()
 
 
 @dataclass(frozen=True)
@@ -585,11 +500,11 @@ def _salvage_rows(db_path: Path, output: Path) -> None:
         target.close()
 
 
-def cleanup(db_path: Path, older_than_ms: int, apply: bool) -> dict[str, int]:
+def cleanup(db_path: Path, older_than_ms: int, apply: bool, busy_timeout_s: float | None = None) -> dict[str, int]:
     """Count (and with ``apply`` delete) the history past the cut-off: see :mod:`pytest_maf.store.cleanup`."""
     from pytest_maf.store.cleanup import cleanup_sqlite
 
-    return cleanup_sqlite(db_path, older_than_ms, apply)
+    return cleanup_sqlite(db_path, older_than_ms, apply, busy_timeout_s)
 
 
 class History:

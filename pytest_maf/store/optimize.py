@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from pytest_maf.errors import StoreError
+from pytest_maf.errors import StoreBusyError, StoreError
 
 if TYPE_CHECKING:
     from pytest_maf.store.postgres import PostgresStore
@@ -51,6 +51,11 @@ def _run_steps(
         started = time.perf_counter()
         try:
             run()
+        except StoreBusyError as error:  # exit 5, as every write waited for past the busy timeout
+            raise StoreBusyError(
+                f"optimising {shown} stopped at {name}, after {', '.join(step.name for step in done) or 'nothing'}:"
+                f" {error}"
+            ) from None
         except (sqlite3.Error, StoreError) as error:
             raise StoreError(
                 f"optimising {shown} stopped at {name}, after {', '.join(step.name for step in done) or 'nothing'}:"
@@ -60,13 +65,20 @@ def _run_steps(
     return done
 
 
-def optimize_sqlite(db_path: Path, *, reindex: bool = False, vacuum: bool = False) -> list[Step]:
-    """Optimise the SQLite store at ``db_path``; each step with pages, free pages and bytes before and after."""
-    from pytest_maf.store.maintenance import MAINTENANCE_BUSY_TIMEOUT_MS, _require_store
-    from pytest_maf.store.sqlite import connect
+def optimize_sqlite(
+    db_path: Path, *, reindex: bool = False, vacuum: bool = False, busy_timeout_s: float | None = None
+) -> list[Step]:
+    """Optimise the SQLite store at ``db_path``; each step with pages, free pages and bytes before and after.
+
+    Each step runs in the writers' turn, waited for as every write is (``busy_timeout_s``, the
+    store's default if None), then :class:`~pytest_maf.errors.StoreBusyError`.
+    """
+    from pytest_maf.store.maintenance import _require_store
+    from pytest_maf.store.sqlite import DEFAULT_BUSY_TIMEOUT_S, connect, maintenance_turn
 
     _require_store(db_path)
-    connection = connect(db_path, MAINTENANCE_BUSY_TIMEOUT_MS)
+    connection = connect(db_path)
+    waits = DEFAULT_BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s
 
     def measure() -> dict[str, int]:
         pages, free = (int(connection.execute(f"PRAGMA {name}").fetchone()[0]) for name in ("page_count", "freelist_count"))
@@ -75,7 +87,11 @@ def optimize_sqlite(db_path: Path, *, reindex: bool = False, vacuum: bool = Fals
                 "wal_bytes": wal.stat().st_size if wal.is_file() else 0}
 
     def run(statement: str) -> Callable[[], object]:
-        return lambda: connection.execute(statement).fetchall()
+        def step() -> None:
+            with maintenance_turn(db_path, connection, waits):
+                connection.execute(statement).fetchall()
+
+        return step
 
     steps = [("ANALYZE", run("ANALYZE")), ("PRAGMA optimize", run("PRAGMA optimize"))]
     if reindex:

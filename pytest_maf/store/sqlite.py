@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from pytest_maf.config import DEFAULT_MAX_ATTEMPTS
@@ -32,7 +33,7 @@ from pytest_maf.values import is_utf8
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterable, Sequence
+    from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
     from typing import Any, TypeVar
 
     from pytest_maf.store.protocol import WaitEvent
@@ -119,6 +120,50 @@ def unusable(db_path: Path, error: sqlite3.Error) -> StoreError:
         way_out = "check the file, restore a backup, or point MAF_DB_PATH elsewhere"
     failure = DamagedStoreError if damaged else StoreError
     return failure(f"cannot use the runtime database {db_path}: {error}; {way_out}")
+
+
+def store_busy(db_path: Path, writer_lock: WriterLock, waited_s: float) -> StoreBusyError:
+    """The error (exit 5) of a wait for the store at ``db_path`` that passed the busy timeout: who
+    holds the writers' lock, where known, and the way out."""
+    holder = writer_lock.holder()
+    held = f" (pid {holder} holds the writer lock)" if holder else ""
+    return StoreBusyError(
+        f"the runtime database {db_path} stayed busy for {waited_s:.1f} s{held}; try again,"
+        " or raise runtime.busy_timeout_seconds (MAF_BUSY_TIMEOUT)"
+    )
+
+
+def writer_lock_of(db_path: Path, waited_too_long: Callable[[float], BaseException]) -> WriterLock:
+    """The writers' lock of the store at ``db_path``: beside the file itself, as SQLite puts its -wal
+    and -shm, so a store opened through a symlink takes the same lock as one opened by its own name."""
+    return WriterLock(Path(f"{_real_path(db_path)}.lock"), waited_too_long)
+
+
+@contextmanager
+def maintenance_turn(db_path: Path, connection: sqlite3.Connection, busy_timeout_s: float) -> Iterator[None]:
+    """Hold the writers' turn for a maintenance step on ``connection`` (``maf db optimize``, ``cleanup``),
+    as every write does: the lock and SQLite's waited for up to ``busy_timeout_s`` in all, then
+    :class:`StoreBusyError` (exit 5), never "database is locked"."""
+    started = time.monotonic()
+    deadline = started + busy_timeout_s
+    lock = writer_lock_of(db_path, lambda waited: store_busy(db_path, lock, waited))
+    try:
+        with lock.turn(deadline):
+            left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            connection.execute(f"PRAGMA busy_timeout = {left_ms}")  # SQLite's own wait, the rest of the bound
+            try:
+                yield
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise
+                raise store_busy(db_path, lock, time.monotonic() - started) from None
+    finally:
+        lock.close()
+
+
+def is_busy(error: sqlite3.Error) -> bool:
+    """Whether ``error`` says another connection holds the database (busy or locked), not damage."""
+    return isinstance(error, sqlite3.OperationalError) and _is_busy(error)
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -715,11 +760,8 @@ class SQLiteStore:
         self._connection: sqlite3.Connection | None = None
         self._immutable = False  # opened as a file nobody writes (connect_reading_only): read anew each time
         self._one_at_a_time = sharing.OneAtATime()
-        # Beside the file itself, as SQLite puts its -wal and -shm: a store opened through a symlink
-        # takes the same writers' lock as one opened by its own name.
-        real = _real_path(path)
-        self._writer_lock = WriterLock(Path(f"{real}.lock"), self._busy)
-        self._checkpointer = Checkpointer(real, self._writer_lock.path)
+        self._writer_lock = writer_lock_of(path, self._busy)
+        self._checkpointer = Checkpointer(_real_path(path), self._writer_lock.path)
         sharing.close_in_children(self)
 
     def close_inherited(self) -> str | None:
@@ -794,12 +836,7 @@ class SQLiteStore:
         return unusable(self.path, error)
 
     def _busy(self, waited_s: float) -> StoreBusyError:
-        holder = self._writer_lock.holder()
-        held = f" (pid {holder} holds the writer lock)" if holder else ""
-        return StoreBusyError(
-            f"the runtime database {self.path} stayed busy for {waited_s:.1f} s{held}; try again,"
-            " or raise runtime.busy_timeout_seconds (MAF_BUSY_TIMEOUT)"
-        )
+        return store_busy(self.path, self._writer_lock, waited_s)
 
     def _retrying_busy(self, attempt: Callable[[], T], deadline: float) -> T:
         """Run ``attempt`` until it is not refused as busy, or ``deadline`` passes."""
