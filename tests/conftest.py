@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Iterator
 import pytest
 
 from backends import BACKENDS, backend_param, backend_store, environment_store, server_url
+from pytest_maf import agents
 from pytest_maf.clock import ManualClock
 from pytest_maf.store import Store
 
@@ -18,6 +19,13 @@ with contextlib.suppress(ImportError):
 
 if TYPE_CHECKING:
     from workspace import Workspace
+
+
+@pytest.fixture(autouse=True)
+def no_client_left_by_another_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as no client (``main()`` in process names its own: maf, mcp, pytest), and
+    leaves none to the next: which client an agent was last seen through depends on it."""
+    monkeypatch.setattr(agents, "_client", "")
 
 
 @pytest.fixture
