@@ -92,7 +92,7 @@ def checked_output(text: str, protected: Iterable[Path], what: str = "the output
     path = Path(text)
     if text.endswith(("/", os.sep)) or path.is_dir():
         named = "is a directory" if path.is_dir() else "names a folder (it ends in a slash)"
-        raise UsageError(f"{text} {named}; give a file name for {what}, such as {Path(text) / 'report'}")
+        raise UsageError(f"{text} {named}; give {what} the name of a file (in that folder, say)")
     for guarded in protected:
         if _same_file(path, guarded):
             raise UsageError(f"{text} is {guarded}, which this command must not overwrite; choose another file for {what}")

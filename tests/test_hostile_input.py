@@ -45,6 +45,10 @@ def nothing(workspace: Workspace) -> None:
     pass
 
 
+def notes_file(workspace: Workspace) -> None:
+    workspace.write(workspace.main, "notes.txt", "my notes\n")
+
+
 def mail_root_is_a_file(workspace: Workspace) -> None:
     workspace.write(workspace.main, ".agent-mail", "not a folder\n")
 
@@ -192,7 +196,7 @@ CASES += [
     ("backup-into-a-directory", nothing, ["db", "backup", "--output", "src"], 2, "is a directory"),
     # before, "newdir/ is a directory" of a folder that is not there
     ("backup-into-a-folder-not-there", nothing, ["db", "backup", "--output", "newdir/"], 2,
-     "newdir/ names a folder (it ends in a slash); give a file name for --output"),
+     "newdir/ names a folder (it ends in a slash); give --output the name of a file"),
     # standard output is a pipe here: before, "No such file or directory: /proc/PID/fd/.maf-backup-..."
     ("backup-to-standard-output-a-pipe", nothing, ["db", "backup", "--output", "/dev/stdout"], 2, "not a regular file"),
     ("backup-empty-name", nothing, ["db", "backup", "--output", ""], 2, "give a file name"),
@@ -224,6 +228,12 @@ CASES += [
     ("bench-output-over-the-store", nothing, ["bench", "--output", ".maf/runtime.db"], 2, "must not overwrite"),
     ("bench-output-over-its-baseline", not_a_baseline, ["bench", "--compare", "baseline.json", "--output", "baseline.json"], 2, "not a baseline"),
     ("bench-threshold-nan", nothing, ["bench", "--output", "b.json", "--threshold", "nan"], 2, "--threshold"),
+    # before, "cannot use the runtime database notes.txt: ... it is damaged: run `maf db recover`"
+    ("load-test-into-a-text-file", notes_file, ["load-test", "--database", "notes.txt", "--duration", "0.2"], 2,
+     "notes.txt is not a SQLite file: --database names a new or scratch file"),
+    # before, "give a file name for --database, such as src/report"
+    ("load-test-into-a-folder", nothing, ["load-test", "--database", "src", "--duration", "0.2"], 2,
+     "src is a directory; give --database the name of a file"),
     ("load-test-duration-negative", nothing, ["load-test", "--duration", "-1"], 2, "--duration"),
     ("load-test-duration-nan", nothing, ["load-test", "--duration", "nan"], 2, "--duration"),
     # before, "a lease TTL must be above 0, got 0 ms": not what was given

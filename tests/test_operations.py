@@ -321,6 +321,23 @@ def test_metrics_parse_and_equal_the_store(tmp_path: Path) -> None:
     assert 0 < values[("maf_system_health_score", ())] <= 1
 
 
+@pytest.mark.parametrize(("signum", "code", "said"), [(signal.SIGINT, 130, "maf: interrupted"), (signal.SIGTERM, 143, "maf: terminated")])
+def test_metrics_serve_stopped_exits_as_every_command_does(tmp_path: Path, signum: int, code: int, said: str) -> None:
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "pytest_maf", "--db", str(tmp_path / "maf.db"), "metrics", "serve", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as at a terminal, not as in a background job
+    )
+    try:
+        assert serving.stdout is not None and select.select([serving.stdout], [], [], 30)[0], "it never said it serves"
+        assert serving.stdout.readline().startswith("serving http://")
+        serving.send_signal(signum)
+        _, err = serving.communicate(timeout=30)
+    finally:
+        serving.kill()
+    assert (serving.returncode, err.strip()) == (code, said)  # before: Ctrl-C exited 0 without a word
+
+
 def test_metrics_are_served_over_http_on_loopback(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
     settings = load_settings(environ={}, cwd=tmp_path)

@@ -18,7 +18,7 @@ from pytest_maf.cli.common import (
 from pytest_maf.clock import system_clock
 from pytest_maf.config import Settings
 from pytest_maf.errors import FAILED, UsageError
-from pytest_maf.files import checked_output, checked_text_output, store_files
+from pytest_maf.files import SQLITE_HEADER, checked_output, checked_text_output, regular_file_head, store_files
 from pytest_maf.store import maintenance
 from pytest_maf.store import export as db_export
 from pytest_maf.terminal import Progress, printable
@@ -174,9 +174,7 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
         shown = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host  # IPv6
         print(f"serving http://{shown}:{server.server_port}/metrics", flush=True)
         try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
+            server.serve_forever()  # until Ctrl-C (130) or SIGTERM (143), as every command ends on them
         finally:
             server.server_close()
         return 0
@@ -289,6 +287,11 @@ def cmd_load_test(args: argparse.Namespace, settings: Settings) -> int:
         )
     refuse_a_store_named("load-test", args, "a scratch SQLite file, or the new one --database names")
     given = None if args.database is None else checked_output(args.database, store_files(settings.db_path), "--database")
+    if given is not None and regular_file_head(given, len(SQLITE_HEADER)) not in (b"", SQLITE_HEADER):
+        raise UsageError(
+            f"{args.database} is not a SQLite file: --database names a new or scratch file that load-test fills"
+            " with its own tasks"
+        )
     with terminate_as_interrupt(), tempfile.TemporaryDirectory(prefix="maf-load-") as scratch:
         # removed however the run ends: done, failed, Ctrl-C or SIGTERM
         with Progress(f"load test: {args.concurrent} process(es), {args.duration:g} s of load and the audit"):

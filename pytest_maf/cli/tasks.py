@@ -177,7 +177,10 @@ def _split_run_options(args: argparse.Namespace) -> list[str]:
     except argparse.ArgumentError as error:
         raise UsageError(f"maf task run: {error}") from None
     if unknown:
-        raise UsageError(f"maf task run: {' '.join(unknown)!r} before `--`; only --agent, --attempt and --ttl go there")
+        raise UsageError(
+            f"maf task run: {' '.join(unknown)!r} between TASK and `--`; only --agent, --attempt and --ttl go there"
+            " (the options of every command, --db and --log-format, go before TASK: maf task run --db PATH TASK -- CMD)"
+        )
     for name in ("agent", "attempt", "ttl"):
         if getattr(given, name) is not None:
             setattr(args, name, getattr(given, name))
