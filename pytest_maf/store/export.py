@@ -2,8 +2,10 @@
 
 The database is opened read-only and read in one transaction: one consistent
 snapshot while agents keep writing, nothing migrated, nothing written (an
-older store is exported as it is; SQLite may leave its empty ``-wal`` and
-``-shm`` beside the file, as any reader can). Rows are read through
+older store is exported as it is). A database with no write-ahead log beside
+it (a backup, a store nobody has open) is read as it lies, leaving nothing
+beside it: a ``-wal`` left there would make a backup look in use, no longer
+listed, pruned or restored by ``maf db backups`` and ``restore latest``. Rows are read through
 sqlite-utils, in rowid order, with every value exactly as stored: times are
 integer epoch milliseconds, and a ``*_json`` column is the JSON text it holds
 (a string in the JSON export too, so a row whose text is not valid JSON is
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
 from pytest_maf.errors import StoreError, UsageError
 from pytest_maf.files import replaced_output
 from pytest_maf.store import schema
-from pytest_maf.store.sqlite import connect_read_only, unusable
+from pytest_maf.store.sqlite import connect_reading_only, unusable
 from pytest_maf.store.verify import current_tables, introspect, user_tables
 
 if TYPE_CHECKING:
@@ -62,7 +64,7 @@ def read_only(db_path: Path) -> Iterator[Database]:
     if not db_path.is_file():
         raise StoreError(f"the runtime database {db_path} is not a file")
     try:
-        connection = connect_read_only(db_path)
+        connection = connect_reading_only(db_path, immutable=not os.path.exists(f"{db_path}-wal"))
     except sqlite3.Error as error:
         raise unusable(db_path, error) from None
     try:
