@@ -299,12 +299,20 @@ def configured_store_connection(settings: Any) -> CheckResult:
 
 RECOVER_OR_RESTORE = "run `maf db recover`, or `maf db restore latest`"
 UPGRADE = "upgrade pytest-maf to the version that wrote this store, or a newer one"
+BUSY_HINT = (
+    "another session holds the store (`maf db optimize --reindex` or `--vacuum`, a migration, a restore): check"
+    " again when it is done, or raise runtime.busy_timeout_seconds (MAF_BUSY_TIMEOUT)"
+)
 
 
 def _schema_hint(problems: Sequence[str]) -> str:
     """What mends the schema problems found: a newer store wants a newer pytest-maf, damaged pages or rows
     a recovery or a backup; an older or half-made schema `maf setup`."""
+    from pytest_maf.store.verify import BUSY  # read only once a store was found wanting
+
     said = "; ".join(problems)
+    if any(problem.startswith(BUSY) for problem in problems):  # nothing is wrong with it: it is in use
+        return BUSY_HINT
     if "upgrade pytest-maf" in said:  # the version problem names its own way out
         return UPGRADE
     if any(sign in said for sign in ("integrity_check", "foreign_key_check", "cannot read", "cannot open")):
@@ -320,10 +328,7 @@ def _unreachable_hint(settings: Any, error: MafError) -> str:
     if isinstance(error, NewerStoreError):
         return UPGRADE
     if isinstance(error, StoreBusyError):
-        return (
-            "another session holds the store (`maf db optimize --reindex` or `--vacuum`, a migration): check again"
-            " when it is done, or raise runtime.busy_timeout_seconds (MAF_BUSY_TIMEOUT)"
-        )
+        return BUSY_HINT
     return f"run `maf setup` or fix {'MAF_DATABASE_URL' if settings.database_url else 'MAF_DB_PATH'}"
 
 

@@ -100,3 +100,29 @@ def test_health_exit_codes() -> None:
     warn = health.HealthItem("b", health.WARNING, health.failed("meh", "do x"))
     bad = health.HealthItem("c", health.CRITICAL, health.failed("broken", "do y"))
     assert [health.health_exit_code(items) for items in ([ok], [ok, warn], [ok, warn, bad])] == [0, 2, 1]
+
+
+def test_a_store_another_session_holds_is_said_busy_not_sent_to_a_recovery(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from pytest_maf.store import open_store
+
+    db = tmp_path / "runtime.db"
+    open_store(db, create=True).close()
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import sqlite3, sys, time
+connection = sqlite3.connect({str(db)!r}, isolation_level=None)
+connection.execute("PRAGMA locking_mode = EXCLUSIVE")
+connection.execute("BEGIN EXCLUSIVE")
+print("held", flush=True)
+sys.stdin.read()  # until the test lets go
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        found = health.database_schema(db)
+    finally:
+        holder.communicate(timeout=30)
+
+    assert not found.ok and "database is locked" in found.message
+    assert "MAF_BUSY_TIMEOUT" in found.hint and "recover" not in found.hint  # before: `maf db recover`, or a restore

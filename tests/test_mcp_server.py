@@ -197,8 +197,10 @@ def test_the_server_refuses_to_start_without_an_agent_id(workspace: Workspace) -
         assert ("--agent" in line) if not agent else ("agent id 'team/alice'" in line)
 
 
-def test_without_the_sdk_maf_mcp_says_what_to_install(workspace: Workspace) -> None:
-    hide_sdk = "import sys; sys.modules['mcp'] = None; from pytest_maf.cli import main; sys.exit(main(['mcp']))"
+@pytest.mark.parametrize("missing", [["mcp"], ["anyio", "mcp"]])  # before, without anyio: an internal error, exit 70
+def test_without_the_sdk_maf_mcp_says_what_to_install(workspace: Workspace, missing: list[str]) -> None:
+    hidden = "; ".join(f"sys.modules[{name!r}] = None" for name in missing)
+    hide_sdk = f"import sys; {hidden}; from pytest_maf.cli import main; sys.exit(main(['mcp']))"
     completed = subprocess.run(
         [sys.executable, "-c", hide_sdk], cwd=workspace.main, env=workspace.env("claude-1"),
         capture_output=True, text=True, timeout=STEP_S,

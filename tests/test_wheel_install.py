@@ -46,6 +46,8 @@ def test_wheel_runs_preflight_in_a_new_repository(tmp_path: Path) -> None:
     assert preflight.returncode == 0, preflight.stdout + preflight.stderr
     assert "maf preflight" in preflight.stdout and "COMMITTED -> DONE" in preflight.stdout
     assert str(venv) in run(venv / "bin" / "python", "-c", "import pytest_maf.checks as c; print(c.__file__)", cwd=repo).stdout
+    typed = run(venv / "bin" / "python", "-c", "import pathlib, pytest_maf; print((pathlib.Path(pytest_maf.__file__).parent / 'py.typed').is_file())", cwd=repo)
+    assert typed.stdout.strip() == "True"  # a type checker reads the package's annotations (PEP 561)
     with open_store(repo / ".maf" / "runtime.db") as store:
         (task,) = tasks.list_tasks(store, include_internal=True)
         rows = store.read(lambda t: t.evidence(task.id))

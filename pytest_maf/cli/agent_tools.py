@@ -17,8 +17,10 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
     agent = agent_of(args)  # refused before a word of the protocol is spoken
     try:
         from pytest_maf import mcp_server
-    except ModuleNotFoundError as error:
-        if (error.name or "").partition(".")[0] == "mcp":
+    except ModuleNotFoundError:
+        from importlib.util import find_spec
+
+        if find_spec("mcp") is None:  # the SDK, or a module it brings (anyio), is not installed: the mcp extra
             raise UsageError(MISSING_SDK) from None
         raise
     from pytest_maf.agent_tools import AgentTools

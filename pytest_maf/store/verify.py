@@ -158,6 +158,9 @@ def _schema_problems(connection: sqlite3.Connection) -> list[str]:
         reference.close()
 
 
+BUSY = "another session holds"  # the problem a busy store is: nothing to mend, only to wait for
+
+
 def schema_problems(path: Path) -> list[str]:
     """Every way the database at ``path`` differs from the current schema; [] when sound.
 
@@ -165,12 +168,12 @@ def schema_problems(path: Path) -> list[str]:
     SQLite's ``integrity_check`` and rows that refer to missing rows. The
     database is opened read-only.
     """
-    from pytest_maf.store.sqlite import connect_read_only  # here: this module is read by lighter commands
+    from pytest_maf.store.sqlite import connect_read_only, is_busy  # here: this module is read by lighter commands
 
     try:
         connection = connect_read_only(path)
     except sqlite3.Error as error:
-        return [f"cannot open {path}: {error}"]
+        return [f"{BUSY if is_busy(error) else 'cannot open'} {path}: {error}"]
     problems: list[str] = []
     try:
         connection.execute("PRAGMA foreign_keys = ON")
@@ -189,7 +192,7 @@ def schema_problems(path: Path) -> list[str]:
             problems.append(f"foreign_key_check: {len(orphans)} row(s) in {', '.join(tables)} refer to missing rows")
         problems += _schema_problems(connection)
     except sqlite3.Error as error:
-        problems.append(f"cannot read {path}: {error}")
+        problems.append(f"{BUSY if is_busy(error) else 'cannot read'} {path}: {error}")
     finally:
         connection.close()
     return problems
