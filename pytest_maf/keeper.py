@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 # How long a command that lost its lease, or that maf passed a signal on to, gets to stop.
 TERMINATE_GRACE_S = 5.0
-MIN_KEPT_TTL_MS = 3_000  # renewed each second at least: a shorter lease would be written more often than that
+MIN_KEPT_TTL_MS = 1_000  # renewed every third of it: a shorter lease would be written more often than that
 
 
 class LeaseKeeper:
@@ -110,7 +110,7 @@ def run_under_lease(
     if ttl_ms < MIN_KEPT_TTL_MS:  # a renewal every third of it: one write and one event each
         raise UsageError(
             f"--ttl {ttl_ms / 1000:g} is too short for a lease kept while a command runs (it is renewed every"
-            f" third of it): give at least {MIN_KEPT_TTL_MS // 1000} seconds"
+            f" third of it): give at least {MIN_KEPT_TTL_MS / 1000:g} s"
         )
     if not command[0]:
         raise UsageError("the command after `--` is empty; give the program to run, such as: maf task run T -- make test")

@@ -185,12 +185,13 @@ def _with_mail(snapshot: StatusSnapshot, mail_root: Path) -> StatusSnapshot:
         return replace(snapshot, mail_problem=f"the mail root cannot be read: {error}")
     counts = []
     for agent in sorted(set(agents) | set(queued)):
+        unreadable: list[str] = []  # stray files: the messages beside them are counted all the same
         try:
-            unread = len(mail.list_messages(mail_root, agent, unread_only=True)) if agent in agents else 0
+            unread = len(mail.list_messages(mail_root, agent, True, unreadable)) if agent in agents else 0
         except (MafError, OSError) as error:
             counts.append(MailCount(agent, 0, queued.get(agent, 0), str(error)))
         else:
-            counts.append(MailCount(agent, unread, queued.get(agent, 0)))
+            counts.append(MailCount(agent, unread, queued.get(agent, 0), "; ".join(unreadable) or None))
     return replace(snapshot, mail=counts)
 
 

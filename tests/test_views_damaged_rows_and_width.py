@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_maf import reservations, tasks
+from pytest_maf import agents, reservations, tasks
 from pytest_maf.cli import main
 from pytest_maf.cli.common import table_lines
 from pytest_maf.cli.views import clip
@@ -62,6 +62,7 @@ def test_a_report_of_a_task_whose_attempt_count_is_damaged_stays_small(db: Path,
 
 
 def test_columns_line_up_by_terminal_columns_whatever_the_characters(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    agents.set_client("maf")  # as a `maf task claim` names it (the test's own fixture puts it back)
     with open_store(db) as store:
         tasks.add_task(store, task_id="fix-2")
         tasks.claim_task(store, "fix-1", "агент-漢字-🤖", 10 * MINUTE)

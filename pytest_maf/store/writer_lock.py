@@ -480,6 +480,7 @@ class _IndexDescriptors:
             if descriptor >= 0 and os.fstat(descriptor).st_nlink == 0:
                 os.close(descriptor)
                 descriptor = -1
+                self._open[path] = (descriptor, users, pid)  # at once: the open below may fail (no -shm now)
             if descriptor < 0:
                 descriptor = os.open(path, os.O_RDONLY)
                 self._open[path] = (descriptor, users, pid)
