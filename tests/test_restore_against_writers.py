@@ -362,3 +362,21 @@ def test_keeping_an_emptied_store_aside_leaves_the_restore_s_locks_on_it(
     assert seen == ["held"]  # before: "taken", its byte copy's closing had dropped the restore's lock
     assert report.kept_as is not None and report.kept_as.is_file()
     assert ids_in(db) == {"in-backup"}
+
+
+def test_a_store_without_a_write_ahead_log_has_its_leases_counted_and_is_kept_aside(
+    small_store_and_backup: tuple[Path, Path],
+) -> None:
+    db, backup = small_store_and_backup
+    with open_store(db) as store:
+        tasks.claim_task(store, "marker", "agent-a", 600_000)
+    with closing(sqlite3.connect(db)) as connection:
+        connection.execute("PRAGMA journal_mode = DELETE")  # as on a file system without shared memory
+
+    with pytest.raises(StoreError, match="1 live lease"):  # before: restored, its leases unread
+        maintenance.restore(db, backup, busy_timeout_s=5)
+    assert unchanged(db)
+    report = maintenance.restore(db, backup, force=True, busy_timeout_s=5)
+
+    assert ids_in(db) == {"in-backup"}
+    assert report.kept_as is not None and ids_in(report.kept_as) == {"in-backup", "marker"}

@@ -208,10 +208,15 @@ class _Restoring:
 
     def _restore(self, deadline: float, busy: Callable[[], BaseException]) -> None:
         existed = self.db_path.is_file()
+        checked_under_lock = existed and _in_wal_mode(self.db_path)
+        if existed and not checked_under_lock:
+            # Without a write-ahead log the copy's lock shuts every reader out, this lease count too: it
+            # is made under the writers' turn alone.
+            self.check_and_keep(deadline, busy)
         try:
             _copy_database(
                 self.plain, self.db_path, deadline, busy,
-                (lambda: self.check_and_keep(deadline, busy)) if existed else None,
+                (lambda: self.check_and_keep(deadline, busy)) if checked_under_lock else None,
                 before_last_step=self._begin_commit, once_committed=self._note_committed,
             )
             return
@@ -283,6 +288,16 @@ class _Restoring:
         if self.kept is not None:  # the kept copy of an unchanged store goes
             _remove_database(self.kept)
             self.kept = None
+
+
+def _in_wal_mode(db_path: Path) -> bool:
+    """Whether the database at ``db_path`` has a write-ahead log, so it can be read while written; a
+    database SQLite cannot read is taken for one: the copy into it finds out what it is."""
+    try:
+        with closing(connect_read_only(db_path)) as connection:
+            return str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+    except sqlite3.Error:
+        return True
 
 
 def _remove_database(path: Path) -> None:
