@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_maf.cli.common import add_json, add_output, given, print_json, print_table, when
 from pytest_maf.config import Settings
-from pytest_maf.errors import UsageError
+from pytest_maf.errors import INTERRUPTED, UsageError
 from pytest_maf.files import checked_output, regular_file_head, replaced_output, store_files
 from pytest_maf.terminal import Progress, printable
 
@@ -204,21 +204,41 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         print(f"restored {settings.store_shown} from {printable(str(backup))} with pg_restore; the previous store"
               f" is kept as the schema {kept_schema}")
         return 0
+    from pytest_maf.store.restore import RestoredThenStopped
+
+    stopped: tuple[str, int] | None = None  # a Ctrl-C or SIGTERM held back while the restore committed
     try:
         with Progress(f"verifying {backup} and restoring {settings.db_path}"):
-            report = maintenance.restore(
-                settings.db_path, backup, force=args.force, busy_timeout_s=settings.busy_timeout_s
-            )
+            try:
+                report = maintenance.restore(
+                    settings.db_path, backup, force=args.force, busy_timeout_s=settings.busy_timeout_s
+                )
+            except RestoredThenStopped as late:
+                report, stopped = late.report, _how_stopped(late.stop)
     except maintenance.VerificationError as error:  # bad input for a restore, refused before anything changed
         raise UsageError(f"{error}; nothing was restored") from None
+    kept = f"the previous database is kept as {report.kept_as}" if report.kept_as else "there was no database to keep"
     if args.json:
         print_json({"restored": str(settings.db_path), "from": str(backup),
                     "kept_as": None if report.kept_as is None else str(report.kept_as), "rows": report.rows,
-                    "skipped": skipped})
+                    "skipped": skipped, **({"then": stopped[0]} if stopped else {})})
+    else:
+        print(printable(f"restored {settings.db_path} from {backup}; {kept}"))
+    if stopped is None:
         return 0
-    kept = f"the previous database is kept as {report.kept_as}" if report.kept_as else "there was no database to keep"
-    print(printable(f"restored {settings.db_path} from {backup}; {kept}"))
-    return 0
+    # The stop came as the restore committed: it is done, and the command ends as the stop asked.
+    print(printable(f"maf: {stopped[0]} once the restore was done; {kept}"), file=sys.stderr)
+    return stopped[1]
+
+
+def _how_stopped(stop: BaseException) -> tuple[str, int]:
+    """``stop`` (what a Ctrl-C or SIGTERM raised) as the word the command ends with, and its exit code."""
+    signum = getattr(stop, "signum", None)
+    if isinstance(signum, int):
+        return "terminated", 128 + signum
+    if isinstance(stop, KeyboardInterrupt):
+        return "interrupted", INTERRUPTED
+    raise stop
 
 
 def _refuse_the_other_backend(backup: Path, settings: Settings) -> None:
