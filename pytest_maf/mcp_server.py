@@ -36,7 +36,7 @@ from pytest_maf import __version__
 from pytest_maf.agents import set_client
 from pytest_maf.agent_tools import PREFLIGHT_GRACE_S, AgentTools, error_payload, error_text
 from pytest_maf.errors import MafError, UsageError, refused_by_the_system
-from pytest_maf.mcp_stdio import serve_stdio, under_way
+from pytest_maf.mcp_stdio import serve_stdio, stopped_by, under_way
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
@@ -273,7 +273,7 @@ def serve(tools: AgentTools) -> int:
 
     SIGTERM and Ctrl-C end it (exit 143, 130) even while the client holds stdin open, once the tool
     calls under way have ended and their answers are written (:func:`~pytest_maf.mcp_stdio.serve_stdio`);
-    a preflight run under way is stopped. A client gone from the other end of stdout
+    a preflight run under way is stopped. Stdin ending as the signal comes ends it as the signal asked too. A client gone from the other end of stdout
     ends it as a closed pipe ends any command (exit 141): the server's task group reports that
     inside an exception group, and it is raised as itself for the command's usual handling.
     """
@@ -290,11 +290,21 @@ def serve(tools: AgentTools) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    stopped = stopped_by()
+    if stopped is not None:  # stdin ended as the signal came (a client shutting down does both): it still counts
+        raise _stop(stopped)
     return 0
 
 
 # Beyond the longest a tool may take (a preflight), how long an answer is waited for after stdin ends.
 ANSWER_MARGIN_S = 30.0
+
+
+def _stop(signum: int) -> BaseException:
+    """What the command raises for a signal the server received: Ctrl-C's, or SIGTERM's."""
+    from pytest_maf.cli import Terminated
+
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
 
 def _what_ended(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import signal
 import sys
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
 import anyio
 
@@ -47,6 +48,7 @@ from pytest_maf.errors import MafError
 from pytest_maf.values import is_utf8
 
 if TYPE_CHECKING:
+    import anyio.abc
     from mcp.server.mcpserver import MCPServer
     from mcp.types import JSONRPCMessage
 
@@ -56,6 +58,9 @@ _CALLS = threading.Condition()
 _calls = 0
 STOP_WAIT_S = 10.0
 _ENDING = threading.Event()
+# SIGTERM and SIGINT as they arrive, noted by the interpreter before the event loop dispatches them:
+# one that comes as stdin ends, and the server with it, still decides how the process ends.
+_ARRIVED: list[int] = []
 SERVER_ENDING = -32000  # JSON-RPC's range for an implementation's own errors
 
 
@@ -94,10 +99,10 @@ async def serve_stdio(server: MCPServer[Any], answers_after_eof_s: float) -> Non
             group.start_soon(_read_requests, wire_in, read_send, answers)
             async with anyio.create_task_group() as watch:
                 if threading.current_thread() is threading.main_thread():  # else the program's own handlers stay
-                    watch.start_soon(_end_on_signal, answers)
+                    await watch.start(_end_on_signal, answers)
                 lowlevel = server._lowlevel_server  # noqa: SLF001 (run_stdio_async's own path, with our streams)
                 await lowlevel.run(read_receive, answers, lowlevel.create_initialization_options())
-                watch.cancel_scope.cancel()  # stdin has ended and the server with it: no signal to wait for
+                watch.cancel_scope.cancel()  # stdin has ended and the server with it; a signal come by now is noted
 
 
 @contextlib.contextmanager
@@ -305,21 +310,45 @@ def _correlated(request_id: Any) -> Any:
 ENDING_POLL_S = 0.02
 
 
-async def _end_on_signal(answers: _Answers) -> None:
+def stopped_by() -> int | None:
+    """The first SIGTERM or SIGINT the server received, if one came: the server ends as it asked
+    even when stdin ended first, or at the same time (as a client shutting down does both)."""
+    return _ARRIVED[0] if _ARRIVED else None
+
+
+async def _end_on_signal(answers: _Answers, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """On SIGTERM or Ctrl-C: begin no more calls, stop a preflight run, and end the process once the
     calls under way have ended and their answers are written (at most :data:`STOP_WAIT_S`). The read
     of stdin, in a thread of its own, would hold an orderly end until the client closed it. A second
-    signal ends the process at once."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if _ENDING.is_set():
-                _exit(signum)
-            _ENDING.set()
-            stop_children()
-            async with anyio.create_task_group() as group:
-                group.start_soon(_exit_once_answered, signum, answers)
-                async for second in signals:
-                    _exit(second)
+    signal ends the process at once. Every one is noted as it arrives (:func:`stopped_by`), also
+    once the loop no longer listens, until the caller puts its own handlers back."""
+    try:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            _note_arrivals(passing_on=True)
+            task_status.started()
+            async for signum in signals:
+                _ENDING.set()
+                stop_children()
+                async with anyio.create_task_group() as group:
+                    group.start_soon(_exit_once_answered, signum, answers)
+                    async for second in signals:
+                        _exit(second)
+    finally:
+        _note_arrivals(passing_on=False)  # the loop put back the defaults: SIGTERM's ends the process without a word
+
+
+def _note_arrivals(*, passing_on: bool) -> None:
+    """Note each SIGTERM and SIGINT in :data:`_ARRIVED`; ``passing_on``, hand it on to the handler
+    in place (the event loop's, which dispatches it to :func:`_end_on_signal`)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(signum) if passing_on else None
+        signal.signal(signum, functools.partial(_noted, handler if callable(handler) else None))
+
+
+def _noted(handler: Callable[[int, Any], Any] | None, signum: int, frame: Any) -> None:
+    _ARRIVED.append(signum)
+    if handler is not None:
+        handler(signum, frame)
 
 
 async def _exit_once_answered(signum: int, answers: _Answers) -> None:

@@ -161,3 +161,29 @@ def test_a_request_with_params_the_sdk_refuses_is_told_what_was_wrong(workspace:
     assert early["error"]["message"].startswith("not initialized: send initialize")
     assert nameless["error"]["message"].startswith("tools/call: params.name is required")
     assert listed["error"]["message"] == "tools/call: params.arguments must be an object, not []"
+
+
+@pytest.mark.slow
+def test_a_signal_ends_the_server_as_it_asks_when_stdin_closes_at_the_same_time(workspace: Workspace) -> None:
+    # The signal and the end of stdin race, and the wrong one won one time in five to twenty: twenty chances.
+    expected = {15: (143, "maf: terminated\n"), 2: (130, "maf: interrupted\n")}
+    ended = []
+    for signals in ([15, 2, 15, 2, 15], [2, 15, 2, 15, 2]) * 2:
+        wires = [Wire(workspace, "alice", initialize=False) for _ in signals]  # a few started side by side
+        try:
+            for wire, signum in zip(wires, signals):
+                wire.initialize()
+                wire.send('{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "status", "arguments": {}}}')
+                assert wire.answer()["id"] == 1  # nothing under way
+                wire.server.send_signal(signum)  # a client shutting down ends the server
+                assert wire.server.stdin is not None
+                wire.server.stdin.close()  # and closes its end
+                returncode = wire.server.wait(STEP_S)
+                assert wire.server.stderr is not None
+                ended.append(((returncode, wire.server.stderr.read().decode()), expected[signum]))
+        finally:
+            for wire in wires:
+                wire.close()
+
+    # Before: some of them exited 0 without a word, as if the client had only closed stdin.
+    assert [found for found, _ in ended] == [wanted for _, wanted in ended]
