@@ -323,6 +323,10 @@ def _schema_hint(problems: Sequence[str]) -> str:
 def _unreachable_hint(settings: Any, error: MafError) -> str:
     """What to do about a store that could not be opened: a damaged one is recovered or restored
     (`maf setup` refuses it); any other is made, or named right."""
+    from pytest_maf.extras import MissingExtraError
+
+    if isinstance(error, MissingExtraError):  # it says what to install
+        return str(error).rpartition(": ")[2]
     if isinstance(error, DamagedStoreError):
         return RECOVER_OR_RESTORE
     if isinstance(error, NewerStoreError):

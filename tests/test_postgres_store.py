@@ -120,7 +120,10 @@ def test_without_psycopg_a_url_says_what_to_install(
     code, out, err = run(capsys, "setup")
 
     assert code == 2 and out == ""
-    assert err == "maf: error: a PostgreSQL store (runtime.database_url) needs the psycopg package: pip install 'pytest-maf[postgres]'\n"
+    assert err == "maf: error: a PostgreSQL store needs the psycopg package: pip install 'pytest-maf[postgres]'\n"
+    code, out, _ = run(capsys, "health-check", "--json")
+    reached = next(check for check in json.loads(out)["checks"] if not check["ok"] and "psycopg" in check["message"])
+    assert reached["hint"] == "pip install 'pytest-maf[postgres]'"  # before: run `maf setup` or fix MAF_DATABASE_URL
 
 
 def test_the_schemas_are_the_same_migration_for_migration() -> None:

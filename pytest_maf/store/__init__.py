@@ -127,7 +127,7 @@ def _postgres_backend() -> ModuleType:
     """The PostgreSQL backend, or one line saying what to install."""
     from pytest_maf.extras import import_extra
 
-    return import_extra("pytest_maf.store.postgres", "postgres", "a PostgreSQL store (runtime.database_url)")
+    return import_extra("pytest_maf.store.postgres", "postgres", "a PostgreSQL store")  # --db, MAF_DATABASE_URL or the configuration
 
 
 def _open_postgres(url: str, *, create: bool, **options: Any) -> Store:
