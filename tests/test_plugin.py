@@ -339,7 +339,7 @@ def test_xdist_writes_one_row_per_check_from_the_controller(pytester: pytest.Pyt
 
 
 def test_a_preflight_stops_at_its_timeout(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MAF_PREFLIGHT_TIMEOUT", "1")
+    monkeypatch.setenv("MAF_PREFLIGHT_TIMEOUT", "5")  # the built-in checks before it finish well within it, loaded or not
     with_custom_checks(
         pytester,
         check_slow="""
@@ -348,7 +348,7 @@ import pytest
 
 @pytest.mark.maf_check(id="custom.slow-1")
 def test_slow_one():
-    time.sleep(10)
+    time.sleep(60)
 
 @pytest.mark.maf_check(id="custom.slow-2")
 def test_slow_two():
@@ -359,7 +359,7 @@ def test_slow_two():
     result = pytester.runpytest("--maf-preflight", "-p", "no:randomly")
 
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(["*maf preflight took over 1 s (MAF_PREFLIGHT_TIMEOUT)*"])
+    result.stdout.fnmatch_lines(["*maf preflight took over 5 s (MAF_PREFLIGHT_TIMEOUT)*"])
     results = {row[1]: row[2] for row in evidence_rows(pytester)}
     assert results["custom.slow-1"] == "FAIL" and "custom.slow-2" not in results
     assert results["preflight.timeout"] == "FAIL"

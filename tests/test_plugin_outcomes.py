@@ -383,21 +383,21 @@ def test_hung():
 def test_a_preflight_that_overran_with_pytest_timeout_blocked_does_not_commit(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MAF_PREFLIGHT_TIMEOUT", "1")
+    monkeypatch.setenv("MAF_PREFLIGHT_TIMEOUT", "3")  # the built-in checks before it finish well within it, loaded or not
     with_checks(pytester, slow="""
 import time
 import pytest
 
 @pytest.mark.maf_check(id="svc.slow")
 def test_slow():
-    time.sleep(2)
+    time.sleep(4)
 """)
 
     result = pytester.runpytest("--maf-preflight", "-p", "no:timeout", "-p", "no:randomly")
 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines([
-        "FAIL preflight.timeout: maf preflight took over 1 s (MAF_PREFLIGHT_TIMEOUT); with pytest-timeout blocked*",
+        "FAIL preflight.timeout: maf preflight took over 3 s (MAF_PREFLIGHT_TIMEOUT); with pytest-timeout blocked*",
         "task task-*: ROLLBACK -> DEAD*",
     ])
 
@@ -533,10 +533,10 @@ def test_a_hung_check_cannot_hold_a_commit_past_the_time_limit(workspace: Worksp
     write_checks(workspace, slow=SLOW_CHECKS)
 
     # The check sleeps 12 s; a FAIL that says it timed out is the proof it was interrupted.
-    run = workspace.pytest(workspace.main, "--maf-preflight", agent="alice", MAF_PREFLIGHT_TIMEOUT="2", timeout=60)
+    run = workspace.pytest(workspace.main, "--maf-preflight", agent="alice", MAF_PREFLIGHT_TIMEOUT="5", timeout=60)
 
     assert run.returncode == 2, run.stdout + run.stderr  # interrupted
-    assert "FAIL svc.slow: timed out at the preflight's limit of 2 s (MAF_PREFLIGHT_TIMEOUT)" in run.stdout
+    assert "FAIL svc.slow: timed out at the preflight's limit of 5 s (MAF_PREFLIGHT_TIMEOUT)" in run.stdout
     latest = max(preflight_tasks(workspace), key=lambda task: task["created_at"])
     assert latest["state"] == "DEAD"  # rolled back; a preflight has one attempt
     rows = {row["verifier"]: row for row in maf_json(workspace, "evidence", "list", "--task", latest["id"])}
