@@ -22,7 +22,11 @@ EXTRA_PACKAGES = {"metrics": ("prometheus_client",), "postgres": ("psycopg", "ps
 
 
 class MissingExtraError(UsageError):
-    """A command needs a package that only an extra installs."""
+    """A command needs a package that only an extra installs; ``install`` is the pip line that does."""
+
+    def __init__(self, message: str, install: str) -> None:
+        super().__init__(message)
+        self.install = install
 
 
 def import_extra(module: str, extra: str, purpose: str) -> ModuleType:
@@ -33,6 +37,5 @@ def import_extra(module: str, extra: str, purpose: str) -> ModuleType:
         missing = (error.name or "").split(".")[0]
         if missing not in EXTRA_PACKAGES.get(extra, ()):
             raise
-        raise MissingExtraError(
-            f"{purpose} needs the {missing} package: pip install 'pytest-maf[{extra}]'"
-        ) from None
+        install = f"pip install 'pytest-maf[{extra}]'"
+        raise MissingExtraError(f"{purpose} needs the {missing} package: {install}", install) from None

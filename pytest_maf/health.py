@@ -325,8 +325,8 @@ def _unreachable_hint(settings: Any, error: MafError) -> str:
     (`maf setup` refuses it); any other is made, or named right."""
     from pytest_maf.extras import MissingExtraError
 
-    if isinstance(error, MissingExtraError):  # it says what to install
-        return str(error).rpartition(": ")[2]
+    if isinstance(error, MissingExtraError):
+        return error.install
     if isinstance(error, DamagedStoreError):
         return RECOVER_OR_RESTORE
     if isinstance(error, NewerStoreError):
